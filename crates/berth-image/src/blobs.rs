@@ -1,0 +1,123 @@
+//! Content-addressed blob store: `<root>/blobs/sha256/<hex>`. Every write is verified against the
+//! expected digest before it becomes visible; a mismatch leaves nothing behind.
+
+use crate::error::{ImageError, IoContext};
+use crate::fsutil::{digest_hex, rand_suffix, sync_dir, HashingReader};
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+pub struct BlobStore {
+    dir: PathBuf,
+}
+
+impl BlobStore {
+    pub fn open(root: &Path) -> Result<BlobStore, ImageError> {
+        let dir = root.join("blobs").join("sha256");
+        fs::create_dir_all(&dir).ctx("create", &dir)?;
+        Ok(BlobStore { dir })
+    }
+
+    pub fn path(&self, digest: &str) -> Result<PathBuf, ImageError> {
+        Ok(self.dir.join(digest_hex(digest)?))
+    }
+
+    pub fn exists(&self, digest: &str) -> bool {
+        self.path(digest).map(|p| p.is_file()).unwrap_or(false)
+    }
+
+    pub fn read(&self, digest: &str) -> Result<Vec<u8>, ImageError> {
+        let p = self.path(digest)?;
+        fs::read(&p).ctx("read blob", &p)
+    }
+
+    pub fn open_blob(&self, digest: &str) -> Result<File, ImageError> {
+        let p = self.path(digest)?;
+        File::open(&p).ctx("open blob", &p)
+    }
+
+    pub fn size(&self, digest: &str) -> Result<u64, ImageError> {
+        let p = self.path(digest)?;
+        Ok(fs::metadata(&p).ctx("stat blob", &p)?.len())
+    }
+
+    /// Stores bytes; returns `sha256:<hex>`.
+    pub fn put_bytes(&self, expected: Option<&str>, data: &[u8]) -> Result<String, ImageError> {
+        self.put_reader(expected, &mut &data[..]).map(|(d, _)| d)
+    }
+
+    /// Streams a blob in, verifying the digest; returns the digest and size.
+    pub fn put_reader(
+        &self,
+        expected: Option<&str>,
+        reader: &mut dyn Read,
+    ) -> Result<(String, u64), ImageError> {
+        if let Some(exp) = expected {
+            let hex = digest_hex(exp)?;
+            let p = self.dir.join(hex);
+            if p.is_file() {
+                // Already present and verified when it was written: drain nothing, stay cheap.
+                let size = fs::metadata(&p).ctx("stat blob", &p)?.len();
+                return Ok((format!("sha256:{hex}"), size));
+            }
+        }
+        let tmp = self.dir.join(format!(".tmp-{}", rand_suffix()));
+        let res = (|| {
+            let mut f = File::create(&tmp).ctx("create", &tmp)?;
+            let mut hr = HashingReader::new(reader);
+            std::io::copy(&mut hr, &mut f).ctx("write blob", &tmp)?;
+            f.flush().ctx("write blob", &tmp)?;
+            f.sync_all().ctx("fsync", &tmp)?;
+            let size = hr.count;
+            let actual = format!("sha256:{}", hr.finish_hex());
+            if let Some(exp) = expected {
+                if exp != actual {
+                    return Err(ImageError::DigestMismatch {
+                        expected: exp.to_string(),
+                        actual,
+                    });
+                }
+            }
+            let dst = self.dir.join(digest_hex(&actual)?);
+            fs::rename(&tmp, &dst).ctx("rename", &dst)?;
+            sync_dir(&self.dir)?;
+            Ok((actual, size))
+        })();
+        if res.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        res
+    }
+
+    pub fn remove(&self, digest: &str) -> Result<(), ImageError> {
+        let p = self.path(digest)?;
+        match fs::remove_file(&p) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            r => r.ctx("remove blob", &p),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verifies_digest() {
+        let t = tempfile::tempdir().unwrap();
+        let s = BlobStore::open(t.path()).unwrap();
+        let d = s.put_bytes(None, b"hello").unwrap();
+        assert_eq!(d, crate::fsutil::sha256_digest(b"hello"));
+        assert_eq!(s.read(&d).unwrap(), b"hello");
+        let wrong = crate::fsutil::sha256_digest(b"other");
+        let e = s.put_bytes(Some(&wrong), b"hello2").unwrap_err();
+        assert!(matches!(e, ImageError::DigestMismatch { .. }));
+        // Nothing left behind: only the first blob.
+        let names: Vec<_> = fs::read_dir(t.path().join("blobs/sha256"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1);
+        assert!(!s.exists(&wrong));
+    }
+}
