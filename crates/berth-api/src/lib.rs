@@ -1,1 +1,10 @@
-//! berth-api
+//! berth-api: the Docker Engine API as Rust types, the multiplexed stream framing, and an async
+//! client for it.
+
+pub mod stdcopy;
+pub mod types;
+
+/// The API version Berth speaks and advertises.
+pub const API_VERSION: &str = "1.45";
+/// The oldest API version Berth accepts.
+pub const MIN_API_VERSION: &str = "1.24";
