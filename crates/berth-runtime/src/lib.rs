@@ -1,1 +1,13 @@
-//! berth-runtime
+//! berth-runtime: OCI runtime spec generation with Docker's security defaults, and the
+//! per-container shim (`berth shim`) that runs one container with youki's `libcontainer`.
+
+mod error;
+mod fsutil;
+pub mod seccomp;
+pub mod shim;
+pub mod spec;
+mod user;
+
+pub use error::RuntimeError;
+// pub use shim::{ExitStatus, ShimOptions, ShimStarted};
+pub use spec::{build_spec, resolve_executable, ContainerRunConfig, NetworkMode};

@@ -1,0 +1,768 @@
+//! OCI runtime spec generation with Docker's defaults.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{Mount, Spec};
+use serde_json::{json, Value};
+
+use crate::fsutil::secure_join;
+use crate::user::resolve_user;
+use crate::RuntimeError;
+
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Network namespace of a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetworkMode {
+    /// A fresh network namespace (loopback only until berth-net plugs a veth in).
+    New,
+    /// The host's network namespace.
+    Host,
+    /// Join an existing namespace (a bind-mounted nsfs file or /proc/<pid>/ns/net).
+    Path(PathBuf),
+}
+
+/// Everything the engine resolved for one `docker run`.
+#[derive(Debug, Clone)]
+pub struct ContainerRunConfig {
+    pub id: String,
+    pub rootfs: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub user: String,
+    pub hostname: String,
+    pub tty: bool,
+    pub readonly_rootfs: bool,
+    pub privileged: bool,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub no_new_privileges: bool,
+    pub memory: i64,
+    pub memory_swap: i64,
+    pub nano_cpus: i64,
+    pub cpu_shares: i64,
+    pub pids_limit: Option<i64>,
+    pub mounts: Vec<Mount>,
+    pub cgroups_path: String,
+    pub network: NetworkMode,
+}
+
+/// Facts about the host that shape the spec; probed for real, injected in tests.
+#[derive(Debug, Clone)]
+pub(crate) struct HostInfo {
+    /// /sys/fs/cgroup is a cgroup2 mount (unified only); hybrid hosts count as v1.
+    pub cgroup_v2: bool,
+    /// Hard RLIMIT_NOFILE of this process: a container may never get more (no CAP_SYS_RESOURCE).
+    pub nofile_hard: u64,
+    /// Swap limits are enforceable (memsw on v1).
+    pub swap_limit: bool,
+    /// Capabilities in our own bounding set: what "ALL" can mean here.
+    pub bounding: Vec<String>,
+    pub kernel: (u32, u32),
+}
+
+impl HostInfo {
+    pub(crate) fn probe() -> HostInfo {
+        let cgroup_v2 = nix::sys::statfs::statfs("/sys/fs/cgroup")
+            .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+            .unwrap_or(false);
+        let nofile_hard =
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+                .map(|(_, hard)| hard)
+                .unwrap_or(1024);
+        let swap_limit = if cgroup_v2 {
+            true
+        } else {
+            Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists()
+        };
+        HostInfo {
+            cgroup_v2,
+            nofile_hard,
+            swap_limit,
+            bounding: own_bounding_set(),
+            kernel: crate::seccomp::kernel_version(),
+        }
+    }
+}
+
+/// Capability names by number (CAP_CHOWN = 0 ... CAP_CHECKPOINT_RESTORE = 40).
+const ALL_CAPS: [&str; 41] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+/// Docker's 14 default capabilities.
+pub const DEFAULT_CAPS: [&str; 14] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+pub const MASKED_PATHS: [&str; 11] = [
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+pub const READONLY_PATHS: [&str; 5] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+fn own_bounding_set() -> Vec<String> {
+    let mask = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapBnd:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(u64::MAX);
+    ALL_CAPS
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| mask & (1u64 << i) != 0)
+        .map(|(_, n)| n.to_string())
+        .collect()
+}
+
+fn normalize_cap(field: &'static str, c: &str) -> Result<String, RuntimeError> {
+    let up = c.trim().to_ascii_uppercase();
+    if up == "ALL" {
+        return Ok(up);
+    }
+    let name = if up.starts_with("CAP_") {
+        up
+    } else {
+        format!("CAP_{up}")
+    };
+    if ALL_CAPS.contains(&name.as_str()) {
+        Ok(name)
+    } else {
+        Err(RuntimeError::InvalidCapability {
+            field,
+            cap: c.to_string(),
+        })
+    }
+}
+
+/// Docker's TweakCapabilities: privileged or `--cap-add ALL` get every capability the host
+/// can grant; `--cap-drop ALL` keeps only the added ones.
+fn capabilities(cfg: &ContainerRunConfig, host: &HostInfo) -> Result<Vec<String>, RuntimeError> {
+    let add = cfg
+        .cap_add
+        .iter()
+        .map(|c| normalize_cap("CapAdd", c))
+        .collect::<Result<Vec<_>, _>>()?;
+    let drop = cfg
+        .cap_drop
+        .iter()
+        .map(|c| normalize_cap("CapDrop", c))
+        .collect::<Result<Vec<_>, _>>()?;
+    let all = || host.bounding.clone();
+    let mut caps: Vec<String> = if cfg.privileged {
+        all()
+    } else if add.iter().any(|c| c == "ALL") {
+        all().into_iter().filter(|c| !drop.contains(c)).collect()
+    } else if drop.iter().any(|c| c == "ALL") {
+        add.clone()
+    } else {
+        let mut v: Vec<String> = DEFAULT_CAPS
+            .iter()
+            .map(|s| s.to_string())
+            .filter(|c| !drop.contains(c))
+            .collect();
+        v.extend(add.iter().cloned());
+        v
+    };
+    let mut seen = std::collections::HashSet::new();
+    caps.retain(|c| seen.insert(c.clone()));
+    Ok(caps)
+}
+
+/// Replace-or-append of KEY=VALUE entries, as Docker merges env lists.
+fn set_env(env: &mut Vec<String>, kv: String) {
+    let key = kv.split('=').next().unwrap_or("").to_string();
+    match env
+        .iter_mut()
+        .find(|e| e.split('=').next().unwrap_or("") == key)
+    {
+        Some(slot) => *slot = kv,
+        None => env.push(kv),
+    }
+}
+
+fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Value {
+    json!({ "destination": dest, "type": typ, "source": source, "options": options })
+}
+
+fn device(typ: &str, major: Option<i64>, minor: Option<i64>, access: &str, allow: bool) -> Value {
+    let mut d = json!({ "allow": allow, "type": typ, "access": access });
+    if let Some(m) = major {
+        d["major"] = json!(m);
+    }
+    if let Some(m) = minor {
+        d["minor"] = json!(m);
+    }
+    d
+}
+
+/// Docker's device cgroup: deny everything, then the runc allowlist. Given in full because
+/// libcontainer leaves the parent's "a *:* rwm" in place when the list is empty.
+fn device_rules(privileged: bool) -> Vec<Value> {
+    if privileged {
+        return vec![json!({ "allow": true, "access": "rwm" })];
+    }
+    vec![
+        json!({ "allow": false, "access": "rwm" }),
+        device("c", None, None, "m", true),
+        device("b", None, None, "m", true),
+        device("c", Some(1), Some(3), "rwm", true), // null
+        device("c", Some(1), Some(8), "rwm", true), // random
+        device("c", Some(1), Some(7), "rwm", true), // full
+        device("c", Some(5), Some(0), "rwm", true), // tty
+        device("c", Some(1), Some(5), "rwm", true), // zero
+        device("c", Some(1), Some(9), "rwm", true), // urandom
+        device("c", Some(136), None, "rwm", true),  // pts
+        device("c", Some(5), Some(2), "rwm", true), // ptmx
+        device("c", Some(10), Some(200), "rwm", true), // tun
+    ]
+}
+
+/// Builds the OCI spec for `cfg` with Docker's defaults on this host.
+pub fn build_spec(cfg: &ContainerRunConfig) -> Result<Spec, RuntimeError> {
+    build_spec_for(cfg, &HostInfo::probe())
+}
+
+pub(crate) fn build_spec_for(
+    cfg: &ContainerRunConfig,
+    host: &HostInfo,
+) -> Result<Spec, RuntimeError> {
+    if cfg.args.is_empty() {
+        return Err(RuntimeError::Spec("no command specified".into()));
+    }
+    let user = resolve_user(&cfg.rootfs, &cfg.user)?;
+
+    let cwd = if cfg.cwd.is_empty() {
+        "/"
+    } else {
+        cfg.cwd.as_str()
+    };
+    if !cwd.starts_with('/') {
+        return Err(RuntimeError::Spec(format!(
+            "the working directory '{cwd}' is invalid, it needs to be an absolute path"
+        )));
+    }
+    // Docker creates a missing working directory in the container's filesystem.
+    let host_cwd =
+        secure_join(&cfg.rootfs, cwd).map_err(|e| RuntimeError::io("working directory", e))?;
+    if !host_cwd.exists() && !cfg.readonly_rootfs {
+        std::fs::create_dir_all(&host_cwd)
+            .map_err(|e| RuntimeError::io(format!("mkdir {cwd}"), e))?;
+        let _ = std::fs::set_permissions(&host_cwd, std::fs::Permissions::from_mode(0o755));
+    }
+
+    let mut env = vec![
+        format!("PATH={DEFAULT_PATH}"),
+        format!("HOSTNAME={}", cfg.hostname),
+    ];
+    if cfg.tty {
+        env.push("TERM=xterm".to_string());
+    }
+    for kv in &cfg.env {
+        set_env(&mut env, kv.clone());
+    }
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", user.home));
+    }
+
+    let caps = capabilities(cfg, host)?;
+    let nofile = host.nofile_hard.min(1_048_576);
+
+    let mut process = json!({
+        "terminal": cfg.tty,
+        "user": { "uid": user.uid, "gid": user.gid, "additionalGids": user.additional_gids },
+        "args": cfg.args,
+        "env": env,
+        "cwd": cwd,
+        "capabilities": {
+            "bounding": caps, "effective": caps, "permitted": caps,
+        },
+        "rlimits": [{ "type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile }],
+        "noNewPrivileges": cfg.no_new_privileges,
+        "oomScoreAdj": 0,
+    });
+    if cfg.tty {
+        process["consoleSize"] = json!({ "height": 24, "width": 80 });
+    }
+
+    // Default mounts, unless the engine mounts something on the same destination.
+    let taken = |d: &str| cfg.mounts.iter().any(|m| m.destination() == Path::new(d));
+    let sys_opts: &[&str] = if cfg.privileged {
+        &["nosuid", "noexec", "nodev"]
+    } else {
+        &["nosuid", "noexec", "nodev", "ro"]
+    };
+    let cgroup_opts: &[&str] = if cfg.privileged {
+        &["nosuid", "noexec", "nodev", "relatime"]
+    } else {
+        &["ro", "nosuid", "noexec", "nodev", "relatime"]
+    };
+    let defaults = [
+        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        ),
+        mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ],
+        ),
+        mount("/sys", "sysfs", "sysfs", sys_opts),
+        mount("/sys/fs/cgroup", "cgroup", "cgroup", cgroup_opts),
+        mount(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        ),
+        mount(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=67108864"],
+        ),
+    ];
+    let mut mounts: Vec<Value> = defaults
+        .into_iter()
+        .filter(|m| !taken(m["destination"].as_str().unwrap_or("")))
+        .collect();
+    for m in &cfg.mounts {
+        mounts.push(serde_json::to_value(m).map_err(|e| RuntimeError::Spec(e.to_string()))?);
+    }
+
+    let mut namespaces = vec![
+        json!({ "type": "mount" }),
+        json!({ "type": "uts" }),
+        json!({ "type": "ipc" }),
+        json!({ "type": "pid" }),
+    ];
+    match &cfg.network {
+        NetworkMode::New => namespaces.push(json!({ "type": "network" })),
+        NetworkMode::Path(p) => namespaces.push(json!({ "type": "network", "path": p })),
+        NetworkMode::Host => {}
+    }
+    // Docker's default cgroupns mode is "private" on v2 and "host" on v1.
+    if host.cgroup_v2 {
+        namespaces.push(json!({ "type": "cgroup" }));
+    }
+
+    let mut resources = json!({ "devices": device_rules(cfg.privileged) });
+    if cfg.memory > 0 {
+        let mut mem = json!({ "limit": cfg.memory });
+        // Docker: swap unset => twice the memory; -1 => unlimited.
+        let swap = match cfg.memory_swap {
+            0 => Some(cfg.memory * 2),
+            s if s < 0 => Some(-1),
+            s => Some(s),
+        };
+        if host.swap_limit {
+            if let Some(s) = swap {
+                mem["swap"] = json!(s);
+            }
+        }
+        resources["memory"] = mem;
+    }
+    let mut cpu = serde_json::Map::new();
+    if cfg.cpu_shares > 0 {
+        cpu.insert("shares".into(), json!(cfg.cpu_shares));
+    }
+    if cfg.nano_cpus > 0 {
+        let period: i64 = 100_000;
+        cpu.insert("period".into(), json!(period));
+        cpu.insert(
+            "quota".into(),
+            json!(cfg.nano_cpus * period / 1_000_000_000),
+        );
+    }
+    if !cpu.is_empty() {
+        resources["cpu"] = Value::Object(cpu);
+    }
+    if let Some(p) = cfg.pids_limit.filter(|p| *p > 0) {
+        resources["pids"] = json!({ "limit": p });
+    }
+
+    let mut linux = json!({
+        "namespaces": namespaces,
+        "resources": resources,
+        "cgroupsPath": cfg.cgroups_path,
+    });
+    if !cfg.privileged {
+        linux["maskedPaths"] = json!(MASKED_PATHS);
+        linux["readonlyPaths"] = json!(READONLY_PATHS);
+        let seccomp = crate::seccomp::default_profile(&caps, host.kernel)?;
+        linux["seccomp"] =
+            serde_json::to_value(seccomp).map_err(|e| RuntimeError::Spec(e.to_string()))?;
+    }
+    if cfg.network != NetworkMode::Host {
+        // As dockerd does for containers with their own network namespace.
+        linux["sysctl"] = json!({
+            "net.ipv4.ip_unprivileged_port_start": "0",
+            "net.ipv4.ping_group_range": "0 2147483647",
+        });
+    }
+
+    let mut spec = json!({
+        "ociVersion": "1.0.2",
+        "root": { "path": cfg.rootfs, "readonly": cfg.readonly_rootfs },
+        "process": process,
+        "mounts": mounts,
+        "linux": linux,
+    });
+    if !cfg.hostname.is_empty() {
+        spec["hostname"] = json!(cfg.hostname);
+    }
+    serde_json::from_value(spec).map_err(|e| RuntimeError::Spec(e.to_string()))
+}
+
+fn is_executable(p: &Path) -> Option<bool> {
+    let md = std::fs::metadata(p).ok()?;
+    Some(md.is_file() && md.permissions().mode() & 0o111 != 0)
+}
+
+/// Checks that `arg0` names an executable inside `rootfs`, resolving symlinks inside it, and
+/// fails with Docker's start-time wording otherwise.
+pub fn resolve_executable(rootfs: &Path, arg0: &str, env: &[String]) -> Result<(), RuntimeError> {
+    if arg0.is_empty() {
+        return Err(RuntimeError::ExecNotFound(arg0.to_string()));
+    }
+    if arg0.contains('/') {
+        let p = secure_join(rootfs, arg0).map_err(|_| RuntimeError::ExecNoSuchFile(arg0.into()))?;
+        return match is_executable(&p) {
+            None => Err(RuntimeError::ExecNoSuchFile(arg0.to_string())),
+            Some(false) => Err(RuntimeError::ExecPermission(arg0.to_string())),
+            Some(true) => Ok(()),
+        };
+    }
+    let path = env
+        .iter()
+        .rev()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(DEFAULT_PATH);
+    for dir in path.split(':') {
+        let dir = if dir.is_empty() { "." } else { dir };
+        let candidate = format!("{}/{}", dir.trim_end_matches('/'), arg0);
+        if let Ok(p) = secure_join(rootfs, &candidate) {
+            if is_executable(&p) == Some(true) {
+                return Ok(());
+            }
+        }
+    }
+    Err(RuntimeError::ExecNotFound(arg0.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    pub(crate) fn test_config(rootfs: &Path) -> ContainerRunConfig {
+        ContainerRunConfig {
+            id: "c1".into(),
+            rootfs: rootfs.to_path_buf(),
+            args: vec!["sh".into()],
+            env: vec![],
+            cwd: String::new(),
+            user: String::new(),
+            hostname: "c1host".into(),
+            tty: false,
+            readonly_rootfs: false,
+            privileged: false,
+            cap_add: vec![],
+            cap_drop: vec![],
+            no_new_privileges: false,
+            memory: 0,
+            memory_swap: 0,
+            nano_cpus: 0,
+            cpu_shares: 0,
+            pids_limit: None,
+            mounts: vec![],
+            cgroups_path: "/berth/c1".into(),
+            network: NetworkMode::New,
+        }
+    }
+
+    fn host(v2: bool) -> HostInfo {
+        HostInfo {
+            cgroup_v2: v2,
+            nofile_hard: 20000,
+            swap_limit: true,
+            bounding: ALL_CAPS.iter().map(|s| s.to_string()).collect(),
+            kernel: (6, 1),
+        }
+    }
+
+    fn caps_of(spec: &Spec) -> Vec<String> {
+        let v = serde_json::to_value(spec).unwrap();
+        let mut c: Vec<String> = v["process"]["capabilities"]["bounding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_str().unwrap().to_string())
+            .collect();
+        c.sort();
+        c
+    }
+
+    #[test]
+    fn docker_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = test_config(dir.path());
+        cfg.cwd = "/work/dir".into();
+        cfg.tty = true;
+        cfg.env = vec!["FOO=bar".into(), "PATH=/custom".into()];
+        let spec = build_spec_for(&cfg, &host(false)).unwrap();
+        let v = serde_json::to_value(&spec).unwrap();
+        assert!(dir.path().join("work/dir").is_dir());
+        assert_eq!(v["process"]["cwd"], "/work/dir");
+        let env: Vec<&str> = v["process"]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e.as_str().unwrap())
+            .collect();
+        assert_eq!(
+            env,
+            [
+                "PATH=/custom",
+                "HOSTNAME=c1host",
+                "TERM=xterm",
+                "FOO=bar",
+                "HOME=/"
+            ]
+        );
+        let mut want: Vec<String> = DEFAULT_CAPS.iter().map(|s| s.to_string()).collect();
+        want.sort();
+        assert_eq!(caps_of(&spec), want);
+        assert_eq!(v["process"]["rlimits"][0]["hard"], 20000);
+        assert_eq!(v["process"]["oomScoreAdj"], 0);
+        assert_eq!(v["linux"]["maskedPaths"].as_array().unwrap().len(), 11);
+        assert_eq!(v["linux"]["readonlyPaths"].as_array().unwrap().len(), 5);
+        assert_eq!(v["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
+        assert_eq!(v["linux"]["cgroupsPath"], "/berth/c1");
+        let devs = v["linux"]["resources"]["devices"].as_array().unwrap();
+        assert_eq!(devs[0]["allow"], false);
+        assert_eq!(devs[0]["access"], "rwm");
+        assert!(devs.len() > 5);
+        let ns: Vec<&str> = v["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(ns, ["mount", "uts", "ipc", "pid", "network"]);
+        let dests: Vec<&str> = v["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["destination"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            dests,
+            [
+                "/proc",
+                "/dev",
+                "/dev/pts",
+                "/sys",
+                "/sys/fs/cgroup",
+                "/dev/mqueue",
+                "/dev/shm"
+            ]
+        );
+        assert_eq!(v["hostname"], "c1host");
+        assert_eq!(v["process"]["terminal"], true);
+    }
+
+    #[test]
+    fn v2_resources_and_namespaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = test_config(dir.path());
+        cfg.memory = 64 << 20;
+        cfg.nano_cpus = 1_500_000_000;
+        cfg.cpu_shares = 512;
+        cfg.pids_limit = Some(10);
+        cfg.network = NetworkMode::Host;
+        cfg.readonly_rootfs = true;
+        let v = serde_json::to_value(build_spec_for(&cfg, &host(true)).unwrap()).unwrap();
+        let r = &v["linux"]["resources"];
+        assert_eq!(r["memory"]["limit"], 64 << 20);
+        assert_eq!(r["memory"]["swap"], 128 << 20);
+        assert_eq!(r["cpu"]["quota"], 150_000);
+        assert_eq!(r["cpu"]["period"], 100_000);
+        assert_eq!(r["cpu"]["shares"], 512);
+        assert_eq!(r["pids"]["limit"], 10);
+        assert_eq!(v["linux"]["cgroupsPath"], "/berth/c1");
+        let ns: Vec<&str> = v["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(ns, ["mount", "uts", "ipc", "pid", "cgroup"]);
+        assert_eq!(v["root"]["readonly"], true);
+        assert!(v["linux"].get("sysctl").is_none());
+    }
+
+    #[test]
+    fn capability_tweaks_and_privileged() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = test_config(dir.path());
+        cfg.cap_add = vec!["net_admin".into(), "CAP_SYS_ADMIN".into()];
+        cfg.cap_drop = vec!["MKNOD".into()];
+        let caps = caps_of(&build_spec_for(&cfg, &host(false)).unwrap());
+        assert!(
+            caps.contains(&"CAP_NET_ADMIN".to_string()) && !caps.contains(&"CAP_MKNOD".to_string())
+        );
+        assert_eq!(caps.len(), 15);
+        cfg.cap_drop = vec!["ALL".into()];
+        cfg.cap_add = vec!["CHOWN".into()];
+        assert_eq!(
+            caps_of(&build_spec_for(&cfg, &host(false)).unwrap()),
+            ["CAP_CHOWN"]
+        );
+        cfg.cap_add = vec!["BOGUS".into()];
+        assert_eq!(
+            build_spec_for(&cfg, &host(false)).unwrap_err().to_string(),
+            "invalid CapAdd: unknown capability: \"BOGUS\""
+        );
+        cfg.cap_add.clear();
+        cfg.privileged = true;
+        let spec = build_spec_for(&cfg, &host(false)).unwrap();
+        assert_eq!(caps_of(&spec).len(), 41);
+        let v = serde_json::to_value(&spec).unwrap();
+        assert!(v["linux"].get("seccomp").is_none() && v["linux"].get("maskedPaths").is_none());
+    }
+
+    #[test]
+    fn unknown_user_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = test_config(dir.path());
+        cfg.user = "ghost".into();
+        assert_eq!(
+            build_spec_for(&cfg, &host(false)).unwrap_err().to_string(),
+            "unable to find user ghost: no matching entries in passwd file"
+        );
+    }
+
+    #[test]
+    fn executable_resolution() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        std::fs::create_dir_all(r.join("usr/bin")).unwrap();
+        std::fs::create_dir_all(r.join("etc")).unwrap();
+        std::fs::write(r.join("usr/bin/tool"), "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(
+            r.join("usr/bin/tool"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        std::fs::write(r.join("usr/bin/data"), "x").unwrap();
+        symlink("usr/bin", r.join("bin")).unwrap();
+        symlink("/usr/bin/tool", r.join("usr/bin/link")).unwrap();
+        let env = vec![];
+        assert!(resolve_executable(r, "tool", &env).is_ok());
+        assert!(resolve_executable(r, "link", &env).is_ok());
+        assert!(resolve_executable(r, "/bin/tool", &env).is_ok());
+        assert_eq!(
+            resolve_executable(r, "nope", &env).unwrap_err().to_string(),
+            "exec: \"nope\": executable file not found in $PATH"
+        );
+        assert_eq!(
+            resolve_executable(r, "data", &env).unwrap_err().to_string(),
+            "exec: \"data\": executable file not found in $PATH"
+        );
+        assert_eq!(
+            resolve_executable(r, "/etc", &env).unwrap_err().to_string(),
+            "exec: \"/etc\": permission denied"
+        );
+        assert!(resolve_executable(r, "/nope", &env)
+            .unwrap_err()
+            .to_string()
+            .contains("no such file or directory"));
+        assert!(resolve_executable(r, "tool", &["PATH=/sbin".into()]).is_err());
+    }
+}
