@@ -123,7 +123,6 @@ pub(crate) fn remove_all(path: &Path) -> Result<(), ImageError> {
 /// A directory removed on drop unless kept (for staging areas of loads and extractions).
 pub(crate) struct TempDir {
     pub path: PathBuf,
-    keep: bool,
 }
 
 impl TempDir {
@@ -131,19 +130,13 @@ impl TempDir {
         fs::create_dir_all(parent).ctx("create", parent)?;
         let path = parent.join(format!("{prefix}-{}", rand_suffix()));
         fs::create_dir(&path).ctx("create", &path)?;
-        Ok(TempDir { path, keep: false })
-    }
-    pub fn keep(mut self) -> PathBuf {
-        self.keep = true;
-        self.path.clone()
+        Ok(TempDir { path })
     }
 }
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        if !self.keep {
-            let _ = remove_all(&self.path);
-        }
+        let _ = remove_all(&self.path);
     }
 }
 

@@ -7,3 +7,13 @@ pub mod error;
 pub mod extract;
 pub(crate) mod fsutil;
 pub mod reference;
+pub mod archive;
+pub mod layers;
+pub mod store;
+
+pub use config::{ContainerConfig, ImageConfig};
+pub use error::{ErrorKind, ImageError};
+pub use layers::LayerInfo;
+pub use reference::Reference;
+pub use store::{DeleteItem, HistoryItem, Image, ImageStore};
+pub mod snapshot;

@@ -1,0 +1,677 @@
+//! The image store: image records, the tag/digest index, lookups, tagging and removal.
+
+use crate::blobs::BlobStore;
+use crate::config::ImageConfig;
+use crate::error::{ImageError, IoContext};
+use crate::fsutil::{atomic_write, chain_ids, digest_hex, remove_all};
+use crate::layers::{LayerInfo, LayerStore};
+use crate::reference::{is_lower_hex, Reference};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Image {
+    /// `sha256:<hex>` of the config blob bytes.
+    pub id: String,
+    /// Familiar: `busybox:latest`.
+    pub repo_tags: Vec<String>,
+    /// `busybox@sha256:...`
+    pub repo_digests: Vec<String>,
+    pub config: ImageConfig,
+    /// Sum of the layers' content sizes.
+    pub size: u64,
+    pub created: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum DeleteItem {
+    Untagged(String),
+    Deleted(String),
+}
+
+/// One row of `GET /images/{name}/history`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HistoryItem {
+    #[serde(rename = "Id")]
+    pub id: String,
+    #[serde(rename = "Created")]
+    pub created: i64,
+    #[serde(rename = "CreatedBy")]
+    pub created_by: String,
+    #[serde(rename = "Tags")]
+    pub tags: Vec<String>,
+    #[serde(rename = "Size")]
+    pub size: i64,
+    #[serde(rename = "Comment")]
+    pub comment: String,
+}
+
+/// `<root>/images/<hex>.json`: what the store knows about an image beyond its config.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct ImageRecord {
+    pub id: String,
+    pub layers: Vec<LayerInfo>,
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct RepositoriesFile {
+    #[serde(rename = "Repositories", default)]
+    repositories: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+#[derive(Default)]
+pub(crate) struct State {
+    /// Full reference (`docker.io/library/busybox:latest`, `...@sha256:..`) -> image id.
+    pub refs: BTreeMap<String, String>,
+    pub images: BTreeMap<String, ImageRecord>,
+    configs: HashMap<String, Arc<ImageConfig>>,
+}
+
+pub struct ImageStore {
+    pub(crate) root: PathBuf,
+    pub(crate) blobs: BlobStore,
+    pub(crate) layers: LayerStore,
+    state: Mutex<State>,
+    /// Writers (loads, imports, snapshot creation) hold it shared; removals that delete layers
+    /// hold it exclusively, so a layer is never deleted while something is about to use it.
+    pub(crate) gc: RwLock<()>,
+}
+
+pub(crate) fn short_id(id: &str) -> String {
+    let hex = id.strip_prefix("sha256:").unwrap_or(id);
+    hex.chars().take(12).collect()
+}
+
+/// How a user string resolved to an image.
+struct Resolved {
+    id: String,
+    /// Set when the string was a reference found in the index (not an id or id prefix).
+    reference: Option<Reference>,
+}
+
+impl ImageStore {
+    /// Opens (creating if absent) the store at `root` = `<data-root>/image`.
+    pub fn open(root: &Path) -> Result<ImageStore, ImageError> {
+        fs::create_dir_all(root).ctx("create", root)?;
+        let blobs = BlobStore::open(root)?;
+        let layers = LayerStore::open(root)?;
+        layers.clean_temps();
+        for d in ["images", "snapshots", "tmp"] {
+            let p = root.join(d);
+            fs::create_dir_all(&p).ctx("create", &p)?;
+        }
+        // Staging areas of loads interrupted by a crash.
+        let tmp = root.join("tmp");
+        if let Ok(rd) = fs::read_dir(&tmp) {
+            for e in rd.flatten() {
+                let _ = remove_all(&e.path());
+            }
+        }
+        let mut state = State::default();
+        let imgdir = root.join("images");
+        for e in fs::read_dir(&imgdir).ctx("read", &imgdir)? {
+            let p = e.ctx("read", &imgdir)?.path();
+            if p.extension().and_then(|x| x.to_str()) != Some("json") {
+                continue;
+            }
+            let bytes = fs::read(&p).ctx("read", &p)?;
+            match serde_json::from_slice::<ImageRecord>(&bytes) {
+                Ok(r) if blobs.exists(&r.id) => {
+                    state.images.insert(r.id.clone(), r);
+                }
+                Ok(_) | Err(_) => tracing::warn!("ignoring broken image record {}", p.display()),
+            }
+        }
+        let repos = root.join("repositories.json");
+        match fs::read(&repos) {
+            Ok(b) => {
+                let f: RepositoriesFile =
+                    serde_json::from_slice(&b).map_err(|e| ImageError::json("repositories.json", e))?;
+                for (_, m) in f.repositories {
+                    for (r, id) in m {
+                        if state.images.contains_key(&id) {
+                            state.refs.insert(r, id);
+                        }
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(ImageError::io_path("read", &repos, e)),
+        }
+        Ok(ImageStore {
+            root: root.to_path_buf(),
+            blobs,
+            layers,
+            state: Mutex::new(state),
+            gc: RwLock::new(()),
+        })
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the on-disk state inconsistent (every
+        // write is atomic), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn persist_refs(&self, st: &State) -> Result<(), ImageError> {
+        let mut f = RepositoriesFile::default();
+        for (r, id) in &st.refs {
+            let name = match Reference::parse_named(r) {
+                Ok(p) => p.name(),
+                Err(_) => continue,
+            };
+            f.repositories
+                .entry(name)
+                .or_default()
+                .insert(r.clone(), id.clone());
+        }
+        let json = serde_json::to_vec_pretty(&f).map_err(|e| ImageError::json("repositories", e))?;
+        atomic_write(&self.root.join("repositories.json"), &json)
+    }
+
+    fn config_of(&self, st: &mut State, id: &str) -> Result<Arc<ImageConfig>, ImageError> {
+        if let Some(c) = st.configs.get(id) {
+            return Ok(c.clone());
+        }
+        let bytes = self.blobs.read(id)?;
+        let c: ImageConfig =
+            serde_json::from_slice(&bytes).map_err(|e| ImageError::json("image config", e))?;
+        let c = Arc::new(c);
+        st.configs.insert(id.to_string(), c.clone());
+        Ok(c)
+    }
+
+    fn refs_of(st: &State, id: &str) -> Vec<Reference> {
+        st.refs
+            .iter()
+            .filter(|(_, v)| v.as_str() == id)
+            .filter_map(|(k, _)| Reference::parse_named(k).ok())
+            .collect()
+    }
+
+    fn make_image(&self, st: &mut State, id: &str) -> Result<Image, ImageError> {
+        let rec = st
+            .images
+            .get(id)
+            .cloned()
+            .ok_or_else(|| ImageError::NotFound(id.to_string()))?;
+        let config = self.config_of(st, id)?;
+        let mut repo_tags = Vec::new();
+        let mut repo_digests = Vec::new();
+        for r in Self::refs_of(st, id) {
+            if r.digest.is_some() {
+                repo_digests.push(r.familiar());
+            } else {
+                repo_tags.push(r.familiar());
+            }
+        }
+        Ok(Image {
+            id: id.to_string(),
+            repo_tags,
+            repo_digests,
+            created: config.created.clone(),
+            config: (*config).clone(),
+            size: rec.layers.iter().map(|l| l.size).sum(),
+        })
+    }
+
+    /// Docker's GetImage: exact id, then reference, then unique id prefix.
+    fn resolve(&self, st: &State, name: &str) -> Result<Resolved, ImageError> {
+        if let Some(hex) = name.strip_prefix("sha256:") {
+            if hex.len() == 64 {
+                return if st.images.contains_key(name) {
+                    Ok(Resolved {
+                        id: name.to_string(),
+                        reference: None,
+                    })
+                } else {
+                    Err(ImageError::NotFound(name.to_string()))
+                };
+            }
+        }
+        if name.len() == 64 && is_lower_hex(name) {
+            let id = format!("sha256:{name}");
+            return if st.images.contains_key(&id) {
+                Ok(Resolved { id, reference: None })
+            } else {
+                Err(ImageError::NotFound(id))
+            };
+        }
+        // Not a reference and not an id: Docker reports the parse error.
+        let is_prefix_syntax = {
+            let h = name.strip_prefix("sha256:").unwrap_or(name);
+            !h.is_empty() && is_lower_hex(h)
+        };
+        let parsed = match Reference::parse(name) {
+            Ok(r) => Some(r),
+            Err(_) if is_prefix_syntax => None,
+            Err(e) => return Err(e),
+        };
+        if let Some(r) = &parsed {
+            if let Some(id) = st.refs.get(&r.full()) {
+                if st.images.contains_key(id) {
+                    return Ok(Resolved {
+                        id: id.clone(),
+                        reference: Some(r.clone()),
+                    });
+                }
+            }
+            // `name@sha256:<config digest>` also names the image by id.
+            if let Some(d) = &r.digest {
+                if st.images.contains_key(d) {
+                    return Ok(Resolved {
+                        id: d.clone(),
+                        reference: None,
+                    });
+                }
+            }
+        }
+        if is_prefix_syntax {
+            let hex = name.strip_prefix("sha256:").unwrap_or(name);
+            let want = format!("sha256:{hex}");
+            let mut hits = st.images.range(want.clone()..).take_while(|(k, _)| k.starts_with(&want));
+            if let Some((id, _)) = hits.next() {
+                if hits.next().is_none() {
+                    return Ok(Resolved {
+                        id: id.clone(),
+                        reference: None,
+                    });
+                }
+                // Ambiguous: Docker reports it as not found.
+            }
+        }
+        Err(ImageError::NotFound(
+            parsed.map(|r| r.familiar()).unwrap_or_else(|| name.to_string()),
+        ))
+    }
+
+    /// Looks an image up by reference, full id, bare id or unique id prefix.
+    pub fn get(&self, name_or_id: &str) -> Result<Image, ImageError> {
+        let mut st = self.lock();
+        let r = self.resolve(&st, name_or_id)?;
+        self.make_image(&mut st, &r.id)
+    }
+
+    /// Resolves a name to an image id (`sha256:<hex>`).
+    pub fn resolve_id(&self, name_or_id: &str) -> Result<String, ImageError> {
+        let st = self.lock();
+        Ok(self.resolve(&st, name_or_id)?.id)
+    }
+
+    /// All images, newest first.
+    pub fn list(&self) -> Result<Vec<Image>, ImageError> {
+        let mut st = self.lock();
+        let ids: Vec<String> = st.images.keys().cloned().collect();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.push(self.make_image(&mut st, &id)?);
+        }
+        out.sort_by(|a, b| b.created.cmp(&a.created).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    pub(crate) fn record(&self, id: &str) -> Result<ImageRecord, ImageError> {
+        self.lock()
+            .images
+            .get(id)
+            .cloned()
+            .ok_or_else(|| ImageError::NotFound(id.to_string()))
+    }
+
+    /// Tags of an image as references (for save).
+    pub(crate) fn references(&self, id: &str) -> Vec<Reference> {
+        Self::refs_of(&self.lock(), id)
+    }
+
+    /// All tag references of a repository (`docker save busybox` saves every busybox tag).
+    pub(crate) fn repository_tags(&self, name: &str) -> Vec<(Reference, String)> {
+        let st = self.lock();
+        st.refs
+            .iter()
+            .filter_map(|(k, v)| Reference::parse_named(k).ok().map(|r| (r, v.clone())))
+            .filter(|(r, _)| r.name() == name && r.digest.is_none())
+            .collect()
+    }
+
+    /// `docker tag SOURCE TARGET`.
+    pub fn tag(&self, source: &str, target: &str) -> Result<(), ImageError> {
+        let r = Reference::parse(target)?;
+        if r.digest.is_some() {
+            return Err(ImageError::InvalidArgument(
+                "refusing to create a tag with a digest reference".into(),
+            ));
+        }
+        let mut st = self.lock();
+        let id = self.resolve(&st, source)?.id;
+        st.refs.insert(r.full(), id);
+        self.persist_refs(&st)
+    }
+
+    /// Adds a reference (tag or `name@digest`) to an image; used by pulls.
+    pub fn add_reference(&self, reference: &Reference, image_id: &str) -> Result<(), ImageError> {
+        let mut st = self.lock();
+        if !st.images.contains_key(image_id) {
+            return Err(ImageError::NotFound(image_id.to_string()));
+        }
+        st.refs.insert(reference.full(), image_id.to_string());
+        self.persist_refs(&st)
+    }
+
+    /// Stores a layer (plain or gzip tar) on top of `parent_chain_id`; extracts it once.
+    pub fn add_layer(
+        &self,
+        parent_chain_id: Option<&str>,
+        tar: &mut dyn std::io::Read,
+    ) -> Result<LayerInfo, ImageError> {
+        let _g = self.gc.read().unwrap_or_else(|e| e.into_inner());
+        self.add_layer_locked(parent_chain_id, None, tar)
+    }
+
+    pub(crate) fn add_layer_locked(
+        &self,
+        parent_chain_id: Option<&str>,
+        expected_diff_id: Option<&str>,
+        tar: &mut dyn std::io::Read,
+    ) -> Result<LayerInfo, ImageError> {
+        let mut plain = crate::archive::decompress(tar)?;
+        let (diff_id, _) = self.blobs.put_reader(expected_diff_id, &mut plain)?;
+        let chain = match parent_chain_id {
+            None => diff_id.clone(),
+            Some(p) => chain_ids(&[p.to_string(), diff_id.clone()])
+                .pop()
+                .unwrap_or_default(),
+        };
+        self.ensure_layer(&chain, &diff_id)
+    }
+
+    /// Extracts the layer for `chain` from the stored blob `diff_id` unless already there.
+    pub(crate) fn ensure_layer(&self, chain: &str, diff_id: &str) -> Result<LayerInfo, ImageError> {
+        let blobs = &self.blobs;
+        self.layers.ensure(chain, diff_id, &mut || {
+            Ok(Box::new(std::io::BufReader::new(blobs.open_blob(diff_id)?)))
+        })
+    }
+
+    /// Registers an image whose layers are all present; tags it. Returns the id.
+    pub fn create_image(&self, config: &[u8], tags: &[Reference]) -> Result<String, ImageError> {
+        let _g = self.gc.read().unwrap_or_else(|e| e.into_inner());
+        let rec = self.prepare_record(config)?;
+        let id = rec.id.clone();
+        self.commit(vec![(rec, tags.to_vec())])?;
+        Ok(id)
+    }
+
+    /// Stores the config blob and checks every layer of its rootfs is present.
+    pub(crate) fn prepare_record(&self, config: &[u8]) -> Result<ImageRecord, ImageError> {
+        let parsed: ImageConfig =
+            serde_json::from_slice(config).map_err(|e| ImageError::json("image config", e))?;
+        let id = self.blobs.put_bytes(None, config)?;
+        let mut layers = Vec::new();
+        for (chain, diff) in chain_ids(&parsed.rootfs.diff_ids)
+            .iter()
+            .zip(&parsed.rootfs.diff_ids)
+        {
+            digest_hex(diff)?;
+            let info = self
+                .layers
+                .get(chain)?
+                .ok_or_else(|| ImageError::InvalidArgument(format!("missing layer {diff}")))?;
+            if !self.blobs.exists(diff) {
+                return Err(ImageError::InvalidArgument(format!("missing layer blob {diff}")));
+            }
+            layers.push(info);
+        }
+        Ok(ImageRecord { id, layers })
+    }
+
+    /// Makes prepared images visible: records first, then the index, in one step per call.
+    pub(crate) fn commit(&self, images: Vec<(ImageRecord, Vec<Reference>)>) -> Result<(), ImageError> {
+        let mut st = self.lock();
+        for (rec, _) in &images {
+            let hex = digest_hex(&rec.id)?;
+            let json = serde_json::to_vec(rec).map_err(|e| ImageError::json("image record", e))?;
+            atomic_write(&self.root.join("images").join(format!("{hex}.json")), &json)?;
+        }
+        for (rec, tags) in images {
+            for t in &tags {
+                st.refs.insert(t.full(), rec.id.clone());
+            }
+            st.images.insert(rec.id.clone(), rec);
+        }
+        self.persist_refs(&st)
+    }
+
+    /// `docker history`: newest first.
+    pub fn history(&self, name_or_id: &str) -> Result<Vec<HistoryItem>, ImageError> {
+        let img = self.get(name_or_id)?;
+        let rec = self.record(&img.id)?;
+        let mut out = Vec::new();
+        let mut layer_idx = 0usize;
+        for h in &img.config.history {
+            let mut size = 0i64;
+            if !h.empty_layer {
+                if let Some(l) = rec.layers.get(layer_idx) {
+                    size = i64::try_from(l.size).unwrap_or(i64::MAX);
+                }
+                layer_idx += 1;
+            }
+            let created = h
+                .created
+                .as_deref()
+                .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
+                .map(|t| t.timestamp())
+                .unwrap_or(0);
+            out.push(HistoryItem {
+                id: "<missing>".into(),
+                created,
+                created_by: h.created_by.clone().unwrap_or_default(),
+                tags: Vec::new(),
+                size,
+                comment: h.comment.clone().unwrap_or_default(),
+            });
+        }
+        out.reverse();
+        if let Some(first) = out.first_mut() {
+            first.id = img.id.clone();
+            first.tags = img.repo_tags.clone();
+        }
+        Ok(out)
+    }
+
+    /// `docker rmi`, with Docker's conflict rules. `in_use(image_id)` names a container using the
+    /// image and whether it runs; it should prefer a running container when there are several.
+    pub fn remove(
+        &self,
+        name_or_id: &str,
+        force: bool,
+        no_prune: bool,
+        in_use: &dyn Fn(&str) -> Option<(String, bool)>,
+    ) -> Result<Vec<DeleteItem>, ImageError> {
+        // Berth images have no parent chain, so there is nothing to prune beyond the image.
+        let _ = no_prune;
+        let _gc = self.gc.write().unwrap_or_else(|e| e.into_inner());
+        let mut st = self.lock();
+        let res = self.resolve(&st, name_or_id)?;
+        let id = res.id.clone();
+        let mut records = Vec::new();
+        let mut repo_refs = Self::refs_of(&st, &id);
+        let user = in_use(&id);
+        let by_id_prefix = id.starts_with(name_or_id)
+            || id.trim_start_matches("sha256:").starts_with(name_or_id);
+        let mut quiet = false;
+
+        if !by_id_prefix {
+            if !force && is_single_reference(&repo_refs) {
+                if let Some((cid, _)) = &user {
+                    return Err(ImageError::Conflict(format!(
+                        "conflict: unable to remove repository reference {:?} (must force) - container {} is using its referenced image {}",
+                        name_or_id,
+                        short_id(cid),
+                        short_id(&id)
+                    )));
+                }
+            }
+            let parsed = match res.reference {
+                Some(r) => r,
+                None => Reference::parse(name_or_id)?,
+            };
+            if st.refs.remove(&parsed.full()).is_none() {
+                return Err(ImageError::NotFound(parsed.familiar()));
+            }
+            records.push(DeleteItem::Untagged(parsed.familiar()));
+            repo_refs = Self::refs_of(&st, &id);
+            // Removing the last tag of a repository also drops its digest references.
+            if parsed.digest.is_none()
+                && !repo_refs
+                    .iter()
+                    .any(|r| r.digest.is_none() && r.name() == parsed.name())
+            {
+                let mut remaining = Vec::new();
+                for r in repo_refs {
+                    if r.digest.is_some() && r.name() == parsed.name() {
+                        st.refs.remove(&r.full());
+                        records.push(DeleteItem::Untagged(r.familiar()));
+                    } else {
+                        remaining.push(r);
+                    }
+                }
+                repo_refs = remaining;
+            }
+            self.persist_refs(&st)?;
+            if !repo_refs.is_empty() {
+                return Ok(records);
+            }
+            quiet = true;
+        } else if is_single_reference(&repo_refs) {
+            if let Some(c) = check_conflict(&id, &user, &[], force, false) {
+                return Err(c);
+            }
+            for r in &repo_refs {
+                st.refs.remove(&r.full());
+                records.push(DeleteItem::Untagged(r.familiar()));
+            }
+            repo_refs.clear();
+            self.persist_refs(&st)?;
+        }
+
+        // imageDeleteHelper
+        if let Some(c) = check_conflict(&id, &user, &repo_refs, force, true) {
+            let used = user.is_some();
+            if quiet && (!repo_refs.is_empty() || used) {
+                return Ok(records);
+            }
+            return Err(c);
+        }
+        for r in &repo_refs {
+            st.refs.remove(&r.full());
+        }
+        let rec = st.images.remove(&id);
+        st.configs.remove(&id);
+        let hex = digest_hex(&id)?.to_string();
+        self.persist_refs(&st)?;
+        let recfile = self.root.join("images").join(format!("{hex}.json"));
+        remove_all(&recfile)?;
+        self.blobs.remove(&id)?;
+        records.push(DeleteItem::Deleted(id.clone()));
+        if let Some(rec) = rec {
+            let removed = self.gc_layers(&st, rec.layers)?;
+            records.extend(removed.into_iter().map(DeleteItem::Deleted));
+        }
+        Ok(records)
+    }
+
+    /// Deletes those candidate layers (and their blobs) no image or snapshot still uses.
+    /// Caller holds the gc write lock.
+    pub(crate) fn gc_layers(
+        &self,
+        st: &State,
+        candidates: Vec<LayerInfo>,
+    ) -> Result<Vec<String>, ImageError> {
+        let mut used_chains = BTreeSet::new();
+        let mut used_diffs = BTreeSet::new();
+        for r in st.images.values() {
+            for l in &r.layers {
+                used_chains.insert(l.chain_id.clone());
+                used_diffs.insert(l.diff_id.clone());
+            }
+        }
+        for s in self.snapshot_records()? {
+            used_chains.extend(s.layers);
+        }
+        let mut removed = Vec::new();
+        for l in candidates {
+            if !used_diffs.contains(&l.diff_id) {
+                self.blobs.remove(&l.diff_id)?;
+            }
+            if !used_chains.contains(&l.chain_id) && self.layers.get(&l.chain_id)?.is_some() {
+                self.layers.remove(&l.chain_id)?;
+                removed.push(l.chain_id);
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// Docker's isSingleReference: at most one tag, and every digest reference in its repository.
+fn is_single_reference(refs: &[Reference]) -> bool {
+    if refs.len() <= 1 {
+        return refs.len() == 1;
+    }
+    let mut single: Option<&Reference> = None;
+    let mut canonical = BTreeSet::new();
+    for r in refs {
+        if r.digest.is_some() {
+            canonical.insert(r.name());
+        } else if single.is_none() {
+            single = Some(r);
+        } else {
+            return false;
+        }
+    }
+    let single = single.unwrap_or(&refs[0]);
+    canonical.len() == 1 && canonical.contains(&single.name())
+}
+
+/// Docker's checkImageDeleteConflict. `soft` enables the soft checks (references, stopped
+/// containers) unless forced; `with_refs` enables the "referenced in repositories" check.
+fn check_conflict(
+    id: &str,
+    user: &Option<(String, bool)>,
+    refs: &[Reference],
+    force: bool,
+    with_refs: bool,
+) -> Option<ImageError> {
+    let conflict = |hard: bool, msg: String| {
+        ImageError::Conflict(format!(
+            "conflict: unable to delete {} ({}) - {}",
+            short_id(id),
+            if hard { "cannot be forced" } else { "must be forced" },
+            msg
+        ))
+    };
+    if let Some((cid, true)) = user {
+        return Some(conflict(
+            true,
+            format!("image is being used by running container {}", short_id(cid)),
+        ));
+    }
+    if force {
+        return None;
+    }
+    if with_refs && !refs.is_empty() {
+        return Some(conflict(
+            false,
+            "image is referenced in one or more repositories".into(),
+        ));
+    }
+    if let Some((cid, false)) = user {
+        return Some(conflict(
+            false,
+            format!("image is being used by stopped container {}", short_id(cid)),
+        ));
+    }
+    None
+}
