@@ -1,6 +1,8 @@
 //! berth-api: the Docker Engine API as Rust types, the multiplexed stream framing, and an async
 //! client for it.
 
+pub mod client;
+pub mod endpoints;
 pub mod stdcopy;
 pub mod types;
 
@@ -8,3 +10,4 @@ pub mod types;
 pub const API_VERSION: &str = "1.45";
 /// The oldest API version Berth accepts.
 pub const MIN_API_VERSION: &str = "1.24";
+pub use client::{ApiError, Body, Client, Host};
