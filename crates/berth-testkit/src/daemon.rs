@@ -17,7 +17,7 @@ use crate::{cleanup, run_with_timeout, wait_until, Error, Out};
 /// How long the daemon gets to answer `/_ping` after it starts.
 pub const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default deadline of a CLI command.
-pub const CLI_TIMEOUT: Duration = Duration::from_secs(60);
+pub const CLI_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A `berth daemon` on its own temporary roots and socket.
 ///
@@ -313,7 +313,7 @@ impl Daemon {
         c
     }
 
-    /// `berth -H unix://<sock> <args>`, 60 s deadline.
+    /// `berth -H unix://<sock> <args>`, 30 s deadline.
     pub fn cli(&self, args: &[&str]) -> Out {
         run_with_timeout(self.berth_cmd(args, true), None, CLI_TIMEOUT)
     }

@@ -1,0 +1,62 @@
+//! Writes one of Berth's offline test images as a `docker save` tarball.
+//!
+//! usage: berth-test-image busybox|hello-world|layered [--legacy] [--tag NAME:TAG] [-o FILE]
+//! (to stdout without -o). Then: `berth load -i FILE`.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use berth_testkit::image::{self, SaveFormat};
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("berth-test-image: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut which = None;
+    let mut format = SaveFormat::Oci;
+    let mut out: Option<PathBuf> = None;
+    let mut tag: Option<String> = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--legacy" => format = SaveFormat::Legacy,
+            "-o" | "--output" => out = Some(it.next().ok_or("-o needs a file")?.into()),
+            "--tag" => tag = Some(it.next().ok_or("--tag needs NAME:TAG")?.clone()),
+            "-h" | "--help" => {
+                println!("usage: berth-test-image busybox|hello-world|layered [--legacy] [--tag NAME:TAG] [-o FILE]");
+                return Ok(());
+            }
+            w if which.is_none() && !w.starts_with('-') => which = Some(w.to_string()),
+            other => return Err(format!("unexpected argument {other:?}")),
+        }
+    }
+    let cache = std::env::temp_dir().join("berth-testkit");
+    let img = match which.as_deref().unwrap_or("busybox") {
+        "busybox" => image::busybox_image(),
+        "hello-world" | "hello" => image::hello_image(&cache),
+        "layered" => image::layered_image(),
+        other => {
+            return Err(format!(
+                "unknown image {other:?} (busybox, hello-world, layered)"
+            ))
+        }
+    }
+    .map_err(|e| e.to_string())?;
+    let img = match &tag {
+        Some(t) => img.retag(&[t]),
+        None => img,
+    };
+    let tar = img.save_tar(format);
+    match out {
+        Some(p) => std::fs::write(&p, &tar).map_err(|e| format!("write {}: {e}", p.display()))?,
+        None => std::io::stdout()
+            .write_all(&tar)
+            .map_err(|e| format!("write stdout: {e}"))?,
+    }
+    Ok(())
+}
