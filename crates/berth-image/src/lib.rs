@@ -17,3 +17,7 @@ pub use layers::LayerInfo;
 pub use reference::Reference;
 pub use store::{DeleteItem, HistoryItem, Image, ImageStore};
 pub mod snapshot;
+pub mod import;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,583 @@
+//! Store-level tests with images built in the test (no network, no fixtures).
+
+use crate::fsutil::sha256_digest;
+use crate::*;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+fn _assert_send_sync() {
+    fn f<T: Send + Sync>() {}
+    f::<ImageStore>();
+}
+
+pub(crate) enum E<'a> {
+    F(&'a str, &'a [u8]),
+    D(&'a str),
+    L(&'a str, &'a str),
+}
+
+pub(crate) fn layer(entries: &[E]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for e in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_mtime(1_700_000_000);
+        match e {
+            E::F(p, d) => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_mode(0o644);
+                h.set_size(d.len() as u64);
+                b.append_data(&mut h, p, *d).unwrap();
+            }
+            E::D(p) => {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_mode(0o755);
+                h.set_size(0);
+                b.append_data(&mut h, p, &[][..]).unwrap();
+            }
+            E::L(p, t) => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_mode(0o777);
+                h.set_size(0);
+                b.append_link(&mut h, p, t).unwrap();
+            }
+        }
+    }
+    b.into_inner().unwrap()
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+pub(crate) fn config_for(layers: &[&[u8]], cmd: &str) -> Vec<u8> {
+    let diff_ids: Vec<String> = layers.iter().map(|l| sha256_digest(l)).collect();
+    let history: Vec<serde_json::Value> = (0..layers.len())
+        .map(|i| {
+            serde_json::json!({"created": "2024-05-01T10:00:00Z", "created_by": format!("step {i}")})
+        })
+        .chain(std::iter::once(serde_json::json!({
+            "created": "2024-05-01T10:00:01Z", "created_by": "CMD", "empty_layer": true
+        })))
+        .collect();
+    serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux", "created": "2024-05-01T10:00:01Z",
+        "config": {"Cmd": [cmd], "Env": ["PATH=/bin"]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": history,
+        "x-unknown": {"kept": true},
+    }))
+    .unwrap()
+}
+
+fn add(b: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]) {
+    let mut h = tar::Header::new_ustar();
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    b.append_data(&mut h, path, data).unwrap();
+}
+
+/// A legacy docker-save archive (Docker < 25). `images`: (config, layers, tags). Repeated layers
+/// are symlinks to the first copy, as Docker writes them.
+pub(crate) fn legacy_archive(images: &[(Vec<u8>, Vec<Vec<u8>>, Vec<&str>)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut manifest = Vec::new();
+    let mut seen: std::collections::HashMap<String, String> = Default::default();
+    for (n, (cfg, layers, tags)) in images.iter().enumerate() {
+        let cfg_hex = sha256_digest(cfg)[7..].to_string();
+        add(&mut b, &format!("{cfg_hex}.json"), cfg);
+        let mut paths = Vec::new();
+        for (i, l) in layers.iter().enumerate() {
+            let dir = format!("img{n}layer{i}");
+            let p = format!("{dir}/layer.tar");
+            let d = sha256_digest(l);
+            if let Some(first) = seen.get(&d) {
+                let mut h = tar::Header::new_ustar();
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_size(0);
+                b.append_link(&mut h, &p, format!("../{first}")).unwrap();
+            } else {
+                add(&mut b, &p, l);
+                seen.insert(d, p.clone());
+            }
+            paths.push(p);
+        }
+        manifest.push(serde_json::json!({"Config": format!("{cfg_hex}.json"), "RepoTags": tags, "Layers": paths}));
+    }
+    add(&mut b, "manifest.json", &serde_json::to_vec(&manifest).unwrap());
+    b.into_inner().unwrap()
+}
+
+/// A plain OCI image layout with gzip layers.
+fn oci_archive(cfg: &[u8], layers: &[Vec<u8>], ref_names: &[&str]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let blob = |b: &mut tar::Builder<Vec<u8>>, data: &[u8]| {
+        let d = sha256_digest(data);
+        add(b, &format!("blobs/sha256/{}", &d[7..]), data);
+        d
+    };
+    let cfg_d = blob(&mut b, cfg);
+    let mut lds = Vec::new();
+    for l in layers {
+        let gz = gzip(l);
+        let d = blob(&mut b, &gz);
+        lds.push(serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": gz.len()}));
+    }
+    let m = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg_d, "size": cfg.len()},
+        "layers": lds,
+    }))
+    .unwrap();
+    let md = blob(&mut b, &m);
+    let manifests: Vec<serde_json::Value> = ref_names
+        .iter()
+        .map(|n| serde_json::json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": m.len(), "annotations": {"org.opencontainers.image.ref.name": n}}))
+        .collect();
+    add(&mut b, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
+    add(&mut b, "index.json", &serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": manifests})).unwrap());
+    b.into_inner().unwrap()
+}
+
+fn base_layers() -> (Vec<u8>, Vec<u8>) {
+    let l1 = layer(&[
+        E::D("etc/"),
+        E::F("etc/motd", b"hello\n"),
+        E::D("var/"),
+        E::D("var/lib/"),
+        E::F("var/lib/old", b"old"),
+        E::F("keep", b"k"),
+        E::D("bin/"),
+        E::F("bin/busybox", b"\x7fELF"),
+        E::L("bin/sh", "busybox"),
+    ]);
+    let l2 = layer(&[
+        E::F("etc/.wh.motd", b""),
+        E::D("var/"),
+        E::F("var/.wh..wh..opq", b""),
+        E::F("var/new", b"new"),
+    ]);
+    (l1, l2)
+}
+
+fn open_store() -> (tempfile::TempDir, ImageStore) {
+    let t = tempfile::tempdir().unwrap();
+    let s = ImageStore::open(&t.path().join("image")).unwrap();
+    (t, s)
+}
+
+fn never(_: &str) -> Option<(String, bool)> {
+    None
+}
+
+fn count_dir(p: &Path) -> usize {
+    fs::read_dir(p).map(|r| r.count()).unwrap_or(0)
+}
+
+#[test]
+fn legacy_load_get_list_idempotent() {
+    let (t, s) = open_store();
+    let (l1, l2) = base_layers();
+    let cfg_a = config_for(&[&l1], "a");
+    let cfg_b = config_for(&[&l1, &l2], "b");
+    let ar = legacy_archive(&[
+        (cfg_a.clone(), vec![l1.clone()], vec!["busybox:latest", "busybox:1.36"]),
+        (cfg_b.clone(), vec![l1.clone(), l2.clone()], vec![]),
+    ]);
+    let lines = s.load(&mut &ar[..]).unwrap();
+    let id_b = sha256_digest(&cfg_b);
+    assert_eq!(
+        lines,
+        vec![
+            "Loaded image: busybox:latest".to_string(),
+            "Loaded image: busybox:1.36".into(),
+            format!("Loaded image ID: {id_b}"),
+        ]
+    );
+    let img = s.get("busybox").unwrap();
+    assert_eq!(img.id, sha256_digest(&cfg_a));
+    assert_eq!(img.repo_tags.len(), 2);
+    assert_eq!(img.size, 6 + 3 + 1 + 4);
+    assert_eq!(img.config.config.as_ref().unwrap().cmd.as_deref(), Some(&["a".to_string()][..]));
+    assert!(img.config.extra.contains_key("x-unknown"));
+    assert_eq!(s.get("docker.io/library/busybox:1.36").unwrap().id, img.id);
+    assert_eq!(s.get(&img.id).unwrap().id, img.id);
+    assert_eq!(s.get(&img.id[7..]).unwrap().id, img.id);
+    assert_eq!(s.get(&img.id[7..15]).unwrap().id, img.id);
+    assert_eq!(s.get(&id_b).unwrap().repo_tags.len(), 0);
+    assert_eq!(s.list().unwrap().len(), 2);
+    let layers = t.path().join("image/layers");
+    assert_eq!(count_dir(&layers), 2);
+    // Idempotent: same answer, nothing new on disk.
+    let lines2 = s.load(&mut &ar[..]).unwrap();
+    assert_eq!(lines, lines2);
+    assert_eq!(count_dir(&layers), 2);
+    assert_eq!(s.list().unwrap().len(), 2);
+    // Survives a reopen.
+    drop(s);
+    let s = ImageStore::open(&t.path().join("image")).unwrap();
+    assert_eq!(s.get("busybox:1.36").unwrap().id, img.id);
+    assert_eq!(s.list().unwrap().len(), 2);
+}
+
+#[test]
+fn lookup_errors_use_docker_wording() {
+    let (_t, s) = open_store();
+    let e = s.get("busybox").unwrap_err();
+    assert_eq!(e.to_string(), "No such image: busybox:latest");
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+    let e = s.get("Busybox").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    assert!(e.to_string().contains("must be lowercase"));
+    assert_eq!(s.get("abc123").unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(
+        s.get(&format!("sha256:{}", "0".repeat(64))).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+}
+
+#[test]
+fn ambiguous_prefix_is_not_found() {
+    let (_t, s) = open_store();
+    // Find two configs whose ids share a first hex digit.
+    let mut by_first: std::collections::HashMap<char, Vec<Vec<u8>>> = Default::default();
+    let mut pair = None;
+    for i in 0..64 {
+        let c = config_for(&[], &format!("c{i}"));
+        let first = sha256_digest(&c).chars().nth(7).unwrap();
+        let v = by_first.entry(first).or_default();
+        v.push(c);
+        if v.len() == 2 {
+            pair = Some((first, v.clone()));
+            break;
+        }
+    }
+    let (first, cfgs) = pair.unwrap();
+    for c in &cfgs {
+        s.create_image(c, &[]).unwrap();
+    }
+    assert_eq!(s.get(&first.to_string()).unwrap_err().kind(), ErrorKind::NotFound);
+    let id = sha256_digest(&cfgs[0]);
+    assert_eq!(s.get(&id[..20]).unwrap().id, id);
+}
+
+#[test]
+fn failed_load_leaves_nothing_visible() {
+    let (t, s) = open_store();
+    let (l1, l2) = base_layers();
+    // Config claims l2's diff id for what is really l1.
+    let cfg = config_for(&[&l2], "x");
+    let ar = legacy_archive(&[(cfg, vec![l1.clone()], vec!["bad:1"])]);
+    let e = s.load(&mut &ar[..]).unwrap_err();
+    assert!(matches!(e, ImageError::DigestMismatch { .. }), "{e}");
+    assert!(s.list().unwrap().is_empty());
+    assert!(s.get("bad:1").is_err());
+    assert_eq!(count_dir(&t.path().join("image/tmp")), 0);
+    // Second image in an archive fails: the first is not visible either.
+    let good = config_for(&[&l1], "g");
+    let ar = legacy_archive(&[
+        (good, vec![l1.clone()], vec!["good:1"]),
+        (config_for(&[&l2], "x"), vec![l1], vec!["bad:1"]),
+    ]);
+    assert!(s.load(&mut &ar[..]).is_err());
+    assert!(s.get("good:1").is_err());
+    // Garbage.
+    assert!(s.load(&mut &b"not a tar"[..]).is_err());
+}
+
+#[test]
+fn oci_layout_load_with_gzip_layers() {
+    let (_t, s) = open_store();
+    let (l1, l2) = base_layers();
+    let cfg = config_for(&[&l1, &l2], "oci");
+    let ar = oci_archive(&cfg, &[l1, l2], &["localhost:5000/x:1", "latest"]);
+    let lines = s.load(&mut &ar[..]).unwrap();
+    assert_eq!(lines, vec!["Loaded image: localhost:5000/x:1".to_string()]);
+    assert_eq!(s.get("localhost:5000/x:1").unwrap().id, sha256_digest(&cfg));
+    // Only a bare tag: no repository, so untagged.
+    let (_t2, s2) = open_store();
+    let ar = oci_archive(&cfg, &base_layers_vec(), &["latest"]);
+    assert_eq!(
+        s2.load(&mut &ar[..]).unwrap(),
+        vec![format!("Loaded image ID: {}", sha256_digest(&cfg))]
+    );
+}
+
+fn base_layers_vec() -> Vec<Vec<u8>> {
+    let (a, b) = base_layers();
+    vec![a, b]
+}
+
+#[test]
+fn save_load_round_trip() {
+    let (_t, s) = open_store();
+    let (l1, l2) = base_layers();
+    let cfg = config_for(&[&l1, &l2], "rt");
+    let ar = legacy_archive(&[(cfg.clone(), vec![l1.clone(), l2.clone()], vec!["app:v1", "app:v2"])]);
+    s.load(&mut &ar[..]).unwrap();
+    let mut out = Vec::new();
+    s.save(&["app".to_string()], &mut out).unwrap();
+
+    // The archive has both Docker and OCI metadata.
+    let mut names = Vec::new();
+    let mut index = None;
+    let mut manifest = None;
+    for e in tar::Archive::new(&out[..]).entries().unwrap() {
+        let mut e = e.unwrap();
+        let p = e.path().unwrap().display().to_string();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+        if p == "index.json" {
+            index = Some(serde_json::from_slice::<serde_json::Value>(&data).unwrap());
+        }
+        if p == "manifest.json" {
+            manifest = Some(serde_json::from_slice::<serde_json::Value>(&data).unwrap());
+        }
+        if let Some(hex) = p.strip_prefix("blobs/sha256/") {
+            if !hex.is_empty() {
+                assert_eq!(sha256_digest(&data)[7..], *hex);
+            }
+        }
+        names.push(p);
+    }
+    assert!(names.contains(&"oci-layout".to_string()));
+    assert!(names.contains(&"repositories".to_string()));
+    let index = index.unwrap();
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        index["manifests"][0]["annotations"]["io.containerd.image.name"],
+        "docker.io/library/app:v1"
+    );
+    let manifest = manifest.unwrap();
+    assert_eq!(manifest[0]["RepoTags"], serde_json::json!(["app:v1", "app:v2"]));
+
+    // Into a fresh store (which reads manifest.json), and as plain OCI (index.json only).
+    let (_t2, s2) = open_store();
+    let lines = s2.load(&mut &out[..]).unwrap();
+    assert_eq!(lines, vec!["Loaded image: app:v1", "Loaded image: app:v2"]);
+    let a = s.get("app:v1").unwrap();
+    let b = s2.get("app:v2").unwrap();
+    assert_eq!(a.id, b.id);
+    assert_eq!(a.config.rootfs.diff_ids, b.config.rootfs.diff_ids);
+    let mut out2 = Vec::new();
+    s2.save(&["app".to_string()], &mut out2).unwrap();
+    assert_eq!(out, out2, "save is deterministic and lossless");
+
+    let oci_only = strip_entries(&out, &["manifest.json", "repositories"]);
+    let (_t3, s3) = open_store();
+    let lines = s3.load(&mut &oci_only[..]).unwrap();
+    assert_eq!(lines, vec!["Loaded image: app:v1", "Loaded image: app:v2"]);
+    assert_eq!(s3.get("app:v1").unwrap().id, a.id);
+
+    // By id: untagged.
+    let mut out3 = Vec::new();
+    s.save(&[a.id[7..19].to_string()], &mut out3).unwrap();
+    let (_t4, s4) = open_store();
+    assert_eq!(
+        s4.load(&mut &out3[..]).unwrap(),
+        vec![format!("Loaded image ID: {}", a.id)]
+    );
+}
+
+fn strip_entries(ar: &[u8], drop: &[&str]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for e in tar::Archive::new(ar).entries().unwrap() {
+        let mut e = e.unwrap();
+        let p = e.path().unwrap().display().to_string();
+        if drop.contains(&p.as_str()) {
+            continue;
+        }
+        let mut h = e.header().clone();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+        b.append_data(&mut h, &p, &data[..]).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+#[test]
+fn tag_and_remove_follow_docker_rules() {
+    let (t, s) = open_store();
+    let (l1, _) = base_layers();
+    let cfg = config_for(&[&l1], "r");
+    let id = sha256_digest(&cfg);
+    let short = &id[7..19];
+    s.load(&mut &legacy_archive(&[(cfg, vec![l1], vec!["busybox:latest"])])[..]).unwrap();
+    s.tag("busybox", "other/name:2").unwrap();
+    assert!(s.tag("busybox", "Bad").is_err());
+    assert!(s.tag("nope", "x").unwrap_err().to_string().contains("No such image: nope:latest"));
+    assert_eq!(s.get("other/name:2").unwrap().id, id);
+
+    // Several tags: removing one only untags, even if a container uses it.
+    let stopped = |_: &str| Some(("0123456789abcdef".to_string(), false));
+    let running = |_: &str| Some(("0123456789abcdef".to_string(), true));
+    let r = s.remove("other/name:2", false, false, &stopped).unwrap();
+    assert_eq!(r, vec![DeleteItem::Untagged("other/name:2".into())]);
+
+    // Last tag, stopped container: refused without force.
+    let e = s.remove("busybox", false, false, &stopped).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict);
+    assert_eq!(
+        e.to_string(),
+        format!("conflict: unable to remove repository reference \"busybox\" (must force) - container 0123456789ab is using its referenced image {short}")
+    );
+    // By id.
+    let e = s.remove(short, false, false, &stopped).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("conflict: unable to delete {short} (must be forced) - image is being used by stopped container 0123456789ab")
+    );
+    let e = s.remove(short, true, false, &running).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("conflict: unable to delete {short} (cannot be forced) - image is being used by running container 0123456789ab")
+    );
+    // Referenced in several repositories: by id needs force.
+    s.tag("busybox", "a/b").unwrap();
+    let e = s.remove(short, false, false, &never).unwrap_err();
+    assert!(e.to_string().ends_with("image is referenced in one or more repositories"), "{e}");
+    s.remove("a/b", false, false, &never).unwrap();
+    // Force by name with a running container only untags (Docker keeps the image).
+    s.tag("busybox", "keep:1").unwrap();
+    let r = s.remove("keep:1", true, false, &running).unwrap();
+    assert_eq!(r, vec![DeleteItem::Untagged("keep:1".into())]);
+    assert!(s.get(&id).is_ok());
+    // Force with a stopped container deletes.
+    let r = s.remove("busybox", true, false, &stopped).unwrap();
+    assert_eq!(r[0], DeleteItem::Untagged("busybox:latest".into()));
+    assert_eq!(r[1], DeleteItem::Deleted(id.clone()));
+    assert_eq!(r.len(), 3, "image and its one layer: {r:?}");
+    assert!(s.get(&id).is_err());
+    assert_eq!(count_dir(&t.path().join("image/layers")), 0);
+    assert_eq!(count_dir(&t.path().join("image/blobs/sha256")), 0);
+    assert_eq!(
+        s.remove("busybox", false, false, &never).unwrap_err().to_string(),
+        "No such image: busybox:latest"
+    );
+}
+
+#[test]
+fn history_newest_first() {
+    let (_t, s) = open_store();
+    let (l1, l2) = base_layers();
+    let cfg = config_for(&[&l1, &l2], "h");
+    s.load(&mut &legacy_archive(&[(cfg.clone(), vec![l1, l2], vec!["h:1"])])[..]).unwrap();
+    let h = s.history("h:1").unwrap();
+    assert_eq!(h.len(), 3);
+    assert_eq!(h[0].id, sha256_digest(&cfg));
+    assert_eq!(h[0].tags, vec!["h:1"]);
+    assert_eq!(h[0].created_by, "CMD");
+    assert_eq!(h[0].size, 0);
+    assert_eq!(h[1].id, "<missing>");
+    assert_eq!(h[1].created_by, "step 1");
+    assert_eq!(h[1].size, 3);
+    assert_eq!(h[2].size, 6 + 3 + 1 + 4);
+    assert_eq!(h[2].created, 1_714_557_600);
+    let j = serde_json::to_value(&h[0]).unwrap();
+    assert!(j.get("CreatedBy").is_some() && j.get("Id").is_some());
+}
+
+#[test]
+fn import_rootfs_with_changes() {
+    let (_t, s) = open_store();
+    let (l1, _) = base_layers();
+    let changes = vec!["CMD [\"/bin/sh\"]".to_string(), "ENV A=b".into(), "EXPOSE 80".into()];
+    let id = s.import(&mut &gzip(&l1)[..], Some("imp:1"), &changes, None).unwrap();
+    let img = s.get("imp:1").unwrap();
+    assert_eq!(img.id, id);
+    let c = &img.config;
+    assert_eq!(c.os, "linux");
+    assert_eq!(c.architecture, crate::config::host_architecture());
+    assert_eq!(c.rootfs.diff_ids, vec![sha256_digest(&l1)]);
+    assert_eq!(c.history[0].comment.as_deref(), Some("Imported from -"));
+    let cc = c.config.as_ref().unwrap();
+    assert_eq!(cc.cmd.as_deref(), Some(&["/bin/sh".to_string()][..]));
+    assert_eq!(cc.env.as_deref(), Some(&["A=b".to_string()][..]));
+    assert!(cc.exposed_ports.as_ref().unwrap().contains_key("80/tcp"));
+    assert!(img.created.is_some());
+    // Plain tar, no tag, message.
+    let id2 = s.import(&mut &l1[..], None, &[], Some("msg")).unwrap();
+    assert_eq!(s.get(&id2).unwrap().config.history[0].comment.as_deref(), Some("msg"));
+    assert!(s.import(&mut &l1[..], None, &["RUN x".to_string()], None).is_err());
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+#[test]
+fn snapshot_overlay_semantics() {
+    if !is_root() {
+        return;
+    }
+    let (t, s) = open_store();
+    let (l1, l2) = base_layers();
+    let cfg = config_for(&[&l1, &l2], "snap");
+    s.load(&mut &legacy_archive(&[(cfg.clone(), vec![l1, l2], vec!["snap:1"])])[..]).unwrap();
+    let id = sha256_digest(&cfg);
+    s.create_snapshot("c1", "snap:1").unwrap();
+    s.create_snapshot("c1", &id).unwrap(); // idempotent
+    let m = s.mount_snapshot("c1").unwrap();
+    assert_eq!(s.mount_snapshot("c1").unwrap(), m); // idempotent
+    assert!(!m.join("etc/motd").exists(), "whiteout hides the lower file");
+    assert!(m.join("etc").is_dir());
+    assert!(!m.join("var/lib").exists(), "opaque dir hides lower content");
+    assert_eq!(fs::read(m.join("var/new")).unwrap(), b"new");
+    assert_eq!(fs::read(m.join("keep")).unwrap(), b"k");
+    assert_eq!(fs::read_link(m.join("bin/sh")).unwrap(), Path::new("busybox"));
+    fs::write(m.join("written"), b"12345").unwrap();
+    let upper = t.path().join("image/snapshots/c1/upper");
+    assert_eq!(fs::read(upper.join("written")).unwrap(), b"12345");
+    assert_eq!(s.snapshot_size("c1").unwrap(), 5);
+    // Deleting a lower file leaves a whiteout in upper, lower untouched.
+    fs::remove_file(m.join("keep")).unwrap();
+    assert!(fs::symlink_metadata(upper.join("keep")).unwrap().rdev() == 0);
+    // Image removal while the snapshot exists keeps its layers.
+    s.remove("snap:1", true, false, &|_| Some(("c1".into(), false))).unwrap();
+    assert_eq!(fs::read(m.join("var/new")).unwrap(), b"new");
+    s.unmount_snapshot("c1").unwrap();
+    s.unmount_snapshot("c1").unwrap();
+    assert!(!m.join("var/new").exists());
+    // Remount works, data persists.
+    let m = s.mount_snapshot("c1").unwrap();
+    assert_eq!(fs::read(m.join("written")).unwrap(), b"12345");
+    s.remove_snapshot("c1").unwrap(); // unmounts
+    assert!(!t.path().join("image/snapshots/c1").exists());
+    assert_eq!(count_dir(&t.path().join("image/layers")), 0, "last user gone: layers collected");
+    s.remove_snapshot("c1").unwrap();
+    assert!(s.create_snapshot("../x", "snap:1").is_err());
+}
+
+#[test]
+fn snapshot_zero_and_many_layers() {
+    if !is_root() {
+        return;
+    }
+    let (_t, s) = open_store();
+    // Zero layers.
+    let id = s.create_image(&config_for(&[], "none"), &[]).unwrap();
+    s.create_snapshot("z", &id).unwrap();
+    let m = s.mount_snapshot("z").unwrap();
+    fs::write(m.join("f"), b"x").unwrap();
+    s.remove_snapshot("z").unwrap();
+    // 200 layers: far beyond what absolute paths would fit in one page.
+    let layers: Vec<Vec<u8>> = (0..200)
+        .map(|i| {
+            let name = format!("f{i}");
+            layer(&[E::F(&name, name.as_bytes())])
+        })
+        .collect();
+    let refs: Vec<&[u8]> = layers.iter().map(|l| &l[..]).collect();
+    let cfg = config_for(&refs, "many");
+    s.load(&mut &legacy_archive(&[(cfg.clone(), layers.clone(), vec!["many:1"])])[..]).unwrap();
+    s.create_snapshot("many", "many:1").unwrap();
+    let m = s.mount_snapshot("many").unwrap();
+    for i in [0, 99, 199] {
+        assert_eq!(fs::read(m.join(format!("f{i}"))).unwrap(), format!("f{i}").as_bytes());
+    }
+    s.remove_snapshot("many").unwrap();
+    assert!(std::env::current_dir().is_ok());
+}
