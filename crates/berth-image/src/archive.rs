@@ -160,10 +160,9 @@ impl Staging {
         let mut hops = 0;
         while let Some(c) = queue.pop_front() {
             match Path::new(&c).components().next() {
-                Some(Component::ParentDir) => {
-                    if stack.pop().is_none() {
-                        return Err(bad_archive(format!("{rel} escapes the archive")));
-                    }
+                // The guard pops: `..` climbs one level, or fails at the top.
+                Some(Component::ParentDir) if stack.pop().is_none() => {
+                    return Err(bad_archive(format!("{rel} escapes the archive")));
                 }
                 Some(Component::Normal(_)) => {
                     stack.push(c);
@@ -227,7 +226,10 @@ fn blob_path(digest: &str) -> Result<String, ImageError> {
     if alg != "sha256" {
         return Err(bad_archive(format!("unsupported digest algorithm {alg}")));
     }
-    Ok(format!("blobs/sha256/{}", digest_hex(&format!("sha256:{hex}"))?))
+    Ok(format!(
+        "blobs/sha256/{}",
+        digest_hex(&format!("sha256:{hex}"))?
+    ))
 }
 
 fn is_index(media: &str) -> bool {
@@ -377,7 +379,13 @@ impl ImageStore {
                     .map(|p| p.os == "linux" && p.architecture == arch)
                     .unwrap_or(false)
             })
-            .or_else(|| if candidates.len() == 1 { candidates.first() } else { None })
+            .or_else(|| {
+                if candidates.len() == 1 {
+                    candidates.first()
+                } else {
+                    None
+                }
+            })
             .ok_or_else(|| {
                 ImageError::InvalidArgument(format!(
                     "no matching manifest for linux/{arch} in the manifest list entries"
@@ -507,7 +515,8 @@ impl ImageStore {
                 "config": {"mediaType": MEDIA_OCI_CONFIG, "digest": id, "size": config_size},
                 "layers": layer_descs,
             });
-            let mbytes = serde_json::to_vec(&manifest).map_err(|e| ImageError::json("manifest", e))?;
+            let mbytes =
+                serde_json::to_vec(&manifest).map_err(|e| ImageError::json("manifest", e))?;
             let mdigest = sha256_digest(&mbytes);
             if written.insert(mdigest.clone()) {
                 append_file(&mut tb, &blob_path(&mdigest)?, &mbytes)?;
@@ -578,7 +587,10 @@ impl ImageStore {
             return Ok(());
         }
         let f = self.blobs.open_blob(digest)?;
-        let size = f.metadata().map_err(|e| ImageError::io("stat blob", e))?.len();
+        let size = f
+            .metadata()
+            .map_err(|e| ImageError::io("stat blob", e))?
+            .len();
         let mut h = file_header(size);
         tb.append_data(&mut h, blob_path(digest)?, f)
             .map_err(|e| ImageError::io("write archive", e))
@@ -607,7 +619,11 @@ fn file_header(size: u64) -> tar::Header {
     h
 }
 
-fn append_file<W: Write>(tb: &mut tar::Builder<W>, path: &str, data: &[u8]) -> Result<(), ImageError> {
+fn append_file<W: Write>(
+    tb: &mut tar::Builder<W>,
+    path: &str,
+    data: &[u8],
+) -> Result<(), ImageError> {
     let mut h = file_header(data.len() as u64);
     tb.append_data(&mut h, path, data)
         .map_err(|e| ImageError::io("write archive", e))

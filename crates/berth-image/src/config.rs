@@ -165,7 +165,10 @@ mod tests {
     fn keeps_unknown_fields() {
         let src = r#"{"architecture":"amd64","config":{"Cmd":["sh"],"Env":["A=b"],"ExposedPorts":{"80/tcp":{}},"Weird":1},"container_config":{"Cmd":["x"]},"created":"2024-01-01T00:00:00Z","history":[{"created":"2024-01-01T00:00:00Z","created_by":"x","empty_layer":true,"z":2}],"os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
         let c: ImageConfig = serde_json::from_str(src).unwrap();
-        assert_eq!(c.config.as_ref().unwrap().cmd.as_deref(), Some(&["sh".to_string()][..]));
+        assert_eq!(
+            c.config.as_ref().unwrap().cmd.as_deref(),
+            Some(&["sh".to_string()][..])
+        );
         assert!(c.extra.contains_key("container_config"));
         let back: serde_json::Value = serde_json::to_value(&c).unwrap();
         let orig: serde_json::Value = serde_json::from_str(src).unwrap();

@@ -1,6 +1,5 @@
 //! The crate's single error type. Display strings follow Docker's wording because clients parse them.
 
-
 /// How the daemon should classify an error (HTTP status).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -100,4 +99,3 @@ impl<T> IoContext<T> for std::io::Result<T> {
         self.map_err(|e| ImageError::io_path(what, path, e))
     }
 }
-

@@ -127,7 +127,13 @@ fn set_times(path: &Path, mtime: u64) -> Result<(), ImageError> {
     Ok(())
 }
 
-fn mknod(path: &Path, kind: libc::mode_t, perm: u32, major: u32, minor: u32) -> Result<(), ImageError> {
+fn mknod(
+    path: &Path,
+    kind: libc::mode_t,
+    perm: u32,
+    major: u32,
+    minor: u32,
+) -> Result<(), ImageError> {
     let c = cstr(path)?;
     let dev = libc::makedev(major, minor);
     // SAFETY: valid C string.
@@ -167,8 +173,8 @@ pub fn extract_layer(reader: &mut dyn Read, dest: &Path) -> Result<u64, ImageErr
         .entries()
         .map_err(|e| ImageError::InvalidArgument(format!("invalid layer archive: {e}")))?;
     for entry in entries {
-        let mut entry =
-            entry.map_err(|e| ImageError::InvalidArgument(format!("invalid layer archive: {e}")))?;
+        let mut entry = entry
+            .map_err(|e| ImageError::InvalidArgument(format!("invalid layer archive: {e}")))?;
         let raw_path = entry
             .path()
             .map_err(|e| ImageError::InvalidArgument(format!("invalid entry path: {e}")))?
@@ -299,8 +305,16 @@ pub fn extract_layer(reader: &mut dyn Read, dest: &Path) -> Result<u64, ImageErr
         }
 
         // Ownership first: chown clears set-id bits, so the mode is applied after it.
-        let uid = header.uid().ok().and_then(|u| u32::try_from(u).ok()).unwrap_or(0);
-        let gid = header.gid().ok().and_then(|g| u32::try_from(g).ok()).unwrap_or(0);
+        let uid = header
+            .uid()
+            .ok()
+            .and_then(|u| u32::try_from(u).ok())
+            .unwrap_or(0);
+        let gid = header
+            .gid()
+            .ok()
+            .and_then(|g| u32::try_from(g).ok())
+            .unwrap_or(0);
         if let Err(e) = std::os::unix::fs::lchown(&target, Some(uid), Some(gid)) {
             // Without privilege (unit tests as non-root) keep going; as root this is real.
             if e.raw_os_error() != Some(libc::EPERM) {
@@ -466,13 +480,22 @@ mod tests {
         let size = s.extract(&tar).unwrap();
         assert_eq!(size, 6);
         assert_eq!(fs::read(s.dest.join("etc/hostname")).unwrap(), b"box\n");
-        assert_eq!(fs::read_link(s.dest.join("bin/ash")).unwrap(), Path::new("sh"));
-        assert_eq!(fs::read_link(s.dest.join("abs")).unwrap(), Path::new("/etc/hostname"));
+        assert_eq!(
+            fs::read_link(s.dest.join("bin/ash")).unwrap(),
+            Path::new("sh")
+        );
+        assert_eq!(
+            fs::read_link(s.dest.join("abs")).unwrap(),
+            Path::new("/etc/hostname")
+        );
         let m = fs::metadata(s.dest.join("bin/ash2")).unwrap();
         assert_eq!(m.nlink(), 2);
         assert_eq!(m.mode() & 0o7777, 0o644);
         assert_eq!(m.mtime(), 1_600_000_000);
-        assert_eq!(fs::metadata(s.dest.join("etc")).unwrap().mtime(), 1_600_000_000);
+        assert_eq!(
+            fs::metadata(s.dest.join("etc")).unwrap().mtime(),
+            1_600_000_000
+        );
         s.assert_host_untouched();
     }
 
@@ -525,7 +548,10 @@ mod tests {
         let tar = build(&[Ent::Sym("f", &host), Ent::File("f", b"pwned")]);
         s.extract(&tar).unwrap();
         assert_eq!(fs::read(s.dest.join("f")).unwrap(), b"pwned");
-        assert!(!fs::symlink_metadata(s.dest.join("f")).unwrap().file_type().is_symlink());
+        assert!(!fs::symlink_metadata(s.dest.join("f"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
         s.assert_host_untouched();
     }
 
@@ -548,7 +574,10 @@ mod tests {
         let host3 = s3.host_file.display().to_string();
         let tar = build(&[Ent::Sym("l", &host3), Ent::Hard("h", "l")]);
         s3.extract(&tar).unwrap();
-        assert!(fs::symlink_metadata(s3.dest.join("h")).unwrap().file_type().is_symlink());
+        assert!(fs::symlink_metadata(s3.dest.join("h"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
         s.assert_host_untouched();
         s2.assert_host_untouched();
         s3.assert_host_untouched();
@@ -607,7 +636,10 @@ mod tests {
         let m = fs::symlink_metadata(s.dest.join("dev/null")).unwrap();
         assert!(m.file_type().is_char_device());
         assert_eq!(m.rdev(), libc::makedev(1, 3));
-        assert!(fs::symlink_metadata(s.dest.join("run/fifo")).unwrap().file_type().is_fifo());
+        assert!(fs::symlink_metadata(s.dest.join("run/fifo"))
+            .unwrap()
+            .file_type()
+            .is_fifo());
         let m = fs::metadata(s.dest.join("bin/suid")).unwrap();
         assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (1000, 1001, 0o4755));
     }

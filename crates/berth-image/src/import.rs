@@ -50,7 +50,9 @@ fn shell_words(s: &str) -> Result<Vec<String>, ImageError> {
                     match chars.next() {
                         Some('\'') => break,
                         Some(x) => cur.push(x),
-                        None => return Err(bad("unexpected end of statement while looking for matching single-quote")),
+                        None => return Err(bad(
+                            "unexpected end of statement while looking for matching single-quote",
+                        )),
                     }
                 }
             }
@@ -93,7 +95,10 @@ fn key_values(instr: &str, rest: &str) -> Result<Vec<(String, String)>, ImageErr
     if !first.contains('=') {
         // Legacy form: the rest of the line, after the key, is the value.
         let key = first.clone();
-        let after = rest.trim_start()[rest.trim_start().find(char::is_whitespace).unwrap_or(rest.trim_start().len())..]
+        let after = rest.trim_start()[rest
+            .trim_start()
+            .find(char::is_whitespace)
+            .unwrap_or(rest.trim_start().len())..]
             .trim();
         if after.is_empty() {
             return Err(bad(format!("{instr} must have two arguments")));
@@ -220,7 +225,9 @@ pub fn apply_changes(cfg: &mut ContainerConfig, changes: &[String]) -> Result<()
                 }
             }
             "VOLUME" => {
-                let vols = json_array(rest).map(Ok).unwrap_or_else(|| shell_words(rest))?;
+                let vols = json_array(rest)
+                    .map(Ok)
+                    .unwrap_or_else(|| shell_words(rest))?;
                 if vols.is_empty() {
                     return Err(bad("VOLUME specified can not be an empty string"));
                 }
@@ -261,7 +268,9 @@ pub fn apply_changes(cfg: &mut ContainerConfig, changes: &[String]) -> Result<()
                 if matches!(inner.as_str(), "ONBUILD" | "FROM" | "MAINTAINER" | "") {
                     return Err(bad(format!("{inner} isn't allowed as an ONBUILD trigger")));
                 }
-                cfg.on_build.get_or_insert_with(Vec::new).push(rest.to_string());
+                cfg.on_build
+                    .get_or_insert_with(Vec::new)
+                    .push(rest.to_string());
             }
             _ => return Err(bad(format!("{instr} is not a valid change command"))),
         }
@@ -353,7 +362,11 @@ mod tests {
         );
         assert_eq!(
             c.env.unwrap(),
-            vec!["A=3".to_string(), "B=two words".into(), "LEGACY=value with spaces".into()]
+            vec![
+                "A=3".to_string(),
+                "B=two words".into(),
+                "LEGACY=value with spaces".into()
+            ]
         );
         let l = c.labels.unwrap();
         assert_eq!(l["com.x"], "y z");

@@ -1,14 +1,14 @@
 //! berth-image: references, the content store, docker-save/OCI load and save, import, safe layer
 //! extraction and overlay snapshots for containers.
 
+pub mod archive;
 pub mod blobs;
 pub mod config;
 pub mod error;
 pub mod extract;
 pub(crate) mod fsutil;
-pub mod reference;
-pub mod archive;
 pub mod layers;
+pub mod reference;
 pub mod store;
 
 pub use config::{ContainerConfig, ImageConfig};
@@ -16,8 +16,8 @@ pub use error::{ErrorKind, ImageError};
 pub use layers::LayerInfo;
 pub use reference::Reference;
 pub use store::{DeleteItem, HistoryItem, Image, ImageStore};
-pub mod snapshot;
 pub mod import;
+pub mod snapshot;
 
 #[cfg(test)]
 mod tests;

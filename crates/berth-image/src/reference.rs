@@ -160,7 +160,8 @@ impl std::str::FromStr for Reference {
 }
 
 pub(crate) fn is_lower_hex(s: &str) -> bool {
-    s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 fn split_docker_domain(name: &str) -> (String, String) {
@@ -303,7 +304,10 @@ mod tests {
         assert_eq!(l.domain, "localhost:5000");
         assert_eq!(l.familiar(), "localhost:5000/x:1");
         assert_eq!(p("localhost/x").domain, "localhost");
-        assert_eq!(p("index.docker.io/library/busybox:1.36").familiar(), "busybox:1.36");
+        assert_eq!(
+            p("index.docker.io/library/busybox:1.36").familiar(),
+            "busybox:1.36"
+        );
         assert_eq!(p("docker.io/library/a/b").familiar(), "library/a/b:latest");
         let d = format!("sha256:{}", "a".repeat(64));
         let r = p(&format!("reg.io:443/a/b@{d}"));

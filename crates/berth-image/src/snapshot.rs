@@ -101,7 +101,10 @@ impl ImageStore {
         let rec = self.record(&id)?;
         for l in &rec.layers {
             if self.layers.get(&l.chain_id)?.is_none() {
-                return Err(ImageError::Internal(format!("layer {} is missing", l.chain_id)));
+                return Err(ImageError::Internal(format!(
+                    "layer {} is missing",
+                    l.chain_id
+                )));
             }
         }
         for d in ["upper", "work", "merged", "empty"] {

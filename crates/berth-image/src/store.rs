@@ -128,8 +128,8 @@ impl ImageStore {
         let repos = root.join("repositories.json");
         match fs::read(&repos) {
             Ok(b) => {
-                let f: RepositoriesFile =
-                    serde_json::from_slice(&b).map_err(|e| ImageError::json("repositories.json", e))?;
+                let f: RepositoriesFile = serde_json::from_slice(&b)
+                    .map_err(|e| ImageError::json("repositories.json", e))?;
                 for (_, m) in f.repositories {
                     for (r, id) in m {
                         if state.images.contains_key(&id) {
@@ -168,7 +168,8 @@ impl ImageStore {
                 .or_default()
                 .insert(r.clone(), id.clone());
         }
-        let json = serde_json::to_vec_pretty(&f).map_err(|e| ImageError::json("repositories", e))?;
+        let json =
+            serde_json::to_vec_pretty(&f).map_err(|e| ImageError::json("repositories", e))?;
         atomic_write(&self.root.join("repositories.json"), &json)
     }
 
@@ -235,7 +236,10 @@ impl ImageStore {
         if name.len() == 64 && is_lower_hex(name) {
             let id = format!("sha256:{name}");
             return if st.images.contains_key(&id) {
-                Ok(Resolved { id, reference: None })
+                Ok(Resolved {
+                    id,
+                    reference: None,
+                })
             } else {
                 Err(ImageError::NotFound(id))
             };
@@ -272,7 +276,10 @@ impl ImageStore {
         if is_prefix_syntax {
             let hex = name.strip_prefix("sha256:").unwrap_or(name);
             let want = format!("sha256:{hex}");
-            let mut hits = st.images.range(want.clone()..).take_while(|(k, _)| k.starts_with(&want));
+            let mut hits = st
+                .images
+                .range(want.clone()..)
+                .take_while(|(k, _)| k.starts_with(&want));
             if let Some((id, _)) = hits.next() {
                 if hits.next().is_none() {
                     return Ok(Resolved {
@@ -284,7 +291,9 @@ impl ImageStore {
             }
         }
         Err(ImageError::NotFound(
-            parsed.map(|r| r.familiar()).unwrap_or_else(|| name.to_string()),
+            parsed
+                .map(|r| r.familiar())
+                .unwrap_or_else(|| name.to_string()),
         ))
     }
 
@@ -420,7 +429,9 @@ impl ImageStore {
                 .get(chain)?
                 .ok_or_else(|| ImageError::InvalidArgument(format!("missing layer {diff}")))?;
             if !self.blobs.exists(diff) {
-                return Err(ImageError::InvalidArgument(format!("missing layer blob {diff}")));
+                return Err(ImageError::InvalidArgument(format!(
+                    "missing layer blob {diff}"
+                )));
             }
             layers.push(info);
         }
@@ -428,7 +439,10 @@ impl ImageStore {
     }
 
     /// Makes prepared images visible: records first, then the index, in one step per call.
-    pub(crate) fn commit(&self, images: Vec<(ImageRecord, Vec<Reference>)>) -> Result<(), ImageError> {
+    pub(crate) fn commit(
+        &self,
+        images: Vec<(ImageRecord, Vec<Reference>)>,
+    ) -> Result<(), ImageError> {
         let mut st = self.lock();
         for (rec, _) in &images {
             let hex = digest_hex(&rec.id)?;
@@ -499,8 +513,8 @@ impl ImageStore {
         let mut records = Vec::new();
         let mut repo_refs = Self::refs_of(&st, &id);
         let user = in_use(&id);
-        let by_id_prefix = id.starts_with(name_or_id)
-            || id.trim_start_matches("sha256:").starts_with(name_or_id);
+        let by_id_prefix =
+            id.starts_with(name_or_id) || id.trim_start_matches("sha256:").starts_with(name_or_id);
         let mut quiet = false;
 
         if !by_id_prefix {
@@ -648,7 +662,11 @@ fn check_conflict(
         ImageError::Conflict(format!(
             "conflict: unable to delete {} ({}) - {}",
             short_id(id),
-            if hard { "cannot be forced" } else { "must be forced" },
+            if hard {
+                "cannot be forced"
+            } else {
+                "must be forced"
+            },
             msg
         ))
     };

@@ -82,7 +82,10 @@ fn add(b: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]) {
 
 /// A legacy docker-save archive (Docker < 25). `images`: (config, layers, tags). Repeated layers
 /// are symlinks to the first copy, as Docker writes them.
-pub(crate) fn legacy_archive(images: &[(Vec<u8>, Vec<Vec<u8>>, Vec<&str>)]) -> Vec<u8> {
+/// (config, layers, tags)
+type ArchiveImage<'a> = (Vec<u8>, Vec<Vec<u8>>, Vec<&'a str>);
+
+pub(crate) fn legacy_archive(images: &[ArchiveImage]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     let mut manifest = Vec::new();
     let mut seen: std::collections::HashMap<String, String> = Default::default();
@@ -107,7 +110,11 @@ pub(crate) fn legacy_archive(images: &[(Vec<u8>, Vec<Vec<u8>>, Vec<&str>)]) -> V
         }
         manifest.push(serde_json::json!({"Config": format!("{cfg_hex}.json"), "RepoTags": tags, "Layers": paths}));
     }
-    add(&mut b, "manifest.json", &serde_json::to_vec(&manifest).unwrap());
+    add(
+        &mut b,
+        "manifest.json",
+        &serde_json::to_vec(&manifest).unwrap(),
+    );
     b.into_inner().unwrap()
 }
 
@@ -138,7 +145,12 @@ fn oci_archive(cfg: &[u8], layers: &[Vec<u8>], ref_names: &[&str]) -> Vec<u8> {
         .map(|n| serde_json::json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": m.len(), "annotations": {"org.opencontainers.image.ref.name": n}}))
         .collect();
     add(&mut b, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
-    add(&mut b, "index.json", &serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": manifests})).unwrap());
+    add(
+        &mut b,
+        "index.json",
+        &serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": manifests}))
+            .unwrap(),
+    );
     b.into_inner().unwrap()
 }
 
@@ -184,7 +196,11 @@ fn legacy_load_get_list_idempotent() {
     let cfg_a = config_for(&[&l1], "a");
     let cfg_b = config_for(&[&l1, &l2], "b");
     let ar = legacy_archive(&[
-        (cfg_a.clone(), vec![l1.clone()], vec!["busybox:latest", "busybox:1.36"]),
+        (
+            cfg_a.clone(),
+            vec![l1.clone()],
+            vec!["busybox:latest", "busybox:1.36"],
+        ),
         (cfg_b.clone(), vec![l1.clone(), l2.clone()], vec![]),
     ]);
     let lines = s.load(&mut &ar[..]).unwrap();
@@ -201,7 +217,10 @@ fn legacy_load_get_list_idempotent() {
     assert_eq!(img.id, sha256_digest(&cfg_a));
     assert_eq!(img.repo_tags.len(), 2);
     assert_eq!(img.size, 6 + 3 + 1 + 4);
-    assert_eq!(img.config.config.as_ref().unwrap().cmd.as_deref(), Some(&["a".to_string()][..]));
+    assert_eq!(
+        img.config.config.as_ref().unwrap().cmd.as_deref(),
+        Some(&["a".to_string()][..])
+    );
     assert!(img.config.extra.contains_key("x-unknown"));
     assert_eq!(s.get("docker.io/library/busybox:1.36").unwrap().id, img.id);
     assert_eq!(s.get(&img.id).unwrap().id, img.id);
@@ -234,7 +253,9 @@ fn lookup_errors_use_docker_wording() {
     assert!(e.to_string().contains("must be lowercase"));
     assert_eq!(s.get("abc123").unwrap_err().kind(), ErrorKind::NotFound);
     assert_eq!(
-        s.get(&format!("sha256:{}", "0".repeat(64))).unwrap_err().kind(),
+        s.get(&format!("sha256:{}", "0".repeat(64)))
+            .unwrap_err()
+            .kind(),
         ErrorKind::NotFound
     );
 }
@@ -259,7 +280,10 @@ fn ambiguous_prefix_is_not_found() {
     for c in &cfgs {
         s.create_image(c, &[]).unwrap();
     }
-    assert_eq!(s.get(&first.to_string()).unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(
+        s.get(&first.to_string()).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
     let id = sha256_digest(&cfgs[0]);
     assert_eq!(s.get(&id[..20]).unwrap().id, id);
 }
@@ -316,7 +340,11 @@ fn save_load_round_trip() {
     let (_t, s) = open_store();
     let (l1, l2) = base_layers();
     let cfg = config_for(&[&l1, &l2], "rt");
-    let ar = legacy_archive(&[(cfg.clone(), vec![l1.clone(), l2.clone()], vec!["app:v1", "app:v2"])]);
+    let ar = legacy_archive(&[(
+        cfg.clone(),
+        vec![l1.clone(), l2.clone()],
+        vec!["app:v1", "app:v2"],
+    )]);
     s.load(&mut &ar[..]).unwrap();
     let mut out = Vec::new();
     s.save(&["app".to_string()], &mut out).unwrap();
@@ -352,7 +380,10 @@ fn save_load_round_trip() {
         "docker.io/library/app:v1"
     );
     let manifest = manifest.unwrap();
-    assert_eq!(manifest[0]["RepoTags"], serde_json::json!(["app:v1", "app:v2"]));
+    assert_eq!(
+        manifest[0]["RepoTags"],
+        serde_json::json!(["app:v1", "app:v2"])
+    );
 
     // Into a fresh store (which reads manifest.json), and as plain OCI (index.json only).
     let (_t2, s2) = open_store();
@@ -405,10 +436,15 @@ fn tag_and_remove_follow_docker_rules() {
     let cfg = config_for(&[&l1], "r");
     let id = sha256_digest(&cfg);
     let short = &id[7..19];
-    s.load(&mut &legacy_archive(&[(cfg, vec![l1], vec!["busybox:latest"])])[..]).unwrap();
+    s.load(&mut &legacy_archive(&[(cfg, vec![l1], vec!["busybox:latest"])])[..])
+        .unwrap();
     s.tag("busybox", "other/name:2").unwrap();
     assert!(s.tag("busybox", "Bad").is_err());
-    assert!(s.tag("nope", "x").unwrap_err().to_string().contains("No such image: nope:latest"));
+    assert!(s
+        .tag("nope", "x")
+        .unwrap_err()
+        .to_string()
+        .contains("No such image: nope:latest"));
     assert_eq!(s.get("other/name:2").unwrap().id, id);
 
     // Several tags: removing one only untags, even if a container uses it.
@@ -438,7 +474,11 @@ fn tag_and_remove_follow_docker_rules() {
     // Referenced in several repositories: by id needs force.
     s.tag("busybox", "a/b").unwrap();
     let e = s.remove(short, false, false, &never).unwrap_err();
-    assert!(e.to_string().ends_with("image is referenced in one or more repositories"), "{e}");
+    assert!(
+        e.to_string()
+            .ends_with("image is referenced in one or more repositories"),
+        "{e}"
+    );
     s.remove("a/b", false, false, &never).unwrap();
     // Force by name with a running container only untags (Docker keeps the image).
     s.tag("busybox", "keep:1").unwrap();
@@ -454,7 +494,9 @@ fn tag_and_remove_follow_docker_rules() {
     assert_eq!(count_dir(&t.path().join("image/layers")), 0);
     assert_eq!(count_dir(&t.path().join("image/blobs/sha256")), 0);
     assert_eq!(
-        s.remove("busybox", false, false, &never).unwrap_err().to_string(),
+        s.remove("busybox", false, false, &never)
+            .unwrap_err()
+            .to_string(),
         "No such image: busybox:latest"
     );
 }
@@ -464,7 +506,8 @@ fn history_newest_first() {
     let (_t, s) = open_store();
     let (l1, l2) = base_layers();
     let cfg = config_for(&[&l1, &l2], "h");
-    s.load(&mut &legacy_archive(&[(cfg.clone(), vec![l1, l2], vec!["h:1"])])[..]).unwrap();
+    s.load(&mut &legacy_archive(&[(cfg.clone(), vec![l1, l2], vec!["h:1"])])[..])
+        .unwrap();
     let h = s.history("h:1").unwrap();
     assert_eq!(h.len(), 3);
     assert_eq!(h[0].id, sha256_digest(&cfg));
@@ -484,8 +527,14 @@ fn history_newest_first() {
 fn import_rootfs_with_changes() {
     let (_t, s) = open_store();
     let (l1, _) = base_layers();
-    let changes = vec!["CMD [\"/bin/sh\"]".to_string(), "ENV A=b".into(), "EXPOSE 80".into()];
-    let id = s.import(&mut &gzip(&l1)[..], Some("imp:1"), &changes, None).unwrap();
+    let changes = vec![
+        "CMD [\"/bin/sh\"]".to_string(),
+        "ENV A=b".into(),
+        "EXPOSE 80".into(),
+    ];
+    let id = s
+        .import(&mut &gzip(&l1)[..], Some("imp:1"), &changes, None)
+        .unwrap();
     let img = s.get("imp:1").unwrap();
     assert_eq!(img.id, id);
     let c = &img.config;
@@ -500,8 +549,13 @@ fn import_rootfs_with_changes() {
     assert!(img.created.is_some());
     // Plain tar, no tag, message.
     let id2 = s.import(&mut &l1[..], None, &[], Some("msg")).unwrap();
-    assert_eq!(s.get(&id2).unwrap().config.history[0].comment.as_deref(), Some("msg"));
-    assert!(s.import(&mut &l1[..], None, &["RUN x".to_string()], None).is_err());
+    assert_eq!(
+        s.get(&id2).unwrap().config.history[0].comment.as_deref(),
+        Some("msg")
+    );
+    assert!(s
+        .import(&mut &l1[..], None, &["RUN x".to_string()], None)
+        .is_err());
 }
 
 fn is_root() -> bool {
@@ -516,18 +570,28 @@ fn snapshot_overlay_semantics() {
     let (t, s) = open_store();
     let (l1, l2) = base_layers();
     let cfg = config_for(&[&l1, &l2], "snap");
-    s.load(&mut &legacy_archive(&[(cfg.clone(), vec![l1, l2], vec!["snap:1"])])[..]).unwrap();
+    s.load(&mut &legacy_archive(&[(cfg.clone(), vec![l1, l2], vec!["snap:1"])])[..])
+        .unwrap();
     let id = sha256_digest(&cfg);
     s.create_snapshot("c1", "snap:1").unwrap();
     s.create_snapshot("c1", &id).unwrap(); // idempotent
     let m = s.mount_snapshot("c1").unwrap();
     assert_eq!(s.mount_snapshot("c1").unwrap(), m); // idempotent
-    assert!(!m.join("etc/motd").exists(), "whiteout hides the lower file");
+    assert!(
+        !m.join("etc/motd").exists(),
+        "whiteout hides the lower file"
+    );
     assert!(m.join("etc").is_dir());
-    assert!(!m.join("var/lib").exists(), "opaque dir hides lower content");
+    assert!(
+        !m.join("var/lib").exists(),
+        "opaque dir hides lower content"
+    );
     assert_eq!(fs::read(m.join("var/new")).unwrap(), b"new");
     assert_eq!(fs::read(m.join("keep")).unwrap(), b"k");
-    assert_eq!(fs::read_link(m.join("bin/sh")).unwrap(), Path::new("busybox"));
+    assert_eq!(
+        fs::read_link(m.join("bin/sh")).unwrap(),
+        Path::new("busybox")
+    );
     fs::write(m.join("written"), b"12345").unwrap();
     let upper = t.path().join("image/snapshots/c1/upper");
     assert_eq!(fs::read(upper.join("written")).unwrap(), b"12345");
@@ -536,7 +600,8 @@ fn snapshot_overlay_semantics() {
     fs::remove_file(m.join("keep")).unwrap();
     assert!(fs::symlink_metadata(upper.join("keep")).unwrap().rdev() == 0);
     // Image removal while the snapshot exists keeps its layers.
-    s.remove("snap:1", true, false, &|_| Some(("c1".into(), false))).unwrap();
+    s.remove("snap:1", true, false, &|_| Some(("c1".into(), false)))
+        .unwrap();
     assert_eq!(fs::read(m.join("var/new")).unwrap(), b"new");
     s.unmount_snapshot("c1").unwrap();
     s.unmount_snapshot("c1").unwrap();
@@ -546,7 +611,11 @@ fn snapshot_overlay_semantics() {
     assert_eq!(fs::read(m.join("written")).unwrap(), b"12345");
     s.remove_snapshot("c1").unwrap(); // unmounts
     assert!(!t.path().join("image/snapshots/c1").exists());
-    assert_eq!(count_dir(&t.path().join("image/layers")), 0, "last user gone: layers collected");
+    assert_eq!(
+        count_dir(&t.path().join("image/layers")),
+        0,
+        "last user gone: layers collected"
+    );
     s.remove_snapshot("c1").unwrap();
     assert!(s.create_snapshot("../x", "snap:1").is_err());
 }
@@ -572,11 +641,15 @@ fn snapshot_zero_and_many_layers() {
         .collect();
     let refs: Vec<&[u8]> = layers.iter().map(|l| &l[..]).collect();
     let cfg = config_for(&refs, "many");
-    s.load(&mut &legacy_archive(&[(cfg.clone(), layers.clone(), vec!["many:1"])])[..]).unwrap();
+    s.load(&mut &legacy_archive(&[(cfg.clone(), layers.clone(), vec!["many:1"])])[..])
+        .unwrap();
     s.create_snapshot("many", "many:1").unwrap();
     let m = s.mount_snapshot("many").unwrap();
     for i in [0, 99, 199] {
-        assert_eq!(fs::read(m.join(format!("f{i}"))).unwrap(), format!("f{i}").as_bytes());
+        assert_eq!(
+            fs::read(m.join(format!("f{i}"))).unwrap(),
+            format!("f{i}").as_bytes()
+        );
     }
     s.remove_snapshot("many").unwrap();
     assert!(std::env::current_dir().is_ok());
