@@ -1,0 +1,81 @@
+# Shared helpers of Berth's benchmarks (sourced, not run). Needs: hyperfine, curl.
+# shellcheck shell=bash
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BERTH=${BERTH:-$REPO/target/release/berth}
+TEST_IMAGE=${TEST_IMAGE:-$REPO/target/release/berth-test-image}
+RESULTS=${RESULTS:-$REPO/bench/results}
+mkdir -p "$RESULTS"
+
+die() { echo "bench: $*" >&2; exit 1; }
+
+need_tools() {
+    for t in hyperfine curl; do
+        command -v "$t" >/dev/null || die "$t is missing (apt-get install $t)"
+    done
+    if [ ! -x "$BERTH" ] || [ ! -x "$TEST_IMAGE" ]; then
+        (cd "$REPO" && cargo build --release -p berth -p berth-testkit) || die "build failed"
+    fi
+}
+
+# wait_ping SOCKET [SECONDS]: polls GET /_ping until it answers.
+wait_ping() {
+    local sock=$1 deadline=$(( $(date +%s%N) + ${2:-10} * 1000000000 ))
+    until curl -sf --unix-socket "$sock" http://berth/_ping >/dev/null 2>&1; do
+        [ "$(date +%s%N)" -lt "$deadline" ] || return 1
+        sleep 0.002
+    done
+}
+
+# Whether a docker daemon answers on its default socket (the docker figures are skipped otherwise).
+docker_available() {
+    command -v docker >/dev/null && DOCKER_HOST= docker version --format '{{.Server.Version}}' >/dev/null 2>&1
+}
+
+# purge DIR: kills shims and container processes under DIR, unmounts everything under it, removes it.
+purge() {
+    local dir=$1 f p
+    for f in "$dir"/exec/containers/*/shim.pid; do
+        [ -f "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null
+    done
+    for p in /proc/[0-9]*; do
+        case "$(readlink "$p/root" 2>/dev/null)$(readlink "$p/cwd" 2>/dev/null)" in
+            *"$dir"*) kill -9 "${p#/proc/}" 2>/dev/null ;;
+        esac
+    done
+    awk -v d="$dir" '$5 ~ "^"d {print $5}' /proc/self/mountinfo | sort -r | while read -r m; do
+        umount -l "$m" 2>/dev/null
+    done
+    rm -rf "$dir"
+}
+
+# start_daemon: a berth daemon on fresh temp roots; sets BENCH_DIR, SOCK, HOST, DAEMON_PID, B (the CLI).
+start_daemon() {
+    BENCH_DIR=$(mktemp -d /tmp/berth-bench.XXXXXX)
+    SOCK=$BENCH_DIR/berth.sock
+    HOST=unix://$SOCK
+    "$BERTH" daemon -H "$HOST" --data-root "$BENCH_DIR/data" --exec-root "$BENCH_DIR/exec" \
+        >"$BENCH_DIR/daemon.log" 2>&1 &
+    DAEMON_PID=$!
+    wait_ping "$SOCK" 10 || { cat "$BENCH_DIR/daemon.log" >&2; die "daemon did not answer /_ping"; }
+    B="$BERTH -H $HOST"
+    trap stop_daemon EXIT
+}
+
+stop_daemon() {
+    [ -n "${DAEMON_PID:-}" ] && kill "$DAEMON_PID" 2>/dev/null && wait "$DAEMON_PID" 2>/dev/null
+    [ -n "${BENCH_DIR:-}" ] && purge "$BENCH_DIR"
+    DAEMON_PID= BENCH_DIR=
+}
+
+# load_busybox: builds the offline busybox image and loads it into berth (and docker when there).
+load_busybox() {
+    "$TEST_IMAGE" busybox -o "$BENCH_DIR/busybox.tar"
+    $B load -i "$BENCH_DIR/busybox.tar" >/dev/null || die "berth load failed"
+    if docker_available; then
+        DOCKER_HOST= docker load -i "$BENCH_DIR/busybox.tar" >/dev/null || die "docker load failed"
+    fi
+}
+
+# rss_kb PID: resident set size in kB.
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo "?"; }
