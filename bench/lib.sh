@@ -34,17 +34,19 @@ docker_available() {
 
 # purge DIR: kills shims and container processes under DIR, unmounts everything under it, removes it.
 purge() {
-    local dir=$1 f p
+    local dir=$1 f p m
     for f in "$dir"/exec/containers/*/shim.pid; do
-        [ -f "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null
+        if [ -f "$f" ]; then kill -9 "$(cat "$f")" 2>/dev/null || true; fi
     done
     for p in /proc/[0-9]*; do
-        case "$(readlink "$p/root" 2>/dev/null)$(readlink "$p/cwd" 2>/dev/null)" in
-            *"$dir"*) kill -9 "${p#/proc/}" 2>/dev/null ;;
+        case "$(readlink "$p/root" 2>/dev/null || true)$(readlink "$p/cwd" 2>/dev/null || true)" in
+            *"$dir"*) kill -9 "${p#/proc/}" 2>/dev/null || true ;;
         esac
     done
-    awk -v d="$dir" '$5 ~ "^"d {print $5}' /proc/self/mountinfo | sort -r | while read -r m; do
-        umount -l "$m" 2>/dev/null
+    for _ in 1 2 3; do
+        for m in $(awk -v d="$dir" 'index($5, d) == 1 {print $5}' /proc/self/mountinfo | sort -r); do
+            umount -l "$m" 2>/dev/null || true
+        done
     done
     rm -rf "$dir"
 }
