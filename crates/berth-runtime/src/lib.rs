@@ -9,5 +9,5 @@ pub mod spec;
 mod user;
 
 pub use error::RuntimeError;
-// pub use shim::{ExitStatus, ShimOptions, ShimStarted};
+pub use shim::{ExitStatus, ShimOptions, ShimStarted};
 pub use spec::{build_spec, resolve_executable, ContainerRunConfig, NetworkMode};

@@ -352,9 +352,13 @@ pub(crate) fn build_spec_for(
             "bounding": caps, "effective": caps, "permitted": caps,
         },
         "rlimits": [{ "type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile }],
-        "noNewPrivileges": cfg.no_new_privileges,
         "oomScoreAdj": 0,
     });
+    // Only ever `true`: libcontainer treats a present `false` like `true` when ordering
+    // seccomp after the capability drop, and the filter then fails to load.
+    if cfg.no_new_privileges {
+        process["noNewPrivileges"] = json!(true);
+    }
     if cfg.tty {
         process["consoleSize"] = json!({ "height": 24, "width": 80 });
     }

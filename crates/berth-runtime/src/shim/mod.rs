@@ -1,1 +1,255 @@
+//! The per-container shim (`berth shim`).
+//!
+//! `spawn_shim` (called by the engine) re-executes the berth binary as `berth shim`; that
+//! process forks once more and exits, so the shim is detached (own session, reparented away
+//! from the daemon) and survives a daemon restart. The shim creates the container with
+//! libcontainer, reports "created" back through an inherited pipe, then serves the protocol on
+//! `<runtime_dir>/shim.sock` from a single-threaded poll loop until the container exits.
+//!
+//! Protocol: one JSON request line per connection:
+//! `{"op":"start"}`, `{"op":"attach","stdin":b,"stdout":b,"stderr":b}` (then stdcopy-framed
+//! output, raw stdin), `{"op":"wait"}`, `{"op":"kill","signal":N}`,
+//! `{"op":"resize","height":H,"width":W}`, `{"op":"state"}`.
 
+mod log;
+mod server;
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde::{Deserialize, Serialize};
+
+use crate::fsutil::atomic_write;
+use crate::RuntimeError;
+
+pub(crate) const SOCK: &str = "shim.sock";
+pub(crate) const PIDFILE: &str = "shim.pid";
+pub(crate) const EXITFILE: &str = "exit.json";
+pub(crate) const OPTSFILE: &str = "shim.json";
+pub(crate) const CONSOLE_SOCK: &str = "console.sock";
+pub(crate) const SHIM_LOG: &str = "shim.log";
+
+/// How the engine asks for one container.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShimOptions {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub state_root: PathBuf,
+    pub runtime_dir: PathBuf,
+    pub log_path: PathBuf,
+    pub log_max_size: u64,
+    pub log_max_file: u32,
+    pub tty: bool,
+    pub open_stdin: bool,
+    pub stdin_once: bool,
+}
+
+/// A created container: init is waiting for `{"op":"start"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShimStarted {
+    pub shim_pid: i32,
+    pub init_pid: i32,
+}
+
+/// Contents of `exit.json`, and the `wait` reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitStatus {
+    pub exit_code: i32,
+    pub finished_at: String,
+    pub oom_killed: bool,
+}
+
+/// The line the shim writes to the ready pipe.
+#[derive(Serialize, Deserialize)]
+struct Ready {
+    ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(default)]
+    shim_pid: i32,
+    #[serde(default)]
+    init_pid: i32,
+}
+
+/// Writes the bundle, starts `berth shim` and blocks until the container is created (or not).
+/// On failure nothing is left running and the runtime leftovers are removed.
+pub fn spawn_shim(
+    berth_exe: &Path,
+    opts: &ShimOptions,
+    spec: &oci_spec::runtime::Spec,
+) -> Result<ShimStarted, RuntimeError> {
+    // Docker's start-time errors, before any process exists.
+    if let (Some(root), Some(process)) = (spec.root(), spec.process()) {
+        let args = process.args().clone().unwrap_or_default();
+        let env = process.env().clone().unwrap_or_default();
+        match args.first() {
+            Some(arg0) => crate::spec::resolve_executable(root.path(), arg0, &env)?,
+            None => return Err(RuntimeError::Create("no command specified".into())),
+        }
+    }
+    fs::create_dir_all(&opts.bundle).map_err(|e| RuntimeError::io("create bundle", e))?;
+    fs::create_dir_all(&opts.runtime_dir).map_err(|e| RuntimeError::io("create runtime dir", e))?;
+    fs::create_dir_all(&opts.state_root).map_err(|e| RuntimeError::io("create state root", e))?;
+    let spec_json = serde_json::to_vec(spec).map_err(|e| RuntimeError::Spec(e.to_string()))?;
+    atomic_write(&opts.bundle.join("config.json"), &spec_json)
+        .map_err(|e| RuntimeError::io("write config.json", e))?;
+    let opts_json = serde_json::to_vec(opts).map_err(|e| RuntimeError::Shim(e.to_string()))?;
+    atomic_write(&opts.runtime_dir.join(OPTSFILE), &opts_json)
+        .map_err(|e| RuntimeError::io("write shim.json", e))?;
+
+    let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| RuntimeError::io("pipe", e.into()))?;
+    let shim_log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(opts.runtime_dir.join(SHIM_LOG))
+        .map_err(|e| RuntimeError::io("open shim.log", e))?;
+    let wfd = ready_w.as_raw_fd();
+    let mut cmd = Command::new(berth_exe);
+    cmd.arg("shim")
+        .arg("--runtime-dir")
+        .arg(&opts.runtime_dir)
+        .arg("--ready-fd")
+        .arg("3")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(shim_log);
+    // SAFETY: only async-signal-safe calls (dup2/fcntl) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if wfd == 3 {
+                if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if libc::dup2(wfd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| RuntimeError::io(format!("start shim {}", berth_exe.display()), e))?;
+    drop(ready_w);
+    // The first shim process forks the real shim and exits at once.
+    let _ = child.wait();
+
+    let mut line = String::new();
+    let _ = BufReader::new(fs::File::from(ready_r)).read_line(&mut line);
+    let ready: Option<Ready> = serde_json::from_str(line.trim()).ok();
+    match ready {
+        Some(Ready {
+            ok: true,
+            shim_pid,
+            init_pid,
+            ..
+        }) => Ok(ShimStarted { shim_pid, init_pid }),
+        Some(Ready { error, .. }) => {
+            cleanup(&opts.runtime_dir, &opts.state_root, &opts.id);
+            Err(RuntimeError::Create(error.unwrap_or_default()))
+        }
+        None => {
+            let log = fs::read_to_string(opts.runtime_dir.join(SHIM_LOG)).unwrap_or_default();
+            cleanup(&opts.runtime_dir, &opts.state_root, &opts.id);
+            Err(RuntimeError::Shim(format!(
+                "shim exited before creating the container: {}",
+                log.trim()
+            )))
+        }
+    }
+}
+
+/// Parses `<runtime_dir>/exit.json` if the container has exited.
+pub fn read_exit(runtime_dir: &Path) -> Option<ExitStatus> {
+    let data = fs::read(runtime_dir.join(EXITFILE)).ok()?;
+    serde_json::from_slice(&data).ok()
+}
+
+/// `shim.pid` names a live (not zombie) shim process.
+pub fn shim_alive(runtime_dir: &Path) -> bool {
+    let Some(pid) = fs::read_to_string(runtime_dir.join(PIDFILE))
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+        .filter(|p| *p > 0)
+    else {
+        return false;
+    };
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state letter follows the last ')' of the command name.
+    let zombie = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']))
+        .unwrap_or(true);
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let is_shim = cmdline
+        .split(|b| *b == 0)
+        .any(|a| a == b"shim" || a.ends_with(b"shim"));
+    !zombie && is_shim
+}
+
+/// Best-effort removal of a dead container's runtime leftovers: the shim's files in
+/// `runtime_dir` (config.json and exit.json stay for the engine) and libcontainer's state
+/// and cgroups.
+pub fn cleanup(runtime_dir: &Path, state_root: &Path, id: &str) {
+    for f in [SOCK, PIDFILE, CONSOLE_SOCK, OPTSFILE] {
+        let _ = fs::remove_file(runtime_dir.join(f));
+    }
+    server::delete_container_state(state_root, id);
+}
+
+/// Entry point of `berth shim <args>`. Returns the process exit code.
+pub fn main(args: Vec<String>) -> i32 {
+    let mut runtime_dir = None;
+    let mut ready_fd: Option<i32> = None;
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--runtime-dir" => runtime_dir = it.next().map(PathBuf::from),
+            "--ready-fd" => ready_fd = it.next().and_then(|s| s.parse().ok()),
+            _ => {}
+        }
+    }
+    let Some(runtime_dir) = runtime_dir else {
+        eprintln!("berth shim: --runtime-dir is required");
+        return 2;
+    };
+    // SAFETY: the fd number was handed to us by spawn_shim; we own it from here on.
+    let ready = ready_fd
+        .filter(|fd| *fd >= 0)
+        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+    if let Some(r) = &ready {
+        let _ = nix::fcntl::fcntl(
+            r.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        );
+    }
+    let opts: ShimOptions = match fs::read(runtime_dir.join(OPTSFILE))
+        .map_err(|e| e.to_string())
+        .and_then(|d| serde_json::from_slice(&d).map_err(|e| e.to_string()))
+    {
+        Ok(o) => o,
+        Err(e) => {
+            server::report(ready, Err(format!("shim: read {OPTSFILE}: {e}")));
+            return 1;
+        }
+    };
+    // Second fork: the process the daemon started exits now, the shim lives on in its own
+    // session, so the daemon never reaps it and its death does not touch us.
+    // SAFETY: single-threaded at this point.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Parent { .. }) => unsafe { libc::_exit(0) },
+        Ok(nix::unistd::ForkResult::Child) => {}
+        Err(e) => {
+            server::report(ready, Err(format!("shim: fork: {e}")));
+            return 1;
+        }
+    }
+    let _ = nix::unistd::setsid();
+    server::run(opts, ready)
+}

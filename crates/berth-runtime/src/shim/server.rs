@@ -1,0 +1,845 @@
+//! The shim process proper: create the container, then a single-threaded poll loop over the
+//! container's stdio, `shim.sock` clients and a signalfd for SIGCHLD.
+
+use std::fs::{self, File};
+use std::io::{self, IoSliceMut, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::Container;
+use libcontainer::syscall::syscall::SyscallType;
+use nix::sys::signal::{self, SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use serde_json::{json, Value};
+
+use super::log::{now_rfc3339_nano, JsonLog};
+use super::{ExitStatus, Ready, ShimOptions, CONSOLE_SOCK, EXITFILE, PIDFILE, SOCK};
+use crate::fsutil::atomic_write;
+
+/// Output queued for one client beyond this means it is not keeping up: drop it.
+const MAX_CLIENT_BACKLOG: usize = 4 << 20;
+/// Stdin buffered towards the container; past it we stop reading from stdin clients.
+const MAX_STDIN_BUF: usize = 256 << 10;
+const READ_CHUNK: usize = 32 << 10;
+/// After init exits, how long we wait for the stdio pipes to reach EOF.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// After exit, how long attached clients get to take the rest of the output.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Writes the one ready line for spawn_shim.
+pub(crate) fn report(ready: Option<OwnedFd>, res: Result<(i32, i32), String>) {
+    let Some(fd) = ready else { return };
+    let msg = match res {
+        Ok((shim_pid, init_pid)) => Ready {
+            ok: true,
+            error: None,
+            shim_pid,
+            init_pid,
+        },
+        Err(e) => Ready {
+            ok: false,
+            error: Some(e),
+            shim_pid: 0,
+            init_pid: 0,
+        },
+    };
+    let mut line = serde_json::to_string(&msg).unwrap_or_default();
+    line.push('\n');
+    let _ = File::from(fd).write_all(line.as_bytes());
+}
+
+/// Removes libcontainer's state dir (and through it the cgroups) of `id`; kills what is left.
+pub(crate) fn delete_container_state(state_root: &Path, id: &str) {
+    let dir = state_root.join(id);
+    if !dir.exists() {
+        return;
+    }
+    if let Ok(mut c) = Container::load(dir.clone()) {
+        if let Err(e) = c.delete(true) {
+            eprintln!("berth shim: delete container state: {e}");
+        }
+    }
+    let _ = fs::remove_dir_all(&dir);
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Status {
+    Created,
+    Running,
+    Exited,
+}
+
+#[derive(PartialEq, Eq)]
+enum Kind {
+    Request,
+    Attach {
+        stdin: bool,
+        stdout: bool,
+        stderr: bool,
+    },
+    Wait,
+    Done,
+}
+
+struct Client {
+    sock: UnixStream,
+    inbuf: Vec<u8>,
+    out: Vec<u8>,
+    out_off: usize,
+    kind: Kind,
+    read_closed: bool,
+    close_after_flush: bool,
+    dead: bool,
+}
+
+impl Client {
+    fn pending(&self) -> usize {
+        self.out.len() - self.out_off
+    }
+
+    fn queue(&mut self, data: &[u8]) {
+        if self.dead {
+            return;
+        }
+        if self.pending() + data.len() > MAX_CLIENT_BACKLOG {
+            self.dead = true;
+            return;
+        }
+        self.out.extend_from_slice(data);
+        self.flush();
+    }
+
+    fn reply(&mut self, v: Value) {
+        let mut line = v.to_string();
+        line.push('\n');
+        self.queue(line.as_bytes());
+    }
+
+    fn flush(&mut self) {
+        while self.out_off < self.out.len() && !self.dead {
+            match self.sock.write(&self.out[self.out_off..]) {
+                Ok(0) => self.dead = true,
+                Ok(n) => self.out_off += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => self.dead = true,
+            }
+        }
+        if self.out_off == self.out.len() {
+            self.out.clear();
+            self.out_off = 0;
+        } else if self.out_off > READ_CHUNK {
+            self.out.drain(..self.out_off);
+            self.out_off = 0;
+        }
+    }
+
+    fn finished(&self) -> bool {
+        self.dead || (self.close_after_flush && self.pending() == 0)
+    }
+}
+
+struct Shim {
+    opts: ShimOptions,
+    init_pid: i32,
+    status: Status,
+    cgroups_path: String,
+    /// stdout pipe, or the pty master for a TTY container.
+    out: Option<File>,
+    err: Option<File>,
+    /// Where client stdin goes: the stdin pipe, or a dup of the pty master.
+    stdin: Option<File>,
+    master: Option<RawFd>,
+    stdin_buf: Vec<u8>,
+    stdin_close: bool,
+    listener: Option<UnixListener>,
+    clients: Vec<Client>,
+    log: JsonLog,
+    sfd: SignalFd,
+    exit_code: Option<i32>,
+    exited_at: Option<Instant>,
+    finished_at: Option<String>,
+    done: Option<Instant>,
+    exit: Option<ExitStatus>,
+}
+
+fn set_nonblocking(fd: RawFd) {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    if let Ok(flags) = fcntl(fd, FcntlArg::F_GETFL) {
+        let _ = fcntl(
+            fd,
+            FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
+        );
+    }
+}
+
+fn cgroups_path_of(bundle: &Path) -> String {
+    fs::read(bundle.join("config.json"))
+        .ok()
+        .and_then(|d| serde_json::from_slice::<Value>(&d).ok())
+        .and_then(|v| v["linux"]["cgroupsPath"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// Receives the pty master that libcontainer sends over the console socket.
+fn receive_master(listener: &UnixListener) -> Result<OwnedFd, String> {
+    set_nonblocking(listener.as_raw_fd());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let conn = loop {
+        match listener.accept() {
+            Ok((c, _)) => break c,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(e) => return Err(format!("console socket: {e}")),
+        }
+    };
+    let _ = conn.set_nonblocking(false);
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut buf = [0u8; 4096];
+    let mut iov = [IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = nix::sys::socket::recvmsg::<()>(
+        conn.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(|e| format!("console socket: {e}"))?;
+    for c in msg.cmsgs().map_err(|e| format!("console socket: {e}"))? {
+        if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c {
+            if let Some(fd) = fds.first() {
+                // SAFETY: SCM_RIGHTS just installed this fd in our table; nobody else owns it.
+                return Ok(unsafe { OwnedFd::from_raw_fd(*fd) });
+            }
+        }
+    }
+    Err("console socket: no pty master received".into())
+}
+
+/// Creates the container and serves it until it exits. Returns the process exit code.
+pub(crate) fn run(opts: ShimOptions, ready: Option<OwnedFd>) -> i32 {
+    let shim = match create(opts) {
+        Ok(s) => s,
+        Err((opts, e)) => {
+            delete_container_state(&opts.state_root, &opts.id);
+            let _ = fs::remove_file(opts.runtime_dir.join(CONSOLE_SOCK));
+            report(ready, Err(e));
+            return 1;
+        }
+    };
+    let mut shim = shim;
+    if let Err(e) = shim.listen() {
+        delete_container_state(&shim.opts.state_root, &shim.opts.id);
+        report(ready, Err(e));
+        return 1;
+    }
+    report(ready, Ok((std::process::id() as i32, shim.init_pid)));
+    shim.serve();
+    0
+}
+
+fn create(opts: ShimOptions) -> Result<Shim, (ShimOptions, String)> {
+    macro_rules! fail {
+        ($e:expr) => {{
+            let msg = $e;
+            return Err((opts, msg));
+        }};
+    }
+    // init is a grandchild (libcontainer's intermediate process exits): adopt it to reap it.
+    // SAFETY: plain prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    // A relative bind path keeps the console socket under the 108-byte sun_path limit.
+    if let Err(e) = std::env::set_current_dir(&opts.runtime_dir) {
+        fail!(format!("chdir {}: {e}", opts.runtime_dir.display()));
+    }
+    let log = match JsonLog::open(&opts.log_path, opts.log_max_size, opts.log_max_file) {
+        Ok(l) => l,
+        Err(e) => fail!(format!("open log {}: {e}", opts.log_path.display())),
+    };
+    let builder = match ContainerBuilder::new(opts.id.clone(), SyscallType::default())
+        .with_root_path(&opts.state_root)
+    {
+        Ok(b) => b,
+        Err(e) => fail!(e.to_string()),
+    };
+    let pipe =
+        || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"));
+    let mut console = None;
+    let (mut out, mut err, mut stdin) = (None, None, None);
+    let builder = if opts.tty {
+        let _ = fs::remove_file(CONSOLE_SOCK);
+        match UnixListener::bind(CONSOLE_SOCK) {
+            Ok(l) => console = Some(l),
+            Err(e) => fail!(format!("console socket: {e}")),
+        }
+        builder.with_console_socket(Some(opts.runtime_dir.join(CONSOLE_SOCK)))
+    } else {
+        // Always pipes: libcontainer mishandles a host /dev/null as the container's stdio.
+        let ((or, ow), (er, ew), (ir, iw)) = match (pipe(), pipe(), pipe()) {
+            (Ok(o), Ok(e), Ok(i)) => (o, e, i),
+            _ => fail!("pipe: too many open files".to_string()),
+        };
+        out = Some(File::from(or));
+        err = Some(File::from(er));
+        // Without open_stdin the container reads EOF at once, as with Docker.
+        if opts.open_stdin {
+            stdin = Some(File::from(iw));
+        }
+        builder.with_stdin(ir).with_stdout(ow).with_stderr(ew)
+    };
+    let container = builder
+        .as_init(&opts.bundle)
+        .with_systemd(false)
+        .with_detach(true)
+        .build();
+    let container = match container {
+        Ok(c) => c,
+        Err(e) => fail!(e.to_string()),
+    };
+    let Some(init_pid) = container.pid().map(|p| p.as_raw()) else {
+        fail!("container has no init process".to_string());
+    };
+    drop(container);
+    let mut master = None;
+    if let Some(l) = console {
+        let m = match receive_master(&l) {
+            Ok(m) => File::from(m),
+            Err(e) => fail!(e),
+        };
+        let _ = fs::remove_file(CONSOLE_SOCK);
+        if opts.open_stdin {
+            match m.try_clone() {
+                Ok(s) => stdin = Some(s),
+                Err(e) => fail!(format!("dup pty: {e}")),
+            }
+        }
+        master = Some(m.as_raw_fd());
+        out = Some(m);
+    }
+    // SIGCHLD is blocked only now: init was cloned before, so it does not inherit the mask.
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGCHLD);
+    if let Err(e) = mask.thread_block() {
+        fail!(format!("sigprocmask: {e}"));
+    }
+    let sfd = match SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC) {
+        Ok(s) => s,
+        Err(e) => fail!(format!("signalfd: {e}")),
+    };
+    // A gone client must surface as EPIPE, not kill the shim.
+    // SAFETY: setting a disposition to SIG_IGN runs no handler code.
+    unsafe {
+        let _ = signal::signal(Signal::SIGPIPE, signal::SigHandler::SigIgn);
+    }
+    for f in [&out, &err, &stdin].into_iter().flatten() {
+        set_nonblocking(f.as_raw_fd());
+    }
+    // libcontainer's allocations are dead weight from here on; hand them back to the OS.
+    // SAFETY: glibc call without preconditions.
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    let cgroups_path = cgroups_path_of(&opts.bundle);
+    let mut shim = Shim {
+        opts,
+        init_pid,
+        status: Status::Created,
+        cgroups_path,
+        out,
+        err,
+        stdin,
+        master,
+        stdin_buf: Vec::new(),
+        stdin_close: false,
+        listener: None,
+        clients: Vec::new(),
+        log,
+        sfd,
+        exit_code: None,
+        exited_at: None,
+        finished_at: None,
+        done: None,
+        exit: None,
+    };
+    // init may already have died before SIGCHLD was blocked.
+    shim.reap();
+    Ok(shim)
+}
+
+impl Shim {
+    fn listen(&mut self) -> Result<(), String> {
+        let _ = fs::remove_file(SOCK);
+        let l = UnixListener::bind(SOCK).map_err(|e| format!("listen {SOCK}: {e}"))?;
+        l.set_nonblocking(true).map_err(|e| e.to_string())?;
+        self.listener = Some(l);
+        atomic_write(
+            &self.opts.runtime_dir.join(PIDFILE),
+            std::process::id().to_string().as_bytes(),
+        )
+        .map_err(|e| format!("write {PIDFILE}: {e}"))?;
+        Ok(())
+    }
+
+    fn serve(&mut self) {
+        enum Tag {
+            Sig,
+            Listen,
+            Out,
+            Err,
+            Stdin,
+            Client(usize),
+        }
+        loop {
+            let mut fds: Vec<libc::pollfd> = Vec::with_capacity(8 + self.clients.len());
+            let mut tags = Vec::with_capacity(fds.capacity());
+            let mut add = |fd: RawFd, events: i16, tag: Tag| {
+                fds.push(libc::pollfd {
+                    fd,
+                    events,
+                    revents: 0,
+                });
+                tags.push(tag);
+            };
+            add(self.sfd.as_fd().as_raw_fd(), libc::POLLIN, Tag::Sig);
+            if let Some(l) = &self.listener {
+                add(l.as_raw_fd(), libc::POLLIN, Tag::Listen);
+            }
+            if let Some(f) = &self.out {
+                add(f.as_raw_fd(), libc::POLLIN, Tag::Out);
+            }
+            if let Some(f) = &self.err {
+                add(f.as_raw_fd(), libc::POLLIN, Tag::Err);
+            }
+            if let Some(f) = &self.stdin {
+                if !self.stdin_buf.is_empty() {
+                    add(f.as_raw_fd(), libc::POLLOUT, Tag::Stdin);
+                }
+            }
+            let stdin_room = self.stdin_buf.len() < MAX_STDIN_BUF;
+            for (i, c) in self.clients.iter().enumerate() {
+                let mut ev = 0;
+                let wants_read = match c.kind {
+                    Kind::Attach { .. } => stdin_room,
+                    _ => true,
+                };
+                if !c.read_closed && wants_read {
+                    ev |= libc::POLLIN;
+                }
+                if c.pending() > 0 {
+                    ev |= libc::POLLOUT;
+                }
+                add(c.sock.as_raw_fd(), ev, Tag::Client(i));
+            }
+            let timeout = if self.done.is_some() {
+                100
+            } else if self.exit_code.is_some() {
+                20
+            } else {
+                -1
+            };
+            // SAFETY: fds is a valid, exclusively borrowed array of pollfd.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+            if n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                break;
+            }
+            for (pfd, tag) in fds.iter().zip(tags) {
+                if pfd.revents == 0 {
+                    continue;
+                }
+                match tag {
+                    Tag::Sig => {
+                        while let Ok(Some(_)) = self.sfd.read_signal() {}
+                        self.reap();
+                    }
+                    Tag::Listen => self.accept(),
+                    Tag::Out => self.pump(1),
+                    Tag::Err => self.pump(2),
+                    Tag::Stdin => self.write_stdin(),
+                    Tag::Client(i) => self.client_event(i, pfd.revents),
+                }
+            }
+            if self.stdin_close && self.stdin_buf.is_empty() {
+                self.close_stdin();
+            }
+            self.clients.retain(|c| !c.finished());
+            if let (Some(at), None) = (self.exited_at, self.done) {
+                let drained = self.out.is_none() && self.err.is_none();
+                if drained || at.elapsed() > DRAIN_TIMEOUT {
+                    self.finish();
+                }
+            }
+            if let Some(done) = self.done {
+                if self.clients.is_empty() || done.elapsed() > FLUSH_TIMEOUT {
+                    break;
+                }
+            }
+        }
+    }
+
+    fn reap(&mut self) {
+        loop {
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) if pid.as_raw() == self.init_pid => {
+                    self.on_exit(code)
+                }
+                Ok(WaitStatus::Signaled(pid, sig, _)) if pid.as_raw() == self.init_pid => {
+                    self.on_exit(128 + sig as i32)
+                }
+                Ok(WaitStatus::StillAlive) => break,
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => break,
+            }
+        }
+    }
+
+    fn on_exit(&mut self, code: i32) {
+        if self.exit_code.is_none() {
+            self.exit_code = Some(code);
+            self.exited_at = Some(Instant::now());
+            self.finished_at = Some(now_rfc3339_nano());
+            self.status = Status::Exited;
+        }
+    }
+
+    fn accept(&mut self) {
+        let Some(l) = &self.listener else { return };
+        loop {
+            match l.accept() {
+                Ok((sock, _)) => {
+                    let _ = sock.set_nonblocking(true);
+                    self.clients.push(Client {
+                        sock,
+                        inbuf: Vec::new(),
+                        out: Vec::new(),
+                        out_off: 0,
+                        kind: Kind::Request,
+                        read_closed: false,
+                        close_after_flush: false,
+                        dead: false,
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Reads container output, logs it and fans it out to attached clients.
+    fn pump(&mut self, stream: u8) {
+        let mut buf = vec![0u8; READ_CHUNK];
+        // Bounded per wakeup so a chatty container cannot starve the socket.
+        for _ in 0..8 {
+            let src = if stream == 1 {
+                &mut self.out
+            } else {
+                &mut self.err
+            };
+            let Some(f) = src.as_mut() else { return };
+            match f.read(&mut buf) {
+                Ok(0) => {
+                    *src = None;
+                    return;
+                }
+                Ok(n) => self.deliver(stream, &buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // EIO: the last pty slave is closed.
+                Err(_) => {
+                    *src = None;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn deliver(&mut self, stream: u8, data: &[u8]) {
+        self.log.write(stream, data);
+        let mut frame = Vec::with_capacity(8 + data.len());
+        frame.extend_from_slice(&[stream, 0, 0, 0]);
+        frame.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        frame.extend_from_slice(data);
+        for c in &mut self.clients {
+            if let Kind::Attach { stdout, stderr, .. } = c.kind {
+                if (stream == 1 && stdout) || (stream == 2 && stderr) {
+                    c.queue(&frame);
+                }
+            }
+        }
+    }
+
+    fn write_stdin(&mut self) {
+        let Some(f) = self.stdin.as_mut() else {
+            self.stdin_buf.clear();
+            return;
+        };
+        while !self.stdin_buf.is_empty() {
+            match f.write(&self.stdin_buf) {
+                Ok(n) => {
+                    self.stdin_buf.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    // The container closed its stdin.
+                    self.stdin = None;
+                    self.stdin_buf.clear();
+                    return;
+                }
+            }
+        }
+    }
+
+    fn close_stdin(&mut self) {
+        self.stdin_close = false;
+        if let Some(mut f) = self.stdin.take() {
+            if self.opts.tty {
+                // The pty master is also the output: send EOF (^D) rather than close it.
+                let _ = f.write(&[4]);
+            }
+        }
+    }
+
+    fn client_event(&mut self, i: usize, revents: i16) {
+        if revents & libc::POLLOUT != 0 {
+            self.clients[i].flush();
+        }
+        if revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0
+            && !self.clients[i].read_closed
+        {
+            let mut buf = vec![0u8; READ_CHUNK];
+            let c = &mut self.clients[i];
+            match c.sock.read(&mut buf) {
+                Ok(0) => {
+                    c.read_closed = true;
+                    if let Kind::Attach { stdin: true, .. } = c.kind {
+                        if self.opts.stdin_once {
+                            self.stdin_close = true;
+                        }
+                    }
+                }
+                Ok(n) => self.client_data(i, &buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => c.dead = true,
+            }
+        }
+    }
+
+    fn client_data(&mut self, i: usize, data: &[u8]) {
+        match self.clients[i].kind {
+            Kind::Request => {
+                let c = &mut self.clients[i];
+                c.inbuf.extend_from_slice(data);
+                let Some(nl) = c.inbuf.iter().position(|&b| b == b'\n') else {
+                    if c.inbuf.len() > 64 << 10 {
+                        c.dead = true;
+                    }
+                    return;
+                };
+                let line: Vec<u8> = c.inbuf.drain(..=nl).collect();
+                let rest = std::mem::take(&mut c.inbuf);
+                self.request(i, &line);
+                if !rest.is_empty() {
+                    self.client_data(i, &rest);
+                }
+            }
+            Kind::Attach { stdin: true, .. } => {
+                if self.stdin.is_some() && !self.stdin_close {
+                    self.stdin_buf.extend_from_slice(data);
+                    self.write_stdin();
+                }
+            }
+            // Anything else a client sends after its request is ignored.
+            _ => {}
+        }
+    }
+
+    fn request(&mut self, i: usize, line: &[u8]) {
+        let req: Value = match serde_json::from_slice(line) {
+            Ok(v) => v,
+            Err(e) => {
+                let c = &mut self.clients[i];
+                c.reply(json!({"ok": false, "error": format!("invalid request: {e}")}));
+                c.kind = Kind::Done;
+                c.close_after_flush = true;
+                return;
+            }
+        };
+        let op = req["op"].as_str().unwrap_or("");
+        let reply = match op {
+            "start" => Some(self.op_start()),
+            "attach" => {
+                let flag = |k: &str| req[k].as_bool().unwrap_or(false);
+                let c = &mut self.clients[i];
+                c.kind = Kind::Attach {
+                    stdin: flag("stdin") && self.opts.open_stdin,
+                    stdout: flag("stdout"),
+                    stderr: flag("stderr"),
+                };
+                c.reply(json!({"ok": true}));
+                if self.done.is_some() {
+                    c.close_after_flush = true;
+                }
+                return;
+            }
+            "wait" => match &self.exit {
+                Some(e) => Some(json!(e)),
+                None => {
+                    self.clients[i].kind = Kind::Wait;
+                    return;
+                }
+            },
+            "kill" => Some(self.op_kill(req["signal"].as_i64().unwrap_or(15))),
+            "resize" => Some(self.op_resize(
+                req["height"].as_u64().unwrap_or(0),
+                req["width"].as_u64().unwrap_or(0),
+            )),
+            "state" => {
+                let status = match self.status {
+                    Status::Created => "created",
+                    Status::Running => "running",
+                    Status::Exited => "exited",
+                };
+                Some(json!({"pid": self.init_pid, "status": status, "exit_code": self.exit_code}))
+            }
+            other => Some(json!({"ok": false, "error": format!("unknown op {other:?}")})),
+        };
+        let c = &mut self.clients[i];
+        if let Some(r) = reply {
+            c.reply(r);
+        }
+        c.kind = Kind::Done;
+        c.close_after_flush = true;
+    }
+
+    fn op_start(&mut self) -> Value {
+        if self.status != Status::Created {
+            let msg = if self.status == Status::Exited {
+                format!("container {} is not running", self.opts.id)
+            } else {
+                format!("container {} is already running", self.opts.id)
+            };
+            return json!({"ok": false, "error": msg});
+        }
+        let res =
+            Container::load(self.opts.state_root.join(&self.opts.id)).and_then(|mut c| c.start());
+        match res {
+            Ok(()) => {
+                self.status = Status::Running;
+                json!({"ok": true})
+            }
+            Err(e) => json!({"ok": false, "error": format!("OCI runtime start failed: {e}")}),
+        }
+    }
+
+    fn op_kill(&mut self, sig: i64) -> Value {
+        if self.exit_code.is_some() {
+            return json!({"ok": false, "error": format!("container {} is not running", self.opts.id)});
+        }
+        let sig = match i32::try_from(sig)
+            .ok()
+            .and_then(|s| Signal::try_from(s).ok())
+        {
+            Some(s) => s,
+            None => return json!({"ok": false, "error": format!("invalid signal: {sig}")}),
+        };
+        match signal::kill(Pid::from_raw(self.init_pid), sig) {
+            Ok(()) => json!({"ok": true}),
+            Err(e) => json!({"ok": false, "error": format!("kill: {e}")}),
+        }
+    }
+
+    fn op_resize(&mut self, height: u64, width: u64) -> Value {
+        let Some(fd) = self.master.filter(|_| self.out.is_some()) else {
+            return json!({"ok": false, "error": "container has no tty"});
+        };
+        let ws = libc::winsize {
+            ws_row: height.min(u16::MAX as u64) as u16,
+            ws_col: width.min(u16::MAX as u64) as u16,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads a winsize from a valid pointer; fd is our open pty master.
+        let r = unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &ws) };
+        if r < 0 {
+            json!({"ok": false, "error": io::Error::last_os_error().to_string()})
+        } else {
+            json!({"ok": true})
+        }
+    }
+
+    /// Memory cgroup reports an OOM kill (v1 memory.oom_control or v2 memory.events).
+    fn oom_killed(&self) -> bool {
+        let rel = self.cgroups_path.trim_start_matches('/');
+        if rel.is_empty() {
+            return false;
+        }
+        let candidates: [PathBuf; 3] = [
+            Path::new("/sys/fs/cgroup/memory")
+                .join(rel)
+                .join("memory.oom_control"),
+            Path::new("/sys/fs/cgroup").join(rel).join("memory.events"),
+            Path::new("/sys/fs/cgroup/unified")
+                .join(rel)
+                .join("memory.events"),
+        ];
+        candidates.iter().any(|p| {
+            fs::read_to_string(p)
+                .map(|s| {
+                    s.lines().any(|l| {
+                        l.strip_prefix("oom_kill ")
+                            .and_then(|n| n.trim().parse::<u64>().ok())
+                            .is_some_and(|n| n > 0)
+                    })
+                })
+                .unwrap_or(false)
+        })
+    }
+
+    /// The container is gone: record, clean up, tell everyone, and get ready to exit.
+    fn finish(&mut self) {
+        // Whatever is still buffered in the pipes.
+        self.pump(1);
+        self.pump(2);
+        self.out = None;
+        self.err = None;
+        self.stdin = None;
+        self.log.flush_partial();
+        let exit = ExitStatus {
+            exit_code: self.exit_code.unwrap_or(-1),
+            finished_at: self.finished_at.clone().unwrap_or_else(now_rfc3339_nano),
+            oom_killed: self.oom_killed(),
+        };
+        let data = serde_json::to_vec(&exit).unwrap_or_default();
+        if let Err(e) = atomic_write(&self.opts.runtime_dir.join(EXITFILE), &data) {
+            eprintln!("berth shim: write {EXITFILE}: {e}");
+        }
+        delete_container_state(&self.opts.state_root, &self.opts.id);
+        let reply = json!(exit);
+        self.exit = Some(exit);
+        for c in &mut self.clients {
+            match c.kind {
+                Kind::Wait => {
+                    c.reply(reply.clone());
+                    c.close_after_flush = true;
+                }
+                Kind::Attach { .. } => c.close_after_flush = true,
+                _ => {}
+            }
+        }
+        // Serve whoever already connected; later connects fail and read exit.json instead.
+        self.accept();
+        self.listener = None;
+        let _ = fs::remove_file(self.opts.runtime_dir.join(SOCK));
+        let _ = fs::remove_file(self.opts.runtime_dir.join(PIDFILE));
+        self.done = Some(Instant::now());
+    }
+}
