@@ -213,7 +213,7 @@ fn sigterm_shuts_down_cleanly_and_restarts() {
 
 #[test]
 fn second_daemon_on_same_roots_is_refused() {
-    let d = shared();
+    let d = Daemon::start(BIN);
     let o = berth_testkit::run_with_timeout(
         {
             let mut c = std::process::Command::new(BIN);
@@ -287,7 +287,12 @@ fn help_for_every_command() {
         "rename", "images", "image", "load", "save", "import", "history", "tag", "rmi", "version",
         "info", "daemon",
     ] {
-        let o = d.cli(&[cmd, "--help"]);
+        // `daemon` is dispatched before the CLI's global flags, so no -H for it.
+        let o = if cmd == "daemon" {
+            d.cli_env(&[cmd, "--help"], &[])
+        } else {
+            d.cli(&[cmd, "--help"])
+        };
         o.ok();
         assert!(
             o.stdout.contains("Usage") || o.stdout.contains("usage"),
