@@ -4,6 +4,7 @@
 pub mod archive;
 pub mod blobs;
 pub mod config;
+pub mod diff;
 pub mod error;
 pub mod extract;
 pub(crate) mod fsutil;
@@ -12,6 +13,7 @@ pub mod reference;
 pub mod store;
 
 pub use config::{ContainerConfig, ImageConfig};
+pub use diff::{Change, CommitOptions, SnapshotPaths};
 pub use error::{ErrorKind, ImageError};
 pub use layers::LayerInfo;
 pub use reference::Reference;

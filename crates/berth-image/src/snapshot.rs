@@ -56,7 +56,7 @@ impl ImageStore {
         Ok(self.root.join("snapshots").join(container_id))
     }
 
-    fn snapshot_record(&self, container_id: &str) -> Result<SnapshotRecord, ImageError> {
+    pub(crate) fn snapshot_record(&self, container_id: &str) -> Result<SnapshotRecord, ImageError> {
         let p = self.snapshot_dir(container_id)?.join("snapshot.json");
         let b = match fs::read(&p) {
             Ok(b) => b,

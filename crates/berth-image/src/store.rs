@@ -310,6 +310,18 @@ impl ImageStore {
         Ok(self.resolve(&st, name_or_id)?.id)
     }
 
+    /// The original config blob of an image (the bytes its id is the digest of).
+    pub fn config_bytes(&self, name_or_id: &str) -> Result<Vec<u8>, ImageError> {
+        let id = self.resolve_id(name_or_id)?;
+        self.blobs.read(&id)
+    }
+
+    /// The layers of an image, bottom first.
+    pub fn image_layers(&self, name_or_id: &str) -> Result<Vec<LayerInfo>, ImageError> {
+        let id = self.resolve_id(name_or_id)?;
+        Ok(self.record(&id)?.layers)
+    }
+
     /// All images, newest first.
     pub fn list(&self) -> Result<Vec<Image>, ImageError> {
         let mut st = self.lock();

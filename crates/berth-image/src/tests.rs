@@ -654,3 +654,67 @@ fn snapshot_zero_and_many_layers() {
     s.remove_snapshot("many").unwrap();
     assert!(std::env::current_dir().is_ok());
 }
+
+#[test]
+fn commit_and_diff_snapshot() {
+    if !is_root() {
+        return;
+    }
+    let (_t, s) = open_store();
+    let (l1, l2) = base_layers();
+    let cfg = config_for(&[&l1, &l2], "base");
+    s.load(&mut &legacy_archive(&[(cfg, vec![l1, l2], vec!["base:1"])])[..])
+        .unwrap();
+    s.create_snapshot("c", "base:1").unwrap();
+    let m = s.mount_snapshot("c").unwrap();
+    fs::write(m.join("keep"), b"changed").unwrap();
+    fs::create_dir(m.join("newdir")).unwrap();
+    fs::write(m.join("newdir/f"), b"f").unwrap();
+    fs::hard_link(m.join("newdir/f"), m.join("newdir/g")).unwrap();
+    fs::remove_file(m.join("bin/sh")).unwrap();
+    std::os::unix::fs::symlink("/x", m.join("link")).unwrap();
+    let ch = s.snapshot_changes("c").unwrap();
+    let has = |p: &str, k: u8| ch.iter().any(|c| c.path == p && c.kind == k);
+    assert!(has("/keep", 0), "{ch:?}");
+    assert!(has("/newdir", 1) && has("/newdir/f", 1));
+    assert!(has("/bin", 0) && has("/bin/sh", 2));
+    assert!(has("/link", 1));
+
+    let opts = CommitOptions {
+        reference: Some("committed:1".into()),
+        changes: vec!["CMD [\"new\"]".into()],
+        comment: Some("c".into()),
+        ..Default::default()
+    };
+    let id = s.commit_snapshot("c", &opts).unwrap();
+    let img = s.get("committed:1").unwrap();
+    assert_eq!(img.id, id);
+    assert_eq!(img.config.rootfs.diff_ids.len(), 3);
+    assert_eq!(
+        img.config.config.as_ref().unwrap().cmd.as_deref(),
+        Some(&["new".to_string()][..])
+    );
+    assert_eq!(
+        img.config.config.as_ref().unwrap().env.as_deref(),
+        Some(&["PATH=/bin".to_string()][..])
+    );
+    assert_eq!(img.config.history.len(), 4);
+    s.remove_snapshot("c").unwrap();
+
+    s.create_snapshot("d", "committed:1").unwrap();
+    let m = s.mount_snapshot("d").unwrap();
+    assert_eq!(fs::read(m.join("keep")).unwrap(), b"changed");
+    assert_eq!(fs::read(m.join("newdir/g")).unwrap(), b"f");
+    assert!(fs::symlink_metadata(m.join("bin/sh")).is_err());
+    assert!(m.join("bin/busybox").exists());
+    assert!(!m.join("etc/motd").exists());
+    assert_eq!(fs::read_link(m.join("link")).unwrap(), Path::new("/x"));
+    assert_eq!(s.snapshot_paths("d").unwrap().lower_dirs.len(), 3);
+    s.remove_snapshot("d").unwrap();
+    // The saved archive of a committed image loads elsewhere with the same id.
+    let mut out = Vec::new();
+    s.save(&["committed:1".to_string()], &mut out).unwrap();
+    let (_t2, s2) = open_store();
+    s2.load(&mut &out[..]).unwrap();
+    assert_eq!(s2.get("committed:1").unwrap().id, id);
+}
