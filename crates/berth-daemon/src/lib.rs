@@ -1,1 +1,11 @@
-//! berth-daemon
+//! berth-daemon: serves the Docker Engine API on a unix socket. Routes call the engine and
+//! nothing else; this crate holds no business logic.
+
+mod containers;
+mod error;
+mod images;
+mod params;
+mod server;
+mod system;
+
+pub use server::{run, DaemonOptions};

@@ -1,1 +1,187 @@
-//! berth-engine
+//! berth-engine: containers and images as one consistent state.
+//!
+//! The engine owns the container records, names and lifecycle, drives the image store for root
+//! filesystems and the runtime's shims for processes, and recovers all of it after a restart.
+
+pub mod attach;
+pub mod container;
+pub mod error;
+mod images;
+mod lifecycle;
+pub mod logs;
+mod names;
+mod query;
+pub mod shim_client;
+mod util;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+pub use attach::{AttachOptions, AttachStream};
+pub use error::{EngineError, Result};
+pub use lifecycle::WaitCondition;
+pub use logs::LogsOptions;
+pub use query::{parse_filters, ListOptions};
+
+use container::Entry;
+
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    pub data_root: PathBuf,
+    pub exec_root: PathBuf,
+    /// The berth binary, re-executed as `berth shim`.
+    pub berth_exe: PathBuf,
+}
+
+#[derive(Default)]
+struct Registry {
+    by_id: HashMap<String, Arc<Entry>>,
+    /// name (no slash) -> id
+    names: HashMap<String, String>,
+}
+
+pub struct Inner {
+    cfg: EngineConfig,
+    images: Arc<berth_image::ImageStore>,
+    registry: RwLock<Registry>,
+}
+
+/// Cheap to clone; every clone is the same engine.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl Engine {
+    /// Opens the stores and recovers containers left by a previous daemon (live restore).
+    pub async fn open(cfg: EngineConfig) -> Result<Engine> {
+        for d in [
+            cfg.data_root.join("containers"),
+            cfg.exec_root.join("containers"),
+            cfg.exec_root.join("runtime"),
+        ] {
+            std::fs::create_dir_all(&d)?;
+        }
+        let images = berth_image::ImageStore::open(&cfg.data_root.join("image"))
+            .map_err(|e| EngineError::Internal(format!("opening image store: {e}")))?;
+        let engine = Engine {
+            inner: Arc::new(Inner {
+                cfg,
+                images: Arc::new(images),
+                registry: RwLock::new(Registry::default()),
+            }),
+        };
+        engine.restore().await?;
+        Ok(engine)
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.cfg
+    }
+
+    pub fn images(&self) -> Arc<berth_image::ImageStore> {
+        self.inner.images.clone()
+    }
+
+    fn container_dir(&self, id: &str) -> PathBuf {
+        self.inner.cfg.data_root.join("containers").join(id)
+    }
+
+    fn runtime_dir(&self, id: &str) -> PathBuf {
+        self.inner.cfg.exec_root.join("containers").join(id)
+    }
+
+    fn state_root(&self) -> PathBuf {
+        self.inner.cfg.exec_root.join("runtime")
+    }
+
+    fn read_registry(&self) -> std::sync::RwLockReadGuard<'_, Registry> {
+        match self.inner.registry.read() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    fn write_registry(&self) -> std::sync::RwLockWriteGuard<'_, Registry> {
+        match self.inner.registry.write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Docker's lookup order: full id, exact name, then a unique id prefix.
+    fn lookup(&self, name_or_id: &str) -> Result<Arc<Entry>> {
+        let reg = self.read_registry();
+        if let Some(c) = reg.by_id.get(name_or_id) {
+            return Ok(c.clone());
+        }
+        let bare = name_or_id.strip_prefix('/').unwrap_or(name_or_id);
+        if let Some(id) = reg.names.get(bare) {
+            if let Some(c) = reg.by_id.get(id) {
+                return Ok(c.clone());
+            }
+        }
+        if !name_or_id.is_empty() && name_or_id.chars().all(|c| c.is_ascii_hexdigit()) {
+            let mut found = reg
+                .by_id
+                .iter()
+                .filter(|(id, _)| id.starts_with(name_or_id));
+            if let Some((_, c)) = found.next() {
+                if found.next().is_some() {
+                    return Err(EngineError::NotFound(format!(
+                        "multiple IDs found with provided prefix: {name_or_id}"
+                    )));
+                }
+                return Ok(c.clone());
+            }
+        }
+        Err(EngineError::no_such_container(name_or_id))
+    }
+
+    fn all_entries(&self) -> Vec<Arc<Entry>> {
+        self.read_registry().by_id.values().cloned().collect()
+    }
+
+    /// Reads every container record and reconnects to the shims of those still running.
+    async fn restore(&self) -> Result<()> {
+        let dir = self.inner.cfg.data_root.join("containers");
+        let mut loaded = Vec::new();
+        for ent in std::fs::read_dir(&dir)? {
+            let ent = match ent {
+                Ok(e) => e,
+                Err(_) => continue,
+            };
+            let path = ent.path();
+            match container::ContainerRecord::load(&path) {
+                Ok(rec) => loaded.push((rec, path)),
+                Err(e) => {
+                    tracing::warn!(
+                        "skipping unreadable container record {}: {e}",
+                        path.display()
+                    )
+                }
+            }
+        }
+        {
+            let mut reg = self.write_registry();
+            for (rec, path) in &loaded {
+                reg.names.insert(rec.name.clone(), rec.id.clone());
+                reg.by_id.insert(
+                    rec.id.clone(),
+                    Arc::new(Entry::new(rec.clone(), path.clone())),
+                );
+            }
+        }
+        for (rec, _) in loaded {
+            if let Ok(c) = self.lookup(&rec.id) {
+                self.recover(c).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn io_err(ctx: &str, e: impl std::fmt::Display) -> EngineError {
+    EngineError::Internal(format!("{ctx}: {e}"))
+}

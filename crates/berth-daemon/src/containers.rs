@@ -1,0 +1,358 @@
+//! /containers/... routes.
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderValue, Request, Response, StatusCode};
+use axum::routing::{delete, get, post};
+use axum::Router;
+use berth_api::types::{ContainerCreateBody, ContainerCreateResponse, ContainerWaitResponse};
+use berth_engine::{AttachOptions, ListOptions, LogsOptions, WaitCondition};
+use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::error::{ApiError, ApiResult};
+use crate::params::Query;
+use crate::server::{status_only, AppState};
+
+pub fn routes(r: Router<AppState>) -> Router<AppState> {
+    r.route("/containers/json", get(list))
+        .route("/containers/create", post(create))
+        .route("/containers/{id}/json", get(inspect))
+        .route("/containers/{id}/start", post(start))
+        .route("/containers/{id}/stop", post(stop))
+        .route("/containers/{id}/kill", post(kill))
+        .route("/containers/{id}/restart", post(restart))
+        .route("/containers/{id}/wait", post(wait))
+        .route("/containers/{id}/rename", post(rename))
+        .route("/containers/{id}/logs", get(logs))
+        .route("/containers/{id}/attach", post(attach))
+        .route("/containers/{id}/resize", post(resize))
+        .route("/containers/{id}", delete(remove))
+}
+
+fn q(raw: Option<String>) -> Query {
+    Query::parse(raw.as_deref())
+}
+
+async fn list(State(st): State<AppState>, RawQuery(raw): RawQuery) -> ApiResult<Response<Body>> {
+    let q = q(raw);
+    let filters = q.filters().map_err(ApiError::bad_request)?;
+    let limit = q.int("limit").map_err(ApiError::bad_request)?;
+    let opts = ListOptions {
+        all: q.flag("all"),
+        limit: limit.filter(|n| *n > 0).map(|n| n as usize),
+        size: q.flag("size"),
+        filters,
+    };
+    let list = st.engine.list(&opts).await?;
+    Ok(json_response(&list))
+}
+
+pub fn json_response<T: serde::Serialize>(v: &T) -> Response<Body> {
+    let body = serde_json::to_vec(v).unwrap_or_else(|_| b"null".to_vec());
+    let mut r = Response::new(Body::from(body));
+    r.headers_mut()
+        .insert("Content-Type", HeaderValue::from_static("application/json"));
+    r
+}
+
+async fn create(
+    State(st): State<AppState>,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> ApiResult<Response<Body>> {
+    let q = q(raw);
+    if body.is_empty() {
+        return Err(ApiError::bad_request(
+            "config cannot be empty in order to create a container",
+        ));
+    }
+    let req: ContainerCreateBody = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
+    let (id, warnings) = st.engine.create(q.get("name"), req).await?;
+    let mut r = json_response(&ContainerCreateResponse { id, warnings });
+    *r.status_mut() = StatusCode::CREATED;
+    Ok(r)
+}
+
+async fn inspect(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response<Body>> {
+    let q = q(raw);
+    Ok(json_response(
+        &st.engine.inspect(&id, q.flag("size")).await?,
+    ))
+}
+
+async fn start(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<Response<Body>> {
+    st.engine.start(&id).await?;
+    Ok(status_only(StatusCode::NO_CONTENT))
+}
+
+fn timeout_param(q: &Query) -> ApiResult<Option<i64>> {
+    q.int("t")
+        .and_then(|t| match t {
+            Some(t) => Ok(Some(t)),
+            None => q.int("timeout"),
+        })
+        .map_err(ApiError::bad_request)
+}
+
+async fn stop(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response<Body>> {
+    let q = q(raw);
+    let t = timeout_param(&q)?;
+    st.engine.stop(&id, t, q.get("signal")).await?;
+    Ok(status_only(StatusCode::NO_CONTENT))
+}
+
+async fn kill(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response<Body>> {
+    let q = q(raw);
+    st.engine.kill(&id, q.get("signal")).await?;
+    Ok(status_only(StatusCode::NO_CONTENT))
+}
+
+async fn restart(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response<Body>> {
+    let q = q(raw);
+    let t = timeout_param(&q)?;
+    st.engine.restart(&id, t, q.get("signal")).await?;
+    Ok(status_only(StatusCode::NO_CONTENT))
+}
+
+async fn remove(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response<Body>> {
+    let q = q(raw);
+    st.engine.remove(&id, q.flag("force"), q.flag("v")).await?;
+    Ok(status_only(StatusCode::NO_CONTENT))
+}
+
+async fn rename(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response<Body>> {
+    let q = q(raw);
+    let name = q.get("name").unwrap_or("");
+    if name.is_empty() {
+        return Err(ApiError::bad_request(
+            "Neither old nor new names may be empty",
+        ));
+    }
+    st.engine.rename(&id, name).await?;
+    Ok(status_only(StatusCode::NO_CONTENT))
+}
+
+async fn resize(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response<Body>> {
+    let q = q(raw);
+    let h = q.int("h").map_err(ApiError::bad_request)?.unwrap_or(0);
+    let w = q.int("w").map_err(ApiError::bad_request)?.unwrap_or(0);
+    if h < 0 || w < 0 || h > u16::MAX as i64 || w > u16::MAX as i64 {
+        return Err(ApiError::bad_request("invalid terminal size"));
+    }
+    st.engine.resize(&id, h as u32, w as u32).await?;
+    Ok(status_only(StatusCode::OK))
+}
+
+/// Sends the headers at once (clients sync on them), the status when the condition is met.
+async fn wait(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response<Body>> {
+    let q = q(raw);
+    let cond = WaitCondition::parse(q.get("condition").unwrap_or(""))?;
+    let fut = st.engine.wait(&id, cond).await?;
+    let stream = futures_util::stream::once(async move {
+        let code = fut.await;
+        let body = serde_json::to_vec(&ContainerWaitResponse {
+            status_code: code,
+            error: None,
+        })
+        .unwrap_or_default();
+        Ok::<_, std::io::Error>(Bytes::from([body, b"\n".to_vec()].concat()))
+    });
+    let mut r = Response::new(Body::from_stream(stream));
+    r.headers_mut()
+        .insert("Content-Type", HeaderValue::from_static("application/json"));
+    Ok(r)
+}
+
+async fn logs(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response<Body>> {
+    let q = q(raw);
+    let stdout = q.flag("stdout");
+    let stderr = q.flag("stderr");
+    if !stdout && !stderr {
+        return Err(ApiError::bad_request(
+            "Bad parameters: you must choose at least one stream",
+        ));
+    }
+    let tail = match q.get("tail") {
+        None | Some("") | Some("all") => None,
+        Some(t) => match t.parse::<i64>() {
+            Ok(n) if n >= 0 => Some(n as usize),
+            _ => None,
+        },
+    };
+    let since = berth_engine::logs::parse_timestamp(q.get("since").unwrap_or(""))?;
+    let until = berth_engine::logs::parse_timestamp(q.get("until").unwrap_or(""))?;
+    let opts = LogsOptions {
+        stdout,
+        stderr,
+        follow: q.flag("follow"),
+        timestamps: q.flag("timestamps"),
+        since,
+        until,
+        tail,
+    };
+    let (tty, rx) = st.engine.logs(&id, opts).await?;
+    let stream = ReceiverStream::new(rx).map(Ok::<_, std::io::Error>);
+    let mut r = Response::new(Body::from_stream(stream));
+    r.headers_mut().insert(
+        "Content-Type",
+        HeaderValue::from_static(if tty {
+            "application/vnd.docker.raw-stream"
+        } else {
+            "application/vnd.docker.multiplexed-stream"
+        }),
+    );
+    Ok(r)
+}
+
+/// Hijacks the connection: answers 101 at once (the docker CLI starts the container only after
+/// this), then joins the client to the container's shim when it is running.
+async fn attach(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+    mut req: Request<Body>,
+) -> ApiResult<Response<Body>> {
+    let q = q(raw);
+    let info = st.engine.inspect(&id, false).await?;
+    let tty = info.config.tty;
+    let opts = AttachOptions {
+        stdin: q.flag("stdin"),
+        stdout: q.flag("stdout"),
+        stderr: q.flag("stderr"),
+    };
+    if !q.flag_or("stream", true) {
+        // Docker's logs=1&stream=0: nothing live to join.
+        return Ok(status_only(StatusCode::OK));
+    }
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let engine = st.engine.clone();
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!("attach upgrade failed: {e}");
+                return;
+            }
+        };
+        let client = hyper_util::rt::TokioIo::new(upgraded);
+        let shim = match engine.attach(&id, opts).await {
+            Ok(s) => s,
+            Err(e) => {
+                let mut client = client;
+                let _ = client
+                    .write_all(&berth_api::stdcopy::encode(
+                        berth_api::stdcopy::StreamKind::Stderr,
+                        format!("{e}\n").as_bytes(),
+                    ))
+                    .await;
+                let _ = client.shutdown().await;
+                return;
+            }
+        };
+        pump(client, shim.io, tty || shim.tty, opts.stdin).await;
+    });
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert("Connection", HeaderValue::from_static("Upgrade"));
+    h.insert("Upgrade", HeaderValue::from_static("tcp"));
+    h.insert(
+        "Content-Type",
+        HeaderValue::from_static(if tty {
+            "application/vnd.docker.raw-stream"
+        } else {
+            "application/vnd.docker.multiplexed-stream"
+        }),
+    );
+    Ok(r)
+}
+
+/// Shim -> client: stdcopy frames (payload only for a TTY). Client -> shim: stdin.
+async fn pump<C, S>(client: C, shim: S, tty: bool, stdin: bool)
+where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut cr, mut cw) = tokio::io::split(client);
+    let (mut sr, mut sw) = tokio::io::split(shim);
+    let input = tokio::spawn(async move {
+        if !stdin {
+            // Keep reading so we notice the client closing, but discard.
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = cr.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+            return;
+        }
+        let _ = tokio::io::copy(&mut cr, &mut sw).await;
+        let _ = sw.shutdown().await;
+    });
+    let mut buf = vec![0u8; 32 * 1024];
+    let mut demux = berth_api::stdcopy::Demuxer::new();
+    loop {
+        let n = match sr.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let ok = if tty {
+            demux.push(&buf[..n]);
+            let mut ok = true;
+            while let Ok(Some((_, payload))) = demux.next_frame() {
+                if cw.write_all(&payload).await.is_err() {
+                    ok = false;
+                    break;
+                }
+            }
+            ok
+        } else {
+            cw.write_all(&buf[..n]).await.is_ok()
+        };
+        if !ok {
+            break;
+        }
+    }
+    let _ = cw.flush().await;
+    let _ = cw.shutdown().await;
+    input.abort();
+}

@@ -1,0 +1,212 @@
+//! /images/... routes. Image names contain slashes, so everything under /images/ goes through
+//! one wildcard and is split on its last path element.
+
+use std::io::Write;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderValue, Request, Response, StatusCode};
+use axum::routing::{get, post};
+use axum::Router;
+use futures_util::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::containers::json_response;
+use crate::error::{ApiError, ApiResult};
+use crate::params::Query;
+use crate::server::AppState;
+
+pub fn routes(r: Router<AppState>) -> Router<AppState> {
+    r.route("/images/json", get(list))
+        .route("/images/load", post(load))
+        .route("/images/create", post(create))
+        .route("/images/get", get(save_many))
+        .route(
+            "/images/{*rest}",
+            get(get_named).post(post_named).delete(delete_named),
+        )
+}
+
+fn q(raw: Option<String>) -> Query {
+    Query::parse(raw.as_deref())
+}
+
+async fn list(State(st): State<AppState>, RawQuery(raw): RawQuery) -> ApiResult<Response<Body>> {
+    let q = q(raw);
+    let filters = q.filters().map_err(ApiError::bad_request)?;
+    let list = st.engine.image_list(q.flag("all"), &filters).await?;
+    Ok(json_response(&list))
+}
+
+/// Spools a request body to a temp file so the blocking image code can read it at its pace.
+async fn spool(st: &AppState, body: Body) -> ApiResult<std::fs::File> {
+    let dir = st.engine.config().data_root.join("tmp");
+    std::fs::create_dir_all(&dir).map_err(|e| ApiError::new(500, e.to_string()))?;
+    let mut file = tempfile::tempfile_in(&dir).map_err(|e| ApiError::new(500, e.to_string()))?;
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk =
+            chunk.map_err(|e| ApiError::bad_request(format!("reading request body: {e}")))?;
+        file.write_all(&chunk)
+            .map_err(|e| ApiError::new(500, e.to_string()))?;
+    }
+    use std::io::Seek;
+    file.rewind()
+        .map_err(|e| ApiError::new(500, e.to_string()))?;
+    Ok(file)
+}
+
+fn json_lines(lines: Vec<serde_json::Value>) -> Response<Body> {
+    let mut out = Vec::new();
+    for l in lines {
+        out.extend_from_slice(l.to_string().as_bytes());
+        out.push(b'\n');
+    }
+    let mut r = Response::new(Body::from(out));
+    r.headers_mut()
+        .insert("Content-Type", HeaderValue::from_static("application/json"));
+    r
+}
+
+async fn load(State(st): State<AppState>, req: Request<Body>) -> ApiResult<Response<Body>> {
+    let file = spool(&st, req.into_body()).await?;
+    let lines = st.engine.image_load(Box::new(file)).await?;
+    Ok(json_lines(
+        lines
+            .into_iter()
+            .map(|l| serde_json::json!({ "stream": format!("{l}\n") }))
+            .collect(),
+    ))
+}
+
+/// POST /images/create: `fromSrc` imports a tarball; `fromImage` pulls (the registry client
+/// is not built yet, so it answers as Docker does when a registry cannot be reached).
+async fn create(
+    State(st): State<AppState>,
+    RawQuery(raw): RawQuery,
+    req: Request<Body>,
+) -> ApiResult<Response<Body>> {
+    let q = q(raw);
+    if let Some(src) = q.get("fromSrc") {
+        if src != "-" {
+            return Err(ApiError::bad_request(
+                "importing from a URL is not supported; send the tarball as the request body (fromSrc=-)",
+            ));
+        }
+        let repo = q.get("repo").unwrap_or("");
+        let tag = q.get("tag").unwrap_or("");
+        let reference = match (repo.is_empty(), tag.is_empty()) {
+            (true, _) => None,
+            (false, true) => Some(repo.to_string()),
+            (false, false) => Some(format!("{repo}:{tag}")),
+        };
+        let changes = q.all("changes");
+        let message = q.get("message").map(String::from);
+        let file = spool(&st, req.into_body()).await?;
+        let id = st
+            .engine
+            .image_import(Box::new(file), reference, changes, message)
+            .await?;
+        return Ok(json_lines(vec![serde_json::json!({ "status": id })]));
+    }
+    if let Some(image) = q.get("fromImage") {
+        return Err(ApiError::new(
+            404,
+            format!(
+                "pull access denied for {image}, repository does not exist or may require 'docker login': pulling from registries is not available in this Berth build"
+            ),
+        ));
+    }
+    Err(ApiError::bad_request("fromImage or fromSrc is required"))
+}
+
+async fn save_stream(st: &AppState, names: Vec<String>) -> ApiResult<Response<Body>> {
+    if names.is_empty() {
+        return Err(ApiError::bad_request("no image names given"));
+    }
+    let rx = st.engine.image_save(names).await?;
+    let stream = ReceiverStream::new(rx).map(Ok::<Bytes, std::io::Error>);
+    let mut r = Response::new(Body::from_stream(stream));
+    r.headers_mut().insert(
+        "Content-Type",
+        HeaderValue::from_static("application/x-tar"),
+    );
+    Ok(r)
+}
+
+async fn save_many(
+    State(st): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response<Body>> {
+    let q = q(raw);
+    save_stream(&st, q.all("names")).await
+}
+
+/// Splits "library/busybox:1/json" into ("library/busybox:1", "json").
+fn split_rest(rest: &str) -> (&str, &str) {
+    match rest.rsplit_once('/') {
+        Some((name, op)) => (name, op),
+        None => (rest, ""),
+    }
+}
+
+async fn get_named(
+    State(st): State<AppState>,
+    Path(rest): Path<String>,
+    RawQuery(_raw): RawQuery,
+) -> ApiResult<Response<Body>> {
+    let (name, op) = split_rest(&rest);
+    match op {
+        "json" => Ok(json_response(&st.engine.image_inspect(name).await?)),
+        "history" => Ok(json_response(&st.engine.image_history(name).await?)),
+        "get" => save_stream(&st, vec![name.to_string()]).await,
+        _ => Err(ApiError::new(
+            404,
+            format!("page not found: /images/{rest}"),
+        )),
+    }
+}
+
+async fn post_named(
+    State(st): State<AppState>,
+    Path(rest): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response<Body>> {
+    let q = q(raw);
+    let (name, op) = split_rest(&rest);
+    match op {
+        "tag" => {
+            st.engine
+                .image_tag(
+                    name,
+                    q.get("repo").unwrap_or(""),
+                    q.get("tag").unwrap_or(""),
+                )
+                .await?;
+            let mut r = Response::new(Body::empty());
+            *r.status_mut() = StatusCode::CREATED;
+            Ok(r)
+        }
+        "push" => Err(ApiError::new(
+            500,
+            "pushing to registries is not available in this Berth build",
+        )),
+        _ => Err(ApiError::new(
+            404,
+            format!("page not found: /images/{rest}"),
+        )),
+    }
+}
+
+async fn delete_named(
+    State(st): State<AppState>,
+    Path(rest): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response<Body>> {
+    let q = q(raw);
+    let items = st
+        .engine
+        .image_remove(&rest, q.flag("force"), q.flag("noprune"))
+        .await?;
+    Ok(json_response(&items))
+}

@@ -1,0 +1,275 @@
+//! The listener, the version prefix, shutdown.
+
+use std::convert::Infallible;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{HeaderValue, Request, Response, StatusCode};
+use axum::Router;
+use berth_engine::{Engine, EngineConfig};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixListener;
+use tower::ServiceExt;
+
+use crate::error::ApiError;
+
+#[derive(Clone, Debug)]
+pub struct DaemonOptions {
+    /// `unix:///path` addresses to listen on.
+    pub hosts: Vec<String>,
+    pub data_root: PathBuf,
+    pub exec_root: PathBuf,
+    pub pidfile: PathBuf,
+    pub berth_exe: PathBuf,
+}
+
+/// The negotiated API version of a request, e.g. (1, 45).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ApiVersion(pub u32, pub u32);
+
+const MAX_VERSION: ApiVersion = ApiVersion(1, 45);
+const MIN_VERSION: ApiVersion = ApiVersion(1, 24);
+
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Engine,
+}
+
+fn parse_version(s: &str) -> Option<ApiVersion> {
+    let (a, b) = s.split_once('.')?;
+    Some(ApiVersion(a.parse().ok()?, b.parse().ok()?))
+}
+
+/// Strips `/vX.Y` and checks it against what we support.
+fn split_version(path: &str) -> Result<(Option<ApiVersion>, String), ApiError> {
+    if let Some(rest) = path.strip_prefix("/v") {
+        let (ver, tail) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        if let Some(v) = parse_version(ver) {
+            if v > MAX_VERSION {
+                return Err(ApiError::bad_request(format!(
+                    "client version {ver} is too new. Maximum supported API version is 1.45"
+                )));
+            }
+            if v < MIN_VERSION {
+                return Err(ApiError::bad_request(format!(
+                    "client version {ver} is too old. Minimum supported API version is 1.24, please upgrade your client to a newer version"
+                )));
+            }
+            return Ok((Some(v), tail.to_string()));
+        }
+    }
+    Ok((None, path.to_string()))
+}
+
+fn add_common_headers(resp: &mut Response<Body>) {
+    let h = resp.headers_mut();
+    h.insert("Api-Version", HeaderValue::from_static("1.45"));
+    h.insert("Docker-Experimental", HeaderValue::from_static("false"));
+    h.insert("Ostype", HeaderValue::from_static("linux"));
+    h.insert(
+        "Server",
+        HeaderValue::from_static(concat!("Berth/", env!("CARGO_PKG_VERSION"), " (linux)")),
+    );
+}
+
+async fn dispatch(router: Router, mut req: Request<Body>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let mut resp = match split_version(&path) {
+        Err(e) => axum::response::IntoResponse::into_response(e),
+        Ok((ver, tail)) => {
+            req.extensions_mut().insert(ver.unwrap_or(MAX_VERSION));
+            if ver.is_some() {
+                let pq = match req.uri().query() {
+                    Some(q) => format!("{tail}?{q}"),
+                    None => tail,
+                };
+                if let Ok(uri) = pq.parse() {
+                    *req.uri_mut() = uri;
+                }
+            }
+            match router.oneshot(req).await {
+                Ok(r) => r,
+                Err(e) => match e {},
+            }
+        }
+    };
+    add_common_headers(&mut resp);
+    resp
+}
+
+async fn not_found(req: Request<Body>) -> ApiError {
+    ApiError::new(404, format!("page not found: {}", req.uri().path()))
+}
+
+fn router(state: AppState) -> Router {
+    let r = Router::new();
+    let r = crate::system::routes(r);
+    let r = crate::containers::routes(r);
+    let r = crate::images::routes(r);
+    r.fallback(not_found).with_state(state)
+}
+
+fn socket_path(host: &str) -> Result<PathBuf, String> {
+    match host.strip_prefix("unix://") {
+        Some(p) if !p.is_empty() => Ok(PathBuf::from(p)),
+        _ => Err(format!(
+            "unsupported host {host}: only unix:///path sockets are served"
+        )),
+    }
+}
+
+fn write_pidfile(path: &Path) -> Result<(), String> {
+    if let Ok(old) = std::fs::read_to_string(path) {
+        if let Ok(pid) = old.trim().parse::<i32>() {
+            let alive = pid != std::process::id() as i32
+                && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+                && std::fs::read_link(format!("/proc/{pid}/exe"))
+                    .map(|e| e.to_string_lossy().contains("berth"))
+                    .unwrap_or(false);
+            if alive {
+                return Err(format!(
+                    "pid file found, ensure berth is not running or delete {}",
+                    path.display()
+                ));
+            }
+        }
+    }
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).map_err(|e| e.to_string())?;
+    }
+    std::fs::write(path, format!("{}", std::process::id())).map_err(|e| e.to_string())
+}
+
+fn bind(path: &Path) -> Result<UnixListener, String> {
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).map_err(|e| format!("creating {}: {e}", d.display()))?;
+    }
+    if path.exists() {
+        // A socket file with nobody behind it is left over from a crash.
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(format!("{} is in use by another daemon", path.display()));
+        }
+        let _ = std::fs::remove_file(path);
+    }
+    let l =
+        UnixListener::bind(path).map_err(|e| format!("listening on {}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .map_err(|e| e.to_string())?;
+    // Docker's convention: members of the "docker" group may use the socket.
+    if let Ok(Some(g)) = nix::unistd::Group::from_name("docker") {
+        let _ = nix::unistd::chown(path, None, Some(g.gid));
+    }
+    Ok(l)
+}
+
+pub async fn run(opts: DaemonOptions) -> Result<(), String> {
+    write_pidfile(&opts.pidfile)?;
+    let result = serve(&opts).await;
+    let _ = std::fs::remove_file(&opts.pidfile);
+    result
+}
+
+async fn serve(opts: &DaemonOptions) -> Result<(), String> {
+    let mut listeners = Vec::new();
+    let mut paths = Vec::new();
+    for h in &opts.hosts {
+        let p = socket_path(h)?;
+        listeners.push(bind(&p)?);
+        paths.push(p);
+    }
+    let engine = Engine::open(EngineConfig {
+        data_root: opts.data_root.clone(),
+        exec_root: opts.exec_root.clone(),
+        berth_exe: opts.berth_exe.clone(),
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let app = router(AppState { engine });
+    tracing::info!("API listening on {}", opts.hosts.join(", "));
+
+    let shutdown = Arc::new(tokio::sync::Notify::new());
+    for l in listeners {
+        let app = app.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let conn = tokio::select! {
+                    c = l.accept() => c,
+                    _ = shutdown.notified() => return,
+                };
+                let (stream, _) = match conn {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!("accept: {e}");
+                        continue;
+                    }
+                };
+                let app = app.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let app = app.clone();
+                        async move {
+                            let req = req.map(Body::new);
+                            Ok::<_, Infallible>(dispatch(app, req).await)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+    }
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| e.to_string())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| e.to_string())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("shutting down; containers keep running (live restore)");
+    shutdown.notify_waiters();
+    for p in paths {
+        let _ = std::fs::remove_file(p);
+    }
+    Ok(())
+}
+
+pub fn status_only(code: StatusCode) -> Response<Body> {
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = code;
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_prefix() {
+        let (v, p) = split_version("/v1.45/containers/json").ok().unwrap();
+        assert_eq!(v, Some(ApiVersion(1, 45)));
+        assert_eq!(p, "/containers/json");
+        let (v, p) = split_version("/_ping").ok().unwrap();
+        assert_eq!(v, None);
+        assert_eq!(p, "/_ping");
+        assert!(split_version("/v1.99/info").is_err());
+        assert!(split_version("/v1.12/info").is_err());
+        let (v, p) = split_version("/v1.24/version").ok().unwrap();
+        assert_eq!(v, Some(ApiVersion(1, 24)));
+        assert_eq!(p, "/version");
+        // A path that merely starts with "v" is not a version.
+        let (v, p) = split_version("/volumes").ok().unwrap();
+        assert_eq!(v, None);
+        assert_eq!(p, "/volumes");
+    }
+}

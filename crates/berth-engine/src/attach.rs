@@ -1,0 +1,61 @@
+//! Attach: hand a client a connection to the container's shim. A client may attach before the
+//! container starts (the docker CLI does, so it misses no output): it waits in `pending_attach`
+//! and `start` connects it to the shim after the container is created and before it runs.
+
+use tokio::io::BufReader;
+use tokio::net::UnixStream;
+use tokio::sync::oneshot;
+
+use crate::error::{EngineError, Result};
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AttachOptions {
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+}
+
+pub struct PendingAttach {
+    pub opts: AttachOptions,
+    pub tx: oneshot::Sender<Result<BufReader<UnixStream>>>,
+}
+
+/// A live attachment: stdcopy frames from the shim, raw stdin to it.
+pub struct AttachStream {
+    pub tty: bool,
+    pub io: BufReader<UnixStream>,
+}
+
+impl crate::Engine {
+    pub async fn attach(&self, name: &str, opts: AttachOptions) -> Result<AttachStream> {
+        let c = self.lookup(name)?;
+        let rec = c.snapshot();
+        let tty = rec.config.tty;
+        let rx = {
+            // Decide under the op lock so a concurrent start cannot slip between the check
+            // and the registration.
+            let _g = c.op.lock().await;
+            let rec = c.snapshot();
+            if rec.state.status.is_running() {
+                let io = crate::shim_client::attach(
+                    &self.runtime_dir(&c.id),
+                    opts.stdin,
+                    opts.stdout,
+                    opts.stderr,
+                )
+                .await?;
+                return Ok(AttachStream { tty, io });
+            }
+            let (tx, rx) = oneshot::channel();
+            match c.pending_attach.lock() {
+                Ok(mut p) => p.push(PendingAttach { opts, tx }),
+                Err(p) => p.into_inner().push(PendingAttach { opts, tx }),
+            }
+            rx
+        };
+        let io = rx
+            .await
+            .map_err(|_| EngineError::Conflict(format!("container {name} was removed")))??;
+        Ok(AttachStream { tty, io })
+    }
+}

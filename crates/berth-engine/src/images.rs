@@ -1,0 +1,249 @@
+//! Image operations as the API presents them: conversions from the image store's records to the
+//! Engine API's types, run off the async threads.
+
+use std::io::{Read, Write};
+
+use berth_api::types::{
+    ContainerConfig, GraphDriverData, HistoryItem, ImageDeleteItem, ImageInspect, ImageMetadata,
+    ImageSummary, RootFs,
+};
+use berth_image::{ErrorKind, Image, ImageError};
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::error::{EngineError, Result};
+use crate::Engine;
+
+pub(crate) fn image_err(e: ImageError) -> EngineError {
+    match e.kind() {
+        ErrorKind::NotFound => EngineError::NotFound(e.to_string()),
+        ErrorKind::Conflict => EngineError::Conflict(e.to_string()),
+        ErrorKind::InvalidArgument => EngineError::InvalidParameter(e.to_string()),
+        ErrorKind::Internal => EngineError::Internal(e.to_string()),
+    }
+}
+
+/// Re-types a value between two serde shapes of the same JSON (image store -> API).
+fn retype<A: serde::Serialize, B: serde::de::DeserializeOwned + Default>(a: &A) -> B {
+    serde_json::to_value(a)
+        .ok()
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default()
+}
+
+fn created_unix(img: &Image) -> i64 {
+    img.created
+        .as_deref()
+        .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
+        .map(|t| t.timestamp())
+        .unwrap_or(0)
+}
+
+/// A `Write` that feeds an HTTP response body from a blocking thread.
+pub struct ChannelWriter(pub mpsc::Sender<Bytes>);
+
+impl Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .blocking_send(Bytes::copy_from_slice(buf))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Engine {
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&berth_image::ImageStore) -> std::result::Result<T, ImageError> + Send + 'static,
+    ) -> Result<T> {
+        let store = self.images();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(EngineError::internal)?
+            .map_err(image_err)
+    }
+
+    pub async fn image_list(
+        &self,
+        all: bool,
+        filters: &std::collections::HashMap<String, Vec<String>>,
+    ) -> Result<Vec<ImageSummary>> {
+        let _ = all; // Berth keeps no intermediate images, so -a lists the same set.
+        let images = self.blocking(|s| s.list()).await?;
+        let counts = self.image_container_counts();
+        let refs = filters.get("reference").cloned().unwrap_or_default();
+        let dangling = filters
+            .get("dangling")
+            .and_then(|v| v.first())
+            .map(|v| v == "true");
+        let label_f = filters.get("label").cloned().unwrap_or_default();
+        let mut out = Vec::new();
+        for img in images {
+            let labels = img
+                .config
+                .config
+                .as_ref()
+                .and_then(|c| c.labels.clone())
+                .map(|l| l.into_iter().collect())
+                .unwrap_or_default();
+            if let Some(d) = dangling {
+                if d != img.repo_tags.is_empty() {
+                    continue;
+                }
+            }
+            if !refs.is_empty()
+                && !img
+                    .repo_tags
+                    .iter()
+                    .any(|t| refs.iter().any(|r| reference_matches(r, t)))
+            {
+                continue;
+            }
+            let lbls: &std::collections::BTreeMap<String, String> = &labels;
+            if !label_f.iter().all(|l| match l.split_once('=') {
+                Some((k, v)) => lbls.get(k).map(|x| x == v).unwrap_or(false),
+                None => lbls.contains_key(l),
+            }) {
+                continue;
+            }
+            out.push(ImageSummary {
+                id: img.id.clone(),
+                parent_id: String::new(),
+                repo_tags: img.repo_tags.clone(),
+                repo_digests: img.repo_digests.clone(),
+                created: created_unix(&img),
+                size: img.size as i64,
+                shared_size: -1,
+                virtual_size: Some(img.size as i64),
+                labels,
+                containers: counts.get(&img.id).copied().unwrap_or(0),
+            });
+        }
+        out.sort_by(|a, b| b.created.cmp(&a.created).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    pub async fn image_inspect(&self, name: &str) -> Result<ImageInspect> {
+        let n = name.to_string();
+        let img = self.blocking(move |s| s.get(&n)).await?;
+        let cfg = &img.config;
+        let config: ContainerConfig = cfg.config.as_ref().map(retype).unwrap_or_default();
+        Ok(ImageInspect {
+            id: img.id.clone(),
+            repo_tags: img.repo_tags.clone(),
+            repo_digests: img.repo_digests.clone(),
+            parent: String::new(),
+            comment: cfg.comment.clone().unwrap_or_default(),
+            created: img.created.clone().unwrap_or_default(),
+            docker_version: cfg.docker_version.clone().unwrap_or_default(),
+            author: cfg.author.clone().unwrap_or_default(),
+            config,
+            architecture: cfg.architecture.clone(),
+            variant: cfg.variant.clone().unwrap_or_default(),
+            os: cfg.os.clone(),
+            size: img.size as i64,
+            virtual_size: Some(img.size as i64),
+            graph_driver: GraphDriverData {
+                name: "overlay2".into(),
+                data: None,
+            },
+            root_fs: RootFs {
+                r#type: "layers".into(),
+                layers: Some(cfg.rootfs.diff_ids.clone()),
+            },
+            metadata: ImageMetadata::default(),
+            ..Default::default()
+        })
+    }
+
+    pub async fn image_history(&self, name: &str) -> Result<Vec<HistoryItem>> {
+        let n = name.to_string();
+        let items = self.blocking(move |s| s.history(&n)).await?;
+        Ok(items.iter().map(retype).collect())
+    }
+
+    pub async fn image_tag(&self, source: &str, repo: &str, tag: &str) -> Result<()> {
+        if repo.is_empty() {
+            return Err(EngineError::InvalidParameter(
+                "repository name must have at least one component".into(),
+            ));
+        }
+        let target = if tag.is_empty() {
+            repo.to_string()
+        } else {
+            format!("{repo}:{tag}")
+        };
+        let src = source.to_string();
+        self.blocking(move |s| s.tag(&src, &target)).await
+    }
+
+    pub async fn image_remove(
+        &self,
+        name: &str,
+        force: bool,
+        no_prune: bool,
+    ) -> Result<Vec<ImageDeleteItem>> {
+        let n = name.to_string();
+        let engine = self.clone();
+        let items = self
+            .blocking(move |s| s.remove(&n, force, no_prune, &|id: &str| engine.image_user(id)))
+            .await?;
+        Ok(items.iter().map(retype).collect())
+    }
+
+    /// Loads a `docker save` archive; returns Docker's "Loaded image: x" lines.
+    pub async fn image_load(&self, mut tar: Box<dyn Read + Send>) -> Result<Vec<String>> {
+        self.blocking(move |s| s.load(&mut tar)).await
+    }
+
+    pub async fn image_import(
+        &self,
+        mut tar: Box<dyn Read + Send>,
+        reference: Option<String>,
+        changes: Vec<String>,
+        message: Option<String>,
+    ) -> Result<String> {
+        self.blocking(move |s| {
+            s.import(&mut tar, reference.as_deref(), &changes, message.as_deref())
+        })
+        .await
+    }
+
+    /// Streams a `docker save` archive of `names`. Names are checked before the first byte.
+    pub async fn image_save(&self, names: Vec<String>) -> Result<mpsc::Receiver<Bytes>> {
+        for n in &names {
+            let n2 = n.clone();
+            self.blocking(move |s| s.get(&n2).map(|_| ())).await?;
+        }
+        let (tx, rx) = mpsc::channel(16);
+        let store = self.images();
+        tokio::task::spawn_blocking(move || {
+            let mut w = ChannelWriter(tx);
+            if let Err(e) = store.save(&names, &mut w) {
+                tracing::warn!("image save failed: {e}");
+            }
+        });
+        Ok(rx)
+    }
+}
+
+/// Docker's `reference` filter: glob on the familiar name, with or without tag.
+fn reference_matches(pattern: &str, tag: &str) -> bool {
+    let repo = tag.rsplit_once(':').map(|(r, _)| r).unwrap_or(tag);
+    glob_match(pattern, tag) || glob_match(pattern, repo)
+}
+
+fn glob_match(p: &str, s: &str) -> bool {
+    let re = format!(
+        "^{}$",
+        regex::escape(p)
+            .replace(r"\*", "[^/]*")
+            .replace(r"\?", "[^/]")
+    );
+    regex::Regex::new(&re)
+        .map(|r| r.is_match(s))
+        .unwrap_or(false)
+}
