@@ -489,7 +489,8 @@ impl ImageStore {
             add(id, by_ref);
         }
 
-        let mut tb = tar::Builder::new(out);
+        // Tar writes 512-byte headers; batch them for writers that cost per call (HTTP bodies).
+        let mut tb = tar::Builder::new(std::io::BufWriter::with_capacity(256 * 1024, out));
         let mut written: HashSet<String> = HashSet::new();
         let mut index_entries = Vec::new();
         let mut manifest_json = Vec::new();
@@ -573,7 +574,7 @@ impl ImageStore {
             append_file(&mut tb, "repositories", &to_json(&repositories)?)?;
         }
         tb.into_inner()
-            .and_then(|w| w.flush())
+            .and_then(|mut w| w.flush())
             .map_err(|e| ImageError::io("write archive", e))
     }
 

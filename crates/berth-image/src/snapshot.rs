@@ -141,11 +141,16 @@ impl ImageStore {
                 .collect::<Result<_, _>>()?;
             names.join(":")
         };
-        let opts = format!(
+        let mut opts = format!(
             "lowerdir={lower},upperdir={},workdir={}",
             upper.display(),
             work.display()
         );
+        // Layers are shared between snapshots; with the inodes index on, overlay ties a lower
+        // dir to the first upper that used it. Docker turns it off too, where the kernel knows it.
+        if Path::new("/sys/module/overlay/parameters/index").exists() {
+            opts.push_str(",index=off");
+        }
         if upper.display().to_string().contains([',', ':']) {
             return Err(ImageError::InvalidArgument(format!(
                 "data root {} contains ',' or ':', which overlayfs cannot use",

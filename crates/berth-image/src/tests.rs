@@ -718,3 +718,84 @@ fn commit_and_diff_snapshot() {
     s2.load(&mut &out[..]).unwrap();
     assert_eq!(s2.get("committed:1").unwrap().id, id);
 }
+
+#[test]
+fn load_archive_cannot_read_outside_staging() {
+    let (t, s) = open_store();
+    let secret = t.path().join("secret.json");
+    fs::write(&secret, br#"{"rootfs":{"type":"layers","diff_ids":[]}}"#).unwrap();
+    for cfg_path in [
+        "../../secret.json".to_string(),
+        secret.display().to_string(),
+        "link/secret.json".to_string(),
+    ] {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        b.append_link(&mut h, "link", "../../..").unwrap();
+        let m = serde_json::to_vec(
+            &serde_json::json!([{"Config": cfg_path, "RepoTags": ["x:1"], "Layers": []}]),
+        )
+        .unwrap();
+        add(&mut b, "manifest.json", &m);
+        let ar = b.into_inner().unwrap();
+        assert!(s.load(&mut &ar[..]).is_err(), "{cfg_path}");
+    }
+    assert!(s.list().unwrap().is_empty());
+}
+
+#[test]
+fn oci_blob_digest_is_verified() {
+    let (_t, s) = open_store();
+    let (l1, _) = base_layers();
+    let cfg = config_for(&[&l1], "o");
+    let ar = oci_archive(&cfg, &[l1], &["docker.io/library/o:1"]);
+    // Corrupt one byte inside the gzip layer blob (the largest blob entry).
+    let mut out = tar::Builder::new(Vec::new());
+    for e in tar::Archive::new(&ar[..]).entries().unwrap() {
+        let mut e = e.unwrap();
+        let p = e.path().unwrap().display().to_string();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+        if p.starts_with("blobs/") && data.starts_with(&[0x1f, 0x8b]) {
+            let n = data.len();
+            data[n - 5] ^= 0xff;
+        }
+        let mut h = e.header().clone();
+        out.append_data(&mut h, &p, &data[..]).unwrap();
+    }
+    let bad = out.into_inner().unwrap();
+    assert!(matches!(
+        s.load(&mut &bad[..]),
+        Err(ImageError::DigestMismatch { .. })
+    ));
+    assert!(s.list().unwrap().is_empty());
+}
+
+#[test]
+fn concurrent_loads_and_lookups() {
+    let (_t, s) = open_store();
+    let (l1, l2) = base_layers();
+    let cfg = config_for(&[&l1, &l2], "conc");
+    let ar = legacy_archive(&[(cfg.clone(), vec![l1, l2], vec!["conc:1"])]);
+    let s = std::sync::Arc::new(s);
+    let threads: Vec<_> = (0..4)
+        .map(|i| {
+            let s = s.clone();
+            let ar = ar.clone();
+            std::thread::spawn(move || {
+                s.load(&mut &ar[..]).unwrap();
+                s.tag("conc:1", &format!("conc:t{i}")).unwrap();
+                let _ = s.list().unwrap();
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let img = s.get("conc:1").unwrap();
+    assert_eq!(img.id, sha256_digest(&cfg));
+    assert_eq!(img.repo_tags.len(), 5);
+    assert_eq!(s.list().unwrap().len(), 1);
+}
