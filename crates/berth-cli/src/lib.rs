@@ -1,1 +1,5 @@
-//! berth-cli
+//! berth-cli: the docker-compatible command line.
+
+pub mod format;
+pub mod template;
+pub mod value;
