@@ -208,7 +208,11 @@ pub fn extract_layer(reader: &mut dyn Read, dest: &Path) -> Result<u64, ImageErr
         }
 
         let header = entry.header().clone();
-        let kind = header.entry_type();
+        let mut kind = header.entry_type();
+        // Old tars mark directories only by a trailing slash on a regular entry.
+        if kind == tar::EntryType::Regular && entry.path_bytes().ends_with(b"/") {
+            kind = tar::EntryType::Directory;
+        }
         let dir = safe_dir(dest, &parent_rel, true)?;
         let target = dir.join(&name);
         let mode = header.mode().unwrap_or(0o644) & 0o7777;
