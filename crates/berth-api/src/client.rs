@@ -670,6 +670,96 @@ impl Client {
     }
 }
 
+/// A request already written to the daemon whose response has not been read yet.
+///
+/// `run` needs this: the wait must be registered before the container starts, and a daemon may
+/// hold back even the response headers of a wait until the container exits.
+pub struct PendingRequest {
+    conn: Conn,
+}
+
+impl PendingRequest {
+    /// Read the whole response (the request asked for `Connection: close`); non-2xx answers become
+    /// [`ApiError::Status`].
+    pub async fn finish(mut self) -> Result<Bytes> {
+        let mut buf = Vec::new();
+        self.conn.read_to_end(&mut buf).await?;
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut resp = httparse::Response::new(&mut headers);
+        let len = match resp.parse(&buf) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) => {
+                return Err(ApiError::Protocol(
+                    "connection closed before the response ended".into(),
+                ))
+            }
+            Err(e) => return Err(ApiError::Protocol(format!("bad response: {e}"))),
+        };
+        let chunked = resp.headers.iter().any(|h| {
+            h.name.eq_ignore_ascii_case("transfer-encoding")
+                && String::from_utf8_lossy(h.value)
+                    .to_ascii_lowercase()
+                    .contains("chunked")
+        });
+        let status = resp.code.unwrap_or(0);
+        let raw = &buf[len..];
+        let body = if chunked { dechunk(raw)? } else { raw.to_vec() };
+        if (200..300).contains(&status) {
+            return Ok(Bytes::from(body));
+        }
+        let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        Err(error_from_body(code, &body))
+    }
+
+    pub async fn finish_json<T: DeserializeOwned>(self) -> Result<T> {
+        let b = self.finish().await?;
+        Ok(serde_json::from_slice(&b)?)
+    }
+}
+
+/// Decode a complete HTTP/1.1 chunked body.
+fn dechunk(mut raw: &[u8]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = raw.windows(2).position(|w| w == b"\r\n") else {
+            return Err(ApiError::Protocol("truncated chunked body".into()));
+        };
+        let size_txt = String::from_utf8_lossy(&raw[..eol]);
+        let size_txt = size_txt.split(';').next().unwrap_or("").trim().to_string();
+        let size = usize::from_str_radix(&size_txt, 16)
+            .map_err(|_| ApiError::Protocol(format!("bad chunk size {size_txt:?}")))?;
+        raw = &raw[eol + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        if raw.len() < size {
+            return Err(ApiError::Protocol("truncated chunk".into()));
+        }
+        out.extend_from_slice(&raw[..size]);
+        raw = raw.get(size + 2..).unwrap_or(&[]);
+    }
+}
+
+impl Client {
+    /// Write a body-less request and return before reading the response.
+    pub async fn send_early(
+        &self,
+        method: &str,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<PendingRequest> {
+        let uri = self.uri(path, query).await?;
+        let mut conn = self.connect().await?;
+        let head = format!(
+            "{method} {uri} HTTP/1.1\r\nHost: {}\r\nUser-Agent: {USER_AGENT}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+            self.host_header()
+        );
+        conn.write_all(head.as_bytes()).await?;
+        conn.flush().await?;
+        Ok(PendingRequest { conn })
+    }
+}
+
 /// Turn an error body into [`ApiError::Status`]: `{"message"}` when JSON, the text otherwise.
 pub fn error_from_body(status: StatusCode, body: &[u8]) -> ApiError {
     let message = match serde_json::from_slice::<ErrorResponse>(body) {
@@ -849,6 +939,27 @@ mod tests {
         let mut out = Vec::new();
         h.read_to_end(&mut out).await.expect("read");
         assert_eq!(out, b"raw");
+    }
+
+    #[tokio::test]
+    async fn early_request_reads_chunked_body() {
+        let (_d, url) = fake_daemon(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"Sta\r\nE\r\ntusCode\":137}\n\r\n0\r\n\r\n",
+        )
+        .await;
+        let c = Client::new(&url).expect("host").with_version("1.45");
+        let p = c
+            .send_early("POST", "/containers/x/wait", &[])
+            .await
+            .expect("send");
+        let w: crate::types::ContainerWaitResponse = p.finish_json().await.expect("json");
+        assert_eq!(w.status_code, 137);
+    }
+
+    #[test]
+    fn dechunks() {
+        assert_eq!(dechunk(b"3\r\nabc\r\n0\r\n\r\n").expect("ok"), b"abc");
+        assert!(dechunk(b"zz\r\n").is_err());
     }
 
     #[tokio::test]

@@ -2,7 +2,7 @@
 
 use tokio::io::AsyncRead;
 
-use crate::client::{Body, Client, Hijacked, Response, Result};
+use crate::client::{Body, Client, Hijacked, PendingRequest, Response, Result};
 use crate::types::*;
 
 /// Percent-encode a name or id used as a path segment.
@@ -182,6 +182,21 @@ impl Client {
             Body::Empty,
         )
         .await
+    }
+
+    /// Register a wait without reading its answer; [`PendingRequest::finish_json`] yields the
+    /// [`ContainerWaitResponse`].
+    pub async fn container_wait_early(
+        &self,
+        id: &str,
+        condition: Option<&str>,
+    ) -> Result<PendingRequest> {
+        let q: Vec<(&str, String)> = condition
+            .map(|c| ("condition", c.to_string()))
+            .into_iter()
+            .collect();
+        self.send_early("POST", &format!("/containers/{}/wait", seg(id)), &q)
+            .await
     }
 
     pub async fn container_rename(&self, id: &str, name: &str) -> Result<()> {
