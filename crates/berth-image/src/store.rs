@@ -95,6 +95,8 @@ struct Resolved {
 impl ImageStore {
     /// Opens (creating if absent) the store at `root` = `<data-root>/image`.
     pub fn open(root: &Path) -> Result<ImageStore, ImageError> {
+        // Absolute, because mounts are made from another working directory.
+        let root = &std::path::absolute(root).ctx("resolve", root)?;
         fs::create_dir_all(root).ctx("create", root)?;
         let blobs = BlobStore::open(root)?;
         let layers = LayerStore::open(root)?;
