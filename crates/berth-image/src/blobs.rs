@@ -89,6 +89,22 @@ impl BlobStore {
         res
     }
 
+    /// Digests of all stored blobs; unfinished temp files are deleted on the way.
+    pub fn list(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Ok(rd) = fs::read_dir(&self.dir) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with(".tmp-") {
+                    let _ = fs::remove_file(e.path());
+                } else if digest_hex(&name).is_ok() {
+                    out.push(format!("sha256:{name}"));
+                }
+            }
+        }
+        out
+    }
+
     pub fn remove(&self, digest: &str) -> Result<(), ImageError> {
         let p = self.path(digest)?;
         match fs::remove_file(&p) {

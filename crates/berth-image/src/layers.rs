@@ -123,6 +123,20 @@ impl LayerStore {
         }
     }
 
+    /// Chain ids of all layer dirs (complete or not).
+    pub fn list(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Ok(rd) = fs::read_dir(&self.dir) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if digest_hex(&name).is_ok() {
+                    out.push(format!("sha256:{name}"));
+                }
+            }
+        }
+        out
+    }
+
     pub fn remove(&self, chain_id: &str) -> Result<(), ImageError> {
         let link = self.links.join(Self::short_name(chain_id)?);
         let _ = fs::remove_file(&link);

@@ -143,13 +143,48 @@ impl ImageStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(ImageError::io_path("read", &repos, e)),
         }
-        Ok(ImageStore {
+        let store = ImageStore {
             root: root.to_path_buf(),
             blobs,
             layers,
             state: Mutex::new(state),
             gc: RwLock::new(()),
-        })
+        };
+        store.collect_orphans();
+        Ok(store)
+    }
+
+    /// Deletes layers and blobs that no image or snapshot names: leftovers of loads that failed
+    /// or of a crash. Only at open, when nothing can be half-way through creating an image.
+    fn collect_orphans(&self) {
+        let st = self.lock();
+        let mut chains = BTreeSet::new();
+        let mut blobs = BTreeSet::new();
+        for r in st.images.values() {
+            blobs.insert(r.id.clone());
+            for l in &r.layers {
+                chains.insert(l.chain_id.clone());
+                blobs.insert(l.diff_id.clone());
+            }
+        }
+        if let Ok(snaps) = self.snapshot_records() {
+            for s in snaps {
+                chains.extend(s.layers);
+            }
+        } else {
+            return; // unsure what is in use: keep everything
+        }
+        for c in self.layers.list() {
+            if !chains.contains(&c) {
+                tracing::info!("removing unused layer {c}");
+                let _ = self.layers.remove(&c);
+            }
+        }
+        for b in self.blobs.list() {
+            if !blobs.contains(&b) {
+                let _ = self.blobs.remove(&b);
+            }
+        }
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {

@@ -308,6 +308,12 @@ fn failed_load_leaves_nothing_visible() {
     ]);
     assert!(s.load(&mut &ar[..]).is_err());
     assert!(s.get("good:1").is_err());
+    // The stored but never committed layer of good:1 is collected at the next open.
+    assert_eq!(count_dir(&t.path().join("image/layers")), 1);
+    drop(s);
+    let s = ImageStore::open(&t.path().join("image")).unwrap();
+    assert_eq!(count_dir(&t.path().join("image/layers")), 0);
+    assert_eq!(count_dir(&t.path().join("image/blobs/sha256")), 0);
     // Garbage.
     assert!(s.load(&mut &b"not a tar"[..]).is_err());
 }
