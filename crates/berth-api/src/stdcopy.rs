@@ -95,6 +95,11 @@ impl Demuxer {
         Ok(Some((kind, self.buf.split_to(len).freeze())))
     }
 
+    /// Take the buffered bytes that were not returned as frames (for a raw-stream fallback).
+    pub fn take_pending(&mut self) -> Bytes {
+        self.buf.split().freeze()
+    }
+
     /// Bytes received but not yet returned as a frame (a truncated tail at end of stream).
     pub fn pending(&self) -> usize {
         self.buf.len()

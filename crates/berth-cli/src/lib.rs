@@ -1,5 +1,139 @@
-//! berth-cli: the docker-compatible command line.
+//! berth-cli: the docker-compatible command line. Talks to the daemon only through `berth-api`.
 
+pub mod cli;
+mod cmd_container;
+mod cmd_image;
+mod cmd_run;
+mod cmd_system;
+pub mod error;
 pub mod format;
+pub mod opts;
 pub mod template;
+pub mod term;
 pub mod value;
+
+use std::ffi::OsString;
+use std::sync::Arc;
+
+use berth_api::Client;
+use clap::Parser;
+
+use crate::cli::{Cli, Cmd};
+use crate::error::CliError;
+
+/// The default daemon address.
+pub const DEFAULT_HOST: &str = berth_api::client::DEFAULT_HOST;
+
+/// Run the CLI with `args` (including the program name); returns the process exit code.
+pub fn run(args: Vec<OsString>) -> i32 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 125 } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    if cli.version {
+        println!("Berth version {}", env!("CARGO_PKG_VERSION"));
+        return 0;
+    }
+    let Some(cmd) = cli.cmd else {
+        // docker with no command prints its usage.
+        let _ = <Cli as clap::CommandFactory>::command().print_help();
+        return 0;
+    };
+    let host = cli
+        .host
+        .clone()
+        .or_else(|| std::env::var("BERTH_HOST").ok().filter(|s| !s.is_empty()))
+        .or_else(|| std::env::var("DOCKER_HOST").ok().filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| DEFAULT_HOST.to_string());
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("failed to start runtime: {e}");
+            return 1;
+        }
+    };
+    let (name, usage_exit) = cmd.name_and_exit();
+    let code = rt.block_on(async move {
+        let client = match Client::new(&host) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("{e}");
+                return 1;
+            }
+        };
+        let client = match std::env::var("BERTH_API_VERSION")
+            .or_else(|_| std::env::var("DOCKER_API_VERSION"))
+        {
+            Ok(v) if !v.is_empty() => client.with_version(&v),
+            _ => client,
+        };
+        let client = Arc::new(client);
+        match dispatch(client, cmd).await {
+            Ok(code) => code,
+            Err(e) => report(&name, usage_exit, e),
+        }
+    });
+    // A blocking stdin read may still be pending; do not wait for it.
+    rt.shutdown_background();
+    code
+}
+
+/// Print an error the way docker does and pick the exit code.
+fn report(cmd: &str, run_like: bool, e: CliError) -> i32 {
+    match e {
+        CliError::Exit(code) => code,
+        CliError::Usage(m) => {
+            eprintln!("berth: {m}\nSee 'berth {cmd} --help'.");
+            125
+        }
+        other if run_like => {
+            eprintln!("berth: {other}\n\nRun 'berth {cmd} --help' for more information");
+            125
+        }
+        other => {
+            eprintln!("{other}");
+            1
+        }
+    }
+}
+
+async fn dispatch(c: Arc<Client>, cmd: Cmd) -> Result<i32, CliError> {
+    use crate::cli::{ContainerCmd as C, ImageCmd as I, SystemCmd as S};
+    match cmd {
+        Cmd::Version(a) | Cmd::System(S::Version(a)) => cmd_system::version(&c, a).await,
+        Cmd::Info(a) | Cmd::System(S::Info(a)) => cmd_system::info(&c, a).await,
+        Cmd::Images(a) | Cmd::Image(I::Ls(a)) => cmd_image::images(&c, a).await,
+        Cmd::Image(I::Inspect(a)) => cmd_container::inspect(&c, a.into_generic("image")).await,
+        Cmd::History(a) | Cmd::Image(I::History(a)) => cmd_image::history(&c, a).await,
+        Cmd::Tag(a) | Cmd::Image(I::Tag(a)) => cmd_image::tag(&c, a).await,
+        Cmd::Rmi(a) | Cmd::Image(I::Rm(a)) => cmd_image::rmi(&c, a).await,
+        Cmd::Load(a) | Cmd::Image(I::Load(a)) => cmd_image::load(&c, a).await,
+        Cmd::Save(a) | Cmd::Image(I::Save(a)) => cmd_image::save(&c, a).await,
+        Cmd::Import(a) | Cmd::Image(I::Import(a)) => cmd_image::import(&c, a).await,
+        Cmd::Pull(a) | Cmd::Image(I::Pull(a)) => cmd_image::pull(&c, a).await,
+        Cmd::Create(a) | Cmd::Container(C::Create(a)) => cmd_run::create(c, a).await,
+        Cmd::Run(a) | Cmd::Container(C::Run(a)) => cmd_run::run(c, a).await,
+        Cmd::Start(a) | Cmd::Container(C::Start(a)) => cmd_run::start(c, a).await,
+        Cmd::Attach(a) | Cmd::Container(C::Attach(a)) => cmd_run::attach(c, a).await,
+        Cmd::Stop(a) | Cmd::Container(C::Stop(a)) => cmd_container::stop(&c, a).await,
+        Cmd::Kill(a) | Cmd::Container(C::Kill(a)) => cmd_container::kill(&c, a).await,
+        Cmd::Restart(a) | Cmd::Container(C::Restart(a)) => cmd_container::restart(&c, a).await,
+        Cmd::Rm(a) | Cmd::Container(C::Rm(a)) => cmd_container::rm(&c, a).await,
+        Cmd::Ps(a) | Cmd::Container(C::Ls(a)) => cmd_container::ps(&c, a).await,
+        Cmd::Inspect(a) => cmd_container::inspect(&c, a).await,
+        Cmd::Container(C::Inspect(a)) => {
+            cmd_container::inspect(&c, a.into_generic("container")).await
+        }
+        Cmd::Logs(a) | Cmd::Container(C::Logs(a)) => cmd_run::logs(&c, a).await,
+        Cmd::Wait(a) | Cmd::Container(C::Wait(a)) => cmd_container::wait(&c, a).await,
+        Cmd::Rename(a) | Cmd::Container(C::Rename(a)) => cmd_container::rename(&c, a).await,
+        Cmd::Port(a) | Cmd::Container(C::Port(a)) => cmd_container::port(&c, a).await,
+    }
+}

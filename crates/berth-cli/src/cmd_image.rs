@@ -1,0 +1,324 @@
+//! Image commands: images, history, tag, rmi, load, save, import, pull.
+
+use std::io::{IsTerminal, Write};
+
+use berth_api::client::Response;
+use berth_api::Client;
+use tokio::io::AsyncRead;
+
+use crate::cli::{
+    HistoryArgs, ImagesArgs, ImportArgs, LoadArgs, PullArgs, RmiArgs, SaveArgs, TagArgs,
+};
+use crate::error::CliError;
+use crate::format::{self, now_unix, render_rows, split_repo_tag};
+
+/// Print a JSON-lines progress stream as docker does without a terminal; an `error` ends it.
+pub async fn display_json_messages(resp: Response, quiet: bool) -> Result<(), CliError> {
+    display_json_messages_to(resp, quiet, false).await
+}
+
+/// As [`display_json_messages`], to stderr when `to_stderr` (`run`'s implicit pull).
+pub async fn display_json_messages_to(
+    resp: Response,
+    quiet: bool,
+    to_stderr: bool,
+) -> Result<(), CliError> {
+    let mut lines = resp.json_lines();
+    while let Some(m) = lines.next().await? {
+        if let Some(e) = m.error.or(m.error_detail.map(|d| d.message)) {
+            return Err(CliError::msg(e));
+        }
+        if quiet {
+            continue;
+        }
+        let mut out: Box<dyn Write> = if to_stderr {
+            Box::new(std::io::stderr().lock())
+        } else {
+            Box::new(std::io::stdout().lock())
+        };
+        if let Some(s) = m.stream {
+            let _ = out.write_all(s.as_bytes());
+        } else if let Some(st) = m.status {
+            // Progress bars are for terminals; a pipe gets the status lines only.
+            if m.progress.is_some() {
+                continue;
+            }
+            let line = match m.id {
+                Some(id) if !id.is_empty() => format!("{id}: {st}"),
+                _ => st,
+            };
+            let _ = writeln!(out, "{line}");
+        }
+        let _ = out.flush();
+    }
+    Ok(())
+}
+
+pub async fn images(c: &Client, a: ImagesArgs) -> Result<i32, CliError> {
+    let mut filters: Vec<(String, String)> = Vec::new();
+    for f in &a.filter {
+        let (k, v) = f
+            .split_once('=')
+            .ok_or_else(|| CliError::msg("bad format of filter (expected name=value)"))?;
+        filters.push((k.trim().to_lowercase(), v.to_string()));
+    }
+    if let Some(r) = &a.reference {
+        filters.push(("reference".into(), r.clone()));
+    }
+    let list = c.images_list(a.all, a.digests, &filters).await?;
+    let now = now_unix();
+    let trunc = !a.no_trunc;
+    let rows: Vec<_> = list
+        .iter()
+        .flat_map(|i| format::image_rows(i, trunc, a.digests, now))
+        .collect();
+    let fmt = if a.quiet {
+        "{{.ID}}".to_string()
+    } else if let Some(f) = a.format.clone().filter(|f| !f.is_empty()) {
+        f
+    } else if a.digests {
+        "table {{.Repository}}\t{{.Tag}}\t{{.Digest}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}".into()
+    } else {
+        "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}".into()
+    };
+    print!("{}", render_rows(&fmt, format::IMAGE_HEADERS, &rows)?);
+    Ok(0)
+}
+
+pub async fn history(c: &Client, a: HistoryArgs) -> Result<i32, CliError> {
+    let items = c.image_history(&a.image).await?;
+    let now = now_unix();
+    let rows: Vec<_> = items
+        .iter()
+        .map(|h| format::history_row(h, !a.no_trunc, a.human, now))
+        .collect();
+    let fmt = if a.quiet {
+        "{{.ID}}".to_string()
+    } else if let Some(f) = a.format.clone().filter(|f| !f.is_empty()) {
+        f
+    } else {
+        "table {{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}".into()
+    };
+    print!("{}", render_rows(&fmt, format::HISTORY_HEADERS, &rows)?);
+    Ok(0)
+}
+
+pub async fn tag(c: &Client, a: TagArgs) -> Result<i32, CliError> {
+    if a.target.contains('@') {
+        return Err(CliError::msg(
+            "refusing to create a tag with a digest reference",
+        ));
+    }
+    let (repo, tag) = split_repo_tag(&a.target);
+    let tag = if tag.is_empty() {
+        "latest".to_string()
+    } else {
+        tag
+    };
+    c.image_tag(&a.source, &repo, Some(&tag)).await?;
+    Ok(0)
+}
+
+pub async fn rmi(c: &Client, a: RmiArgs) -> Result<i32, CliError> {
+    let mut failed = false;
+    for name in &a.images {
+        match c.image_remove(name, a.force, a.no_prune).await {
+            Ok(items) => {
+                for i in items {
+                    if let Some(u) = i.untagged {
+                        println!("Untagged: {u}");
+                    }
+                    if let Some(d) = i.deleted {
+                        println!("Deleted: {d}");
+                    }
+                }
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed { 1 } else { 0 })
+}
+
+pub async fn load(c: &Client, a: LoadArgs) -> Result<i32, CliError> {
+    let reader: Box<dyn AsyncRead + Send + Unpin> = match &a.input {
+        Some(p) => Box::new(
+            tokio::fs::File::open(p)
+                .await
+                .map_err(|e| CliError::msg(format!("open {p}: {e}")))?,
+        ),
+        None => {
+            if std::io::stdin().is_terminal() {
+                return Err(CliError::msg(
+                    "requested load from stdin, but stdin is empty",
+                ));
+            }
+            Box::new(tokio::io::stdin())
+        }
+    };
+    let resp = c.image_load(reader, a.quiet).await?;
+    let is_json = resp
+        .header("content-type")
+        .is_some_and(|t| t.contains("json"));
+    if is_json {
+        display_json_messages(resp, false).await?;
+    } else {
+        let b = resp.bytes().await?;
+        std::io::stdout().write_all(&b)?;
+    }
+    Ok(0)
+}
+
+pub async fn save(c: &Client, a: SaveArgs) -> Result<i32, CliError> {
+    if a.output.is_none() && std::io::stdout().is_terminal() {
+        return Err(CliError::msg(
+            "cowardly refusing to save to a terminal. Use the -o flag or redirect",
+        ));
+    }
+    let mut resp = c.image_save(&a.images).await?;
+    match &a.output {
+        Some(path) => {
+            // Write next to the target and rename, so a failed save leaves no partial file.
+            let tmp = format!("{path}.berth-tmp");
+            let mut f = std::fs::File::create(&tmp)
+                .map_err(|e| CliError::msg(format!("failed to save image: {e}")))?;
+            let r: Result<(), CliError> = async {
+                while let Some(chunk) = resp.chunk().await? {
+                    f.write_all(&chunk)?;
+                }
+                f.sync_all()?;
+                Ok(())
+            }
+            .await;
+            if let Err(e) = r {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+            std::fs::rename(&tmp, path)?;
+        }
+        None => {
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            while let Some(chunk) = resp.chunk().await? {
+                out.write_all(&chunk)?;
+            }
+            out.flush()?;
+        }
+    }
+    Ok(0)
+}
+
+pub async fn import(c: &Client, a: ImportArgs) -> Result<i32, CliError> {
+    let reader: Box<dyn AsyncRead + Send + Unpin> = if a.source == "-" {
+        Box::new(tokio::io::stdin())
+    } else if a.source.starts_with("http://") || a.source.starts_with("https://") {
+        return Err(CliError::msg("importing from a URL is not supported"));
+    } else {
+        Box::new(
+            tokio::fs::File::open(&a.source)
+                .await
+                .map_err(|e| CliError::msg(format!("open {}: {e}", a.source)))?,
+        )
+    };
+    let (repo, tag) = match &a.reference {
+        Some(r) => {
+            let (repo, tag) = split_repo_tag(r);
+            (Some(repo), (!tag.is_empty()).then_some(tag))
+        }
+        None => (None, None),
+    };
+    let resp = c
+        .image_import(
+            reader,
+            repo.as_deref(),
+            tag.as_deref(),
+            a.message.as_deref(),
+            &a.change,
+            a.platform.as_deref(),
+        )
+        .await?;
+    display_json_messages(resp, false).await?;
+    Ok(0)
+}
+
+/// `fromImage`/`tag` for a reference: a digest stays in the name, a missing tag is `latest`.
+pub fn pull_params(image: &str) -> (String, Option<String>) {
+    if image.contains('@') {
+        return (image.to_string(), None);
+    }
+    let (repo, tag) = split_repo_tag(image);
+    (
+        repo,
+        Some(if tag.is_empty() { "latest".into() } else { tag }),
+    )
+}
+
+pub async fn pull_image(
+    c: &Client,
+    image: &str,
+    platform: Option<&str>,
+    quiet: bool,
+    to_stderr: bool,
+) -> Result<(), CliError> {
+    let (repo, tag) = pull_params(image);
+    let resp = c.image_pull(&repo, tag.as_deref(), platform).await?;
+    display_json_messages_to(resp, quiet, to_stderr).await
+}
+
+pub async fn pull(c: &Client, a: PullArgs) -> Result<i32, CliError> {
+    if a.all_tags {
+        return Err(CliError::msg("--all-tags is not supported"));
+    }
+    let (repo, tag) = pull_params(&a.image);
+    if !a.quiet && tag.is_none() && !a.image.contains('@') {
+        println!("Using default tag: latest");
+    }
+    pull_image(c, &a.image, a.platform.as_deref(), a.quiet, false).await?;
+    if a.quiet {
+        let full = match tag {
+            Some(t) => format!("{repo}:{t}"),
+            None => repo,
+        };
+        println!("{}", qualified(&full));
+    }
+    Ok(0)
+}
+
+/// `busybox:latest` -> `docker.io/library/busybox:latest`, as `pull -q` prints.
+fn qualified(r: &str) -> String {
+    let first = r.split('/').next().unwrap_or("");
+    let has_domain =
+        r.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+    if has_domain {
+        r.to_string()
+    } else if r.contains('/') {
+        format!("docker.io/{r}")
+    } else {
+        format!("docker.io/library/{r}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pull_references() {
+        assert_eq!(
+            pull_params("busybox"),
+            ("busybox".into(), Some("latest".into()))
+        );
+        assert_eq!(
+            pull_params("localhost:5000/a/b:1"),
+            ("localhost:5000/a/b".into(), Some("1".into()))
+        );
+        assert_eq!(pull_params("x@sha256:ab"), ("x@sha256:ab".into(), None));
+        assert_eq!(
+            qualified("busybox:latest"),
+            "docker.io/library/busybox:latest"
+        );
+        assert_eq!(qualified("localhost:5000/x:1"), "localhost:5000/x:1");
+    }
+}
