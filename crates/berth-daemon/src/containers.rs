@@ -274,16 +274,12 @@ async fn attach(
             }
         };
         let client = hyper_util::rt::TokioIo::new(upgraded);
+        // A start that fails is reported by the start call; the attach just ends.
         let shim = match engine.attach(&id, opts).await {
             Ok(s) => s,
             Err(e) => {
+                tracing::debug!("attach to {id} ended: {e}");
                 let mut client = client;
-                let _ = client
-                    .write_all(&berth_api::stdcopy::encode(
-                        berth_api::stdcopy::StreamKind::Stderr,
-                        format!("{e}\n").as_bytes(),
-                    ))
-                    .await;
                 let _ = client.shutdown().await;
                 return;
             }

@@ -676,17 +676,24 @@ impl Engine {
         }
         // Not running: start it if its policy says so at daemon start.
         let (name, _) = restart_policy(&rec.host_config);
+        // Docker: `always` comes back at daemon start even after a manual stop;
+        // `unless-stopped` only if it was not stopped by hand.
         let wants = match name.as_str() {
             "always" => true,
             "unless-stopped" => !rec.manually_stopped,
-            "on-failure" => rec.state.status == Status::Restarting,
-            _ => rec.state.status == Status::Restarting,
+            _ => rec.state.status == Status::Restarting && !rec.manually_stopped,
         };
-        if wants && !rec.manually_stopped && rec.state.started_at != util::ZERO_TIME {
+        if wants && rec.state.started_at != util::ZERO_TIME {
             let engine = self.clone();
             tokio::spawn(async move {
                 let _g = c.op.lock().await;
-                let _ = c.update(|r| r.state.status = Status::Exited);
+                // A restart the policy had scheduled when the daemon died still counts as one.
+                let _ = c.update(|r| {
+                    if r.state.status == Status::Restarting {
+                        r.restart_count += 1;
+                    }
+                    r.state.status = Status::Exited;
+                });
                 if let Err(e) = engine.start_locked(&c).await {
                     tracing::warn!("restarting {} at daemon start: {e}", c.id);
                 }

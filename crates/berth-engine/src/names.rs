@@ -37,14 +37,15 @@ pub fn generate(taken: impl Fn(&str) -> bool) -> String {
     format!("berth_{:016x}", rand::random::<u64>())
 }
 
-/// Docker's rule: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`, with an optional leading slash.
+/// Docker's rule is `[a-zA-Z0-9][a-zA-Z0-9_.-]+` (two characters at least), with an optional
+/// leading slash. Berth also accepts a single character (`--name x`): no client depends on its
+/// rejection, and issue 2's own acceptance list uses one.
 pub fn validate(name: &str) -> Result<String, String> {
     let bare = name.strip_prefix('/').unwrap_or(name);
     let mut chars = bare.chars();
     let ok = match chars.next() {
         Some(c) if c.is_ascii_alphanumeric() => {
-            bare.len() >= 2
-                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-')
+            chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-')
         }
         _ => false,
     };
@@ -66,7 +67,7 @@ mod tests {
         assert_eq!(validate("/web").unwrap(), "web");
         assert_eq!(validate("a.b-c_d").unwrap(), "a.b-c_d");
         assert!(validate("-x").is_err());
-        assert!(validate("x").is_err());
+        assert_eq!(validate("x").unwrap(), "x");
         assert!(validate("a b").is_err());
         assert!(validate("").is_err());
     }
