@@ -110,7 +110,7 @@ impl Daemon {
             .unwrap_or_else(std::env::temp_dir);
         fs::create_dir_all(&base).map_err(|e| format!("mkdir {}: {e}", base.display()))?;
         let dir = tempfile::Builder::new()
-            .prefix("berth-test-")
+            .prefix("bt-")
             .tempdir_in(&base)
             .map_err(|e| format!("temp dir in {}: {e}", base.display()))?;
         let root = dir.keep();
@@ -132,6 +132,13 @@ impl Daemon {
             cleaned: AtomicBool::new(false),
             last_start: Mutex::new(Duration::ZERO),
         };
+        // <exec-root>/containers/<64 hex>/shim.sock must fit a unix socket path (108 bytes).
+        if d.exec_root.as_os_str().len() + 12 + 64 + 10 > 107 {
+            return Err(format!(
+                "temp root {} too long for shim sockets (set BERTH_TEST_TMPDIR to a short dir)",
+                d.root.display()
+            ));
+        }
         if d.sock.as_os_str().len() > 100 {
             return Err(format!(
                 "socket path too long: {} (set BERTH_TEST_TMPDIR)",
