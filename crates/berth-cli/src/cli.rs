@@ -7,6 +7,7 @@ use crate::opts::ContainerOpts;
 #[derive(Debug, Parser)]
 #[command(
     name = "berth",
+    bin_name = "berth",
     about = "A self-sufficient runtime for containers",
     disable_version_flag = true,
     disable_help_subcommand = true,
@@ -97,15 +98,68 @@ impl Cmd {
     /// The command's name for messages, and whether its errors are reported like `run`'s
     /// (prefixed, exit 125).
     pub fn name_and_exit(&self) -> (String, bool) {
-        match self {
-            Cmd::Run(_) | Cmd::Container(ContainerCmd::Run(_)) => ("run".into(), true),
-            Cmd::Create(_) | Cmd::Container(ContainerCmd::Create(_)) => ("create".into(), true),
-            Cmd::Start(_) | Cmd::Container(ContainerCmd::Start(_)) => ("start".into(), false),
-            Cmd::Ps(_) => ("ps".into(), false),
-            Cmd::Images(_) => ("images".into(), false),
-            Cmd::Inspect(_) => ("inspect".into(), false),
-            _ => (String::from("command"), false),
-        }
+        use ContainerCmd as C;
+        use ImageCmd as I;
+        let name = match self {
+            Cmd::Version(_) => "version",
+            Cmd::Info(_) => "info",
+            Cmd::System(SystemCmd::Info(_)) => "system info",
+            Cmd::System(SystemCmd::Version(_)) => "system version",
+            Cmd::Images(_) => "images",
+            Cmd::History(_) => "history",
+            Cmd::Tag(_) => "tag",
+            Cmd::Rmi(_) => "rmi",
+            Cmd::Load(_) => "load",
+            Cmd::Save(_) => "save",
+            Cmd::Import(_) => "import",
+            Cmd::Pull(_) => "pull",
+            Cmd::Image(i) => match i {
+                I::Ls(_) => "image ls",
+                I::Inspect(_) => "image inspect",
+                I::History(_) => "image history",
+                I::Tag(_) => "image tag",
+                I::Rm(_) => "image rm",
+                I::Load(_) => "image load",
+                I::Save(_) => "image save",
+                I::Import(_) => "image import",
+                I::Pull(_) => "image pull",
+            },
+            Cmd::Create(_) => "create",
+            Cmd::Run(_) => "run",
+            Cmd::Start(_) => "start",
+            Cmd::Attach(_) => "attach",
+            Cmd::Stop(_) => "stop",
+            Cmd::Kill(_) => "kill",
+            Cmd::Restart(_) => "restart",
+            Cmd::Rm(_) => "rm",
+            Cmd::Ps(_) => "ps",
+            Cmd::Inspect(_) => "inspect",
+            Cmd::Logs(_) => "logs",
+            Cmd::Wait(_) => "wait",
+            Cmd::Rename(_) => "rename",
+            Cmd::Port(_) => "port",
+            Cmd::Container(c) => match c {
+                C::Create(_) => "container create",
+                C::Run(_) => "container run",
+                C::Start(_) => "container start",
+                C::Attach(_) => "container attach",
+                C::Stop(_) => "container stop",
+                C::Kill(_) => "container kill",
+                C::Restart(_) => "container restart",
+                C::Rm(_) => "container rm",
+                C::Ls(_) => "container ls",
+                C::Inspect(_) => "container inspect",
+                C::Logs(_) => "container logs",
+                C::Wait(_) => "container wait",
+                C::Rename(_) => "container rename",
+                C::Port(_) => "container port",
+            },
+        };
+        let run_like = matches!(
+            self,
+            Cmd::Run(_) | Cmd::Create(_) | Cmd::Container(C::Run(_)) | Cmd::Container(C::Create(_))
+        );
+        (name.to_string(), run_like)
     }
 }
 
