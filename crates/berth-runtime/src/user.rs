@@ -119,10 +119,7 @@ pub(crate) fn resolve_user(rootfs: &Path, spec: &str) -> Result<ExecUser, Runtim
         None => {
             if let Some(e) = entry {
                 for g in &groups {
-                    if g.members.iter().any(|m| m == &e.name)
-                        && g.gid != gid
-                        && !additional_gids.contains(&g.gid)
-                    {
+                    if g.members.iter().any(|m| m == &e.name) && !additional_gids.contains(&g.gid) {
                         additional_gids.push(g.gid);
                     }
                 }

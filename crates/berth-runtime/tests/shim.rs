@@ -98,7 +98,9 @@ fn setup(name: &str) -> Env {
 
 fn spawn(env: &Env, cfg: &ContainerRunConfig) -> Result<ShimStarted, berth_runtime::RuntimeError> {
     let spec = build_spec(cfg)?;
-    shim::spawn_shim(Path::new(SHIM), &env.opts, &spec)
+    // BERTH_TEST_SHIM: run the shim through a wrapper (strace, perf) when investigating.
+    let exe = std::env::var_os("BERTH_TEST_SHIM").map(PathBuf::from);
+    shim::spawn_shim(exe.as_deref().unwrap_or(Path::new(SHIM)), &env.opts, &spec)
 }
 
 fn connect(env: &Env, req: &str) -> UnixStream {
@@ -344,7 +346,7 @@ id
     assert!(out.contains("readmem=1"), "{out}");
     assert!(out.contains("testhost"), "{out}");
     assert!(
-        out.contains("uid=0(root) gid=0(root) groups=0(root),10(wheel)"),
+        out.contains("uid=0(root) gid=0(root) groups=10(wheel)"),
         "{out}"
     );
 }
@@ -415,13 +417,29 @@ fn shim_rss_and_start_latency() {
     assert_eq!(call(&env, r#"{"op":"start"}"#)["ok"], true);
     let total = t.elapsed();
     std::thread::sleep(Duration::from_millis(200));
+    // Steady state: a few round trips through the poll loop first.
+    for _ in 0..3 {
+        assert_eq!(call(&env, r#"{"op":"state"}"#)["status"], "running");
+    }
     let status = std::fs::read_to_string(format!("/proc/{}/status", started.shim_pid)).unwrap();
     let rss = status
         .lines()
         .find(|l| l.starts_with("VmRSS"))
         .unwrap()
         .to_string();
-    eprintln!("MEASURE create={created:?} create+start={total:?} shim {rss}");
+    let pss = std::fs::read_to_string(format!("/proc/{}/smaps_rollup", started.shim_pid))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Pss:"))
+        .unwrap()
+        .to_string();
+    eprintln!("MEASURE create={created:?} create+start={total:?} shim {rss} {pss}");
+    if std::env::var_os("BERTH_SMAPS").is_some() {
+        let _ = std::fs::copy(
+            format!("/proc/{}/smaps", started.shim_pid),
+            "/tmp/berth-shim-smaps",
+        );
+    }
     assert_eq!(call(&env, r#"{"op":"kill","signal":15}"#)["ok"], true);
     // SIGTERM to a pid-1 sleep without handler is ignored: use KILL after.
     std::thread::sleep(Duration::from_millis(100));
@@ -434,4 +452,25 @@ fn shim_rss_and_start_latency() {
         shim::read_exit(&env.opts.runtime_dir).unwrap()
     };
     assert_eq!(k.exit_code, 137);
+}
+
+#[test]
+fn kill_before_start_and_double_start() {
+    let env = setup("killcreated");
+    spawn(&env, &config(&env, &["sleep", "100"])).unwrap();
+    let waiter = connect(&env, r#"{"op":"wait"}"#);
+    assert_eq!(call(&env, r#"{"op":"kill","signal":9}"#)["ok"], true);
+    let mut line = String::new();
+    BufReader::new(waiter).read_line(&mut line).unwrap();
+    let w: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(w["exit_code"], 137);
+    wait_gone(&env);
+    assert!(!env.opts.state_root.join(&env.opts.id).exists());
+
+    let env = setup("twice");
+    spawn(&env, &config(&env, &["sleep", "100"])).unwrap();
+    assert_eq!(call(&env, r#"{"op":"start"}"#)["ok"], true);
+    assert_eq!(call(&env, r#"{"op":"start"}"#)["ok"], false);
+    assert_eq!(call(&env, r#"{"op":"kill","signal":9}"#)["ok"], true);
+    assert_eq!(call(&env, r#"{"op":"wait"}"#)["exit_code"], 137);
 }

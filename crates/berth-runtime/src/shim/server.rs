@@ -161,6 +161,9 @@ struct Shim {
     clients: Vec<Client>,
     log: JsonLog,
     sfd: SignalFd,
+    /// Readable when init exits. Needed because libcontainer clones init with CLONE_PARENT and
+    /// exit_signal 0: until it execs, its death raises no SIGCHLD.
+    pidfd: Option<OwnedFd>,
     exit_code: Option<i32>,
     exited_at: Option<Instant>,
     finished_at: Option<String>,
@@ -220,6 +223,45 @@ fn receive_master(listener: &UnixListener) -> Result<OwnedFd, String> {
         }
     }
     Err("console socket: no pty master received".into())
+}
+
+fn open_pidfd(pid: i32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes plain integers and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    // SAFETY: on success the fd is new and ours.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Unmaps file pages that only container creation (or start) used: libcontainer, libseccomp,
+/// serde of the spec... Only read-only file mappings without private (anonymous) pages are
+/// touched, so nothing is lost: whatever the poll loop needs faults back in from the page
+/// cache, and the shim's RSS becomes its real working set.
+fn drop_code_pages() {
+    let Ok(smaps) = fs::read_to_string("/proc/self/smaps") else {
+        return;
+    };
+    let mut current: Option<(usize, usize)> = None;
+    for line in smaps.lines() {
+        let mut f = line.split_whitespace();
+        let Some(first) = f.next() else { continue };
+        if let Some((a, b)) = first.split_once('-') {
+            let perms = f.next().unwrap_or("");
+            let path = f.nth(3).unwrap_or("");
+            current = None;
+            if perms.starts_with('r') && &perms[1..2] == "-" && path.starts_with('/') {
+                if let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+                {
+                    current = Some((a, b));
+                }
+            }
+        } else if first == "Anonymous:" {
+            if let (Some((a, b)), Some("0")) = (current.take(), f.next()) {
+                // SAFETY: a private, read-only file mapping with no private pages:
+                // MADV_DONTNEED only drops page-table entries; contents come back from the file.
+                unsafe { libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_DONTNEED) };
+            }
+        }
+    }
 }
 
 /// Creates the container and serves it until it exits. Returns the process exit code.
@@ -346,6 +388,7 @@ fn create(opts: ShimOptions) -> Result<Shim, (ShimOptions, String)> {
     unsafe {
         libc::malloc_trim(0);
     }
+    drop_code_pages();
     let cgroups_path = cgroups_path_of(&opts.bundle);
     let mut shim = Shim {
         opts,
@@ -362,6 +405,7 @@ fn create(opts: ShimOptions) -> Result<Shim, (ShimOptions, String)> {
         clients: Vec::new(),
         log,
         sfd,
+        pidfd: open_pidfd(init_pid),
         exit_code: None,
         exited_at: None,
         finished_at: None,
@@ -390,6 +434,7 @@ impl Shim {
     fn serve(&mut self) {
         enum Tag {
             Sig,
+            Pidfd,
             Listen,
             Out,
             Err,
@@ -408,6 +453,9 @@ impl Shim {
                 tags.push(tag);
             };
             add(self.sfd.as_fd().as_raw_fd(), libc::POLLIN, Tag::Sig);
+            if let (Some(p), None) = (&self.pidfd, self.exit_code) {
+                add(p.as_raw_fd(), libc::POLLIN, Tag::Pidfd);
+            }
             if let Some(l) = &self.listener {
                 add(l.as_raw_fd(), libc::POLLIN, Tag::Listen);
             }
@@ -441,6 +489,9 @@ impl Shim {
                 100
             } else if self.exit_code.is_some() {
                 20
+            } else if self.pidfd.is_none() {
+                // No pidfd (kernel < 5.3): poll for an exit SIGCHLD would not announce.
+                500
             } else {
                 -1
             };
@@ -458,6 +509,7 @@ impl Shim {
                         while let Ok(Some(_)) = self.sfd.read_signal() {}
                         self.reap();
                     }
+                    Tag::Pidfd => self.reap(),
                     Tag::Listen => self.accept(),
                     Tag::Out => self.pump(1),
                     Tag::Err => self.pump(2),
@@ -485,7 +537,11 @@ impl Shim {
 
     fn reap(&mut self) {
         loop {
-            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            // __WALL: init is a "clone" child (exit_signal 0) until it execs.
+            match waitpid(
+                Pid::from_raw(-1),
+                Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL),
+            ) {
                 Ok(WaitStatus::Exited(pid, code)) if pid.as_raw() == self.init_pid => {
                     self.on_exit(code)
                 }
@@ -734,6 +790,7 @@ impl Shim {
         match res {
             Ok(()) => {
                 self.status = Status::Running;
+                drop_code_pages();
                 json!({"ok": true})
             }
             Err(e) => json!({"ok": false, "error": format!("OCI runtime start failed: {e}")}),
