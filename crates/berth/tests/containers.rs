@@ -898,7 +898,7 @@ fn logs_variants() {
             "busybox",
             "sh",
             "-c",
-            "echo one; echo two >&2; echo three",
+            "echo one; sleep 0.1; echo two >&2; sleep 0.1; echo three",
         ],
     );
     d.cli(&["wait", &name]).ok();
