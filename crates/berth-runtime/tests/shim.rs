@@ -474,3 +474,79 @@ fn kill_before_start_and_double_start() {
     assert_eq!(call(&env, r#"{"op":"kill","signal":9}"#)["ok"], true);
     assert_eq!(call(&env, r#"{"op":"wait"}"#)["exit_code"], 137);
 }
+
+#[test]
+fn slow_client_never_blocks_the_container() {
+    let env = setup("slow");
+    // ~12 MiB of output: far more than a stalled client may queue.
+    let cfg = config(
+        &env,
+        &[
+            "sh",
+            "-c",
+            "head -c 12582912 /dev/zero | tr '\\0' x; echo; echo end",
+        ],
+    );
+    spawn(&env, &cfg).unwrap();
+    let stalled = connect(
+        &env,
+        r#"{"op":"attach","stdin":false,"stdout":true,"stderr":true}"#,
+    );
+    let good = connect(
+        &env,
+        r#"{"op":"attach","stdin":false,"stdout":true,"stderr":true}"#,
+    );
+    let reader = std::thread::spawn(move || read_attach(good));
+    assert_eq!(call(&env, r#"{"op":"start"}"#)["ok"], true);
+    assert_eq!(call(&env, r#"{"op":"wait"}"#)["exit_code"], 0);
+    let (out, _) = reader.join().unwrap();
+    assert_eq!(out.len(), 12582912 + 1 + 4);
+    assert!(out.ends_with(b"\nend\n"));
+    drop(stalled);
+    wait_gone(&env);
+}
+
+#[test]
+fn create_failure_leaves_nothing_behind() {
+    let env = setup("fail");
+    let mut cfg = config(&env, &["true"]);
+    cfg.network = NetworkMode::Path(PathBuf::from("/nonexistent/netns"));
+    let err = spawn(&env, &cfg).unwrap_err().to_string();
+    assert!(err.contains("OCI runtime create failed"), "{err}");
+    assert!(!env.opts.runtime_dir.join("shim.sock").exists());
+    assert!(!env.opts.runtime_dir.join("shim.pid").exists());
+    assert!(!env.opts.state_root.join(&env.opts.id).exists());
+    let rel = cfg.cgroups_path.trim_start_matches('/');
+    assert!(!Path::new("/sys/fs/cgroup/memory").join(rel).exists());
+    assert!(!Path::new("/sys/fs/cgroup/pids").join(rel).exists());
+}
+
+#[test]
+fn shim_is_detached() {
+    let env = setup("detach");
+    let started = spawn(&env, &config(&env, &["sleep", "100"])).unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", started.shim_pid)).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let (ppid, sid): (i32, i32) = (fields[1].parse().unwrap(), fields[3].parse().unwrap());
+    assert_ne!(ppid, std::process::id() as i32);
+    assert_eq!(sid, started.shim_pid);
+    assert_eq!(call(&env, r#"{"op":"kill","signal":9}"#)["ok"], true);
+    assert_eq!(call(&env, r#"{"op":"wait"}"#)["exit_code"], 137);
+    wait_gone(&env);
+    let again = call_err(&env);
+    assert!(again, "socket must be gone after exit");
+    assert_eq!(
+        shim::read_exit(&env.opts.runtime_dir).unwrap().exit_code,
+        137
+    );
+    shim::cleanup(&env.opts.runtime_dir, &env.opts.state_root, &env.opts.id);
+}
+
+fn call_err(env: &Env) -> bool {
+    UnixStream::connect(env.opts.runtime_dir.join("shim.sock")).is_err()
+}

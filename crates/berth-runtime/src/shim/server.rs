@@ -266,9 +266,9 @@ fn drop_code_pages() {
 
 /// Creates the container and serves it until it exits. Returns the process exit code.
 pub(crate) fn run(opts: ShimOptions, ready: Option<OwnedFd>) -> i32 {
-    let shim = match create(opts) {
+    let shim = match create(opts.clone()) {
         Ok(s) => s,
-        Err((opts, e)) => {
+        Err(e) => {
             delete_container_state(&opts.state_root, &opts.id);
             let _ = fs::remove_file(opts.runtime_dir.join(CONSOLE_SOCK));
             report(ready, Err(e));
@@ -286,14 +286,14 @@ pub(crate) fn run(opts: ShimOptions, ready: Option<OwnedFd>) -> i32 {
     0
 }
 
-fn create(opts: ShimOptions) -> Result<Shim, (ShimOptions, String)> {
+fn create(opts: ShimOptions) -> Result<Shim, String> {
     macro_rules! fail {
         ($e:expr) => {{
-            let msg = $e;
-            return Err((opts, msg));
+            return Err($e);
         }};
     }
-    // init is a grandchild (libcontainer's intermediate process exits): adopt it to reap it.
+    // libcontainer clones init with CLONE_PARENT, so it is our child; being a subreaper also
+    // hands us anything else that libcontainer's intermediate process leaves behind.
     // SAFETY: plain prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     // A relative bind path keeps the console socket under the 108-byte sun_path limit.
@@ -707,11 +707,9 @@ impl Shim {
                     self.client_data(i, &rest);
                 }
             }
-            Kind::Attach { stdin: true, .. } => {
-                if self.stdin.is_some() && !self.stdin_close {
-                    self.stdin_buf.extend_from_slice(data);
-                    self.write_stdin();
-                }
+            Kind::Attach { stdin: true, .. } if self.stdin.is_some() && !self.stdin_close => {
+                self.stdin_buf.extend_from_slice(data);
+                self.write_stdin();
             }
             // Anything else a client sends after its request is ignored.
             _ => {}
