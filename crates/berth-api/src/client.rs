@@ -677,13 +677,32 @@ impl Client {
 /// hold back even the response headers of a wait until the container exits.
 pub struct PendingRequest {
     conn: Conn,
+    /// Response bytes read so far.
+    buf: Vec<u8>,
 }
 
 impl PendingRequest {
+    /// Wait (at most `limit`) for the response headers. Docker's daemon, like ours, registers a
+    /// wait before it sends them, so once they are here the container may be started safely.
+    pub async fn headers(&mut self, limit: std::time::Duration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + limit;
+        while !self.buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            let mut chunk = [0u8; 1024];
+            match tokio::time::timeout_at(deadline, self.conn.read(&mut chunk)).await {
+                // A daemon that holds its headers back: go on and hope, as docker's CLI does.
+                Err(_) => return Ok(()),
+                Ok(Ok(0)) => return Ok(()),
+                Ok(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
+                Ok(Err(e)) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
     /// Read the whole response (the request asked for `Connection: close`); non-2xx answers become
     /// [`ApiError::Status`].
     pub async fn finish(mut self) -> Result<Bytes> {
-        let mut buf = Vec::new();
+        let mut buf = std::mem::take(&mut self.buf);
         self.conn.read_to_end(&mut buf).await?;
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut resp = httparse::Response::new(&mut headers);
@@ -757,7 +776,10 @@ impl Client {
         );
         conn.write_all(head.as_bytes()).await?;
         conn.flush().await?;
-        Ok(PendingRequest { conn })
+        Ok(PendingRequest {
+            conn,
+            buf: Vec::new(),
+        })
     }
 }
 

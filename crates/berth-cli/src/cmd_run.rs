@@ -143,7 +143,8 @@ async fn attach_and_wait(
     } else {
         None
     };
-    let waiter = c.container_wait_early(id, condition).await?;
+    let mut waiter = c.container_wait_early(id, condition).await?;
+    waiter.headers(std::time::Duration::from_secs(2)).await?;
 
     if start {
         if let Err(e) = c.container_start(id).await {

@@ -579,6 +579,8 @@ fn xerr<T>(p: &Pipeline, msg: impl Into<String>) -> Res<T> {
 fn type_name(v: &Value) -> &'static str {
     match v {
         Value::Missing | Value::Null => "<nil>",
+        Value::TypedNil(true) => "[]string",
+        Value::TypedNil(false) => "map[string]string",
         Value::Bool(_) => "bool",
         Value::Int(_) => "int",
         Value::Float(_) => "float64",
@@ -641,7 +643,7 @@ impl State {
                         Value::Int(n) => (0..n.max(0))
                             .map(|i| (Value::Int(i), Value::Int(i)))
                             .collect(),
-                        Value::Null | Value::Missing => Vec::new(),
+                        Value::Null | Value::Missing | Value::TypedNil(_) => Vec::new(),
                         other => return xerr(p, format!("range can't iterate over {other}")),
                     };
                     if items.is_empty() {
@@ -692,6 +694,7 @@ impl State {
         for f in fields {
             v = match &v {
                 Value::Object(_) => match v.get(f) {
+                    Some(Value::Null) => typed_nil(f),
                     Some(x) => x.clone(),
                     None if self.strict => {
                         return xerr(
@@ -702,7 +705,7 @@ impl State {
                     None => Value::Missing,
                 },
                 Value::Missing => Value::Missing,
-                Value::Null => {
+                Value::Null | Value::TypedNil(_) => {
                     return xerr(p, format!("nil pointer evaluating interface {{}}.{f}"))
                 }
                 other => {
@@ -778,6 +781,76 @@ impl State {
     }
 }
 
+/// Docker's inspect fields whose Go type is a slice or a map: a `null` there prints as Go prints
+/// a nil slice (`[]`) or map (`map[]`), as `docker inspect -f` does on its typed structs.
+fn typed_nil(field: &str) -> Value {
+    const SLICES: &[&str] = &[
+        "Args",
+        "Env",
+        "Cmd",
+        "Entrypoint",
+        "OnBuild",
+        "Shell",
+        "Binds",
+        "Links",
+        "Dns",
+        "DnsOptions",
+        "DnsSearch",
+        "ExtraHosts",
+        "CapAdd",
+        "CapDrop",
+        "SecurityOpt",
+        "ExecIDs",
+        "Mounts",
+        "RepoTags",
+        "RepoDigests",
+        "GroupAdd",
+        "VolumesFrom",
+        "Devices",
+        "Ulimits",
+        "MaskedPaths",
+        "ReadonlyPaths",
+        "Aliases",
+        "DNSNames",
+        "Layers",
+        "Warnings",
+        "SecondaryIPAddresses",
+        "SecondaryIPv6Addresses",
+        "DeviceCgroupRules",
+        "DeviceRequests",
+        "BlkioWeightDevice",
+        "BlkioDeviceReadBps",
+        "BlkioDeviceWriteBps",
+        "BlkioDeviceReadIOps",
+        "BlkioDeviceWriteIOps",
+        "Names",
+        "Ports",
+        "Test",
+    ];
+    const MAPS: &[&str] = &[
+        "Labels",
+        "Volumes",
+        "ExposedPorts",
+        "Tmpfs",
+        "Sysctls",
+        "Networks",
+        "Data",
+        "Options",
+        "StorageOpt",
+        "DriverOpts",
+        "Annotations",
+        "PortBindings",
+        "Config",
+    ];
+    if SLICES.contains(&field) {
+        Value::TypedNil(true)
+    } else if MAPS.contains(&field) {
+        Value::TypedNil(false)
+    } else {
+        Value::Null
+    }
+}
+
 fn as_str(v: &Value) -> String {
     match v {
         Value::Str(s) => s.clone(),
@@ -816,7 +889,10 @@ fn cmp_values(p: &Pipeline, a: &Value, b: &Value) -> Res<std::cmp::Ordering> {
 fn values_eq(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Int(x), Value::Float(y)) | (Value::Float(y), Value::Int(x)) => (*x as f64) == *y,
-        (Value::Missing | Value::Null, Value::Missing | Value::Null) => true,
+        (
+            Value::Missing | Value::Null | Value::TypedNil(_),
+            Value::Missing | Value::Null | Value::TypedNil(_),
+        ) => true,
         _ => a == b,
     }
 }
@@ -935,7 +1011,7 @@ fn call(p: &Pipeline, name: &str, args: Vec<Value>) -> Res<Value> {
                 Value::Array(a) => Ok(Value::Str(
                     a.iter().map(as_str).collect::<Vec<_>>().join(&sep),
                 )),
-                Value::Null | Value::Missing => Ok(Value::Str(String::new())),
+                Value::Null | Value::Missing | Value::TypedNil(_) => Ok(Value::Str(String::new())),
                 other => xerr(
                     p,
                     format!(
@@ -1018,7 +1094,7 @@ fn call(p: &Pipeline, name: &str, args: Vec<Value>) -> Res<Value> {
                 Value::Str(s) => Ok(Value::Int(s.len() as i64)),
                 Value::Array(a) => Ok(Value::Int(a.len() as i64)),
                 Value::Object(o) => Ok(Value::Int(o.len() as i64)),
-                Value::Null | Value::Missing => Ok(Value::Int(0)),
+                Value::Null | Value::Missing | Value::TypedNil(_) => Ok(Value::Int(0)),
                 other => xerr(
                     p,
                     format!("error calling len: len of type {}", type_name(other)),
@@ -1059,7 +1135,7 @@ fn call(p: &Pipeline, name: &str, args: Vec<Value>) -> Res<Value> {
                             }
                         }
                     }
-                    (Value::Null | Value::Missing, _) => Value::Missing,
+                    (Value::Null | Value::Missing | Value::TypedNil(_), _) => Value::Missing,
                     (other, _) => {
                         return xerr(
                             p,
@@ -1192,7 +1268,12 @@ mod tests {
         assert_eq!(render("{{.Config.Env}}", C), "[A=1 B=2]");
         assert_eq!(render("{{.Config.Labels}}", C), "map[a:2 z:1]");
         assert_eq!(render("{{.Nope}}", C), "<no value>");
-        assert_eq!(render("{{.Config.Cmd}}", C), "<nil>");
+        assert_eq!(render("{{.Config.Cmd}}", C), "[]");
+        assert_eq!(render("{{json .Config.Cmd}}", C), "null");
+        assert_eq!(
+            render(r#"{{.State.Health}}"#, r#"{"State":{"Health":null}}"#),
+            "<nil>"
+        );
         assert_eq!(render("{{ . | json }}", r#""x""#), r#""x""#);
     }
 

@@ -12,6 +12,9 @@ pub enum Value {
     Missing,
     #[default]
     Null,
+    /// A JSON `null` where Docker's Go type is a slice (`true`) or a map (`false`): Go templates
+    /// print those as `[]` / `map[]`, yet `json` still gives `null`.
+    TypedNil(bool),
     Bool(bool),
     Int(i64),
     Float(f64),
@@ -36,7 +39,7 @@ impl Value {
     /// Go's truthiness: false, 0, nil and empty things are false.
     pub fn truthy(&self) -> bool {
         match self {
-            Value::Missing | Value::Null => false,
+            Value::Missing | Value::Null | Value::TypedNil(_) => false,
             Value::Bool(b) => *b,
             Value::Int(i) => *i != 0,
             Value::Float(f) => *f != 0.0,
@@ -89,6 +92,8 @@ impl fmt::Display for Value {
         match self {
             Value::Missing => f.write_str("<no value>"),
             Value::Null => f.write_str("<nil>"),
+            Value::TypedNil(true) => f.write_str("[]"),
+            Value::TypedNil(false) => f.write_str("map[]"),
             Value::Bool(b) => write!(f, "{b}"),
             Value::Int(i) => write!(f, "{i}"),
             Value::Float(x) => f.write_str(&format_float(*x)),
@@ -122,7 +127,7 @@ impl fmt::Display for Value {
 impl Serialize for Value {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
-            Value::Missing | Value::Null => s.serialize_unit(),
+            Value::Missing | Value::Null | Value::TypedNil(_) => s.serialize_unit(),
             Value::Bool(b) => s.serialize_bool(*b),
             Value::Int(i) => s.serialize_i64(*i),
             Value::Float(f) => s.serialize_f64(*f),

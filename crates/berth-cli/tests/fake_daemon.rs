@@ -62,8 +62,7 @@ async fn respond(s: &mut UnixStream, status: &str, body: &str) {
     let _ = s.shutdown().await;
 }
 
-async fn handle(f: Arc<Fake>, mut s: UnixStream) {
-    let head = read_head(&mut s).await;
+async fn handle(f: Arc<Fake>, mut s: UnixStream, head: String) {
     let line = head.lines().next().unwrap_or("").to_string();
     let mut parts = line.split(' ');
     let method = parts.next().unwrap_or("").to_string();
@@ -94,8 +93,13 @@ async fn handle(f: Arc<Fake>, mut s: UnixStream) {
             let _ = s.shutdown().await;
         }
         ("POST", r) if r.ends_with("/wait") => {
+            // Like docker: headers once the wait is registered, the body at exit.
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n")
+                .await;
             f.started.notified().await;
-            respond(&mut s, "200 OK", r#"{"StatusCode":3}"#).await
+            let _ = s.write_all(br#"{"StatusCode":3}"#).await;
+            let _ = s.shutdown().await;
         }
         ("POST", r) if r.ends_with("/start") => match f.script {
             Script::NotFound => {
@@ -147,8 +151,10 @@ fn start_fake(script: Script) -> (String, Arc<Mutex<Vec<String>>>, std::path::Pa
         rt.block_on(async move {
             let l = UnixListener::bind(&sock2).expect("bind");
             let _ = tx.send(());
-            while let Ok((s, _)) = l.accept().await {
-                tokio::spawn(handle(fake.clone(), s));
+            // Heads are read in accept order, so the log shows the order the client sent them.
+            while let Ok((mut s, _)) = l.accept().await {
+                let head = read_head(&mut s).await;
+                tokio::spawn(handle(fake.clone(), s, head));
             }
         });
     });
