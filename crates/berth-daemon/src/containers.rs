@@ -264,7 +264,8 @@ async fn attach(
         return Ok(status_only(StatusCode::OK));
     }
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let engine = st.engine.clone();
+    // Registered before the 101 goes out: the client starts the container right after it.
+    let attached = st.engine.attach(&id, opts).await?;
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
@@ -273,13 +274,12 @@ async fn attach(
                 return;
             }
         };
-        let client = hyper_util::rt::TokioIo::new(upgraded);
+        let mut client = hyper_util::rt::TokioIo::new(upgraded);
         // A start that fails is reported by the start call; the attach just ends.
-        let shim = match engine.attach(&id, opts).await {
+        let shim = match attached.await {
             Ok(s) => s,
             Err(e) => {
                 tracing::debug!("attach to {id} ended: {e}");
-                let mut client = client;
                 let _ = client.shutdown().await;
                 return;
             }

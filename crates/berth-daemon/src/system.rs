@@ -114,7 +114,7 @@ async fn info(State(st): State<AppState>) -> Json<SystemInfo> {
         .unwrap_or(0);
     let cfg = st.engine.config();
     Json(SystemInfo {
-        id: String::new(),
+        id: st.engine.id().to_string(),
         containers: total,
         containers_running: running,
         containers_paused: paused,

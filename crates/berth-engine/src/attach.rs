@@ -26,36 +26,40 @@ pub struct AttachStream {
     pub io: BufReader<UnixStream>,
 }
 
+/// A registered attachment; awaiting it yields the stream once the container runs.
+pub type AttachFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<AttachStream>> + Send>>;
+
 impl crate::Engine {
-    pub async fn attach(&self, name: &str, opts: AttachOptions) -> Result<AttachStream> {
+    /// Registers the attachment before returning, so a `start` that follows the caller's reply
+    /// (the docker CLI starts as soon as it sees the 101) cannot miss it.
+    pub async fn attach(&self, name: &str, opts: AttachOptions) -> Result<AttachFuture> {
         let c = self.lookup(name)?;
-        let rec = c.snapshot();
-        let tty = rec.config.tty;
-        let rx = {
-            // Decide under the op lock so a concurrent start cannot slip between the check
-            // and the registration.
-            let _g = c.op.lock().await;
-            let rec = c.snapshot();
-            if rec.state.status.is_running() {
-                let io = crate::shim_client::attach(
-                    &self.runtime_dir(&c.id),
-                    opts.stdin,
-                    opts.stdout,
-                    opts.stderr,
-                )
-                .await?;
-                return Ok(AttachStream { tty, io });
-            }
-            let (tx, rx) = oneshot::channel();
-            match c.pending_attach.lock() {
-                Ok(mut p) => p.push(PendingAttach { opts, tx }),
-                Err(p) => p.into_inner().push(PendingAttach { opts, tx }),
-            }
-            rx
-        };
-        let io = rx
-            .await
-            .map_err(|_| EngineError::Conflict(format!("container {name} was removed")))??;
-        Ok(AttachStream { tty, io })
+        let tty = c.snapshot().config.tty;
+        // Decide under the op lock so a concurrent start cannot slip between the check and the
+        // registration.
+        let _g = c.op.lock().await;
+        if c.snapshot().state.status.is_running() {
+            let io = crate::shim_client::attach(
+                &self.runtime_dir(&c.id),
+                opts.stdin,
+                opts.stdout,
+                opts.stderr,
+            )
+            .await?;
+            return Ok(Box::pin(async move { Ok(AttachStream { tty, io }) }));
+        }
+        let (tx, rx) = oneshot::channel();
+        match c.pending_attach.lock() {
+            Ok(mut p) => p.push(PendingAttach { opts, tx }),
+            Err(p) => p.into_inner().push(PendingAttach { opts, tx }),
+        }
+        let name = name.to_string();
+        Ok(Box::pin(async move {
+            let io = rx
+                .await
+                .map_err(|_| EngineError::Conflict(format!("container {name} was removed")))??;
+            Ok(AttachStream { tty, io })
+        }))
     }
 }

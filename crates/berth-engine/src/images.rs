@@ -109,10 +109,20 @@ impl Engine {
             }) {
                 continue;
             }
+            // Docker lists only the tags the reference filter matched.
+            let repo_tags = if refs.is_empty() {
+                img.repo_tags.clone()
+            } else {
+                img.repo_tags
+                    .iter()
+                    .filter(|t| refs.iter().any(|r| reference_matches(r, t)))
+                    .cloned()
+                    .collect()
+            };
             out.push(ImageSummary {
                 id: img.id.clone(),
                 parent_id: String::new(),
-                repo_tags: img.repo_tags.clone(),
+                repo_tags,
                 repo_digests: img.repo_digests.clone(),
                 created: created_unix(&img),
                 size: img.size as i64,

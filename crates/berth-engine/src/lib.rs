@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
-pub use attach::{AttachOptions, AttachStream};
+pub use attach::{AttachFuture, AttachOptions, AttachStream};
 pub use error::{EngineError, Result};
 pub use lifecycle::WaitCondition;
 pub use logs::LogsOptions;
@@ -43,6 +43,8 @@ struct Registry {
 
 pub struct Inner {
     cfg: EngineConfig,
+    /// Stable identity of this daemon's state (`ID` in /info), kept in `<data-root>/engine-id`.
+    id: String,
     images: Arc<berth_image::ImageStore>,
     registry: RwLock<Registry>,
 }
@@ -65,8 +67,10 @@ impl Engine {
         }
         let images = berth_image::ImageStore::open(&cfg.data_root.join("image"))
             .map_err(|e| EngineError::Internal(format!("opening image store: {e}")))?;
+        let id = load_or_create_id(&cfg.data_root.join("engine-id"))?;
         let engine = Engine {
             inner: Arc::new(Inner {
+                id,
                 cfg,
                 images: Arc::new(images),
                 registry: RwLock::new(Registry::default()),
@@ -74,6 +78,10 @@ impl Engine {
         };
         engine.restore().await?;
         Ok(engine)
+    }
+
+    pub fn id(&self) -> &str {
+        &self.inner.id
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -184,4 +192,25 @@ impl Engine {
 
 pub(crate) fn io_err(ctx: &str, e: impl std::fmt::Display) -> EngineError {
     EngineError::Internal(format!("{ctx}: {e}"))
+}
+
+fn load_or_create_id(path: &std::path::Path) -> Result<String> {
+    if let Ok(s) = std::fs::read_to_string(path) {
+        let s = s.trim();
+        if !s.is_empty() {
+            return Ok(s.to_string());
+        }
+    }
+    let b: [u8; 16] = rand::random();
+    let h = hex::encode(b);
+    let id = format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    );
+    util::write_atomic(path, id.as_bytes())?;
+    Ok(id)
 }

@@ -628,8 +628,10 @@ impl ImageStore {
             }
             return Err(c);
         }
+        // A forced delete by id untags every reference first, and says so as Docker does.
         for r in &repo_refs {
             st.refs.remove(&r.full());
+            records.push(DeleteItem::Untagged(r.familiar()));
         }
         let rec = st.images.remove(&id);
         st.configs.remove(&id);
