@@ -41,7 +41,11 @@ fn seccomp_filter_is_on_and_refuses_unshare() {
     assert!(o.stderr.contains("Operation not permitted"), "{o}");
     let o = run("unshare -m true");
     o.fails();
-    // With seccomp off the same user namespace is allowed, so the refusal above is seccomp's.
+}
+
+#[test]
+fn seccomp_unconfined_turns_the_filter_off() {
+    // `--security-opt seccomp=unconfined` runs without a filter.
     let u = d().cli(&[
         "run",
         "--rm",
@@ -53,7 +57,7 @@ fn seccomp_filter_is_on_and_refuses_unshare() {
         "/proc/self/status",
     ]);
     u.ok();
-    assert!(u.stdout.contains('0'), "{u}");
+    assert_eq!(u.out(), "Seccomp:\t0", "{u}");
 }
 
 #[test]
@@ -90,9 +94,11 @@ fn masked_proc_paths() {
 fn read_only_proc_and_sys_paths() {
     for (path, what) in [
         ("/proc/sys/kernel/hostname", "x"),
-        ("/proc/sysrq-trigger", "h"),
         ("/proc/sys/vm/drop_caches", "3"),
     ] {
+        if !std::path::Path::new(path).exists() {
+            continue; // this kernel lacks it
+        }
         let o = run(&format!("echo {what} > {path}"));
         o.fails();
         assert!(o.stderr.contains("Read-only file system"), "{path}: {o}");
