@@ -319,7 +319,8 @@ pub(crate) fn build_spec_for(
     // Docker creates a missing working directory in the container's filesystem.
     let host_cwd =
         secure_join(&cfg.rootfs, cwd).map_err(|e| RuntimeError::io("working directory", e))?;
-    if !host_cwd.exists() && !cfg.readonly_rootfs {
+    // The host side of the rootfs is writable even for --read-only, as for Docker.
+    if !host_cwd.exists() {
         std::fs::create_dir_all(&host_cwd)
             .map_err(|e| RuntimeError::io(format!("mkdir {cwd}"), e))?;
         let _ = std::fs::set_permissions(&host_cwd, std::fs::Permissions::from_mode(0o755));

@@ -550,3 +550,23 @@ fn shim_is_detached() {
 fn call_err(env: &Env) -> bool {
     UnixStream::connect(env.opts.runtime_dir.join("shim.sock")).is_err()
 }
+
+#[test]
+fn oom_kill_is_reported() {
+    let env = setup("oom");
+    let mut cfg = config(
+        &env,
+        &[
+            "sh",
+            "-c",
+            "x=$(head -c 67108864 /dev/zero | tr '\\0' x); echo survived",
+        ],
+    );
+    cfg.memory = 16 << 20;
+    cfg.memory_swap = 16 << 20;
+    spawn(&env, &cfg).unwrap();
+    assert_eq!(call(&env, r#"{"op":"start"}"#)["ok"], true);
+    let w = call(&env, r#"{"op":"wait"}"#);
+    assert_eq!(w["oom_killed"], true, "{w}");
+    assert_ne!(w["exit_code"], 0, "{w}");
+}

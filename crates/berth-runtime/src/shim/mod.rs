@@ -6,10 +6,20 @@
 //! libcontainer, reports "created" back through an inherited pipe, then serves the protocol on
 //! `<runtime_dir>/shim.sock` from a single-threaded poll loop until the container exits.
 //!
-//! Protocol: one JSON request line per connection:
-//! `{"op":"start"}`, `{"op":"attach","stdin":b,"stdout":b,"stderr":b}` (then stdcopy-framed
-//! output, raw stdin), `{"op":"wait"}`, `{"op":"kill","signal":N}`,
-//! `{"op":"resize","height":H,"width":W}`, `{"op":"state"}`.
+//! Protocol: one JSON request line per connection, one JSON reply line:
+//! - `{"op":"start"}` -> `{"ok":true}` | `{"ok":false,"error":".."}`
+//! - `{"op":"attach","stdin":b,"stdout":b,"stderr":b}` -> `{"ok":true}`, then stdcopy frames
+//!   (8-byte header, stream 1/2; TTY output is all stream 1) until the container exits; bytes
+//!   sent after the request line go to stdin (with open_stdin); half-close + stdin_once closes it.
+//!   A client that falls 4 MiB behind is dropped.
+//! - `{"op":"wait"}` -> `{"exit_code":N,"finished_at":"..","oom_killed":b}` once exited.
+//! - `{"op":"kill","signal":N}` -> `{"ok":..}` ("container ID is not running" after exit).
+//! - `{"op":"resize","height":H,"width":W}` -> `{"ok":..}`.
+//! - `{"op":"state"}` -> `{"pid":N,"status":"created"|"running"|"exited","exit_code":N|null}`.
+//!
+//! On exit: exit.json (atomic) first, then libcontainer state removal, then replies; then
+//! shim.sock and shim.pid disappear. A client that cannot connect reads exit.json.
+//! `spawn_shim` blocks: call it from `spawn_blocking` in async code.
 
 mod log;
 mod server;
@@ -32,6 +42,7 @@ pub(crate) const EXITFILE: &str = "exit.json";
 pub(crate) const OPTSFILE: &str = "shim.json";
 pub(crate) const CONSOLE_SOCK: &str = "console.sock";
 pub(crate) const SHIM_LOG: &str = "shim.log";
+const CREATE_TIMEOUT_MS: i32 = 120_000;
 
 /// How the engine asks for one container.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -138,8 +149,20 @@ pub fn spawn_shim(
     // The first shim process forks the real shim and exits at once.
     let _ = child.wait();
 
+    // A wedged shim must not wedge the daemon forever.
+    let mut pfd = libc::pollfd {
+        fd: ready_r.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let polled = unsafe { libc::poll(&mut pfd, 1, CREATE_TIMEOUT_MS) };
     let mut line = String::new();
-    let _ = BufReader::new(fs::File::from(ready_r)).read_line(&mut line);
+    if polled > 0 {
+        let _ = BufReader::new(fs::File::from(ready_r)).read_line(&mut line);
+    } else {
+        line = serde_json::json!({"ok": false, "error": "timed out waiting for the shim to create the container"}).to_string();
+    }
     let ready: Option<Ready> = serde_json::from_str(line.trim()).ok();
     match ready {
         Some(Ready {
