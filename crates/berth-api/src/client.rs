@@ -449,7 +449,12 @@ impl Client {
                 return Ok(v.clone());
             }
         }
-        let server = self.ping().await?;
+        let server = match self.ping().await {
+            Ok(v) => v,
+            // A daemon that answers but not /_ping: speak our version, as docker's client does.
+            Err(ApiError::Status { .. }) => None,
+            Err(e) => return Err(e),
+        };
         let v = match server {
             // Speak the daemon's version if it is older than ours, never below our minimum.
             Some(s) if version_cmp(&s, API_VERSION).is_lt() => {

@@ -71,6 +71,7 @@ pub async fn images(c: &Client, a: ImagesArgs) -> Result<i32, CliError> {
     let rows: Vec<_> = list
         .iter()
         .flat_map(|i| format::image_rows(i, trunc, a.digests, now))
+        .filter(|r| a.reference.as_deref().is_none_or(|p| row_matches(r, p)))
         .collect();
     let fmt = if a.quiet {
         "{{.ID}}".to_string()
@@ -83,6 +84,40 @@ pub async fn images(c: &Client, a: ImagesArgs) -> Result<i32, CliError> {
     };
     print!("{}", render_rows(&fmt, format::IMAGE_HEADERS, &rows)?);
     Ok(0)
+}
+
+/// Whether an `images` row is selected by a REPOSITORY[:TAG] argument (with `*`/`?` globs): an
+/// image with several tags is listed only under the matching ones.
+fn row_matches(row: &crate::value::Value, pattern: &str) -> bool {
+    let get = |k: &str| match row.get(k) {
+        Some(crate::value::Value::Str(s)) => s.clone(),
+        _ => String::new(),
+    };
+    let repo = get("Repository");
+    let tag = get("Tag");
+    let pattern = format::familiar(pattern);
+    let (prepo, ptag) = split_repo_tag(&pattern);
+    if !glob(&prepo, &repo) {
+        return false;
+    }
+    ptag.is_empty() || glob(&ptag, &tag)
+}
+
+/// Shell-style match with `*` (not crossing `/`) and `?`.
+fn glob(pattern: &str, s: &str) -> bool {
+    fn go(p: &[char], s: &[char]) -> bool {
+        match p.split_first() {
+            None => s.is_empty(),
+            Some(('*', rest)) => (0..=s.len())
+                .take_while(|&i| i == 0 || s[i - 1] != '/')
+                .any(|i| go(rest, &s[i..])),
+            Some(('?', rest)) => !s.is_empty() && s[0] != '/' && go(rest, &s[1..]),
+            Some((c, rest)) => s.first() == Some(c) && go(rest, &s[1..]),
+        }
+    }
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = s.chars().collect();
+    go(&p, &t)
 }
 
 pub async fn history(c: &Client, a: HistoryArgs) -> Result<i32, CliError> {
@@ -303,6 +338,26 @@ fn qualified(r: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reference_argument_selects_rows() {
+        use crate::value::Value;
+        let row = |r: &str, t: &str| {
+            Value::Object(vec![
+                ("Repository".into(), Value::str(r)),
+                ("Tag".into(), Value::str(t)),
+            ])
+        };
+        assert!(row_matches(&row("busybox", "latest"), "busybox"));
+        assert!(row_matches(&row("busybox", "latest"), "busybox:latest"));
+        assert!(!row_matches(&row("myrepo/bb", "v1"), "busybox"));
+        assert!(row_matches(&row("myrepo/bb", "v1"), "myrepo/*"));
+        assert!(!row_matches(&row("busybox", "1.36"), "busybox:latest"));
+        assert!(row_matches(
+            &row("busybox", "1.36"),
+            "docker.io/library/busybox"
+        ));
+    }
 
     #[test]
     fn pull_references() {
