@@ -96,8 +96,18 @@ pub(crate) fn kernel_version() -> (u32, u32) {
 
 /// Docker's default profile for a container whose bounding set is `caps` ("CAP_X" names).
 pub fn default_profile(caps: &[String], kernel: (u32, u32)) -> Result<LinuxSeccomp, RuntimeError> {
-    let profile: Profile = serde_json::from_str(DEFAULT_PROFILE)
-        .map_err(|e| RuntimeError::Spec(format!("seccomp profile: {e}")))?;
+    profile_from_json(DEFAULT_PROFILE, caps, kernel)
+}
+
+/// A profile in Docker's format (`--security-opt seccomp=profile.json`), resolved for this
+/// container's capabilities, the host's architecture and kernel.
+pub fn profile_from_json(
+    json: &str,
+    caps: &[String],
+    kernel: (u32, u32),
+) -> Result<LinuxSeccomp, RuntimeError> {
+    let profile: Profile = serde_json::from_str(json)
+        .map_err(|e| RuntimeError::Spec(format!("decoding seccomp profile failed: {e}")))?;
     let (native, goarch) = host_arch();
     let mut arches = vec![native.to_string()];
     if let Some(m) = profile.arch_map.iter().find(|m| m.architecture == native) {

@@ -47,6 +47,17 @@ pub struct ContainerRunConfig {
     pub mounts: Vec<Mount>,
     pub cgroups_path: String,
     pub network: NetworkMode,
+    pub seccomp: SeccompMode,
+}
+
+/// `--security-opt seccomp=...`: Docker's default profile, none, or a profile of the user's
+/// (Docker's JSON format, as in `default.json`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum SeccompMode {
+    #[default]
+    Default,
+    Unconfined,
+    Profile(String),
 }
 
 /// Facts about the host that shape the spec; probed for real, injected in tests.
@@ -479,9 +490,17 @@ pub(crate) fn build_spec_for(
     if !cfg.privileged {
         linux["maskedPaths"] = json!(MASKED_PATHS);
         linux["readonlyPaths"] = json!(READONLY_PATHS);
-        let seccomp = crate::seccomp::default_profile(&caps, host.kernel)?;
-        linux["seccomp"] =
-            serde_json::to_value(seccomp).map_err(|e| RuntimeError::Spec(e.to_string()))?;
+        let seccomp = match &cfg.seccomp {
+            SeccompMode::Default => Some(crate::seccomp::default_profile(&caps, host.kernel)?),
+            SeccompMode::Unconfined => None,
+            SeccompMode::Profile(json) => {
+                Some(crate::seccomp::profile_from_json(json, &caps, host.kernel)?)
+            }
+        };
+        if let Some(seccomp) = seccomp {
+            linux["seccomp"] =
+                serde_json::to_value(seccomp).map_err(|e| RuntimeError::Spec(e.to_string()))?;
+        }
     }
     if cfg.network != NetworkMode::Host {
         // As dockerd does for containers with their own network namespace.
@@ -568,6 +587,8 @@ mod tests {
             mounts: vec![],
             cgroups_path: "/berth/c1".into(),
             network: NetworkMode::New,
+        seccomp: Default::default(),
+            seccomp: Default::default(),
         }
     }
 

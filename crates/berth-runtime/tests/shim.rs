@@ -69,6 +69,7 @@ fn config(env: &Env, args: &[&str]) -> ContainerRunConfig {
         mounts: vec![],
         cgroups_path: format!("/berth-test/{}", env.opts.id),
         network: NetworkMode::New,
+        seccomp: Default::default(),
     }
 }
 

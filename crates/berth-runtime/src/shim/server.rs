@@ -248,7 +248,10 @@ fn drop_code_pages() {
             let perms = f.next().unwrap_or("");
             let path = f.nth(3).unwrap_or("");
             current = None;
-            if perms.starts_with('r') && &perms[1..2] == "-" && path.starts_with('/') {
+            if perms.starts_with('r')
+                && perms.as_bytes().get(1) == Some(&b'-')
+                && path.starts_with('/')
+            {
                 if let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
                 {
                     current = Some((a, b));
