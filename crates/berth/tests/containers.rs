@@ -1039,3 +1039,81 @@ fn rename_container() {
     o.fails();
     assert!(o.stderr.contains("already in use"), "{o}");
 }
+
+// ---------------------------------------------------------------- the API's status codes
+
+#[test]
+fn api_status_codes() {
+    let d = d();
+    let name = unique("api");
+    let _rm = Rm(d, vec![name.clone()]);
+    let create = |n: &str| {
+        d.api_with(
+            "POST",
+            &format!("/v1.45/containers/create?name={n}"),
+            &[("Content-Type", "application/json")],
+            Some(br#"{"Image":"busybox","Cmd":["sleep","30"]}"#),
+        )
+        .expect("POST /containers/create")
+    };
+    let r = create(&name);
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json().expect("JSON")["Id"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(is_hex(&id, 64), "{}", r.text());
+    let r = create(&name);
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(
+        r.json().expect("JSON")["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("is already in use")),
+        "{}",
+        r.text()
+    );
+
+    let post = |path: &str| d.api_with("POST", path, &[], None).expect("POST");
+    assert_eq!(post(&format!("/containers/{name}/start")).status, 204);
+    assert_eq!(
+        post(&format!("/containers/{name}/start")).status,
+        304,
+        "start of a running container"
+    );
+    let r = d.api("DELETE", &format!("/containers/{name}"));
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(r.json().expect("JSON")["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("container is running")));
+    assert_eq!(post(&format!("/containers/{name}/stop?t=1")).status, 204);
+    assert_eq!(
+        post(&format!("/containers/{name}/stop?t=1")).status,
+        304,
+        "stop of a stopped container"
+    );
+    let r = post(&format!("/containers/{}/wait", &id[..12]));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json().expect("JSON")["StatusCode"], 137);
+    let r = post("/containers/nosuch-xyz/start");
+    assert_eq!(r.status, 404);
+    assert_eq!(
+        r.json().expect("JSON")["message"],
+        "No such container: nosuch-xyz"
+    );
+    let list = d.api("GET", "/containers/json?all=1");
+    assert_eq!(list.status, 200);
+    assert!(list
+        .json()
+        .expect("JSON")
+        .as_array()
+        .is_some_and(|a| a.iter().any(|c| c["Id"] == json!(id))));
+    assert_eq!(
+        d.api("DELETE", &format!("/containers/{name}?force=1"))
+            .status,
+        204
+    );
+    assert_eq!(
+        d.api("GET", &format!("/containers/{name}/json")).status,
+        404
+    );
+}

@@ -674,3 +674,94 @@ fn hostile_outer_archive() {
     let sock_dir = Path::new(d.root());
     assert!(!sock_dir.join("outer").exists());
 }
+
+#[test]
+fn hostile_layer_digest_mismatch() {
+    let d = d();
+    let mut good = Layer::new();
+    good.file("good", 0o644, "good");
+    let mut evil = Layer::new();
+    evil.file("evil", 0o644, "evil");
+    let (good, evil) = (good.to_tar(), evil.to_tar());
+    let tag = format!("{}:x", unique("mismatch"));
+    let img = Image::new(&tag, json!({"Cmd": ["true"]})).raw_layer("good", good.clone());
+
+    // Docker ≥ 25 layout: the blob named by the good digest holds other bytes.
+    let oci = img.save_tar(SaveFormat::Oci);
+    let swapped = swap_file(
+        &oci,
+        &format!("blobs/sha256/{}", &image::sha256_digest(&good)[7..]),
+        &evil,
+    );
+    let status = hostile_load(d, &swapped, &tag);
+    assert!(
+        status >= 400,
+        "a blob that does not match its digest must fail the load (got {status})"
+    );
+    assert!(!d.cli(&["image", "inspect", &tag]).success());
+
+    // Legacy layout: the layer does not match the config's diff_ids.
+    let legacy = img.save_tar(SaveFormat::Legacy);
+    let names = image::tar_entry_names(&legacy).expect("tar");
+    let layer = names
+        .iter()
+        .find(|n| n.ends_with("/layer.tar"))
+        .expect("layer.tar");
+    let swapped = swap_file(&legacy, layer, &evil);
+    let status = hostile_load(d, &swapped, &tag);
+    assert!(
+        status >= 400,
+        "a layer that does not match the config's diff_ids must fail the load (got {status})"
+    );
+    assert!(!d.cli(&["image", "inspect", &tag]).success());
+}
+
+/// Rewrites a tar with the content of one file replaced.
+fn swap_file(tar: &[u8], name: &str, data: &[u8]) -> Vec<u8> {
+    let mut out = RawTar::new();
+    for n in image::tar_entry_names(tar).expect("tar") {
+        if n.ends_with('/') {
+            out.dir(&n, 0o755);
+        } else if n == name {
+            out.file(&n, 0o644, data);
+        } else {
+            let content = image::tar_read_file(tar, &n)
+                .expect("read")
+                .unwrap_or_default();
+            out.file(&n, 0o644, &content);
+        }
+    }
+    out.finish()
+}
+
+#[test]
+fn layers_are_unpacked_once_and_shared() {
+    let d = d();
+    d.load_busybox();
+    d.load_layered();
+    // Importing the same rootfs gives the same layer (same diff id): still one copy.
+    let rootfs = image::busybox_layer().expect("busybox layer").to_tar();
+    d.cli_in(
+        &["import", "-", &format!("{}:v1", unique("shared"))],
+        &rootfs,
+    )
+    .ok();
+    let layers = d.data_root().join("image").join("layers");
+    let copies: Vec<String> = std::fs::read_dir(&layers)
+        .unwrap_or_else(|e| panic!("{}: {e}", layers.display()))
+        .flatten()
+        .filter(|e| e.path().join("diff").join("bin").join("busybox").exists())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        copies.len(),
+        1,
+        "the busybox layer should be unpacked once: {copies:?}"
+    );
+    let diff = image::busybox_image().expect("busybox").diff_ids()[0].clone();
+    assert_eq!(
+        copies[0],
+        diff[7..],
+        "a base layer's directory is named by its chain id (= its diff id)"
+    );
+}
