@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use berth_api::types::{ContainerConfig, ContainerCreateBody, HostConfig};
 use berth_runtime::shim::{ShimOptions, ShimStarted};
-use berth_runtime::spec::{ContainerRunConfig, NetworkMode};
+use berth_runtime::spec::{ContainerRunConfig, NetworkMode, SeccompMode};
 
 use crate::container::{ContainerRecord, Entry, StateRecord, Status};
 use crate::error::{EngineError, Result};
@@ -497,6 +497,20 @@ impl Engine {
             }
         }
         let security = hc.security_opt.clone().unwrap_or_default();
+        let mut seccomp = SeccompMode::Default;
+        for opt in &security {
+            // Docker accepts both "seccomp=x" and the older "seccomp:x".
+            let val = opt
+                .strip_prefix("seccomp=")
+                .or_else(|| opt.strip_prefix("seccomp:"));
+            if let Some(v) = val {
+                seccomp = if v == "unconfined" {
+                    SeccompMode::Unconfined
+                } else {
+                    SeccompMode::Profile(v.to_string())
+                };
+            }
+        }
         let no_new_privileges = security.iter().any(|s| {
             s == "no-new-privileges"
                 || s == "no-new-privileges=true"
@@ -524,6 +538,7 @@ impl Engine {
             mounts,
             cgroups_path: format!("/berth/{}", rec.id),
             network,
+            seccomp,
         }
     }
 

@@ -587,7 +587,6 @@ mod tests {
             mounts: vec![],
             cgroups_path: "/berth/c1".into(),
             network: NetworkMode::New,
-        seccomp: Default::default(),
             seccomp: Default::default(),
         }
     }
