@@ -140,6 +140,32 @@ fn env_flags() {
 }
 
 #[test]
+fn env_from_the_client_environment() {
+    // `-e NAME` without a value takes the client's value; an unset one is left out.
+    let d = d();
+    let host = d.host();
+    let o = d.cli_env(
+        &[
+            "-H",
+            &host,
+            "run",
+            "--rm",
+            "-e",
+            "FROM_CLIENT",
+            "-e",
+            "UNSET_IN_CLIENT",
+            "busybox",
+            "sh",
+            "-c",
+            "echo \"$FROM_CLIENT|${UNSET_IN_CLIENT-unset}\"",
+        ],
+        &[("FROM_CLIENT", "yes")],
+    );
+    o.ok();
+    assert_eq!(o.out(), "yes|unset", "{o}");
+}
+
+#[test]
 fn env_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let f = dir.path().join("env.list");
@@ -152,8 +178,10 @@ fn env_file() {
 fn rm_flag_leaves_nothing() {
     let d = d();
     let name = unique("rm");
-    d.cli(&["run", "--rm", "--name", &name, "busybox", "true"])
-        .ok();
+    d.cli(&[
+        "run", "--rm", "--name", &name, "busybox", "sh", "-c", "exit 3",
+    ])
+    .code_is(3);
     assert!(
         wait_until(Duration::from_secs(5), || !d
             .cli(&["inspect", &name])
