@@ -303,6 +303,54 @@ fn device_rules(privileged: bool) -> Vec<Value> {
     ]
 }
 
+/// The host's device nodes, given to privileged containers as Docker does (containerd's
+/// HostDevices: everything under /dev but pts, shm, mqueue, fd, console and dot dirs).
+fn host_devices() -> Vec<Value> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut out = Vec::new();
+    let mut stack = vec![PathBuf::from("/dev")];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Ok(md) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            let ft = md.file_type();
+            if ft.is_dir() {
+                if dir == Path::new("/dev")
+                    && (matches!(name.as_str(), "pts" | "shm" | "mqueue" | "fd")
+                        || name.starts_with('.'))
+                {
+                    continue;
+                }
+                stack.push(path);
+                continue;
+            }
+            let typ = if ft.is_char_device() {
+                "c"
+            } else if ft.is_block_device() {
+                "b"
+            } else {
+                continue;
+            };
+            if path == Path::new("/dev/console") {
+                continue;
+            }
+            let rdev = md.rdev();
+            out.push(json!({
+                "path": path, "type": typ,
+                "major": nix::sys::stat::major(rdev), "minor": nix::sys::stat::minor(rdev),
+                "fileMode": md.mode() & 0o7777, "uid": md.uid(), "gid": md.gid(),
+            }));
+        }
+    }
+    out
+}
+
 /// Builds the OCI spec for `cfg` with Docker's defaults on this host.
 pub fn build_spec(cfg: &ContainerRunConfig) -> Result<Spec, RuntimeError> {
     build_spec_for(cfg, &HostInfo::probe())
@@ -501,6 +549,9 @@ pub(crate) fn build_spec_for(
             linux["seccomp"] =
                 serde_json::to_value(seccomp).map_err(|e| RuntimeError::Spec(e.to_string()))?;
         }
+    }
+    if cfg.privileged {
+        linux["devices"] = json!(host_devices());
     }
     if cfg.network != NetworkMode::Host {
         // As dockerd does for containers with their own network namespace.

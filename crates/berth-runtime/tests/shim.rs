@@ -571,3 +571,23 @@ fn oom_kill_is_reported() {
     assert_eq!(w["oom_killed"], true, "{w}");
     assert_ne!(w["exit_code"], 0, "{w}");
 }
+
+#[test]
+fn privileged_gets_host_caps_devices_and_no_seccomp() {
+    let env = setup("priv");
+    let mut cfg = config(
+        &env,
+        &[
+            "sh",
+            "-c",
+            "grep CapEff /proc/self/status; unshare -U true; echo unshare=$?; ls /dev | wc -l",
+        ],
+    );
+    cfg.privileged = true;
+    let (code, out, err) = run_to_exit(&env, &cfg);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!out.contains("a80425fb"), "{out}");
+    assert!(out.contains("unshare=0"), "{out}{err}");
+    let ndev: usize = out.lines().last().unwrap().trim().parse().unwrap();
+    assert!(ndev > 15, "{out}");
+}
