@@ -171,30 +171,58 @@ async fn attach_and_wait(
 
     if let Some(h) = hijacked {
         let (mut rd, mut wr) = tokio::io::split(h);
+        let (detach_tx, mut detach_rx) = tokio::sync::oneshot::channel::<()>();
         if plan.stdin {
+            let keys = crate::detach::parse_keys(
+                plan.detach_keys
+                    .as_deref()
+                    .unwrap_or(crate::detach::DEFAULT_KEYS),
+            )
+            .map_err(CliError::Usage)?;
             tokio::spawn(async move {
+                let mut matcher = crate::detach::EscapeMatcher::new(keys);
                 let mut stdin = tokio::io::stdin();
                 let mut buf = vec![0u8; 32 * 1024];
                 loop {
                     match stdin.read(&mut buf).await {
                         Ok(0) | Err(_) => break,
                         Ok(n) => {
-                            if wr.write_all(&buf[..n]).await.is_err() {
+                            let (fwd, detached) = matcher.feed(&buf[..n]);
+                            if !fwd.is_empty() && wr.write_all(&fwd).await.is_err() {
                                 return;
                             }
                             let _ = wr.flush().await;
+                            if detached {
+                                let _ = detach_tx.send(());
+                                return;
+                            }
                         }
                     }
                 }
                 // EOF on our stdin closes the container's stdin.
                 let _ = wr.shutdown().await;
             });
+        } else {
+            drop(detach_tx);
         }
         let mut demux = Demuxer::new();
         let mut buf = vec![0u8; 32 * 1024];
         let mut raw = plan.tty;
+        let mut detach_open = true;
         loop {
-            let n = match rd.read(&mut buf).await {
+            let read = tokio::select! {
+                r = rd.read(&mut buf) => r,
+                d = &mut detach_rx, if detach_open => {
+                    if d.is_ok() {
+                        // Detached: the container keeps running; there is no exit code to wait for.
+                        drop(_raw);
+                        return Ok(0);
+                    }
+                    detach_open = false;
+                    continue;
+                }
+            };
+            let n = match read {
                 Ok(0) => break,
                 Ok(n) => n,
                 // The daemon closing the connection abruptly still means the stream ended.

@@ -5,6 +5,7 @@ mod cmd_container;
 mod cmd_image;
 mod cmd_run;
 mod cmd_system;
+pub mod detach;
 pub mod error;
 pub mod format;
 pub mod opts;
