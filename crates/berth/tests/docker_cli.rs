@@ -181,3 +181,35 @@ fn docker_images_save_load_tag_rmi() {
     assert!(o.stdout.contains(&tag2), "{o}");
     docker_or_skip!("rmi", &tag, &tag2).ok();
 }
+
+/// The acceptance list, command for command.
+#[test]
+fn docker_acceptance_sequence() {
+    let d = d();
+    let x = unique("x");
+    let _rm = Rm(d, vec![x.clone()]);
+    let o = docker_or_skip!("run", "--rm", "busybox", "echo", "hi");
+    assert_eq!(o.stdout, "hi\n", "{o}");
+    docker_or_skip!("run", "-d", "--name", &x, "busybox", "sleep", "100").ok();
+    assert!(docker_or_skip!("ps", "-a").stdout.contains(&x));
+    docker_or_skip!("logs", &x).ok();
+    // sleep ignores SIGTERM as pid 1: stop waits its 10 s, then SIGKILL.
+    docker_or_skip!("stop", &x).ok();
+    assert_eq!(
+        docker_or_skip!("inspect", "--format", "{{.State.ExitCode}}", &x).out(),
+        "137"
+    );
+    docker_or_skip!("start", &x).ok();
+    let v = docker_or_skip!("inspect", &x).json();
+    assert_eq!(v[0]["State"]["Status"], "running", "{v}");
+    docker_or_skip!("rm", "-f", &x).ok();
+    docker_or_skip!("images").ok();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("bb.tar");
+    let tag = format!("{}:acc", unique("acc"));
+    docker_or_skip!("tag", "busybox", &tag).ok();
+    docker_or_skip!("save", "-o", &file.to_string_lossy(), &tag).ok();
+    docker_or_skip!("rmi", &tag).ok();
+    docker_or_skip!("load", "-i", &file.to_string_lossy()).ok();
+    docker_or_skip!("rmi", &tag).ok();
+}
