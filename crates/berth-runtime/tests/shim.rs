@@ -332,6 +332,7 @@ echo "timer=$(cat /proc/timer_list 2>/dev/null | wc -c)"
 mknod /tmp/sda b 8 0 && (head -c1 /tmp/sda >/dev/null 2>&1; echo "readsda=$?")
 mknod /tmp/mem c 1 1 && (head -c1 /tmp/mem >/dev/null 2>&1; echo "readmem=$?")
 echo "nofile=$(ulimit -n)"
+grep -E '^Sig(Ign|Blk)' /proc/self/status
 hostname
 id
 "#;
@@ -346,6 +347,8 @@ id
     assert!(out.contains("readsda=1"), "{out}");
     assert!(out.contains("readmem=1"), "{out}");
     assert!(out.contains("testhost"), "{out}");
+    assert!(out.contains("SigIgn:\t0000000000000000"), "{out}");
+    assert!(out.contains("SigBlk:\t0000000000000000"), "{out}");
     assert!(
         out.contains("uid=0(root) gid=0(root) groups=10(wheel)"),
         "{out}"

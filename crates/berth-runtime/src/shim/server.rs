@@ -267,6 +267,40 @@ fn drop_code_pages() {
     }
 }
 
+/// Real-time signals back to SIG_DFL, through the raw syscall because glibc refuses to touch
+/// 32 and 33 (its own), which a posix_spawn()ed parent can leave ignored.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn reset_rt_signals() {
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: u64,
+        restorer: usize,
+        mask: u64,
+    }
+    let act = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for sig in 32..=64 {
+        // SAFETY: rt_sigaction with a valid kernel sigaction and 8-byte mask; no handler code.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                &act as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                8usize,
+            )
+        };
+    }
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+fn reset_rt_signals() {}
+
 /// Creates the container and serves it until it exits. Returns the process exit code.
 pub(crate) fn run(opts: ShimOptions, ready: Option<OwnedFd>) -> i32 {
     let shim = match create(opts.clone()) {
@@ -307,6 +341,15 @@ fn create(opts: ShimOptions) -> Result<Shim, String> {
         Ok(l) => l,
         Err(e) => fail!(format!("open log {}: {e}", opts.log_path.display())),
     };
+    // init is cloned from us and keeps ignored dispositions across exec: the Rust runtime
+    // ignores SIGPIPE and the daemon may ignore others. Containers start with the defaults.
+    for sig in Signal::iterator() {
+        if sig != Signal::SIGKILL && sig != Signal::SIGSTOP {
+            // SAFETY: SIG_DFL installs no handler code.
+            let _ = unsafe { signal::signal(sig, signal::SigHandler::SigDfl) };
+        }
+    }
+    reset_rt_signals();
     let builder = match ContainerBuilder::new(opts.id.clone(), SyscallType::default())
         .with_root_path(&opts.state_root)
     {
