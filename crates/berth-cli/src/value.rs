@@ -108,6 +108,16 @@ impl fmt::Display for Value {
                 }
                 f.write_str("]")
             }
+            // Docker's PortBinding is a Go struct, which prints as `{ip port}`.
+            Value::Object(o)
+                if o.len() == 2
+                    && o.iter().any(|(k, _)| k == "HostIp")
+                    && o.iter().any(|(k, _)| k == "HostPort") =>
+            {
+                let ip = self.get("HostIp").cloned().unwrap_or_default();
+                let port = self.get("HostPort").cloned().unwrap_or_default();
+                write!(f, "{{{ip} {port}}}")
+            }
             Value::Object(o) => {
                 let mut sorted: Vec<&(String, Value)> = o.iter().collect();
                 sorted.sort_by(|a, b| a.0.cmp(&b.0));
@@ -221,6 +231,9 @@ mod tests {
             r#"{"b":1,"a":[1,"x",null],"c":{"z":true,"y":1.5}}"#
         );
         assert_eq!(v.to_string(), "map[a:[1 x <nil>] b:1 c:map[y:1.5 z:true]]");
+        let p = Value::from_json(br#"{"80/tcp":[{"HostIp":"0.0.0.0","HostPort":"8080"}]}"#)
+            .expect("json");
+        assert_eq!(p.to_string(), "map[80/tcp:[{0.0.0.0 8080}]]");
         assert_eq!(
             Value::from_json(b"[{}, []]")
                 .expect("json")
