@@ -594,3 +594,28 @@ fn privileged_gets_host_caps_devices_and_no_seccomp() {
     let ndev: usize = out.lines().last().unwrap().trim().parse().unwrap();
     assert!(ndev > 15, "{out}");
 }
+
+#[test]
+fn non_root_user_readonly_rootfs_and_cwd() {
+    let env = setup("user");
+    let mut cfg = config(
+        &env,
+        &[
+            "sh",
+            "-c",
+            "id; pwd; grep CapEff /proc/self/status; touch /x 2>/dev/null; echo touch=$?",
+        ],
+    );
+    cfg.user = "nobody:nogroup".into();
+    cfg.readonly_rootfs = true;
+    cfg.cwd = "/work/here".into();
+    let (code, out, err) = run_to_exit(&env, &cfg);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("uid=65534(nobody) gid=65534(nogroup)"),
+        "{out}"
+    );
+    assert!(out.contains("/work/here"), "{out}");
+    assert!(out.contains("CapEff:\t0000000000000000"), "{out}");
+    assert!(out.contains("touch=1"), "{out}");
+}
