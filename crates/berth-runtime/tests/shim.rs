@@ -232,10 +232,18 @@ fn lifecycle_output_logs_and_exit_code() {
 fn kill_gives_128_plus_signal() {
     let env = setup("kill");
     let cfg = config(&env, &["sleep", "100"]);
-    spawn(&env, &cfg).unwrap();
+    let started = spawn(&env, &cfg).unwrap();
     assert_eq!(call(&env, r#"{"op":"start"}"#)["ok"], true);
     assert_eq!(call(&env, r#"{"op":"state"}"#)["status"], "running");
     let waiter = connect(&env, r#"{"op":"wait"}"#);
+    // Clients that go away early must not make the shim spin.
+    drop(connect(&env, r#"{"op":"wait"}"#));
+    drop(UnixStream::connect(env.opts.runtime_dir.join("shim.sock")).unwrap());
+    std::thread::sleep(Duration::from_millis(100));
+    let before = cpu_ticks(started.shim_pid);
+    std::thread::sleep(Duration::from_millis(500));
+    let burned = cpu_ticks(started.shim_pid) - before;
+    assert!(burned <= 2, "idle shim burned {burned} ticks in 500 ms");
     assert_eq!(call(&env, r#"{"op":"kill","signal":9}"#)["ok"], true);
     let mut line = String::new();
     BufReader::new(waiter).read_line(&mut line).unwrap();
@@ -368,7 +376,16 @@ fn cgroup_limits() {
     );
     cfg.memory = 64 << 20;
     cfg.pids_limit = Some(4);
+    cfg.nano_cpus = 500_000_000;
+    cfg.cpu_shares = 512;
     spawn(&env, &cfg).unwrap();
+    let cpu = Path::new("/sys/fs/cgroup/cpu").join(cfg.cgroups_path.trim_start_matches('/'));
+    if cpu.exists() {
+        let quota = std::fs::read_to_string(cpu.join("cpu.cfs_quota_us")).unwrap();
+        assert_eq!(quota.trim(), "50000");
+        let shares = std::fs::read_to_string(cpu.join("cpu.shares")).unwrap();
+        assert_eq!(shares.trim(), "512");
+    }
     let v1 = Path::new("/sys/fs/cgroup/memory").join(cfg.cgroups_path.trim_start_matches('/'));
     let v2 = Path::new("/sys/fs/cgroup").join(cfg.cgroups_path.trim_start_matches('/'));
     let limit = std::fs::read_to_string(v1.join("memory.limit_in_bytes"))
@@ -461,8 +478,21 @@ fn shim_rss_and_start_latency() {
 #[test]
 fn kill_before_start_and_double_start() {
     let env = setup("killcreated");
-    spawn(&env, &config(&env, &["sleep", "100"])).unwrap();
+    let started = spawn(&env, &config(&env, &["sleep", "100"])).unwrap();
     let waiter = connect(&env, r#"{"op":"wait"}"#);
+    // Clients that go away early must not make the shim spin.
+    drop(connect(&env, r#"{"op":"wait"}"#));
+    drop(UnixStream::connect(env.opts.runtime_dir.join("shim.sock")).unwrap());
+    std::thread::sleep(Duration::from_millis(300));
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", started.shim_pid)).unwrap();
+    let f: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    assert!(ticks < 20, "shim burned {ticks} ticks");
     assert_eq!(call(&env, r#"{"op":"kill","signal":9}"#)["ok"], true);
     let mut line = String::new();
     BufReader::new(waiter).read_line(&mut line).unwrap();
@@ -618,4 +648,15 @@ fn non_root_user_readonly_rootfs_and_cwd() {
     assert!(out.contains("/work/here"), "{out}");
     assert!(out.contains("CapEff:\t0000000000000000"), "{out}");
     assert!(out.contains("touch=1"), "{out}");
+}
+
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let f: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
 }

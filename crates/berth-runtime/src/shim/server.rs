@@ -713,6 +713,14 @@ impl Shim {
         if revents & libc::POLLOUT != 0 {
             self.clients[i].flush();
         }
+        // Fully closed peer (POLLHUP is reported whatever we ask for): once its last bytes
+        // were read, drop it, or poll would spin on it.
+        if revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0
+            && self.clients[i].read_closed
+        {
+            self.clients[i].dead = true;
+            return;
+        }
         if revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0
             && !self.clients[i].read_closed
         {
@@ -721,6 +729,10 @@ impl Shim {
             match c.sock.read(&mut buf) {
                 Ok(0) => {
                     c.read_closed = true;
+                    // Closed before sending a whole request.
+                    if c.kind == Kind::Request {
+                        c.dead = true;
+                    }
                     if let Kind::Attach { stdin: true, .. } = c.kind {
                         if self.opts.stdin_once {
                             self.stdin_close = true;
