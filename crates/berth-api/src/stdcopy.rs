@@ -86,9 +86,9 @@ impl Demuxer {
         }
         let kind = StreamKind::from_byte(self.buf[0]).ok_or(BadStreamByte(self.buf[0]))?;
         let len = u32::from_be_bytes([self.buf[4], self.buf[5], self.buf[6], self.buf[7]]) as usize;
+        // No reservation from the header's length: it comes from the peer, and a bogus one
+        // would ask for gigabytes.
         if self.buf.len() < HEADER_LEN + len {
-            // Reserve once so a large frame does not reallocate per chunk.
-            self.buf.reserve(HEADER_LEN + len - self.buf.len());
             return Ok(None);
         }
         self.buf.advance(HEADER_LEN);
