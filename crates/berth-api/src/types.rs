@@ -20,6 +20,41 @@ where
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
+/// Docker's `StrSlice` (Cmd, Entrypoint, Shell): a JSON list, a single string, or null.
+pub fn strslice<'de, D>(d: D) -> Result<Option<Vec<String>>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Option::<OneOrMany>::deserialize(d)? {
+        None => None,
+        Some(OneOrMany::One(s)) => Some(vec![s]),
+        Some(OneOrMany::Many(v)) => Some(v),
+    })
+}
+
+/// A string that some clients send as a number (`HostPort: 8080`).
+pub fn string_or_number<'de, D>(d: D) -> Result<String, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    Ok(match Option::<Value>::deserialize(d)? {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s,
+        Some(Value::Number(n)) => n.to_string(),
+        Some(other) => {
+            return Err(serde::de::Error::custom(format!(
+                "expected a string or a number, got {other}"
+            )))
+        }
+    })
+}
+
 fn is_false(b: &bool) -> bool {
     !*b
 }
@@ -346,6 +381,7 @@ pub struct ContainerConfig {
     #[serde(deserialize_with = "nullable")]
     pub stdin_once: bool,
     pub env: Option<Vec<String>>,
+    #[serde(deserialize_with = "strslice")]
     pub cmd: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub healthcheck: Option<HealthConfig>,
@@ -356,6 +392,7 @@ pub struct ContainerConfig {
     pub volumes: Option<EmptyObjectMap>,
     #[serde(deserialize_with = "nullable")]
     pub working_dir: String,
+    #[serde(deserialize_with = "strslice")]
     pub entrypoint: Option<Vec<String>>,
     #[serde(skip_serializing_if = "is_false", deserialize_with = "nullable")]
     pub network_disabled: bool,
@@ -373,7 +410,7 @@ pub struct ContainerConfig {
     pub stop_signal: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stop_timeout: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "strslice")]
     pub shell: Option<Vec<String>>,
 }
 
@@ -390,7 +427,7 @@ pub struct LogConfig {
 pub struct PortBinding {
     #[serde(deserialize_with = "nullable")]
     pub host_ip: String,
-    #[serde(deserialize_with = "nullable")]
+    #[serde(deserialize_with = "string_or_number")]
     pub host_port: String,
 }
 
@@ -1218,6 +1255,20 @@ mod tests {
         assert!(!b.config.tty);
         let _: ContainerCreateBody = serde_json::from_str("{}").expect("empty");
         let _: HostConfig = serde_json::from_str(r#"{"Memory":null}"#).expect("null memory");
+    }
+
+    #[test]
+    fn strslice_and_numeric_ports() {
+        let b: ContainerCreateBody = serde_json::from_str(
+            r#"{"Cmd":"echo hi","Entrypoint":["/bin/sh","-c"],"Shell":null,
+                "HostConfig":{"PortBindings":{"80/tcp":[{"HostPort":8080}]}}}"#,
+        )
+        .expect("parse");
+        assert_eq!(b.config.cmd, Some(vec!["echo hi".to_string()]));
+        assert_eq!(b.config.entrypoint.as_ref().map(Vec::len), Some(2));
+        assert_eq!(b.config.shell, None);
+        let pb = b.host_config.and_then(|h| h.port_bindings).expect("pb");
+        assert_eq!(pb["80/tcp"].as_ref().expect("list")[0].host_port, "8080");
     }
 
     #[test]
