@@ -57,6 +57,13 @@ async fn create_container(
         return Err(CliError::msg("the input device is not a TTY"));
     }
     let body = opts.to_create_body(image, cmd, detach)?;
+    if let Some(f) = &opts.cidfile {
+        if std::path::Path::new(f).exists() {
+            return Err(CliError::msg(format!(
+                "container ID file found, make sure the other container isn't running or delete {f}"
+            )));
+        }
+    }
     let platform = opts.platform.as_deref();
     match opts.pull.as_str() {
         "always" => pull_image(c, image, platform, quiet, true).await?,
@@ -150,6 +157,10 @@ async fn attach_and_wait(
         if let Err(e) = c.container_start(id).await {
             if e.status() != Some(304) {
                 eprintln!("berth: {e}\n\nRun 'berth {cmd} --help' for more information");
+                if condition == Some("removed") {
+                    // --rm: a container that never ran is not left behind.
+                    let _ = c.container_remove(id, true, true, false).await;
+                }
                 return Err(CliError::Exit(start_error_code(&e.to_string())));
             }
         }
