@@ -442,6 +442,7 @@ fn shim_rss_and_start_latency() {
     for _ in 0..3 {
         assert_eq!(call(&env, r#"{"op":"state"}"#)["status"], "running");
     }
+    std::thread::sleep(Duration::from_millis(100));
     let status = std::fs::read_to_string(format!("/proc/{}/status", started.shim_pid)).unwrap();
     let rss = status
         .lines()

@@ -169,6 +169,8 @@ struct Shim {
     finished_at: Option<String>,
     done: Option<Instant>,
     exit: Option<ExitStatus>,
+    /// A request ran since the last drop_code_pages().
+    code_touched: bool,
 }
 
 fn set_nonblocking(fd: RawFd) {
@@ -240,6 +242,7 @@ fn drop_code_pages() {
     let Ok(smaps) = fs::read_to_string("/proc/self/smaps") else {
         return;
     };
+    let mut ranges: Vec<(usize, usize)> = Vec::new();
     let mut current: Option<(usize, usize)> = None;
     for line in smaps.lines() {
         let mut f = line.split_whitespace();
@@ -254,16 +257,21 @@ fn drop_code_pages() {
             {
                 if let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
                 {
-                    current = Some((a, b));
+                    current = Some((a, b - a));
                 }
             }
         } else if first == "Anonymous:" {
-            if let (Some((a, b)), Some("0")) = (current.take(), f.next()) {
-                // SAFETY: a private, read-only file mapping with no private pages:
-                // MADV_DONTNEED only drops page-table entries; contents come back from the file.
-                unsafe { libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_DONTNEED) };
+            if let (Some(r), Some("0")) = (current.take(), f.next()) {
+                ranges.push(r);
             }
         }
+    }
+    drop(smaps);
+    // Parse first, unmap last: code that runs after the madvise calls faults back in.
+    for &(addr, len) in &ranges {
+        // SAFETY: a private, read-only file mapping with no private pages:
+        // MADV_DONTNEED only drops page-table entries; contents come back from the file.
+        unsafe { libc::madvise(addr as *mut libc::c_void, len, libc::MADV_DONTNEED) };
     }
 }
 
@@ -457,6 +465,7 @@ fn create(opts: ShimOptions) -> Result<Shim, String> {
         finished_at: None,
         done: None,
         exit: None,
+        code_touched: false,
     };
     // init may already have died before SIGCHLD was blocked.
     shim.reap();
@@ -530,6 +539,12 @@ impl Shim {
                     ev |= libc::POLLOUT;
                 }
                 add(c.sock.as_raw_fd(), ev, Tag::Client(i));
+            }
+            // Requests fault in code (serde, libcontainer's start): once the last client is
+            // gone, unmap it again so an idle shim keeps only its poll loop resident.
+            if self.code_touched && self.clients.is_empty() && self.exit_code.is_none() {
+                self.code_touched = false;
+                drop_code_pages();
             }
             let timeout = if self.done.is_some() {
                 100
@@ -775,6 +790,7 @@ impl Shim {
     }
 
     fn request(&mut self, i: usize, line: &[u8]) {
+        self.code_touched = true;
         let req: Value = match serde_json::from_slice(line) {
             Ok(v) => v,
             Err(e) => {
@@ -846,7 +862,6 @@ impl Shim {
         match res {
             Ok(()) => {
                 self.status = Status::Running;
-                drop_code_pages();
                 json!({"ok": true})
             }
             Err(e) => json!({"ok": false, "error": format!("OCI runtime start failed: {e}")}),
