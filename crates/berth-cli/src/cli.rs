@@ -355,7 +355,10 @@ pub struct PullArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(disable_help_flag = true)]
+#[command(
+    disable_help_flag = true,
+    override_usage = "berth create [OPTIONS] IMAGE [COMMAND] [ARG...]"
+)]
 pub struct CreateArgs {
     /// Print usage
     #[arg(long, action = ArgAction::Help)]
@@ -376,7 +379,10 @@ pub struct CreateArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(disable_help_flag = true)]
+#[command(
+    disable_help_flag = true,
+    override_usage = "berth run [OPTIONS] IMAGE [COMMAND] [ARG...]"
+)]
 pub struct RunArgs {
     /// Print usage
     #[arg(long, action = ArgAction::Help)]
