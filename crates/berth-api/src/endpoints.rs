@@ -261,6 +261,57 @@ impl Client {
         .await
     }
 
+    /// `POST /containers/{id}/exec`; returns the exec id.
+    pub async fn exec_create(&self, container: &str, cfg: &ExecConfig) -> Result<String> {
+        let r: IdResponse = self
+            .post_json(
+                &format!("/containers/{}/exec", seg(container)),
+                &[],
+                Body::json(cfg)?,
+            )
+            .await?;
+        Ok(r.id)
+    }
+
+    /// `POST /exec/{id}/start` detached.
+    pub async fn exec_start_detached(&self, exec_id: &str) -> Result<()> {
+        let cfg = ExecStartConfig {
+            detach: true,
+            ..Default::default()
+        };
+        self.post(
+            &format!("/exec/{}/start", seg(exec_id)),
+            &[],
+            Body::json(&cfg)?,
+        )
+        .await
+    }
+
+    /// `POST /exec/{id}/start` attached: a hijacked stream.
+    pub async fn exec_start_attached(
+        &self,
+        exec_id: &str,
+        cfg: &ExecStartConfig,
+    ) -> Result<Hijacked> {
+        let body = serde_json::to_vec(cfg)?;
+        self.hijack(&format!("/exec/{}/start", seg(exec_id)), &[], Some(body))
+            .await
+    }
+
+    pub async fn exec_inspect(&self, exec_id: &str) -> Result<ExecInspect> {
+        self.get_json(&format!("/exec/{}/json", seg(exec_id)), &[])
+            .await
+    }
+
+    pub async fn exec_resize(&self, exec_id: &str, h: u16, w: u16) -> Result<()> {
+        self.post(
+            &format!("/exec/{}/resize", seg(exec_id)),
+            &[("h", h.to_string()), ("w", w.to_string())],
+            Body::Empty,
+        )
+        .await
+    }
+
     pub async fn images_list(
         &self,
         all: bool,

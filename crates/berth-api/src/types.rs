@@ -1027,6 +1027,90 @@ pub struct ContainerWaitResponse {
     pub error: Option<WaitError>,
 }
 
+// ---------------------------------------------------------------- exec
+
+/// `POST /containers/{id}/exec` body.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct ExecConfig {
+    #[serde(deserialize_with = "nullable")]
+    pub attach_stdin: bool,
+    #[serde(deserialize_with = "nullable")]
+    pub attach_stdout: bool,
+    #[serde(deserialize_with = "nullable")]
+    pub attach_stderr: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub console_size: Option<[u64; 2]>,
+    #[serde(deserialize_with = "nullable")]
+    pub detach_keys: String,
+    #[serde(deserialize_with = "nullable")]
+    pub tty: bool,
+    pub env: Option<Vec<String>>,
+    #[serde(deserialize_with = "strslice")]
+    pub cmd: Option<Vec<String>>,
+    #[serde(deserialize_with = "nullable")]
+    pub privileged: bool,
+    #[serde(deserialize_with = "nullable")]
+    pub user: String,
+    #[serde(deserialize_with = "nullable")]
+    pub working_dir: String,
+}
+
+/// `POST /exec/{id}/start` body.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct ExecStartConfig {
+    #[serde(deserialize_with = "nullable")]
+    pub detach: bool,
+    #[serde(deserialize_with = "nullable")]
+    pub tty: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub console_size: Option<[u64; 2]>,
+}
+
+/// `ProcessConfig` of an exec inspect (lowercase on the wire).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ExecProcessConfig {
+    #[serde(deserialize_with = "nullable")]
+    pub privileged: bool,
+    #[serde(deserialize_with = "nullable")]
+    pub user: String,
+    #[serde(deserialize_with = "nullable")]
+    pub tty: bool,
+    #[serde(deserialize_with = "nullable")]
+    pub entrypoint: String,
+    #[serde(deserialize_with = "nullable")]
+    pub arguments: Vec<String>,
+}
+
+/// `GET /exec/{id}/json`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct ExecInspect {
+    #[serde(deserialize_with = "nullable")]
+    pub can_remove: bool,
+    #[serde(rename = "ContainerID", deserialize_with = "nullable")]
+    pub container_id: String,
+    #[serde(deserialize_with = "nullable")]
+    pub detach_keys: String,
+    #[serde(rename = "ID", deserialize_with = "nullable")]
+    pub id: String,
+    #[serde(deserialize_with = "nullable")]
+    pub running: bool,
+    /// `null` while running.
+    pub exit_code: Option<i64>,
+    pub process_config: ExecProcessConfig,
+    #[serde(deserialize_with = "nullable")]
+    pub open_stdin: bool,
+    #[serde(deserialize_with = "nullable")]
+    pub open_stderr: bool,
+    #[serde(deserialize_with = "nullable")]
+    pub open_stdout: bool,
+    #[serde(deserialize_with = "nullable")]
+    pub pid: i64,
+}
+
 // ---------------------------------------------------------------- images
 
 /// One entry of `GET /images/json`.

@@ -69,6 +69,8 @@ pub enum Cmd {
     Start(StartArgs),
     /// Attach local standard input, output, and error streams to a running container
     Attach(AttachArgs),
+    /// Execute a command in a running container
+    Exec(ExecArgs),
     /// Stop one or more running containers
     Stop(StopArgs),
     /// Kill one or more running containers
@@ -128,6 +130,7 @@ impl Cmd {
             Cmd::Run(_) => "run",
             Cmd::Start(_) => "start",
             Cmd::Attach(_) => "attach",
+            Cmd::Exec(_) => "exec",
             Cmd::Stop(_) => "stop",
             Cmd::Kill(_) => "kill",
             Cmd::Restart(_) => "restart",
@@ -143,6 +146,7 @@ impl Cmd {
                 C::Run(_) => "container run",
                 C::Start(_) => "container start",
                 C::Attach(_) => "container attach",
+                C::Exec(_) => "container exec",
                 C::Stop(_) => "container stop",
                 C::Kill(_) => "container kill",
                 C::Restart(_) => "container restart",
@@ -205,6 +209,8 @@ pub enum ContainerCmd {
     Start(StartArgs),
     /// Attach local standard input, output, and error streams to a running container
     Attach(AttachArgs),
+    /// Execute a command in a running container
+    Exec(ExecArgs),
     /// Stop one or more running containers
     Stop(StopArgs),
     /// Kill one or more running containers
@@ -441,6 +447,41 @@ pub struct AttachArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(override_usage = "berth exec [OPTIONS] CONTAINER COMMAND [ARG...]")]
+pub struct ExecArgs {
+    /// Detached mode: run command in the background
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// Override the key sequence for detaching a container
+    #[arg(long = "detach-keys")]
+    pub detach_keys: Option<String>,
+    /// Set environment variables
+    #[arg(short = 'e', long = "env")]
+    pub env: Vec<String>,
+    /// Read in a file of environment variables
+    #[arg(long = "env-file")]
+    pub env_file: Vec<String>,
+    /// Keep STDIN open even if not attached
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Give extended privileges to the command
+    #[arg(long)]
+    pub privileged: bool,
+    /// Allocate a pseudo-TTY
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Username or UID (format: "<name|uid>[:<group|gid>]")
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// Working directory inside the container
+    #[arg(short = 'w', long)]
+    pub workdir: Option<String>,
+    /// CONTAINER COMMAND [ARG...]
+    #[arg(required = true, num_args = 2.., trailing_var_arg = true, allow_hyphen_values = true, value_name = "CONTAINER")]
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct StopArgs {
     /// Signal to send to the container
     #[arg(short = 's', long)]
@@ -642,6 +683,15 @@ mod tests {
             parse(&["container", "remove", "x"]).expect("p").cmd,
             Some(Cmd::Container(ContainerCmd::Rm(_)))
         ));
+    }
+
+    #[test]
+    fn exec_args() {
+        let c = parse(&["exec", "-it", "-e", "A=1", "web", "sh", "-c", "ls -l"]).expect("parse");
+        let Some(Cmd::Exec(e)) = c.cmd else { panic!() };
+        assert!(e.interactive && e.tty);
+        assert_eq!(e.args, vec!["web", "sh", "-c", "ls -l"]);
+        assert!(parse(&["exec", "web"]).is_err());
     }
 
     #[test]

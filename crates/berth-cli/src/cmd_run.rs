@@ -9,7 +9,7 @@ use berth_api::types::{ContainerLogsQuery, ContainerWaitResponse};
 use berth_api::Client;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::cli::{AttachArgs, CreateArgs, LogsArgs, RunArgs, StartArgs};
+use crate::cli::{AttachArgs, CreateArgs, ExecArgs, LogsArgs, RunArgs, StartArgs};
 use crate::cmd_image::pull_image;
 use crate::error::CliError;
 use crate::opts::{parse_timestamp, ContainerOpts};
@@ -181,81 +181,9 @@ async fn attach_and_wait(
     }
 
     if let Some(h) = hijacked {
-        let (mut rd, mut wr) = tokio::io::split(h);
-        let (detach_tx, mut detach_rx) = tokio::sync::oneshot::channel::<()>();
-        if plan.stdin {
-            let keys = crate::detach::parse_keys(
-                plan.detach_keys
-                    .as_deref()
-                    .unwrap_or(crate::detach::DEFAULT_KEYS),
-            )
-            .map_err(CliError::Usage)?;
-            tokio::spawn(async move {
-                let mut matcher = crate::detach::EscapeMatcher::new(keys);
-                let mut stdin = tokio::io::stdin();
-                let mut buf = vec![0u8; 32 * 1024];
-                loop {
-                    match stdin.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            let (fwd, detached) = matcher.feed(&buf[..n]);
-                            if !fwd.is_empty() && wr.write_all(&fwd).await.is_err() {
-                                return;
-                            }
-                            let _ = wr.flush().await;
-                            if detached {
-                                let _ = detach_tx.send(());
-                                return;
-                            }
-                        }
-                    }
-                }
-                // EOF on our stdin closes the container's stdin.
-                let _ = wr.shutdown().await;
-            });
-        } else {
-            drop(detach_tx);
-        }
-        let mut demux = Demuxer::new();
-        let mut buf = vec![0u8; 32 * 1024];
-        let mut raw = plan.tty;
-        let mut detach_open = true;
-        loop {
-            let read = tokio::select! {
-                r = rd.read(&mut buf) => r,
-                d = &mut detach_rx, if detach_open => {
-                    if d.is_ok() {
-                        // Detached: the container keeps running; there is no exit code to wait for.
-                        drop(_raw);
-                        return Ok(0);
-                    }
-                    detach_open = false;
-                    continue;
-                }
-            };
-            let n = match read {
-                Ok(0) => break,
-                Ok(n) => n,
-                // The daemon closing the connection abruptly still means the stream ended.
-                Err(_) => break,
-            };
-            if raw {
-                write_out(StreamKind::Stdout, &buf[..n]);
-                continue;
-            }
-            demux.push(&buf[..n]);
-            loop {
-                match demux.next_frame() {
-                    Ok(Some((kind, data))) => write_out(kind, &data),
-                    Ok(None) => break,
-                    Err(_) => {
-                        // Not multiplexed after all (an old daemon): pass the rest through raw.
-                        raw = true;
-                        write_out(StreamKind::Stdout, &demux.take_pending());
-                        break;
-                    }
-                }
-            }
+        if pump(h, plan.stdin, plan.tty, plan.detach_keys.as_deref()).await? {
+            // Detached: the container keeps running; there is no exit code to wait for.
+            return Ok(0);
         }
     }
     drop(_raw);
@@ -265,6 +193,163 @@ async fn attach_and_wait(
         return Ok(125);
     }
     Ok(w.status_code as i32)
+}
+
+/// Copy a hijacked stream to stdout/stderr (demultiplexed unless `tty`) and, with `stdin`, our
+/// stdin to it. Returns true when the user typed the detach sequence.
+async fn pump(
+    h: berth_api::client::Hijacked,
+    stdin: bool,
+    tty: bool,
+    detach_keys: Option<&str>,
+) -> Result<bool, CliError> {
+    let (mut rd, mut wr) = tokio::io::split(h);
+    let (detach_tx, mut detach_rx) = tokio::sync::oneshot::channel::<()>();
+    if stdin {
+        let keys = crate::detach::parse_keys(detach_keys.unwrap_or(crate::detach::DEFAULT_KEYS))
+            .map_err(CliError::Usage)?;
+        tokio::spawn(async move {
+            let mut matcher = crate::detach::EscapeMatcher::new(keys);
+            let mut stdin = tokio::io::stdin();
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                match stdin.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        let (fwd, detached) = matcher.feed(&buf[..n]);
+                        if !fwd.is_empty() && wr.write_all(&fwd).await.is_err() {
+                            return;
+                        }
+                        let _ = wr.flush().await;
+                        if detached {
+                            let _ = detach_tx.send(());
+                            return;
+                        }
+                    }
+                }
+            }
+            // EOF on our stdin closes the container's stdin.
+            let _ = wr.shutdown().await;
+        });
+    } else {
+        drop(detach_tx);
+    }
+    let mut demux = Demuxer::new();
+    let mut buf = vec![0u8; 32 * 1024];
+    let mut raw = tty;
+    let mut detach_open = true;
+    loop {
+        let read = tokio::select! {
+            r = rd.read(&mut buf) => r,
+            d = &mut detach_rx, if detach_open => {
+                if d.is_ok() {
+                    return Ok(true);
+                }
+                detach_open = false;
+                continue;
+            }
+        };
+        let n = match read {
+            Ok(0) => break,
+            Ok(n) => n,
+            // The daemon closing the connection abruptly still means the stream ended.
+            Err(_) => break,
+        };
+        if raw {
+            write_out(StreamKind::Stdout, &buf[..n]);
+            continue;
+        }
+        demux.push(&buf[..n]);
+        loop {
+            match demux.next_frame() {
+                Ok(Some((kind, data))) => write_out(kind, &data),
+                Ok(None) => break,
+                Err(_) => {
+                    // Not multiplexed after all (an old daemon): pass the rest through raw.
+                    raw = true;
+                    write_out(StreamKind::Stdout, &demux.take_pending());
+                    break;
+                }
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// `exec`: run a command in a running container.
+pub async fn exec(c: Arc<Client>, a: ExecArgs) -> Result<i32, CliError> {
+    let (container, cmd) = a
+        .args
+        .split_first()
+        .ok_or_else(|| CliError::Usage("requires at least 2 arguments".into()))?;
+    if cmd.is_empty() {
+        return Err(CliError::Usage("requires at least 2 arguments".into()));
+    }
+    if a.tty && a.interactive && !term::stdin_is_tty() {
+        return Err(CliError::msg("the input device is not a TTY"));
+    }
+    let mut env = Vec::new();
+    for f in &a.env_file {
+        env.extend(crate::opts::read_kv_file(f, true)?);
+    }
+    env.extend(a.env.iter().filter_map(|e| crate::opts::env_entry(e)));
+    let size = if a.tty { term::size() } else { None };
+    let cfg = berth_api::types::ExecConfig {
+        attach_stdin: a.interactive && !a.detach,
+        attach_stdout: !a.detach,
+        attach_stderr: !a.detach,
+        console_size: size.map(|(h, w)| [h as u64, w as u64]),
+        detach_keys: a.detach_keys.clone().unwrap_or_default(),
+        tty: a.tty,
+        env: (!env.is_empty()).then_some(env),
+        cmd: Some(cmd.to_vec()),
+        privileged: a.privileged,
+        user: a.user.clone().unwrap_or_default(),
+        working_dir: a.workdir.clone().unwrap_or_default(),
+    };
+    let exec_id = c.exec_create(container, &cfg).await?;
+    if a.detach {
+        c.exec_start_detached(&exec_id).await?;
+        return Ok(0);
+    }
+    let start = berth_api::types::ExecStartConfig {
+        detach: false,
+        tty: a.tty,
+        console_size: cfg.console_size,
+    };
+    let h = match c.exec_start_attached(&exec_id, &start).await {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(match start_error_code(&e.to_string()) {
+                125 => 1,
+                code => code,
+            });
+        }
+    };
+    let _raw = if a.tty && a.interactive {
+        term::RawMode::enable()
+    } else {
+        None
+    };
+    if a.tty {
+        if let Some((h, w)) = size {
+            let _ = c.exec_resize(&exec_id, h, w).await;
+        }
+    }
+    if pump(h, a.interactive, a.tty, a.detach_keys.as_deref()).await? {
+        return Ok(0);
+    }
+    drop(_raw);
+    // The stream can end a moment before the daemon records the exit code.
+    for _ in 0..50 {
+        let i = c.exec_inspect(&exec_id).await?;
+        if !i.running {
+            return Ok(i.exit_code.unwrap_or(0) as i32);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    Ok(0)
 }
 
 fn write_out(kind: StreamKind, data: &[u8]) {

@@ -123,6 +123,7 @@ async fn dispatch(c: Arc<Client>, cmd: Cmd) -> Result<i32, CliError> {
         Cmd::Run(a) | Cmd::Container(C::Run(a)) => cmd_run::run(c, a).await,
         Cmd::Start(a) | Cmd::Container(C::Start(a)) => cmd_run::start(c, a).await,
         Cmd::Attach(a) | Cmd::Container(C::Attach(a)) => cmd_run::attach(c, a).await,
+        Cmd::Exec(a) | Cmd::Container(C::Exec(a)) => cmd_run::exec(c, a).await,
         Cmd::Stop(a) | Cmd::Container(C::Stop(a)) => cmd_container::stop(&c, a).await,
         Cmd::Kill(a) | Cmd::Container(C::Kill(a)) => cmd_container::kill(&c, a).await,
         Cmd::Restart(a) | Cmd::Container(C::Restart(a)) => cmd_container::restart(&c, a).await,
