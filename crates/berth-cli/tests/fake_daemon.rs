@@ -83,6 +83,19 @@ async fn handle(f: Arc<Fake>, mut s: UnixStream, head: String) {
             }
             _ => respond(&mut s, "201 Created", &format!(r#"{{"Id":"{id}","Warnings":[]}}"#)).await,
         },
+        ("POST", r) if r.ends_with("/exec") => {
+            respond(&mut s, "201 Created", r#"{"Id":"e1"}"#).await
+        }
+        ("POST", "/v1.45/exec/e1/start") => {
+            let _ = s
+                .write_all(b"HTTP/1.1 101 UPGRADED\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n")
+                .await;
+            let _ = s.write_all(&frame(1, b"from exec\n")).await;
+            let _ = s.shutdown().await;
+        }
+        ("GET", "/v1.45/exec/e1/json") => {
+            respond(&mut s, "200 OK", r#"{"ID":"e1","Running":false,"ExitCode":7}"#).await
+        }
         ("POST", r) if r.ends_with("/attach") => {
             let _ = s
                 .write_all(b"HTTP/1.1 101 UPGRADED\r\nContent-Type: application/vnd.docker.multiplexed-stream\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n")
@@ -187,6 +200,22 @@ fn run_attaches_and_waits_before_start_and_exits_with_status() {
     assert!(pos("/containers/create") < pos("/attach"), "{log:?}");
     assert!(pos("/attach") < pos("/start"), "{log:?}");
     assert!(pos("/wait") < pos("/start"), "{log:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn exec_returns_the_command_exit_code() {
+    let (url, log, dir) = start_fake(Script::Exit3);
+    assert_eq!(berth(&["-H", &url, "exec", "web", "false"]), 7);
+    let log = log.lock().map(|l| l.clone()).unwrap_or_default();
+    assert_eq!(
+        log,
+        vec![
+            "POST /v1.45/containers/web/exec",
+            "POST /v1.45/exec/e1/start",
+            "GET /v1.45/exec/e1/json"
+        ]
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
