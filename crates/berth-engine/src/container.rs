@@ -123,6 +123,8 @@ pub struct Entry {
     pub op: tokio::sync::Mutex<()>,
     pub signal: watch::Sender<Signal>,
     pub pending_attach: Mutex<Vec<crate::attach::PendingAttach>>,
+    /// Set once removal has begun: late updates must not write the record back to disk.
+    pub removed: std::sync::atomic::AtomicBool,
 }
 
 impl Entry {
@@ -141,6 +143,7 @@ impl Entry {
             op: tokio::sync::Mutex::new(()),
             signal: tx,
             pending_attach: Mutex::new(Vec::new()),
+            removed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -163,7 +166,12 @@ impl Entry {
             };
             f(&mut guard);
             // Saved under the lock so two updates can never land on disk out of order.
-            (guard.save(&self.dir), guard.clone())
+            let saved = if self.removed.load(std::sync::atomic::Ordering::SeqCst) {
+                Ok(())
+            } else {
+                guard.save(&self.dir)
+            };
+            (saved, guard.clone())
         };
         let (res, rec) = rec;
         self.signal.send_modify(|s| {

@@ -161,6 +161,15 @@ impl Engine {
                 Err(_) => continue,
             };
             let path = ent.path();
+            if !path.join("container.json").exists() {
+                // A removal the previous daemon did not finish.
+                if let Some(id) = path.file_name().and_then(|n| n.to_str()) {
+                    let engine = self.clone();
+                    let id = id.to_string();
+                    tokio::task::spawn_blocking(move || engine.purge_files(&id));
+                }
+                continue;
+            }
             match container::ContainerRecord::load(&path) {
                 Ok(rec) => loaded.push((rec, path)),
                 Err(e) => {

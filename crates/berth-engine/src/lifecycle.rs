@@ -838,24 +838,23 @@ impl Engine {
             }
         }
         let _ = c.update(|r| r.state.status = Status::Removing);
-        let images = self.images();
+        c.removed.store(true, std::sync::atomic::Ordering::SeqCst);
+        // The commit point: a container directory without its record is a removal in progress,
+        // which `restore` finishes if the daemon dies before the cleanup below does.
+        match std::fs::remove_file(c.dir.join("container.json")) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                c.removed.store(false, std::sync::atomic::Ordering::SeqCst);
+                let _ = c.update(|r| r.state.status = Status::Exited);
+                return Err(io_err("removing container record", e));
+            }
+        }
+        // Unmounting syncs the filesystem, which can take a while on a busy disk: nobody needs
+        // to wait for it once the record is gone.
+        let engine = self.clone();
         let id = c.id.clone();
-        tokio::task::spawn_blocking(move || images.remove_snapshot(&id))
-            .await
-            .map_err(EngineError::internal)?
-            .map_err(|e| io_err("removing container filesystem", e))?;
-        let rt = self.runtime_dir(&c.id);
-        let state_root = self.state_root();
-        let id = c.id.clone();
-        let dir = c.dir.clone();
-        tokio::task::spawn_blocking(move || {
-            berth_runtime::shim::cleanup(&rt, &state_root, &id);
-            let _ = std::fs::remove_dir_all(&rt);
-            std::fs::remove_dir_all(&dir)
-        })
-        .await
-        .map_err(EngineError::internal)?
-        .map_err(|e| io_err("removing container directory", e))?;
+        tokio::task::spawn_blocking(move || engine.purge_files(&id));
         {
             let mut reg = self.write_registry();
             reg.by_id.remove(&c.id);
@@ -875,6 +874,21 @@ impl Engine {
             s.running = false;
         });
         Ok(())
+    }
+
+    /// Removes what a deleted container left: its filesystem, runtime leftovers, directories.
+    pub(crate) fn purge_files(&self, id: &str) {
+        if let Err(e) = self.images().remove_snapshot(id) {
+            tracing::warn!("removing filesystem of container {id}: {e}");
+            return;
+        }
+        berth_runtime::shim::cleanup(&self.runtime_dir(id), &self.state_root(), id);
+        let _ = std::fs::remove_dir_all(self.runtime_dir(id));
+        if let Err(e) = std::fs::remove_dir_all(self.container_dir(id)) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!("removing directory of container {id}: {e}");
+            }
+        }
     }
 
     /// Blocks until `cond`; returns the exit code. Registers before returning from the lookup,
