@@ -120,7 +120,11 @@ pub async fn ps(c: &Client, a: PsArgs) -> Result<i32, CliError> {
     let rows: Vec<_> = list.iter().map(|s| format::ps_row(s, trunc, now)).collect();
     let fmt = if a.quiet {
         "{{.ID}}".to_string()
-    } else if let Some(f) = a.format.clone().filter(|f| !f.is_empty()) {
+    } else if let Some(f) = a
+        .format
+        .clone()
+        .filter(|f| !f.trim().is_empty() && f.trim() != "table")
+    {
         f
     } else if a.size {
         "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}\t{{.Size}}".into()
@@ -191,7 +195,11 @@ async fn inspect_one(
 }
 
 pub async fn inspect(c: &Client, a: InspectArgs) -> Result<i32, CliError> {
-    let tmpl = match a.format.as_deref().filter(|f| !f.is_empty()) {
+    let tmpl = match a
+        .format
+        .as_deref()
+        .filter(|f| !f.trim().is_empty() && f.trim() != "table")
+    {
         Some("json") => None,
         Some(f) => Some(Template::parse(f)?),
         None => None,

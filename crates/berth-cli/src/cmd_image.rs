@@ -75,7 +75,11 @@ pub async fn images(c: &Client, a: ImagesArgs) -> Result<i32, CliError> {
         .collect();
     let fmt = if a.quiet {
         "{{.ID}}".to_string()
-    } else if let Some(f) = a.format.clone().filter(|f| !f.is_empty()) {
+    } else if let Some(f) = a
+        .format
+        .clone()
+        .filter(|f| !f.trim().is_empty() && f.trim() != "table")
+    {
         f
     } else if a.digests {
         "table {{.Repository}}\t{{.Tag}}\t{{.Digest}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}".into()
@@ -129,7 +133,11 @@ pub async fn history(c: &Client, a: HistoryArgs) -> Result<i32, CliError> {
         .collect();
     let fmt = if a.quiet {
         "{{.ID}}".to_string()
-    } else if let Some(f) = a.format.clone().filter(|f| !f.is_empty()) {
+    } else if let Some(f) = a
+        .format
+        .clone()
+        .filter(|f| !f.trim().is_empty() && f.trim() != "table")
+    {
         f
     } else {
         "table {{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}".into()
