@@ -115,7 +115,7 @@ pub fn now_unix() -> i64 {
 
 /// Strip `sha256:` and keep 12 characters.
 pub fn short_id(id: &str) -> String {
-    let id = id.split_once(':').map_or(id, |(_, h)| h);
+    let id = id.strip_prefix("sha256:").unwrap_or(id);
     id.chars().take(12).collect()
 }
 
@@ -359,7 +359,7 @@ pub fn ps_row(c: &ContainerSummary, trunc: bool, now: i64) -> Value {
     let image = if c.image.is_empty() {
         "<no image>".to_string()
     } else if trunc {
-        if short_id(&c.image_id) == short_id(&c.image) && c.image.starts_with("sha256:") {
+        if short_id(&c.image_id) == short_id(&c.image) {
             short_id(&c.image)
         } else {
             // Drop a digest, keep name:tag, in familiar form.
