@@ -749,7 +749,9 @@ impl Shim {
                         c.dead = true;
                     }
                     if let Kind::Attach { stdin: true, .. } = c.kind {
-                        if self.opts.stdin_once {
+                        // Docker's rule: StdinOnce closes stdin when its attach ends, but
+                        // not for a TTY, whose attach may end by a detach.
+                        if self.opts.stdin_once && !self.opts.tty {
                             self.stdin_close = true;
                         }
                     }
