@@ -8,7 +8,7 @@ for b in run-rm create ps start-to-ping rss; do
     bash "$here/$b.sh"
 done
 {
-    echo "# Berth benchmarks ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(uname -r))"
+    echo "# Berth benchmarks ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(uname -r), load average $(cut -d" " -f1-3 /proc/loadavg))"
     for b in run-rm create ps start-to-ping rss; do
         echo
         echo "## $b"

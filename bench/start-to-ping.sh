@@ -6,7 +6,7 @@ source "$here/lib.sh"
 need_tools
 if [ "${1:-}" = "--once" ]; then
     # One measured run: start, wait for /_ping, stop, clean.
-    dir=$(mktemp -d /tmp/berth-bench.XXXXXX)
+    dir=$(mktemp -d /tmp/bb.XXXXXX)
     "$BERTH" daemon -H "unix://$dir/berth.sock" --data-root "$dir/data" --exec-root "$dir/exec" >/dev/null 2>&1 &
     pid=$!
     wait_ping "$dir/berth.sock" 10 || { kill -9 $pid; purge "$dir"; exit 1; }
@@ -23,7 +23,7 @@ echo "bench: docker's figure is not measured here: dockerd is a system service (
 runs=${RUNS:-20}
 total=0 best=999999
 for _ in $(seq "$runs"); do
-    dir=$(mktemp -d /tmp/berth-bench.XXXXXX)
+    dir=$(mktemp -d /tmp/bb.XXXXXX)
     t0=$(date +%s%N)
     "$BERTH" daemon -H "unix://$dir/berth.sock" --data-root "$dir/data" --exec-root "$dir/exec" >/dev/null 2>&1 &
     pid=$!
