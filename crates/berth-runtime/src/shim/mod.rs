@@ -224,6 +224,8 @@ pub fn cleanup(runtime_dir: &Path, state_root: &Path, id: &str) {
         let _ = fs::remove_file(runtime_dir.join(f));
     }
     server::delete_container_state(state_root, id);
+    // The bundle usually is the runtime dir; its spec names the cgroup to sweep.
+    server::remove_cgroup_dirs(&server::cgroups_path_of(runtime_dir));
 }
 
 /// Entry point of `berth shim <args>`. Returns the process exit code.

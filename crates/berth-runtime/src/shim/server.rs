@@ -67,6 +67,21 @@ pub(crate) fn delete_container_state(state_root: &Path, id: &str) {
     let _ = fs::remove_dir_all(&dir);
 }
 
+/// rmdir of the container's cgroup in every hierarchy, for when libcontainer's state (which
+/// knows them) is already gone. Only empty cgroups can be removed, so this is harmless.
+pub(crate) fn remove_cgroup_dirs(cgroups_path: &str) {
+    let rel = cgroups_path.trim_start_matches('/');
+    if rel.is_empty() || rel.split('/').any(|c| c == "..") {
+        return;
+    }
+    let _ = fs::remove_dir(Path::new("/sys/fs/cgroup").join(rel));
+    if let Ok(entries) = fs::read_dir("/sys/fs/cgroup") {
+        for e in entries.flatten() {
+            let _ = fs::remove_dir(e.path().join(rel));
+        }
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Status {
     Created,
@@ -183,7 +198,7 @@ fn set_nonblocking(fd: RawFd) {
     }
 }
 
-fn cgroups_path_of(bundle: &Path) -> String {
+pub(crate) fn cgroups_path_of(bundle: &Path) -> String {
     fs::read(bundle.join("config.json"))
         .ok()
         .and_then(|d| serde_json::from_slice::<Value>(&d).ok())
@@ -953,6 +968,7 @@ impl Shim {
             eprintln!("berth shim: write {EXITFILE}: {e}");
         }
         delete_container_state(&self.opts.state_root, &self.opts.id);
+        remove_cgroup_dirs(&self.cgroups_path);
         let reply = json!(exit);
         self.exit = Some(exit);
         for c in &mut self.clients {
