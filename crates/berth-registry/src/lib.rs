@@ -1,0 +1,14 @@
+//! Registries: a distribution client (pull/push) and `berth registry serve`.
+
+pub mod cli;
+pub mod client;
+pub mod error;
+pub mod server;
+pub mod storage;
+
+pub use cli::{main, serve_main};
+pub use client::{
+    inspect_distribution, login, pull, push, DistributionInspect, Progress, PullOptions,
+    PushOptions, PushResult, RegistryAuth,
+};
+pub use error::{ErrorCode, RegistryError};
