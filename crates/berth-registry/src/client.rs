@@ -170,7 +170,11 @@ pub struct Platform {
     pub os: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
-    #[serde(default, rename = "os.version", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "os.version",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub os_version: Option<String>,
 }
 
@@ -208,7 +212,11 @@ struct RootFsPeek {
 }
 
 fn short(d: &str) -> String {
-    d.strip_prefix("sha256:").unwrap_or(d).chars().take(12).collect()
+    d.strip_prefix("sha256:")
+        .unwrap_or(d)
+        .chars()
+        .take(12)
+        .collect()
 }
 
 fn parse_ref(s: &str) -> Result<Reference, RegistryError> {
@@ -298,7 +306,11 @@ fn parse_challenge(v: &str) -> (String, BTreeMap<String, String>) {
     let mut s = rest.trim();
     while !s.is_empty() {
         let Some(eq) = s.find('=') else { break };
-        let key = s[..eq].trim().trim_start_matches(',').trim().to_ascii_lowercase();
+        let key = s[..eq]
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .to_ascii_lowercase();
         s = &s[eq + 1..];
         let val;
         if let Some(r) = s.strip_prefix('"') {
@@ -415,10 +427,7 @@ impl Session {
                     #[serde(default)]
                     access_token: String,
                 }
-                let body = resp
-                    .bytes()
-                    .await
-                    .map_err(|e| net_err("read token", e))?;
+                let body = resp.bytes().await.map_err(|e| net_err("read token", e))?;
                 let t: Tok = serde_json::from_slice(&body)
                     .map_err(|e| RegistryError::Http(format!("token response: {e}")))?;
                 let tok = if t.token.is_empty() {
@@ -559,9 +568,7 @@ async fn get_manifest(
     display: &str,
 ) -> Result<(String, String, Vec<u8>), RegistryError> {
     let url = s.url(&format!("manifests/{reference}"));
-    let resp = s
-        .send(|c| c.get(&url).header(ACCEPT, accept_all()))
-        .await?;
+    let resp = s.send(|c| c.get(&url).header(ACCEPT, accept_all())).await?;
     if !resp.status().is_success() {
         let st = resp.status();
         let e = response_error(resp).await;
@@ -610,11 +617,7 @@ async fn get_manifest(
     Ok((digest, media, body))
 }
 
-async fn get_blob_bytes(
-    s: &Session,
-    digest: &str,
-    limit: usize,
-) -> Result<Vec<u8>, RegistryError> {
+async fn get_blob_bytes(s: &Session, digest: &str, limit: usize) -> Result<Vec<u8>, RegistryError> {
     let url = s.url(&format!("blobs/{digest}"));
     let resp = s.send(|c| c.get(&url)).await?;
     if !resp.status().is_success() {
@@ -853,7 +856,10 @@ async fn stream_blob(
             desc.digest
         );
         let _ = tx
-            .send(Err(std::io::Error::new(std::io::ErrorKind::InvalidData, msg.clone())))
+            .send(Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                msg.clone(),
+            )))
             .await;
         return Err(RegistryError::DigestMismatch(msg));
     }
@@ -900,9 +906,14 @@ fn pull_worker<'scope>(
     let mut found = None;
     for base in endpoints(&r.domain, &opts.insecure_registries, &opts.mirrors) {
         let res = rt.block_on(async {
-            let s =
-                Session::connect(http.clone(), &base, &r.path, opts.auth.clone(), scopes.clone())
-                    .await?;
+            let s = Session::connect(
+                http.clone(),
+                &base,
+                &r.path,
+                opts.auth.clone(),
+                scopes.clone(),
+            )
+            .await?;
             let resolved = resolve(&s, r, &platform).await?;
             Ok::<_, RegistryError>((s, resolved))
         });
@@ -1014,10 +1025,7 @@ fn pull_worker<'scope>(
                 async move {
                     let res = stream_blob(s, j.desc, &j.id, &j.tx, &ptx).await;
                     if let Err(e) = &res {
-                        let _ = j
-                            .tx
-                            .send(Err(std::io::Error::other(e.to_string())))
-                            .await;
+                        let _ = j.tx.send(Err(std::io::Error::other(e.to_string()))).await;
                     }
                     (j.idx, res)
                 }
@@ -1155,7 +1163,8 @@ fn prepare_layers(
         let saver = scope.spawn(move || {
             let mut w = std::io::BufWriter::with_capacity(256 * 1024, ChanWriter(tx));
             store.save(&[id.to_string()], &mut w)?;
-            w.flush().map_err(|e| RegistryError::io("export image", e))?;
+            w.flush()
+                .map_err(|e| RegistryError::io("export image", e))?;
             Ok::<_, RegistryError>(())
         });
         let mut out = BTreeMap::new();
@@ -1183,11 +1192,12 @@ fn prepare_layers(
                 if !wanted.contains(&diff_id) || out.contains_key(&diff_id) {
                     continue;
                 }
-                let file =
-                    tempfile::NamedTempFile::new().map_err(|e| RegistryError::io("temp file", e))?;
+                let file = tempfile::NamedTempFile::new()
+                    .map_err(|e| RegistryError::io("temp file", e))?;
                 let hw = HashWriter {
                     inner: std::io::BufWriter::new(
-                        file.reopen().map_err(|e| RegistryError::io("temp file", e))?,
+                        file.reopen()
+                            .map_err(|e| RegistryError::io("temp file", e))?,
                     ),
                     hasher: Sha256::new(),
                     n: 0,
@@ -1209,7 +1219,8 @@ fn prepare_layers(
                 let mut hw = gz
                     .finish()
                     .map_err(|e| RegistryError::io("compress layer", e))?;
-                hw.flush().map_err(|e| RegistryError::io("compress layer", e))?;
+                hw.flush()
+                    .map_err(|e| RegistryError::io("compress layer", e))?;
                 let plain_digest = format!("sha256:{}", hex::encode(plain.finalize()));
                 if plain_digest != diff_id {
                     return Err(RegistryError::DigestMismatch(format!(
@@ -1538,8 +1549,14 @@ pub fn inspect_distribution(
     let mut last = None;
     for base in endpoints(&r.domain, &opts.insecure_registries, &opts.mirrors) {
         let res = rt.block_on(async {
-            let s = Session::connect(http.clone(), &base, &r.path, opts.auth.clone(), scopes.clone())
-                .await?;
+            let s = Session::connect(
+                http.clone(),
+                &base,
+                &r.path,
+                opts.auth.clone(),
+                scopes.clone(),
+            )
+            .await?;
             let target = r.digest.clone().or(r.tag.clone()).unwrap_or_default();
             let (digest, media, body) = get_manifest(&s, &target, &r.familiar()).await?;
             let m: Manifest = serde_json::from_slice(&body)

@@ -151,8 +151,8 @@ pub fn tls_config(
     key: &Path,
 ) -> Result<Arc<tokio_rustls::rustls::ServerConfig>, RegistryError> {
     use tokio_rustls::rustls;
-    let cert_pem =
-        std::fs::read(cert).map_err(|e| RegistryError::io(format!("read {}", cert.display()), e))?;
+    let cert_pem = std::fs::read(cert)
+        .map_err(|e| RegistryError::io(format!("read {}", cert.display()), e))?;
     let key_pem =
         std::fs::read(key).map_err(|e| RegistryError::io(format!("read {}", key.display()), e))?;
     let certs: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_slice())
@@ -324,8 +324,15 @@ async fn authorize(st: &State, method: &Method, headers: &HeaderMap) -> Result<(
     let creds = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic ")))
-        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
+        .and_then(|v| {
+            v.strip_prefix("Basic ")
+                .or_else(|| v.strip_prefix("basic "))
+        })
+        .and_then(|b| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .ok()
+        })
         .and_then(|b| String::from_utf8(b).ok());
     let Some(creds) = creds else {
         return Err(RegistryError::code(ErrorCode::Unauthorized));
@@ -471,11 +478,13 @@ async fn handle_inner(st: Arc<State>, req: Request<Body>) -> Result<Resp, Regist
             let s = st.storage.upload_state(name, uuid)?;
             if let Some(cr) = req.headers().get(header::CONTENT_RANGE) {
                 let cr = cr.to_str().unwrap_or("");
-                let start = parse_content_range_start(cr).ok_or_else(|| {
-                    RegistryError::with_status(ErrorCode::BlobUploadInvalid, 416)
-                })?;
+                let start = parse_content_range_start(cr)
+                    .ok_or_else(|| RegistryError::with_status(ErrorCode::BlobUploadInvalid, 416))?;
                 if start != s.size {
-                    return Err(RegistryError::with_status(ErrorCode::BlobUploadInvalid, 416));
+                    return Err(RegistryError::with_status(
+                        ErrorCode::BlobUploadInvalid,
+                        416,
+                    ));
                 }
             }
             let size = append_body(&st, uuid, req.into_body()).await?;
@@ -495,7 +504,10 @@ async fn handle_inner(st: Arc<State>, req: Request<Body>) -> Result<Resp, Regist
             if let Some(cr) = req.headers().get(header::CONTENT_RANGE) {
                 let start = parse_content_range_start(cr.to_str().unwrap_or(""));
                 if start != Some(s.size) {
-                    return Err(RegistryError::with_status(ErrorCode::BlobUploadInvalid, 416));
+                    return Err(RegistryError::with_status(
+                        ErrorCode::BlobUploadInvalid,
+                        416,
+                    ));
                 }
             }
             append_body(&st, uuid, req.into_body()).await?;
@@ -519,8 +531,10 @@ async fn handle_inner(st: Arc<State>, req: Request<Body>) -> Result<Resp, Regist
                 "mediaType": "application/vnd.oci.image.index.v1+json",
                 "manifests": list,
             });
-            let mut b = builder(StatusCode::OK)
-                .header(header::CONTENT_TYPE, "application/vnd.oci.image.index.v1+json");
+            let mut b = builder(StatusCode::OK).header(
+                header::CONTENT_TYPE,
+                "application/vnd.oci.image.index.v1+json",
+            );
             if filter.is_some() {
                 b = b.header("OCI-Filters-Applied", "artifactType");
             }
@@ -577,7 +591,10 @@ async fn start_upload(
     let uuid = st.storage.new_upload(name)?;
     if let Some(digest) = q.get("digest").cloned() {
         storage::digest_hex(&digest).ok_or_else(|| {
-            RegistryError::with_detail(ErrorCode::DigestInvalid, format!("invalid digest {digest:?}"))
+            RegistryError::with_detail(
+                ErrorCode::DigestInvalid,
+                format!("invalid digest {digest:?}"),
+            )
         })?;
         append_body(st, &uuid, req.into_body()).await?;
         let st2 = st.clone();
@@ -701,7 +718,10 @@ async fn serve_blob(
     let len = if total == 0 { 0 } else { end - start + 1 };
     let mut b = base(status).header(header::CONTENT_LENGTH, len);
     if status == StatusCode::PARTIAL_CONTENT {
-        b = b.header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{total}"));
+        b = b.header(
+            header::CONTENT_RANGE,
+            format!("bytes {start}-{end}/{total}"),
+        );
     }
     if method == Method::HEAD {
         return finish(b, Body::empty());
@@ -776,10 +796,22 @@ mod tests {
     #[test]
     fn routes() {
         assert!(matches!(route("/v2/"), Some(Route::Ping)));
-        assert!(matches!(route("/v2/a/b/manifests/latest"), Some(Route::Manifest("a/b", "latest"))));
-        assert!(matches!(route("/v2/a/blobs/uploads/"), Some(Route::UploadStart("a"))));
-        assert!(matches!(route("/v2/a/blobs/uploads/x-1"), Some(Route::Upload("a", "x-1"))));
-        assert!(matches!(route("/v2/a/blobs/sha256:0"), Some(Route::Blob("a", "sha256:0"))));
+        assert!(matches!(
+            route("/v2/a/b/manifests/latest"),
+            Some(Route::Manifest("a/b", "latest"))
+        ));
+        assert!(matches!(
+            route("/v2/a/blobs/uploads/"),
+            Some(Route::UploadStart("a"))
+        ));
+        assert!(matches!(
+            route("/v2/a/blobs/uploads/x-1"),
+            Some(Route::Upload("a", "x-1"))
+        ));
+        assert!(matches!(
+            route("/v2/a/blobs/sha256:0"),
+            Some(Route::Blob("a", "sha256:0"))
+        ));
         assert!(matches!(route("/v2/x/tags/list"), Some(Route::Tags("x"))));
         assert_eq!(parse_range("bytes=0-9", 100), Some((0, 9)));
         assert_eq!(parse_range("bytes=90-", 100), Some((90, 99)));

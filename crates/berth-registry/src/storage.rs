@@ -60,16 +60,18 @@ pub fn valid_tag(tag: &str) -> bool {
     !b.is_empty()
         && b.len() <= 128
         && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-        && b
-            .iter()
+        && b.iter()
             .all(|x| x.is_ascii_alphanumeric() || matches!(x, b'_' | b'.' | b'-'))
 }
 
 /// `sha256:<64 lowercase hex>` → the hex part.
 pub fn digest_hex(d: &str) -> Option<&str> {
     let hex = d.strip_prefix("sha256:")?;
-    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
-        .then_some(hex)
+    (hex.len() == 64
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+    .then_some(hex)
 }
 
 pub fn is_digest(s: &str) -> bool {
@@ -289,13 +291,8 @@ impl Storage {
         if owner != name {
             return Err(unknown());
         }
-        let size = fs::metadata(dir.join("data"))
-            .map_err(|_| unknown())?
-            .len();
-        Ok(UploadState {
-            name: owner,
-            size,
-        })
+        let size = fs::metadata(dir.join("data")).map_err(|_| unknown())?.len();
+        Ok(UploadState { name: owner, size })
     }
 
     pub fn cancel_upload(&self, uuid: &str) -> Result<(), RegistryError> {
@@ -394,9 +391,8 @@ impl Storage {
         } else if !valid_tag(reference) {
             return Err(RegistryError::code(ErrorCode::TagInvalid));
         }
-        let m: AnyManifest = serde_json::from_slice(body).map_err(|e| {
-            RegistryError::with_detail(ErrorCode::ManifestInvalid, e.to_string())
-        })?;
+        let m: AnyManifest = serde_json::from_slice(body)
+            .map_err(|e| RegistryError::with_detail(ErrorCode::ManifestInvalid, e.to_string()))?;
         if m.schema_version != Some(2) {
             return Err(RegistryError::with_detail(
                 ErrorCode::ManifestInvalid,
@@ -416,7 +412,10 @@ impl Storage {
             });
         if let (Some(declared), Some(body_type)) = (content_type, &m.media_type) {
             let declared = declared.split(';').next().unwrap_or(declared).trim();
-            if !declared.is_empty() && declared != "application/octet-stream" && declared != body_type {
+            if !declared.is_empty()
+                && declared != "application/octet-stream"
+                && declared != body_type
+            {
                 return Err(RegistryError::with_detail(
                     ErrorCode::ManifestInvalid,
                     format!("mediaType in manifest should be '{declared}' not '{body_type}'"),
@@ -429,7 +428,10 @@ impl Storage {
             blobs.push(c);
         }
         if let Some(ls) = &m.layers {
-            blobs.extend(ls.iter().filter(|l| l.urls.as_ref().is_none_or(|u| u.is_empty())));
+            blobs.extend(
+                ls.iter()
+                    .filter(|l| l.urls.as_ref().is_none_or(|u| u.is_empty())),
+            );
         }
         for d in blobs {
             if self.blob_size(name, &d.digest).is_err() {
@@ -475,7 +477,10 @@ impl Storage {
         fs::remove_file(&link).map_err(|_| unknown())?;
         for tag in self.tags(name)? {
             let p = self.tag_path(name, &tag);
-            if fs::read_to_string(&p).map(|d| d.trim() == reference).unwrap_or(false) {
+            if fs::read_to_string(&p)
+                .map(|d| d.trim() == reference)
+                .unwrap_or(false)
+            {
                 let _ = fs::remove_file(&p);
             }
         }
@@ -658,9 +663,13 @@ mod tests {
         for ok in ["a", "library/busybox", "a.b_c__d---e/f0", "x/y/z"] {
             assert!(valid_name(ok), "{ok}");
         }
-        for bad in ["", "A", "a/", "/a", "a..b", "a___b", "-a", "a/_b", "a b", "../x"] {
+        for bad in [
+            "", "A", "a/", "/a", "a..b", "a___b", "-a", "a/_b", "a b", "../x",
+        ] {
             assert!(!valid_name(bad), "{bad}");
         }
-        assert!(valid_tag("latest") && valid_tag("_v1.2-x") && !valid_tag(".x") && !valid_tag("a/b"));
+        assert!(
+            valid_tag("latest") && valid_tag("_v1.2-x") && !valid_tag(".x") && !valid_tag("a/b")
+        );
     }
 }
