@@ -1,0 +1,310 @@
+//! Pull/push round trips between `ImageStore`s through `berth registry serve`.
+
+mod common;
+
+use berth_image::ImageStore;
+use berth_registry::{
+    inspect_distribution, login, pull, push, PullOptions, PushOptions, RegistryAuth, RegistryError,
+};
+use common::*;
+
+#[test]
+fn push_pull_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let reg = start_registry(&rt, dir.path(), None, false);
+    let host = reg.addr.to_string();
+    let s1 = ImageStore::open(&dir.path().join("s1")).unwrap();
+    let name = format!("{host}/test/app:v1");
+    let id = build_image(&s1, &name, "a");
+
+    let (log, mut cb) = collect();
+    let res = push(&s1, &name, &PushOptions::default(), &mut cb).unwrap();
+    let st = statuses(&log);
+    assert_eq!(
+        st[0],
+        format!("The push refers to repository [{host}/test/app]")
+    );
+    assert_eq!(
+        st.iter().filter(|s| s.ends_with(": Pushed")).count(),
+        2,
+        "{st:?}"
+    );
+    assert!(st.iter().any(|s| s.ends_with(": Preparing")));
+    assert!(st.iter().any(|s| s.ends_with(": Pushing")));
+    assert!(
+        st.contains(&format!("v1: digest: {} size: {}", res.digest, res.size)),
+        "{st:?}"
+    );
+
+    // Second push: every layer already exists.
+    let (log, mut cb) = collect();
+    let again = push(&s1, &name, &PushOptions::default(), &mut cb).unwrap();
+    assert_eq!(again.digest, res.digest);
+    let st = statuses(&log);
+    assert_eq!(
+        st.iter()
+            .filter(|s| s.ends_with("Layer already exists"))
+            .count(),
+        2,
+        "{st:?}"
+    );
+
+    // Another repository of the same registry: cross-repository mount.
+    let other = format!("{host}/other/app:v1");
+    s1.tag(&name, &other).unwrap();
+    let (log, mut cb) = collect();
+    push(&s1, &other, &PushOptions::default(), &mut cb).unwrap();
+    let st = statuses(&log);
+    assert_eq!(
+        st.iter()
+            .filter(|s| s.ends_with("Mounted from test/app"))
+            .count(),
+        2,
+        "{st:?}"
+    );
+
+    // Pull into a fresh store.
+    let s2 = ImageStore::open(&dir.path().join("s2")).unwrap();
+    let (log, mut cb) = collect();
+    let pulled = pull(&s2, &name, &PullOptions::default(), &mut cb).unwrap();
+    assert_eq!(pulled, id);
+    let st = statuses(&log);
+    assert_eq!(st[0], "v1: Pulling from test/app");
+    for s in [
+        "Pulling fs layer",
+        "Verifying Checksum",
+        "Download complete",
+        "Pull complete",
+    ] {
+        assert_eq!(
+            st.iter().filter(|x| x.ends_with(s)).count(),
+            2,
+            "{s}: {st:?}"
+        );
+    }
+    assert!(st.contains(&format!("Digest: {}", res.digest)));
+    assert_eq!(
+        st.last().unwrap(),
+        &format!("Status: Downloaded newer image for {name}")
+    );
+    let img = s2.get(&name).unwrap();
+    assert!(img
+        .repo_digests
+        .contains(&format!("{host}/test/app@{}", res.digest)));
+    assert_eq!(s2.image_layers(&id).unwrap(), s1.image_layers(&id).unwrap());
+
+    // Pulling again: up to date, nothing downloaded.
+    let (log, mut cb) = collect();
+    pull(&s2, &name, &PullOptions::default(), &mut cb).unwrap();
+    let st = statuses(&log);
+    assert!(!st.iter().any(|s| s.contains("Downloading")));
+    assert_eq!(
+        st.last().unwrap(),
+        &format!("Status: Image is up to date for {name}")
+    );
+
+    // By digest, into a third store.
+    let s3 = ImageStore::open(&dir.path().join("s3")).unwrap();
+    let by_digest = format!("{host}/test/app@{}", res.digest);
+    let (_log, mut cb) = collect();
+    assert_eq!(
+        pull(&s3, &by_digest, &PullOptions::default(), &mut cb).unwrap(),
+        id
+    );
+
+    // Through a multi-platform index.
+    let m = manifest_of(&rt, &host, "test/app", "v1");
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": m.1, "digest": "sha256:0000000000000000000000000000000000000000000000000000000000000000", "size": 1,
+             "platform": {"os": "linux", "architecture": "s390x"}},
+            {"mediaType": m.1, "digest": res.digest, "size": m.0,
+             "platform": {"os": "linux", "architecture": berth_image::config::host_architecture()}},
+        ],
+    });
+    let body = serde_json::to_vec(&index).unwrap();
+    let index_digest = berth_registry::storage::sha256_digest(&body);
+    rt.block_on(async {
+        let r = reqwest::Client::new()
+            .put(format!("http://{host}/v2/test/app/manifests/multi"))
+            .header("Content-Type", "application/vnd.oci.image.index.v1+json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "index child must exist");
+    });
+    // Replace the bogus child by the real one twice over.
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": m.1, "digest": res.digest, "size": m.0,
+             "platform": {"os": "linux", "architecture": "s390x-not"}},
+            {"mediaType": m.1, "digest": res.digest, "size": m.0,
+             "platform": {"os": "linux", "architecture": berth_image::config::host_architecture()}},
+        ],
+    });
+    let body = serde_json::to_vec(&index).unwrap();
+    let index_digest2 = berth_registry::storage::sha256_digest(&body);
+    assert_ne!(index_digest, index_digest2);
+    rt.block_on(async {
+        let r = reqwest::Client::new()
+            .put(format!("http://{host}/v2/test/app/manifests/multi"))
+            .header("Content-Type", "application/vnd.oci.image.index.v1+json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    });
+    let s4 = ImageStore::open(&dir.path().join("s4")).unwrap();
+    let (log, mut cb) = collect();
+    let multi = format!("{host}/test/app:multi");
+    assert_eq!(
+        pull(&s4, &multi, &PullOptions::default(), &mut cb).unwrap(),
+        id
+    );
+    assert!(statuses(&log).contains(&format!("Digest: {index_digest2}")));
+    let opts = PullOptions {
+        platform: Some("linux/riscv-none".into()),
+        ..Default::default()
+    };
+    let (_log, mut cb) = collect();
+    let err = pull(&s4, &multi, &opts, &mut cb).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("no matching manifest for linux/riscv-none"),
+        "{err}"
+    );
+
+    // Distribution inspect.
+    let di = inspect_distribution(&multi, &PullOptions::default()).unwrap();
+    assert_eq!(di.descriptor.digest, index_digest2);
+    assert_eq!(di.platforms.len(), 2);
+    let di = inspect_distribution(&name, &PullOptions::default()).unwrap();
+    assert_eq!(di.descriptor.digest, res.digest);
+    assert_eq!(di.platforms[0].os, "linux");
+
+    // Unknown tag: Docker's wording.
+    let (_log, mut cb) = collect();
+    let err = pull(
+        &s4,
+        &format!("{host}/test/app:nope"),
+        &PullOptions::default(),
+        &mut cb,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("manifest for {host}/test/app:nope not found: manifest unknown: manifest unknown")
+    );
+    rt.block_on(reg.shutdown());
+}
+
+/// (size, media type) of a manifest on the registry.
+fn manifest_of(rt: &tokio::runtime::Runtime, host: &str, repo: &str, tag: &str) -> (u64, String) {
+    rt.block_on(async {
+        let r = reqwest::Client::new()
+            .get(format!("http://{host}/v2/{repo}/manifests/{tag}"))
+            .send()
+            .await
+            .unwrap();
+        let ct = r.headers()["content-type"].to_str().unwrap().to_string();
+        (r.bytes().await.unwrap().len() as u64, ct)
+    })
+}
+
+#[test]
+fn corrupted_blob_is_rejected_and_leaves_no_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let reg = start_registry(&rt, dir.path(), None, false);
+    let host = reg.addr.to_string();
+    let s1 = ImageStore::open(&dir.path().join("s1")).unwrap();
+    let name = format!("{host}/bad/app:v1");
+    build_image(&s1, &name, "corrupt");
+    let (_l, mut cb) = collect();
+    push(&s1, &name, &PushOptions::default(), &mut cb).unwrap();
+    // Flip bytes of the biggest blob in the registry's storage.
+    let blobs = dir.path().join("registry/blobs/sha256");
+    let biggest = std::fs::read_dir(&blobs)
+        .unwrap()
+        .flatten()
+        .max_by_key(|e| e.metadata().unwrap().len())
+        .unwrap()
+        .path();
+    let mut data = std::fs::read(&biggest).unwrap();
+    let n = data.len();
+    data[n / 2] ^= 0xff;
+    data[n / 2 + 1] ^= 0xff;
+    std::fs::write(&biggest, &data).unwrap();
+
+    let s2 = ImageStore::open(&dir.path().join("s2")).unwrap();
+    let (_l, mut cb) = collect();
+    let err = pull(&s2, &name, &PullOptions::default(), &mut cb).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RegistryError::DigestMismatch(_) | RegistryError::Image(_)
+        ),
+        "{err:?}"
+    );
+    assert!(s2.list().unwrap().is_empty(), "no partial image visible");
+    rt.block_on(reg.shutdown());
+}
+
+#[test]
+fn basic_auth_push_and_anonymous_pull() {
+    let dir = tempfile::tempdir().unwrap();
+    let ht = dir.path().join("htpasswd");
+    std::fs::write(&ht, format!("bob:{}\n", bcrypt::hash("pw", 4).unwrap())).unwrap();
+    let rt = rt();
+    let reg = start_registry(&rt, dir.path(), Some(ht), true);
+    let host = reg.addr.to_string();
+    let s1 = ImageStore::open(&dir.path().join("s1")).unwrap();
+    let name = format!("{host}/auth/app:v1");
+    let id = build_image(&s1, &name, "auth");
+    let (_l, mut cb) = collect();
+    let err = push(&s1, &name, &PushOptions::default(), &mut cb).unwrap_err();
+    assert!(err.to_string().contains("authentication required"), "{err}");
+    let auth = RegistryAuth {
+        username: "bob".into(),
+        password: "pw".into(),
+        ..Default::default()
+    };
+    let opts = PushOptions {
+        auth: Some(auth.clone()),
+        ..Default::default()
+    };
+    let (_l, mut cb) = collect();
+    push(&s1, &name, &opts, &mut cb).unwrap();
+    let s2 = ImageStore::open(&dir.path().join("s2")).unwrap();
+    let (_l, mut cb) = collect();
+    assert_eq!(
+        pull(&s2, &name, &PullOptions::default(), &mut cb).unwrap(),
+        id
+    );
+
+    assert_eq!(login(&host, &auth, &[]).unwrap(), "Login Succeeded");
+    let bad = RegistryAuth {
+        username: "bob".into(),
+        password: "nope".into(),
+        ..Default::default()
+    };
+    rt.block_on(reg.shutdown());
+    // Without anonymous read the ping is challenged; a wrong password fails.
+    let ht = dir.path().join("htpasswd");
+    let reg = start_registry(&rt, dir.path(), Some(ht), false);
+    let host = reg.addr.to_string();
+    let err = login(&host, &bad, &[]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("login attempt to http://{host}/v2/ failed with status: 401 Unauthorized")
+    );
+    assert_eq!(login(&host, &auth, &[]).unwrap(), "Login Succeeded");
+    rt.block_on(reg.shutdown());
+}
