@@ -295,7 +295,13 @@ fn runtime() -> Result<tokio::runtime::Runtime, RegistryError> {
 }
 
 fn net_err(what: &str, e: reqwest::Error) -> RegistryError {
-    RegistryError::Http(format!("{what}: {e}"))
+    let mut msg = format!("{what}: {e}");
+    let mut src = std::error::Error::source(&e);
+    while let Some(s) = src {
+        msg.push_str(&format!(": {s}"));
+        src = s.source();
+    }
+    RegistryError::Http(msg)
 }
 
 /// Splits `Bearer realm="..",service=".."` into the scheme and its parameters.
@@ -800,7 +806,7 @@ async fn stream_blob(
             .await;
         let resp = match resp {
             Ok(r) => r,
-            Err(e) if attempts < 3 && offset > 0 => {
+            Err(RegistryError::Http(e)) if attempts < 3 => {
                 attempts += 1;
                 tracing::debug!("retrying {} at {offset}: {e}", desc.digest);
                 tokio::time::sleep(std::time::Duration::from_millis(200 * attempts)).await;
