@@ -154,6 +154,24 @@ impl Entry {
         }
     }
 
+    /// Mutate the record in memory only, and wake watchers: for states that need not survive a
+    /// crash because recovery re-derives them (an `--rm` container's exit, removal).
+    pub fn update_volatile<F: FnOnce(&mut ContainerRecord)>(&self, f: F) -> ContainerRecord {
+        let rec = {
+            let mut guard = match self.record.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            f(&mut guard);
+            guard.clone()
+        };
+        self.signal.send_modify(|s| {
+            s.running = rec.state.status.is_running();
+            s.exit_code = rec.state.exit_code;
+        });
+        rec
+    }
+
     /// Mutate the record, persist it, and wake watchers.
     pub fn update<F: FnOnce(&mut ContainerRecord)>(
         &self,

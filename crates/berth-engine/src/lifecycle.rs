@@ -364,6 +364,7 @@ impl Engine {
             }
             _ => {}
         }
+        let t0 = std::time::Instant::now();
         let runtime_dir = self.runtime_dir(&c.id);
         // Leftovers of a previous run (its shim is gone once the container exited).
         berth_runtime::shim::cleanup(&runtime_dir, &self.state_root(), &c.id);
@@ -376,6 +377,7 @@ impl Engine {
             .map_err(EngineError::internal)?
             .map_err(crate::images::image_err)?;
         self.write_etc_files(&rec)?;
+        let t_mount = t0.elapsed();
 
         let run = self.run_config(&rec, rootfs);
         let spec = berth_runtime::spec::build_spec(&run).map_err(|e| start_error(&e.to_string()));
@@ -421,6 +423,7 @@ impl Engine {
             Ok(s) => s,
             Err(msg) => return self.fail_start(c, start_error(&msg)),
         };
+        let t_created = t0.elapsed();
 
         // Clients that attached before start get their stream now, before the process runs.
         let pending: Vec<_> = match c.pending_attach.lock() {
@@ -445,6 +448,13 @@ impl Engine {
             r.state.started_at = now_rfc3339();
         })?;
         self.spawn_monitor(c.clone());
+        tracing::debug!(
+            "started {}: rootfs {:?}, created {:?}, running {:?}",
+            c.id,
+            t_mount,
+            t_created,
+            t0.elapsed()
+        );
         Ok(())
     }
 
@@ -596,17 +606,24 @@ impl Engine {
             // The shim vanished without a word: Docker reports such a container as 255.
             None => (255, now_rfc3339(), false),
         };
-        let rec = match c.update(|r| {
+        let record_exit = |r: &mut ContainerRecord| {
             r.state.status = Status::Exited;
             r.state.pid = 0;
             r.state.exit_code = code;
             r.state.finished_at = finished.clone();
             r.state.oom_killed = oom;
-        }) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!("recording exit of {}: {e}", c.id);
-                c.snapshot()
+        };
+        // An `--rm` container is about to go: if the daemon dies first, recovery finds the same
+        // exit in exit.json, so its record need not be written.
+        let rec = if c.snapshot().host_config.auto_remove {
+            c.update_volatile(record_exit)
+        } else {
+            match c.update(record_exit) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!("recording exit of {}: {e}", c.id);
+                    c.snapshot()
+                }
             }
         };
         c.signal.send_modify(|s| {
@@ -614,6 +631,13 @@ impl Engine {
             s.running = false;
             s.exit_code = code;
         });
+        if rec.host_config.auto_remove {
+            let engine = self.clone();
+            tokio::spawn(async move {
+                let _ = engine.remove(&rec.id, true, true).await;
+            });
+            return;
+        }
         let rt = self.runtime_dir(&c.id);
         let state_root = self.state_root();
         let id = c.id.clone();
@@ -622,13 +646,6 @@ impl Engine {
         })
         .await;
 
-        if rec.host_config.auto_remove {
-            let engine = self.clone();
-            tokio::spawn(async move {
-                let _ = engine.remove(&rec.id, true, true).await;
-            });
-            return;
-        }
         if self.should_restart(&rec, code) {
             let engine = self.clone();
             let delay = restart_delay(rec.restart_count);
@@ -837,7 +854,7 @@ impl Engine {
                 )));
             }
         }
-        let _ = c.update(|r| r.state.status = Status::Removing);
+        c.update_volatile(|r| r.state.status = Status::Removing);
         c.removed.store(true, std::sync::atomic::Ordering::SeqCst);
         // The commit point: a container directory without its record is a removal in progress,
         // which `restore` finishes if the daemon dies before the cleanup below does.

@@ -967,8 +967,6 @@ impl Shim {
         if let Err(e) = atomic_write(&self.opts.runtime_dir.join(EXITFILE), &data) {
             eprintln!("berth shim: write {EXITFILE}: {e}");
         }
-        delete_container_state(&self.opts.state_root, &self.opts.id);
-        remove_cgroup_dirs(&self.cgroups_path);
         let reply = json!(exit);
         self.exit = Some(exit);
         for c in &mut self.clients {
@@ -980,7 +978,12 @@ impl Shim {
                 Kind::Attach { .. } => c.close_after_flush = true,
                 _ => {}
             }
+            // Waiters hear of the exit now (exit.json is durable); tearing down the cgroups
+            // takes milliseconds and nobody needs to wait for it.
+            c.flush();
         }
+        delete_container_state(&self.opts.state_root, &self.opts.id);
+        remove_cgroup_dirs(&self.cgroups_path);
         // Serve whoever already connected; later connects fail and read exit.json instead.
         self.accept();
         self.listener = None;
