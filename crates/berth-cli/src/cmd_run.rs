@@ -52,6 +52,11 @@ async fn create_container(
     let (image, cmd) = args
         .split_first()
         .ok_or_else(|| CliError::Usage("requires at least 1 argument".into()))?;
+    // Options stop at the image; a dash-word in its place is an option we don't know.
+    if image.starts_with('-') && image.len() > 1 {
+        let flag = image.split('=').next().unwrap_or(image);
+        return Err(CliError::Usage(format!("unknown flag: {flag}")));
+    }
     if opts.tty && !term::stdin_is_tty() && opts.interactive {
         // docker refuses -it when stdin is not a terminal.
         return Err(CliError::msg("the input device is not a TTY"));
