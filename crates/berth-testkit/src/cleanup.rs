@@ -185,9 +185,62 @@ pub fn kill_processes_under(root: &Path, exec_root: &Path) {
     }
 }
 
-/// Kills what runs under `root`, unmounts what is mounted under it, and removes it.
+/// Container ids (64-hex directory names) recorded under `<root>/**/containers/`.
+pub fn container_ids_under(root: &Path) -> BTreeSet<String> {
+    let mut ids = BTreeSet::new();
+    let mut stack = vec![(root.to_path_buf(), 0)];
+    while let Some((dir, depth)) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&dir) else { continue };
+        for e in rd.flatten() {
+            if !e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                continue;
+            }
+            let name = e.file_name().to_string_lossy().into_owned();
+            if dir.file_name().is_some_and(|n| n == "containers") && crate::is_hex(&name, 64) {
+                ids.insert(name);
+            } else if depth < 2 {
+                stack.push((e.path(), depth + 1));
+            }
+        }
+    }
+    ids
+}
+
+/// Removes the (empty) cgroups named after these container ids, in every hierarchy under
+/// `/sys/fs/cgroup`, at most four levels deep. rmdir only ever succeeds on an empty cgroup.
+pub fn remove_cgroups(ids: &BTreeSet<String>) {
+    if ids.is_empty() {
+        return;
+    }
+    let mut stack = vec![(PathBuf::from("/sys/fs/cgroup"), 0)];
+    let mut found = Vec::new();
+    while let Some((dir, depth)) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&dir) else { continue };
+        for e in rd.flatten() {
+            if !e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                continue;
+            }
+            if ids.contains(e.file_name().to_string_lossy().as_ref()) {
+                found.push(e.path());
+            } else if depth < 3 {
+                stack.push((e.path(), depth + 1));
+            }
+        }
+    }
+    // Children first; retry briefly while the killed processes are being reaped.
+    found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    crate::wait_until(Duration::from_secs(2), || {
+        found.retain(|p| fs::remove_dir(p).is_err() && p.exists());
+        found.is_empty()
+    });
+}
+
+/// Kills what runs under `root`, removes its containers' cgroups, unmounts what is mounted
+/// under it, and removes it.
 pub fn purge(root: &Path, exec_root: &Path) {
+    let ids = container_ids_under(root);
     kill_processes_under(root, exec_root);
+    remove_cgroups(&ids);
     unmount_all_under(root);
     if fs::remove_dir_all(root).is_err() {
         // Something may have been mounted late, or a file be immutable: one more round.

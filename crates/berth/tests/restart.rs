@@ -212,6 +212,7 @@ fn restart_policies_after_daemon_restart() {
 fn drop_leaves_no_process_or_mount() {
     let root;
     let pid;
+    let id;
     {
         let d = Daemon::start(BIN);
         d.load_busybox();
@@ -221,6 +222,7 @@ fn drop_leaves_no_process_or_mount() {
             .parse::<u32>()
             .expect("pid");
         root = d.root().to_path_buf();
+        id = fmt(&d, "orphan", "{{.Id}}");
         d.kill9();
     }
     assert!(
@@ -233,4 +235,21 @@ fn drop_leaves_no_process_or_mount() {
         root.display()
     );
     assert!(!root.exists(), "{} not removed", root.display());
+    let left = std::process::Command::new("find")
+        .args([
+            "/sys/fs/cgroup",
+            "-maxdepth",
+            "4",
+            "-type",
+            "d",
+            "-name",
+            &id,
+        ])
+        .output()
+        .expect("find");
+    assert!(
+        left.stdout.is_empty(),
+        "cgroups left: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
 }
