@@ -1145,3 +1145,43 @@ fn api_status_codes() {
         404
     );
 }
+
+#[test]
+fn api_logs_use_the_multiplexed_stream() {
+    let d = d();
+    let name = unique("mux");
+    let _rm = Rm(d, vec![name.clone()]);
+    run_d(
+        d,
+        &[
+            "--name",
+            &name,
+            "busybox",
+            "sh",
+            "-c",
+            "echo out; sleep 0.1; echo err >&2",
+        ],
+    );
+    d.cli(&["wait", &name]).ok();
+    let r = d.api(
+        "GET",
+        &format!("/v1.45/containers/{name}/logs?stdout=1&stderr=1"),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.body.first(),
+        Some(&1u8),
+        "first frame is stdout: {:?}",
+        r.body
+    );
+    let (out, err) = berth_testkit::http::demux(&r.body);
+    assert_eq!(
+        (out.as_slice(), err.as_slice()),
+        (&b"out\n"[..], &b"err\n"[..])
+    );
+    let only_err = d.api("GET", &format!("/containers/{name}/logs?stderr=1"));
+    assert_eq!(
+        berth_testkit::http::demux(&only_err.body),
+        (Vec::new(), b"err\n".to_vec())
+    );
+}
