@@ -778,6 +778,72 @@ impl Read for ChanReader {
     }
 }
 
+/// Decompresses zstd (every frame, skipping skippable ones) for the store, which takes plain
+/// or gzip tars.
+struct ZstdReader<R: Read> {
+    src: std::io::BufReader<R>,
+    dec: ruzstd::decoding::FrameDecoder,
+    in_frame: bool,
+}
+
+impl<R: Read> ZstdReader<R> {
+    fn new(r: R) -> Self {
+        ZstdReader {
+            src: std::io::BufReader::with_capacity(256 * 1024, r),
+            dec: ruzstd::decoding::FrameDecoder::new(),
+            in_frame: false,
+        }
+    }
+}
+
+impl<R: Read> Read for ZstdReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use ruzstd::decoding::errors::{FrameDecoderError, ReadFrameHeaderError};
+        use std::io::BufRead;
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            if self.in_frame {
+                while self.dec.can_collect() < buf.len() && !self.dec.is_finished() {
+                    let need = buf.len() - self.dec.can_collect();
+                    self.dec
+                        .decode_blocks(
+                            &mut self.src,
+                            ruzstd::decoding::BlockDecodingStrategy::UptoBytes(need),
+                        )
+                        .map_err(std::io::Error::other)?;
+                }
+                let n = self.dec.read(buf)?;
+                if n > 0 {
+                    return Ok(n);
+                }
+                self.in_frame = false;
+            }
+            if self.src.fill_buf()?.is_empty() {
+                return Ok(0);
+            }
+            match self.dec.reset(&mut self.src) {
+                Ok(()) => self.in_frame = true,
+                Err(FrameDecoderError::ReadFrameHeaderError(ReadFrameHeaderError::SkipFrame {
+                    length,
+                    ..
+                })) => {
+                    std::io::copy(
+                        &mut (&mut self.src).take(u64::from(length)),
+                        &mut std::io::sink(),
+                    )?;
+                }
+                Err(e) => return Err(std::io::Error::other(e)),
+            }
+        }
+    }
+}
+
+fn is_zstd(desc: &Descriptor) -> bool {
+    desc.media_type.ends_with("+zstd") || desc.media_type.ends_with(".zstd")
+}
+
 /// Downloads a blob into `tx`, verifying its digest; resumes with `Range` after a dropped
 /// connection (up to 3 times).
 async fn stream_blob(
@@ -998,12 +1064,18 @@ fn pull_worker<'scope>(
             let ptx2 = ptx.clone();
             let lid = id.clone();
             let size = desc.size;
+            let zstd = is_zstd(desc);
             unpackers.push(scope.spawn(move || {
-                let mut reader = ChanReader {
+                let reader = ChanReader {
                     rx,
                     cur: Bytes::new(),
                 };
-                let info: LayerInfo = store.add_layer(parent.as_deref(), &mut reader)?;
+                let info: LayerInfo = if zstd {
+                    store.add_layer(parent.as_deref(), &mut ZstdReader::new(reader))?
+                } else {
+                    let mut reader = reader;
+                    store.add_layer(parent.as_deref(), &mut reader)?
+                };
                 if info.diff_id != expected_diff {
                     return Err(RegistryError::DigestMismatch(format!(
                         "layer {} has diff id {}, the image config says {expected_diff}",

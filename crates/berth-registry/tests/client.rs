@@ -308,3 +308,85 @@ fn basic_auth_push_and_anonymous_pull() {
     assert_eq!(login(&host, &auth, &[]).unwrap(), "Login Succeeded");
     rt.block_on(reg.shutdown());
 }
+
+#[test]
+fn pulls_zstd_and_uncompressed_oci_layers() {
+    let zstd_ok = std::process::Command::new("zstd")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !zstd_ok {
+        println!("SKIP: the zstd command is not installed (apt-get install zstd)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let reg = start_registry(&rt, dir.path(), None, false);
+    let host = reg.addr.to_string();
+    let plain1 = layer_tar(&[("etc/zstd-one", b"one\n".as_slice())]);
+    let plain2 = layer_tar(&[("etc/zstd-two", vec![7u8; 200_000].as_slice())]);
+    let raw = dir.path().join("l2.tar");
+    std::fs::write(&raw, &plain2).unwrap();
+    let st = std::process::Command::new("zstd")
+        .args(["-q", "-f", "-o"])
+        .arg(dir.path().join("l2.tar.zst"))
+        .arg(&raw)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let zst = std::fs::read(dir.path().join("l2.tar.zst")).unwrap();
+    let d = berth_registry::storage::sha256_digest;
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": berth_image::config::host_architecture(),
+        "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [d(&plain1), d(&plain2)]},
+    }))
+    .unwrap();
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": d(&config), "size": config.len()},
+        "layers": [
+            {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d(&plain1), "size": plain1.len()},
+            {"mediaType": "application/vnd.oci.image.layer.v1.tar+zstd", "digest": d(&zst), "size": zst.len()},
+        ],
+    }))
+    .unwrap();
+    rt.block_on(async {
+        let c = reqwest::Client::new();
+        for blob in [&plain1, &zst, &config] {
+            let r = c
+                .post(format!(
+                    "http://{host}/v2/z/app/blobs/uploads/?digest={}",
+                    d(blob)
+                ))
+                .body(blob.clone())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201);
+        }
+        let r = c
+            .put(format!("http://{host}/v2/z/app/manifests/v1"))
+            .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+            .body(manifest)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    });
+    let s = ImageStore::open(&dir.path().join("s")).unwrap();
+    let (_l, mut cb) = collect();
+    let id = pull(
+        &s,
+        &format!("{host}/z/app:v1"),
+        &PullOptions::default(),
+        &mut cb,
+    )
+    .unwrap();
+    assert_eq!(id, d(&config));
+    let layers = s.image_layers(&id).unwrap();
+    assert_eq!(layers[1].diff_id, d(&plain2));
+    rt.block_on(reg.shutdown());
+}
