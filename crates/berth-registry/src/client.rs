@@ -98,12 +98,16 @@ pub struct PullOptions {
     /// Docker Hub mirrors (`https://mirror.example` or `http://127.0.0.1:5001`), tried first.
     pub mirrors: Vec<String>,
     pub auth: Option<RegistryAuth>,
+    /// Per-registry CA certificates (`<dir>/<host:port>/*.crt`); default `/etc/docker/certs.d`.
+    pub certs_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Debug, Default)]
 pub struct PushOptions {
     pub insecure_registries: Vec<String>,
     pub auth: Option<RegistryAuth>,
+    /// As [`PullOptions::certs_dir`].
+    pub certs_dir: Option<std::path::PathBuf>,
 }
 
 /// One progress event, as Docker's JSON message stream carries it
@@ -268,23 +272,76 @@ fn endpoints(domain: &str, insecure: &[String], mirrors: &[String]) -> Vec<Strin
             if m.starts_with("http://") || m.starts_with("https://") {
                 out.push(m.to_string());
             } else {
-                out.push(format!("{}://{m}", scheme_for(m, insecure)));
+                out.extend(bases_for(m, insecure));
             }
         }
         out.push(format!("https://{DOCKER_HUB_REGISTRY}"));
     } else {
-        out.push(format!("{}://{domain}", scheme_for(domain, insecure)));
+        out.extend(bases_for(domain, insecure));
     }
     out
 }
 
-fn http_client() -> Result<reqwest::Client, RegistryError> {
-    reqwest::Client::builder()
-        .use_rustls_tls()
-        .connect_timeout(std::time::Duration::from_secs(30))
+/// Like Docker: TLS first; for loopback and insecure registries plain HTTP as the fallback.
+fn bases_for(domain: &str, insecure: &[String]) -> Vec<String> {
+    match scheme_for(domain, insecure) {
+        "http" => vec![format!("https://{domain}"), format!("http://{domain}")],
+        _ => vec![format!("https://{domain}")],
+    }
+}
+
+/// Keeps the most telling error of several endpoint attempts: a registry's answer beats a
+/// failed connection to a fallback address.
+fn keep_error(slot: &mut Option<RegistryError>, e: RegistryError) {
+    if slot.is_none() || !matches!(e, RegistryError::Http(_)) {
+        *slot = Some(e);
+    }
+}
+
+/// Docker's per-registry CA directory: `<dir>/<host[:port]>/*.crt` are trusted for that host.
+pub const DEFAULT_CERTS_DIR: &str = "/etc/docker/certs.d";
+
+fn http_client(
+    hosts: &[&str],
+    certs_dir: Option<&std::path::Path>,
+) -> Result<reqwest::Client, RegistryError> {
+    let dir = certs_dir.unwrap_or(std::path::Path::new(DEFAULT_CERTS_DIR));
+    let mut b = reqwest::Client::builder().use_rustls_tls();
+    for h in hosts {
+        let d = dir.join(h);
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.extension().and_then(|x| x.to_str()) != Some("crt") {
+                continue;
+            }
+            let pem = std::fs::read(&p)
+                .map_err(|e| RegistryError::io(format!("read {}", p.display()), e))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| RegistryError::Config(format!("{}: {e}", p.display())))?;
+            for c in certs {
+                b = b.add_root_certificate(c);
+            }
+        }
+    }
+    b.connect_timeout(std::time::Duration::from_secs(30))
         .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| RegistryError::Http(format!("http client: {e}")))
+}
+
+/// A client trusting the CAs configured for the registry and its mirrors.
+fn pull_client(domain: &str, opts: &PullOptions) -> Result<reqwest::Client, RegistryError> {
+    let mut hosts: Vec<&str> = vec![domain];
+    for m in &opts.mirrors {
+        let h = m
+            .trim_start_matches("https://")
+            .trim_start_matches("http://");
+        hosts.push(h.split('/').next().unwrap_or(h));
+    }
+    http_client(&hosts, opts.certs_dir.as_deref())
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, RegistryError> {
@@ -970,7 +1027,7 @@ fn pull_worker<'scope>(
     ptx: mpsc::Sender<Progress>,
 ) -> Result<String, RegistryError> {
     let rt = runtime()?;
-    let http = http_client()?;
+    let http = pull_client(&r.domain, opts)?;
     let platform = wanted_platform(opts.platform.as_deref())?;
     let tag_or_digest = r.tag.clone().or(r.digest.clone()).unwrap_or_default();
     let scopes = vec![format!("repository:{}:pull", r.path)];
@@ -994,7 +1051,7 @@ fn pull_worker<'scope>(
                 found = Some(v);
                 break;
             }
-            Err(e) => last_err = Some(e),
+            Err(e) => keep_error(&mut last_err, e),
         }
     }
     let Some((session, resolved)) = found else {
@@ -1505,18 +1562,29 @@ fn push_worker(
     let mut scopes = vec![format!("repository:{}:pull,push", r.path)];
     scopes.extend(sources.iter().map(|s| format!("repository:{s}:pull")));
     let rt = runtime()?;
-    let http = http_client()?;
-    let base = format!(
-        "{}://{}",
-        scheme_for(&r.domain, &opts.insecure_registries),
-        if r.domain == DOCKER_HUB {
-            DOCKER_HUB_REGISTRY
-        } else {
-            &r.domain
-        }
-    );
+    let http = http_client(&[&r.domain], opts.certs_dir.as_deref())?;
+    let domain = if r.domain == DOCKER_HUB {
+        DOCKER_HUB_REGISTRY
+    } else {
+        r.domain.as_str()
+    };
     rt.block_on(async {
-        let s = Session::connect(http, &base, &r.path, opts.auth.clone(), scopes).await?;
+        let mut last = None;
+        let mut session = None;
+        for base in bases_for(domain, &opts.insecure_registries) {
+            match Session::connect(http.clone(), &base, &r.path, opts.auth.clone(), scopes.clone())
+                .await
+            {
+                Ok(s) => {
+                    session = Some(s);
+                    break;
+                }
+                Err(e) => keep_error(&mut last, e),
+            }
+        }
+        let Some(s) = session else {
+            return Err(last.unwrap_or_else(|| RegistryError::Http("no endpoint".into())));
+        };
         let mut order: Vec<&PreparedLayer> = Vec::new();
         for l in &layers {
             if let Some(p) = prepared.get(&l.diff_id) {
@@ -1622,7 +1690,7 @@ pub fn inspect_distribution(
 ) -> Result<DistributionInspect, RegistryError> {
     let r = parse_ref(reference)?;
     let rt = runtime()?;
-    let http = http_client()?;
+    let http = pull_client(&r.domain, opts)?;
     let scopes = vec![format!("repository:{}:pull", r.path)];
     let mut last = None;
     for base in endpoints(&r.domain, &opts.insecure_registries, &opts.mirrors) {
@@ -1671,7 +1739,7 @@ pub fn inspect_distribution(
         });
         match res {
             Ok(v) => return Ok(v),
-            Err(e) => last = Some(e),
+            Err(e) => keep_error(&mut last, e),
         }
     }
     Err(last.unwrap_or_else(|| RegistryError::Http("no endpoint".into())))
@@ -1692,12 +1760,30 @@ pub fn login(
         "" | "index.docker.io" | "docker.io" | "registry-1.docker.io" => DOCKER_HUB,
         a => a,
     };
-    let base = endpoints(domain, insecure_registries, &[])
-        .pop()
-        .unwrap_or_default();
     let rt = runtime()?;
-    let http = http_client()?;
-    rt.block_on(async {
+    let http = http_client(&[domain], None)?;
+    let mut last = None;
+    for base in endpoints(domain, insecure_registries, &[]) {
+        match rt.block_on(login_at(&http, &base, auth)) {
+            Ok(status) => return Ok(status),
+            Err(e) => {
+                let connection = matches!(e, RegistryError::Http(_));
+                keep_error(&mut last, e);
+                if !connection {
+                    break;
+                }
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| RegistryError::Http("no endpoint".into())))
+}
+
+async fn login_at(
+    http: &reqwest::Client,
+    base: &str,
+    auth: &RegistryAuth,
+) -> Result<String, RegistryError> {
+    {
         let url = format!("{base}/v2/");
         let resp = http
             .get(&url)
@@ -1709,7 +1795,7 @@ pub fn login(
         }
         let s = Session {
             http: http.clone(),
-            base: base.clone(),
+            base: base.to_string(),
             repo: String::new(),
             auth: Some(auth.clone()),
             scopes: Vec::new(),
@@ -1734,7 +1820,7 @@ pub fn login(
                 resp.status()
             )))
         }
-    })
+    }
 }
 
 #[cfg(test)]
