@@ -159,3 +159,34 @@ fn run_serve(a: ServeArgs) -> i32 {
         0
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags() {
+        let c = Cli::try_parse_from([
+            "berth registry",
+            "serve",
+            "--storage",
+            "/s",
+            "--htpasswd",
+            "/h",
+            "--anonymous-read",
+        ])
+        .map_err(|e| e.to_string());
+        match c {
+            Ok(Cli { cmd: Cmd::Serve(a) }) => {
+                assert_eq!(a.addr, "127.0.0.1:5000");
+                assert!(a.anonymous_read);
+                assert_eq!(a.htpasswd, Some(PathBuf::from("/h")));
+            }
+            other => panic!("{other:?}"),
+        }
+        // --tls-cert needs --tls-key.
+        assert!(Cli::try_parse_from(["berth registry", "serve", "--tls-cert", "/c"]).is_err());
+        assert!(Cli::try_parse_from(["berth registry", "garbage-collect"]).is_err());
+        assert_eq!(main(vec!["bogus".into()]), 125);
+    }
+}

@@ -124,6 +124,30 @@ pub struct Progress {
 }
 
 impl Progress {
+    /// The Engine API's JSON message (`POST /images/create`, `/images/{name}/push` streams):
+    /// `{"status","id","progressDetail":{"current","total"}}` or `{"progressDetail":{},"aux":{..}}`.
+    pub fn to_json_message(&self) -> serde_json::Value {
+        let mut m = serde_json::Map::new();
+        if let Some(aux) = &self.aux {
+            m.insert("progressDetail".into(), serde_json::json!({}));
+            m.insert("aux".into(), aux.clone());
+            return serde_json::Value::Object(m);
+        }
+        m.insert("status".into(), self.status.clone().into());
+        if let (Some(c), Some(t)) = (self.current, self.total) {
+            m.insert(
+                "progressDetail".into(),
+                serde_json::json!({"current": c, "total": t}),
+            );
+        } else if self.id.is_some() {
+            m.insert("progressDetail".into(), serde_json::json!({}));
+        }
+        if let Some(id) = &self.id {
+            m.insert("id".into(), id.clone().into());
+        }
+        serde_json::Value::Object(m)
+    }
+
     fn line(id: Option<&str>, status: impl Into<String>) -> Progress {
         Progress {
             id: id.map(str::to_string),
@@ -1851,6 +1875,20 @@ mod tests {
         assert_eq!(
             endpoints("docker.io", &[], &["https://m.example".into()]),
             vec!["https://m.example", "https://registry-1.docker.io"]
+        );
+    }
+
+    #[test]
+    fn json_messages() {
+        let p = Progress::bar("abc", "Downloading", 5, 10);
+        assert_eq!(
+            p.to_json_message(),
+            serde_json::json!({"status":"Downloading","progressDetail":{"current":5,"total":10},"id":"abc"})
+        );
+        let p = Progress::line(None, "Digest: sha256:x");
+        assert_eq!(
+            p.to_json_message(),
+            serde_json::json!({"status":"Digest: sha256:x"})
         );
     }
 

@@ -614,6 +614,21 @@ impl Storage {
             }
         }
         if !dry_run {
+            // Upload sessions abandoned for a week.
+            let week = std::time::Duration::from_secs(7 * 24 * 3600);
+            if let Ok(rd) = fs::read_dir(self.root.join("uploads")) {
+                for e in rd.flatten() {
+                    let old = fs::metadata(e.path().join("data"))
+                        .or_else(|_| e.metadata())
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| t.elapsed().ok())
+                        .is_some_and(|age| age > week);
+                    if old {
+                        let _ = fs::remove_dir_all(e.path());
+                    }
+                }
+            }
             for repo in &repos {
                 let ld = self.repo_dir(repo).join("_layers/sha256");
                 if let Ok(rd) = fs::read_dir(&ld) {
