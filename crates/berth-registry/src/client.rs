@@ -1093,6 +1093,30 @@ fn pull_worker<'scope>(
     let config = rt.block_on(get_blob_bytes(&session, &config_desc.digest, MAX_CONFIG))?;
     let peek: ConfigPeek = serde_json::from_slice(&config)
         .map_err(|e| RegistryError::Unsupported(format!("invalid image config: {e}")))?;
+    if opts.platform.is_some() {
+        let have = Platform {
+            os: peek.os.clone(),
+            architecture: peek.architecture.clone(),
+            variant: peek.variant.clone(),
+            os_version: None,
+        };
+        if !platform_matches(&platform, &have) {
+            let v = |p: &Platform| {
+                let mut s = format!("{}/{}", p.os, p.architecture);
+                if let Some(v) = &p.variant {
+                    s.push('/');
+                    s.push_str(v);
+                }
+                s
+            };
+            return Err(RegistryError::NotFound(format!(
+                "image with reference {} was found but does not match the specified platform: wanted {}, actual: {}",
+                r.familiar(),
+                v(&platform),
+                v(&have)
+            )));
+        }
+    }
     if peek.rootfs.diff_ids.len() != m.layers.len() {
         return Err(RegistryError::Unsupported(format!(
             "image config has {} diff ids but the manifest {} layers",

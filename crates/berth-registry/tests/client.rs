@@ -181,6 +181,19 @@ fn push_pull_round_trip() {
         "{err}"
     );
 
+    // A single-platform image pulled for another platform: Docker's refusal.
+    let opts = PullOptions {
+        platform: Some("linux/s390x".into()),
+        ..Default::default()
+    };
+    let (_log, mut cb) = collect();
+    let err = pull(&s4, &name, &opts, &mut cb).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("was found but does not match the specified platform: wanted linux/s390x"),
+        "{err}"
+    );
+
     // Distribution inspect.
     let di = inspect_distribution(&multi, &PullOptions::default()).unwrap();
     assert_eq!(di.descriptor.digest, index_digest2);

@@ -223,6 +223,31 @@ fn skopeo_copies_through_berth_registry() {
     ]);
     let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
     assert_eq!(v["Digest"], pushed.digest);
+    // Between Berth's registry and distribution, both ways, bit-identical.
+    if let Some(bin) = which("docker-registry") {
+        let dist = start_distribution(&bin, dir.path());
+        run(&[
+            "copy",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+            &format!("docker://{bhost}/sk/app:v1"),
+            &format!("docker://{}/from-berth/app:v1", dist.host),
+        ]);
+        assert_eq!(
+            head_digest(&rt, &dist.host, "from-berth/app", "v1"),
+            pushed.digest
+        );
+        run(&[
+            "copy",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+            &format!("docker://{}/from-berth/app:v1", dist.host),
+            &format!("docker://{bhost}/back/app:v1"),
+        ]);
+        assert_eq!(head_digest(&rt, &bhost, "back/app", "v1"), pushed.digest);
+    } else {
+        println!("SKIP (part): docker-registry is not installed");
+    }
     // Berth pulls both copies back. The docker->OCI conversion makes skopeo re-serialise the
     // config, so that copy has another id but the same layers.
     let layers = s1.image_layers(&id).unwrap();
