@@ -187,6 +187,25 @@ impl RegistryError {
         }
     }
 
+    /// The status the Engine API answers with when this error ends a request before any
+    /// progress was streamed (Docker's mapping: unknown image/tag and denied pulls are 404,
+    /// bad credentials on `/auth` 401, bad references 400).
+    pub fn http_status(&self) -> u16 {
+        match self {
+            RegistryError::NotFound(_) => 404,
+            RegistryError::Unauthorized(_) => 401,
+            RegistryError::InvalidReference(_) | RegistryError::Config(_) => 400,
+            RegistryError::Image(e) => match e.kind() {
+                berth_image::ErrorKind::NotFound => 404,
+                berth_image::ErrorKind::InvalidArgument => 400,
+                berth_image::ErrorKind::Conflict => 409,
+                _ => 500,
+            },
+            RegistryError::Distribution { status, .. } if *status == 404 => 404,
+            _ => 500,
+        }
+    }
+
     pub fn io(context: impl Into<String>, source: std::io::Error) -> RegistryError {
         RegistryError::Io {
             context: context.into(),
