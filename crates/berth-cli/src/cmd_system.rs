@@ -48,7 +48,16 @@ pub async fn version(c: &Client, a: VersionArgs) -> Result<i32, CliError> {
         let tmpl = Template::parse(&f)?;
         let mut data = vec![("Client".to_string(), client_value(&api))];
         if let Ok(s) = &server {
-            data.push(("Server".into(), Value::from_serialize(s)?));
+            // Templates use the Go struct's field names: the wire's "ApiVersion" is APIVersion.
+            let mut v = Value::from_serialize(s)?;
+            if let Value::Object(fields) = &mut v {
+                for (k, _) in fields.iter_mut() {
+                    if k == "ApiVersion" {
+                        *k = "APIVersion".into();
+                    }
+                }
+            }
+            data.push(("Server".into(), v));
         }
         println!("{}", tmpl.render(&Value::Object(data))?);
         return server.map(|_| 0).map_err(Into::into);

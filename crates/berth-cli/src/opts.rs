@@ -850,7 +850,9 @@ impl ContainerOpts {
             privileged: self.privileged,
             publish_all_ports: self.publish_all,
             readonly_rootfs: self.read_only,
-            security_opt: (!self.security_opt.is_empty()).then(|| self.security_opt.clone()),
+            security_opt: (!self.security_opt.is_empty())
+                .then(|| security_opts(&self.security_opt))
+                .transpose()?,
             tmpfs: (!tmpfs.is_empty()).then_some(tmpfs),
             uts_mode: self.uts.clone().unwrap_or_default(),
             userns_mode: self.userns.clone().unwrap_or_default(),
@@ -1041,5 +1043,58 @@ mod tests {
         assert_eq!(hc["Binds"][0], "/host:/ctr:ro");
         assert_eq!(hc["PortBindings"]["80/tcp"][0]["HostPort"], "8080");
         assert_eq!(hc["NetworkMode"], "default");
+    }
+}
+
+/// As the docker CLI does: a seccomp profile named by path is read here and sent inline
+/// (`seccomp=<json>`), since the daemon may not see the client's files.
+fn security_opts(opts: &[String]) -> Result<Vec<String>, CliError> {
+    let mut out = Vec::with_capacity(opts.len());
+    for o in opts {
+        let (key, val) = match o.split_once('=').or_else(|| o.split_once(':')) {
+            Some(kv) => kv,
+            None if o == "no-new-privileges" => {
+                out.push(o.clone());
+                continue;
+            }
+            None => return Err(CliError::Usage(format!("Invalid --security-opt: {o:?}"))),
+        };
+        if key == "seccomp" && val != "unconfined" && !val.trim_start().starts_with('{') {
+            let text = std::fs::read_to_string(val).map_err(|e| {
+                CliError::msg(format!("opening seccomp profile ({val}) failed: {e}"))
+            })?;
+            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+                CliError::msg(format!("decoding seccomp profile ({val}) failed: {e}"))
+            })?;
+            out.push(format!("seccomp={v}"));
+        } else {
+            out.push(o.clone());
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod security_opt_tests {
+    use super::security_opts;
+
+    #[test]
+    fn seccomp_file_is_inlined() {
+        let d = std::env::temp_dir().join(format!("berth-seccomp-{}.json", std::process::id()));
+        std::fs::write(&d, r#"{ "defaultAction": "SCMP_ACT_ALLOW" }"#).unwrap();
+        let o = security_opts(&[
+            format!("seccomp={}", d.display()),
+            "no-new-privileges".into(),
+        ])
+        .unwrap();
+        assert_eq!(o[0], r#"seccomp={"defaultAction":"SCMP_ACT_ALLOW"}"#);
+        assert_eq!(o[1], "no-new-privileges");
+        assert_eq!(
+            security_opts(&["seccomp=unconfined".into()]).unwrap(),
+            vec!["seccomp=unconfined"]
+        );
+        assert!(security_opts(&["seccomp=/nonexistent/x.json".into()]).is_err());
+        assert!(security_opts(&["bogus".into()]).is_err());
+        let _ = std::fs::remove_file(d);
     }
 }

@@ -176,6 +176,11 @@ pub async fn run(opts: DaemonOptions) -> Result<(), String> {
 }
 
 async fn serve(opts: &DaemonOptions) -> Result<(), String> {
+    // Before anything answers: a SIGTERM right after the first /_ping must shut down cleanly.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| e.to_string())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| e.to_string())?;
     let mut listeners = Vec::new();
     let mut paths = Vec::new();
     for h in &opts.hosts {
@@ -228,10 +233,6 @@ async fn serve(opts: &DaemonOptions) -> Result<(), String> {
         });
     }
 
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| e.to_string())?;
-    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        .map_err(|e| e.to_string())?;
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}

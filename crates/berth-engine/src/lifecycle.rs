@@ -667,9 +667,19 @@ impl Engine {
                 }
             });
         } else {
+            // Under the op lock, and only if nothing restarted it meanwhile: a `restart` holds
+            // the lock from its stop to its start, and must not lose its rootfs to this.
             let images = self.images();
-            let id = c.id.clone();
-            let _ = tokio::task::spawn_blocking(move || images.unmount_snapshot(&id)).await;
+            let c = c.clone();
+            tokio::spawn(async move {
+                let _g = c.op.lock().await;
+                let st = c.snapshot().state.status;
+                if st.is_running() || c.removed.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+                let id = c.id.clone();
+                let _ = tokio::task::spawn_blocking(move || images.unmount_snapshot(&id)).await;
+            });
         }
     }
 
