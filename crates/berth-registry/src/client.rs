@@ -623,6 +623,15 @@ async fn response_error(resp: reqwest::Response) -> RegistryError {
     }
 }
 
+/// `busybox:latest` / `busybox@sha256:..` / `localhost:5000/x:1` → the repository part.
+fn repo_part(familiar: &str) -> &str {
+    let no_digest = familiar.split('@').next().unwrap_or(familiar);
+    match no_digest.rsplit_once(':') {
+        Some((n, t)) if !t.contains('/') => n,
+        _ => no_digest,
+    }
+}
+
 fn accept_all() -> String {
     [
         MEDIA_OCI_INDEX,
@@ -665,7 +674,7 @@ async fn get_manifest(
             }
             (401 | 403, _) => RegistryError::Unauthorized(format!(
                 "pull access denied for {}, repository does not exist or may require 'docker login': denied: requested access to the resource is denied",
-                display.split(['@']).next().unwrap_or(display).rsplit_once(':').map(|(n, t)| if t.contains('/') { display } else { n }).unwrap_or(display)
+                repo_part(display)
             )),
             _ => e,
         });
@@ -1900,6 +1909,14 @@ mod tests {
             endpoints("docker.io", &[], &["https://m.example".into()]),
             vec!["https://m.example", "https://registry-1.docker.io"]
         );
+    }
+
+    #[test]
+    fn repo_parts() {
+        assert_eq!(repo_part("busybox:latest"), "busybox");
+        assert_eq!(repo_part("busybox@sha256:ab"), "busybox");
+        assert_eq!(repo_part("localhost:5000/x:1"), "localhost:5000/x");
+        assert_eq!(repo_part("localhost:5000/x@sha256:ab"), "localhost:5000/x");
     }
 
     #[test]
