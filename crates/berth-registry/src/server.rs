@@ -30,6 +30,22 @@ struct State {
     anonymous_read: bool,
     /// `user:password` pairs already verified (bcrypt is deliberately slow).
     verified: Mutex<HashSet<String>>,
+    /// One lock per upload session: chunks of one session are appended one request at a time.
+    upload_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl State {
+    fn upload_lock(&self, uuid: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut m = self.upload_locks.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(uuid.to_string()).or_default().clone()
+    }
+
+    fn release_upload_lock(&self, uuid: &str) {
+        let mut m = self.upload_locks.lock().unwrap_or_else(|e| e.into_inner());
+        if m.get(uuid).is_some_and(|a| Arc::strong_count(a) == 1) {
+            m.remove(uuid);
+        }
+    }
 }
 
 /// A running registry; dropping it does not stop the server, call [`Registry::shutdown`].
@@ -77,6 +93,7 @@ fn load_state(cfg: &ServerConfig) -> Result<Arc<State>, RegistryError> {
         users,
         anonymous_read: cfg.anonymous_read,
         verified: Mutex::new(HashSet::new()),
+        upload_locks: Mutex::new(HashMap::new()),
     }))
 }
 
@@ -308,7 +325,22 @@ fn route(path: &str) -> Option<Route<'_>> {
 }
 
 async fn handle(st: Arc<State>, req: Request<Body>) -> Resp {
-    match handle_inner(st, req).await {
+    let session = match route(req.uri().path()) {
+        Some(Route::Upload(_, uuid)) => Some(uuid.to_string()),
+        _ => None,
+    };
+    let res = match &session {
+        Some(uuid) => {
+            let lock = st.upload_lock(uuid);
+            let guard = lock.lock_owned().await;
+            let res = handle_inner(st.clone(), req).await;
+            drop(guard);
+            st.release_upload_lock(uuid);
+            res
+        }
+        None => handle_inner(st, req).await,
+    };
+    match res {
         Ok(r) => r,
         Err(e) => error_response(&e),
     }
