@@ -1338,6 +1338,7 @@ impl<W: Write> Write for HashWriter<W> {
 /// A compressed layer ready to push.
 struct PreparedLayer {
     id: String,
+    diff_id: String,
     digest: String,
     size: u64,
     file: tempfile::NamedTempFile,
@@ -1424,6 +1425,7 @@ fn prepare_layers(
                     diff_id.clone(),
                     PreparedLayer {
                         id: short(&diff_id),
+                        diff_id: diff_id.clone(),
                         digest,
                         size: hw.n,
                         file,
@@ -1605,19 +1607,50 @@ fn push_worker(
         let _ = ptx.send(Progress::line(Some(&short(&l.diff_id)), "Preparing"));
     }
     let prepared = prepare_layers(store, &id, &layers)?;
-    // Other repositories of the same registry holding this image: mount sources.
-    let mut sources: Vec<String> = Vec::new();
-    if let Ok(img) = store.get(&id) {
+    // Mount sources: other repositories of the same registry whose local images have the
+    // layer (this image's own other tags first). Berth's gzip is deterministic, so a layer
+    // pushed from here before has the same digest there.
+    let mut sources: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut add_sources = |img: &berth_image::Image, diff_ids: &[String]| {
         for s in img.repo_tags.iter().chain(img.repo_digests.iter()) {
-            if let Ok(o) = Reference::parse_named(s) {
-                if o.domain == r.domain && o.path != r.path && !sources.contains(&o.path) {
-                    sources.push(o.path);
+            let Ok(o) = Reference::parse_named(s) else {
+                continue;
+            };
+            if o.domain != r.domain || o.path == r.path {
+                continue;
+            }
+            for d in diff_ids {
+                let v = sources.entry(d.clone()).or_default();
+                if v.len() < 3 && !v.contains(&o.path) {
+                    v.push(o.path.clone());
                 }
+            }
+        }
+    };
+    let own: Vec<String> = layers.iter().map(|l| l.diff_id.clone()).collect();
+    if let Ok(img) = store.get(&id) {
+        add_sources(&img, &own);
+    }
+    if let Ok(images) = store.list() {
+        for img in images.iter().filter(|i| i.id != id) {
+            let Ok(ls) = store.image_layers(&img.id) else {
+                continue;
+            };
+            let shared: Vec<String> = ls
+                .into_iter()
+                .map(|l| l.diff_id)
+                .filter(|d| own.contains(d))
+                .collect();
+            if !shared.is_empty() {
+                add_sources(img, &shared);
             }
         }
     }
     let mut scopes = vec![format!("repository:{}:pull,push", r.path)];
-    scopes.extend(sources.iter().map(|s| format!("repository:{s}:pull")));
+    let mut from: Vec<&String> = sources.values().flatten().collect();
+    from.sort();
+    from.dedup();
+    scopes.extend(from.iter().take(10).map(|s| format!("repository:{s}:pull")));
     let rt = runtime()?;
     let http = http_client(&[&r.domain], opts.certs_dir.as_deref())?;
     let domain = if r.domain == DOCKER_HUB {
@@ -1663,7 +1696,7 @@ fn push_worker(
                         let _ = ptx.send(Progress::line(Some(&p.id), "Layer already exists"));
                         return Ok(());
                     }
-                    for src in sources {
+                    for src in sources.get(&p.diff_id).into_iter().flatten() {
                         if try_mount(s, &p.digest, src).await? {
                             let _ = ptx
                                 .send(Progress::line(Some(&p.id), format!("Mounted from {src}")));

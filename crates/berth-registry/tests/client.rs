@@ -64,6 +64,23 @@ fn push_pull_round_trip() {
         "{st:?}"
     );
 
+    // A different image sharing one layer, into a third repository: that layer is mounted.
+    let third = format!("{host}/third/app:v1");
+    build_image(&s1, &third, "b");
+    let (log, mut cb) = collect();
+    push(&s1, &third, &PushOptions::default(), &mut cb).unwrap();
+    let st = statuses(&log);
+    assert_eq!(
+        st.iter().filter(|s| s.contains(": Mounted from ")).count(),
+        1,
+        "{st:?}"
+    );
+    assert_eq!(
+        st.iter().filter(|s| s.ends_with(": Pushed")).count(),
+        1,
+        "{st:?}"
+    );
+
     // Pull into a fresh store.
     let s2 = ImageStore::open(&dir.path().join("s2")).unwrap();
     let (log, mut cb) = collect();
