@@ -351,6 +351,8 @@ fn http_client(
         }
     }
     b.connect_timeout(std::time::Duration::from_secs(30))
+        // A stalled transfer is an error (a blob download then resumes where it stopped).
+        .read_timeout(std::time::Duration::from_secs(60))
         .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| RegistryError::Http(format!("http client: {e}")))
