@@ -223,3 +223,58 @@ fn load_or_create_id(path: &std::path::Path) -> Result<String> {
     util::write_atomic(path, id.as_bytes())?;
     Ok(id)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(root: &std::path::Path) -> EngineConfig {
+        EngineConfig {
+            data_root: root.join("data"),
+            exec_root: root.join("exec"),
+            berth_exe: PathBuf::from("/nonexistent/berth"),
+        }
+    }
+
+    #[tokio::test]
+    async fn restore_finishes_an_interrupted_removal_and_skips_bad_records() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let cfg = config(tmp.path());
+        let gone = cfg.data_root.join("containers").join("a".repeat(64));
+        std::fs::create_dir_all(&gone).expect("mkdir");
+        std::fs::write(gone.join("a-json.log"), b"{}\n").expect("log");
+        let corrupt = cfg.data_root.join("containers").join("b".repeat(64));
+        std::fs::create_dir_all(&corrupt).expect("mkdir");
+        std::fs::write(corrupt.join("container.json"), b"{not json").expect("record");
+
+        let engine = Engine::open(cfg).await.expect("open");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while gone.exists() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(!gone.exists(), "a directory without its record is removed");
+        assert!(
+            corrupt.exists(),
+            "an unreadable record is left for a human, not deleted"
+        );
+        assert_eq!(engine.counts().0, 0);
+        assert!(engine.inspect(&"b".repeat(64), false).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn engine_id_is_stable_across_opens() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let a = Engine::open(config(tmp.path()))
+            .await
+            .expect("open")
+            .id()
+            .to_string();
+        let b = Engine::open(config(tmp.path()))
+            .await
+            .expect("open")
+            .id()
+            .to_string();
+        assert_eq!(a, b);
+        assert_eq!(a.len(), 36);
+    }
+}
