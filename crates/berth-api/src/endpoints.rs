@@ -417,6 +417,18 @@ impl Client {
     }
 
     /// `POST /images/create?fromImage=...` (pull); JSON-lines answer.
+    /// `POST /images/{name}/push`: a stream of JSON progress messages.
+    pub async fn image_push(&self, image: &str, tag: Option<&str>) -> Result<Response> {
+        let q: Vec<(&str, String)> = tag.map(|t| ("tag", t.to_string())).into_iter().collect();
+        self.request(
+            http::Method::POST,
+            &format!("/images/{image}/push"),
+            &q,
+            Body::Empty,
+        )
+        .await
+    }
+
     pub async fn image_pull(
         &self,
         image: &str,

@@ -61,6 +61,8 @@ pub enum Cmd {
     Import(ImportArgs),
     /// Download an image from a registry
     Pull(PullArgs),
+    /// Upload an image to a registry
+    Push(PushArgs),
     /// Create a new container
     Create(CreateArgs),
     /// Create and run a new container from an image
@@ -115,6 +117,7 @@ impl Cmd {
             Cmd::Save(_) => "save",
             Cmd::Import(_) => "import",
             Cmd::Pull(_) => "pull",
+            Cmd::Push(_) => "push",
             Cmd::Image(i) => match i {
                 I::Ls(_) => "image ls",
                 I::Inspect(_) => "image inspect",
@@ -125,6 +128,7 @@ impl Cmd {
                 I::Save(_) => "image save",
                 I::Import(_) => "image import",
                 I::Pull(_) => "image pull",
+                I::Push(_) => "image push",
             },
             Cmd::Create(_) => "create",
             Cmd::Run(_) => "run",
@@ -197,6 +201,8 @@ pub enum ImageCmd {
     Import(ImportArgs),
     /// Download an image from a registry
     Pull(PullArgs),
+    /// Upload an image to a registry
+    Push(PushArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -355,6 +361,17 @@ pub struct PullArgs {
     #[arg(long)]
     pub platform: Option<String>,
     /// Download all tagged images in the repository
+    #[arg(short = 'a', long = "all-tags")]
+    pub all_tags: bool,
+    pub image: String,
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// Suppress verbose output
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Push all tags of an image to the repository
     #[arg(short = 'a', long = "all-tags")]
     pub all_tags: bool,
     pub image: String,

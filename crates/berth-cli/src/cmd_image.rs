@@ -310,6 +310,23 @@ pub async fn pull_image(
     display_json_messages_to(resp, quiet, to_stderr).await
 }
 
+/// `push NAME[:TAG]`: the daemon uploads; we show its progress as docker does.
+pub async fn push(c: &Client, a: crate::cli::PushArgs) -> Result<i32, CliError> {
+    if a.all_tags {
+        return Err(CliError::msg("--all-tags is not supported"));
+    }
+    let (repo, tag) = pull_params(&a.image);
+    if !a.quiet && tag.is_none() && !a.image.contains('@') {
+        println!("Using default tag: latest");
+    }
+    let resp = c.image_push(&repo, tag.as_deref()).await?;
+    display_json_messages_to(resp, a.quiet, false).await?;
+    if a.quiet {
+        println!("{}", a.image);
+    }
+    Ok(0)
+}
+
 pub async fn pull(c: &Client, a: PullArgs) -> Result<i32, CliError> {
     if a.all_tags {
         return Err(CliError::msg("--all-tags is not supported"));

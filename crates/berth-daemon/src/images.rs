@@ -110,12 +110,21 @@ async fn create(
         return Ok(json_lines(vec![serde_json::json!({ "status": id })]));
     }
     if let Some(image) = q.get("fromImage") {
-        return Err(ApiError::new(
-            404,
-            format!(
-                "pull access denied for {image}, repository does not exist or may require 'docker login': pulling from registries is not available in this Berth build"
-            ),
-        ));
+        let tag = q.get("tag").unwrap_or("");
+        let reference = if tag.is_empty() {
+            image.to_string()
+        } else if tag.starts_with("sha256:") {
+            format!("{image}@{tag}")
+        } else {
+            format!("{image}:{tag}")
+        };
+        let platform = q
+            .get("platform")
+            .filter(|p| !p.is_empty())
+            .map(String::from);
+        let auth = registry_auth(&req)?;
+        let rx = st.engine.image_pull(reference, platform, auth);
+        return transfer_response(rx).await;
     }
     Err(ApiError::bad_request("fromImage or fromSrc is required"))
 }
@@ -171,6 +180,7 @@ async fn post_named(
     State(st): State<AppState>,
     Path(rest): Path<String>,
     RawQuery(raw): RawQuery,
+    headers: axum::http::HeaderMap,
 ) -> ApiResult<Response<Body>> {
     let q = q(raw);
     let (name, op) = split_rest(&rest);
@@ -187,10 +197,16 @@ async fn post_named(
             *r.status_mut() = StatusCode::CREATED;
             Ok(r)
         }
-        "push" => Err(ApiError::new(
-            500,
-            "pushing to registries is not available in this Berth build",
-        )),
+        "push" => {
+            let tag = q.get("tag").unwrap_or("");
+            let reference = if tag.is_empty() {
+                name.to_string()
+            } else {
+                format!("{name}:{tag}")
+            };
+            let auth = registry_auth_headers(&headers)?;
+            transfer_response(st.engine.image_push(reference, auth)).await
+        }
         _ => Err(ApiError::new(
             404,
             format!("page not found: /images/{rest}"),
@@ -209,4 +225,50 @@ async fn delete_named(
         .image_remove(&rest, q.flag("force"), q.flag("noprune"))
         .await?;
     Ok(json_response(&items))
+}
+
+fn registry_auth_headers(
+    headers: &axum::http::HeaderMap,
+) -> ApiResult<Option<berth_registry::RegistryAuth>> {
+    match headers.get("X-Registry-Auth").and_then(|v| v.to_str().ok()) {
+        None | Some("") => Ok(None),
+        Some(v) => berth_registry::RegistryAuth::from_header(v)
+            .map_err(|e| ApiError::bad_request(e.to_string())),
+    }
+}
+
+fn registry_auth(req: &Request<Body>) -> ApiResult<Option<berth_registry::RegistryAuth>> {
+    registry_auth_headers(req.headers())
+}
+
+/// Streams a pull's or push's JSON messages. A failure before the first message is an HTTP
+/// error (so `docker run` sees the 404 of a missing image); a later one is Docker's
+/// `{"errorDetail":...,"error":...}` line in the 200 stream.
+async fn transfer_response(
+    mut rx: tokio::sync::mpsc::Receiver<berth_engine::Transfer>,
+) -> ApiResult<Response<Body>> {
+    let first = match rx.recv().await {
+        Some(berth_engine::Transfer::Failed(e)) => return Err(e.into()),
+        Some(berth_engine::Transfer::Message(m)) => m,
+        None => return Ok(json_lines(Vec::new())),
+    };
+    let line = |v: &serde_json::Value| Bytes::from(format!("{v}\n"));
+    let head = futures_util::stream::once({
+        let b = line(&first);
+        async move { Ok::<Bytes, std::io::Error>(b) }
+    });
+    let rest = ReceiverStream::new(rx).map(move |t| {
+        let v = match t {
+            berth_engine::Transfer::Message(m) => m,
+            berth_engine::Transfer::Failed(e) => {
+                let m = e.to_string();
+                serde_json::json!({ "errorDetail": { "message": m }, "error": m })
+            }
+        };
+        Ok::<Bytes, std::io::Error>(line(&v))
+    });
+    let mut r = Response::new(Body::from_stream(head.chain(rest)));
+    r.headers_mut()
+        .insert("Content-Type", HeaderValue::from_static("application/json"));
+    Ok(r)
 }

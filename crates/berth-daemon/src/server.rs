@@ -24,6 +24,10 @@ pub struct DaemonOptions {
     pub exec_root: PathBuf,
     pub pidfile: PathBuf,
     pub berth_exe: PathBuf,
+    /// Registries reached over plain HTTP (besides localhost and 127.0.0.0/8).
+    pub insecure_registries: Vec<String>,
+    /// Docker Hub mirrors, tried first.
+    pub registry_mirrors: Vec<String>,
 }
 
 /// The negotiated API version of a request, e.g. (1, 45).
@@ -192,6 +196,10 @@ async fn serve(opts: &DaemonOptions) -> Result<(), String> {
         data_root: opts.data_root.clone(),
         exec_root: opts.exec_root.clone(),
         berth_exe: opts.berth_exe.clone(),
+        registry: berth_engine::RegistryConfig {
+            insecure_registries: opts.insecure_registries.clone(),
+            mirrors: opts.registry_mirrors.clone(),
+        },
     })
     .await
     .map_err(|e| e.to_string())?;

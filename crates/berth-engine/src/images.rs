@@ -257,3 +257,81 @@ fn glob_match(p: &str, s: &str) -> bool {
         .map(|r| r.is_match(s))
         .unwrap_or(false)
 }
+
+/// Registry settings the daemon was started with.
+#[derive(Clone, Debug, Default)]
+pub struct RegistryConfig {
+    pub insecure_registries: Vec<String>,
+    pub mirrors: Vec<String>,
+}
+
+/// What a pull or push streams back: Docker's JSON messages, then the outcome.
+pub enum Transfer {
+    Message(serde_json::Value),
+    Failed(EngineError),
+}
+
+fn registry_err(e: berth_registry::RegistryError) -> EngineError {
+    let msg = e.to_string();
+    match e.http_status() {
+        404 => EngineError::NotFound(msg),
+        400 | 401 => EngineError::InvalidParameter(msg),
+        409 => EngineError::Conflict(msg),
+        _ => EngineError::Internal(msg),
+    }
+}
+
+impl Engine {
+    /// Pulls `reference` (tag or digest form). The first item tells the caller whether the
+    /// pull got going (a message) or failed at once (so it can answer with an HTTP error).
+    pub fn image_pull(
+        &self,
+        reference: String,
+        platform: Option<String>,
+        auth: Option<berth_registry::RegistryAuth>,
+    ) -> mpsc::Receiver<Transfer> {
+        let (tx, rx) = mpsc::channel(64);
+        let store = self.images();
+        let reg = self.inner.registry_config.clone();
+        tokio::task::spawn_blocking(move || {
+            let opts = berth_registry::PullOptions {
+                platform,
+                insecure_registries: reg.insecure_registries,
+                mirrors: reg.mirrors,
+                auth,
+                ..Default::default()
+            };
+            let mut progress = |p: berth_registry::Progress| {
+                let _ = tx.blocking_send(Transfer::Message(p.to_json_message()));
+            };
+            if let Err(e) = berth_registry::pull(&store, &reference, &opts, &mut progress) {
+                let _ = tx.blocking_send(Transfer::Failed(registry_err(e)));
+            }
+        });
+        rx
+    }
+
+    pub fn image_push(
+        &self,
+        reference: String,
+        auth: Option<berth_registry::RegistryAuth>,
+    ) -> mpsc::Receiver<Transfer> {
+        let (tx, rx) = mpsc::channel(64);
+        let store = self.images();
+        let reg = self.inner.registry_config.clone();
+        tokio::task::spawn_blocking(move || {
+            let opts = berth_registry::PushOptions {
+                insecure_registries: reg.insecure_registries,
+                auth,
+                ..Default::default()
+            };
+            let mut progress = |p: berth_registry::Progress| {
+                let _ = tx.blocking_send(Transfer::Message(p.to_json_message()));
+            };
+            if let Err(e) = berth_registry::push(&store, &reference, &opts, &mut progress) {
+                let _ = tx.blocking_send(Transfer::Failed(registry_err(e)));
+            }
+        });
+        rx
+    }
+}

@@ -6,7 +6,7 @@
 pub mod attach;
 pub mod container;
 pub mod error;
-mod images;
+pub mod images;
 mod lifecycle;
 pub mod logs;
 mod names;
@@ -20,6 +20,7 @@ use std::sync::{Arc, RwLock};
 
 pub use attach::{AttachFuture, AttachOptions, AttachStream};
 pub use error::{EngineError, Result};
+pub use images::{RegistryConfig, Transfer};
 pub use lifecycle::WaitCondition;
 pub use logs::LogsOptions;
 pub use query::{parse_filters, ListOptions};
@@ -32,6 +33,7 @@ pub struct EngineConfig {
     pub exec_root: PathBuf,
     /// The berth binary, re-executed as `berth shim`.
     pub berth_exe: PathBuf,
+    pub registry: images::RegistryConfig,
 }
 
 #[derive(Default)]
@@ -47,6 +49,7 @@ pub struct Inner {
     id: String,
     images: Arc<berth_image::ImageStore>,
     registry: RwLock<Registry>,
+    registry_config: images::RegistryConfig,
 }
 
 /// Cheap to clone; every clone is the same engine.
@@ -71,6 +74,7 @@ impl Engine {
         let engine = Engine {
             inner: Arc::new(Inner {
                 id,
+                registry_config: cfg.registry.clone(),
                 cfg,
                 images: Arc::new(images),
                 registry: RwLock::new(Registry::default()),
@@ -233,6 +237,7 @@ mod tests {
             data_root: root.join("data"),
             exec_root: root.join("exec"),
             berth_exe: PathBuf::from("/nonexistent/berth"),
+            registry: RegistryConfig::default(),
         }
     }
 

@@ -358,9 +358,9 @@ impl Engine {
                 ))
             }
             Status::Removing | Status::Dead => {
-                return Err(EngineError::Conflict(format!(
-                    "container is marked for removal and cannot be started"
-                )))
+                return Err(EngineError::Conflict(
+                    "container is marked for removal and cannot be started".into(),
+                ))
             }
             _ => {}
         }

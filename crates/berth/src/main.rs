@@ -1,4 +1,5 @@
-//! The one berth binary: `berth daemon`, the hidden `berth shim`, and otherwise the CLI.
+//! The one berth binary: `berth daemon`, `berth registry serve|garbage-collect`, the hidden
+//! `berth shim`, and otherwise the CLI.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -34,6 +35,12 @@ struct DaemonArgs {
     /// Enable debug mode
     #[arg(short = 'D', long)]
     debug: bool,
+    /// Registry reached over plain HTTP (repeatable; localhost and 127.0.0.0/8 always are)
+    #[arg(long = "insecure-registry")]
+    insecure_registry: Vec<String>,
+    /// Docker Hub mirror, tried before Docker Hub (repeatable)
+    #[arg(long = "registry-mirror")]
+    registry_mirror: Vec<String>,
 }
 
 fn daemon(args: Vec<OsString>) -> i32 {
@@ -75,6 +82,8 @@ fn daemon(args: Vec<OsString>) -> i32 {
         data_root: a.data_root,
         exec_root: a.exec_root,
         berth_exe: exe,
+        insecure_registries: a.insecure_registry,
+        registry_mirrors: a.registry_mirror,
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -102,6 +111,12 @@ fn main() {
     let code = match sub {
         // The shim must stay single-threaded: dispatch before anything starts a runtime.
         "shim" => berth_runtime::shim::main(
+            args[2..]
+                .iter()
+                .map(|s| s.to_string_lossy().into_owned())
+                .collect(),
+        ),
+        "registry" => berth_registry::main(
             args[2..]
                 .iter()
                 .map(|s| s.to_string_lossy().into_owned())

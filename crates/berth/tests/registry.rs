@@ -1,0 +1,103 @@
+//! The daemon against `berth registry serve` (the same binary): push through the API, pull
+//! with the CLI, and `run` of an image that is not present pulls it first.
+
+mod common;
+use common::*;
+
+use std::process::{Child, Command, Stdio};
+
+/// `berth registry serve` on a free loopback port, killed on drop.
+struct Registry {
+    child: Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    fn start() -> Registry {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let child = Command::new(BIN)
+            .args(["registry", "serve", "--addr", &addr, "--storage"])
+            .arg(dir.path().join("storage"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn registry");
+        assert!(
+            wait_until(DEADLINE, || std::net::TcpStream::connect(&addr).is_ok()),
+            "registry did not listen on {addr}"
+        );
+        Registry {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn push_pull_and_run_pulls_a_missing_image() {
+    let d = d();
+    let reg = Registry::start();
+    let name = format!("{}/tools/bb:{}", reg.addr, unique("t"));
+    d.cli(&["tag", "busybox", &name]).ok();
+    let id = d.fmt(&name, "{{.Id}}");
+
+    let push = d.cli(&["push", &name]);
+    push.ok();
+    assert!(
+        push.stdout.contains("Pushed") && push.stdout.contains("digest: sha256:"),
+        "{push}"
+    );
+    // Through the API too, as docker-py does: every blob is there now.
+    let (repo, tag) = name.rsplit_once(':').expect("tag");
+    let again = d.api("POST", &format!("/v1.45/images/{repo}/push?tag={tag}"));
+    assert_eq!(again.status, 200);
+    let text = String::from_utf8_lossy(&again.body);
+    assert!(text.contains("Layer already exists"), "{text}");
+    assert!(!text.contains("errorDetail"), "{text}");
+
+    d.cli(&["rmi", &name]).ok();
+    let pull = d.cli(&["pull", &name]);
+    pull.ok();
+    // busybox still holds the layer locally, so only the image itself is new.
+    assert!(pull.stdout.contains("Downloaded newer image"), "{pull}");
+    assert_eq!(
+        d.fmt(&name, "{{.Id}}"),
+        id,
+        "the pulled image is the pushed one"
+    );
+
+    // Present now: a second pull changes nothing.
+    let again = d.cli(&["pull", &name]);
+    again.ok();
+    assert!(again.stdout.contains("Image is up to date"), "{again}");
+
+    d.cli(&["rmi", &name]).ok();
+    let run = d.cli(&["run", "--rm", &name, "echo", "pulled-and-ran"]);
+    run.ok();
+    assert_eq!(run.out(), "pulled-and-ran", "{run}");
+    assert!(run.stderr.contains("Unable to find image"), "{run}");
+    d.cli(&["rmi", &name]).ok();
+}
+
+#[test]
+fn pull_of_an_unknown_image_is_a_clear_error() {
+    let d = d();
+    let reg = Registry::start();
+    let o = d.cli(&["pull", &format!("{}/nope/nothing:1", reg.addr)]);
+    o.code_is(1);
+    assert!(o.stderr.contains("not found"), "{o}");
+}
