@@ -101,3 +101,27 @@ fn pull_of_an_unknown_image_is_a_clear_error() {
     o.code_is(1);
     assert!(o.stderr.contains("not found"), "{o}");
 }
+
+#[test]
+fn docker_cli_pushes_to_and_pulls_from_berth_registry() {
+    let d = d();
+    let reg = Registry::start();
+    let name = format!("{}/dockercli/bb:{}", reg.addr, unique("t"));
+    d.cli(&["tag", "busybox", &name]).ok();
+    let Some(push) = d.docker(&["push", &name]) else {
+        eprintln!("SKIPPED: no docker CLI on PATH");
+        return;
+    };
+    push.ok();
+    assert!(push.stdout.contains("digest: sha256:"), "{push}");
+    d.cli(&["rmi", &name]).ok();
+    let pull = d.docker(&["pull", &name]).expect("docker CLI");
+    pull.ok();
+    assert!(pull.stdout.contains("Downloaded newer image"), "{pull}");
+    let run = d
+        .docker(&["run", "--rm", &name, "echo", "via-docker"])
+        .expect("docker CLI");
+    run.ok();
+    assert_eq!(run.out(), "via-docker", "{run}");
+    d.cli(&["rmi", &name]).ok();
+}
