@@ -21,6 +21,8 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
         .route("/images/load", post(load))
         .route("/images/create", post(create))
         .route("/images/get", get(save_many))
+        .route("/distribution/{*rest}", get(distribution))
+        .route("/auth", post(auth))
         .route(
             "/images/{*rest}",
             get(get_named).post(post_named).delete(delete_named),
@@ -271,4 +273,35 @@ async fn transfer_response(
     r.headers_mut()
         .insert("Content-Type", HeaderValue::from_static("application/json"));
     Ok(r)
+}
+
+/// `GET /distribution/{name}/json`.
+async fn distribution(
+    State(st): State<AppState>,
+    Path(rest): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> ApiResult<Response<Body>> {
+    let (name, op) = split_rest(&rest);
+    if op != "json" || name.is_empty() {
+        return Err(ApiError::new(
+            404,
+            format!("page not found: /distribution/{rest}"),
+        ));
+    }
+    let auth = registry_auth_headers(&headers)?;
+    let info = st
+        .engine
+        .distribution_inspect(name.to_string(), auth)
+        .await?;
+    Ok(json_response(&info))
+}
+
+/// `POST /auth`: Docker answers `{"Status":"Login Succeeded","IdentityToken":""}`.
+async fn auth(State(st): State<AppState>, body: Bytes) -> ApiResult<Response<Body>> {
+    let auth: berth_registry::RegistryAuth = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
+    let status = st.engine.registry_login(auth).await?;
+    Ok(json_response(
+        &serde_json::json!({ "Status": status, "IdentityToken": "" }),
+    ))
 }

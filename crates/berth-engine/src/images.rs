@@ -335,3 +335,42 @@ impl Engine {
         rx
     }
 }
+
+impl Engine {
+    /// `GET /distribution/{name}/json`: the registry's descriptor and platforms for a name.
+    pub async fn distribution_inspect(
+        &self,
+        reference: String,
+        auth: Option<berth_registry::RegistryAuth>,
+    ) -> Result<berth_registry::DistributionInspect> {
+        let reg = self.inner.registry_config.clone();
+        tokio::task::spawn_blocking(move || {
+            let opts = berth_registry::PullOptions {
+                insecure_registries: reg.insecure_registries,
+                mirrors: reg.mirrors,
+                auth,
+                ..Default::default()
+            };
+            berth_registry::inspect_distribution(&reference, &opts)
+        })
+        .await
+        .map_err(EngineError::internal)?
+        .map_err(registry_err)
+    }
+
+    /// `POST /auth`: checks credentials against the registry; returns its status line.
+    pub async fn registry_login(&self, auth: berth_registry::RegistryAuth) -> Result<String> {
+        let insecure = self.inner.registry_config.insecure_registries.clone();
+        tokio::task::spawn_blocking(move || {
+            let server = if auth.server_address.is_empty() {
+                "https://index.docker.io/v1/".to_string()
+            } else {
+                auth.server_address.clone()
+            };
+            berth_registry::login(&server, &auth, &insecure)
+        })
+        .await
+        .map_err(EngineError::internal)?
+        .map_err(registry_err)
+    }
+}

@@ -125,3 +125,52 @@ fn docker_cli_pushes_to_and_pulls_from_berth_registry() {
     assert_eq!(run.out(), "via-docker", "{run}");
     d.cli(&["rmi", &name]).ok();
 }
+
+#[test]
+fn distribution_inspect_and_auth() {
+    let d = d();
+    let reg = Registry::start();
+    let name = format!("{}/dist/bb:{}", reg.addr, unique("t"));
+    d.cli(&["tag", "busybox", &name]).ok();
+    let push = d.cli(&["push", &name]);
+    push.ok();
+    let digest = push
+        .stdout
+        .split_whitespace()
+        .find(|w| w.starts_with("sha256:"))
+        .expect("digest in push output")
+        .to_string();
+
+    let r = d.api("GET", &format!("/v1.45/distribution/{name}/json"));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let v: Value = serde_json::from_slice(&r.body).expect("json");
+    assert_eq!(v["Descriptor"]["digest"], json!(digest), "{v}");
+    assert!(
+        v["Platforms"].as_array().is_some_and(|p| !p.is_empty()),
+        "{v}"
+    );
+    let missing = d.api(
+        "GET",
+        &format!("/v1.45/distribution/{}/dist/nothing:1/json", reg.addr),
+    );
+    assert_eq!(missing.status, 404);
+
+    // An open registry accepts any credentials, as distribution does.
+    let body = json!({"username": "u", "password": "p", "serveraddress": reg.addr}).to_string();
+    let a = d
+        .api_with(
+            "POST",
+            "/v1.45/auth",
+            &[("Content-Type", "application/json")],
+            Some(body.as_bytes()),
+        )
+        .expect("POST /auth");
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    let v: Value = serde_json::from_slice(&a.body).expect("json");
+    assert_eq!(v["Status"], "Login Succeeded");
+    let bad = d
+        .api_with("POST", "/v1.45/auth", &[], Some(b"{nope"))
+        .expect("POST /auth");
+    assert_eq!(bad.status, 400);
+    d.cli(&["rmi", &name]).ok();
+}
