@@ -147,6 +147,14 @@ impl Entry {
         }
     }
 
+    /// The attach requests waiting for the next start, handed over once.
+    pub fn take_pending(&self) -> Vec<crate::attach::PendingAttach> {
+        match self.pending_attach.lock() {
+            Ok(mut p) => std::mem::take(&mut *p),
+            Err(p) => std::mem::take(&mut *p.into_inner()),
+        }
+    }
+
     pub fn snapshot(&self) -> ContainerRecord {
         match self.record.lock() {
             Ok(r) => r.clone(),

@@ -426,10 +426,7 @@ impl Engine {
         let t_created = t0.elapsed();
 
         // Clients that attached before start get their stream now, before the process runs.
-        let pending: Vec<_> = match c.pending_attach.lock() {
-            Ok(mut p) => std::mem::take(&mut *p),
-            Err(p) => std::mem::take(&mut *p.into_inner()),
-        };
+        let pending = c.take_pending();
         for p in pending {
             let r =
                 shim_client::attach(&runtime_dir, p.opts.stdin, p.opts.stdout, p.opts.stderr).await;
@@ -473,10 +470,7 @@ impl Engine {
             r.state.error = msg.clone();
             r.state.exit_code = code;
         });
-        let pending: Vec<_> = match c.pending_attach.lock() {
-            Ok(mut p) => std::mem::take(&mut *p),
-            Err(p) => std::mem::take(&mut *p.into_inner()),
-        };
+        let pending = c.take_pending();
         for p in pending {
             let _ = p.tx.send(Err(EngineError::Conflict(msg.clone())));
         }
@@ -581,13 +575,7 @@ impl Engine {
                 Ok(Some(e)) => Some(e),
                 _ => None,
             };
-            let exit = exit.or_else(|| {
-                berth_runtime::shim::read_exit(&rt).map(|e| shim_client::ExitReply {
-                    exit_code: e.exit_code as i64,
-                    finished_at: e.finished_at,
-                    oom_killed: e.oom_killed,
-                })
-            });
+            let exit = exit.or_else(|| shim_client::read_exit_file(&rt));
             engine.handle_exit(c, exit).await;
         });
     }
@@ -708,11 +696,7 @@ impl Engine {
             return;
         }
         if live && rec.state.status != Status::Restarting {
-            let exit = berth_runtime::shim::read_exit(&rt).map(|e| shim_client::ExitReply {
-                exit_code: e.exit_code as i64,
-                finished_at: e.finished_at,
-                oom_killed: e.oom_killed,
-            });
+            let exit = shim_client::read_exit_file(&rt);
             self.handle_exit(c, exit).await;
             return;
         }
@@ -889,10 +873,7 @@ impl Engine {
                 reg.names.remove(&rec.name);
             }
         }
-        for p in match c.pending_attach.lock() {
-            Ok(mut p) => std::mem::take(&mut *p),
-            Err(p) => std::mem::take(&mut *p.into_inner()),
-        } {
+        for p in c.take_pending() {
             let _ =
                 p.tx.send(Err(EngineError::Conflict("container removed".into())));
         }

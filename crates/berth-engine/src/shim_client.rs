@@ -26,6 +26,15 @@ pub struct ExitReply {
     pub oom_killed: bool,
 }
 
+/// The exit a shim recorded in `exit.json`, for when the shim itself is gone.
+pub fn read_exit_file(runtime_dir: &Path) -> Option<ExitReply> {
+    berth_runtime::shim::read_exit(runtime_dir).map(|e| ExitReply {
+        exit_code: e.exit_code as i64,
+        finished_at: e.finished_at,
+        oom_killed: e.oom_killed,
+    })
+}
+
 /// Opens a connection and sends one request; returns the stream positioned after the reply line.
 pub async fn request(
     runtime_dir: &Path,
