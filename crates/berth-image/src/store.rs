@@ -418,6 +418,15 @@ impl ImageStore {
         self.persist_refs(&st)
     }
 
+    /// Whether the layer `chain_id` is extracted in the store with its blob (left by an image,
+    /// a load or an earlier, interrupted pull), so a pull need not fetch it again.
+    pub fn has_layer(&self, chain_id: &str) -> bool {
+        match self.layers.get(chain_id) {
+            Ok(Some(info)) => self.blobs.exists(&info.diff_id),
+            _ => false,
+        }
+    }
+
     /// Stores a layer (plain or gzip tar) on top of `parent_chain_id`; extracts it once.
     pub fn add_layer(
         &self,

@@ -1034,7 +1034,8 @@ async fn stream_blob(
 /// Pulls `reference` into `store`; returns the image id. Blocking (see the module doc).
 ///
 /// An image whose config is already in the store is not downloaded again; layers some local
-/// image already has are reported "Already exists" and skipped.
+/// image already has, or that the store holds from an earlier (interrupted) pull, are reported
+/// "Already exists" and skipped.
 pub fn pull(
     store: &ImageStore,
     reference: &str,
@@ -1166,7 +1167,7 @@ fn pull_worker<'scope>(
         let mut seen = HashSet::new();
         for (i, desc) in m.layers.iter().enumerate() {
             let id = short(&desc.digest);
-            if present.contains(&chains[i]) {
+            if present.contains(&chains[i]) || store.has_layer(&chains[i]) {
                 let _ = ptx.send(Progress::line(Some(&id), "Already exists"));
                 continue;
             }

@@ -420,3 +420,58 @@ fn pulls_zstd_and_uncompressed_oci_layers() {
     assert_eq!(layers[1].diff_id, d(&plain2));
     rt.block_on(reg.shutdown());
 }
+
+#[test]
+fn pull_reuses_a_layer_already_in_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let reg = start_registry(&rt, dir.path(), None, false);
+    let host = reg.addr.to_string();
+    let s1 = ImageStore::open(&dir.path().join("s1")).unwrap();
+    let name = format!("{host}/reuse/app:v1");
+    let id = build_image(&s1, &name, "reuse");
+    let (_l, mut cb) = collect();
+    push(&s1, &name, &PushOptions::default(), &mut cb).unwrap();
+
+    // The second store holds the first layer only (as an interrupted pull leaves it), no image.
+    let s2 = ImageStore::open(&dir.path().join("s2")).unwrap();
+    let l1 = layer_tar(&[("etc/hello", b"hello reuse\n".as_slice())]);
+    let first = s2.add_layer(None, &mut l1.as_slice()).unwrap();
+    let layers = s1.image_layers(&id).unwrap();
+    assert_eq!(first.chain_id, layers[0].chain_id);
+    assert!(s2.has_layer(&layers[0].chain_id));
+    assert!(!s2.has_layer(&layers[1].chain_id));
+    assert!(s2.list().unwrap().is_empty());
+
+    let (log, mut cb) = collect();
+    assert_eq!(
+        pull(&s2, &name, &PullOptions::default(), &mut cb).unwrap(),
+        id
+    );
+    let st = statuses(&log);
+    let exists: Vec<&String> = st
+        .iter()
+        .filter(|s| s.ends_with(": Already exists"))
+        .collect();
+    assert_eq!(exists.len(), 1, "{st:?}");
+    assert_eq!(
+        st.iter()
+            .filter(|s| s.ends_with(": Pulling fs layer"))
+            .count(),
+        1,
+        "{st:?}"
+    );
+    assert_eq!(
+        st.iter().filter(|s| s.ends_with(": Pull complete")).count(),
+        1,
+        "{st:?}"
+    );
+    let exists_id = exists[0].split(':').next().unwrap_or_default().to_string();
+    assert!(
+        !st.iter()
+            .any(|s| s.starts_with(&format!("{exists_id}: ")) && !s.ends_with("Already exists")),
+        "the present layer was downloaded: {st:?}"
+    );
+    assert!(s2.has_layer(&layers[1].chain_id));
+    rt.block_on(reg.shutdown());
+}
