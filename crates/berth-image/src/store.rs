@@ -427,6 +427,13 @@ impl ImageStore {
         }
     }
 
+    /// Opens a layer's content as the store keeps it: the uncompressed tar whose sha256 is
+    /// `diff_id` (byte for byte what a pull stored or a load gave). An open file stays readable
+    /// even if the image is removed meanwhile.
+    pub fn open_layer_tar(&self, diff_id: &str) -> Result<std::fs::File, ImageError> {
+        self.blobs.open_blob(diff_id)
+    }
+
     /// Stores a layer (plain or gzip tar) on top of `parent_chain_id`; extracts it once.
     pub fn add_layer(
         &self,

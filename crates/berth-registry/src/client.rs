@@ -1282,44 +1282,6 @@ impl FamiliarPath for Reference {
 // ---------------------------------------------------------------------------------------------
 // Push
 
-struct ChanWriter(mpsc::SyncSender<Vec<u8>>);
-
-impl Write for ChanWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .send(buf.to_vec())
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "reader gone"))?;
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-struct SyncChanReader {
-    rx: mpsc::Receiver<Vec<u8>>,
-    cur: Vec<u8>,
-    pos: usize,
-}
-
-impl Read for SyncChanReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.pos >= self.cur.len() {
-            match self.rx.recv() {
-                Ok(b) => {
-                    self.cur = b;
-                    self.pos = 0;
-                }
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.cur.len() - self.pos);
-        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
-}
-
 struct HashWriter<W: Write> {
     inner: W,
     hasher: Sha256,
@@ -1347,113 +1309,69 @@ struct PreparedLayer {
     file: tempfile::NamedTempFile,
 }
 
-/// Exports the image's layers (via `ImageStore::save`) and gzips each into a temp file.
+/// Gzips each layer's stored tar (`ImageStore::open_layer_tar`) into a temp file, checking the
+/// tar still has its diff id. Same gzip settings as ever, so a layer keeps its pushed digest.
 fn prepare_layers(
     store: &ImageStore,
-    id: &str,
     layers: &[LayerInfo],
 ) -> Result<BTreeMap<String, PreparedLayer>, RegistryError> {
-    let wanted: HashSet<String> = layers.iter().map(|l| l.diff_id.clone()).collect();
-    let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(16);
-    std::thread::scope(|scope| {
-        let saver = scope.spawn(move || {
-            let mut w = std::io::BufWriter::with_capacity(256 * 1024, ChanWriter(tx));
-            store.save(&[id.to_string()], &mut w)?;
-            w.flush()
-                .map_err(|e| RegistryError::io("export image", e))?;
-            Ok::<_, RegistryError>(())
-        });
-        let mut out = BTreeMap::new();
-        let mut reader = SyncChanReader {
-            rx,
-            cur: Vec::new(),
-            pos: 0,
-        };
-        let res = (|| {
-            let mut ar = tar::Archive::new(&mut reader);
-            for e in ar
-                .entries()
-                .map_err(|e| RegistryError::io("read export", e))?
-            {
-                let mut e = e.map_err(|e| RegistryError::io("read export", e))?;
-                let path = e
-                    .path()
-                    .map_err(|e| RegistryError::io("read export", e))?
-                    .to_string_lossy()
-                    .to_string();
-                let Some(hex) = path.strip_prefix("blobs/sha256/") else {
-                    continue;
-                };
-                let diff_id = format!("sha256:{hex}");
-                if !wanted.contains(&diff_id) || out.contains_key(&diff_id) {
-                    continue;
-                }
-                let file = tempfile::NamedTempFile::new()
-                    .map_err(|e| RegistryError::io("temp file", e))?;
-                let hw = HashWriter {
-                    inner: std::io::BufWriter::new(
-                        file.reopen()
-                            .map_err(|e| RegistryError::io("temp file", e))?,
-                    ),
-                    hasher: Sha256::new(),
-                    n: 0,
-                };
-                let mut gz = flate2::write::GzEncoder::new(hw, flate2::Compression::fast());
-                let mut plain = Sha256::new();
-                let mut buf = vec![0u8; 256 * 1024];
-                loop {
-                    let n = e
-                        .read(&mut buf)
-                        .map_err(|e| RegistryError::io("read export", e))?;
-                    if n == 0 {
-                        break;
-                    }
-                    plain.update(&buf[..n]);
-                    gz.write_all(&buf[..n])
-                        .map_err(|e| RegistryError::io("compress layer", e))?;
-                }
-                let mut hw = gz
-                    .finish()
-                    .map_err(|e| RegistryError::io("compress layer", e))?;
-                hw.flush()
-                    .map_err(|e| RegistryError::io("compress layer", e))?;
-                let plain_digest = format!("sha256:{}", hex::encode(plain.finalize()));
-                if plain_digest != diff_id {
-                    return Err(RegistryError::DigestMismatch(format!(
-                        "local layer {diff_id} has content digest {plain_digest}"
-                    )));
-                }
-                let digest = format!("sha256:{}", hex::encode(hw.hasher.finalize()));
-                out.insert(
-                    diff_id.clone(),
-                    PreparedLayer {
-                        id: short(&diff_id),
-                        diff_id: diff_id.clone(),
-                        digest,
-                        size: hw.n,
-                        file,
-                    },
-                );
-            }
-            Ok(())
-        })();
-        // Drain so the saver never blocks on a full channel, then collect its result.
-        let mut sink = [0u8; 64 * 1024];
-        while reader.read(&mut sink).map(|n| n > 0).unwrap_or(false) {}
-        let saved = saver
-            .join()
-            .unwrap_or_else(|_| Err(RegistryError::Http("export panicked".into())));
-        res?;
-        saved?;
-        for l in layers {
-            if !out.contains_key(&l.diff_id) {
-                return Err(RegistryError::Http(format!(
-                    "layer {} missing from the image export",
-                    l.diff_id
-                )));
-            }
+    // Open every layer first: an open file stays readable if the image is removed meanwhile.
+    let mut files = Vec::new();
+    let mut seen = HashSet::new();
+    for l in layers {
+        if seen.insert(l.diff_id.clone()) {
+            files.push((l.diff_id.clone(), store.open_layer_tar(&l.diff_id)?));
         }
-        Ok(out)
+    }
+    let mut out = BTreeMap::new();
+    for (diff_id, f) in files {
+        let p = compress_layer(&diff_id, f)?;
+        out.insert(diff_id, p);
+    }
+    Ok(out)
+}
+
+fn compress_layer(diff_id: &str, mut src: std::fs::File) -> Result<PreparedLayer, RegistryError> {
+    let file = tempfile::NamedTempFile::new().map_err(|e| RegistryError::io("temp file", e))?;
+    let hw = HashWriter {
+        inner: std::io::BufWriter::new(
+            file.reopen()
+                .map_err(|e| RegistryError::io("temp file", e))?,
+        ),
+        hasher: Sha256::new(),
+        n: 0,
+    };
+    let mut gz = flate2::write::GzEncoder::new(hw, flate2::Compression::fast());
+    let mut plain = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = src
+            .read(&mut buf)
+            .map_err(|e| RegistryError::io("read layer", e))?;
+        if n == 0 {
+            break;
+        }
+        plain.update(&buf[..n]);
+        gz.write_all(&buf[..n])
+            .map_err(|e| RegistryError::io("compress layer", e))?;
+    }
+    let mut hw = gz
+        .finish()
+        .map_err(|e| RegistryError::io("compress layer", e))?;
+    hw.flush()
+        .map_err(|e| RegistryError::io("compress layer", e))?;
+    let plain_digest = format!("sha256:{}", hex::encode(plain.finalize()));
+    if plain_digest != diff_id {
+        return Err(RegistryError::DigestMismatch(format!(
+            "local layer {diff_id} has content digest {plain_digest}"
+        )));
+    }
+    Ok(PreparedLayer {
+        id: short(diff_id),
+        diff_id: diff_id.to_string(),
+        digest: format!("sha256:{}", hex::encode(hw.hasher.finalize())),
+        size: hw.n,
+        file,
     })
 }
 
@@ -1609,7 +1527,7 @@ fn push_worker(
     for l in layers.iter().rev() {
         let _ = ptx.send(Progress::line(Some(&short(&l.diff_id)), "Preparing"));
     }
-    let prepared = prepare_layers(store, &id, &layers)?;
+    let prepared = prepare_layers(store, &layers)?;
     // Mount sources: other repositories of the same registry whose local images have the
     // layer (this image's own other tags first). Berth's gzip is deterministic, so a layer
     // pushed from here before has the same digest there.
