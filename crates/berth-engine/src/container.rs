@@ -113,6 +113,9 @@ pub struct Signal {
     pub running: bool,
     pub removed: bool,
     pub exit_code: i64,
+    /// When the last exit happened, and whether a `next-exit` waiter has been told of it.
+    pub last_exit: Option<std::time::Instant>,
+    pub exit_claimed: bool,
 }
 
 pub struct Entry {
@@ -134,6 +137,8 @@ impl Entry {
             running: record.state.status.is_running(),
             removed: false,
             exit_code: record.state.exit_code,
+            last_exit: None,
+            exit_claimed: true,
         };
         let (tx, _rx) = watch::channel(sig);
         Entry {

@@ -50,6 +50,8 @@ pub struct Inner {
     images: Arc<berth_image::ImageStore>,
     registry: RwLock<Registry>,
     registry_config: images::RegistryConfig,
+    /// id -> (exit code, when): removed containers a late `wait` may still ask about.
+    removed: std::sync::Mutex<HashMap<String, (i64, std::time::Instant)>>,
 }
 
 /// Cheap to clone; every clone is the same engine.
@@ -75,6 +77,7 @@ impl Engine {
             inner: Arc::new(Inner {
                 id,
                 registry_config: cfg.registry.clone(),
+                removed: std::sync::Mutex::new(HashMap::new()),
                 cfg,
                 images: Arc::new(images),
                 registry: RwLock::new(Registry::default()),

@@ -478,6 +478,8 @@ impl Engine {
         c.signal.send_modify(|s| {
             s.exits += 1;
             s.exit_code = code;
+            s.last_exit = Some(std::time::Instant::now());
+            s.exit_claimed = false;
         });
         Err(e)
     }
@@ -618,6 +620,8 @@ impl Engine {
             s.exits += 1;
             s.running = false;
             s.exit_code = code;
+            s.last_exit = Some(std::time::Instant::now());
+            s.exit_claimed = false;
         });
         if rec.host_config.auto_remove {
             let engine = self.clone();
@@ -877,6 +881,7 @@ impl Engine {
             let _ =
                 p.tx.send(Err(EngineError::Conflict("container removed".into())));
         }
+        self.remember_removed(&c.id, c.snapshot().state.exit_code);
         c.signal.send_modify(|s| {
             s.removed = true;
             s.running = false;
@@ -906,31 +911,53 @@ impl Engine {
         name: &str,
         cond: WaitCondition,
     ) -> Result<impl std::future::Future<Output = i64>> {
-        let c = self.lookup(name)?;
-        let mut rx = c.signal.subscribe();
-        let start = rx.borrow().clone();
-        Ok(async move {
-            match cond {
-                WaitCondition::NotRunning if !start.running => return start.exit_code,
-                _ => {}
-            }
-            loop {
-                {
-                    let s = rx.borrow_and_update().clone();
-                    let done = match cond {
-                        WaitCondition::NotRunning => !s.running || s.removed,
-                        WaitCondition::NextExit => s.exits > start.exits || s.removed,
-                        WaitCondition::Removed => s.removed,
-                    };
-                    if done {
-                        return s.exit_code;
+        let c = match self.lookup(name) {
+            Ok(c) => c,
+            Err(e) => {
+                // The docker CLI sends `wait` and `start` on separate connections; an `--rm`
+                // container may be gone before its wait arrives. Its exit is still known.
+                if cond != WaitCondition::NotRunning {
+                    if let Some(code) = self.recently_removed(name) {
+                        return Ok(futures_ready(code));
                     }
                 }
-                if rx.changed().await.is_err() {
-                    return rx.borrow().exit_code;
-                }
+                return Err(e);
             }
-        })
+        };
+        let rx = c.signal.subscribe();
+        let start = rx.borrow().clone();
+        if cond == WaitCondition::NextExit && !start.running && !start.exit_claimed {
+            // Same race for `next-exit`: an exit nobody has been told of, moments ago, is the
+            // one this waiter was sent for.
+            if start
+                .last_exit
+                .is_some_and(|t| t.elapsed() < UNCLAIMED_EXIT_WINDOW)
+            {
+                c.signal.send_modify(|s| s.exit_claimed = true);
+                return Ok(futures_ready(start.exit_code));
+            }
+        }
+        Ok(futures_wait(c, rx, start, cond))
+    }
+
+    /// Remembers a removed container's exit code for a short while (see `wait`).
+    fn remember_removed(&self, id: &str, code: i64) {
+        let mut m = match self.inner.removed.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        m.retain(|_, (_, t)| t.elapsed() < UNCLAIMED_EXIT_WINDOW);
+        m.insert(id.to_string(), (code, std::time::Instant::now()));
+    }
+
+    fn recently_removed(&self, id: &str) -> Option<i64> {
+        let m = match self.inner.removed.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        m.get(id)
+            .filter(|(_, t)| t.elapsed() < UNCLAIMED_EXIT_WINDOW)
+            .map(|(c, _)| *c)
     }
 
     pub async fn rename(&self, name: &str, new_name: &str) -> Result<()> {
@@ -966,6 +993,45 @@ impl Engine {
         }
         shim_client::resize(&self.runtime_dir(&c.id), height, width).await
     }
+}
+
+/// How long an exit nobody waited for, or a removal, still answers a late `wait`.
+const UNCLAIMED_EXIT_WINDOW: Duration = Duration::from_secs(5);
+
+fn futures_ready(code: i64) -> std::pin::Pin<Box<dyn std::future::Future<Output = i64> + Send>> {
+    Box::pin(async move { code })
+}
+
+fn futures_wait(
+    c: Arc<Entry>,
+    mut rx: tokio::sync::watch::Receiver<crate::container::Signal>,
+    start: crate::container::Signal,
+    cond: WaitCondition,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = i64> + Send>> {
+    Box::pin(async move {
+        if cond == WaitCondition::NotRunning && !start.running {
+            return start.exit_code;
+        }
+        loop {
+            {
+                let s = rx.borrow_and_update().clone();
+                let done = match cond {
+                    WaitCondition::NotRunning => !s.running || s.removed,
+                    WaitCondition::NextExit => s.exits > start.exits || s.removed,
+                    WaitCondition::Removed => s.removed,
+                };
+                if done {
+                    if cond == WaitCondition::NextExit {
+                        c.signal.send_modify(|s| s.exit_claimed = true);
+                    }
+                    return s.exit_code;
+                }
+            }
+            if rx.changed().await.is_err() {
+                return rx.borrow().exit_code;
+            }
+        }
+    })
 }
 
 /// Waits for an exit past `seen`; false on timeout.

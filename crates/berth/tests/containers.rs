@@ -1185,3 +1185,64 @@ fn api_logs_use_the_multiplexed_stream() {
         (Vec::new(), b"err\n".to_vec())
     );
 }
+
+/// The docker CLI sends `wait` and `start` on separate connections, so a fast container can
+/// exit (and an `--rm` one be removed) before its wait arrives: the wait must still answer.
+#[test]
+fn a_wait_that_arrives_after_the_exit_still_answers() {
+    let d = d();
+    let create = |body: &[u8]| {
+        let r = d
+            .api_with(
+                "POST",
+                "/v1.45/containers/create",
+                &[("Content-Type", "application/json")],
+                Some(body),
+            )
+            .expect("POST /containers/create");
+        assert_eq!(r.status, 201, "{}", r.text());
+        r.json().expect("JSON")["Id"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+
+    let id = create(br#"{"Image":"busybox","Cmd":["sh","-c","exit 4"]}"#);
+    let _rm = Rm(d, vec![id.clone()]);
+    assert_eq!(
+        d.api("POST", &format!("/v1.45/containers/{id}/start"))
+            .status,
+        204
+    );
+    assert!(wait_until(DEADLINE, || d.fmt(&id, "{{.State.Status}}") == "exited"));
+    let t = Instant::now();
+    let w = d.api(
+        "POST",
+        &format!("/v1.45/containers/{id}/wait?condition=next-exit"),
+    );
+    assert_eq!(w.status, 200, "{}", w.text());
+    assert_eq!(w.json().expect("JSON")["StatusCode"], 4, "{}", w.text());
+    assert!(t.elapsed() < Duration::from_secs(3), "answered at once");
+
+    let rm_id = create(
+        br#"{"Image":"busybox","Cmd":["sh","-c","exit 5"],"HostConfig":{"AutoRemove":true}}"#,
+    );
+    assert_eq!(
+        d.api("POST", &format!("/v1.45/containers/{rm_id}/start"))
+            .status,
+        204
+    );
+    assert!(wait_until(DEADLINE, || d
+        .api("GET", &format!("/v1.45/containers/{rm_id}/json"))
+        .status
+        == 404));
+    let w = d.api(
+        "POST",
+        &format!("/v1.45/containers/{rm_id}/wait?condition=removed"),
+    );
+    assert_eq!(w.status, 200, "{}", w.text());
+    assert_eq!(w.json().expect("JSON")["StatusCode"], 5, "{}", w.text());
+    // Not for ever, and not for a plain `wait`, which reports a missing container as Docker does.
+    let plain = d.api("POST", &format!("/v1.45/containers/{rm_id}/wait"));
+    assert_eq!(plain.status, 404);
+}
