@@ -95,8 +95,14 @@ pub(crate) fn kernel_version() -> (u32, u32) {
 }
 
 /// Docker's default profile for a container whose bounding set is `caps` ("CAP_X" names).
+///
+/// One departure from dockerd: the x32 ABI is left out of the filter's architectures. Kernels
+/// ship it disabled (`syscall.x32=n`), so no x32 program runs anyway; with it out, libseccomp
+/// refuses x32 syscall numbers outright (stricter, never looser), and compiling one
+/// architecture less takes about a third off its work at every container start. i386 stays,
+/// so 32-bit programs keep working.
 pub fn default_profile(caps: &[String], kernel: (u32, u32)) -> Result<LinuxSeccomp, RuntimeError> {
-    profile_from_json(DEFAULT_PROFILE, caps, kernel)
+    resolve(DEFAULT_PROFILE, caps, kernel, &["SCMP_ARCH_X32"])
 }
 
 /// A profile in Docker's format (`--security-opt seccomp=profile.json`), resolved for this
@@ -106,12 +112,26 @@ pub fn profile_from_json(
     caps: &[String],
     kernel: (u32, u32),
 ) -> Result<LinuxSeccomp, RuntimeError> {
+    resolve(json, caps, kernel, &[])
+}
+
+fn resolve(
+    json: &str,
+    caps: &[String],
+    kernel: (u32, u32),
+    skip_arches: &[&str],
+) -> Result<LinuxSeccomp, RuntimeError> {
     let profile: Profile = serde_json::from_str(json)
         .map_err(|e| RuntimeError::Spec(format!("decoding seccomp profile failed: {e}")))?;
     let (native, goarch) = host_arch();
     let mut arches = vec![native.to_string()];
     if let Some(m) = profile.arch_map.iter().find(|m| m.architecture == native) {
-        arches.extend(m.sub_architectures.iter().cloned());
+        arches.extend(
+            m.sub_architectures
+                .iter()
+                .filter(|a| !skip_arches.contains(&a.as_str()))
+                .cloned(),
+        );
     }
     let has = |c: &String| caps.iter().any(|x| x == c);
     let mut syscalls = Vec::new();
@@ -184,7 +204,8 @@ mod tests {
         assert!(n.contains(&"unshare".to_string()) && n.contains(&"mount".to_string()));
         if cfg!(target_arch = "x86_64") {
             assert!(n.contains(&"arch_prctl".to_string()));
-            assert_eq!(plain.architectures().as_ref().unwrap().len(), 3);
+            // x86_64 and i386; x32 is left out of the default profile.
+            assert_eq!(plain.architectures().as_ref().unwrap().len(), 2);
         }
         let old = default_profile(&[], (4, 4)).unwrap();
         assert!(!names(&old).contains(&"process_vm_readv".to_string()));
