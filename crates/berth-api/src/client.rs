@@ -427,7 +427,7 @@ impl Client {
     /// `GET /_ping` (unversioned); returns the daemon's `Api-Version` header if any.
     pub async fn ping(&self) -> Result<Option<String>> {
         let resp = self
-            .send_raw(Method::GET, "/_ping".into(), Body::Empty)
+            .send_raw(Method::GET, "/_ping".into(), Body::Empty, &[])
             .await?;
         let v = resp
             .headers
@@ -477,7 +477,13 @@ impl Client {
         Ok(format!("/v{v}{path}{}", query_string(query)))
     }
 
-    async fn send_raw(&self, method: Method, uri: String, body: Body) -> Result<Response> {
+    async fn send_raw(
+        &self,
+        method: Method,
+        uri: String,
+        body: Body,
+        extra: &[(&str, String)],
+    ) -> Result<Response> {
         let conn = self.connect().await?;
         let (mut sender, connection) =
             hyper::client::conn::http1::handshake::<_, ReqBody>(TokioIo::new(conn)).await?;
@@ -490,6 +496,9 @@ impl Client {
             .uri(uri)
             .header(http::header::HOST, self.host_header())
             .header(http::header::USER_AGENT, USER_AGENT);
+        let builder = extra
+            .iter()
+            .fold(builder, |b, (k, v)| b.header(*k, v.as_str()));
         let req = match body {
             Body::Empty => builder.body(
                 Empty::<Bytes>::new()
@@ -541,8 +550,21 @@ impl Client {
         query: &[(&str, String)],
         body: Body,
     ) -> Result<Response> {
+        self.request_with_headers(method, path, query, body, &[])
+            .await
+    }
+
+    /// As [`Client::request`], with extra request headers (e.g. `X-Registry-Auth`).
+    pub async fn request_with_headers(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Body,
+        headers: &[(&str, String)],
+    ) -> Result<Response> {
         let uri = self.uri(path, query).await?;
-        let resp = self.send_raw(method, uri, body).await?;
+        let resp = self.send_raw(method, uri, body, headers).await?;
         if resp.status.is_success() {
             return Ok(resp);
         }

@@ -418,15 +418,27 @@ impl Client {
 
     /// `POST /images/create?fromImage=...` (pull); JSON-lines answer.
     /// `POST /images/{name}/push`: a stream of JSON progress messages.
-    pub async fn image_push(&self, image: &str, tag: Option<&str>) -> Result<Response> {
+    /// `registry_auth` is the `X-Registry-Auth` header value (base64url JSON), if any.
+    pub async fn image_push(
+        &self,
+        image: &str,
+        tag: Option<&str>,
+        registry_auth: Option<&str>,
+    ) -> Result<Response> {
         let q: Vec<(&str, String)> = tag.map(|t| ("tag", t.to_string())).into_iter().collect();
-        self.request(
+        self.request_with_headers(
             http::Method::POST,
             &format!("/images/{image}/push"),
             &q,
             Body::Empty,
+            &auth_header(registry_auth),
         )
         .await
+    }
+
+    /// `POST /auth`: checks credentials against a registry; `{"Status", "IdentityToken"}`.
+    pub async fn auth(&self, config: &serde_json::Value) -> Result<serde_json::Value> {
+        self.post_json("/auth", &[], Body::json(config)?).await
     }
 
     pub async fn image_pull(
@@ -434,6 +446,7 @@ impl Client {
         image: &str,
         tag: Option<&str>,
         platform: Option<&str>,
+        registry_auth: Option<&str>,
     ) -> Result<Response> {
         let mut q = vec![("fromImage", image.to_string())];
         if let Some(t) = tag {
@@ -442,9 +455,22 @@ impl Client {
         if let Some(p) = platform {
             q.push(("platform", p.to_string()));
         }
-        self.request(http::Method::POST, "/images/create", &q, Body::Empty)
-            .await
+        self.request_with_headers(
+            http::Method::POST,
+            "/images/create",
+            &q,
+            Body::Empty,
+            &auth_header(registry_auth),
+        )
+        .await
     }
+}
+
+fn auth_header(registry_auth: Option<&str>) -> Vec<(&'static str, String)> {
+    registry_auth
+        .map(|v| ("X-Registry-Auth", v.to_string()))
+        .into_iter()
+        .collect()
 }
 
 #[cfg(test)]

@@ -63,6 +63,10 @@ pub enum Cmd {
     Pull(PullArgs),
     /// Upload an image to a registry
     Push(PushArgs),
+    /// Authenticate to a registry
+    Login(LoginArgs),
+    /// Log out from a registry
+    Logout(LogoutArgs),
     /// Create a new container
     Create(CreateArgs),
     /// Create and run a new container from an image
@@ -118,6 +122,8 @@ impl Cmd {
             Cmd::Import(_) => "import",
             Cmd::Pull(_) => "pull",
             Cmd::Push(_) => "push",
+            Cmd::Login(_) => "login",
+            Cmd::Logout(_) => "logout",
             Cmd::Image(i) => match i {
                 I::Ls(_) => "image ls",
                 I::Inspect(_) => "image inspect",
@@ -364,6 +370,27 @@ pub struct PullArgs {
     #[arg(short = 'a', long = "all-tags")]
     pub all_tags: bool,
     pub image: String,
+}
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// Username
+    #[arg(short = 'u', long)]
+    pub username: Option<String>,
+    /// Password
+    #[arg(short = 'p', long)]
+    pub password: Option<String>,
+    /// Take the password from stdin
+    #[arg(long = "password-stdin")]
+    pub password_stdin: bool,
+    /// SERVER
+    pub server: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LogoutArgs {
+    /// SERVER
+    pub server: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -306,7 +306,14 @@ pub async fn pull_image(
     to_stderr: bool,
 ) -> Result<(), CliError> {
     let (repo, tag) = pull_params(image);
-    let resp = c.image_pull(&repo, tag.as_deref(), platform).await?;
+    let resp = c
+        .image_pull(
+            &repo,
+            tag.as_deref(),
+            platform,
+            crate::auth::registry_auth_for(&repo).as_deref(),
+        )
+        .await?;
     display_json_messages_to(resp, quiet, to_stderr).await
 }
 
@@ -319,7 +326,13 @@ pub async fn push(c: &Client, a: crate::cli::PushArgs) -> Result<i32, CliError> 
     if !a.quiet && tag.is_none() && !a.image.contains('@') {
         println!("Using default tag: latest");
     }
-    let resp = c.image_push(&repo, tag.as_deref()).await?;
+    let resp = c
+        .image_push(
+            &repo,
+            tag.as_deref(),
+            crate::auth::registry_auth_for(&repo).as_deref(),
+        )
+        .await?;
     display_json_messages_to(resp, a.quiet, false).await?;
     if a.quiet {
         println!("{}", a.image);

@@ -1,5 +1,6 @@
 //! berth-cli: the docker-compatible command line. Talks to the daemon only through `berth-api`.
 
+pub mod auth;
 pub mod cli;
 mod cmd_container;
 mod cmd_image;
@@ -120,6 +121,8 @@ async fn dispatch(c: Arc<Client>, cmd: Cmd) -> Result<i32, CliError> {
         Cmd::Import(a) | Cmd::Image(I::Import(a)) => cmd_image::import(&c, a).await,
         Cmd::Pull(a) | Cmd::Image(I::Pull(a)) => cmd_image::pull(&c, a).await,
         Cmd::Push(a) | Cmd::Image(I::Push(a)) => cmd_image::push(&c, a).await,
+        Cmd::Login(a) => auth::login(&c, a).await,
+        Cmd::Logout(a) => auth::logout(a).await,
         Cmd::Create(a) | Cmd::Container(C::Create(a)) => cmd_run::create(c, a).await,
         Cmd::Run(a) | Cmd::Container(C::Run(a)) => cmd_run::run(c, a).await,
         Cmd::Start(a) | Cmd::Container(C::Start(a)) => cmd_run::start(c, a).await,

@@ -612,14 +612,20 @@ async fn response_error(resp: reqwest::Response) -> RegistryError {
         404 => ErrorCode::NameUnknown,
         _ => ErrorCode::Unknown,
     };
-    RegistryError::Distribution {
-        code,
-        message: format!(
+    // A 401 without a body (a HEAD) reads as distribution's client words it.
+    let message = if status == 401 {
+        "unauthorized: authentication required".to_string()
+    } else {
+        format!(
             "received unexpected HTTP status: {}",
             StatusCode::from_u16(status)
                 .map(|s| s.to_string())
                 .unwrap_or_else(|_| status.to_string())
-        ),
+        )
+    };
+    RegistryError::Distribution {
+        code,
+        message,
         detail: None,
         status,
     }

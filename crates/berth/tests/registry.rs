@@ -15,6 +15,10 @@ struct Registry {
 
 impl Registry {
     fn start() -> Registry {
+        Registry::start_with(&[])
+    }
+
+    fn start_with(extra: &[&std::ffi::OsStr]) -> Registry {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -24,6 +28,7 @@ impl Registry {
         let child = Command::new(BIN)
             .args(["registry", "serve", "--addr", &addr, "--storage"])
             .arg(dir.path().join("storage"))
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -173,4 +178,116 @@ fn distribution_inspect_and_auth() {
         .expect("POST /auth");
     assert_eq!(bad.status, 400);
     d.cli(&["rmi", &name]).ok();
+}
+
+#[test]
+fn login_push_pull_logout_with_stored_credentials() {
+    let d = d();
+    let auth_dir = tempfile::tempdir().expect("tempdir");
+    let ht = auth_dir.path().join("htpasswd");
+    let hash = bcrypt::hash("s3cret", 4).expect("bcrypt");
+    std::fs::write(&ht, format!("alice:{hash}\n")).expect("htpasswd");
+    let reg = Registry::start_with(&[std::ffi::OsStr::new("--htpasswd"), ht.as_os_str()]);
+    let cfg_dir = auth_dir.path().join("docker-config");
+    let cfg_env = cfg_dir.to_string_lossy().to_string();
+    let host = d.host();
+    let cli = |args: &[&str]| {
+        let mut all = vec!["-H", host.as_str()];
+        all.extend_from_slice(args);
+        d.cli_env(&all, &[("DOCKER_CONFIG", cfg_env.as_str())])
+    };
+    let name = format!("{}/private/bb:{}", reg.addr, unique("t"));
+    d.cli(&["tag", "busybox", &name]).ok();
+
+    let push_denied = cli(&["push", &name]);
+    push_denied.code_is(1);
+    assert!(
+        push_denied
+            .stderr
+            .contains("unauthorized: authentication required"),
+        "{push_denied}"
+    );
+
+    let bad = cli(&["login", &reg.addr, "-u", "alice", "-p", "wrong"]);
+    bad.code_is(1);
+    assert!(
+        bad.stderr
+            .contains("Error response from daemon: login attempt to")
+            && bad.stderr.contains("401 Unauthorized"),
+        "{bad}"
+    );
+    assert!(!cfg_dir.join("config.json").exists(), "nothing stored");
+
+    let login = cli(&["login", &reg.addr, "-u", "alice", "-p", "s3cret"]);
+    login.ok();
+    assert!(login.stdout.contains("Login Succeeded"), "{login}");
+    let cfg_path = cfg_dir.join("config.json");
+    let cfg: Value =
+        serde_json::from_slice(&std::fs::read(&cfg_path).expect("config.json")).expect("json");
+    // base64("alice:s3cret")
+    assert_eq!(
+        cfg["auths"][reg.addr.as_str()]["auth"],
+        json!("YWxpY2U6czNjcmV0"),
+        "{cfg}"
+    );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&cfg_path)
+            .expect("stat")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    let push = cli(&["push", &name]);
+    push.ok();
+    assert!(push.stdout.contains("digest: sha256:"), "{push}");
+    d.cli(&["rmi", &name]).ok();
+    let pull = cli(&["pull", &name]);
+    pull.ok();
+    assert!(pull.stdout.contains("Downloaded newer image"), "{pull}");
+    d.cli(&["rmi", &name]).ok();
+    // run's implicit pull sends the credentials too.
+    let run = cli(&["run", "--rm", &name, "echo", "authed"]);
+    run.ok();
+    assert_eq!(run.out(), "authed", "{run}");
+    d.cli(&["rmi", &name]).ok();
+
+    let logout = cli(&["logout", &reg.addr]);
+    logout.ok();
+    assert!(
+        logout
+            .stdout
+            .contains(&format!("Removing login credentials for {}", reg.addr)),
+        "{logout}"
+    );
+    let cfg: Value =
+        serde_json::from_slice(&std::fs::read(&cfg_path).expect("config.json")).expect("json");
+    assert!(cfg["auths"].get(reg.addr.as_str()).is_none(), "{cfg}");
+    let pull = cli(&["pull", &name]);
+    pull.code_is(1);
+    assert!(d.cli(&["image", "inspect", &name]).code != 0);
+
+    // --password-stdin, as scripts log in.
+    let mut c = Command::new(BIN);
+    c.args([
+        "-H",
+        &host,
+        "login",
+        "-u",
+        "alice",
+        "--password-stdin",
+        &reg.addr,
+    ])
+    .env("DOCKER_CONFIG", &cfg_dir);
+    let login = berth_testkit::run_with_timeout(c, Some(b"s3cret\n".to_vec()), DEADLINE);
+    login.ok();
+    assert!(login.stdout.contains("Login Succeeded"), "{login}");
+    let cfg: Value =
+        serde_json::from_slice(&std::fs::read(&cfg_path).expect("config.json")).expect("json");
+    assert_eq!(
+        cfg["auths"][reg.addr.as_str()]["auth"],
+        json!("YWxpY2U6czNjcmV0"),
+        "{cfg}"
+    );
 }
