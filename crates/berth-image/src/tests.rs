@@ -893,3 +893,27 @@ fn walk_count(p: &Path) -> usize {
     }
     n
 }
+
+#[test]
+fn layer_tar_and_has_layer_after_a_gzip_load() {
+    use std::io::Read;
+    let (_t, s) = open_store();
+    let (l1, l2) = base_layers();
+    let cfg = config_for(&[&l1, &l2], "tars");
+    let ar = oci_archive(&cfg, &[l1.clone(), l2.clone()], &["localhost:5000/t:1"]);
+    s.load(&mut &ar[..]).unwrap();
+    let layers = s.image_layers("localhost:5000/t:1").unwrap();
+    assert_eq!(layers.len(), 2);
+    for (info, plain) in layers.iter().zip([&l1, &l2]) {
+        assert!(s.has_layer(&info.chain_id));
+        let mut got = Vec::new();
+        s.open_layer_tar(&info.diff_id)
+            .unwrap()
+            .read_to_end(&mut got)
+            .unwrap();
+        assert_eq!(&got, plain, "the stored tar is the uncompressed layer");
+        assert_eq!(sha256_digest(&got), info.diff_id);
+    }
+    assert!(!s.has_layer(&sha256_digest(b"no such layer")));
+    assert!(s.open_layer_tar(&sha256_digest(b"no such blob")).is_err());
+}
