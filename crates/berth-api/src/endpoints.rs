@@ -111,19 +111,22 @@ impl Client {
         signal: Option<&str>,
         t: Option<i64>,
     ) -> Result<()> {
-        let mut q = Vec::new();
-        if let Some(s) = signal {
-            q.push(("signal", s.to_string()));
-        }
-        if let Some(t) = t {
-            q.push(("t", t.to_string()));
-        }
-        self.post(&format!("/containers/{}/stop", seg(id)), &q, Body::Empty)
-            .await
+        self.stop_or_restart("stop", id, signal, t).await
     }
 
     pub async fn container_restart(
         &self,
+        id: &str,
+        signal: Option<&str>,
+        t: Option<i64>,
+    ) -> Result<()> {
+        self.stop_or_restart("restart", id, signal, t).await
+    }
+
+    /// `stop` and `restart` take the same `signal` and `t` parameters.
+    async fn stop_or_restart(
+        &self,
+        op: &str,
         id: &str,
         signal: Option<&str>,
         t: Option<i64>,
@@ -135,7 +138,7 @@ impl Client {
         if let Some(t) = t {
             q.push(("t", t.to_string()));
         }
-        self.post(&format!("/containers/{}/restart", seg(id)), &q, Body::Empty)
+        self.post(&format!("/containers/{}/{op}", seg(id)), &q, Body::Empty)
             .await
     }
 
