@@ -291,3 +291,202 @@ fn login_push_pull_logout_with_stored_credentials() {
         "{cfg}"
     );
 }
+
+/// Bytes no compressor shrinks (xorshift), so a layer's size on the wire is its size.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// A TCP proxy in front of a registry that slows its answers to `rate` bytes/s (so a pull can be
+/// cut mid-blob), records every request line it forwards, and drops a client whose upstream
+/// connection cannot be made (the registry is down).
+struct SlowProxy {
+    addr: String,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    served: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl SlowProxy {
+    fn start(upstream: String, rate: u64) -> SlowProxy {
+        use std::io::{Read, Write};
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::sync::{Arc, Mutex};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let addr = l.local_addr().expect("addr").to_string();
+        let requests: Arc<Mutex<Vec<String>>> = Arc::default();
+        let served = Arc::new(AtomicU64::new(0));
+        let (req2, served2) = (requests.clone(), served.clone());
+        std::thread::spawn(move || {
+            for client in l.incoming() {
+                let Ok(mut client) = client else { continue };
+                let Ok(mut server) = std::net::TcpStream::connect(&upstream) else {
+                    continue; // dropping `client` closes it
+                };
+                let (mut c2, mut s2) = match (client.try_clone(), server.try_clone()) {
+                    (Ok(c), Ok(s)) => (c, s),
+                    _ => continue,
+                };
+                let reqs = req2.clone();
+                // client -> server: note request lines (GETs have no body to confuse this).
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = match client.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        for line in String::from_utf8_lossy(&buf[..n]).lines() {
+                            if line.ends_with(" HTTP/1.1") {
+                                reqs.lock().unwrap().push(line.to_string());
+                            }
+                        }
+                        if server.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = server.shutdown(std::net::Shutdown::Write);
+                });
+                let served = served2.clone();
+                // server -> client, `rate` bytes a second in 16 KiB steps.
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    let step = Duration::from_secs_f64(buf.len() as f64 / rate as f64);
+                    loop {
+                        let n = match s2.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        if c2.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                        served.fetch_add(n as u64, Ordering::SeqCst);
+                        std::thread::sleep(step);
+                    }
+                    let _ = c2.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        SlowProxy {
+            addr,
+            requests,
+            served,
+        }
+    }
+
+    fn take_requests(&self) -> Vec<String> {
+        std::mem::take(&mut *self.requests.lock().unwrap())
+    }
+}
+
+/// The digests of an image manifest's layers, read from the registry directly.
+fn manifest_layers(registry: &str, repo: &str, tag: &str) -> Vec<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(registry).expect("connect registry");
+    write!(
+        s,
+        "GET /v2/{repo}/manifests/{tag} HTTP/1.1\r\nHost: {registry}\r\nAccept: application/vnd.docker.distribution.manifest.v2+json\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).expect("read");
+    let resp = String::from_utf8_lossy(&resp);
+    let body = resp.split_once("\r\n\r\n").map(|x| x.1).unwrap_or_default();
+    let m: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {resp}"));
+    m["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .map(|l| l["digest"].as_str().expect("digest").to_string())
+        .collect()
+}
+
+#[test]
+fn a_pull_cut_by_killing_the_registry_resumes_without_fetching_verified_layers_again() {
+    use std::sync::atomic::Ordering;
+    let d = d();
+    let mut reg = Registry::start();
+    let proxy = SlowProxy::start(reg.addr.clone(), 8 << 20);
+    let name = format!("{}/cut/app:v1", proxy.addr);
+    let mut small1 = Layer::new();
+    small1.file("small/one", 0o644, noise(1, 200 << 10));
+    let mut big = Layer::new();
+    big.file("big/blob", 0o644, noise(2, 24 << 20));
+    let mut small2 = Layer::new();
+    small2.file("small/two", 0o644, noise(3, 200 << 10));
+    let img = Image::new(&name, json!({"Cmd": ["sh"]}))
+        .layer("small one", &small1)
+        .layer("big", &big)
+        .layer("small two", &small2);
+    d.load_image(&img, SaveFormat::Oci).ok();
+    d.cli_timeout(&["push", &name], Duration::from_secs(120))
+        .ok();
+    d.cli(&["rmi", &name]).ok();
+    let layers = manifest_layers(&reg.addr, "cut/app", "v1");
+    assert_eq!(layers.len(), 3);
+    let blob_gets = |reqs: &[String], digest: &str| {
+        reqs.iter()
+            .filter(|r| r.starts_with("GET ") && r.contains(&format!("/blobs/{digest} ")))
+            .count()
+    };
+
+    // First try: the registry dies while the 24 MiB layer is on the wire (at 8 MiB/s, ~3 s).
+    proxy.take_requests();
+    proxy.served.store(0, Ordering::SeqCst);
+    let pull = d.spawn_cli(&["pull", &name]).expect("spawn pull");
+    assert!(
+        wait_until(DEADLINE, || proxy.served.load(Ordering::SeqCst) > 8 << 20),
+        "the pull did not get going"
+    );
+    let _ = reg.child.kill();
+    let _ = reg.child.wait();
+    let out = pull.wait_with_output().expect("pull output");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "{stdout}{stderr}");
+    assert!(
+        !stderr.trim().is_empty(),
+        "a failed pull says why: {stdout}"
+    );
+    let first = proxy.take_requests();
+    for l in [&layers[0], &layers[2]] {
+        assert_eq!(blob_gets(&first, l), 1, "{l} in {first:#?}");
+    }
+    assert!(d.inspect(&name).is_none(), "no partial image is visible");
+
+    // The registry is back on the same address and storage: only the cut layer is fetched.
+    let storage = reg._dir.path().join("storage");
+    reg.child = Command::new(BIN)
+        .args(["registry", "serve", "--addr", &reg.addr, "--storage"])
+        .arg(&storage)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("respawn registry");
+    assert!(wait_until(DEADLINE, || std::net::TcpStream::connect(
+        &reg.addr
+    )
+    .is_ok()));
+    let again = d.cli_timeout(&["pull", &name], Duration::from_secs(60));
+    again.ok();
+    let second = proxy.take_requests();
+    assert_eq!(blob_gets(&second, &layers[1]), 1, "{second:#?}");
+    for l in [&layers[0], &layers[2]] {
+        assert_eq!(blob_gets(&second, l), 0, "{l} fetched again: {second:#?}");
+    }
+    assert_eq!(
+        again.stdout.matches(": Already exists").count(),
+        2,
+        "{again}"
+    );
+    assert_eq!(d.fmt(&name, "{{.Id}}"), img.id());
+    d.cli(&["rmi", &name]).ok();
+}
