@@ -89,6 +89,20 @@ impl BlobStore {
         res
     }
 
+    /// A blob written piece by piece (a layer that is extracted while it streams in).
+    pub(crate) fn writer(&self) -> Result<BlobWriter<'_>, ImageError> {
+        let tmp = self.dir.join(format!(".tmp-{}", rand_suffix()));
+        let file = File::create(&tmp).ctx("create", &tmp)?;
+        Ok(BlobWriter {
+            store: self,
+            tmp,
+            file: Some(std::io::BufWriter::with_capacity(256 * 1024, file)),
+            hasher: sha2::Sha256::default(),
+            count: 0,
+            committed: false,
+        })
+    }
+
     /// Digests of all stored blobs; unfinished temp files are deleted on the way.
     pub fn list(&self) -> Vec<String> {
         let mut out = Vec::new();
@@ -110,6 +124,74 @@ impl BlobStore {
         match fs::remove_file(&p) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             r => r.ctx("remove blob", &p),
+        }
+    }
+}
+
+/// A blob being written; visible only after [`BlobWriter::finish`] verified it, removed if
+/// dropped before that.
+pub(crate) struct BlobWriter<'a> {
+    store: &'a BlobStore,
+    tmp: PathBuf,
+    file: Option<std::io::BufWriter<File>>,
+    hasher: sha2::Sha256,
+    count: u64,
+    committed: bool,
+}
+
+impl Write for BlobWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let f = self
+            .file
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("blob already finished"))?;
+        let n = f.write(buf)?;
+        sha2::Digest::update(&mut self.hasher, &buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self.file.as_mut() {
+            Some(f) => f.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl BlobWriter<'_> {
+    /// Checks the content against `expected`, then makes it visible. Returns the size.
+    pub(crate) fn finish(mut self, expected: &str) -> Result<u64, ImageError> {
+        let f = self
+            .file
+            .take()
+            .ok_or_else(|| ImageError::Internal("blob already finished".into()))?;
+        let actual = format!(
+            "sha256:{}",
+            hex::encode(sha2::Digest::finalize(std::mem::take(&mut self.hasher)))
+        );
+        if actual != expected {
+            return Err(ImageError::DigestMismatch {
+                expected: expected.to_string(),
+                actual,
+            });
+        }
+        let f = f
+            .into_inner()
+            .map_err(|e| ImageError::io_path("write blob", &self.tmp, e.into_error()))?;
+        f.sync_all().ctx("fsync", &self.tmp)?;
+        let dst = self.store.path(expected)?;
+        fs::rename(&self.tmp, &dst).ctx("rename", &dst)?;
+        self.committed = true;
+        sync_dir(&self.store.dir)?;
+        Ok(self.count)
+    }
+}
+
+impl Drop for BlobWriter<'_> {
+    fn drop(&mut self) {
+        if !self.committed {
+            self.file = None;
+            let _ = fs::remove_file(&self.tmp);
         }
     }
 }

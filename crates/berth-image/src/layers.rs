@@ -65,6 +65,20 @@ impl LayerStore {
         diff_id: &str,
         tar: &mut dyn FnMut() -> Result<Box<dyn Read>, ImageError>,
     ) -> Result<LayerInfo, ImageError> {
+        self.ensure_with(chain_id, diff_id, &mut |diff| {
+            let mut r = tar()?;
+            crate::extract::extract_layer(&mut r, diff)
+        })
+    }
+
+    /// As [`Layers::ensure`], with `fill` extracting into the given dir (and vetting what it
+    /// extracted: an error discards it). Returns the existing layer without calling `fill`.
+    pub fn ensure_with(
+        &self,
+        chain_id: &str,
+        diff_id: &str,
+        fill: &mut dyn FnMut(&Path) -> Result<u64, ImageError>,
+    ) -> Result<LayerInfo, ImageError> {
         if let Some(info) = self.get(chain_id)? {
             self.ensure_link(chain_id)?;
             return Ok(info);
@@ -74,8 +88,7 @@ impl LayerStore {
         let res = (|| {
             let diff = tmp.join("diff");
             fs::create_dir_all(&diff).ctx("create", &diff)?;
-            let mut r = tar()?;
-            let size = crate::extract::extract_layer(&mut r, &diff)?;
+            let size = fill(&diff)?;
             let info = LayerInfo {
                 chain_id: chain_id.to_string(),
                 diff_id: diff_id.to_string(),

@@ -444,6 +444,53 @@ impl ImageStore {
         self.add_layer_locked(parent_chain_id, None, tar)
     }
 
+    /// Adds a layer whose uncompressed digest is known in advance (a pull): the tar is
+    /// extracted while it streams in and written to the blob store at the same time; neither
+    /// becomes visible unless the whole stream has the digest `diff_id`.
+    pub fn add_layer_streaming(
+        &self,
+        parent_chain_id: Option<&str>,
+        diff_id: &str,
+        tar: &mut dyn std::io::Read,
+    ) -> Result<LayerInfo, ImageError> {
+        let _g = self.gc.read().unwrap_or_else(|e| e.into_inner());
+        digest_hex(diff_id)?;
+        let chain = match parent_chain_id {
+            None => diff_id.to_string(),
+            Some(p) => chain_ids(&[p.to_string(), diff_id.to_string()])
+                .pop()
+                .unwrap_or_default(),
+        };
+        let mut plain = crate::archive::decompress(tar)?;
+        if self.blobs.exists(diff_id) {
+            if let Some(info) = self.layers.get(&chain)? {
+                // Present already: take the stream to its end so the sender is not cut off.
+                std::io::copy(&mut plain, &mut std::io::sink())
+                    .map_err(|e| ImageError::io("read layer", e))?;
+                return Ok(info);
+            }
+        }
+        let mut writer = Some(self.blobs.writer()?);
+        self.layers.ensure_with(&chain, diff_id, &mut |dir| {
+            let w = writer
+                .as_mut()
+                .ok_or_else(|| ImageError::Internal("layer stream already used".into()))?;
+            let mut tee = Tee {
+                inner: &mut plain,
+                out: w,
+            };
+            let size = crate::extract::extract_layer(&mut tee, dir)?;
+            // The tar's end may come before the stream's (padding): the digest covers it all.
+            std::io::copy(&mut tee, &mut std::io::sink())
+                .map_err(|e| ImageError::io("read layer", e))?;
+            match writer.take() {
+                Some(w) => w.finish(diff_id)?,
+                None => return Err(ImageError::Internal("layer stream already used".into())),
+            };
+            Ok(size)
+        })
+    }
+
     pub(crate) fn add_layer_locked(
         &self,
         parent_chain_id: Option<&str>,
@@ -759,4 +806,18 @@ fn check_conflict(
         ));
     }
     None
+}
+
+/// Copies everything read from `inner` into `out`.
+struct Tee<'a, 'b> {
+    inner: &'a mut dyn std::io::Read,
+    out: &'a mut crate::blobs::BlobWriter<'b>,
+}
+
+impl std::io::Read for Tee<'_, '_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        std::io::Write::write_all(self.out, &buf[..n])?;
+        Ok(n)
+    }
 }

@@ -917,3 +917,43 @@ fn layer_tar_and_has_layer_after_a_gzip_load() {
     assert!(!s.has_layer(&sha256_digest(b"no such layer")));
     assert!(s.open_layer_tar(&sha256_digest(b"no such blob")).is_err());
 }
+
+#[test]
+fn a_streamed_layer_is_kept_only_with_the_expected_digest() {
+    use std::io::Read;
+    let (t, s) = open_store();
+    let (l1, l2) = base_layers();
+    let d1 = sha256_digest(&l1);
+    // Gzipped with trailing padding after the tar's end: the digest covers the whole stream.
+    let mut padded = l1.clone();
+    padded.extend_from_slice(&[0u8; 4096]);
+    let dp = sha256_digest(&padded);
+    let info = s
+        .add_layer_streaming(None, &dp, &mut &gzip(&padded)[..])
+        .unwrap();
+    assert_eq!(info.diff_id, dp);
+    assert!(s.has_layer(&dp));
+    let mut got = Vec::new();
+    s.open_layer_tar(&dp)
+        .unwrap()
+        .read_to_end(&mut got)
+        .unwrap();
+    assert_eq!(got, padded);
+
+    // A stream that is not what the config says: no layer, no blob, no temp left.
+    let layers_dir = t.path().join("image/layers");
+    let blobs_dir = t.path().join("image/blobs/sha256");
+    let (nl, nb) = (count_dir(&layers_dir), count_dir(&blobs_dir));
+    let e = s
+        .add_layer_streaming(Some(&dp), &d1, &mut &l2[..])
+        .unwrap_err();
+    assert!(matches!(e, ImageError::DigestMismatch { .. }), "{e}");
+    assert_eq!(count_dir(&layers_dir), nl);
+    assert_eq!(count_dir(&blobs_dir), nb);
+    assert!(!s.has_layer(&chain_ids(&[dp.clone(), d1.clone()])[1]));
+    // A broken tar is an error too, and leaves nothing.
+    let e = s.add_layer_streaming(None, &d1, &mut &b"not a tar at all"[..]);
+    assert!(e.is_err());
+    assert_eq!(count_dir(&layers_dir), nl);
+    assert_eq!(count_dir(&blobs_dir), nb);
+}

@@ -121,6 +121,9 @@ pub struct Progress {
     pub total: Option<u64>,
     /// Push result `{"Tag","Digest","Size"}` (Docker's aux message).
     pub aux: Option<serde_json::Value>,
+    /// A message about `id` rather than a step of it ("Pulling from"): Docker sends it without
+    /// `progressDetail`, and a terminal prints it as a line of its own instead of updating one.
+    pub message: bool,
 }
 
 impl Progress {
@@ -139,7 +142,7 @@ impl Progress {
                 "progressDetail".into(),
                 serde_json::json!({"current": c, "total": t}),
             );
-        } else if self.id.is_some() {
+        } else if self.id.is_some() && !self.message {
             m.insert("progressDetail".into(), serde_json::json!({}));
         }
         if let Some(id) = &self.id {
@@ -162,6 +165,7 @@ impl Progress {
             current: Some(current),
             total: Some(total),
             aux: None,
+            message: false,
         }
     }
 }
@@ -1099,10 +1103,13 @@ fn pull_worker<'scope>(
     let Some((session, resolved)) = found else {
         return Err(last_err.unwrap_or_else(|| RegistryError::Http("no endpoint".into())));
     };
-    let _ = ptx.send(Progress::line(
-        Some(&tag_or_digest),
-        format!("Pulling from {}", r.repository_familiar_path()),
-    ));
+    let _ = ptx.send(Progress {
+        message: true,
+        ..Progress::line(
+            Some(&tag_or_digest),
+            format!("Pulling from {}", r.repository_familiar_path()),
+        )
+    });
     let m = resolved.manifest;
     let config_desc = m
         .config
@@ -1193,11 +1200,16 @@ fn pull_worker<'scope>(
                     rx,
                     cur: Bytes::new(),
                 };
+                // Extracted as it streams in; kept only if it has the config's diff id.
                 let info: LayerInfo = if zstd {
-                    store.add_layer(parent.as_deref(), &mut ZstdReader::new(reader))?
+                    store.add_layer_streaming(
+                        parent.as_deref(),
+                        &expected_diff,
+                        &mut ZstdReader::new(reader),
+                    )?
                 } else {
                     let mut reader = reader;
-                    store.add_layer(parent.as_deref(), &mut reader)?
+                    store.add_layer_streaming(parent.as_deref(), &expected_diff, &mut reader)?
                 };
                 if info.diff_id != expected_diff {
                     return Err(RegistryError::DigestMismatch(format!(
