@@ -12,7 +12,8 @@ use crate::cli::{
 use crate::error::CliError;
 use crate::format::{self, now_unix, render_rows, split_repo_tag};
 
-/// Print a JSON-lines progress stream as docker does without a terminal; an `error` ends it.
+/// Print a JSON-lines progress stream as docker does: bars updated in place on a terminal, the
+/// status lines alone to a pipe; an `error` ends it.
 pub async fn display_json_messages(resp: Response, quiet: bool) -> Result<(), CliError> {
     display_json_messages_to(resp, quiet, false).await
 }
@@ -23,12 +24,27 @@ pub async fn display_json_messages_to(
     quiet: bool,
     to_stderr: bool,
 ) -> Result<(), CliError> {
+    let terminal = if to_stderr {
+        std::io::stderr().is_terminal()
+    } else {
+        std::io::stdout().is_terminal()
+    };
+    let width = crate::term::size().map(|(_, c)| c).unwrap_or(80);
+    let mut renderer = crate::progress::Renderer::new(terminal, width);
     let mut lines = resp.json_lines();
     while let Some(m) = lines.next().await? {
-        if let Some(e) = m.error.or(m.error_detail.map(|d| d.message)) {
+        if let Some(e) = m
+            .error
+            .clone()
+            .or(m.error_detail.clone().map(|d| d.message))
+        {
             return Err(CliError::msg(e));
         }
         if quiet {
+            continue;
+        }
+        let text = renderer.render(&m);
+        if text.is_empty() {
             continue;
         }
         let mut out: Box<dyn Write> = if to_stderr {
@@ -36,19 +52,7 @@ pub async fn display_json_messages_to(
         } else {
             Box::new(std::io::stdout().lock())
         };
-        if let Some(s) = m.stream {
-            let _ = out.write_all(s.as_bytes());
-        } else if let Some(st) = m.status {
-            // Progress bars are for terminals; a pipe gets the status lines only.
-            if m.progress.is_some() {
-                continue;
-            }
-            let line = match m.id {
-                Some(id) if !id.is_empty() => format!("{id}: {st}"),
-                _ => st,
-            };
-            let _ = writeln!(out, "{line}");
-        }
+        let _ = out.write_all(text.as_bytes());
         let _ = out.flush();
     }
     Ok(())

@@ -10,6 +10,7 @@ pub mod detach;
 pub mod error;
 pub mod format;
 pub mod opts;
+pub mod progress;
 pub mod template;
 pub mod term;
 pub mod value;
