@@ -490,3 +490,100 @@ fn a_pull_cut_by_killing_the_registry_resumes_without_fetching_verified_layers_a
     assert_eq!(d.fmt(&name, "{{.Id}}"), img.id());
     d.cli(&["rmi", &name]).ok();
 }
+
+#[test]
+fn pull_policies_of_run_and_create() {
+    let d = d();
+    let reg = Registry::start();
+    let name = format!("{}/policy/app:{}", reg.addr, unique("t"));
+    let mut l = Layer::new();
+    l.file("policy", 0o644, "v1\n");
+    let img = Image::new(&name, json!({"Cmd": ["sh"]}))
+        .layer("busybox", &image::busybox_layer().expect("busybox layer"))
+        .layer("policy", &l);
+    d.load_image(&img, SaveFormat::Oci).ok();
+    d.cli(&["push", &name]).ok();
+    d.cli(&["rmi", &name]).ok();
+
+    // never: a missing image is an error, nothing is pulled.
+    let o = d.cli(&["run", "--rm", "--pull", "never", &name, "true"]);
+    o.code_is(125);
+    assert!(o.stderr.contains(&format!("No such image: {name}")), "{o}");
+    assert!(d.inspect(&name).is_none());
+    // missing (the default): pulled once, then used as it is.
+    let o = d.cli(&["create", "--pull", "missing", &name]);
+    o.ok();
+    assert!(o.stderr.contains("Unable to find image"), "{o}");
+    d.rm_f(&[o.out()]);
+    let o = d.cli(&["run", "--rm", &name, "cat", "/policy"]);
+    o.ok();
+    assert_eq!(o.out(), "v1");
+    assert!(!o.stderr.contains("Pulling"), "{o}");
+
+    // always: the registry is asked even though the image is here, and a newer one replaces it.
+    let mut l2 = Layer::new();
+    l2.file("policy", 0o644, "v2\n");
+    let img2 = Image::new(&name, json!({"Cmd": ["sh"]}))
+        .layer("busybox", &image::busybox_layer().expect("busybox layer"))
+        .layer("policy", &l2);
+    let other = Daemon::start(BIN);
+    other.load_image(&img2, SaveFormat::Oci).ok();
+    other.cli(&["push", &name]).ok();
+    let o = d.cli(&["run", "--rm", &name, "cat", "/policy"]);
+    o.ok();
+    assert_eq!(o.out(), "v1", "missing keeps the local image");
+    let o = d.cli(&["run", "--rm", "--pull", "always", &name, "cat", "/policy"]);
+    o.ok();
+    assert_eq!(o.out(), "v2", "{o}");
+    assert!(o.stderr.contains("Downloaded newer image"), "{o}");
+    let o = d.cli(&["create", "--pull", "always", &name]);
+    o.ok();
+    assert!(o.stderr.contains("Image is up to date"), "{o}");
+    d.rm_f(&[o.out()]);
+    let o = d.cli(&["run", "--pull", "sometimes", &name]);
+    o.code_is(125);
+    assert!(o.stderr.contains("invalid pull option: 'sometimes'"), "{o}");
+    d.cli(&["rmi", &name]).ok();
+}
+
+#[test]
+fn pull_on_a_terminal_draws_layer_lines_in_place() {
+    let d = d();
+    let reg = Registry::start();
+    let name = format!("{}/tty/app:v1", reg.addr);
+    let mut l = Layer::new();
+    l.file("noise", 0o644, noise(7, 4 << 20));
+    let img = Image::new(&name, json!({"Cmd": ["sh"]})).layer("noise", &l);
+    d.load_image(&img, SaveFormat::Oci).ok();
+    d.cli(&["push", &name]).ok();
+    d.cli(&["rmi", &name]).ok();
+    // `script` gives the CLI a pseudo-terminal for stdout.
+    let cmd = format!("{BIN} -H {} pull {name}", d.host());
+    let o = berth_testkit::run_with_timeout(
+        {
+            let mut c = Command::new("script");
+            c.args(["-qec", &cmd, "/dev/null"]).env("COLUMNS", "120");
+            c
+        },
+        None,
+        DEADLINE,
+    );
+    o.ok();
+    let out = o.stdout.clone();
+    assert!(
+        out.contains("\x1b[2K\r"),
+        "lines are cleared and rewritten: {out:?}"
+    );
+    assert!(
+        out.contains("\x1b[1A"),
+        "the cursor goes back up to a layer's line: {out:?}"
+    );
+    assert!(out.contains("Downloading"), "{out:?}");
+    assert!(
+        out.contains("Downloading ") && out.contains("MB/4."),
+        "a bar with the layer's size: {out:?}"
+    );
+    assert!(out.contains(": Pull complete\r"), "{out:?}");
+    assert!(out.contains("Status: Downloaded newer image"), "{out:?}");
+    d.cli(&["rmi", &name]).ok();
+}
