@@ -1,7 +1,9 @@
 //! Writes one of Berth's offline test images as a `docker save` tarball.
 //!
 //! usage: berth-test-image busybox|hello-world|layered [--legacy] [--tag NAME:TAG] [-o FILE]
-//! (to stdout without -o). Then: `berth load -i FILE`.
+//!        berth-test-image layers TAR... [--tag NAME:TAG] [-o FILE]
+//! (to stdout without -o). Then: `berth load -i FILE`. `layers` makes an image whose layers are
+//! the given tar files, in order (the pull benchmark's many-layer image).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -21,6 +23,7 @@ fn run() -> Result<(), String> {
     let mut format = SaveFormat::Oci;
     let mut out: Option<PathBuf> = None;
     let mut tag: Option<String> = None;
+    let mut tars: Vec<PathBuf> = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -29,9 +32,11 @@ fn run() -> Result<(), String> {
             "--tag" => tag = Some(it.next().ok_or("--tag needs NAME:TAG")?.clone()),
             "-h" | "--help" => {
                 println!("usage: berth-test-image busybox|hello-world|layered [--legacy] [--tag NAME:TAG] [-o FILE]");
+                println!("       berth-test-image layers TAR... [--tag NAME:TAG] [-o FILE]");
                 return Ok(());
             }
             w if which.is_none() && !w.starts_with('-') => which = Some(w.to_string()),
+            t if which.as_deref() == Some("layers") && !t.starts_with('-') => tars.push(t.into()),
             other => return Err(format!("unexpected argument {other:?}")),
         }
     }
@@ -40,9 +45,23 @@ fn run() -> Result<(), String> {
         "busybox" => image::busybox_image(),
         "hello-world" | "hello" => image::hello_image(&cache),
         "layered" => image::layered_image(),
+        "layers" => {
+            if tars.is_empty() {
+                return Err("layers needs at least one tar file".into());
+            }
+            let mut img = image::Image::new(
+                "layers:latest",
+                serde_json::json!({"Env": [image::DEFAULT_PATH], "Cmd": ["sh"]}),
+            );
+            for t in &tars {
+                let tar = std::fs::read(t).map_err(|e| format!("read {}: {e}", t.display()))?;
+                img = img.raw_layer(&format!("layer {}", t.display()), tar);
+            }
+            Ok(img)
+        }
         other => {
             return Err(format!(
-                "unknown image {other:?} (busybox, hello-world, layered)"
+                "unknown image {other:?} (busybox, hello-world, layered, layers)"
             ))
         }
     }
