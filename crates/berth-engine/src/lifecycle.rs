@@ -224,6 +224,7 @@ impl Engine {
         let mut config = body.config.clone();
         let host_config = body.host_config.clone().unwrap_or_default();
         validate_host_config(&host_config)?;
+        crate::mounts::validate_tmpfs(&host_config)?;
         let image_name = config.image.clone();
         if image_name.is_empty() {
             return Err(EngineError::InvalidParameter(
@@ -271,9 +272,37 @@ impl Engine {
             name
         };
 
-        let result = self
-            .create_reserved(&id, &name, config, host_config, &image.id, argv)
-            .await;
+        // Volumes are resolved (and created) under the volume lock, held until the container
+        // is registered as their user.
+        let vol_guard = self.inner.volume_lock.lock().await;
+        let result = match self.plan_mounts(&id, &config, &host_config) {
+            Ok(mounts) => {
+                let r = self
+                    .create_reserved(
+                        &id,
+                        &name,
+                        config,
+                        host_config,
+                        &image.id,
+                        argv,
+                        mounts.clone(),
+                    )
+                    .await;
+                if r.is_err() {
+                    for m in &mounts {
+                        if m.kind == crate::mounts::MountKind::Volume
+                            && !m.named
+                            && self.volume_users(&m.name).is_empty()
+                        {
+                            let _ = self.volumes().delete(&m.name);
+                        }
+                    }
+                }
+                r
+            }
+            Err(e) => Err(e),
+        };
+        drop(vol_guard);
         if result.is_err() {
             let mut reg = self.write_registry();
             reg.names.remove(&name);
@@ -282,6 +311,7 @@ impl Engine {
         result.map(|_| (id, Vec::new()))
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn create_reserved(
         &self,
         id: &str,
@@ -290,6 +320,7 @@ impl Engine {
         host_config: HostConfig,
         image_id: &str,
         argv: Vec<String>,
+        mount_points: Vec<crate::mounts::MountPoint>,
     ) -> Result<()> {
         let dir = self.container_dir(id);
         std::fs::create_dir_all(&dir)?;
@@ -319,6 +350,7 @@ impl Engine {
             hostname_path: dir.join("hostname").display().to_string(),
             hosts_path: dir.join("hosts").display().to_string(),
             resolv_conf_path: dir.join("resolv.conf").display().to_string(),
+            mount_points,
         };
         if let Err(e) = rec.save(&dir) {
             let images = self.images();
@@ -379,7 +411,12 @@ impl Engine {
         self.write_etc_files(&rec)?;
         let t_mount = t0.elapsed();
 
-        let run = self.run_config(&rec, rootfs);
+        let user_mounts = match self.prepare_mounts(c, &rootfs) {
+            Ok(m) => m,
+            Err(e) => return self.fail_start(c, e),
+        };
+        let mut run = self.run_config(&rec, rootfs);
+        run.mounts.extend(user_mounts);
         let spec = berth_runtime::spec::build_spec(&run).map_err(|e| start_error(&e.to_string()));
         let spec = match spec {
             Ok(s) => s,
@@ -456,6 +493,7 @@ impl Engine {
     }
 
     fn fail_start(&self, c: &Arc<Entry>, e: EngineError) -> Result<()> {
+        self.release_mounts(&c.id, &c.snapshot().mount_points);
         let msg = e.to_string();
         let code = if msg.contains("executable file not found")
             || msg.contains("no such file or directory")
@@ -663,6 +701,7 @@ impl Engine {
             // the lock from its stop to its start, and must not lose its rootfs to this.
             let images = self.images();
             let c = c.clone();
+            let engine = self.clone();
             tokio::spawn(async move {
                 let _g = c.op.lock().await;
                 let st = c.snapshot().state.status;
@@ -670,6 +709,7 @@ impl Engine {
                     return;
                 }
                 let id = c.id.clone();
+                engine.release_mounts(&id, &c.snapshot().mount_points);
                 let _ = tokio::task::spawn_blocking(move || images.unmount_snapshot(&id)).await;
             });
         }
@@ -696,6 +736,9 @@ impl Engine {
             Status::Running | Status::Paused | Status::Restarting
         );
         if live && rec.state.status != Status::Restarting && berth_runtime::shim::shim_alive(&rt) {
+            for m in &rec.mount_points {
+                self.volumes().adopt(&m.name, &c.id);
+            }
             self.spawn_monitor(c);
             return;
         }
@@ -830,7 +873,7 @@ impl Engine {
         self.start_locked(&c).await
     }
 
-    pub async fn remove(&self, name: &str, force: bool, _volumes: bool) -> Result<()> {
+    pub async fn remove(&self, name: &str, force: bool, volumes: bool) -> Result<()> {
         let c = self.lookup(name)?;
         let _g = c.op.lock().await;
         let rec = c.snapshot();
@@ -880,6 +923,10 @@ impl Engine {
         for p in c.take_pending() {
             let _ =
                 p.tx.send(Err(EngineError::Conflict("container removed".into())));
+        }
+        self.release_mounts(&c.id, &rec.mount_points);
+        if volumes {
+            self.remove_anonymous_volumes(&rec.mount_points).await;
         }
         self.remember_removed(&c.id, c.snapshot().state.exit_code);
         c.signal.send_modify(|s| {
