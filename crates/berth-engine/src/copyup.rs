@@ -58,6 +58,71 @@ pub fn open_in_root(root: &Path, path: &str) -> io::Result<Option<OwnedFd>> {
     Ok(Some(unsafe { OwnedFd::from_raw_fd(fd as i32) }))
 }
 
+/// Resolves `path` (absolute, as the container sees it) the way the container would, with every
+/// symlink followed inside `root` and `..` stopping at its top; the part that does not exist is
+/// kept as written. Returns the container-absolute result.
+pub fn resolve_in_root(root: &Path, path: &str) -> io::Result<String> {
+    let mut todo: Vec<String> = path
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .rev()
+        .map(String::from)
+        .collect();
+    let mut done: Vec<String> = Vec::new();
+    let mut links = 0;
+    let mut exists = true;
+    while let Some(c) = todo.pop() {
+        if c == ".." {
+            done.pop();
+            continue;
+        }
+        done.push(c);
+        if !exists {
+            continue;
+        }
+        let host = root.join(done.join("/"));
+        match std::fs::symlink_metadata(&host) {
+            Ok(md) if md.file_type().is_symlink() => {
+                links += 1;
+                if links > 40 {
+                    return Err(io::Error::from_raw_os_error(libc::ELOOP));
+                }
+                let target = std::fs::read_link(&host)?;
+                let t = target.to_string_lossy().into_owned();
+                done.pop();
+                if t.starts_with('/') {
+                    done.clear();
+                }
+                for part in t.split('/').filter(|p| !p.is_empty() && *p != ".").rev() {
+                    todo.push(part.to_string());
+                }
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => exists = false,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(format!("/{}", done.join("/")))
+}
+
+/// Creates the directories of a resolved container path below `root` (0755, like a mount point).
+pub fn mkdir_in_root(root: &Path, resolved: &str) -> io::Result<()> {
+    let mut cur = root.to_path_buf();
+    for c in resolved.split('/').filter(|c| !c.is_empty()) {
+        cur.push(c);
+        match std::fs::symlink_metadata(&cur) {
+            Ok(md) if md.is_dir() => {}
+            Ok(_) => return Err(io::Error::from_raw_os_error(libc::ENOTDIR)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                std::fs::create_dir(&cur)?;
+                std::fs::set_permissions(&cur, std::fs::Permissions::from_mode(0o755))?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Fills `data` from `dest` in `rootfs` if `data` is empty and `dest` is a directory there.
 /// Returns whether it copied.
 pub fn copy_up(rootfs: &Path, dest: &str, data: &Path) -> io::Result<bool> {
@@ -251,6 +316,18 @@ mod tests {
             assert_eq!(p, root.join("etc"), "{link} stays in the root");
         }
         assert!(open_in_root(&root, "/missing/x").expect("open").is_none());
+        assert_eq!(resolve_in_root(&root, "/abs/x").expect("r"), "/etc/x");
+        assert_eq!(resolve_in_root(&root, "/rel/y/../z").expect("r"), "/etc/z");
+        assert_eq!(
+            resolve_in_root(&root, "/../../nope/a").expect("r"),
+            "/nope/a"
+        );
+        std::os::unix::fs::symlink("../../../../outside", root.join("dangling")).expect("l");
+        assert_eq!(resolve_in_root(&root, "/dangling").expect("r"), "/outside");
+        std::os::unix::fs::symlink("loop", root.join("loop")).expect("l");
+        assert!(resolve_in_root(&root, "/loop").is_err());
+        mkdir_in_root(&root, "/outside/deeper").expect("mkdir");
+        assert!(root.join("outside/deeper").is_dir());
     }
 
     #[test]

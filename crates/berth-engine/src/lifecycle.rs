@@ -417,6 +417,7 @@ impl Engine {
         };
         let mut run = self.run_config(&rec, rootfs);
         run.mounts.extend(user_mounts);
+        crate::mounts::sort_mounts(&mut run.mounts);
         let spec = berth_runtime::spec::build_spec(&run).map_err(|e| start_error(&e.to_string()));
         let spec = match spec {
             Ok(s) => s,

@@ -482,6 +482,12 @@ fn depth(p: &str) -> usize {
     p.split('/').filter(|s| !s.is_empty()).count()
 }
 
+/// Parents before children (a volume on `/etc` must not hide the `/etc/hosts` bind); stable, so
+/// mounts of equal depth keep their order.
+pub(crate) fn sort_mounts(m: &mut [oci_spec::runtime::Mount]) {
+    m.sort_by_key(|m| depth(&m.destination().to_string_lossy()));
+}
+
 impl Engine {
     /// Resolves the mounts of a container being created, creating the volumes it names.
     /// The caller holds `volume_lock` until the container is registered. On error, the
@@ -674,10 +680,36 @@ impl Engine {
                 }
             })?;
         }
+        // Destinations are resolved in the rootfs here (symlinks in the image followed the way
+        // the container would, never out of it) and created, so the runtime mounts on a plain
+        // directory inside the rootfs.
+        let place = |dest: &str, dir: bool| -> Result<String> {
+            let resolved = crate::copyup::resolve_in_root(rootfs, dest).map_err(|e| {
+                EngineError::Internal(format!("resolving mount destination {dest}: {e}"))
+            })?;
+            let mk = if dir {
+                resolved.clone()
+            } else {
+                Path::new(&resolved)
+                    .parent()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "/".into())
+            };
+            crate::copyup::mkdir_in_root(rootfs, &mk).map_err(|e| {
+                EngineError::InvalidParameter(format!(
+                    "failed to create mountpoint for {dest} mount: {e}"
+                ))
+            })?;
+            Ok(resolved)
+        };
         let mut mounts: Vec<(String, oci_spec::runtime::Mount)> = Vec::new();
         for mp in &rec.mount_points {
             let m = match mp.kind {
                 MountKind::Bind | MountKind::Volume => {
+                    let is_dir = std::fs::metadata(&mp.source)
+                        .map(|m| m.is_dir())
+                        .unwrap_or(true);
+                    let dest = place(&mp.destination, is_dir)?;
                     let mut o = vec![if mp.non_recursive { "bind" } else { "rbind" }.to_string()];
                     o.push(if mp.propagation.is_empty() {
                         "rprivate".into()
@@ -687,22 +719,24 @@ impl Engine {
                     if !mp.rw {
                         o.push("ro".into());
                     }
-                    oci_mount(&mp.destination, &mp.source, "bind", o)?
+                    (dest.clone(), oci_mount(&dest, &mp.source, "bind", o)?)
                 }
                 MountKind::Tmpfs => {
+                    let dest = place(&mp.destination, true)?;
                     let mut o: Vec<String> = vec!["nosuid".into(), "nodev".into(), "noexec".into()];
                     if !mp.rw {
                         o.push("ro".into());
                     }
                     o.extend(mp.tmpfs_data.iter().cloned());
-                    oci_mount(&mp.destination, "tmpfs", "tmpfs", o)?
+                    (dest.clone(), oci_mount(&dest, "tmpfs", "tmpfs", o)?)
                 }
             };
-            mounts.push((mp.destination.clone(), m));
+            mounts.push(m);
         }
         for (dest, opts) in rec.host_config.tmpfs.clone().unwrap_or_default() {
             let d = clean_destination(&dest, "tmpfs")?;
             let o = tmpfs_options(&opts)?;
+            let d = place(&d, true)?;
             mounts.push((d.clone(), oci_mount(&d, "tmpfs", "tmpfs", o)?));
         }
         mounts.sort_by_key(|(d, _)| depth(d));
