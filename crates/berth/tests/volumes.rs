@@ -744,3 +744,163 @@ fn mounts_through_image_symlinks_stay_in_the_rootfs() {
         "copy-up followed the link inside the image"
     );
 }
+
+// ------------------------------------------------------------------------ the berth CLI
+
+#[test]
+fn berth_volume_commands() {
+    let d = dv();
+    let a = unique("cli");
+    let _v = RmVol(d, vec![a.clone()]);
+    let o = d.cli(&["volume", "create", "--label", "k=v", &a]);
+    o.ok();
+    assert_eq!(o.out(), a);
+    let o = d.cli(&["volume", "ls"]);
+    o.ok();
+    assert_eq!(
+        o.lines()[0].split_whitespace().collect::<Vec<_>>(),
+        ["DRIVER", "VOLUME", "NAME"]
+    );
+    assert!(
+        o.lines()
+            .iter()
+            .any(|l| l.starts_with("local") && l.ends_with(a.as_str())),
+        "{o}"
+    );
+    let o = d.cli(&[
+        "volume",
+        "ls",
+        "-q",
+        "--filter",
+        "label=k=v",
+        "--filter",
+        &format!("name={a}"),
+    ]);
+    assert_eq!(o.out(), a, "{o}");
+    let o = d.cli(&[
+        "volume",
+        "inspect",
+        "--format",
+        "{{.Name}} {{.Driver}} {{.Labels.k}}",
+        &a,
+    ]);
+    assert_eq!(o.out(), format!("{a} local v"), "{o}");
+    let o = d.cli(&["volume", "inspect", &a]);
+    assert_eq!(
+        o.json()[0]["Mountpoint"],
+        volume_dir(d, &a).join("_data").display().to_string()
+    );
+    let o = d.cli(&["volume", "inspect", "no-such-vol"]);
+    o.code_is(1);
+    assert!(o.stderr.contains("get no-such-vol: no such volume"), "{o}");
+    let o = d.cli(&["volume", "create", "bad/name"]);
+    o.fails();
+    assert!(
+        o.stderr
+            .contains("includes invalid characters for a local volume name"),
+        "{o}"
+    );
+
+    let c = unique("cliuser");
+    let _rm = Rm(d, vec![c.clone()]);
+    d.cli(&[
+        "create",
+        "--name",
+        &c,
+        "-v",
+        &format!("{a}:/a"),
+        "busybox",
+        "true",
+    ])
+    .ok();
+    let o = d.cli(&["volume", "rm", &a]);
+    o.code_is(1);
+    assert!(
+        o.stderr
+            .contains(&format!("remove {a}: volume is in use - [")),
+        "{o}"
+    );
+    let o = d.cli(&[
+        "ps",
+        "-a",
+        "--no-trunc",
+        "--filter",
+        &format!("volume={a}"),
+        "--format",
+        "{{.Names}} {{.Mounts}}",
+    ]);
+    assert_eq!(o.out(), format!("{c} {a}"), "{o}");
+    d.cli(&["rm", &c]).ok();
+    // Prune without --all keeps named volumes; with it (and a label filter) takes them.
+    let o = d.cli(&["volume", "prune", "-f", "--filter", "label=k=v"]);
+    o.ok();
+    assert!(!o.stdout.contains(&a), "{o}");
+    let o = d.cli(&["volume", "prune", "-a", "-f", "--filter", "label=k=v"]);
+    o.ok();
+    assert!(
+        o.stdout.starts_with(&format!("Deleted Volumes:\n{a}\n")),
+        "{o}"
+    );
+    assert!(o.stdout.contains("Total reclaimed space: "), "{o}");
+    d.cli(&["volume", "rm", &a]).code_is(1);
+    d.cli(&["volume", "rm", "-f", &a]).ok();
+}
+
+// ------------------------------------------------------------------------ daemon restart
+
+#[test]
+fn volumes_and_their_users_survive_a_daemon_restart() {
+    let d = Daemon::start(BIN);
+    d.load_busybox();
+    let spec = "kept:/k";
+    sh(&d, &["-v", spec], "echo before > /k/f");
+    d.cli(&[
+        "volume",
+        "create",
+        "-o",
+        "type=tmpfs",
+        "-o",
+        "device=tmpfs",
+        "tv",
+    ])
+    .ok();
+    run_d(
+        &d,
+        &[
+            "--name",
+            "holder",
+            "-v",
+            "tv:/t",
+            "-v",
+            "kept:/k",
+            "busybox",
+            "sh",
+            "-c",
+            "trap 'exit 0' TERM; while :; do sleep 0.1; done",
+        ],
+    );
+    let tdata = d.data_root().join("volumes/tv/_data");
+    assert!(host_mounted(&tdata));
+    d.restart();
+    let o = d.cli(&["volume", "ls", "-q"]);
+    assert_eq!(o.lines(), ["kept", "tv"], "{o}");
+    assert_eq!(
+        std::fs::read_to_string(d.data_root().join("volumes/kept/_data/f")).expect("data"),
+        "before\n"
+    );
+    let o = d.cli(&["volume", "rm", "kept"]);
+    o.code_is(1);
+    assert!(o.stderr.contains("volume is in use"), "{o}");
+    assert!(
+        host_mounted(&tdata),
+        "a running user keeps the driver mount"
+    );
+    d.cli(&["stop", "holder"]).ok();
+    assert!(
+        wait_until(DEADLINE, || !host_mounted(&tdata)),
+        "the restored user's exit releases the mount"
+    );
+    d.cli(&["rm", "holder"]).ok();
+    d.cli(&["volume", "rm", "kept", "tv"]).ok();
+    assert!(!d.data_root().join("volumes/kept").exists());
+}
