@@ -272,10 +272,9 @@ impl Engine {
             name
         };
 
-        // Volumes are resolved (and created) under the volume lock, held until the container
-        // is registered as their user.
-        let vol_guard = self.inner.volume_lock.lock().await;
-        let result = match self.plan_mounts(&id, &config, &host_config) {
+        // Volumes are resolved (and created) and reserved for this container until it is
+        // registered as their user, so no volume rm/prune can take them meanwhile.
+        let result = match self.reserve_mounts(&id, &config, &host_config).await {
             Ok(mounts) => {
                 let r = self
                     .create_reserved(
@@ -288,21 +287,11 @@ impl Engine {
                         mounts.clone(),
                     )
                     .await;
-                if r.is_err() {
-                    for m in &mounts {
-                        if m.kind == crate::mounts::MountKind::Volume
-                            && !m.named
-                            && self.volume_users(&m.name).is_empty()
-                        {
-                            let _ = self.volumes().delete(&m.name);
-                        }
-                    }
-                }
+                self.settle_mounts(&id, &mounts, r.is_ok()).await;
                 r
             }
             Err(e) => Err(e),
         };
-        drop(vol_guard);
         if result.is_err() {
             let mut reg = self.write_registry();
             reg.names.remove(&name);
@@ -411,7 +400,13 @@ impl Engine {
         self.write_etc_files(&rec)?;
         let t_mount = t0.elapsed();
 
-        let user_mounts = match self.prepare_mounts(c, &rootfs) {
+        // Volume mounts and copy-up do file I/O: off the async workers.
+        let (engine, c2, rf) = (self.clone(), c.clone(), rootfs.clone());
+        let user_mounts = match tokio::task::spawn_blocking(move || engine.prepare_mounts(&c2, &rf))
+            .await
+            .map_err(EngineError::internal)
+            .and_then(|r| r)
+        {
             Ok(m) => m,
             Err(e) => return self.fail_start(c, e),
         };

@@ -639,6 +639,52 @@ impl Engine {
         Ok(out)
     }
 
+    /// `plan_mounts` under the volume lock (only taken when the container has mounts), then
+    /// reserves the volumes for `id` until [`Engine::settle_mounts`].
+    pub(crate) async fn reserve_mounts(
+        &self,
+        id: &str,
+        config: &ContainerConfig,
+        hc: &HostConfig,
+    ) -> Result<Vec<MountPoint>> {
+        let any = hc.binds.as_ref().is_some_and(|v| !v.is_empty())
+            || hc.mounts.as_ref().is_some_and(|v| !v.is_empty())
+            || hc.volumes_from.as_ref().is_some_and(|v| !v.is_empty())
+            || config.volumes.as_ref().is_some_and(|v| !v.is_empty());
+        if !any {
+            return Ok(Vec::new());
+        }
+        let _g = self.inner.volume_lock.lock().await;
+        let mounts = self.plan_mounts(id, config, hc)?;
+        self.volumes().reserve(
+            id,
+            mounts
+                .iter()
+                .filter(|m| m.kind == MountKind::Volume)
+                .map(|m| m.name.clone())
+                .collect(),
+        );
+        Ok(mounts)
+    }
+
+    /// Ends the reservation of [`Engine::reserve_mounts`]; when the create failed, the anonymous
+    /// volumes it made (and nobody else uses) go again.
+    pub(crate) async fn settle_mounts(&self, id: &str, mounts: &[MountPoint], created: bool) {
+        if mounts.is_empty() {
+            return;
+        }
+        let _g = self.inner.volume_lock.lock().await;
+        self.volumes().unreserve(id);
+        if created {
+            return;
+        }
+        for m in mounts {
+            if m.kind == MountKind::Volume && !m.named && self.volume_users(&m.name).is_empty() {
+                let _ = self.volumes().delete(&m.name);
+            }
+        }
+    }
+
     /// At start: mounts volumes that have driver options, fills empty volumes from the image
     /// (once), and returns the OCI mounts in parent-before-child order.
     pub(crate) fn prepare_mounts(
@@ -653,6 +699,8 @@ impl Engine {
                 MountKind::Volume => {
                     self.volumes().acquire(&mp.name, &c.id)?;
                     if mp.copy_data {
+                        // Two containers starting on one new volume must not both fill it.
+                        let _copying = self.volumes().copy_lock();
                         let data = PathBuf::from(&mp.source);
                         crate::copyup::copy_up(rootfs, &mp.destination, &data).map_err(|e| {
                             EngineError::Internal(format!(

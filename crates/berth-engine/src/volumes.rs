@@ -41,6 +41,9 @@ pub struct VolumeStore {
     vols: Mutex<BTreeMap<String, VolumeMeta>>,
     /// volume name -> containers whose start mounted it (volumes with driver options only).
     active: Mutex<HashMap<String, HashSet<String>>>,
+    /// container id -> volumes it takes, while its create is in flight (not yet registered).
+    reserved: Mutex<HashMap<String, Vec<String>>>,
+    copying: Mutex<()>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -117,6 +120,8 @@ impl VolumeStore {
             root: root.to_path_buf(),
             vols: Mutex::new(vols),
             active: Mutex::new(HashMap::new()),
+            reserved: Mutex::new(HashMap::new()),
+            copying: Mutex::new(()),
         })
     }
 
@@ -245,6 +250,27 @@ impl VolumeStore {
             }
         }
         Ok(size)
+    }
+
+    /// Serialises copy-ups (which check "empty" and then fill).
+    pub fn copy_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        lock(&self.copying)
+    }
+
+    pub fn reserve(&self, container: &str, names: Vec<String>) {
+        lock(&self.reserved).insert(container.to_string(), names);
+    }
+
+    pub fn unreserve(&self, container: &str) {
+        lock(&self.reserved).remove(container);
+    }
+
+    /// (container, volume) pairs of creates in flight.
+    fn reservations(&self) -> Vec<(String, String)> {
+        lock(&self.reserved)
+            .iter()
+            .flat_map(|(c, ns)| ns.iter().map(move |n| (c.clone(), n.clone())))
+            .collect()
     }
 
     /// A volume with driver options is mounted on its `_data` for its first user.
@@ -455,6 +481,11 @@ impl Engine {
             })
             .map(|e| e.id.clone())
             .collect();
+        for (c, n) in self.volumes().reservations() {
+            if n == name && !ids.contains(&c) {
+                ids.push(c);
+            }
+        }
         ids.sort();
         ids
     }
@@ -539,6 +570,7 @@ impl Engine {
                 }
             }
         }
+        used.extend(self.volumes().reservations().into_iter().map(|(_, n)| n));
         used
     }
 
