@@ -94,6 +94,7 @@ impl Engine {
             }),
         };
         engine.restore().await?;
+        engine.volumes().sweep_mounts();
         Ok(engine)
     }
 

@@ -314,6 +314,19 @@ impl VolumeStore {
         }
     }
 
+    /// After recovery: a driver mount left by a previous daemon whose containers are all gone.
+    pub fn sweep_mounts(&self) {
+        let active = lock(&self.active);
+        for m in self.all().into_iter().filter(|m| !m.options.is_empty()) {
+            let data = self.data_path(&m.name);
+            if !active.contains_key(&m.name) && is_mount_point(&data) {
+                if let Err(e) = nix::mount::umount2(&data, nix::mount::MntFlags::MNT_DETACH) {
+                    tracing::warn!("unmounting unused volume {}: {e}", m.name);
+                }
+            }
+        }
+    }
+
     /// Records a user without mounting (a running container found at daemon start).
     pub fn adopt(&self, name: &str, container: &str) {
         if self.get(name).is_some_and(|m| !m.options.is_empty()) {

@@ -733,9 +733,14 @@ fn mounts_through_image_symlinks_stay_in_the_rootfs() {
         d,
         &["-v", &format!("{etc}:/link-etc")],
         "volimg",
-        &format!("echo x > /etc/{marker}; grep -c root /etc/passwd"),
+        &format!(
+            "echo x > /etc/{marker}; grep -c root /etc/passwd; [ \"$(cat /etc/hostname)\" = \"$(hostname)\" ] && echo hostname-bind-on-top"
+        ),
     );
-    assert_eq!(out, "1");
+    assert_eq!(
+        out, "1\nhostname-bind-on-top",
+        "the /etc volume is mounted before the /etc/hostname bind"
+    );
     assert!(!PathBuf::from("/etc").join(&marker).exists());
     let data = volume_dir(d, &etc).join("_data");
     assert!(data.join(&marker).exists());
@@ -903,4 +908,29 @@ fn volumes_and_their_users_survive_a_daemon_restart() {
     d.cli(&["rm", "holder"]).ok();
     d.cli(&["volume", "rm", "kept", "tv"]).ok();
     assert!(!d.data_root().join("volumes/kept").exists());
+}
+
+#[test]
+fn mount_flag_volumes_with_driver_options_and_read_only_rootfs() {
+    let d = dv();
+    let name = unique("mopt");
+    let _v = RmVol(d, vec![name.clone()]);
+    let m = format!(
+        "type=volume,src={name},dst=/m,volume-label=made=by-mount,volume-opt=type=tmpfs,volume-opt=device=tmpfs,volume-opt=o=size=3m"
+    );
+    let out = sh(
+        d,
+        &["--read-only", "--mount", &m],
+        "grep ' /m ' /proc/mounts; echo w > /m/f && echo wrote; touch /rootfs-file 2>/dev/null || echo rootfs-ro",
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("tmpfs /m tmpfs") && lines[0].contains("size=3072k"),
+        "{out}"
+    );
+    assert_eq!(&lines[1..], ["wrote", "rootfs-ro"], "{out}");
+    let (st, v) = api_json(d, "GET", &format!("/volumes/{name}"), None);
+    assert_eq!(st, 200);
+    assert_eq!(v["Labels"]["made"], "by-mount", "{v}");
+    assert_eq!(v["Options"]["o"], "size=3m", "{v}");
 }
