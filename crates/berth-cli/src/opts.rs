@@ -537,6 +537,9 @@ pub struct ContainerOpts {
     /// Mount volumes from the specified container(s)
     #[arg(long = "volumes-from")]
     pub volumes_from: Vec<String>,
+    /// Optional volume driver for the container
+    #[arg(long = "volume-driver")]
+    pub volume_driver: Option<String>,
     /// Connect a container to a network
     #[arg(long, alias = "net")]
     pub network: Option<String>,
@@ -833,6 +836,7 @@ impl ContainerOpts {
             restart_policy: parse_restart(&self.restart)?,
             auto_remove: self.rm,
             volumes_from: (!self.volumes_from.is_empty()).then(|| self.volumes_from.clone()),
+            volume_driver: self.volume_driver.clone().unwrap_or_default(),
             mounts: (!mounts.is_empty()).then_some(mounts),
             console_size: Some([h as u64, w as u64]),
             cap_add: (!self.cap_add.is_empty()).then(|| self.cap_add.clone()),

@@ -343,6 +343,18 @@ mod tests {
         std::fs::hard_link(src.join("sub/f"), src.join("hl")).expect("hl");
         std::os::unix::fs::symlink("sub/f", src.join("sl")).expect("sl");
         std::fs::set_permissions(&src, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+        let xattr_path = CString::new(src.join("sub/f").as_os_str().as_bytes()).expect("c");
+        // SAFETY: valid C strings and value buffer.
+        let set = unsafe {
+            libc::setxattr(
+                xattr_path.as_ptr(),
+                c"user.berth".as_ptr(),
+                b"v1".as_ptr().cast(),
+                2,
+                0,
+            )
+        };
+        assert_eq!(set, 0, "the test directory must support user xattrs");
         let vol = d.path().join("vol");
         std::fs::create_dir(&vol).expect("mkdir");
         assert!(copy_up(&root, "/data", &vol).expect("copy"));
@@ -361,6 +373,19 @@ mod tests {
             std::fs::read_link(vol.join("sl")).expect("sl"),
             Path::new("sub/f")
         );
+        let copied = CString::new(vol.join("sub/f").as_os_str().as_bytes()).expect("c");
+        let mut buf = [0u8; 8];
+        // SAFETY: valid C strings and a buffer of the given size.
+        let n = unsafe {
+            libc::getxattr(
+                copied.as_ptr(),
+                c"user.berth".as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        assert_eq!(n, 2, "xattr copied");
+        assert_eq!(&buf[..2], b"v1");
         assert_eq!(
             std::fs::metadata(&vol).expect("vol").mode() & 0o7777,
             0o1777

@@ -542,8 +542,18 @@ impl Engine {
         }
         let mut user: HashSet<String> = HashSet::new();
         let mut wanted: Vec<Wanted> = Vec::new();
+        // `--volume-driver` applies to the volumes of `-v` and `Config.Volumes`.
+        let default_driver = if hc.volume_driver.is_empty() {
+            "local".to_string()
+        } else {
+            hc.volume_driver.clone()
+        };
         for b in hc.binds.clone().unwrap_or_default() {
-            wanted.push(parse_bind(&b)?);
+            let mut w = parse_bind(&b)?;
+            if w.mp.kind == MountKind::Volume {
+                w.mp.driver = default_driver.clone();
+            }
+            wanted.push(w);
         }
         for m in hc.mounts.clone().unwrap_or_default() {
             wanted.push(parse_api_mount(&m)?);
@@ -578,7 +588,7 @@ impl Engine {
                         name: String::new(),
                         source: String::new(),
                         destination: d,
-                        driver: "local".into(),
+                        driver: default_driver.clone(),
                         mode: String::new(),
                         rw: true,
                         propagation: String::new(),

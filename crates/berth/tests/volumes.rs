@@ -934,3 +934,49 @@ fn mount_flag_volumes_with_driver_options_and_read_only_rootfs() {
     assert_eq!(v["Labels"]["made"], "by-mount", "{v}");
     assert_eq!(v["Options"]["o"], "size=3m", "{v}");
 }
+
+#[test]
+fn volume_driver_and_old_api_prune() {
+    let d = dv();
+    let o = d.cli(&[
+        "run",
+        "--rm",
+        "--volume-driver",
+        "nosuchdriver",
+        "-v",
+        "/x",
+        "busybox",
+        "true",
+    ]);
+    o.code_is(125);
+    assert!(
+        o.stderr.contains("plugin \"nosuchdriver\" not found"),
+        "{o}"
+    );
+    // Before API 1.42, prune takes unused named volumes too.
+    let named = unique("oldprune");
+    let _v = RmVol(d, vec![named.clone()]);
+    api_json(
+        d,
+        "POST",
+        "/volumes/create",
+        Some(json!({"Name": named, "Labels": {"oldprune": named}})),
+    );
+    let f = urlenc(&format!(r#"{{"label":["oldprune={named}"]}}"#));
+    let (st, v) = api_json(
+        d,
+        "POST",
+        &format!("/v1.45/volumes/prune?filters={f}"),
+        None,
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["VolumesDeleted"], json!([]), "{v}");
+    let (st, v) = api_json(
+        d,
+        "POST",
+        &format!("/v1.41/volumes/prune?filters={f}"),
+        None,
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["VolumesDeleted"], json!([named]), "{v}");
+}
