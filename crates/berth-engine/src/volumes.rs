@@ -85,6 +85,10 @@ impl VolumeStore {
     /// removed only when its `_data` is empty.
     pub fn open(root: &Path) -> Result<VolumeStore> {
         std::fs::create_dir_all(root)?;
+        // Canonical, because whether `_data` is a mount point is read from mountinfo, which
+        // holds real paths; a data root behind a symlink must not make a mounted volume look
+        // unmounted (and its device's content deletable).
+        let root = &root.canonicalize()?;
         let mut vols = BTreeMap::new();
         for ent in std::fs::read_dir(root)?.flatten() {
             let path = ent.path();
@@ -234,6 +238,11 @@ impl VolumeStore {
                     "remove {name}: volume is still mounted"
                 )));
             }
+        }
+        if let Some(m) = mounts_below(&dir) {
+            return Err(EngineError::Internal(format!(
+                "remove {name}: {m} is mounted inside the volume"
+            )));
         }
         let size = dir_size(&data);
         // The metadata goes first: a crash after it leaves a directory `open` sweeps or reports,
@@ -408,6 +417,15 @@ pub fn is_mount_point(path: &Path) -> bool {
             .map(|mp| unescape_mountinfo(mp) == want)
             .unwrap_or(false)
     })
+}
+
+/// The first mount point strictly inside `dir`, if any.
+fn mounts_below(dir: &Path) -> Option<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let prefix = format!("{}/", dir.display());
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4).map(unescape_mountinfo))
+        .find(|mp| mp.starts_with(&prefix))
 }
 
 fn unescape_mountinfo(s: &str) -> String {
@@ -768,6 +786,37 @@ mod tests {
             d.path().join("full/_data/keep").exists(),
             "data is never deleted"
         );
+    }
+
+    #[test]
+    fn delete_never_reaches_into_mounts() {
+        use nix::mount::{mount, umount2, MntFlags, MsFlags};
+        let d = tempfile::tempdir().expect("tempdir");
+        let s = VolumeStore::open(d.path()).expect("open");
+        let device = d.path().join("device");
+        std::fs::create_dir(&device).expect("mkdir");
+        std::fs::write(device.join("precious"), b"1").expect("write");
+        let mut opts = BTreeMap::new();
+        opts.insert("type".to_string(), "none".to_string());
+        opts.insert("o".to_string(), "bind".to_string());
+        opts.insert("device".to_string(), device.display().to_string());
+        s.create(Some("bound"), "", BTreeMap::new(), opts).expect("create");
+        s.acquire("bound", "c1").expect("mount");
+        assert!(is_mount_point(&s.data_path("bound")));
+        assert!(s.data_path("bound").join("precious").exists());
+        // Something else mounted inside a volume: refused, nothing deleted.
+        s.create(Some("plain"), "", BTreeMap::new(), BTreeMap::new()).expect("create");
+        let inner = s.data_path("plain").join("sub");
+        std::fs::create_dir(&inner).expect("mkdir");
+        mount(Some(&device), &inner, None::<&str>, MsFlags::MS_BIND, None::<&str>).expect("bind");
+        assert!(s.delete("plain").is_err());
+        assert!(device.join("precious").exists());
+        umount2(&inner, MntFlags::MNT_DETACH).expect("umount");
+        s.delete("plain").expect("delete");
+        // A driver mount is undone before the delete, and the device keeps its content.
+        s.delete("bound").expect("delete");
+        assert!(!is_mount_point(&d.path().join("bound/_data")));
+        assert_eq!(std::fs::read(device.join("precious")).expect("kept"), b"1");
     }
 
     #[test]
