@@ -129,6 +129,17 @@ const PROPAGATIONS: [&str; 6] = [
     "shared", "rshared", "slave", "rslave", "private", "rprivate",
 ];
 
+/// The runtime (libcontainer 0.7) mounts every bind private: it has no way to apply shared or
+/// slave propagation, so asking for it is an error rather than a silent private mount.
+fn supported_propagation(kind: &str, p: &str) -> Result<()> {
+    if p == "private" || p == "rprivate" {
+        return Ok(());
+    }
+    Err(invalid(format!(
+        "invalid mount config for type \"{kind}\": propagation mode \"{p}\" is not supported: Berth's bind mounts are always private"
+    )))
+}
+
 /// The parsed mode of a `-v` spec.
 #[derive(Default)]
 struct BindMode {
@@ -220,6 +231,7 @@ fn parse_bind(spec: &str) -> Result<Wanted> {
         } else {
             m.propagation.clone()
         };
+        supported_propagation("bind", &propagation)?;
         return Ok(Wanted {
             mp: MountPoint {
                 kind: MountKind::Bind,
@@ -241,6 +253,9 @@ fn parse_bind(spec: &str) -> Result<Wanted> {
     }
     if !src.is_empty() && !valid_name(src) {
         return Err(crate::volumes::invalid_name_error(src));
+    }
+    if !m.propagation.is_empty() {
+        supported_propagation("volume", &m.propagation)?;
     }
     Ok(Wanted {
         mp: MountPoint {
@@ -318,6 +333,7 @@ fn parse_api_mount(m: &ApiMount) -> Result<Wanted> {
             let propagation = if bo.propagation.is_empty() {
                 "rprivate".to_string()
             } else if PROPAGATIONS.contains(&bo.propagation.as_str()) {
+                supported_propagation("bind", &bo.propagation)?;
                 bo.propagation.clone()
             } else {
                 return Err(bad(&format!(
@@ -852,6 +868,9 @@ mod tests {
         assert!(parse_bind("v1:/").is_err());
         assert!(parse_bind("a:b:c:d").is_err());
         assert!(parse_bind("/h:/d:nocopy").is_err());
+        assert!(parse_bind("/h:/d:rprivate").is_ok());
+        let e = parse_bind("/h:/d:ro,rslave").err().map(|e| e.to_string());
+        assert!(e.is_some_and(|e| e.contains("propagation mode \"rslave\" is not supported")));
     }
 
     #[test]

@@ -800,15 +800,24 @@ mod tests {
         opts.insert("type".to_string(), "none".to_string());
         opts.insert("o".to_string(), "bind".to_string());
         opts.insert("device".to_string(), device.display().to_string());
-        s.create(Some("bound"), "", BTreeMap::new(), opts).expect("create");
+        s.create(Some("bound"), "", BTreeMap::new(), opts)
+            .expect("create");
         s.acquire("bound", "c1").expect("mount");
         assert!(is_mount_point(&s.data_path("bound")));
         assert!(s.data_path("bound").join("precious").exists());
         // Something else mounted inside a volume: refused, nothing deleted.
-        s.create(Some("plain"), "", BTreeMap::new(), BTreeMap::new()).expect("create");
+        s.create(Some("plain"), "", BTreeMap::new(), BTreeMap::new())
+            .expect("create");
         let inner = s.data_path("plain").join("sub");
         std::fs::create_dir(&inner).expect("mkdir");
-        mount(Some(&device), &inner, None::<&str>, MsFlags::MS_BIND, None::<&str>).expect("bind");
+        mount(
+            Some(&device),
+            &inner,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .expect("bind");
         assert!(s.delete("plain").is_err());
         assert!(device.join("precious").exists());
         umount2(&inner, MntFlags::MNT_DETACH).expect("umount");
