@@ -67,6 +67,10 @@ pub struct MountPoint {
     /// tmpfs: `size=`, `mode=` as kernel mount data.
     #[serde(default)]
     pub tmpfs_data: Vec<String>,
+    /// `bind-recursive=writable` (`ReadOnlyNonRecursive`): read-only on top only; otherwise a
+    /// read-only bind is read-only all the way down, as Docker does since 25.
+    #[serde(default)]
+    pub ro_non_recursive: bool,
 }
 
 impl MountPoint {
@@ -247,6 +251,7 @@ fn parse_bind(spec: &str) -> Result<Wanted> {
                 non_recursive: false,
                 create_source: true,
                 tmpfs_data: Vec::new(),
+                ro_non_recursive: false,
             },
             create: None,
         });
@@ -278,6 +283,7 @@ fn parse_bind(spec: &str) -> Result<Wanted> {
             non_recursive: false,
             create_source: false,
             tmpfs_data: Vec::new(),
+            ro_non_recursive: false,
         },
         create: Some((BTreeMap::new(), BTreeMap::new())),
     })
@@ -356,6 +362,7 @@ fn parse_api_mount(m: &ApiMount) -> Result<Wanted> {
                     non_recursive: bo.non_recursive,
                     create_source: false,
                     tmpfs_data: Vec::new(),
+                    ro_non_recursive: bo.read_only_non_recursive,
                 },
                 create: None,
             })
@@ -400,6 +407,7 @@ fn parse_api_mount(m: &ApiMount) -> Result<Wanted> {
                     non_recursive: false,
                     create_source: false,
                     tmpfs_data: Vec::new(),
+                    ro_non_recursive: false,
                 },
                 create: Some((vo.labels.clone().unwrap_or_default(), opts)),
             })
@@ -433,6 +441,7 @@ fn parse_api_mount(m: &ApiMount) -> Result<Wanted> {
                     non_recursive: false,
                     create_source: false,
                     tmpfs_data: tmpfs_data(to.size_bytes, to.mode),
+                    ro_non_recursive: false,
                 },
                 create: None,
             })
@@ -613,6 +622,7 @@ impl Engine {
                         non_recursive: false,
                         create_source: false,
                         tmpfs_data: Vec::new(),
+                        ro_non_recursive: false,
                     },
                     create: Some((BTreeMap::new(), BTreeMap::new())),
                 },
@@ -792,6 +802,9 @@ impl Engine {
                     });
                     if !mp.rw {
                         o.push("ro".into());
+                        if !mp.non_recursive && !mp.ro_non_recursive {
+                            o.push("rro".into());
+                        }
                     }
                     (dest.clone(), oci_mount(&dest, &mp.source, "bind", o)?)
                 }

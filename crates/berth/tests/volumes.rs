@@ -980,3 +980,48 @@ fn volume_driver_and_old_api_prune() {
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["VolumesDeleted"], json!([named]), "{v}");
 }
+
+#[test]
+fn read_only_binds_are_read_only_all_the_way_down() {
+    let d = dv();
+    let host = d.root().join(unique("rro"));
+    let sub = host.join("sub");
+    std::fs::create_dir_all(&sub).expect("mkdir");
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&sub)
+        .status()
+        .expect("mount");
+    assert!(status.success());
+    struct Umount(PathBuf);
+    impl Drop for Umount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _u = Umount(sub.clone());
+    let o = d.cli(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{}:/b:ro", host.display()),
+        "busybox",
+        "sh",
+        "-c",
+        "grep -q ' /b/sub ' /proc/mounts && echo submount; touch /b/sub/x",
+    ]);
+    o.fails();
+    assert_eq!(o.stdout, "submount\n", "{o}");
+    assert!(o.stderr.contains("Read-only file system"), "{o}");
+    assert!(!sub.join("x").exists());
+    // Read-write, the submount is writable.
+    sh(
+        d,
+        &["-v", &format!("{}:/b", host.display())],
+        "touch /b/sub/x",
+    );
+    assert!(sub.join("x").exists());
+}
