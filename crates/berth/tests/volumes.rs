@@ -1025,3 +1025,40 @@ fn read_only_binds_are_read_only_all_the_way_down() {
     );
     assert!(sub.join("x").exists());
 }
+
+#[test]
+fn concurrent_first_uses_of_a_new_volume_copy_once() {
+    let d = dv();
+    let vol = unique("race");
+    let _v = RmVol(d, vec![vol.clone()]);
+    let spec = format!("{vol}:/data");
+    let outs: Vec<Out> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..4)
+            .map(|_| {
+                let spec = spec.clone();
+                s.spawn(move || {
+                    d.cli(&[
+                        "run",
+                        "--rm",
+                        "-v",
+                        &spec,
+                        "volimg",
+                        "cat",
+                        "/data/seed.txt",
+                    ])
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().expect("thread")).collect()
+    });
+    for o in &outs {
+        o.ok();
+        assert_eq!(o.stdout, "seed\n", "{o}");
+    }
+    let mut names: Vec<String> = std::fs::read_dir(volume_dir(d, &vol).join("_data"))
+        .expect("read")
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    names.sort();
+    assert_eq!(names, ["link", "seed.txt", "sub"]);
+}
