@@ -232,6 +232,16 @@ pub fn parse_mount(spec: &str) -> Result<Mount, CliError> {
                 bind.non_recursive = bool_val(&v)?;
                 has_bind = true
             }
+            "bind-recursive" => {
+                match val()?.as_str() {
+                    "enabled" => {}
+                    "disabled" => bind.non_recursive = true,
+                    "writable" => bind.read_only_non_recursive = true,
+                    "readonly" => bind.read_only_force_recursive = true,
+                    other => return Err(invalid(format!("invalid value for {k}: {other}"))),
+                }
+                has_bind = true
+            }
             "bind-create-host-path" => {
                 bind.create_mountpoint = bool_val(&v)?;
                 has_bind = true
@@ -978,6 +988,9 @@ mod tests {
             ),
             ("bind", "/a", "/b", true)
         );
+        let m = parse_mount("type=bind,src=/a,dst=/b,readonly,bind-recursive=writable").expect("m");
+        assert!(m.bind_options.is_some_and(|b| b.read_only_non_recursive));
+        assert!(parse_mount("type=bind,src=/a,dst=/b,bind-recursive=nope").is_err());
         let m = parse_mount("type=tmpfs,dst=/t,tmpfs-size=64m").expect("m");
         assert_eq!(m.tmpfs_options.map(|t| t.size_bytes), Some(64 << 20));
         assert!(parse_mount("type=bind,target=/b").is_err());

@@ -1017,6 +1017,24 @@ fn read_only_binds_are_read_only_all_the_way_down() {
     assert_eq!(o.stdout, "submount\n", "{o}");
     assert!(o.stderr.contains("Read-only file system"), "{o}");
     assert!(!sub.join("x").exists());
+    // `bind-recursive=writable`: read-only on top, the submount stays writable.
+    let m = format!(
+        "type=bind,src={},dst=/b,readonly,bind-recursive=writable",
+        host.display()
+    );
+    let o = d.cli(&[
+        "run",
+        "--rm",
+        "--mount",
+        &m,
+        "busybox",
+        "sh",
+        "-c",
+        "touch /b/sub/w && echo sub-writable; touch /b/top",
+    ]);
+    o.fails();
+    assert_eq!(o.stdout, "sub-writable\n", "{o}");
+    assert!(sub.join("w").exists() && !host.join("top").exists());
     // Read-write, the submount is writable.
     sh(
         d,
