@@ -5,6 +5,7 @@ pub mod client;
 pub mod endpoints;
 pub mod stdcopy;
 pub mod types;
+pub mod volume;
 
 /// The API version Berth speaks and advertises.
 pub const API_VERSION: &str = "1.45";

@@ -100,6 +100,9 @@ pub enum Cmd {
     /// Manage containers
     #[command(subcommand)]
     Container(ContainerCmd),
+    /// Manage volumes
+    #[command(subcommand)]
+    Volume(crate::cmd_volume::VolumeCmd),
 }
 
 impl Cmd {
@@ -168,6 +171,7 @@ impl Cmd {
                 C::Rename(_) => "container rename",
                 C::Port(_) => "container port",
             },
+            Cmd::Volume(v) => v.name(),
         };
         let run_like = matches!(
             self,

@@ -6,6 +6,7 @@ mod cmd_container;
 mod cmd_image;
 mod cmd_run;
 mod cmd_system;
+pub mod cmd_volume;
 pub mod detach;
 pub mod error;
 pub mod format;
@@ -142,5 +143,6 @@ async fn dispatch(c: Arc<Client>, cmd: Cmd) -> Result<i32, CliError> {
         Cmd::Wait(a) | Cmd::Container(C::Wait(a)) => cmd_container::wait(&c, a).await,
         Cmd::Rename(a) | Cmd::Container(C::Rename(a)) => cmd_container::rename(&c, a).await,
         Cmd::Port(a) | Cmd::Container(C::Port(a)) => cmd_container::port(&c, a).await,
+        Cmd::Volume(v) => cmd_volume::run(&c, v).await,
     }
 }

@@ -232,6 +232,16 @@ pub fn parse_mount(spec: &str) -> Result<Mount, CliError> {
                 bind.non_recursive = bool_val(&v)?;
                 has_bind = true
             }
+            "bind-recursive" => {
+                match val()?.as_str() {
+                    "enabled" => {}
+                    "disabled" => bind.non_recursive = true,
+                    "writable" => bind.read_only_non_recursive = true,
+                    "readonly" => bind.read_only_force_recursive = true,
+                    other => return Err(invalid(format!("invalid value for {k}: {other}"))),
+                }
+                has_bind = true
+            }
             "bind-create-host-path" => {
                 bind.create_mountpoint = bool_val(&v)?;
                 has_bind = true
@@ -537,6 +547,9 @@ pub struct ContainerOpts {
     /// Mount volumes from the specified container(s)
     #[arg(long = "volumes-from")]
     pub volumes_from: Vec<String>,
+    /// Optional volume driver for the container
+    #[arg(long = "volume-driver")]
+    pub volume_driver: Option<String>,
     /// Connect a container to a network
     #[arg(long, alias = "net")]
     pub network: Option<String>,
@@ -833,6 +846,7 @@ impl ContainerOpts {
             restart_policy: parse_restart(&self.restart)?,
             auto_remove: self.rm,
             volumes_from: (!self.volumes_from.is_empty()).then(|| self.volumes_from.clone()),
+            volume_driver: self.volume_driver.clone().unwrap_or_default(),
             mounts: (!mounts.is_empty()).then_some(mounts),
             console_size: Some([h as u64, w as u64]),
             cap_add: (!self.cap_add.is_empty()).then(|| self.cap_add.clone()),
@@ -974,6 +988,9 @@ mod tests {
             ),
             ("bind", "/a", "/b", true)
         );
+        let m = parse_mount("type=bind,src=/a,dst=/b,readonly,bind-recursive=writable").expect("m");
+        assert!(m.bind_options.is_some_and(|b| b.read_only_non_recursive));
+        assert!(parse_mount("type=bind,src=/a,dst=/b,bind-recursive=nope").is_err());
         let m = parse_mount("type=tmpfs,dst=/t,tmpfs-size=64m").expect("m");
         assert_eq!(m.tmpfs_options.map(|t| t.size_bytes), Some(64 << 20));
         assert!(parse_mount("type=bind,target=/b").is_err());

@@ -7,5 +7,6 @@ mod images;
 mod params;
 mod server;
 mod system;
+mod volumes;
 
 pub use server::{run, DaemonOptions};

@@ -87,6 +87,9 @@ pub struct ContainerRecord {
     pub hostname_path: String,
     pub hosts_path: String,
     pub resolv_conf_path: String,
+    /// Volumes, binds and tmpfs mounts, resolved at create (see `mounts.rs`).
+    #[serde(default)]
+    pub mount_points: Vec<crate::mounts::MountPoint>,
 }
 
 impl ContainerRecord {

@@ -5,14 +5,17 @@
 
 pub mod attach;
 pub mod container;
+mod copyup;
 pub mod error;
 pub mod images;
 mod lifecycle;
 pub mod logs;
+pub mod mounts;
 mod names;
 mod query;
 pub mod shim_client;
 mod util;
+pub mod volumes;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -52,6 +55,10 @@ pub struct Inner {
     registry_config: images::RegistryConfig,
     /// id -> (exit code, when): removed containers a late `wait` may still ask about.
     removed: std::sync::Mutex<HashMap<String, (i64, std::time::Instant)>>,
+    volumes: volumes::VolumeStore,
+    /// Held by volume rm/prune and by container create from resolving its mounts to
+    /// registering it, so a volume is never removed while a container is taking it.
+    volume_lock: tokio::sync::Mutex<()>,
 }
 
 /// Cheap to clone; every clone is the same engine.
@@ -73,6 +80,7 @@ impl Engine {
         let images = berth_image::ImageStore::open(&cfg.data_root.join("image"))
             .map_err(|e| EngineError::Internal(format!("opening image store: {e}")))?;
         let id = load_or_create_id(&cfg.data_root.join("engine-id"))?;
+        let volumes = volumes::VolumeStore::open(&cfg.data_root.join("volumes"))?;
         let engine = Engine {
             inner: Arc::new(Inner {
                 id,
@@ -81,9 +89,12 @@ impl Engine {
                 cfg,
                 images: Arc::new(images),
                 registry: RwLock::new(Registry::default()),
+                volumes,
+                volume_lock: tokio::sync::Mutex::new(()),
             }),
         };
         engine.restore().await?;
+        engine.volumes().sweep_mounts();
         Ok(engine)
     }
 

@@ -224,6 +224,7 @@ impl Engine {
         let mut config = body.config.clone();
         let host_config = body.host_config.clone().unwrap_or_default();
         validate_host_config(&host_config)?;
+        crate::mounts::validate_tmpfs(&host_config)?;
         let image_name = config.image.clone();
         if image_name.is_empty() {
             return Err(EngineError::InvalidParameter(
@@ -271,9 +272,26 @@ impl Engine {
             name
         };
 
-        let result = self
-            .create_reserved(&id, &name, config, host_config, &image.id, argv)
-            .await;
+        // Volumes are resolved (and created) and reserved for this container until it is
+        // registered as their user, so no volume rm/prune can take them meanwhile.
+        let result = match self.reserve_mounts(&id, &config, &host_config).await {
+            Ok(mounts) => {
+                let r = self
+                    .create_reserved(
+                        &id,
+                        &name,
+                        config,
+                        host_config,
+                        &image.id,
+                        argv,
+                        mounts.clone(),
+                    )
+                    .await;
+                self.settle_mounts(&id, &mounts, r.is_ok()).await;
+                r
+            }
+            Err(e) => Err(e),
+        };
         if result.is_err() {
             let mut reg = self.write_registry();
             reg.names.remove(&name);
@@ -282,6 +300,7 @@ impl Engine {
         result.map(|_| (id, Vec::new()))
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn create_reserved(
         &self,
         id: &str,
@@ -290,6 +309,7 @@ impl Engine {
         host_config: HostConfig,
         image_id: &str,
         argv: Vec<String>,
+        mount_points: Vec<crate::mounts::MountPoint>,
     ) -> Result<()> {
         let dir = self.container_dir(id);
         std::fs::create_dir_all(&dir)?;
@@ -319,6 +339,7 @@ impl Engine {
             hostname_path: dir.join("hostname").display().to_string(),
             hosts_path: dir.join("hosts").display().to_string(),
             resolv_conf_path: dir.join("resolv.conf").display().to_string(),
+            mount_points,
         };
         if let Err(e) = rec.save(&dir) {
             let images = self.images();
@@ -379,7 +400,19 @@ impl Engine {
         self.write_etc_files(&rec)?;
         let t_mount = t0.elapsed();
 
-        let run = self.run_config(&rec, rootfs);
+        // Volume mounts and copy-up do file I/O: off the async workers.
+        let (engine, c2, rf) = (self.clone(), c.clone(), rootfs.clone());
+        let user_mounts = match tokio::task::spawn_blocking(move || engine.prepare_mounts(&c2, &rf))
+            .await
+            .map_err(EngineError::internal)
+            .and_then(|r| r)
+        {
+            Ok(m) => m,
+            Err(e) => return self.fail_start(c, e),
+        };
+        let mut run = self.run_config(&rec, rootfs);
+        run.mounts.extend(user_mounts);
+        crate::mounts::sort_mounts(&mut run.mounts);
         let spec = berth_runtime::spec::build_spec(&run).map_err(|e| start_error(&e.to_string()));
         let spec = match spec {
             Ok(s) => s,
@@ -456,6 +489,7 @@ impl Engine {
     }
 
     fn fail_start(&self, c: &Arc<Entry>, e: EngineError) -> Result<()> {
+        self.release_mounts(&c.id, &c.snapshot().mount_points);
         let msg = e.to_string();
         let code = if msg.contains("executable file not found")
             || msg.contains("no such file or directory")
@@ -663,6 +697,7 @@ impl Engine {
             // the lock from its stop to its start, and must not lose its rootfs to this.
             let images = self.images();
             let c = c.clone();
+            let engine = self.clone();
             tokio::spawn(async move {
                 let _g = c.op.lock().await;
                 let st = c.snapshot().state.status;
@@ -670,6 +705,7 @@ impl Engine {
                     return;
                 }
                 let id = c.id.clone();
+                engine.release_mounts(&id, &c.snapshot().mount_points);
                 let _ = tokio::task::spawn_blocking(move || images.unmount_snapshot(&id)).await;
             });
         }
@@ -696,6 +732,9 @@ impl Engine {
             Status::Running | Status::Paused | Status::Restarting
         );
         if live && rec.state.status != Status::Restarting && berth_runtime::shim::shim_alive(&rt) {
+            for m in &rec.mount_points {
+                self.volumes().adopt(&m.name, &c.id);
+            }
             self.spawn_monitor(c);
             return;
         }
@@ -830,7 +869,7 @@ impl Engine {
         self.start_locked(&c).await
     }
 
-    pub async fn remove(&self, name: &str, force: bool, _volumes: bool) -> Result<()> {
+    pub async fn remove(&self, name: &str, force: bool, volumes: bool) -> Result<()> {
         let c = self.lookup(name)?;
         let _g = c.op.lock().await;
         let rec = c.snapshot();
@@ -880,6 +919,10 @@ impl Engine {
         for p in c.take_pending() {
             let _ =
                 p.tx.send(Err(EngineError::Conflict("container removed".into())));
+        }
+        self.release_mounts(&c.id, &rec.mount_points);
+        if volumes {
+            self.remove_anonymous_volumes(&rec.mount_points).await;
         }
         self.remember_removed(&c.id, c.snapshot().state.exit_code);
         c.signal.send_modify(|s| {

@@ -201,6 +201,16 @@ impl Engine {
             if opts.filters.contains_key("ancestor") && !ancestor_ids.contains(&rec.image_id) {
                 continue;
             }
+            if let Some(vs) = opts.filters.get("volume") {
+                // Docker: a volume name or a mount destination.
+                if !vs.iter().any(|v| {
+                    rec.mount_points
+                        .iter()
+                        .any(|m| (!m.name.is_empty() && &m.name == v) || &m.destination == v)
+                }) {
+                    continue;
+                }
+            }
             out.push(self.summary(&rec, opts.size));
         }
         if let Some(n) = opts.limit {
@@ -229,6 +239,7 @@ impl Engine {
                 (base + self.images().snapshot_size(&rec.id).unwrap_or(0)) as i64
             }),
             labels: rec.config.labels.clone().unwrap_or_default(),
+            mounts: rec.mount_points.iter().map(|m| m.to_api()).collect(),
             state: state_text(rec).to_string(),
             status: status_text(rec),
             host_config: SummaryHostConfig {
@@ -311,7 +322,7 @@ impl Engine {
                     .unwrap_or(0);
                 (base + self.images().snapshot_size(&rec.id).unwrap_or(0)) as i64
             }),
-            mounts: Vec::new(),
+            mounts: rec.mount_points.iter().map(|m| m.to_api()).collect(),
             config: rec.config.clone(),
             network_settings: NetworkSettings::default(),
             ..Default::default()

@@ -213,3 +213,71 @@ fn docker_acceptance_sequence() {
     docker_or_skip!("load", "-i", &file.to_string_lossy()).ok();
     docker_or_skip!("rmi", &tag).ok();
 }
+
+#[test]
+fn docker_volume_create_ls_inspect_rm_and_run_v() {
+    let d = d();
+    let vol = unique("dv");
+    let o = docker_or_skip!("volume", "create", "--label", "owner=test", &vol);
+    o.ok();
+    assert_eq!(o.out(), vol, "{o}");
+    let ls = docker_or_skip!("volume", "ls");
+    ls.ok();
+    assert!(ls.lines()[0].starts_with("DRIVER"), "{ls}");
+    assert!(ls.lines()[0].contains("VOLUME NAME"), "{ls}");
+    assert!(
+        ls.lines()
+            .iter()
+            .any(|l| l.starts_with("local") && l.ends_with(vol.as_str())),
+        "{ls}"
+    );
+    let q = docker_or_skip!("volume", "ls", "-q", "--filter", "label=owner=test");
+    assert!(q.lines().contains(&vol.as_str()), "{q}");
+    let insp = docker_or_skip!("volume", "inspect", &vol);
+    insp.ok();
+    let v = insp.json();
+    assert_eq!(v[0]["Name"], json!(vol), "{insp}");
+    assert_eq!(v[0]["Labels"]["owner"], "test", "{insp}");
+
+    let spec = format!("{vol}:/v");
+    docker_or_skip!(
+        "run",
+        "--rm",
+        "-v",
+        &spec,
+        "busybox",
+        "sh",
+        "-c",
+        "echo kept > /v/f"
+    )
+    .ok();
+    let o = docker_or_skip!("run", "--rm", "-v", &spec, "busybox", "cat", "/v/f");
+    o.ok();
+    assert_eq!(o.stdout, "kept\n", "{o}");
+    let o = docker_or_skip!(
+        "run",
+        "--rm",
+        "-v",
+        &format!("{vol}:/v:ro"),
+        "busybox",
+        "touch",
+        "/v/g"
+    );
+    o.fails();
+    assert!(o.stderr.contains("Read-only file system"), "{o}");
+
+    // In use: docker prints the daemon's conflict.
+    let c = unique("dvuser");
+    let _rm = Rm(d, vec![c.clone()]);
+    docker_or_skip!("create", "--name", &c, "-v", &spec, "busybox", "true").ok();
+    let o = docker_or_skip!("volume", "rm", &vol);
+    o.fails();
+    assert!(o.stderr.contains("volume is in use"), "{o}");
+    docker_or_skip!("rm", &c).ok();
+    let o = docker_or_skip!("volume", "rm", &vol);
+    o.ok();
+    assert_eq!(o.out(), vol, "{o}");
+    let o = docker_or_skip!("volume", "inspect", &vol);
+    o.fails();
+    assert!(o.stderr.contains("no such volume"), "{o}");
+}
