@@ -53,7 +53,7 @@ purge() {
 
 # start_daemon: a berth daemon on fresh temp roots; sets BENCH_DIR, SOCK, HOST, DAEMON_PID, B (the CLI).
 start_daemon() {
-    BENCH_DIR=$(mktemp -d /tmp/bb.XXXXXX)
+    BENCH_DIR=$(mktemp -d "${BENCH_TMP:-/tmp}/bb.XXXXXX")
     SOCK=$BENCH_DIR/berth.sock
     HOST=unix://$SOCK
     "$BERTH" daemon -H "$HOST" --data-root "$BENCH_DIR/data" --exec-root "$BENCH_DIR/exec" \
