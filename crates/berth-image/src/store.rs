@@ -447,11 +447,14 @@ impl ImageStore {
     /// Adds a layer whose uncompressed digest is known in advance (a pull): the tar is
     /// extracted while it streams in and written to the blob store at the same time; neither
     /// becomes visible unless the whole stream has the digest `diff_id`.
+    ///
+    /// Three threads share the work (a pull's critical path): one inflates, one hashes and
+    /// writes the blob, and the caller's extracts.
     pub fn add_layer_streaming(
         &self,
         parent_chain_id: Option<&str>,
         diff_id: &str,
-        tar: &mut dyn std::io::Read,
+        tar: &mut (dyn std::io::Read + Send),
     ) -> Result<LayerInfo, ImageError> {
         let _g = self.gc.read().unwrap_or_else(|e| e.into_inner());
         digest_hex(diff_id)?;
@@ -461,33 +464,22 @@ impl ImageStore {
                 .pop()
                 .unwrap_or_default(),
         };
-        let mut plain = crate::archive::decompress(tar)?;
         if self.blobs.exists(diff_id) {
             if let Some(info) = self.layers.get(&chain)? {
                 // Present already: take the stream to its end so the sender is not cut off.
+                let mut plain = crate::archive::decompress(tar)?;
                 std::io::copy(&mut plain, &mut std::io::sink())
                     .map_err(|e| ImageError::io("read layer", e))?;
                 return Ok(info);
             }
         }
+        let mut input = Some(tar);
         let mut writer = Some(self.blobs.writer()?);
         self.layers.ensure_with(&chain, diff_id, &mut |dir| {
-            let w = writer
-                .as_mut()
-                .ok_or_else(|| ImageError::Internal("layer stream already used".into()))?;
-            let mut tee = Tee {
-                inner: &mut plain,
-                out: w,
+            let (Some(tar), Some(writer)) = (input.take(), writer.take()) else {
+                return Err(ImageError::Internal("layer stream already used".into()));
             };
-            let size = crate::extract::extract_layer(&mut tee, dir)?;
-            // The tar's end may come before the stream's (padding): the digest covers it all.
-            std::io::copy(&mut tee, &mut std::io::sink())
-                .map_err(|e| ImageError::io("read layer", e))?;
-            match writer.take() {
-                Some(w) => w.finish(diff_id)?,
-                None => return Err(ImageError::Internal("layer stream already used".into())),
-            };
-            Ok(size)
+            pipelined_extract(tar, writer, diff_id, dir)
         })
     }
 
@@ -808,16 +800,116 @@ fn check_conflict(
     None
 }
 
-/// Copies everything read from `inner` into `out`.
-struct Tee<'a, 'b> {
-    inner: &'a mut dyn std::io::Read,
-    out: &'a mut crate::blobs::BlobWriter<'b>,
+type Chunk = std::sync::Arc<Vec<u8>>;
+
+/// Inflates `tar` on one thread, hashes and stores it with `writer` on another, and extracts it
+/// into `dir` on this one. Errors in order of what explains the others: a broken stream, then
+/// a digest that is not `diff_id`, then the extraction's own.
+fn pipelined_extract(
+    tar: &mut (dyn std::io::Read + Send),
+    writer: crate::blobs::BlobWriter<'_>,
+    diff_id: &str,
+    dir: &Path,
+) -> Result<u64, ImageError> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::mpsc::sync_channel;
+    let abort = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let (xtx, xrx) = sync_channel::<std::io::Result<Chunk>>(16);
+        let (htx, hrx) = sync_channel::<Chunk>(16);
+        let abort = &abort;
+        let inflater = s.spawn(move || -> Result<(), ImageError> {
+            let mut plain = crate::archive::decompress(tar)?;
+            let mut to_extractor = Some(xtx);
+            loop {
+                if abort.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+                let mut buf = vec![0u8; 256 * 1024];
+                let n = match plain.read(&mut buf) {
+                    Ok(0) => return Ok(()),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        if let Some(x) = &to_extractor {
+                            let _ = x.send(Err(std::io::Error::new(e.kind(), e.to_string())));
+                        }
+                        return Err(ImageError::io("read layer", e));
+                    }
+                };
+                buf.truncate(n);
+                let c: Chunk = std::sync::Arc::new(buf);
+                if htx.send(c.clone()).is_err() {
+                    return Err(ImageError::Internal("layer hashing stopped".into()));
+                }
+                // The tar may end before the stream does (padding): the hash still needs it all.
+                if let Some(x) = &to_extractor {
+                    if x.send(Ok(c)).is_err() {
+                        to_extractor = None;
+                    }
+                }
+            }
+        });
+        let hasher = s.spawn(move || -> Result<(), ImageError> {
+            let mut w = writer;
+            for c in hrx {
+                std::io::Write::write_all(&mut w, &c)
+                    .map_err(|e| ImageError::io("write blob", e))?;
+            }
+            w.finish(diff_id).map(|_| ())
+        });
+        let mut reader = ChunkReader {
+            rx: xrx,
+            cur: None,
+            pos: 0,
+        };
+        let extracted = crate::extract::extract_layer(&mut reader, dir);
+        drop(reader);
+        if extracted.is_err() {
+            abort.store(true, Ordering::Relaxed);
+        }
+        let inflated = inflater
+            .join()
+            .unwrap_or_else(|_| Err(ImageError::Internal("layer inflater panicked".into())));
+        let hashed = hasher
+            .join()
+            .unwrap_or_else(|_| Err(ImageError::Internal("layer hasher panicked".into())));
+        inflated?;
+        match (hashed, extracted) {
+            (Err(e), _) if !abort.load(Ordering::Relaxed) => Err(e),
+            (_, Err(e)) => Err(e),
+            (Err(e), Ok(_)) => Err(e),
+            (Ok(()), Ok(size)) => Ok(size),
+        }
+    })
 }
 
-impl std::io::Read for Tee<'_, '_> {
+/// Reads the extractor's chunks.
+struct ChunkReader {
+    rx: std::sync::mpsc::Receiver<std::io::Result<Chunk>>,
+    cur: Option<Chunk>,
+    pos: usize,
+}
+
+impl std::io::Read for ChunkReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        std::io::Write::write_all(self.out, &buf[..n])?;
-        Ok(n)
+        loop {
+            if let Some(c) = &self.cur {
+                if self.pos < c.len() {
+                    let n = buf.len().min(c.len() - self.pos);
+                    buf[..n].copy_from_slice(&c[self.pos..self.pos + n]);
+                    self.pos += n;
+                    return Ok(n);
+                }
+            }
+            match self.rx.recv() {
+                Ok(Ok(c)) => {
+                    self.cur = Some(c);
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0),
+            }
+        }
     }
 }
