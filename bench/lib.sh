@@ -28,8 +28,9 @@ wait_ping() {
 }
 
 # Whether a docker daemon answers on its default socket (the docker figures are skipped otherwise).
+# BENCH_DOCKER_HOST picks another dockerd (e.g. one whose data root is on the benchmark's fs).
 docker_available() {
-    command -v docker >/dev/null && DOCKER_HOST= docker version --format '{{.Server.Version}}' >/dev/null 2>&1
+    command -v docker >/dev/null && DOCKER_HOST=${BENCH_DOCKER_HOST:-} docker version --format '{{.Server.Version}}' >/dev/null 2>&1
 }
 
 # purge DIR: kills shims and container processes under DIR, unmounts everything under it, removes it.

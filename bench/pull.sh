@@ -6,8 +6,8 @@
 # Both stores live on a fresh journaled ext4 (a loop file, $CACHE/fs): this machine's root fs
 # has no journal, and ext4 without one scans every inode freed in the last 60-300 s before it
 # hands out a new one, so a pull right after an `rmi` of the same tree gets slower run after run
-# (seen: 1.0 s, 2.0 s, 3.1 s, 4.5 s). For docker's figure, start dockerd with
-# `--data-root $CACHE/fs/docker`.
+# (seen: 1.0 s, 2.0 s, 3.1 s, 4.5 s). For docker's figure, run a dockerd with
+# `--data-root $CACHE/fs/docker` and point BENCH_DOCKER_HOST at it (bench/dockerd-on-fs.sh).
 set -euo pipefail
 CACHE=${BENCH_CACHE:-/var/tmp/berth-bench}
 FS=$CACHE/fs
@@ -73,8 +73,8 @@ bench_one() {
     local args=(-N --warmup 1 --runs "${RUNS:-5}" --export-markdown "$RESULTS/$name.md"
         --prepare "$BERTH -H $HOST rmi $img" -n berth "$BERTH -H $HOST pull -q $img")
     if docker_available; then
-        DOCKER_HOST= docker pull -q "$img" >/dev/null
-        args+=(--prepare "env DOCKER_HOST= docker rmi $img" -n docker "env DOCKER_HOST= docker pull -q $img")
+        DOCKER_HOST=${BENCH_DOCKER_HOST:-} docker pull -q "$img" >/dev/null
+        args+=(--prepare "env DOCKER_HOST=${BENCH_DOCKER_HOST:-} docker rmi $img" -n docker "env DOCKER_HOST=${BENCH_DOCKER_HOST:-} docker pull -q $img")
     else
         echo "bench: no dockerd answering: docker's figure skipped"
     fi
@@ -86,5 +86,5 @@ $B rmi "$DEB" "$FIVE" >/dev/null
 check_full_pull "$DEB" 1
 check_full_pull "$FIVE" 5
 if docker_available; then
-    DOCKER_HOST= docker rmi "$DEB" "$FIVE" >/dev/null 2>&1 || true
+    DOCKER_HOST=${BENCH_DOCKER_HOST:-} docker rmi "$DEB" "$FIVE" >/dev/null 2>&1 || true
 fi
