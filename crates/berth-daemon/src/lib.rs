@@ -8,4 +8,5 @@ mod params;
 mod server;
 mod system;
 
+pub use berth_engine::network::{parse_pool, NetConfig};
 pub use server::{run, DaemonOptions};

@@ -10,6 +10,8 @@ pub mod images;
 mod lifecycle;
 pub mod logs;
 mod names;
+pub mod network;
+mod network_api;
 mod query;
 pub mod shim_client;
 mod util;
@@ -34,6 +36,8 @@ pub struct EngineConfig {
     /// The berth binary, re-executed as `berth shim`.
     pub berth_exe: PathBuf,
     pub registry: images::RegistryConfig,
+    /// Bridge, subnets and pools (`--bridge`, `--bip`, `--default-address-pool`).
+    pub network: network::NetConfig,
 }
 
 #[derive(Default)]
@@ -52,6 +56,7 @@ pub struct Inner {
     registry_config: images::RegistryConfig,
     /// id -> (exit code, when): removed containers a late `wait` may still ask about.
     removed: std::sync::Mutex<HashMap<String, (i64, std::time::Instant)>>,
+    net: Arc<network::Networks>,
 }
 
 /// Cheap to clone; every clone is the same engine.
@@ -73,6 +78,8 @@ impl Engine {
         let images = berth_image::ImageStore::open(&cfg.data_root.join("image"))
             .map_err(|e| EngineError::Internal(format!("opening image store: {e}")))?;
         let id = load_or_create_id(&cfg.data_root.join("engine-id"))?;
+        let net = network::Networks::open(&cfg.data_root, &cfg.exec_root, cfg.network.clone())?;
+        net.bring_up()?;
         let engine = Engine {
             inner: Arc::new(Inner {
                 id,
@@ -81,14 +88,21 @@ impl Engine {
                 cfg,
                 images: Arc::new(images),
                 registry: RwLock::new(Registry::default()),
+                net: Arc::new(net),
             }),
         };
         engine.restore().await?;
+        engine.net_sweep();
         Ok(engine)
     }
 
     pub fn id(&self) -> &str {
         &self.inner.id
+    }
+
+    /// Daemon shutdown: networking keeps what running containers need, drops the rest.
+    pub fn shutdown(&self) {
+        self.inner.net.shutdown();
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -241,6 +255,10 @@ mod tests {
             exec_root: root.join("exec"),
             berth_exe: PathBuf::from("/nonexistent/berth"),
             registry: RegistryConfig::default(),
+            network: network::NetConfig {
+                bridge: "none".into(),
+                ..Default::default()
+            },
         }
     }
 

@@ -271,10 +271,16 @@ impl Engine {
             name
         };
 
-        let result = self
-            .create_reserved(&id, &name, config, host_config, &image.id, argv)
-            .await;
+        let net = self.net_create(&id, &name, &body);
+        let result = match net {
+            Ok(()) => {
+                self.create_reserved(&id, &name, config, host_config, &image.id, argv)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         if result.is_err() {
+            self.net_forget(&id);
             let mut reg = self.write_registry();
             reg.names.remove(&name);
             reg.by_id.remove(&id);
@@ -377,9 +383,16 @@ impl Engine {
             .map_err(EngineError::internal)?
             .map_err(crate::images::image_err)?;
         self.write_etc_files(&rec)?;
+        let network = match self.net_start(&rec).await {
+            Ok(n) => n,
+            Err(e) => return self.fail_start(c, e),
+        };
+        if let Err(e) = self.net_etc_files(&rec) {
+            return self.fail_start(c, e);
+        }
         let t_mount = t0.elapsed();
 
-        let run = self.run_config(&rec, rootfs);
+        let run = self.run_config(&rec, rootfs, network);
         let spec = berth_runtime::spec::build_spec(&run).map_err(|e| start_error(&e.to_string()));
         let spec = match spec {
             Ok(s) => s,
@@ -456,6 +469,7 @@ impl Engine {
     }
 
     fn fail_start(&self, c: &Arc<Entry>, e: EngineError) -> Result<()> {
+        self.nets().teardown(&c.id);
         let msg = e.to_string();
         let code = if msg.contains("executable file not found")
             || msg.contains("no such file or directory")
@@ -484,14 +498,15 @@ impl Engine {
         Err(e)
     }
 
-    fn run_config(&self, rec: &ContainerRecord, rootfs: std::path::PathBuf) -> ContainerRunConfig {
+    fn run_config(
+        &self,
+        rec: &ContainerRecord,
+        rootfs: std::path::PathBuf,
+        network: NetworkMode,
+    ) -> ContainerRunConfig {
         let hc = &rec.host_config;
         let mut args = vec![rec.path.clone()];
         args.extend(rec.args.iter().cloned());
-        let network = match hc.network_mode.as_str() {
-            "host" => NetworkMode::Host,
-            _ => NetworkMode::New,
-        };
         let mut mounts = Vec::new();
         for (dest, src) in [
             ("/etc/hostname", &rec.hostname_path),
@@ -616,6 +631,9 @@ impl Engine {
                 }
             }
         };
+        // Its addresses, ports and namespace go before anyone hears of the exit, so a client
+        // that reacts at once (run the next container on the same port) finds them free.
+        self.net_stop(&c.id).await;
         c.signal.send_modify(|s| {
             s.exits += 1;
             s.running = false;
@@ -696,6 +714,7 @@ impl Engine {
             Status::Running | Status::Paused | Status::Restarting
         );
         if live && rec.state.status != Status::Restarting && berth_runtime::shim::shim_alive(&rt) {
+            self.net_readopt(&c.id);
             self.spawn_monitor(c);
             return;
         }
@@ -891,6 +910,7 @@ impl Engine {
 
     /// Removes what a deleted container left: its filesystem, runtime leftovers, directories.
     pub(crate) fn purge_files(&self, id: &str) {
+        self.net_forget(id);
         if let Err(e) = self.images().remove_snapshot(id) {
             tracing::warn!("removing filesystem of container {id}: {e}");
             return;
