@@ -100,6 +100,9 @@ pub enum Cmd {
     /// Manage containers
     #[command(subcommand)]
     Container(ContainerCmd),
+    /// Manage networks
+    #[command(subcommand)]
+    Network(crate::cmd_network::NetworkCmd),
 }
 
 impl Cmd {
@@ -151,6 +154,7 @@ impl Cmd {
             Cmd::Wait(_) => "wait",
             Cmd::Rename(_) => "rename",
             Cmd::Port(_) => "port",
+            Cmd::Network(n) => n.name(),
             Cmd::Container(c) => match c {
                 C::Create(_) => "container create",
                 C::Run(_) => "container run",

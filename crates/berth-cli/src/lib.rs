@@ -4,6 +4,7 @@ pub mod auth;
 pub mod cli;
 mod cmd_container;
 mod cmd_image;
+pub mod cmd_network;
 mod cmd_run;
 mod cmd_system;
 pub mod detach;
@@ -141,5 +142,6 @@ async fn dispatch(c: Arc<Client>, cmd: Cmd) -> Result<i32, CliError> {
         Cmd::Wait(a) | Cmd::Container(C::Wait(a)) => cmd_container::wait(&c, a).await,
         Cmd::Rename(a) | Cmd::Container(C::Rename(a)) => cmd_container::rename(&c, a).await,
         Cmd::Port(a) | Cmd::Container(C::Port(a)) => cmd_container::port(&c, a).await,
+        Cmd::Network(n) => cmd_network::run(&c, n).await,
     }
 }

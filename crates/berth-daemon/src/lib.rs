@@ -4,6 +4,7 @@
 mod containers;
 mod error;
 mod images;
+mod networks;
 mod params;
 mod server;
 mod system;

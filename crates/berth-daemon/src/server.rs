@@ -117,6 +117,7 @@ fn router(state: AppState) -> Router {
     let r = crate::system::routes(r);
     let r = crate::containers::routes(r);
     let r = crate::images::routes(r);
+    let r = crate::networks::routes(r);
     r.fallback(not_found).with_state(state)
 }
 

@@ -53,18 +53,25 @@ impl Default for NetConfig {
     }
 }
 
-/// Docker's defaults: 172.17-31.0.0/16, then 192.168.0.0/16 in /20s.
+/// Docker's defaults: 172.17.0.0/16 to 172.31.0.0/16, then 192.168.0.0/16 in /20s.
 pub fn default_pools() -> Vec<(Cidr, u8)> {
-    vec![
-        (
-            Cidr::new(Ipv4Addr::new(172, 17, 0, 0), 12).expect("const"),
-            16,
-        ),
-        (
-            Cidr::new(Ipv4Addr::new(192, 168, 0, 0), 16).expect("const"),
-            20,
-        ),
-    ]
+    let mut v: Vec<(Cidr, u8)> = (17..=31)
+        .filter_map(|b| Cidr::new(Ipv4Addr::new(172, b, 0, 0), 16).map(|c| (c, 16)))
+        .collect();
+    if let Some(c) = Cidr::new(Ipv4Addr::new(192, 168, 0, 0), 16) {
+        v.push((c, 20));
+    }
+    v
+}
+
+/// Subnets in use on the host besides its routes: docker0's default when Docker is installed
+/// (its bridge may be down, or dockerd not started yet, and still claim 172.17.0.0/16).
+fn reserved_subnets() -> Vec<Cidr> {
+    let mut v = Vec::new();
+    if Path::new("/sys/class/net/docker0").exists() {
+        v.extend(Cidr::new(Ipv4Addr::new(172, 17, 0, 0), 16));
+    }
+    v
 }
 
 /// Parses `base=10.10.0.0/16,size=24`.
@@ -163,26 +170,26 @@ pub struct ContainerNet {
 }
 
 #[derive(Default)]
-struct State {
-    nets: BTreeMap<String, NetworkRecord>,
-    ipams: HashMap<String, Ipam>,
-    containers: HashMap<String, ContainerNet>,
-    held: HashMap<String, Vec<ports::Held>>,
-    dns: HashMap<String, tokio::task::AbortHandle>,
+pub(crate) struct State {
+    pub(crate) nets: BTreeMap<String, NetworkRecord>,
+    pub(crate) ipams: HashMap<String, Ipam>,
+    pub(crate) containers: HashMap<String, ContainerNet>,
+    pub(crate) held: HashMap<String, Vec<ports::Held>>,
+    pub(crate) dns: HashMap<String, tokio::task::AbortHandle>,
 }
 
 pub struct Networks {
     cfg: NetConfig,
-    dir: PathBuf,
-    netns_dir: PathBuf,
+    pub(crate) dir: PathBuf,
+    pub(crate) netns_dir: PathBuf,
     state: Mutex<State>,
     host_nl: Mutex<Option<Netlink>>,
-    fw: Firewall,
+    pub(crate) fw: Firewall,
     upstream: Vec<Ipv4Addr>,
     host_resolv: String,
 }
 
-fn net_err(e: NetError) -> EngineError {
+pub(crate) fn net_err(e: NetError) -> EngineError {
     match e {
         NetError::InvalidParameter(m) => EngineError::InvalidParameter(m),
         NetError::Conflict(m) => EngineError::Conflict(m),
@@ -201,6 +208,7 @@ fn host_routes(nl: &mut Netlink) -> Vec<Cidr> {
         .into_iter()
         .filter(|(_, p)| *p > 0)
         .filter_map(|(a, p)| Cidr::new(a, p))
+        .chain(reserved_subnets())
         .collect()
 }
 
@@ -262,11 +270,11 @@ impl Networks {
         Ok(nets)
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn with_nl<T>(&self, f: impl FnOnce(&mut Netlink) -> Result<T>) -> Result<T> {
+    pub(crate) fn with_nl<T>(&self, f: impl FnOnce(&mut Netlink) -> Result<T>) -> Result<T> {
         let mut g = self.host_nl.lock().unwrap_or_else(|p| p.into_inner());
         if g.is_none() {
             *g = Some(Netlink::open().map_err(net_err)?);
@@ -277,7 +285,7 @@ impl Networks {
         }
     }
 
-    fn save_networks(&self, st: &State) -> Result<()> {
+    pub(crate) fn save_networks(&self, st: &State) -> Result<()> {
         let v: Vec<&NetworkRecord> = st.nets.values().collect();
         util::write_atomic(
             &self.dir.join("networks.json"),
@@ -286,16 +294,16 @@ impl Networks {
         Ok(())
     }
 
-    fn container_file(&self, id: &str) -> PathBuf {
+    pub(crate) fn container_file(&self, id: &str) -> PathBuf {
         self.dir.join("containers").join(format!("{id}.json"))
     }
 
-    fn save_container(&self, id: &str, c: &ContainerNet) -> Result<()> {
+    pub(crate) fn save_container(&self, id: &str, c: &ContainerNet) -> Result<()> {
         util::write_atomic(&self.container_file(id), &serde_json::to_vec(c)?)?;
         Ok(())
     }
 
-    fn ipam<'a>(&self, st: &'a mut State, net: &NetworkRecord) -> Result<&'a mut Ipam> {
+    pub(crate) fn ipam<'a>(&self, st: &'a mut State, net: &NetworkRecord) -> Result<&'a mut Ipam> {
         if !st.ipams.contains_key(&net.id) {
             let (Some(subnet), Some(gw)) = (net.subnet, net.gateway) else {
                 return Err(EngineError::Internal(format!(
@@ -317,7 +325,7 @@ impl Networks {
     }
 
     /// A subnet from the pools that overlaps no host route and no other network of ours.
-    fn pick_subnet(&self, st: &State, pools: &[(Cidr, u8)]) -> Result<Cidr> {
+    pub(crate) fn pick_subnet(&self, st: &State, pools: &[(Cidr, u8)]) -> Result<Cidr> {
         let ours: Vec<String> = st.nets.values().filter_map(|n| n.bridge.clone()).collect();
         let routes = self.with_nl(|nl| Ok(host_routes(nl)))?;
         // Routes of our own bridges are ours, not the host's: they are covered by `taken`.
@@ -487,14 +495,14 @@ impl Networks {
         self.sync_firewall()
     }
 
-    fn ensure_bridge(&self, n: &NetworkRecord) -> Result<()> {
+    pub(crate) fn ensure_bridge(&self, n: &NetworkRecord) -> Result<()> {
         if let (Some(br), Some(subnet), Some(gw)) = (&n.bridge, n.subnet, n.gateway) {
             self.with_nl(|nl| setup::ensure_bridge(nl, br, gw, subnet).map_err(net_err))?;
         }
         Ok(())
     }
 
-    fn sync_firewall(&self) -> Result<()> {
+    pub(crate) fn sync_firewall(&self) -> Result<()> {
         let rules: Vec<NetRules> = self
             .lock()
             .nets
@@ -535,6 +543,10 @@ impl Networks {
         });
     }
 
+    pub(crate) fn pools(&self) -> Vec<(Cidr, u8)> {
+        self.cfg.pools.clone()
+    }
+
     pub fn find(&self, name_or_id: &str) -> Result<NetworkRecord> {
         let st = self.lock();
         find_in(&st, name_or_id).cloned()
@@ -545,7 +557,7 @@ impl Networks {
     }
 }
 
-fn find_in<'a>(st: &'a State, name_or_id: &str) -> Result<&'a NetworkRecord> {
+pub(crate) fn find_in<'a>(st: &'a State, name_or_id: &str) -> Result<&'a NetworkRecord> {
     if let Some(n) = st.nets.get(name_or_id) {
         return Ok(n);
     }
@@ -792,7 +804,7 @@ impl Engine {
         }
     }
 
-    fn serve_dns(&self, id: &str, socks: dns::Sockets) -> Result<()> {
+    pub(crate) fn serve_dns(&self, id: &str, socks: dns::Sockets) -> Result<()> {
         let nets = self.inner.net.clone();
         let cid = id.to_string();
         let lookup: dns::Lookup = Arc::new(move |name: &str| nets.resolve(&cid, name));
@@ -1142,7 +1154,7 @@ impl Engine {
     }
 }
 
-fn attach_from(net: &NetworkRecord, ep: &EndpointSettings) -> Result<Attach> {
+pub(crate) fn attach_from(net: &NetworkRecord, ep: &EndpointSettings) -> Result<Attach> {
     let aliases = ep.aliases.clone().unwrap_or_default();
     if net.default_bridge && !aliases.is_empty() {
         return Err(EngineError::InvalidParameter(
@@ -1175,7 +1187,7 @@ fn attach_from(net: &NetworkRecord, ep: &EndpointSettings) -> Result<Attach> {
 impl Networks {
     /// Allocates an address and plugs one interface in.
     #[allow(clippy::too_many_arguments)]
-    fn plug(
+    pub(crate) fn plug(
         &self,
         owner: &str,
         inner: &mut Netlink,

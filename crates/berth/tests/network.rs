@@ -30,6 +30,9 @@ fn http_get(addr: &str) -> Option<String> {
     out.split("\r\n\r\n").nth(1).map(|b| b.trim().to_string())
 }
 
+/// A shell function `get URL` that retries for ~5 s (a server just started may not listen yet).
+const GET: &str = "get() { for i in $(seq 1 25); do timeout 3 wget -q -O - \"$1\" && return 0; sleep 0.2; done; echo FAIL $1; }; ";
+
 /// A container serving `text` over HTTP on port 80 (busybox httpd), with `args` for run.
 fn web(d: &Daemon, name: &str, text: &str, args: &[&str]) -> String {
     let script =
@@ -343,4 +346,254 @@ fn publish_all_and_port_command() {
             .contains("No public port '9999/tcp' published for pall"),
         "{no}"
     );
+}
+
+/// A user network named `name` (removed on drop, with its containers first).
+struct Net<'a>(&'a Daemon, String);
+impl Drop for Net<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.cli(&["network", "rm", &self.1]);
+    }
+}
+
+#[test]
+fn user_network_containers_resolve_each_other_by_name_and_alias() {
+    let d = d();
+    let net = unique("un");
+    let (srv, cli) = (unique("srv"), unique("cli"));
+    d.cli(&["network", "create", &net]).ok();
+    let _n = Net(d, net.clone());
+    let _rm = Rm(d, vec![srv.clone(), cli.clone()]);
+    let sid = web(
+        d,
+        &srv,
+        "by-name",
+        &["--network", &net, "--network-alias", "webalias"],
+    );
+    let base = format!("--network={net}");
+    let out = sh(
+        d,
+        &[&base, "--name", &cli],
+        &format!(
+            "{GET}cat /etc/resolv.conf; for h in {srv} webalias {}; do get http://$h/index.html; done",
+            &sid[..12]
+        ),
+    );
+    assert!(out.contains("nameserver 127.0.0.11"), "{out}");
+    assert_eq!(out.matches("by-name").count(), 3, "{out}");
+    assert!(!out.contains("FAIL"), "{out}");
+    // inspect shows the network with its aliases; network inspect lists the container.
+    let aliases = fmt(
+        d,
+        &srv,
+        &format!("{{{{json (index .NetworkSettings.Networks \"{net}\").Aliases}}}}"),
+    );
+    assert!(aliases.contains("webalias"), "{aliases}");
+    let ni = d.cli(&["network", "inspect", &net]);
+    ni.ok();
+    assert!(ni.out().contains(&sid), "{ni}");
+    // Unknown names are forwarded to the host's resolver (answered, even if NXDOMAIN).
+    let o = d.cli(&[
+        "run",
+        "--rm",
+        &base,
+        "busybox",
+        "nslookup",
+        "no-such-name.invalid",
+    ]);
+    assert!(
+        o.stdout.contains("Server:") && o.stdout.contains("127.0.0.11"),
+        "{o}"
+    );
+    // The network can't be removed while a container is on it: Docker's 403.
+    let r = d.api("DELETE", &format!("/networks/{net}"));
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.text().contains("has active endpoints"), "{}", r.text());
+}
+
+#[test]
+fn networks_are_isolated_and_internal_ones_stay_inside() {
+    let d = d();
+    let (a, b, i) = (unique("na"), unique("nb"), unique("ni"));
+    d.cli(&["network", "create", &a]).ok();
+    let _na = Net(d, a.clone());
+    d.cli(&["network", "create", &b]).ok();
+    let _nb = Net(d, b.clone());
+    d.cli(&["network", "create", "--internal", &i]).ok();
+    let _ni = Net(d, i.clone());
+    let wa = unique("wa");
+    let _rm = Rm(d, vec![wa.clone()]);
+    web(d, &wa, "net-a", &["--network", &a]);
+    let ip = fmt(
+        d,
+        &wa,
+        &format!("{{{{(index .NetworkSettings.Networks \"{a}\").IPAddress}}}}"),
+    );
+    assert!(!ip.is_empty());
+    // Same network: reachable by address. Other network: not, and not by name either.
+    let same = sh(
+        d,
+        &["--network", &a],
+        &format!("{GET}get http://{ip}/index.html"),
+    );
+    assert_eq!(same, "net-a");
+    let other = sh(d, &["--network", &b], &format!("timeout 3 wget -q -O - http://{ip}/index.html || echo FAIL; nslookup {wa} >/dev/null 2>&1 && echo RESOLVED || echo UNKNOWN"));
+    assert!(
+        other.contains("FAIL") && other.contains("UNKNOWN"),
+        "{other}"
+    );
+    // Internal: no default route, the host's gateway address is not a way out.
+    let l = TcpListener::bind("0.0.0.0:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    l.set_nonblocking(true).ok();
+    let out = sh(
+        d,
+        &["--network", &i],
+        &format!(
+            "ip route; echo x | nc -w 2 {} {port} && echo SENT || echo NOPE",
+            d.gateway()
+        ),
+    );
+    assert!(!out.contains("default"), "{out}");
+    assert!(out.contains("NOPE"), "{out}");
+}
+
+#[test]
+fn network_commands_and_errors() {
+    let d = d();
+    let n = unique("cmds");
+    let o = d.cli(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.250.77.0/24",
+        "--gateway",
+        "10.250.77.254",
+        "--label",
+        "k=v",
+        &n,
+    ]);
+    o.ok();
+    let id = o.out().to_string();
+    let _n = Net(d, n.clone());
+    assert!(is_hex(&id, 64), "{o}");
+    // Duplicate name: 409; overlapping subnet: 403.
+    let dup = d.cli(&["network", "create", &n]);
+    dup.fails();
+    assert!(
+        dup.stderr
+            .contains(&format!("network with name {n} already exists")),
+        "{dup}"
+    );
+    let ov = d.cli(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.250.77.128/25",
+        &unique("ov"),
+    ]);
+    ov.fails();
+    assert!(
+        ov.stderr
+            .contains("Pool overlaps with other one on this address space"),
+        "{ov}"
+    );
+    // ls shows the predefined networks and ours; filters work.
+    let ls = d.cli(&["network", "ls", "--format", "{{.Name}} {{.Driver}}"]);
+    ls.ok();
+    for want in [
+        "bridge bridge",
+        "host host",
+        "none null",
+        &format!("{n} bridge"),
+    ] {
+        assert!(ls.out().lines().any(|l| l == want), "{want}: {ls}");
+    }
+    let f = d.cli(&["network", "ls", "-q", "--no-trunc", "--filter", "label=k=v"]);
+    assert_eq!(f.out(), id);
+    // inspect: Docker's shape.
+    let v: Value = serde_json::from_str(d.cli(&["network", "inspect", &n]).out()).expect("json");
+    assert_eq!(v[0]["IPAM"]["Config"][0]["Subnet"], "10.250.77.0/24");
+    assert_eq!(v[0]["IPAM"]["Config"][0]["Gateway"], "10.250.77.254");
+    assert_eq!(v[0]["Labels"]["k"], "v");
+    // A container gets an address of the subnet; --ip is honoured.
+    let c = unique("ipc");
+    let _rm = Rm(d, vec![c.clone()]);
+    let out = sh(
+        d,
+        &["--network", &n, "--ip", "10.250.77.9", "--name", &c],
+        "ip -4 addr show eth0; ip route",
+    );
+    assert!(out.contains("inet 10.250.77.9/24"), "{out}");
+    assert!(out.contains("default via 10.250.77.254"), "{out}");
+    // Errors.
+    let r = d.api("GET", "/networks/nope-nope");
+    assert_eq!(r.status, 404);
+    assert!(
+        r.text().contains("network nope-nope not found"),
+        "{}",
+        r.text()
+    );
+    let r = d.api("DELETE", "/networks/bridge");
+    assert_eq!(r.status, 403, "{}", r.text());
+    let o = d.cli(&["run", "--rm", "--network", "nope-nope", "busybox", "true"]);
+    o.fails();
+    assert!(o.stderr.contains("network nope-nope not found"), "{o}");
+    // rm removes the bridge and its rules.
+    let bridge = format!("br-{}", &id[..12]);
+    assert!(links().contains(&bridge));
+    d.cli(&["network", "rm", &n]).ok();
+    assert!(!links().contains(&bridge), "bridge {bridge} left");
+    let t = std::process::Command::new("nft")
+        .args(["list", "table", "ip", &d.nft_table()])
+        .output()
+        .expect("nft");
+    assert!(!String::from_utf8_lossy(&t.stdout).contains(&bridge));
+    // prune removes unused networks only.
+    let p = unique("pr");
+    d.cli(&["network", "create", &p]).ok();
+    let pr = d.cli(&["network", "prune", "-f"]);
+    pr.ok();
+    assert!(pr.out().contains(&p), "{pr}");
+    assert!(d.cli(&["network", "inspect", &p]).code != 0);
+}
+
+#[test]
+fn connect_and_disconnect_a_running_container() {
+    let d = d();
+    let n = unique("cn");
+    d.cli(&["network", "create", &n]).ok();
+    let _n = Net(d, n.clone());
+    let w = unique("cw");
+    let _rm = Rm(d, vec![w.clone()]);
+    web(d, &w, "connected", &[]);
+    let probe = |host: &str| {
+        sh(
+            d,
+            &["--network", &n],
+            &format!("timeout 3 wget -q -O - http://{host}/index.html || echo FAIL"),
+        )
+    };
+    assert!(probe(&w).contains("FAIL"), "not on the network yet");
+    d.cli(&["network", "connect", "--alias", "wal", &n, &w])
+        .ok();
+    let ip = fmt(
+        d,
+        &w,
+        &format!("{{{{(index .NetworkSettings.Networks \"{n}\").IPAddress}}}}"),
+    );
+    assert!(!ip.is_empty());
+    let after = sh(
+        d,
+        &["--network", &n],
+        &format!("{GET}get http://wal/index.html; get http://{w}/index.html"),
+    );
+    assert_eq!(after.matches("connected").count(), 2, "{after}");
+    // Still on the default bridge too.
+    assert!(!fmt(d, &w, "{{.NetworkSettings.IPAddress}}").is_empty());
+    d.cli(&["network", "disconnect", &n, &w]).ok();
+    assert!(probe("wal").contains("FAIL"));
+    assert!(probe(&ip).contains("FAIL"));
+    // Disconnected, the network can go although the container runs.
+    d.cli(&["network", "rm", &n]).ok();
 }
