@@ -597,3 +597,190 @@ fn connect_and_disconnect_a_running_container() {
     // Disconnected, the network can go although the container runs.
     d.cli(&["network", "rm", &n]).ok();
 }
+
+/// Host-side veths whose peer is in a netns pinned under `exec_root` — approximated by the
+/// count of pinned namespaces (each holds its container's veths).
+fn pinned_netns(d: &Daemon) -> usize {
+    std::fs::read_dir(d.exec_root().join("netns"))
+        .map(|rd| rd.flatten().count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn nothing_is_left_after_network_rm_and_daemon_shutdown() {
+    let d = Daemon::start(BIN);
+    d.load_busybox();
+    let before: std::collections::BTreeSet<String> = links().into_iter().collect();
+    assert!(before.contains(&d.bridge()), "the daemon made its bridge");
+    assert!(nft_has_table(&d.nft_table()));
+    let n = unique("gone");
+    let id = d.cli(&["network", "create", &n]).ok().out().to_string();
+    let br = format!("br-{}", &id[..12]);
+    assert!(links().contains(&br));
+    run_d(
+        &d,
+        &[
+            "--name",
+            "p1",
+            "-p",
+            "127.0.0.1::80",
+            "busybox",
+            "sleep",
+            "60",
+        ],
+    );
+    run_d(
+        &d,
+        &["--name", "p2", "--network", &n, "busybox", "sleep", "60"],
+    );
+    assert_eq!(pinned_netns(&d), 2);
+    // The host ends of the containers' veths, from the daemon's own records.
+    let mut veths = Vec::new();
+    for e in std::fs::read_dir(d.data_root().join("network/containers"))
+        .expect("dir")
+        .flatten()
+    {
+        let v: Value =
+            serde_json::from_slice(&std::fs::read(e.path()).expect("read")).expect("json");
+        for ep in v["sandbox"]["endpoints"]
+            .as_object()
+            .into_iter()
+            .flat_map(|m| m.values())
+        {
+            veths.push(ep["host_veth"].as_str().unwrap_or_default().to_string());
+        }
+    }
+    assert_eq!(veths.len(), 2, "one veth per container");
+    for v in &veths {
+        assert!(links().contains(v), "{v} exists");
+    }
+    d.cli(&["rm", "-f", "p1", "p2"]).ok();
+    assert!(
+        wait_until(DEADLINE, || pinned_netns(&d) == 0),
+        "netns unpinned on rm"
+    );
+    d.cli(&["network", "rm", &n]).ok();
+    assert!(!links().contains(&br), "network rm deletes its bridge");
+    assert!(d.stop(Duration::from_secs(15)).is_some_and(|s| s.success()));
+    let after = links();
+    assert!(
+        !after.contains(&d.bridge()),
+        "shutdown deletes the default bridge"
+    );
+    assert!(
+        !nft_has_table(&d.nft_table()),
+        "shutdown deletes our nftables table"
+    );
+    let left: Vec<&String> = veths.iter().filter(|v| after.contains(*v)).collect();
+    assert!(left.is_empty(), "veths left: {left:?}");
+    // The host's own tables are untouched.
+    let t = std::process::Command::new("nft")
+        .args(["list", "tables"])
+        .output()
+        .expect("nft");
+    let t = String::from_utf8_lossy(&t.stdout);
+    assert!(
+        t.lines()
+            .all(|l| l != format!("table ip {}", d.nft_table())),
+        "{t}"
+    );
+}
+
+#[test]
+fn kill9_of_the_daemon_keeps_networking_ports_and_names() {
+    let d = Daemon::start(BIN);
+    d.load_busybox();
+    let n = unique("live");
+    d.cli(&["network", "create", &n]).ok();
+    let port = TcpListener::bind("0.0.0.0:0")
+        .expect("bind")
+        .local_addr()
+        .expect("a")
+        .port();
+    web(
+        &d,
+        "web",
+        "alive",
+        &["--network", &n, "-p", &format!("{port}:80")],
+    );
+    run_d(&d, &["--name", "asker", "--network", &n, "busybox", "sh", "-c",
+        "while :; do if nslookup web 127.0.0.11 >/dev/null 2>&1; then echo OK; else echo NO; fi; sleep 0.2; done"]);
+    run_d(
+        &d,
+        &[
+            "--name",
+            "shortlived",
+            "-p",
+            "127.0.0.1::80",
+            "busybox",
+            "sleep",
+            "2",
+        ],
+    );
+    let short_ip = fmt(&d, "shortlived", "{{.NetworkSettings.IPAddress}}");
+    assert!(wait_until(DEADLINE, || http_get(&format!(
+        "127.0.0.1:{port}"
+    ))
+    .as_deref()
+        == Some("alive")));
+    assert!(wait_until(DEADLINE, || d
+        .cli(&["logs", "asker"])
+        .stdout
+        .contains("OK")));
+
+    d.kill9();
+    // The kernel keeps forwarding while the daemon is gone.
+    assert_eq!(
+        http_get(&format!("127.0.0.1:{port}")).as_deref(),
+        Some("alive")
+    );
+    std::thread::sleep(Duration::from_secs(3)); // shortlived exits meanwhile
+    d.restart();
+    // Ports, forwarding and the held host port are back.
+    assert_eq!(
+        http_get(&format!("127.0.0.1:{port}")).as_deref(),
+        Some("alive")
+    );
+    if let Some(ip) = host_ip() {
+        assert_eq!(http_get(&format!("{ip}:{port}")).as_deref(), Some("alive"));
+    }
+    assert!(
+        TcpListener::bind(("0.0.0.0", port)).is_err(),
+        "the host port is held again"
+    );
+    // The running container's resolver answers again.
+    let lines_before = d.cli(&["logs", "asker"]).stdout.lines().count();
+    assert!(
+        wait_until(DEADLINE, || {
+            let l = d.cli(&["logs", "asker"]).stdout;
+            l.lines().skip(lines_before).any(|x| x == "OK")
+        }),
+        "resolver re-bound after restart\n{}",
+        d.log_text()
+    );
+    // New containers resolve the old ones.
+    let out = sh(
+        &d,
+        &["--network", &n],
+        &format!("{GET}get http://web/index.html"),
+    );
+    assert_eq!(out, "alive");
+    // The container that died meanwhile gave its address and namespace back.
+    expect_status(&d, "shortlived", "exited");
+    assert_eq!(fmt(&d, "shortlived", "{{.NetworkSettings.IPAddress}}"), "");
+    let alloc: String = std::fs::read_dir(d.data_root().join("network/ipam"))
+        .expect("ipam")
+        .flatten()
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect();
+    assert!(!alloc.contains(&format!("\"{short_ip}\":")), "{alloc}");
+    assert_eq!(pinned_netns(&d), 2);
+    // A SIGTERM restart with containers running keeps them networked too.
+    d.restart();
+    assert_eq!(
+        http_get(&format!("127.0.0.1:{port}")).as_deref(),
+        Some("alive")
+    );
+    d.cli(&["rm", "-f", "web", "asker", "shortlived"]).ok();
+    d.cli(&["network", "rm", &n]).ok();
+}
