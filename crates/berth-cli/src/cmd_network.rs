@@ -160,7 +160,7 @@ fn filters_json(list: &[String]) -> Result<String, CliError> {
     for f in list {
         let (k, v) = f
             .split_once('=')
-            .ok_or_else(|| CliError::msg(format!("bad format of filter (expected name=value)")))?;
+            .ok_or_else(|| CliError::msg("bad format of filter (expected name=value)"))?;
         m.entry(k.trim().to_lowercase())
             .or_default()
             .insert(v.to_string(), true);

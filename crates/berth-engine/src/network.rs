@@ -605,7 +605,10 @@ fn mode_network(mode: &str) -> Option<&str> {
 }
 
 /// What a start asks for: port bindings resolved from HostConfig.
-fn wanted_ports(rec: &ContainerRecord) -> Result<Vec<(u16, String, Option<Ipv4Addr>, (u16, u16))>> {
+/// (container port, proto, host ip, host port range; (0, 0) for any)
+type Wanted = (u16, String, Option<Ipv4Addr>, (u16, u16));
+
+fn wanted_ports(rec: &ContainerRecord) -> Result<Vec<Wanted>> {
     let hc = &rec.host_config;
     let mut out = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
@@ -666,7 +669,7 @@ fn parse_host_ports(s: &str) -> Result<(u16, u16)> {
 /// Binds each wanted host port; Docker's wording when one is taken.
 fn hold_ports(
     rec: &ContainerRecord,
-    wanted: &[(u16, String, Option<Ipv4Addr>, (u16, u16))],
+    wanted: &[Wanted],
 ) -> Result<(Vec<ports::Held>, Vec<Published>)> {
     let mut held = Vec::new();
     let mut publ = Vec::new();
@@ -758,16 +761,14 @@ impl Engine {
                 let att = attach_from(&net, &ep)?;
                 cn.networks.insert(net.id.clone(), att);
             }
-        } else if mode == "host" || mode == "none" {
-            if !endpoints.is_empty()
-                && endpoints
-                    .values()
-                    .any(|e| e.aliases.as_ref().is_some_and(|a| !a.is_empty()))
-            {
-                return Err(EngineError::InvalidParameter(
-                    "network-scoped aliases are only supported for user-defined networks".into(),
-                ));
-            }
+        } else if (mode == "host" || mode == "none")
+            && endpoints
+                .values()
+                .any(|e| e.aliases.as_ref().is_some_and(|a| !a.is_empty()))
+        {
+            return Err(EngineError::InvalidParameter(
+                "network-scoped aliases are only supported for user-defined networks".into(),
+            ));
         }
         let nets = self.nets();
         nets.save_container(id, &cn)?;
