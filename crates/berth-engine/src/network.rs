@@ -850,6 +850,11 @@ impl Engine {
                     None => return Err(not_found(nid)),
                 }
             }
+            // The network NetworkMode names is eth0 and carries the default route.
+            let primary = mode_network(&rec.host_config.network_mode)
+                .and_then(|m| find_in(&st, m).ok())
+                .map(|n| n.id.clone());
+            v.sort_by_key(|(n, _)| Some(&n.id) != primary.as_ref());
             v
         };
         let with_dns = list.iter().any(|(n, _)| !n.default_bridge);

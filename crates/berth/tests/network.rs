@@ -784,3 +784,70 @@ fn kill9_of_the_daemon_keeps_networking_ports_and_names() {
     d.cli(&["rm", "-f", "web", "asker", "shortlived"]).ok();
     d.cli(&["network", "rm", &n]).ok();
 }
+
+#[test]
+fn the_docker_cli_drives_networks_and_ports() {
+    let d = d();
+    if d.docker(&["version"]).is_none() {
+        eprintln!("no docker CLI: skipped");
+        return;
+    }
+    let dk = |a: &[&str]| d.docker(a).expect("docker CLI");
+    let n = unique("dkn");
+    let c = unique("dkc");
+    let _rm = Rm(d, vec![c.clone()]);
+    dk(&["network", "create", "--label", "via=docker", &n]).ok();
+    let _n = Net(d, n.clone());
+    let ls = dk(&[
+        "network",
+        "ls",
+        "--filter",
+        "label=via=docker",
+        "--format",
+        "{{.Name}}",
+    ]);
+    assert_eq!(ls.ok().out(), n);
+    let insp = dk(&[
+        "network",
+        "inspect",
+        "--format",
+        "{{.Driver}} {{.Scope}} {{.Internal}}",
+        &n,
+    ]);
+    assert_eq!(insp.ok().out(), "bridge local false");
+    dk(&[
+        "run",
+        "-d",
+        "--name",
+        &c,
+        "--network",
+        &n,
+        "-p",
+        "127.0.0.1::80",
+        "busybox",
+        "sleep",
+        "60",
+    ])
+    .ok();
+    let p = dk(&["port", &c, "80"]);
+    assert!(p.ok().out().starts_with("127.0.0.1:"), "{p}");
+    let ps = dk(&[
+        "ps",
+        "--filter",
+        &format!("name={c}"),
+        "--format",
+        "{{.Ports}} {{.Networks}}",
+    ]);
+    assert!(ps.ok().out().contains("->80/tcp"), "{ps}");
+    assert!(ps.out().contains(&n), "{ps}");
+    let ip = dk(&[
+        "inspect",
+        "--format",
+        &format!("{{{{(index .NetworkSettings.Networks \"{n}\").IPAddress}}}}"),
+        &c,
+    ]);
+    assert!(!ip.ok().out().is_empty(), "{ip}");
+    let rm = dk(&["network", "rm", &n]);
+    rm.fails();
+    assert!(rm.stderr.contains("has active endpoints"), "{rm}");
+}
