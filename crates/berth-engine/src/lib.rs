@@ -92,7 +92,6 @@ impl Engine {
             }),
         };
         engine.restore().await?;
-        engine.net_sweep();
         Ok(engine)
     }
 
@@ -211,6 +210,7 @@ impl Engine {
                 );
             }
         }
+        self.net_sweep();
         for (rec, _) in loaded {
             if let Ok(c) = self.lookup(&rec.id) {
                 self.recover(c).await;

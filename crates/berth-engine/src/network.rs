@@ -172,7 +172,6 @@ pub struct ContainerNet {
 #[derive(Default)]
 pub(crate) struct State {
     pub(crate) nets: BTreeMap<String, NetworkRecord>,
-    pub(crate) ipams: HashMap<String, Ipam>,
     pub(crate) containers: HashMap<String, ContainerNet>,
     pub(crate) held: HashMap<String, Vec<ports::Held>>,
     pub(crate) dns: HashMap<String, tokio::task::AbortHandle>,
@@ -185,6 +184,10 @@ pub struct Networks {
     state: Mutex<State>,
     host_nl: Mutex<Option<Netlink>>,
     pub(crate) fw: Firewall,
+    /// network id -> its allocations; shared with the reaper thread.
+    ipams: Arc<Mutex<HashMap<String, Ipam>>>,
+    /// Slow teardown work off the exit path: deleting host veths, releasing addresses.
+    reaper: Mutex<std::sync::mpsc::Sender<Reap>>,
     upstream: Vec<Ipv4Addr>,
     host_resolv: String,
 }
@@ -256,7 +259,10 @@ impl Networks {
                 }
             }
         }
+        let ipams: Arc<Mutex<HashMap<String, Ipam>>> = Arc::default();
         let nets = Networks {
+            reaper: Mutex::new(spawn_reaper(ipams.clone())),
+            ipams,
             netns_dir: exec_root.join("netns"),
             fw: Firewall::new(&table),
             cfg,
@@ -303,8 +309,14 @@ impl Networks {
         Ok(())
     }
 
-    pub(crate) fn ipam<'a>(&self, st: &'a mut State, net: &NetworkRecord) -> Result<&'a mut Ipam> {
-        if !st.ipams.contains_key(&net.id) {
+    /// Runs `f` on the allocations of `net` (opened on first use).
+    pub(crate) fn with_ipam<T>(
+        &self,
+        net: &NetworkRecord,
+        f: impl FnOnce(&mut Ipam) -> Result<T>,
+    ) -> Result<T> {
+        let mut m = self.ipams.lock().unwrap_or_else(|p| p.into_inner());
+        if !m.contains_key(&net.id) {
             let (Some(subnet), Some(gw)) = (net.subnet, net.gateway) else {
                 return Err(EngineError::Internal(format!(
                     "network {} has no subnet",
@@ -317,11 +329,23 @@ impl Networks {
                 gw,
             )
             .map_err(net_err)?;
-            st.ipams.insert(net.id.clone(), ipam);
+            m.insert(net.id.clone(), ipam);
         }
-        st.ipams
-            .get_mut(&net.id)
-            .ok_or_else(|| EngineError::Internal("ipam".into()))
+        match m.get_mut(&net.id) {
+            Some(i) => f(i),
+            None => Err(EngineError::Internal("ipam".into())),
+        }
+    }
+
+    /// Forgets a removed network's allocations (and their file).
+    pub(crate) fn drop_ipam(&self, net_id: &str) {
+        let mut m = self.ipams.lock().unwrap_or_else(|p| p.into_inner());
+        match m.remove(net_id) {
+            Some(i) => i.remove_file(),
+            None => {
+                let _ = std::fs::remove_file(self.dir.join("ipam").join(format!("{net_id}.json")));
+            }
+        }
     }
 
     /// A subnet from the pools that overlaps no host route and no other network of ours.
@@ -823,6 +847,7 @@ impl Engine {
 
     fn net_start_blocking(&self, rec: &ContainerRecord) -> Result<(PathBuf, Option<dns::Sockets>)> {
         let nets = self.nets();
+        let t0 = std::time::Instant::now();
         // Leftovers of a previous run (a crash between exit and teardown).
         nets.teardown(&rec.id);
         let wanted = wanted_ports(rec)?;
@@ -893,6 +918,7 @@ impl Engine {
             return Err(e);
         }
         nets.lock().held.insert(rec.id.clone(), held);
+        tracing::debug!("network of {} set up in {:?}", rec.id, t0.elapsed());
         Ok((path, socks))
     }
 
@@ -1001,7 +1027,8 @@ impl Engine {
         }
     }
 
-    /// After recovery: addresses owned by containers that no longer exist are freed.
+    /// At daemon start, before recovery: sandboxes of containers that no longer run are torn
+    /// down, addresses of containers without a sandbox freed, stray namespaces unpinned.
     pub(crate) fn net_sweep(&self) {
         let known: std::collections::HashSet<String> =
             self.all_entries().iter().map(|e| e.id.clone()).collect();
@@ -1016,7 +1043,32 @@ impl Engine {
         for id in orphans {
             self.net_forget(&id);
         }
-        let mut st = nets.lock();
+        // Sandboxes of containers that stopped while no daemon watched (or whose teardown a
+        // crash interrupted): torn down now, before recovery starts anything.
+        let stale: Vec<String> = nets
+            .lock()
+            .containers
+            .iter()
+            .filter(|(_, c)| c.sandbox.is_some())
+            .map(|(id, _)| id.clone())
+            .filter(|id| {
+                let alive = self.lookup(id).is_ok_and(|e| {
+                    matches!(
+                        e.snapshot().state.status,
+                        crate::container::Status::Running | crate::container::Status::Paused
+                    ) && berth_runtime::shim::shim_alive(&self.runtime_dir(id))
+                });
+                !alive
+            })
+            .collect();
+        for id in stale {
+            nets.teardown(&id);
+            let c = nets.lock().containers.get(&id).cloned();
+            if let Some(c) = c {
+                let _ = nets.save_container(&id, &c);
+            }
+        }
+        let st = nets.lock();
         let live: std::collections::HashSet<String> = st
             .containers
             .iter()
@@ -1029,10 +1081,11 @@ impl Engine {
             .filter(|n| n.subnet.is_some())
             .cloned()
             .collect();
+        drop(st);
         for n in ids {
-            if let Ok(ipam) = nets.ipam(&mut st, &n) {
-                let _ = ipam.retain(|o| live.contains(o));
-            }
+            let _ = nets.with_ipam(&n, |ipam| {
+                ipam.retain(|o| live.contains(o)).map_err(net_err)
+            });
         }
         // Namespaces pinned for containers that are gone.
         if let Ok(rd) = std::fs::read_dir(&nets.netns_dir) {
@@ -1209,12 +1262,7 @@ impl Networks {
                 net.name
             )));
         };
-        let ip = {
-            let mut st = self.lock();
-            self.ipam(&mut st, net)?
-                .allocate(owner, att.ipv4)
-                .map_err(net_err)?
-        };
+        let ip = self.with_ipam(net, |ipam| ipam.allocate(owner, att.ipv4).map_err(net_err))?;
         let gateway = if want_gw && !net.internal {
             net.gateway
         } else {
@@ -1258,10 +1306,7 @@ impl Networks {
             .map_err(net_err)
         });
         if let Err(e) = r {
-            let mut st = self.lock();
-            if let Ok(ipam) = self.ipam(&mut st, net) {
-                let _ = ipam.release_owner(owner);
-            }
+            let _ = self.with_ipam(net, |ipam| ipam.release(ip, owner).map_err(net_err));
             return Err(e);
         }
         Ok(ep)
@@ -1270,6 +1315,7 @@ impl Networks {
     /// Undoes a sandbox: resolver, held ports, DNAT elements, veths, namespace, addresses.
     /// Idempotent; the attachments themselves stay (a restart plugs them in again).
     pub(crate) fn teardown(&self, id: &str) {
+        let t0 = std::time::Instant::now();
         let (sb, dns, _held) = {
             let mut st = self.lock();
             let sb = st.containers.get_mut(id).and_then(|c| c.sandbox.take());
@@ -1291,32 +1337,31 @@ impl Networks {
                 tracing::warn!("container {id}: withdrawing published ports: {e}");
             }
         }
-        let _ = self.with_nl(|nl| {
-            for ep in sb.endpoints.values() {
-                if let Err(e) = nl.delete_link(&ep.host_veth) {
-                    tracing::warn!("container {id}: deleting {}: {e}", ep.host_veth);
-                }
-            }
-            Ok(())
-        });
         netns::remove(&sb.netns);
-        let mut st = self.lock();
-        let nets: Vec<NetworkRecord> = sb
-            .endpoints
-            .keys()
-            .filter_map(|n| st.nets.get(n).cloned())
-            .collect();
-        for n in nets {
-            if let Ok(ipam) = self.ipam(&mut st, &n) {
-                let _ = ipam.release_owner(id);
-            }
+        // Deleting a veth waits for the kernel (RCU) for 10-30 ms; releasing an address is an
+        // fsynced write. Neither has to delay the exit: the reaper does them. A crash before it
+        // does leaks nothing: the veth dies with its namespace, and the restart's sweep frees
+        // addresses of containers that do not run.
+        let job = Reap {
+            owner: id.to_string(),
+            veths: sb.endpoints.values().map(|e| e.host_veth.clone()).collect(),
+            addresses: {
+                let st = self.lock();
+                sb.endpoints
+                    .iter()
+                    .filter_map(|(nid, ep)| st.nets.get(nid).map(|n| (n.clone(), ep.ip)))
+                    .collect()
+            },
+        };
+        let sent = self
+            .reaper
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(job);
+        if let Err(std::sync::mpsc::SendError(job)) = sent {
+            reap(&self.ipams, &mut None, job);
         }
-        if let Some(c) = st.containers.get(id).cloned() {
-            drop(st);
-            if let Err(e) = self.save_container(id, &c) {
-                tracing::warn!("container {id}: saving network state: {e}");
-            }
-        }
+        tracing::debug!("network of {id} torn down in {:?}", t0.elapsed());
     }
 
     /// The embedded resolver's lookup for container `id`: names on the networks it shares.
@@ -1352,5 +1397,49 @@ impl Networks {
             }
         }
         (!out.is_empty()).then_some(out)
+    }
+}
+
+/// Work the reaper thread does after a teardown.
+pub(crate) struct Reap {
+    owner: String,
+    veths: Vec<String>,
+    addresses: Vec<(NetworkRecord, Ipv4Addr)>,
+}
+
+fn spawn_reaper(ipams: Arc<Mutex<HashMap<String, Ipam>>>) -> std::sync::mpsc::Sender<Reap> {
+    let (tx, rx) = std::sync::mpsc::channel::<Reap>();
+    let r = std::thread::Builder::new()
+        .name("berth-net-reaper".into())
+        .spawn(move || {
+            let mut nl = None;
+            for job in rx {
+                reap(&ipams, &mut nl, job);
+            }
+        });
+    if let Err(e) = r {
+        tracing::warn!("starting the network reaper: {e}");
+    }
+    tx
+}
+
+fn reap(ipams: &Mutex<HashMap<String, Ipam>>, nl: &mut Option<Netlink>, job: Reap) {
+    if nl.is_none() {
+        *nl = Netlink::open().ok();
+    }
+    if let Some(nl) = nl.as_mut() {
+        for v in &job.veths {
+            if let Err(e) = nl.delete_link(v) {
+                tracing::warn!("container {}: deleting {v}: {e}", job.owner);
+            }
+        }
+    }
+    let mut m = ipams.lock().unwrap_or_else(|p| p.into_inner());
+    for (net, ip) in &job.addresses {
+        if let Some(ipam) = m.get_mut(&net.id) {
+            if let Err(e) = ipam.release(*ip, &job.owner) {
+                tracing::warn!("container {}: releasing {ip}: {e}", job.owner);
+            }
+        }
     }
 }

@@ -319,12 +319,8 @@ impl Engine {
         }
         st.nets.remove(&n.id);
         nets.save_networks(&st)?;
-        if let Some(ipam) = st.ipams.remove(&n.id) {
-            ipam.remove_file();
-        } else {
-            let _ = std::fs::remove_file(nets.dir.join("ipam").join(format!("{}.json", n.id)));
-        }
         drop(st);
+        nets.drop_ipam(&n.id);
         nets.sync_firewall()?;
         if let Some(b) = &n.bridge {
             nets.with_nl(|nl| nl.delete_link(b).map_err(net_err))?;
@@ -479,10 +475,7 @@ impl Engine {
         if let Some(sb) = cn.sandbox.as_mut() {
             if let Some(ep) = sb.endpoints.remove(&n.id) {
                 let _ = nets.with_nl(|nl| nl.delete_link(&ep.host_veth).map_err(net_err));
-                let mut st = nets.lock();
-                if let Ok(ipam) = nets.ipam(&mut st, n) {
-                    let _ = ipam.release_owner(id);
-                }
+                let _ = nets.with_ipam(n, |ipam| ipam.release(ep.ip, id).map_err(net_err));
             }
         }
         nets.save_container(id, &cn)?;

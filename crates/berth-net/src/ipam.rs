@@ -136,6 +136,15 @@ impl Ipam {
         Ok(ip)
     }
 
+    /// Frees `ip` if `owner` holds it (a later allocation of the same owner stays).
+    pub fn release(&mut self, ip: Ipv4Addr, owner: &str) -> Result<()> {
+        if self.state.allocated.get(&ip).map(String::as_str) == Some(owner) {
+            self.state.allocated.remove(&ip);
+            self.save()?;
+        }
+        Ok(())
+    }
+
     /// Frees every address of `owner`.
     pub fn release_owner(&mut self, owner: &str) -> Result<()> {
         let before = self.state.allocated.len();

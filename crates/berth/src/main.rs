@@ -74,7 +74,7 @@ fn daemon(args: Vec<OsString>) -> i32 {
     };
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(format!(
-            "warn,berth={level},berth_daemon={level},berth_engine={level},berth_image={level},berth_runtime={level}"
+            "warn,berth={level},berth_daemon={level},berth_engine={level},berth_image={level},berth_runtime={level},berth_net={level}"
         )))
         .with_writer(std::io::stderr)
         .init();
