@@ -1443,3 +1443,37 @@ fn reap(ipams: &Mutex<HashMap<String, Ipam>>, nl: &mut Option<Netlink>, job: Rea
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pools_and_host_ports() {
+        let (c, n) = parse_pool("base=10.10.0.0/16,size=24").unwrap();
+        assert_eq!((c.to_string().as_str(), n), ("10.10.0.0/16", 24));
+        assert!(parse_pool("base=10.10.0.0/16,size=8").is_err());
+        assert!(parse_pool("size=24").is_err());
+        assert!(parse_pool("base=nope,size=24").is_err());
+        assert!(parse_pool("what=1").is_err());
+        assert_eq!(parse_host_ports("").unwrap(), (0, 0));
+        assert_eq!(parse_host_ports("8080").unwrap(), (8080, 8080));
+        assert_eq!(parse_host_ports("8000-8010").unwrap(), (8000, 8010));
+        assert!(parse_host_ports("9-1").is_err());
+        assert!(parse_host_ports("x").is_err());
+        assert!(parse_host_ports("70000").is_err());
+        let d = default_pools();
+        assert_eq!(d[0].0.to_string(), "172.17.0.0/16");
+        assert_eq!(d.len(), 16);
+    }
+
+    #[test]
+    fn network_modes() {
+        assert_eq!(mode_network(""), Some("bridge"));
+        assert_eq!(mode_network("default"), Some("bridge"));
+        assert_eq!(mode_network("host"), None);
+        assert_eq!(mode_network("none"), None);
+        assert_eq!(mode_network("container:x"), None);
+        assert_eq!(mode_network("mynet"), Some("mynet"));
+    }
+}

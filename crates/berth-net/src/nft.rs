@@ -392,3 +392,81 @@ mod tests {
         assert!(s.starts_with("table ip berth_t {}\ndelete table ip berth_t\n"));
     }
 }
+
+/// Against the kernel, inside a throwaway network namespace (root and `nft` needed; skipped
+/// otherwise): a Docker-like `ip filter FORWARD` with policy drop gets accept rules for our
+/// bridges, and exactly those go again; rules of others stay.
+#[cfg(test)]
+mod kernel_tests {
+    use super::*;
+
+    fn nft_in_ns(ns: &std::path::Path, args: &'static [&'static str]) -> String {
+        crate::netns::enter(ns, move || {
+            let o = Command::new("nft")
+                .args(args)
+                .output()
+                .map_err(|e| NetError::Other(e.to_string()))?;
+            Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+        })
+        .unwrap_or_default()
+    }
+
+    #[test]
+    fn forward_drop_policy_gets_our_accept_rules_and_loses_only_them() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 || Command::new("nft").arg("--version").output().is_err() {
+            eprintln!("skipped: needs root and nft");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let ns = tmp.path().join("ns");
+        crate::netns::create(&ns, |_| Ok(())).unwrap();
+        let r = crate::netns::enter(&ns, || {
+            run_nft(
+                "table ip filter {\n chain FORWARD { type filter hook forward priority filter; policy drop;\n  iifname \"docker0\" accept\n }\n}\n",
+            )?;
+            let fw = Firewall::new("berth_kt0");
+            fw.set_networks(vec![NetRules {
+                bridge: "kt0".into(),
+                subnet: "10.99.0.0/24".parse().unwrap(),
+                internal: false,
+            }])?;
+            fw.add_ports(
+                "c1",
+                vec![PortRule {
+                    proto: "tcp".into(),
+                    host_ip: None,
+                    host_port: 8080,
+                    ip: Ipv4Addr::new(10, 99, 0, 2),
+                    port: 80,
+                }],
+            )?;
+            Ok(fw)
+        });
+        let fw = match r {
+            Ok(fw) => fw,
+            Err(e) => {
+                crate::netns::remove(&ns);
+                panic!("{e}");
+            }
+        };
+        let fwd = nft_in_ns(&ns, &["list", "chain", "ip", "filter", "FORWARD"]);
+        assert!(fwd.contains("iifname \"kt0\" counter packets 0 bytes 0 accept comment \"berth:berth_kt0\""), "{fwd}");
+        assert!(fwd.contains("oifname \"kt0\""), "{fwd}");
+        let ours = nft_in_ns(&ns, &["list", "table", "ip", "berth_kt0"]);
+        assert!(ours.contains("8080 : 10.99.0.2 . 80"), "{ours}");
+        crate::netns::enter(&ns, move || {
+            fw.remove_ports("c1")?;
+            let t = nft_out(&["list", "table", "ip", "berth_kt0"]).unwrap_or_default();
+            assert!(!t.contains("8080"), "{t}");
+            fw.destroy();
+            Ok(())
+        })
+        .unwrap();
+        let fwd = nft_in_ns(&ns, &["list", "chain", "ip", "filter", "FORWARD"]);
+        assert!(!fwd.contains("berth"), "{fwd}");
+        assert!(fwd.contains("iifname \"docker0\" accept"), "others' rules stay: {fwd}");
+        assert!(!nft_in_ns(&ns, &["list", "tables"]).contains("berth_kt0"));
+        crate::netns::remove(&ns);
+    }
+}
