@@ -219,3 +219,78 @@ mod tests {
         assert_eq!(nameservers(r), vec![Ipv4Addr::new(10, 255, 255, 53)]);
     }
 }
+
+/// The resolver for real, in a throwaway namespace (root needed; skipped otherwise): UDP and
+/// TCP queries for a known name are answered; an unknown name with an unreachable upstream gets
+/// SERVFAIL rather than silence.
+#[cfg(test)]
+mod kernel_tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    fn query(name: &str) -> Vec<u8> {
+        let mut q = vec![0xab, 0xcd, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        for l in name.split('.') {
+            q.push(l.len() as u8);
+            q.extend_from_slice(l.as_bytes());
+        }
+        q.extend_from_slice(&[0, 0, 1, 0, 1]);
+        q
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn udp_and_tcp_in_a_namespace() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let ns = tmp.path().join("ns");
+        let socks = netns::create(&ns, |_| bind_here()).unwrap();
+        let lookup: Lookup =
+            Arc::new(|n: &str| (n == "db").then(|| vec![Ipv4Addr::new(10, 1, 2, 3)]));
+        // 192.0.2.0/24 is TEST-NET: nothing answers there, and the namespace has no route anyway.
+        let task = serve(socks, lookup, vec![Ipv4Addr::new(192, 0, 2, 53)]).unwrap();
+        let p = ns.clone();
+        let (udp, tcp, fail) = tokio::task::spawn_blocking(move || {
+            netns::enter(&p, || {
+                let e = |e: std::io::Error| NetError::Dns(e.to_string());
+                let u = std::net::UdpSocket::bind("127.0.0.1:0").map_err(e)?;
+                u.set_read_timeout(Some(Duration::from_secs(5)))
+                    .map_err(e)?;
+                u.send_to(&query("db"), (ADDR, 53)).map_err(e)?;
+                let mut b = [0u8; 512];
+                let n = u.recv(&mut b).map_err(e)?;
+                let udp = b[..n].to_vec();
+                let mut t = std::net::TcpStream::connect((ADDR, 53)).map_err(e)?;
+                t.set_read_timeout(Some(Duration::from_secs(5)))
+                    .map_err(e)?;
+                let q = query("db");
+                t.write_all(&(q.len() as u16).to_be_bytes()).map_err(e)?;
+                t.write_all(&q).map_err(e)?;
+                let mut len = [0u8; 2];
+                t.read_exact(&mut len).map_err(e)?;
+                let mut tcp = vec![0u8; u16::from_be_bytes(len) as usize];
+                t.read_exact(&mut tcp).map_err(e)?;
+                u.send_to(&query("unknown.example"), (ADDR, 53))
+                    .map_err(e)?;
+                u.set_read_timeout(Some(Duration::from_secs(10)))
+                    .map_err(e)?;
+                let n = u.recv(&mut b).map_err(e)?;
+                Ok((udp, tcp, b[..n].to_vec()))
+            })
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        task.abort();
+        netns::remove(&ns);
+        for r in [&udp, &tcp] {
+            assert_eq!(&r[..2], &[0xab, 0xcd]);
+            assert_eq!(u16::from_be_bytes([r[6], r[7]]), 1);
+            assert_eq!(&r[r.len() - 4..], &[10, 1, 2, 3]);
+        }
+        assert_eq!(fail[3] & 0x0f, 2, "SERVFAIL");
+    }
+}

@@ -414,7 +414,8 @@ mod kernel_tests {
     #[test]
     fn forward_drop_policy_gets_our_accept_rules_and_loses_only_them() {
         // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 || Command::new("nft").arg("--version").output().is_err() {
+        if unsafe { libc::geteuid() } != 0 || Command::new("nft").arg("--version").output().is_err()
+        {
             eprintln!("skipped: needs root and nft");
             return;
         }
@@ -451,7 +452,12 @@ mod kernel_tests {
             }
         };
         let fwd = nft_in_ns(&ns, &["list", "chain", "ip", "filter", "FORWARD"]);
-        assert!(fwd.contains("iifname \"kt0\" counter packets 0 bytes 0 accept comment \"berth:berth_kt0\""), "{fwd}");
+        assert!(
+            fwd.contains(
+                "iifname \"kt0\" counter packets 0 bytes 0 accept comment \"berth:berth_kt0\""
+            ),
+            "{fwd}"
+        );
         assert!(fwd.contains("oifname \"kt0\""), "{fwd}");
         let ours = nft_in_ns(&ns, &["list", "table", "ip", "berth_kt0"]);
         assert!(ours.contains("8080 : 10.99.0.2 . 80"), "{ours}");
@@ -465,7 +471,10 @@ mod kernel_tests {
         .unwrap();
         let fwd = nft_in_ns(&ns, &["list", "chain", "ip", "filter", "FORWARD"]);
         assert!(!fwd.contains("berth"), "{fwd}");
-        assert!(fwd.contains("iifname \"docker0\" accept"), "others' rules stay: {fwd}");
+        assert!(
+            fwd.contains("iifname \"docker0\" accept"),
+            "others' rules stay: {fwd}"
+        );
         assert!(!nft_in_ns(&ns, &["list", "tables"]).contains("berth_kt0"));
         crate::netns::remove(&ns);
     }
