@@ -203,6 +203,11 @@ fn published_ports_from_loopback_external_address_and_containers() {
         "127.0.0.1:{port} reaches the container\n{}",
         d.log_text()
     );
+    // 0.0.0.0 as a destination means this host.
+    assert_eq!(
+        http_get(&format!("0.0.0.0:{port}")).as_deref(),
+        Some("published")
+    );
     if let Some(ip) = host_ip() {
         assert_eq!(
             http_get(&format!("{ip}:{port}")).as_deref(),
@@ -861,4 +866,37 @@ fn the_docker_cli_drives_networks_and_ports() {
     let rm = dk(&["network", "rm", &n]);
     rm.fails();
     assert!(rm.stderr.contains("has active endpoints"), "{rm}");
+}
+
+#[test]
+fn host_and_none_network_modes() {
+    let d = d();
+    let host = sh(d, &["--network", "host"], "ip -o link show");
+    assert!(host.contains(&d.bridge()), "the host's interfaces: {host}");
+    let none = sh(d, &["--network", "none"], "ip -o link show; ip -4 addr");
+    assert!(none.contains("lo:") && !none.contains("eth0"), "{none}");
+    assert!(!none.contains(&d.bridge()));
+    // inspect names the mode's network.
+    let c = unique("nonec");
+    let _rm = Rm(d, vec![c.clone()]);
+    run_d(
+        d,
+        &["--name", &c, "--network", "none", "busybox", "sleep", "30"],
+    );
+    assert_eq!(fmt(d, &c, "{{.HostConfig.NetworkMode}}"), "none");
+    assert_eq!(fmt(d, &c, "{{.NetworkSettings.IPAddress}}"), "");
+    let nets = fmt(
+        d,
+        &c,
+        "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}",
+    );
+    assert_eq!(nets.trim(), "none");
+    // Aliases are for user networks only.
+    let o = d.cli(&["run", "--rm", "--network-alias", "x", "busybox", "true"]);
+    o.fails();
+    assert!(
+        o.stderr
+            .contains("network-scoped aliases are only supported for user-defined networks"),
+        "{o}"
+    );
 }
