@@ -160,6 +160,16 @@ pub struct Sandbox {
     pub dns: bool,
 }
 
+impl Sandbox {
+    /// eth0's endpoint: the container's address in /etc/hosts and for published ports.
+    pub fn primary(&self) -> Option<&Endpoint> {
+        self.endpoints
+            .values()
+            .find(|e| e.ifname == "eth0")
+            .or_else(|| self.endpoints.values().next())
+    }
+}
+
 /// `containers/<id>.json`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ContainerNet {
@@ -350,10 +360,8 @@ impl Networks {
 
     /// A subnet from the pools that overlaps no host route and no other network of ours.
     pub(crate) fn pick_subnet(&self, st: &State, pools: &[(Cidr, u8)]) -> Result<Cidr> {
-        let ours: Vec<String> = st.nets.values().filter_map(|n| n.bridge.clone()).collect();
+        // Routes of our own bridges are covered by `taken`.
         let routes = self.with_nl(|nl| Ok(host_routes(nl)))?;
-        // Routes of our own bridges are ours, not the host's: they are covered by `taken`.
-        let _ = ours;
         let taken: Vec<Cidr> = st.nets.values().filter_map(|n| n.subnet).collect();
         for (base, size) in pools {
             for s in base.subnets(*size) {
@@ -603,7 +611,7 @@ pub(crate) fn find_in<'a>(st: &'a State, name_or_id: &str) -> Result<&'a Network
 }
 
 fn port_rules(sb: &Sandbox) -> Vec<PortRule> {
-    let Some(ep) = sb.endpoints.values().next() else {
+    let Some(ep) = sb.primary() else {
         return Vec::new();
     };
     sb.ports
@@ -852,15 +860,13 @@ impl Engine {
         nets.teardown(&rec.id);
         let wanted = wanted_ports(rec)?;
         let (held, published) = hold_ports(rec, &wanted)?;
-        let mut cn = nets
-            .lock()
-            .containers
-            .get(&rec.id)
-            .cloned()
-            .unwrap_or_default();
+        let known = nets.lock().containers.get(&rec.id).cloned();
+        let legacy = known.is_none();
+        let mut cn = known.unwrap_or_default();
         cn.name = rec.name.clone();
-        if cn.networks.is_empty() {
-            // A container made before networking existed: the default bridge.
+        if legacy && mode_network(&rec.host_config.network_mode) == Some("bridge") {
+            // A container made before networking existed: the default bridge. (One
+            // disconnected from all its networks keeps none: loopback only.)
             let st = nets.lock();
             if let Some(n) = st.nets.values().find(|n| n.default_bridge) {
                 cn.networks.insert(n.id.clone(), Attach::default());
@@ -940,7 +946,7 @@ impl Engine {
                 hosts.push_str(&format!("{ip}\t{h}\n"));
             }
         }
-        if let Some(ep) = sb.endpoints.values().next() {
+        if let Some(ep) = sb.primary() {
             hosts.push_str(&format!("{}\t{hostname}\n", ep.ip));
         }
         std::fs::write(&rec.hosts_path, hosts)?;

@@ -251,7 +251,7 @@ impl Engine {
                 "bridge name {bridge} already in use"
             )));
         }
-        options.retain(|k, _| k.starts_with("com.docker.network.") || !k.is_empty());
+        options.retain(|k, _| !k.is_empty());
         let rec = NetworkRecord {
             id: id.clone(),
             name,

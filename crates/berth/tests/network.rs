@@ -607,6 +607,16 @@ fn connect_and_disconnect_a_running_container() {
     assert!(probe(&ip).contains("FAIL"));
     // Disconnected, the network can go although the container runs.
     d.cli(&["network", "rm", &n]).ok();
+    // Off its last network too, it restarts with loopback only.
+    d.cli(&["network", "disconnect", "bridge", &w]).ok();
+    d.cli(&["restart", "-t", "0", &w]).ok();
+    assert_eq!(fmt(d, &w, "{{.NetworkSettings.IPAddress}}"), "");
+    assert_eq!(
+        fmt(d, &w, "{{len .NetworkSettings.Networks}}"),
+        "0",
+        "{}",
+        d.cli(&["inspect", &w])
+    );
 }
 
 /// Host-side veths whose peer is in a netns pinned under `exec_root` — approximated by the
