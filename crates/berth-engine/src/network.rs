@@ -841,7 +841,20 @@ impl Engine {
         let nets = self.inner.net.clone();
         let cid = id.to_string();
         let lookup: dns::Lookup = Arc::new(move |name: &str| nets.resolve(&cid, name));
-        let h = dns::serve(socks, lookup, self.nets().upstream.clone()).map_err(net_err)?;
+        // `--dns` servers of the container, else the host's.
+        let custom: Vec<Ipv4Addr> = self
+            .lookup(id)
+            .map(|c| c.snapshot().host_config.dns.clone().unwrap_or_default())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|s| s.parse().ok())
+            .collect();
+        let upstream = if custom.is_empty() {
+            self.nets().upstream.clone()
+        } else {
+            custom
+        };
+        let h = dns::serve(socks, lookup, upstream).map_err(net_err)?;
         if let Some(old) = self
             .nets()
             .lock()
@@ -950,36 +963,64 @@ impl Engine {
             hosts.push_str(&format!("{}\t{hostname}\n", ep.ip));
         }
         std::fs::write(&rec.hosts_path, hosts)?;
-        let resolv = if sb.dns {
-            let mut s = String::from("nameserver 127.0.0.11\n");
-            for l in nets.host_resolv.lines() {
-                if l.starts_with("search ") || l.starts_with("domain ") {
-                    s.push_str(l);
+        let hc = &rec.host_config;
+        let dns = hc.dns.clone().unwrap_or_default();
+        let search = hc.dns_search.clone().unwrap_or_default();
+        let opts = hc.dns_options.clone().unwrap_or_default();
+        let host_lines = |key: &str| -> Vec<String> {
+            nets.host_resolv
+                .lines()
+                .filter(|l| l.split_whitespace().next() == Some(key))
+                .map(|l| l.to_string())
+                .collect()
+        };
+        let mut s = String::new();
+        if sb.dns {
+            // The embedded resolver; it forwards to `--dns` servers or the host's.
+            s.push_str("nameserver 127.0.0.11\n");
+        } else if !dns.is_empty() {
+            for d in &dns {
+                s.push_str(&format!("nameserver {d}\n"));
+            }
+        } else {
+            for l in host_lines("nameserver") {
+                let ip = l
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|a| a.parse::<std::net::IpAddr>().ok());
+                if ip.is_some_and(|ip| !ip.is_loopback()) {
+                    s.push_str(&l);
                     s.push('\n');
                 }
             }
-            s.push_str("options ndots:0\n");
-            s
-        } else {
-            let mut s = String::new();
-            for l in nets.host_resolv.lines() {
-                let mut w = l.split_whitespace();
-                if w.next() == Some("nameserver") {
-                    if let Some(ip) = w.next().and_then(|a| a.parse::<std::net::IpAddr>().ok()) {
-                        if ip.is_loopback() {
-                            continue;
-                        }
-                    }
-                }
-                s.push_str(l);
-                s.push('\n');
-            }
-            if !s.lines().any(|l| l.starts_with("nameserver")) {
+            if s.is_empty() {
                 // Docker's fallback when the host only has a local resolver.
                 s.push_str("nameserver 8.8.8.8\nnameserver 8.8.4.4\n");
             }
-            s
-        };
+        }
+        if !search.is_empty() {
+            s.push_str(&format!("search {}\n", search.join(" ")));
+        } else {
+            for l in host_lines("search").into_iter().chain(host_lines("domain")) {
+                s.push_str(&l);
+                s.push('\n');
+            }
+        }
+        let mut o: Vec<String> = Vec::new();
+        if sb.dns {
+            o.push("ndots:0".into());
+        }
+        if !opts.is_empty() {
+            o.extend(opts);
+        } else {
+            for l in host_lines("options") {
+                o.extend(l.split_whitespace().skip(1).map(String::from));
+            }
+        }
+        if !o.is_empty() {
+            s.push_str(&format!("options {}\n", o.join(" ")));
+        }
+        let resolv = s;
         std::fs::write(&rec.resolv_conf_path, resolv)?;
         Ok(())
     }

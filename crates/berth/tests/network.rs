@@ -910,3 +910,35 @@ fn host_and_none_network_modes() {
         "{o}"
     );
 }
+
+#[test]
+fn dns_options_shape_resolv_conf() {
+    let d = d();
+    let out = sh(
+        d,
+        &[
+            "--dns",
+            "10.255.255.53",
+            "--dns-search",
+            "example.test",
+            "--dns-option",
+            "timeout:2",
+        ],
+        "cat /etc/resolv.conf",
+    );
+    assert!(out.contains("nameserver 10.255.255.53"), "{out}");
+    assert!(out.contains("search example.test"), "{out}");
+    assert!(out.contains("options timeout:2"), "{out}");
+    let n = unique("dnsn");
+    d.cli(&["network", "create", &n]).ok();
+    let _n = Net(d, n.clone());
+    let out = sh(
+        d,
+        &["--network", &n, "--dns-search", "example.test"],
+        "cat /etc/resolv.conf",
+    );
+    assert!(out.contains("nameserver 127.0.0.11"), "{out}");
+    assert!(!out.contains("10.255.255.53"), "{out}");
+    assert!(out.contains("search example.test"), "{out}");
+    assert!(out.contains("options ndots:0"), "{out}");
+}
