@@ -1260,6 +1260,100 @@ impl Engine {
     }
 }
 
+/// `80`, `80/udp`, `8000-8080/tcp` -> the (port, proto) pairs a ps filter names.
+fn filter_ports(v: &str) -> Result<Vec<(u16, String)>> {
+    let bad = || EngineError::InvalidParameter(format!("invalid filter value: {v}"));
+    let (range, proto) = match v.split_once('/') {
+        Some((r, p)) => (r, p.to_ascii_lowercase()),
+        None => (v, "tcp".to_string()),
+    };
+    let (lo, hi) = match range.split_once('-') {
+        Some((a, b)) => (
+            a.parse::<u16>().map_err(|_| bad())?,
+            b.parse::<u16>().map_err(|_| bad())?,
+        ),
+        None => {
+            let p = range.parse::<u16>().map_err(|_| bad())?;
+            (p, p)
+        }
+    };
+    if lo > hi || hi - lo > 4096 {
+        return Err(bad());
+    }
+    Ok((lo..=hi).map(|p| (p, proto.clone())).collect())
+}
+
+impl Engine {
+    /// ps filters `network`, `publish`, `expose` (Docker matches the container's ports).
+    pub(crate) fn net_filters_match(
+        &self,
+        rec: &ContainerRecord,
+        filters: &std::collections::HashMap<String, Vec<String>>,
+    ) -> Result<bool> {
+        if let Some(want) = filters.get("network") {
+            let nets = self.nets();
+            let st = nets.lock();
+            let mut mine: Vec<(&str, &str)> = Vec::new();
+            if let Some(c) = st.containers.get(&rec.id) {
+                for nid in c.networks.keys() {
+                    if let Some(n) = st.nets.get(nid) {
+                        mine.push((n.name.as_str(), n.id.as_str()));
+                    }
+                }
+            }
+            let mode = rec.host_config.network_mode.as_str();
+            if let Some(n) = st
+                .nets
+                .values()
+                .find(|n| n.name == mode && n.is_predefined())
+            {
+                mine.push((n.name.as_str(), n.id.as_str()));
+            }
+            if !want.iter().any(|w| {
+                mine.iter()
+                    .any(|(name, id)| name == w || (!w.is_empty() && id.starts_with(w.as_str())))
+            }) {
+                return Ok(false);
+            }
+        }
+        for (key, ports) in [
+            (
+                "publish",
+                rec.host_config
+                    .port_bindings
+                    .clone()
+                    .map(|m| m.keys().cloned().collect::<Vec<_>>()),
+            ),
+            (
+                "expose",
+                rec.config
+                    .exposed_ports
+                    .clone()
+                    .map(|m| m.keys().cloned().collect::<Vec<_>>()),
+            ),
+        ] {
+            let Some(want) = filters.get(key) else {
+                continue;
+            };
+            let have: Vec<(u16, String)> = ports
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|k| ports::parse_port_key(k).ok())
+                .collect();
+            let mut hit = false;
+            for w in want {
+                if filter_ports(w)?.iter().any(|p| have.contains(p)) {
+                    hit = true;
+                }
+            }
+            if !hit {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
 pub(crate) fn attach_from(net: &NetworkRecord, ep: &EndpointSettings) -> Result<Attach> {
     let aliases = ep.aliases.clone().unwrap_or_default();
     if net.default_bridge && !aliases.is_empty() {

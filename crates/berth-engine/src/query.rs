@@ -200,6 +200,9 @@ impl Engine {
             if opts.filters.contains_key("ancestor") && !ancestor_ids.contains(&rec.image_id) {
                 continue;
             }
+            if !self.net_filters_match(&rec, &opts.filters)? {
+                continue;
+            }
             out.push(self.summary(&rec, opts.size));
         }
         if let Some(n) = opts.limit {

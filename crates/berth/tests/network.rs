@@ -231,6 +231,26 @@ fn published_ports_from_loopback_external_address_and_containers() {
     assert_eq!(out, "published");
     // ps and inspect show the binding as Docker does.
     let ps = d.cli(&["ps", "--filter", "name=pw", "--format", "{{.Ports}}"]);
+    let by_publish = d.cli(&[
+        "ps",
+        "-q",
+        "--filter",
+        "publish=80",
+        "--filter",
+        "network=bridge",
+        "--filter",
+        "name=pw",
+    ]);
+    assert_eq!(by_publish.out().lines().count(), 1, "{by_publish}");
+    let by_other = d.cli(&[
+        "ps",
+        "-q",
+        "--filter",
+        "publish=81/udp",
+        "--filter",
+        "name=pw",
+    ]);
+    assert_eq!(by_other.out(), "", "{by_other}");
     assert!(
         ps.out().contains(&format!("0.0.0.0:{port}->80/tcp")),
         "{ps}"
@@ -400,6 +420,14 @@ fn user_network_containers_resolve_each_other_by_name_and_alias() {
         &format!("{{{{json (index .NetworkSettings.Networks \"{net}\").Aliases}}}}"),
     );
     assert!(aliases.contains("webalias"), "{aliases}");
+    let ps = d.cli(&[
+        "ps",
+        "-q",
+        "--no-trunc",
+        "--filter",
+        &format!("network={net}"),
+    ]);
+    assert_eq!(ps.out(), sid, "{ps}");
     let ni = d.cli(&["network", "inspect", &net]);
     ni.ok();
     assert!(ni.out().contains(&sid), "{ni}");
