@@ -55,6 +55,10 @@ pub struct Endpoint<'a> {
 /// and returns a netlink socket into it.
 pub fn create_sandbox(ns: &Path, with_dns: bool) -> Result<(Netlink, Option<dns::Sockets>)> {
     netns::create(ns, move |_| {
+        // IPv4 only: interfaces made from now on in this namespace (the veths) get no IPv6,
+        // so no link-local address and no duplicate-address detection (which hairpin mode,
+        // below, would fail).
+        let _ = std::fs::write("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1");
         let socks = if with_dns {
             Some(dns::bind_here()?)
         } else {
@@ -82,6 +86,13 @@ pub fn attach(host: &mut Netlink, inner: &mut Netlink, ns: &Path, ep: &Endpoint)
             .link_index(ep.host_veth)?
             .ok_or_else(|| NetError::Other(format!("veth {} vanished", ep.host_veth)))?;
         host.set_link(hidx, true, Some(bridge), None)?;
+        // Hairpin: with br_netfilter, a DNATed packet whose new destination sits on the bridge
+        // port it came from (a container reaching its own published port) is bridged back out
+        // of that port, which the bridge refuses unless the port is in hairpin mode.
+        let _ = std::fs::write(
+            format!("/sys/class/net/{}/brport/hairpin_mode", ep.host_veth),
+            "1",
+        );
         let cidx = inner
             .link_index(ep.ifname)?
             .ok_or_else(|| NetError::Other(format!("{} missing in the sandbox", ep.ifname)))?;

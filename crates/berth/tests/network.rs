@@ -970,3 +970,22 @@ fn dns_options_shape_resolv_conf() {
     assert!(out.contains("search example.test"), "{out}");
     assert!(out.contains("options ndots:0"), "{out}");
 }
+
+#[test]
+fn a_container_reaches_its_own_published_port_through_the_host() {
+    let d = d();
+    let port = TcpListener::bind("0.0.0.0:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let gw = d.gateway();
+    let out = sh(
+        d,
+        &["-p", &format!("{port}:80")],
+        &format!(
+            "{GET}mkdir -p /www && echo hairpin > /www/index.html && httpd -p 80 -h /www && get http://{gw}:{port}/index.html"
+        ),
+    );
+    assert_eq!(out, "hairpin");
+}
