@@ -233,7 +233,12 @@ impl Engine {
         let mut options = req.options.clone().unwrap_or_default();
         let bridge = match options.get("com.docker.network.bridge.name") {
             Some(b) => {
-                if b.len() > 15 || b.is_empty() {
+                if b.len() > 15
+                    || b.is_empty()
+                    || !b
+                        .bytes()
+                        .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.')
+                {
                     return Err(EngineError::InvalidParameter(format!(
                         "invalid bridge name {b}"
                     )));

@@ -566,6 +566,15 @@ fn network_commands_and_errors() {
     assert!(out.contains("inet 10.250.77.9/24"), "{out}");
     assert!(out.contains("default via 10.250.77.254"), "{out}");
     // Errors.
+    let bad = d.cli(&[
+        "network",
+        "create",
+        "-o",
+        "com.docker.network.bridge.name=x\"y",
+        &unique("bad"),
+    ]);
+    bad.fails();
+    assert!(bad.stderr.contains("invalid bridge name"), "{bad}");
     let r = d.api("GET", "/networks/nope-nope");
     assert_eq!(r.status, 404);
     assert!(
