@@ -1000,6 +1000,7 @@ impl Engine {
             reg.names.insert(new.clone(), c.id.clone());
         }
         c.update(|r| r.name = new.clone())?;
+        self.net_rename(&c.id, &new);
         Ok(())
     }
 

@@ -1025,6 +1025,22 @@ impl Engine {
         Ok(())
     }
 
+    /// The embedded resolver answers to the new name at once.
+    pub(crate) fn net_rename(&self, id: &str, name: &str) {
+        let nets = self.nets();
+        let c = {
+            let mut st = nets.lock();
+            let Some(c) = st.containers.get_mut(id) else {
+                return;
+            };
+            c.name = name.to_string();
+            c.clone()
+        };
+        if let Err(e) = nets.save_container(id, &c) {
+            tracing::warn!("container {id}: saving network state: {e}");
+        }
+    }
+
     /// After the container's exit: everything its sandbox held goes.
     pub(crate) async fn net_stop(&self, id: &str) {
         let engine = self.clone();

@@ -444,6 +444,16 @@ fn user_network_containers_resolve_each_other_by_name_and_alias() {
         o.stdout.contains("Server:") && o.stdout.contains("127.0.0.11"),
         "{o}"
     );
+    // A rename is resolvable at once.
+    let renamed = unique("renamed");
+    d.cli(&["rename", &srv, &renamed]).ok();
+    let out = sh(
+        d,
+        &[&base],
+        &format!("{GET}get http://{renamed}/index.html"),
+    );
+    assert_eq!(out, "by-name");
+    d.cli(&["rename", &renamed, &srv]).ok();
     // The network can't be removed while a container is on it: Docker's 403.
     let r = d.api("DELETE", &format!("/networks/{net}"));
     assert_eq!(r.status, 403, "{}", r.text());
