@@ -170,12 +170,14 @@ impl Sandbox {
     }
 }
 
-/// `containers/<id>.json`.
+/// `<data-root>/network/containers/<id>.json`; the sandbox lives apart, in
+/// `<exec-root>/network/<id>.json` (runtime state, like the pinned namespace it describes).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ContainerNet {
     pub name: String,
     /// network id -> attachment
     pub networks: BTreeMap<String, Attach>,
+    #[serde(skip)]
     pub sandbox: Option<Sandbox>,
 }
 
@@ -191,6 +193,8 @@ pub struct Networks {
     cfg: NetConfig,
     pub(crate) dir: PathBuf,
     pub(crate) netns_dir: PathBuf,
+    /// `<exec-root>/network`: sandbox records.
+    run_dir: PathBuf,
     state: Mutex<State>,
     host_nl: Mutex<Option<Netlink>>,
     pub(crate) fw: Firewall,
@@ -269,11 +273,27 @@ impl Networks {
                 }
             }
         }
+        if let Ok(rd) = std::fs::read_dir(exec_root.join("network")) {
+            for e in rd.flatten() {
+                let p = e.path();
+                if p.extension().and_then(|s| s.to_str()) != Some("json") {
+                    continue;
+                }
+                let Some(id) = p.file_stem().and_then(|s| s.to_str()).map(String::from) else {
+                    continue;
+                };
+                match std::fs::read(&p).map(|b| serde_json::from_slice::<Sandbox>(&b)) {
+                    Ok(Ok(sb)) => st.containers.entry(id).or_default().sandbox = Some(sb),
+                    _ => tracing::warn!("skipping unreadable {}", p.display()),
+                }
+            }
+        }
         let ipams: Arc<Mutex<HashMap<String, Ipam>>> = Arc::default();
         let nets = Networks {
             reaper: Mutex::new(spawn_reaper(ipams.clone())),
             ipams,
             netns_dir: exec_root.join("netns"),
+            run_dir: exec_root.join("network"),
             fw: Firewall::new(&table),
             cfg,
             dir,
@@ -314,9 +334,34 @@ impl Networks {
         self.dir.join("containers").join(format!("{id}.json"))
     }
 
+    /// Writes the attachments (fsynced: configuration) and the sandbox.
     pub(crate) fn save_container(&self, id: &str, c: &ContainerNet) -> Result<()> {
         util::write_atomic(&self.container_file(id), &serde_json::to_vec(c)?)?;
-        Ok(())
+        self.save_sandbox(id, c.sandbox.as_ref())
+    }
+
+    fn sandbox_file(&self, id: &str) -> PathBuf {
+        self.run_dir.join(format!("{id}.json"))
+    }
+
+    /// Writes (or, for None, removes) the sandbox record: write and rename, no fsync — it lives
+    /// in the exec root and describes a namespace no reboot keeps either.
+    pub(crate) fn save_sandbox(&self, id: &str, sb: Option<&Sandbox>) -> Result<()> {
+        let path = self.sandbox_file(id);
+        match sb {
+            None => match std::fs::remove_file(&path) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(e.into()),
+            },
+            Some(sb) => {
+                std::fs::create_dir_all(&self.run_dir)?;
+                let tmp = self.run_dir.join(format!(".{id}.tmp"));
+                std::fs::write(&tmp, serde_json::to_vec(sb)?)?;
+                std::fs::rename(&tmp, &path)?;
+                Ok(())
+            }
+        }
     }
 
     /// Runs `f` on the allocations of `net` (opened on first use).
@@ -918,7 +963,11 @@ impl Engine {
                 sb.endpoints.insert(net.id.clone(), ep);
             }
             cn.sandbox = Some(sb.clone());
-            nets.save_container(&rec.id, &cn)?;
+            if legacy {
+                nets.save_container(&rec.id, &cn)?;
+            } else {
+                nets.save_sandbox(&rec.id, Some(&sb))?;
+            }
             nets.lock().containers.insert(rec.id.clone(), cn.clone());
             let rules = port_rules(&sb);
             if !rules.is_empty() {
@@ -1054,6 +1103,7 @@ impl Engine {
         nets.teardown(id);
         nets.lock().containers.remove(id);
         let _ = std::fs::remove_file(nets.container_file(id));
+        let _ = nets.save_sandbox(id, None);
     }
 
     /// After a daemon restart, for a container whose shim is alive: take its sandbox back.
@@ -1126,10 +1176,6 @@ impl Engine {
             .collect();
         for id in stale {
             nets.teardown(&id);
-            let c = nets.lock().containers.get(&id).cloned();
-            if let Some(c) = c {
-                let _ = nets.save_container(&id, &c);
-            }
         }
         let st = nets.lock();
         let live: std::collections::HashSet<String> = st
@@ -1495,6 +1541,9 @@ impl Networks {
             }
         }
         netns::remove(&sb.netns);
+        if let Err(e) = self.save_sandbox(id, None) {
+            tracing::warn!("container {id}: removing sandbox record: {e}");
+        }
         // Deleting a veth waits for the kernel (RCU) for 10-30 ms; releasing an address is an
         // fsynced write. Neither has to delay the exit: the reaper does them. A crash before it
         // does leaks nothing: the veth dies with its namespace, and the restart's sweep frees

@@ -704,13 +704,13 @@ fn nothing_is_left_after_network_rm_and_daemon_shutdown() {
     assert_eq!(pinned_netns(&d), 2);
     // The host ends of the containers' veths, from the daemon's own records.
     let mut veths = Vec::new();
-    for e in std::fs::read_dir(d.data_root().join("network/containers"))
+    for e in std::fs::read_dir(d.exec_root().join("network"))
         .expect("dir")
         .flatten()
     {
         let v: Value =
             serde_json::from_slice(&std::fs::read(e.path()).expect("read")).expect("json");
-        for ep in v["sandbox"]["endpoints"]
+        for ep in v["endpoints"]
             .as_object()
             .into_iter()
             .flat_map(|m| m.values())
