@@ -6,7 +6,7 @@ use crate::client::{Body, Client, Hijacked, PendingRequest, Response, Result};
 use crate::types::*;
 
 /// Percent-encode a name or id used as a path segment.
-fn seg(s: &str) -> String {
+pub(crate) fn seg(s: &str) -> String {
     crate::client::encode_query_component(s)
 }
 

@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod endpoints;
+pub mod network;
 pub mod stdcopy;
 pub mod types;
 pub mod volume;

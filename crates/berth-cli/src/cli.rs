@@ -103,6 +103,9 @@ pub enum Cmd {
     /// Manage volumes
     #[command(subcommand)]
     Volume(crate::cmd_volume::VolumeCmd),
+    /// Manage networks
+    #[command(subcommand)]
+    Network(crate::cmd_network::NetworkCmd),
 }
 
 impl Cmd {
@@ -154,6 +157,7 @@ impl Cmd {
             Cmd::Wait(_) => "wait",
             Cmd::Rename(_) => "rename",
             Cmd::Port(_) => "port",
+            Cmd::Network(n) => n.name(),
             Cmd::Container(c) => match c {
                 C::Create(_) => "container create",
                 C::Run(_) => "container run",

@@ -4,6 +4,7 @@ pub mod auth;
 pub mod cli;
 mod cmd_container;
 mod cmd_image;
+pub mod cmd_network;
 mod cmd_run;
 mod cmd_system;
 pub mod cmd_volume;
@@ -144,5 +145,6 @@ async fn dispatch(c: Arc<Client>, cmd: Cmd) -> Result<i32, CliError> {
         Cmd::Rename(a) | Cmd::Container(C::Rename(a)) => cmd_container::rename(&c, a).await,
         Cmd::Port(a) | Cmd::Container(C::Port(a)) => cmd_container::port(&c, a).await,
         Cmd::Volume(v) => cmd_volume::run(&c, v).await,
+        Cmd::Network(n) => cmd_network::run(&c, n).await,
     }
 }

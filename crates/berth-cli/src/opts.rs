@@ -556,6 +556,9 @@ pub struct ContainerOpts {
     /// Add network-scoped alias for the container
     #[arg(long = "network-alias", alias = "net-alias")]
     pub network_alias: Vec<String>,
+    /// IPv4 address (e.g., 172.30.100.104)
+    #[arg(long)]
+    pub ip: Option<String>,
     /// Set custom DNS servers
     #[arg(long)]
     pub dns: Vec<String>,
@@ -757,10 +760,17 @@ impl ContainerOpts {
             network_mode.as_str(),
             "default" | "bridge" | "host" | "none"
         ) || network_mode.starts_with("container:");
-        if !builtin || !self.network_alias.is_empty() {
+        if !builtin || !self.network_alias.is_empty() || self.ip.is_some() {
             endpoints.insert(
                 network_mode.clone(),
                 EndpointSettings {
+                    ipam_config: self
+                        .ip
+                        .clone()
+                        .map(|ip| berth_api::types::EndpointIpamConfig {
+                            ipv4_address: ip,
+                            ..Default::default()
+                        }),
                     aliases: (!self.network_alias.is_empty()).then(|| self.network_alias.clone()),
                     ..Default::default()
                 },

@@ -4,9 +4,11 @@
 mod containers;
 mod error;
 mod images;
+mod networks;
 mod params;
 mod server;
 mod system;
 mod volumes;
 
+pub use berth_engine::network::{parse_pool, NetConfig};
 pub use server::{run, DaemonOptions};

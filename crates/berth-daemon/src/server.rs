@@ -28,6 +28,7 @@ pub struct DaemonOptions {
     pub insecure_registries: Vec<String>,
     /// Docker Hub mirrors, tried first.
     pub registry_mirrors: Vec<String>,
+    pub network: berth_engine::network::NetConfig,
 }
 
 /// The negotiated API version of a request, e.g. (1, 45).
@@ -117,6 +118,7 @@ fn router(state: AppState) -> Router {
     let r = crate::containers::routes(r);
     let r = crate::images::routes(r);
     let r = crate::volumes::routes(r);
+    let r = crate::networks::routes(r);
     r.fallback(not_found).with_state(state)
 }
 
@@ -201,10 +203,13 @@ async fn serve(opts: &DaemonOptions) -> Result<(), String> {
             insecure_registries: opts.insecure_registries.clone(),
             mirrors: opts.registry_mirrors.clone(),
         },
+        network: opts.network.clone(),
     })
     .await
     .map_err(|e| e.to_string())?;
-    let app = router(AppState { engine });
+    let app = router(AppState {
+        engine: engine.clone(),
+    });
     tracing::info!("API listening on {}", opts.hosts.join(", "));
 
     let shutdown = Arc::new(tokio::sync::Notify::new());
@@ -248,6 +253,7 @@ async fn serve(opts: &DaemonOptions) -> Result<(), String> {
     }
     tracing::info!("shutting down; containers keep running (live restore)");
     shutdown.notify_waiters();
+    engine.shutdown();
     for p in paths {
         let _ = std::fs::remove_file(p);
     }

@@ -12,6 +12,8 @@ mod lifecycle;
 pub mod logs;
 pub mod mounts;
 mod names;
+pub mod network;
+mod network_api;
 mod query;
 pub mod shim_client;
 mod util;
@@ -37,6 +39,8 @@ pub struct EngineConfig {
     /// The berth binary, re-executed as `berth shim`.
     pub berth_exe: PathBuf,
     pub registry: images::RegistryConfig,
+    /// Bridge, subnets and pools (`--bridge`, `--bip`, `--default-address-pool`).
+    pub network: network::NetConfig,
 }
 
 #[derive(Default)]
@@ -59,6 +63,7 @@ pub struct Inner {
     /// Held by volume rm/prune and by container create from resolving its mounts to
     /// registering it, so a volume is never removed while a container is taking it.
     volume_lock: tokio::sync::Mutex<()>,
+    net: Arc<network::Networks>,
 }
 
 /// Cheap to clone; every clone is the same engine.
@@ -81,6 +86,8 @@ impl Engine {
             .map_err(|e| EngineError::Internal(format!("opening image store: {e}")))?;
         let id = load_or_create_id(&cfg.data_root.join("engine-id"))?;
         let volumes = volumes::VolumeStore::open(&cfg.data_root.join("volumes"))?;
+        let net = network::Networks::open(&cfg.data_root, &cfg.exec_root, cfg.network.clone())?;
+        net.bring_up()?;
         let engine = Engine {
             inner: Arc::new(Inner {
                 id,
@@ -91,6 +98,7 @@ impl Engine {
                 registry: RwLock::new(Registry::default()),
                 volumes,
                 volume_lock: tokio::sync::Mutex::new(()),
+                net: Arc::new(net),
             }),
         };
         engine.restore().await?;
@@ -100,6 +108,11 @@ impl Engine {
 
     pub fn id(&self) -> &str {
         &self.inner.id
+    }
+
+    /// Daemon shutdown: networking keeps what running containers need, drops the rest.
+    pub fn shutdown(&self) {
+        self.inner.net.shutdown();
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -208,6 +221,7 @@ impl Engine {
                 );
             }
         }
+        self.net_sweep();
         for (rec, _) in loaded {
             if let Ok(c) = self.lookup(&rec.id) {
                 self.recover(c).await;
@@ -252,6 +266,10 @@ mod tests {
             exec_root: root.join("exec"),
             berth_exe: PathBuf::from("/nonexistent/berth"),
             registry: RegistryConfig::default(),
+            network: network::NetConfig {
+                bridge: "none".into(),
+                ..Default::default()
+            },
         }
     }
 

@@ -272,27 +272,32 @@ impl Engine {
             name
         };
 
+        let net = self.net_create(&id, &name, &body);
         // Volumes are resolved (and created) and reserved for this container until it is
         // registered as their user, so no volume rm/prune can take them meanwhile.
-        let result = match self.reserve_mounts(&id, &config, &host_config).await {
-            Ok(mounts) => {
-                let r = self
-                    .create_reserved(
-                        &id,
-                        &name,
-                        config,
-                        host_config,
-                        &image.id,
-                        argv,
-                        mounts.clone(),
-                    )
-                    .await;
-                self.settle_mounts(&id, &mounts, r.is_ok()).await;
-                r
-            }
+        let result = match net {
+            Ok(()) => match self.reserve_mounts(&id, &config, &host_config).await {
+                Ok(mounts) => {
+                    let r = self
+                        .create_reserved(
+                            &id,
+                            &name,
+                            config,
+                            host_config,
+                            &image.id,
+                            argv,
+                            mounts.clone(),
+                        )
+                        .await;
+                    self.settle_mounts(&id, &mounts, r.is_ok()).await;
+                    r
+                }
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         if result.is_err() {
+            self.net_forget(&id);
             let mut reg = self.write_registry();
             reg.names.remove(&name);
             reg.by_id.remove(&id);
@@ -398,6 +403,13 @@ impl Engine {
             .map_err(EngineError::internal)?
             .map_err(crate::images::image_err)?;
         self.write_etc_files(&rec)?;
+        let network = match self.net_start(&rec).await {
+            Ok(n) => n,
+            Err(e) => return self.fail_start(c, e),
+        };
+        if let Err(e) = self.net_etc_files(&rec) {
+            return self.fail_start(c, e);
+        }
         let t_mount = t0.elapsed();
 
         // Volume mounts and copy-up do file I/O: off the async workers.
@@ -410,7 +422,7 @@ impl Engine {
             Ok(m) => m,
             Err(e) => return self.fail_start(c, e),
         };
-        let mut run = self.run_config(&rec, rootfs);
+        let mut run = self.run_config(&rec, rootfs, network);
         run.mounts.extend(user_mounts);
         crate::mounts::sort_mounts(&mut run.mounts);
         let spec = berth_runtime::spec::build_spec(&run).map_err(|e| start_error(&e.to_string()));
@@ -490,6 +502,7 @@ impl Engine {
 
     fn fail_start(&self, c: &Arc<Entry>, e: EngineError) -> Result<()> {
         self.release_mounts(&c.id, &c.snapshot().mount_points);
+        self.nets().teardown(&c.id);
         let msg = e.to_string();
         let code = if msg.contains("executable file not found")
             || msg.contains("no such file or directory")
@@ -518,14 +531,15 @@ impl Engine {
         Err(e)
     }
 
-    fn run_config(&self, rec: &ContainerRecord, rootfs: std::path::PathBuf) -> ContainerRunConfig {
+    fn run_config(
+        &self,
+        rec: &ContainerRecord,
+        rootfs: std::path::PathBuf,
+        network: NetworkMode,
+    ) -> ContainerRunConfig {
         let hc = &rec.host_config;
         let mut args = vec![rec.path.clone()];
         args.extend(rec.args.iter().cloned());
-        let network = match hc.network_mode.as_str() {
-            "host" => NetworkMode::Host,
-            _ => NetworkMode::New,
-        };
         let mut mounts = Vec::new();
         for (dest, src) in [
             ("/etc/hostname", &rec.hostname_path),
@@ -650,6 +664,9 @@ impl Engine {
                 }
             }
         };
+        // Its addresses, ports and namespace go before anyone hears of the exit, so a client
+        // that reacts at once (run the next container on the same port) finds them free.
+        self.net_stop(&c.id).await;
         c.signal.send_modify(|s| {
             s.exits += 1;
             s.running = false;
@@ -735,6 +752,7 @@ impl Engine {
             for m in &rec.mount_points {
                 self.volumes().adopt(&m.name, &c.id);
             }
+            self.net_readopt(&c.id);
             self.spawn_monitor(c);
             return;
         }
@@ -934,6 +952,7 @@ impl Engine {
 
     /// Removes what a deleted container left: its filesystem, runtime leftovers, directories.
     pub(crate) fn purge_files(&self, id: &str) {
+        self.net_forget(id);
         if let Err(e) = self.images().remove_snapshot(id) {
             tracing::warn!("removing filesystem of container {id}: {e}");
             return;
@@ -1023,6 +1042,7 @@ impl Engine {
             reg.names.insert(new.clone(), c.id.clone());
         }
         c.update(|r| r.name = new.clone())?;
+        self.net_rename(&c.id, &new);
         Ok(())
     }
 

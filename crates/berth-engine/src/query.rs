@@ -3,8 +3,7 @@
 use std::collections::HashMap;
 
 use berth_api::types::{
-    ContainerInspect, ContainerState, ContainerSummary, GraphDriverData, NetworkSettings,
-    SummaryHostConfig,
+    ContainerInspect, ContainerState, ContainerSummary, GraphDriverData, SummaryHostConfig,
 };
 
 use crate::container::{ContainerRecord, Status};
@@ -211,6 +210,9 @@ impl Engine {
                     continue;
                 }
             }
+            if !self.net_filters_match(&rec, &opts.filters)? {
+                continue;
+            }
             out.push(self.summary(&rec, opts.size));
         }
         if let Some(n) = opts.limit {
@@ -228,7 +230,7 @@ impl Engine {
             image_id: rec.image_id.clone(),
             command: command_text(rec),
             created,
-            ports: Vec::new(),
+            ports: self.net_ps_ports(rec),
             size_rw: size.then(|| self.images().snapshot_size(&rec.id).unwrap_or(0) as i64),
             size_root_fs: size.then(|| {
                 let base = self
@@ -249,6 +251,9 @@ impl Engine {
                     rec.host_config.network_mode.clone()
                 },
                 ..Default::default()
+            },
+            network_settings: berth_api::types::SummaryNetworkSettings {
+                networks: Some(self.net_summary(rec)),
             },
             ..Default::default()
         }
@@ -324,7 +329,7 @@ impl Engine {
             }),
             mounts: rec.mount_points.iter().map(|m| m.to_api()).collect(),
             config: rec.config.clone(),
-            network_settings: NetworkSettings::default(),
+            network_settings: self.net_settings(&rec),
             ..Default::default()
         })
     }

@@ -35,6 +35,7 @@ pub struct Daemon {
     loaded: Mutex<BTreeMap<&'static str, Result<String, String>>>,
     cleaned: AtomicBool,
     last_start: Mutex<Duration>,
+    net: crate::netlease::NetLease,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -119,7 +120,15 @@ impl Daemon {
             .parent()
             .map(|p| p.join("berth-testkit"))
             .unwrap_or_else(|| std::env::temp_dir().join("berth-testkit"));
+        let net = match crate::netlease::NetLease::take() {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = fs::remove_dir_all(&root);
+                return Err(e);
+            }
+        };
         let d = Daemon {
+            net,
             sock: root.join("berth.sock"),
             data_root: root.join("data"),
             exec_root: root.join("exec"),
@@ -167,6 +176,9 @@ impl Daemon {
             .arg("--exec-root")
             .arg(&self.exec_root)
             .args(["--log-level", "debug"])
+            .args(["--bridge", &self.net.bridge()])
+            .args(["--bip", &self.net.bip()])
+            .args(["--default-address-pool", &self.net.pool()])
             .env("RUST_BACKTRACE", "1")
             .env_remove("DOCKER_HOST")
             .env_remove("BERTH_HOST")
@@ -227,6 +239,18 @@ impl Daemon {
     }
     pub fn bin(&self) -> &Path {
         &self.bin
+    }
+    /// The default bridge's interface (unique per test daemon).
+    pub fn bridge(&self) -> String {
+        self.net.bridge()
+    }
+    /// The default bridge's gateway address (the host, as containers see it).
+    pub fn gateway(&self) -> std::net::Ipv4Addr {
+        self.net.gateway()
+    }
+    /// This daemon's nftables table.
+    pub fn nft_table(&self) -> String {
+        self.net.table()
     }
     /// Where compiled fixtures and image tarballs are cached (next to the binary).
     pub fn cache_dir(&self) -> &Path {
@@ -528,6 +552,9 @@ impl Daemon {
         if self.is_running() && self.stop(Duration::from_secs(5)).is_none() {
             self.kill9();
         }
+        cleanup::kill_processes_under(&self.root, &self.exec_root);
+        cleanup::unmount_all_under(&self.root);
+        self.net.release(Some(&self.data_root));
         cleanup::purge(&self.root, &self.exec_root);
     }
 }

@@ -11,6 +11,7 @@ mod cmd;
 mod daemon;
 pub mod http;
 pub mod image;
+pub mod netlease;
 
 pub use cmd::{run_with_timeout, Out};
 pub use daemon::Daemon;

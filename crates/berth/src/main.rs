@@ -41,6 +41,15 @@ struct DaemonArgs {
     /// Docker Hub mirror, tried before Docker Hub (repeatable)
     #[arg(long = "registry-mirror")]
     registry_mirror: Vec<String>,
+    /// Bridge interface of the default network ("none": no default bridge)
+    #[arg(short = 'b', long = "bridge", default_value = "berth0")]
+    bridge: String,
+    /// Gateway address and prefix of the default bridge (e.g. 10.20.0.1/24)
+    #[arg(long)]
+    bip: Option<String>,
+    /// Subnets for user networks: base=CIDR,size=N (repeatable)
+    #[arg(long = "default-address-pool")]
+    default_address_pool: Vec<String>,
 }
 
 fn daemon(args: Vec<OsString>) -> i32 {
@@ -65,7 +74,7 @@ fn daemon(args: Vec<OsString>) -> i32 {
     };
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(format!(
-            "warn,berth={level},berth_daemon={level},berth_engine={level},berth_image={level},berth_runtime={level}"
+            "warn,berth={level},berth_daemon={level},berth_engine={level},berth_image={level},berth_runtime={level},berth_net={level}"
         )))
         .with_writer(std::io::stderr)
         .init();
@@ -76,7 +85,34 @@ fn daemon(args: Vec<OsString>) -> i32 {
             return 1;
         }
     };
+    let mut network = berth_daemon::NetConfig {
+        bridge: a.bridge,
+        ..Default::default()
+    };
+    if let Some(b) = &a.bip {
+        match b.parse() {
+            Ok(c) => network.bip = Some(c),
+            Err(e) => {
+                eprintln!("berth daemon: --bip: {e}");
+                return 125;
+            }
+        }
+    }
+    if !a.default_address_pool.is_empty() {
+        let mut pools = Vec::new();
+        for p in &a.default_address_pool {
+            match berth_daemon::parse_pool(p) {
+                Ok(x) => pools.push(x),
+                Err(e) => {
+                    eprintln!("berth daemon: --default-address-pool: {e}");
+                    return 125;
+                }
+            }
+        }
+        network.pools = pools;
+    }
     let opts = berth_daemon::DaemonOptions {
+        network,
         hosts: a.host,
         pidfile: a.pidfile.unwrap_or_else(|| a.exec_root.join("berth.pid")),
         data_root: a.data_root,

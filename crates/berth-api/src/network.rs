@@ -1,0 +1,185 @@
+//! `/networks` types and client calls.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::client::{Body, Client, Result};
+use crate::types::EndpointSettings;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct IpamConfig {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub subnet: String,
+    #[serde(rename = "IPRange", skip_serializing_if = "String::is_empty")]
+    pub ip_range: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub gateway: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct Ipam {
+    pub driver: String,
+    pub options: Option<BTreeMap<String, String>>,
+    pub config: Option<Vec<IpamConfig>>,
+}
+
+/// `POST /networks/create`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct NetworkCreateRequest {
+    pub name: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub driver: String,
+    pub internal: bool,
+    pub attachable: bool,
+    #[serde(rename = "EnableIPv6", skip_serializing_if = "Option::is_none")]
+    pub enable_ipv6: Option<bool>,
+    #[serde(rename = "IPAM", skip_serializing_if = "Option::is_none")]
+    pub ipam: Option<Ipam>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub options: Option<BTreeMap<String, String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
+    /// Pre-1.44 clients send it; duplicates are always refused now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check_duplicate: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct NetworkCreateResponse {
+    #[serde(rename = "Id")]
+    pub id: String,
+    pub warning: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct NetworkContainer {
+    pub name: String,
+    #[serde(rename = "EndpointID")]
+    pub endpoint_id: String,
+    pub mac_address: String,
+    #[serde(rename = "IPv4Address")]
+    pub ipv4_address: String,
+    #[serde(rename = "IPv6Address")]
+    pub ipv6_address: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct ConfigReference {
+    pub network: String,
+}
+
+/// `GET /networks/{id}` and the entries of `GET /networks`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct NetworkInspect {
+    pub name: String,
+    #[serde(rename = "Id")]
+    pub id: String,
+    pub created: String,
+    pub scope: String,
+    pub driver: String,
+    #[serde(rename = "EnableIPv6")]
+    pub enable_ipv6: bool,
+    #[serde(rename = "IPAM")]
+    pub ipam: Ipam,
+    pub internal: bool,
+    pub attachable: bool,
+    pub ingress: bool,
+    pub config_from: ConfigReference,
+    pub config_only: bool,
+    pub containers: BTreeMap<String, NetworkContainer>,
+    pub options: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct NetworkConnectRequest {
+    pub container: String,
+    pub endpoint_config: Option<EndpointSettings>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct NetworkDisconnectRequest {
+    pub container: String,
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct NetworkPruneResponse {
+    pub networks_deleted: Option<Vec<String>>,
+}
+
+fn seg(s: &str) -> String {
+    crate::endpoints::seg(s)
+}
+
+impl Client {
+    pub async fn network_list(&self, filters: &str) -> Result<Vec<NetworkInspect>> {
+        let q = if filters.is_empty() {
+            vec![]
+        } else {
+            vec![("filters", filters.to_string())]
+        };
+        self.get_json("/networks", &q).await
+    }
+
+    pub async fn network_inspect_raw(&self, id: &str) -> Result<serde_json::Value> {
+        self.get_json(&format!("/networks/{}", seg(id)), &[]).await
+    }
+
+    pub async fn network_create(
+        &self,
+        req: &NetworkCreateRequest,
+    ) -> Result<NetworkCreateResponse> {
+        let body = serde_json::to_vec(req).unwrap_or_default();
+        self.post_json("/networks/create", &[], Body::Json(body))
+            .await
+    }
+
+    pub async fn network_remove(&self, id: &str) -> Result<()> {
+        self.delete(&format!("/networks/{}", seg(id)), &[])
+            .await?
+            .bytes()
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn network_connect(&self, id: &str, req: &NetworkConnectRequest) -> Result<()> {
+        let body = serde_json::to_vec(req).unwrap_or_default();
+        self.post(
+            &format!("/networks/{}/connect", seg(id)),
+            &[],
+            Body::Json(body),
+        )
+        .await
+    }
+
+    pub async fn network_disconnect(&self, id: &str, req: &NetworkDisconnectRequest) -> Result<()> {
+        let body = serde_json::to_vec(req).unwrap_or_default();
+        self.post(
+            &format!("/networks/{}/disconnect", seg(id)),
+            &[],
+            Body::Json(body),
+        )
+        .await
+    }
+
+    pub async fn network_prune(&self, filters: &str) -> Result<NetworkPruneResponse> {
+        let q = if filters.is_empty() {
+            vec![]
+        } else {
+            vec![("filters", filters.to_string())]
+        };
+        self.post_json("/networks/prune", &q, Body::Empty).await
+    }
+}

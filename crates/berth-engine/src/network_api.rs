@@ -1,0 +1,494 @@
+//! The `/networks` operations: create, list, inspect, remove, connect, disconnect, prune.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
+
+use berth_api::network::{
+    Ipam as ApiIpam, IpamConfig, NetworkConnectRequest, NetworkContainer, NetworkCreateRequest,
+    NetworkCreateResponse, NetworkDisconnectRequest, NetworkInspect, NetworkPruneResponse,
+};
+use berth_net::cidr::Cidr;
+use berth_net::setup;
+
+use crate::error::{EngineError, Result};
+use crate::network::{attach_from, find_in, net_err, NetworkRecord};
+use crate::util::{self, now_rfc3339};
+use crate::Engine;
+
+fn valid_name(n: &str) -> bool {
+    let mut c = n.chars();
+    matches!(c.next(), Some(ch) if ch.is_ascii_alphanumeric())
+        && n.chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "_.-".contains(ch))
+}
+
+impl Engine {
+    fn network_view(&self, n: &NetworkRecord) -> NetworkInspect {
+        let st = self.nets().lock();
+        let mut containers = BTreeMap::new();
+        for (cid, c) in &st.containers {
+            if let Some(ep) = c.sandbox.as_ref().and_then(|s| s.endpoints.get(&n.id)) {
+                containers.insert(
+                    cid.clone(),
+                    NetworkContainer {
+                        name: c.name.clone(),
+                        endpoint_id: ep.endpoint_id.clone(),
+                        mac_address: setup::mac_string(setup::mac_for(ep.ip)),
+                        ipv4_address: format!("{}/{}", ep.ip, ep.prefix),
+                        ipv6_address: String::new(),
+                    },
+                );
+            }
+        }
+        let config = match (n.subnet, n.gateway) {
+            (Some(s), Some(g)) => Some(vec![IpamConfig {
+                subnet: s.to_string(),
+                gateway: g.to_string(),
+                ..Default::default()
+            }]),
+            _ => Some(Vec::new()),
+        };
+        NetworkInspect {
+            name: n.name.clone(),
+            id: n.id.clone(),
+            created: n.created.clone(),
+            scope: "local".into(),
+            driver: n.driver.clone(),
+            ipam: ApiIpam {
+                driver: "default".into(),
+                options: None,
+                config,
+            },
+            internal: n.internal,
+            attachable: n.attachable,
+            containers,
+            options: n.options.clone(),
+            labels: n.labels.clone(),
+            ..Default::default()
+        }
+    }
+
+    pub fn network_inspect(&self, name: &str) -> Result<NetworkInspect> {
+        let n = self.nets().find(name)?;
+        Ok(self.network_view(&n))
+    }
+
+    pub fn network_list(
+        &self,
+        filters: &HashMap<String, Vec<String>>,
+    ) -> Result<Vec<NetworkInspect>> {
+        for k in filters.keys() {
+            if !matches!(
+                k.as_str(),
+                "name" | "id" | "driver" | "type" | "label" | "scope" | "dangling"
+            ) {
+                return Err(EngineError::InvalidParameter(format!(
+                    "invalid filter '{k}'"
+                )));
+            }
+        }
+        let mut out = Vec::new();
+        for n in self.nets().list() {
+            let any = |key: &str, f: &dyn Fn(&str) -> bool| {
+                filters
+                    .get(key)
+                    .map(|vs| vs.iter().any(|v| f(v)))
+                    .unwrap_or(true)
+            };
+            if !any("name", &|v| n.name.contains(v))
+                || !any("id", &|v| n.id.starts_with(v))
+                || !any("driver", &|v| n.driver == v)
+                || !any("scope", &|v| v == "local")
+                || !any("type", &|v| match v {
+                    "custom" => !n.is_predefined(),
+                    "builtin" => n.is_predefined(),
+                    _ => false,
+                })
+                || !filters
+                    .get("label")
+                    .map(|vs| {
+                        vs.iter().all(|v| match v.split_once('=') {
+                            Some((k, val)) => n.labels.get(k).map(|x| x == val).unwrap_or(false),
+                            None => n.labels.contains_key(v.as_str()),
+                        })
+                    })
+                    .unwrap_or(true)
+            {
+                continue;
+            }
+            let mut v = self.network_view(&n);
+            // Docker's list leaves the containers out.
+            v.containers.clear();
+            out.push(v);
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    pub async fn network_create(&self, req: NetworkCreateRequest) -> Result<NetworkCreateResponse> {
+        let engine = self.clone();
+        tokio::task::spawn_blocking(move || engine.network_create_blocking(req))
+            .await
+            .map_err(EngineError::internal)?
+    }
+
+    fn network_create_blocking(&self, req: NetworkCreateRequest) -> Result<NetworkCreateResponse> {
+        let name = req.name.trim().to_string();
+        if name.is_empty() || !valid_name(&name) {
+            return Err(EngineError::InvalidParameter(format!(
+                "invalid network name \"{name}\": must match [a-zA-Z0-9][a-zA-Z0-9_.-]"
+            )));
+        }
+        let driver = if req.driver.is_empty() {
+            "bridge"
+        } else {
+            req.driver.as_str()
+        };
+        if driver != "bridge" {
+            if driver == "host" || driver == "null" {
+                return Err(EngineError::Forbidden(format!(
+                    "only one instance of \"{driver}\" network is allowed"
+                )));
+            }
+            return Err(EngineError::NotFound(format!(
+                "plugin \"{driver}\" not found"
+            )));
+        }
+        if req.enable_ipv6 == Some(true) {
+            return Err(EngineError::InvalidParameter(
+                "IPv6 networks are not supported by Berth".into(),
+            ));
+        }
+        let cfg = req
+            .ipam
+            .as_ref()
+            .and_then(|i| i.config.clone())
+            .unwrap_or_default();
+        if cfg.len() > 1 {
+            return Err(EngineError::InvalidParameter(
+                "only one IPv4 subnet per network is supported".into(),
+            ));
+        }
+        let nets = self.nets();
+        let mut st = nets.lock();
+        if st.nets.values().any(|n| n.name == name) {
+            return Err(EngineError::Conflict(format!(
+                "network with name {name} already exists"
+            )));
+        }
+        let (subnet, gateway) = match cfg.first() {
+            Some(c) if !c.subnet.is_empty() => {
+                let s: Cidr = c.subnet.parse().map_err(EngineError::InvalidParameter)?;
+                if s.addr != s.network() {
+                    return Err(EngineError::InvalidParameter(format!(
+                        "invalid subnet {s}: it should be {}",
+                        s.normalized()
+                    )));
+                }
+                if s.prefix > 30 {
+                    return Err(EngineError::InvalidParameter(format!(
+                        "invalid subnet {s}: too small"
+                    )));
+                }
+                if st
+                    .nets
+                    .values()
+                    .filter_map(|n| n.subnet)
+                    .any(|o| o.overlaps(&s))
+                {
+                    return Err(EngineError::Forbidden(
+                        "Pool overlaps with other one on this address space".into(),
+                    ));
+                }
+                let gw = if c.gateway.is_empty() {
+                    s.first_host()
+                } else {
+                    let g: Ipv4Addr = c.gateway.parse().map_err(|_| {
+                        EngineError::InvalidParameter(format!(
+                            "invalid gateway address {}",
+                            c.gateway
+                        ))
+                    })?;
+                    if !s.contains(g) || g == s.network() || g == s.broadcast() {
+                        return Err(EngineError::InvalidParameter(format!(
+                            "no matching subnet for gateway {g}"
+                        )));
+                    }
+                    g
+                };
+                (s, gw)
+            }
+            Some(c) if !c.gateway.is_empty() => {
+                return Err(EngineError::InvalidParameter(
+                    "gateway must be specified with a subnet".into(),
+                ))
+            }
+            _ => {
+                let pools = nets_pools(self);
+                let s = nets.pick_subnet(&st, &pools)?;
+                (s, s.first_host())
+            }
+        };
+        let id = util::new_id();
+        let mut options = req.options.clone().unwrap_or_default();
+        let bridge = match options.get("com.docker.network.bridge.name") {
+            Some(b) => {
+                if b.len() > 15
+                    || b.is_empty()
+                    || !b
+                        .bytes()
+                        .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.')
+                {
+                    return Err(EngineError::InvalidParameter(format!(
+                        "invalid bridge name {b}"
+                    )));
+                }
+                b.clone()
+            }
+            None => format!("br-{}", &id[..12]),
+        };
+        if st
+            .nets
+            .values()
+            .any(|n| n.bridge.as_deref() == Some(bridge.as_str()))
+        {
+            return Err(EngineError::Conflict(format!(
+                "bridge name {bridge} already in use"
+            )));
+        }
+        options.retain(|k, _| !k.is_empty());
+        let rec = NetworkRecord {
+            id: id.clone(),
+            name,
+            created: now_rfc3339(),
+            driver: "bridge".into(),
+            subnet: Some(subnet),
+            gateway: Some(gateway),
+            bridge: Some(bridge.clone()),
+            internal: req.internal,
+            attachable: req.attachable,
+            labels: req.labels.clone().unwrap_or_default(),
+            options,
+            default_bridge: false,
+        };
+        st.nets.insert(id.clone(), rec.clone());
+        if let Err(e) = nets.save_networks(&st) {
+            st.nets.remove(&id);
+            return Err(e);
+        }
+        drop(st);
+        let r = nets.ensure_bridge(&rec).and_then(|_| nets.sync_firewall());
+        if let Err(e) = r {
+            let mut st = nets.lock();
+            st.nets.remove(&id);
+            let _ = nets.save_networks(&st);
+            drop(st);
+            let _ = nets.with_nl(|nl| nl.delete_link(&bridge).map_err(net_err));
+            let _ = nets.sync_firewall();
+            return Err(e);
+        }
+        Ok(NetworkCreateResponse {
+            id,
+            warning: String::new(),
+        })
+    }
+
+    pub async fn network_remove(&self, name: &str) -> Result<()> {
+        let engine = self.clone();
+        let name = name.to_string();
+        tokio::task::spawn_blocking(move || engine.network_remove_blocking(&name))
+            .await
+            .map_err(EngineError::internal)?
+    }
+
+    fn network_remove_blocking(&self, name: &str) -> Result<()> {
+        let nets = self.nets();
+        let mut st = nets.lock();
+        let n = find_in(&st, name)?.clone();
+        if n.is_predefined() {
+            return Err(EngineError::Forbidden(format!(
+                "{} is a pre-defined network and cannot be removed",
+                n.name
+            )));
+        }
+        let active = st.containers.values().any(|c| {
+            c.sandbox
+                .as_ref()
+                .is_some_and(|s| s.endpoints.contains_key(&n.id))
+        });
+        if active {
+            return Err(EngineError::Forbidden(format!(
+                "error while removing network: network {} id {} has active endpoints",
+                n.name, n.id
+            )));
+        }
+        st.nets.remove(&n.id);
+        nets.save_networks(&st)?;
+        drop(st);
+        nets.drop_ipam(&n.id);
+        nets.sync_firewall()?;
+        if let Some(b) = &n.bridge {
+            nets.with_nl(|nl| nl.delete_link(b).map_err(net_err))?;
+        }
+        Ok(())
+    }
+
+    pub async fn network_prune(
+        &self,
+        filters: &HashMap<String, Vec<String>>,
+    ) -> Result<NetworkPruneResponse> {
+        let candidates: Vec<NetworkRecord> = {
+            let st = self.nets().lock();
+            st.nets
+                .values()
+                .filter(|n| !n.is_predefined())
+                .filter(|n| {
+                    !st.containers.values().any(|c| {
+                        c.sandbox
+                            .as_ref()
+                            .is_some_and(|s| s.endpoints.contains_key(&n.id))
+                    })
+                })
+                .filter(|n| {
+                    filters
+                        .get("label")
+                        .map(|vs| {
+                            vs.iter().all(|v| match v.split_once('=') {
+                                Some((k, val)) => n.labels.get(k).is_some_and(|x| x == val),
+                                None => n.labels.contains_key(v.as_str()),
+                            })
+                        })
+                        .unwrap_or(true)
+                })
+                .cloned()
+                .collect()
+        };
+        let mut deleted = Vec::new();
+        for n in candidates {
+            if self.network_remove(&n.id).await.is_ok() {
+                deleted.push(n.name);
+            }
+        }
+        Ok(NetworkPruneResponse {
+            networks_deleted: Some(deleted),
+        })
+    }
+
+    pub async fn network_connect(&self, net: &str, req: NetworkConnectRequest) -> Result<()> {
+        let c = self.lookup(&req.container)?;
+        let _g = c.op.lock().await;
+        let rec = c.snapshot();
+        let n = self.nets().find(net)?;
+        if n.driver == "host" || n.driver == "null" {
+            return Err(EngineError::Forbidden(
+                "container cannot be disconnected from host network or connected to host network"
+                    .into(),
+            ));
+        }
+        let mode = rec.host_config.network_mode.as_str();
+        if mode == "host" || mode == "none" || mode.starts_with("container:") {
+            return Err(EngineError::Forbidden(
+                "container sharing network namespace with another container or host cannot be connected to any other network"
+                    .into(),
+            ));
+        }
+        let att = attach_from(&n, &req.endpoint_config.clone().unwrap_or_default())?;
+        let engine = self.clone();
+        let id = rec.id.clone();
+        let running = rec.state.status.is_running();
+        let socks =
+            tokio::task::spawn_blocking(move || engine.connect_blocking(&id, &n, att, running))
+                .await
+                .map_err(EngineError::internal)??;
+        if let Some(s) = socks {
+            self.serve_dns(&rec.id, s)?;
+        }
+        Ok(())
+    }
+
+    fn connect_blocking(
+        &self,
+        id: &str,
+        n: &NetworkRecord,
+        att: crate::network::Attach,
+        running: bool,
+    ) -> Result<Option<berth_net::dns::Sockets>> {
+        let nets = self.nets();
+        let mut cn = nets.lock().containers.get(id).cloned().unwrap_or_default();
+        if cn.networks.contains_key(&n.id) {
+            return Err(EngineError::Forbidden(format!(
+                "endpoint with name {} already exists in network {}",
+                cn.name, n.name
+            )));
+        }
+        let mut socks = None;
+        if running {
+            if let Some(mut sb) = cn.sandbox.clone() {
+                let mut inner = setup::open_sandbox(&sb.netns).map_err(net_err)?;
+                let ep = nets.plug(
+                    id,
+                    &mut inner,
+                    &sb.netns,
+                    n,
+                    &att,
+                    sb.endpoints.len(),
+                    false,
+                )?;
+                sb.endpoints.insert(n.id.clone(), ep);
+                if !sb.dns && !n.default_bridge {
+                    sb.dns = true;
+                    socks = Some(berth_net::dns::bind_in(&sb.netns).map_err(net_err)?);
+                }
+                cn.sandbox = Some(sb);
+            }
+        }
+        cn.networks.insert(n.id.clone(), att);
+        nets.save_container(id, &cn)?;
+        nets.lock().containers.insert(id.to_string(), cn);
+        Ok(socks)
+    }
+
+    pub async fn network_disconnect(&self, net: &str, req: NetworkDisconnectRequest) -> Result<()> {
+        let c = match self.lookup(&req.container) {
+            Ok(c) => c,
+            Err(e) => return Err(e),
+        };
+        let _g = c.op.lock().await;
+        let n = self.nets().find(net)?;
+        if n.driver == "host" || n.driver == "null" {
+            return Err(EngineError::Forbidden(
+                "container cannot be disconnected from host network or connected to host network"
+                    .into(),
+            ));
+        }
+        let engine = self.clone();
+        let id = c.id.clone();
+        tokio::task::spawn_blocking(move || engine.disconnect_blocking(&id, &n))
+            .await
+            .map_err(EngineError::internal)?
+    }
+
+    fn disconnect_blocking(&self, id: &str, n: &NetworkRecord) -> Result<()> {
+        let nets = self.nets();
+        let mut cn = nets.lock().containers.get(id).cloned().unwrap_or_default();
+        if cn.networks.remove(&n.id).is_none() {
+            return Err(EngineError::Forbidden(format!(
+                "container {id} is not connected to network {}",
+                n.name
+            )));
+        }
+        if let Some(sb) = cn.sandbox.as_mut() {
+            if let Some(ep) = sb.endpoints.remove(&n.id) {
+                let _ = nets.with_nl(|nl| nl.delete_link(&ep.host_veth).map_err(net_err));
+                let _ = nets.with_ipam(n, |ipam| ipam.release(ep.ip, id).map_err(net_err));
+            }
+        }
+        nets.save_container(id, &cn)?;
+        nets.lock().containers.insert(id.to_string(), cn);
+        Ok(())
+    }
+}
+
+fn nets_pools(e: &Engine) -> Vec<(Cidr, u8)> {
+    e.nets().pools()
+}

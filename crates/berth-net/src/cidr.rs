@@ -1,0 +1,124 @@
+//! IPv4 subnets.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// An IPv4 prefix; `addr` may carry host bits (`--bip 10.1.0.1/24`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Cidr {
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    pub fn new(addr: Ipv4Addr, prefix: u8) -> Option<Cidr> {
+        (prefix <= 32).then_some(Cidr { addr, prefix })
+    }
+    fn mask(&self) -> u32 {
+        if self.prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - self.prefix as u32)
+        }
+    }
+    /// The network address (host bits cleared).
+    pub fn network(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr) & self.mask())
+    }
+    /// This prefix without host bits.
+    pub fn normalized(&self) -> Cidr {
+        Cidr {
+            addr: self.network(),
+            prefix: self.prefix,
+        }
+    }
+    pub fn broadcast(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr) | !self.mask())
+    }
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & self.mask() == u32::from(self.network())
+    }
+    pub fn overlaps(&self, other: &Cidr) -> bool {
+        self.contains(other.network()) || other.contains(self.network())
+    }
+    /// Number of addresses.
+    pub fn size(&self) -> u64 {
+        1u64 << (32 - self.prefix as u32)
+    }
+    /// The first usable host address (the default gateway).
+    pub fn first_host(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.network()).wrapping_add(1))
+    }
+    /// Splits this prefix into subnets of length `len` (none when `len` is shorter).
+    pub fn subnets(&self, len: u8) -> impl Iterator<Item = Cidr> {
+        let base = u32::from(self.network()) as u64;
+        let count = if len < self.prefix || len > 32 {
+            0
+        } else {
+            1u64 << (len - self.prefix)
+        };
+        let step = 1u64 << (32 - len as u32);
+        (0..count).map(move |i| Cidr {
+            addr: Ipv4Addr::from((base + i * step) as u32),
+            prefix: len,
+        })
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Cidr, String> {
+        let bad = || format!("invalid CIDR address: {s}");
+        let (a, p) = s.trim().split_once('/').ok_or_else(bad)?;
+        let addr: Ipv4Addr = a.parse().map_err(|_| bad())?;
+        let prefix: u8 = p.parse().map_err(|_| bad())?;
+        Cidr::new(addr, prefix).ok_or_else(bad)
+    }
+}
+
+impl Serialize for Cidr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Cidr, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_and_math() {
+        let c: Cidr = "10.1.2.3/24".parse().unwrap();
+        assert_eq!(c.network(), Ipv4Addr::new(10, 1, 2, 0));
+        assert_eq!(c.broadcast(), Ipv4Addr::new(10, 1, 2, 255));
+        assert!(c.contains(Ipv4Addr::new(10, 1, 2, 200)));
+        assert!(!c.contains(Ipv4Addr::new(10, 1, 3, 1)));
+        assert_eq!(c.normalized().to_string(), "10.1.2.0/24");
+        let big: Cidr = "10.0.0.0/8".parse().unwrap();
+        assert!(big.overlaps(&c) && c.overlaps(&big));
+        assert!(!c.overlaps(&"10.1.3.0/24".parse().unwrap()));
+        let subs: Vec<_> = "10.9.0.0/22".parse::<Cidr>().unwrap().subnets(24).collect();
+        assert_eq!(subs.len(), 4);
+        assert_eq!(subs[3].to_string(), "10.9.3.0/24");
+        assert!("10.1.2.3".parse::<Cidr>().is_err());
+        assert!("10.1.2.3/33".parse::<Cidr>().is_err());
+        assert!("x/8".parse::<Cidr>().is_err());
+        assert_eq!(Cidr::new(Ipv4Addr::UNSPECIFIED, 0).unwrap().size(), 1 << 32);
+    }
+}

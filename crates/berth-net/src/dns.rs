@@ -1,0 +1,296 @@
+//! The embedded resolver of user-defined networks (Docker's shape): UDP and TCP sockets on
+//! 127.0.0.11:53 inside the container's namespace, answering A records for the names the engine
+//! knows and forwarding everything else to the host's nameservers.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::{netns, NetError, Result};
+
+/// Name -> addresses, for the networks of one container. `None`: not ours, forward it.
+pub type Lookup = Arc<dyn Fn(&str) -> Option<Vec<Ipv4Addr>> + Send + Sync>;
+
+pub const ADDR: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 11);
+
+/// Sockets bound inside a container's namespace.
+pub struct Sockets {
+    udp: std::net::UdpSocket,
+    tcp: std::net::TcpListener,
+}
+
+/// Binds 127.0.0.11:53 (UDP and TCP) inside the namespace pinned at `ns`.
+pub fn bind_in(ns: &std::path::Path) -> Result<Sockets> {
+    netns::enter(ns, bind_here)
+}
+
+/// Binds in the calling thread's namespace (used from inside `netns::create`).
+pub fn bind_here() -> Result<Sockets> {
+    let e = |e: std::io::Error| NetError::Dns(format!("binding {ADDR}:53: {e}"));
+    let udp = std::net::UdpSocket::bind((ADDR, 53)).map_err(e)?;
+    let tcp = std::net::TcpListener::bind((ADDR, 53)).map_err(e)?;
+    udp.set_nonblocking(true).map_err(e)?;
+    tcp.set_nonblocking(true).map_err(e)?;
+    Ok(Sockets { udp, tcp })
+}
+
+/// The nameservers of a resolv.conf text, without loopback ones.
+pub fn nameservers(resolv: &str) -> Vec<Ipv4Addr> {
+    resolv
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next() == Some("nameserver")).then(|| w.next()).flatten()
+        })
+        .filter_map(|s| s.parse::<Ipv4Addr>().ok())
+        .filter(|ip| !ip.is_loopback())
+        .collect()
+}
+
+/// Serves the sockets until the returned handle is aborted (needs a tokio runtime).
+pub fn serve(
+    socks: Sockets,
+    lookup: Lookup,
+    upstream: Vec<Ipv4Addr>,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let e = |e: std::io::Error| NetError::Dns(format!("resolver sockets: {e}"));
+    let udp = Arc::new(tokio::net::UdpSocket::from_std(socks.udp).map_err(e)?);
+    let tcp = tokio::net::TcpListener::from_std(socks.tcp).map_err(e)?;
+    let upstream = Arc::new(upstream);
+    Ok(tokio::spawn(async move {
+        let u = {
+            let (udp, lookup, upstream) = (udp.clone(), lookup.clone(), upstream.clone());
+            async move {
+                let mut buf = vec![0u8; 4096];
+                loop {
+                    let Ok((n, peer)) = udp.recv_from(&mut buf).await else {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    };
+                    let q = buf[..n].to_vec();
+                    let (udp, lookup, upstream) = (udp.clone(), lookup.clone(), upstream.clone());
+                    tokio::spawn(async move {
+                        if let Some(ans) = answer(&q, &lookup, &upstream).await {
+                            let _ = udp.send_to(&ans, peer).await;
+                        }
+                    });
+                }
+            }
+        };
+        let t = async move {
+            loop {
+                let Ok((mut s, _)) = tcp.accept().await else {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                let (lookup, upstream) = (lookup.clone(), upstream.clone());
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+                        loop {
+                            let len = s.read_u16().await? as usize;
+                            let mut q = vec![0u8; len];
+                            s.read_exact(&mut q).await?;
+                            let Some(ans) = answer(&q, &lookup, &upstream).await else {
+                                return Ok::<(), std::io::Error>(());
+                            };
+                            s.write_u16(ans.len() as u16).await?;
+                            s.write_all(&ans).await?;
+                        }
+                    })
+                    .await;
+                });
+            }
+        };
+        tokio::join!(u, t);
+    }))
+}
+
+/// The question of a query: (name lowercased without the final dot, qtype, end offset).
+fn question(q: &[u8]) -> Option<(String, u16, usize)> {
+    if q.len() < 12 || u16::from_be_bytes([q[4], q[5]]) != 1 || q[2] & 0x80 != 0 {
+        return None;
+    }
+    let mut i = 12;
+    let mut labels = Vec::new();
+    loop {
+        let l = *q.get(i)? as usize;
+        i += 1;
+        if l == 0 {
+            break;
+        }
+        if l > 63 {
+            return None;
+        }
+        labels.push(String::from_utf8_lossy(q.get(i..i + l)?).to_ascii_lowercase());
+        i += l;
+    }
+    let qtype = u16::from_be_bytes([*q.get(i)?, *q.get(i + 1)?]);
+    Some((labels.join("."), qtype, i + 4))
+}
+
+async fn answer(q: &[u8], lookup: &Lookup, upstream: &[Ipv4Addr]) -> Option<Vec<u8>> {
+    let (name, qtype, end) = question(q)?;
+    if end > q.len() {
+        return None;
+    }
+    // A, AAAA and ANY for our names are answered here; AAAA with no records (IPv4 only).
+    if matches!(qtype, 1 | 28 | 255) {
+        if let Some(ips) = lookup(&name) {
+            let mut r = q[..end].to_vec();
+            r[2] = 0x84 | (q[2] & 0x01); // QR, AA, keep RD
+            r[3] = 0x80; // RA, NOERROR
+            let ips: Vec<Ipv4Addr> = if qtype == 28 { Vec::new() } else { ips };
+            r[6..8].copy_from_slice(&(ips.len() as u16).to_be_bytes());
+            r[8..12].copy_from_slice(&[0, 0, 0, 0]);
+            for ip in ips {
+                r.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1]);
+                r.extend_from_slice(&600u32.to_be_bytes());
+                r.extend_from_slice(&4u16.to_be_bytes());
+                r.extend_from_slice(&ip.octets());
+            }
+            return Some(r);
+        }
+    }
+    for ns in upstream {
+        if let Some(r) = forward(q, SocketAddr::from((*ns, 53))).await {
+            return Some(r);
+        }
+    }
+    // SERVFAIL
+    let mut r = q[..end].to_vec();
+    r[2] = 0x80 | (q[2] & 0x01);
+    r[3] = 0x82;
+    r[6..12].copy_from_slice(&[0; 6]);
+    Some(r)
+}
+
+async fn forward(q: &[u8], to: SocketAddr) -> Option<Vec<u8>> {
+    let s = tokio::net::UdpSocket::bind(("0.0.0.0", 0)).await.ok()?;
+    s.connect(to).await.ok()?;
+    s.send(q).await.ok()?;
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(3), s.recv(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    (n >= 12 && buf[..2] == q[..2]).then(|| buf[..n].to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(name: &str, qtype: u16) -> Vec<u8> {
+        let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        for l in name.split('.') {
+            q.push(l.len() as u8);
+            q.extend_from_slice(l.as_bytes());
+        }
+        q.push(0);
+        q.extend_from_slice(&qtype.to_be_bytes());
+        q.extend_from_slice(&[0, 1]);
+        q
+    }
+
+    #[tokio::test]
+    async fn answers_known_names() {
+        let lookup: Lookup =
+            Arc::new(|n: &str| (n == "web").then(|| vec![Ipv4Addr::new(10, 1, 0, 2)]));
+        let r = answer(&query("Web", 1), &lookup, &[]).await.unwrap();
+        assert_eq!(&r[..2], &[0x12, 0x34]);
+        assert_eq!(u16::from_be_bytes([r[6], r[7]]), 1);
+        assert_eq!(&r[r.len() - 4..], &[10, 1, 0, 2]);
+        let r = answer(&query("web", 28), &lookup, &[]).await.unwrap();
+        assert_eq!(u16::from_be_bytes([r[6], r[7]]), 0);
+        assert_eq!(r[3] & 0x0f, 0);
+        // Unknown, and no upstream: SERVFAIL.
+        let r = answer(&query("other.example", 1), &lookup, &[])
+            .await
+            .unwrap();
+        assert_eq!(r[3] & 0x0f, 2);
+        assert!(answer(&[1, 2, 3], &lookup, &[]).await.is_none());
+    }
+
+    #[test]
+    fn resolv_nameservers() {
+        let r = "search x\nnameserver 127.0.0.53\nnameserver 10.255.255.53\nnameserver ::1\n";
+        assert_eq!(nameservers(r), vec![Ipv4Addr::new(10, 255, 255, 53)]);
+    }
+}
+
+/// The resolver for real, in a throwaway namespace (root needed; skipped otherwise): UDP and
+/// TCP queries for a known name are answered; an unknown name with an unreachable upstream gets
+/// SERVFAIL rather than silence.
+#[cfg(test)]
+mod kernel_tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    fn query(name: &str) -> Vec<u8> {
+        let mut q = vec![0xab, 0xcd, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        for l in name.split('.') {
+            q.push(l.len() as u8);
+            q.extend_from_slice(l.as_bytes());
+        }
+        q.extend_from_slice(&[0, 0, 1, 0, 1]);
+        q
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn udp_and_tcp_in_a_namespace() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let ns = tmp.path().join("ns");
+        let socks = netns::create(&ns, |_| bind_here()).unwrap();
+        let lookup: Lookup =
+            Arc::new(|n: &str| (n == "db").then(|| vec![Ipv4Addr::new(10, 1, 2, 3)]));
+        // 192.0.2.0/24 is TEST-NET: nothing answers there, and the namespace has no route anyway.
+        let task = serve(socks, lookup, vec![Ipv4Addr::new(192, 0, 2, 53)]).unwrap();
+        let p = ns.clone();
+        let (udp, tcp, fail) = tokio::task::spawn_blocking(move || {
+            netns::enter(&p, || {
+                let e = |e: std::io::Error| NetError::Dns(e.to_string());
+                let u = std::net::UdpSocket::bind("127.0.0.1:0").map_err(e)?;
+                u.set_read_timeout(Some(Duration::from_secs(5)))
+                    .map_err(e)?;
+                u.send_to(&query("db"), (ADDR, 53)).map_err(e)?;
+                let mut b = [0u8; 512];
+                let n = u.recv(&mut b).map_err(e)?;
+                let udp = b[..n].to_vec();
+                let mut t = std::net::TcpStream::connect((ADDR, 53)).map_err(e)?;
+                t.set_read_timeout(Some(Duration::from_secs(5)))
+                    .map_err(e)?;
+                let q = query("db");
+                t.write_all(&(q.len() as u16).to_be_bytes()).map_err(e)?;
+                t.write_all(&q).map_err(e)?;
+                let mut len = [0u8; 2];
+                t.read_exact(&mut len).map_err(e)?;
+                let mut tcp = vec![0u8; u16::from_be_bytes(len) as usize];
+                t.read_exact(&mut tcp).map_err(e)?;
+                u.send_to(&query("unknown.example"), (ADDR, 53))
+                    .map_err(e)?;
+                u.set_read_timeout(Some(Duration::from_secs(10)))
+                    .map_err(e)?;
+                let n = u.recv(&mut b).map_err(e)?;
+                Ok((udp, tcp, b[..n].to_vec()))
+            })
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        task.abort();
+        netns::remove(&ns);
+        for r in [&udp, &tcp] {
+            assert_eq!(&r[..2], &[0xab, 0xcd]);
+            assert_eq!(u16::from_be_bytes([r[6], r[7]]), 1);
+            assert_eq!(&r[r.len() - 4..], &[10, 1, 2, 3]);
+        }
+        assert_eq!(fail[3] & 0x0f, 2, "SERVFAIL");
+    }
+}
