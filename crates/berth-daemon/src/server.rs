@@ -117,6 +117,7 @@ fn router(state: AppState) -> Router {
     let r = crate::containers::routes(r);
     let r = crate::images::routes(r);
     let r = crate::volumes::routes(r);
+    let r = crate::build::routes(r);
     r.fallback(not_found).with_state(state)
 }
 
