@@ -472,6 +472,10 @@ impl Run<'_, '_> {
             ));
         }
         (self.out)(Output::Aux(last.clone()));
+        if self.opts.quiet {
+            // Quiet: the stream carries just the id (the docker CLI prints it as is).
+            (self.out)(Output::Stream(format!("{last}\n")));
+        }
         self.say(&format!("Successfully built {}\n", short(&last)));
         for t in &self.opts.tags {
             let r = Reference::parse(t).map_err(|e| BuildError::BadRequest(e.to_string()))?;

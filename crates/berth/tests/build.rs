@@ -290,3 +290,51 @@ fn same_build_same_digest_with_source_date_epoch() {
     o2.ok();
     assert_eq!(o1.out(), o2.out());
 }
+
+/// The docker CLI's legacy builder (`DOCKER_BUILDKIT=0 docker build`) against Berth; the
+/// built image runs. Skipped, with a message, without a `docker` CLI.
+#[test]
+fn docker_cli_legacy_build() {
+    let d = d();
+    let Some(docker) = berth_testkit::which("docker") else {
+        eprintln!("SKIPPED: no `docker` CLI on PATH");
+        return;
+    };
+    let tag = unique("b-docker");
+    let _g = Rmi(d, vec![tag.clone()]);
+    let c = ctx(&[
+        ("Dockerfile", "FROM busybox\nCOPY msg.txt /msg.txt\nRUN echo built-by-docker >> /msg.txt\nCMD [\"cat\", \"/msg.txt\"]\n"),
+        ("msg.txt", "hello\n"),
+    ]);
+    let cfg = tempfile::tempdir().unwrap();
+    let docker_build = |extra: &[&str]| {
+        let mut cmd = std::process::Command::new(&docker);
+        cmd.arg("build").args(extra).arg("-t").arg(&tag).arg(".")
+            .current_dir(c.path())
+            .env("DOCKER_HOST", d.host())
+            .env("DOCKER_CONFIG", cfg.path())
+            .env("DOCKER_BUILDKIT", "0")
+            .env_remove("DOCKER_CONTEXT")
+            .env_remove("DOCKER_API_VERSION");
+        berth_testkit::run_with_timeout(cmd, None, Duration::from_secs(60))
+    };
+    let o = docker_build(&[]);
+    o.ok();
+    assert!(o.stdout.contains("Step 3/4 : RUN echo built-by-docker >> /msg.txt"), "{o}");
+    assert!(o.stdout.contains("Successfully built "), "{o}");
+    assert!(o.stdout.contains(&format!("Successfully tagged {tag}:latest")), "{o}");
+    assert_eq!(run(d, &[&tag]), "hello\nbuilt-by-docker\n");
+    let o = docker_build(&[]);
+    o.ok();
+    assert_eq!(o.stdout.matches("Using cache").count(), 3, "{o}");
+    // A failing RUN: docker prints the legacy message and exits with the code.
+    std::fs::write(c.path().join("Dockerfile"), "FROM busybox\nRUN exit 5\n").unwrap();
+    let o = docker_build(&[]);
+    assert!(o.stderr.contains("The command '/bin/sh -c exit 5' returned a non-zero code: 5"), "{o}");
+    assert_eq!(o.code, 5, "{o}");
+    // -q prints just the id.
+    std::fs::write(c.path().join("Dockerfile"), "FROM busybox\nLABEL q=1\n").unwrap();
+    let o = docker_build(&["-q"]);
+    o.ok();
+    assert!(o.out().starts_with("sha256:"), "{o}");
+}
