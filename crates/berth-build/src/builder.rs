@@ -113,8 +113,26 @@ pub enum Output {
 pub struct Builder<'a> {
     pub store: &'a ImageStore,
     pub backend: &'a dyn Backend,
+    /// The cache index: one file per step key, holding the resulting image id.
     pub cache_dir: PathBuf,
+    /// Parent links of the images steps produce: one file per child (hex id), holding the
+    /// parent's id. Untagged images with children are "intermediate" (see [`parent_ids`]).
+    pub parents_dir: PathBuf,
     pub tmp_dir: PathBuf,
+}
+
+/// The ids of images that are the parent of a build step's image (`docker images` hides
+/// them unless `-a` while they are untagged, as Docker does with intermediate images).
+pub fn parent_ids(parents_dir: &Path) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    if let Ok(rd) = std::fs::read_dir(parents_dir) {
+        for e in rd.flatten() {
+            if let Ok(p) = std::fs::read_to_string(e.path()) {
+                out.insert(p.trim().to_string());
+            }
+        }
+    }
+    out
 }
 
 const PROXY_ARGS: &[&str] = &[
@@ -680,6 +698,14 @@ impl Run<'_, '_> {
         st.config.docker_version = Some(concat!("berth-", env!("CARGO_PKG_VERSION")).into());
         let id = self.store_config(&st.config)?;
         self.cache_put(key, &id);
+        if let Some(parent) = &st.image_id {
+            let _ = std::fs::create_dir_all(&self.b.parents_dir);
+            let name = id.strip_prefix("sha256:").unwrap_or(&id);
+            let tmp = self.b.parents_dir.join(format!(".{name}.tmp"));
+            if std::fs::write(&tmp, parent).is_ok() {
+                let _ = std::fs::rename(&tmp, self.b.parents_dir.join(name));
+            }
+        }
         st.image_id = Some(id.clone());
         self.say(&format!(" ---> {}\n", short(&id)));
         Ok(())

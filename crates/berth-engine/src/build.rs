@@ -156,6 +156,7 @@ impl Engine {
                     store: &store,
                     backend: &backend,
                     cache_dir: root.join("build-cache"),
+                    parents_dir: root.join("build-parents"),
                     tmp_dir: tmp.clone(),
                 };
                 let mut out = |o: Output| {
@@ -182,7 +183,7 @@ impl Engine {
             let mut ids = Vec::new();
             let mut bytes = 0u64;
             if let Ok(rd) = std::fs::read_dir(&dir) {
-                for e in rd.flatten() {
+                for e in rd.flatten().filter(|e| e.path().is_file()) {
                     bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
                     ids.push(e.file_name().to_string_lossy().into_owned());
                     let _ = std::fs::remove_file(e.path());
@@ -192,5 +193,13 @@ impl Engine {
         })
         .await
         .map_err(EngineError::internal)?
+    }
+}
+
+impl Engine {
+    /// Untagged images that are the parent of a build step's image (hidden by `images`
+    /// without `-a`, as Docker hides intermediate images).
+    pub(crate) fn intermediate_parents(&self) -> std::collections::BTreeSet<String> {
+        berth_build::builder::parent_ids(&self.config().data_root.join("build-parents"))
     }
 }

@@ -338,3 +338,20 @@ fn docker_cli_legacy_build() {
     o.ok();
     assert!(o.out().starts_with("sha256:"), "{o}");
 }
+
+#[test]
+fn intermediate_images_listed_with_all_only() {
+    let d = d();
+    let c = ctx(&[("Dockerfile", "FROM busybox\nENV A=1\nRUN echo x > /x\nLABEL marker=intermediate-test\n")]);
+    let o = build(d, c.path(), &["-q"]);
+    o.ok();
+    let id = o.out().to_string();
+    let plain = d.cli(&["images", "-q", "--no-trunc"]);
+    let all = d.cli(&["images", "-a", "-q", "--no-trunc"]);
+    // The untagged result is listed (dangling); its untagged parents only with -a.
+    assert!(plain.stdout.contains(&id), "{plain}");
+    let n_plain = plain.stdout.lines().count();
+    let n_all = all.stdout.lines().count();
+    assert!(n_all >= n_plain + 2, "plain {plain}\nall {all}");
+    let _ = d.cli(&["rmi", &id]);
+}
