@@ -88,6 +88,9 @@ pub trait Backend: Send + Sync {
         events: &mut dyn FnMut(RunEvent<'_>),
     ) -> Result<(String, i64), BuildError>;
     fn remove(&self, container_id: &str);
+    /// Downloads `url` (ADD of a URL) into the file `dest`. Returns the server's
+    /// Last-Modified time (unix seconds) when it sent one.
+    fn fetch(&self, url: &str, dest: &Path) -> Result<Option<i64>, BuildError>;
 }
 
 #[derive(Clone, Debug, Default)]
@@ -1392,16 +1395,13 @@ impl Run<'_, '_> {
                 })?)
             }
         };
-        if srcs.iter().any(|s| s.starts_with("http://") || s.starts_with("https://")) {
-            if !spec.add {
-                return Err(BuildError::BadRequest(format!(
-                    "{cmd} failed: source can't be a URL for COPY"
-                )));
-            }
-            return Err(BuildError::BadRequest(
-                "ADD failed: remote URLs are not supported by this builder yet".into(),
-            ));
+        let is_url = |s: &str| s.starts_with("http://") || s.starts_with("https://");
+        if !spec.add && srcs.iter().any(|s| is_url(s)) {
+            return Err(BuildError::BadRequest(format!(
+                "{cmd} failed: source can't be a URL for COPY"
+            )));
         }
+        let (urls, srcs): (Vec<String>, Vec<String>) = srcs.into_iter().partition(|s| is_url(s));
         let mount;
         let root: PathBuf = match &spec.from {
             None => self.context.to_path_buf(),
@@ -1463,7 +1463,7 @@ impl Run<'_, '_> {
                 sources.push((s.clone(), host));
             }
         }
-        let count = sources.len() + spec.heredocs.len();
+        let count = sources.len() + spec.heredocs.len() + urls.len();
         let dest_is_dir = ends_slash || fs.is_dir(&dest_clean) || dest_clean == "/";
         if count > 1 && !dest_is_dir {
             return Err(BuildError::BadRequest(format!(
@@ -1510,6 +1510,38 @@ impl Run<'_, '_> {
                     mtime: self.clamp(m.mtime()),
                 });
             }
+        }
+        for (n, url) in urls.iter().enumerate() {
+            std::fs::create_dir_all(&tmp.0).map_err(|e| failed("temp dir", e))?;
+            let file = tmp.0.join(format!("url{n}"));
+            let modified = self.b.backend.fetch(url, &file)?;
+            let size = std::fs::metadata(&file).map_err(|e| failed("download", e))?.len();
+            let name = url
+                .split(['?', '#'])
+                .next()
+                .unwrap_or("")
+                .rsplit('/')
+                .find(|p| !p.is_empty() && !p.contains(':'))
+                .unwrap_or("")
+                .to_string();
+            let target = if dest_is_dir {
+                if name.is_empty() {
+                    return Err(BuildError::BadRequest(format!(
+                        "cannot determine filename from url: {url}"
+                    )));
+                }
+                join(&dest_rel, &name)
+            } else {
+                dest_rel.clone()
+            };
+            entries.push(Entry {
+                path: target,
+                kind: EntryKind::File(file, size),
+                mode: chmod.unwrap_or(0o600),
+                uid,
+                gid,
+                mtime: self.clamp(modified.unwrap_or(0)),
+            });
         }
         for h in &spec.heredocs {
             let data = if h.expand {

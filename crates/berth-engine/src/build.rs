@@ -118,6 +118,47 @@ impl Backend for EngineBackend {
         }
     }
 
+    fn fetch(&self, url: &str, dest: &std::path::Path) -> Result<Option<i64>, BuildError> {
+        let fail = |m: String| BuildError::Failed(format!("ADD failed: {m}"));
+        self.rt.block_on(async {
+            let client = reqwest::Client::builder()
+                .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .map_err(|e| fail(e.to_string()))?;
+            let mut resp = client
+                .get(url)
+                .send()
+                .await
+                .map_err(|e| fail(format!("failed to GET {url}: {e}")))?;
+            let status = resp.status();
+            if !status.is_success() {
+                return Err(fail(format!(
+                    "failed to GET {url} with status {status}: {}",
+                    status.canonical_reason().unwrap_or("")
+                )));
+            }
+            let modified = resp
+                .headers()
+                .get("last-modified")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| chrono::DateTime::parse_from_rfc2822(v).ok())
+                .map(|t| t.timestamp());
+            let mut f = tokio::fs::File::create(dest)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            use tokio::io::AsyncWriteExt;
+            while let Some(chunk) = resp
+                .chunk()
+                .await
+                .map_err(|e| fail(format!("failed to GET {url}: {e}")))?
+            {
+                f.write_all(&chunk).await.map_err(|e| fail(e.to_string()))?;
+            }
+            f.flush().await.map_err(|e| fail(e.to_string()))?;
+            Ok(modified)
+        })
+    }
+
     fn remove(&self, container_id: &str) {
         if let Err(e) = self
             .rt

@@ -355,3 +355,47 @@ fn intermediate_images_listed_with_all_only() {
     assert!(n_all >= n_plain + 2, "plain {plain}\nall {all}");
     let _ = d.cli(&["rmi", &id]);
 }
+
+/// Serves `body` at any path over HTTP on 127.0.0.1 for `n` requests; returns the port.
+fn serve(body: &'static [u8], n: usize) -> u16 {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming().take(n) {
+            let Ok(mut s) = s else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let path = String::from_utf8_lossy(&buf).split_whitespace().nth(1).unwrap_or("").to_string();
+            let resp = if path.contains("missing") {
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec()
+            } else {
+                let mut r = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nLast-Modified: Tue, 15 Nov 1994 08:12:31 GMT\r\nConnection: close\r\n\r\n", body.len()).into_bytes();
+                r.extend_from_slice(body);
+                r
+            };
+            let _ = s.write_all(&resp);
+        }
+    });
+    port
+}
+
+#[test]
+fn add_from_url() {
+    let d = d();
+    let tag = unique("b-url");
+    let _g = Rmi(d, vec![tag.clone()]);
+    let port = serve(b"downloaded\n", 4);
+    let df = format!("FROM busybox\nADD http://127.0.0.1:{port}/files/data.txt /srv/\nADD http://127.0.0.1:{port}/x /named\n");
+    let c = ctx(&[("Dockerfile", &df)]);
+    build(d, c.path(), &["-t", &tag]).ok();
+    assert_eq!(
+        run(d, &[&tag, "sh", "-c", "cat /srv/data.txt /named; stat -c '%a %Y' /named"]),
+        "downloaded\ndownloaded\n600 784887151\n"
+    );
+    let df = format!("FROM busybox\nADD http://127.0.0.1:{port}/missing /m\n");
+    let c = ctx(&[("Dockerfile", &df)]);
+    let o = build(d, c.path(), &[]);
+    o.fails();
+    assert!(o.stderr.contains("404"), "{o}");
+}
