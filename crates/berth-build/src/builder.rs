@@ -949,8 +949,15 @@ impl Run<'_, '_> {
                 json,
                 heredocs,
                 network,
-            ..
-            } => self.run_step(st, args, *json, heredocs, network.clone()),
+                mounts,
+            } => {
+                if !mounts.is_empty() {
+                    return Err(BuildError::BadRequest(
+                        "RUN --mount is not supported by this builder".into(),
+                    ));
+                }
+                self.run_step(st, args, *json, heredocs, network.clone())
+            }
             Kind::Copy(spec) => self.copy_step(st, spec, &env),
         }
     }
@@ -1515,6 +1522,17 @@ impl Run<'_, '_> {
             std::fs::create_dir_all(&tmp.0).map_err(|e| failed("temp dir", e))?;
             let file = tmp.0.join(format!("url{n}"));
             let modified = self.b.backend.fetch(url, &file)?;
+            if let Some(want) = &spec.checksum {
+                let mut f = std::fs::File::open(&file).map_err(|e| failed("download", e))?;
+                let mut h = Sha256::new();
+                std::io::copy(&mut f, &mut h).map_err(|e| failed("download", e))?;
+                let got = format!("sha256:{}", hex::encode(h.finalize()));
+                if &got != want {
+                    return Err(BuildError::BadRequest(format!(
+                        "ADD failed: digest mismatch for {url}: expected {want}, got {got}"
+                    )));
+                }
+            }
             let size = std::fs::metadata(&file).map_err(|e| failed("download", e))?.len();
             let name = url
                 .split(['?', '#'])

@@ -269,6 +269,11 @@ fn command(n: &Node) -> Result<Command, InstructionError> {
                 &["from", "chown", "chmod", "link", "parents", "platform", "exclude"]
             };
             let f = Flags::new(n, allowed)?;
+            for unsupported in ["parents", "exclude"] {
+                if f.parsed.iter().any(|(k, _)| k == unsupported) {
+                    return err(n, format!("{upper} --{unsupported} is not supported by this builder"));
+                }
+            }
             if words.len() + n.heredocs.len() < 2 && !(words.len() == 1 && !n.heredocs.is_empty())
             {
                 return err(n, format!("{upper} requires at least two arguments, but only one was provided. Destination could not be determined."));

@@ -399,3 +399,16 @@ fn add_from_url() {
     o.fails();
     assert!(o.stderr.contains("404"), "{o}");
 }
+
+#[test]
+fn unsupported_flags_are_refused_clearly() {
+    let d = d();
+    let c = ctx(&[("Dockerfile", "FROM busybox\nRUN --mount=type=cache,target=/c true\n")]);
+    let o = build(d, c.path(), &[]);
+    o.fails();
+    assert!(o.stderr.contains("RUN --mount is not supported"), "{o}");
+    let c = ctx(&[("Dockerfile", "FROM busybox\nCOPY --parents a /b/\n"), ("a", "a")]);
+    let o = build(d, c.path(), &[]);
+    o.fails();
+    assert!(o.stderr.contains("line 2: COPY --parents is not supported"), "{o}");
+}
