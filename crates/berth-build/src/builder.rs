@@ -9,7 +9,7 @@
 //! the copied files' paths, content and metadata; for RUN the build args in effect.
 
 use crate::context::{clean_rel, resolve_in_root};
-use crate::instructions::{parse_stages, CopySpec, Command, Kind, Stage, Stages};
+use crate::instructions::{parse_stages, Command, CopySpec, Kind, Stage, Stages};
 use crate::parser::{self, Heredoc};
 use crate::shell::Lexer;
 use berth_image::config::{EmptyObject, HealthConfig, History};
@@ -509,15 +509,23 @@ impl Run<'_, '_> {
         Ok(last)
     }
 
-    fn base_image(&mut self, stage_idx: usize, base: &str, platform: Option<&str>) -> Result<Option<String>, BuildError> {
+    fn base_image(
+        &mut self,
+        stage_idx: usize,
+        base: &str,
+        platform: Option<&str>,
+    ) -> Result<Option<String>, BuildError> {
         if base.eq_ignore_ascii_case("scratch") {
             return Ok(None);
         }
         if let Some(j) = self.stages.find(base).filter(|&j| j < stage_idx) {
             if self.stages.stages[j].name.is_some() {
-                return self.stage_images.get(&j).cloned().map(Some).ok_or_else(|| {
-                    BuildError::Failed(format!("stage {base} was not built"))
-                });
+                return self
+                    .stage_images
+                    .get(&j)
+                    .cloned()
+                    .map(Some)
+                    .ok_or_else(|| BuildError::Failed(format!("stage {base} was not built")));
             }
         }
         self.image(base, platform).map(Some)
@@ -530,7 +538,10 @@ impl Run<'_, '_> {
             return Ok(id.clone());
         }
         let mut lines = Vec::new();
-        let r = self.b.backend.pull(name, platform, &mut |l| lines.push(l.to_string()));
+        let r = self
+            .b
+            .backend
+            .pull(name, platform, &mut |l| lines.push(l.to_string()));
         for l in lines {
             self.say(&format!("{l}\n"));
         }
@@ -566,7 +577,10 @@ impl Run<'_, '_> {
                 stage.base
             )));
         }
-        let platform = stage.platform.clone().or_else(|| self.opts.platform.clone());
+        let platform = stage
+            .platform
+            .clone()
+            .or_else(|| self.opts.platform.clone());
         let base_id = self.base_image(idx, &base, platform.as_deref())?;
         let config = match &base_id {
             Some(id) => {
@@ -603,21 +617,30 @@ impl Run<'_, '_> {
             .and_then(|c| c.on_build.take())
             .unwrap_or_default();
         if !triggers.is_empty() {
-            self.say(&format!("# Executing {} build trigger{}\n", triggers.len(), if triggers.len() == 1 { "" } else { "s" }));
+            self.say(&format!(
+                "# Executing {} build trigger{}\n",
+                triggers.len(),
+                if triggers.len() == 1 { "" } else { "s" }
+            ));
             let text = triggers.join("\n");
-            let df = parser::parse(&text)
-                .map_err(|e| BuildError::BadRequest(format!("parsing ONBUILD trigger: {}", e.message)))?;
+            let df = parser::parse(&text).map_err(|e| {
+                BuildError::BadRequest(format!("parsing ONBUILD trigger: {}", e.message))
+            })?;
             for n in &df.children {
                 let fake = parser::Dockerfile {
-                    children: vec![parser::Node {
-                        cmd: "FROM".into(),
-                        args: vec![parser::Arg::Word("scratch".into())],
-                        ..Default::default()
-                    }, n.clone()],
+                    children: vec![
+                        parser::Node {
+                            cmd: "FROM".into(),
+                            args: vec![parser::Arg::Word("scratch".into())],
+                            ..Default::default()
+                        },
+                        n.clone(),
+                    ],
                     ..Default::default()
                 };
-                let s = parse_stages(&fake)
-                    .map_err(|e| BuildError::BadRequest(format!("ONBUILD trigger: {}", e.message)))?;
+                let s = parse_stages(&fake).map_err(|e| {
+                    BuildError::BadRequest(format!("ONBUILD trigger: {}", e.message))
+                })?;
                 for c in &s.stages[0].commands {
                     self.dispatch(&mut st, c, meta_values, false)?;
                 }
@@ -671,7 +694,11 @@ impl Run<'_, '_> {
         let Some(id) = self.cache_get(key) else {
             return Ok(false);
         };
-        let img = self.b.store.get(&id).map_err(|e| failed("reading cached image", e))?;
+        let img = self
+            .b
+            .store
+            .get(&id)
+            .map_err(|e| failed("reading cached image", e))?;
         st.config = img.config;
         st.image_id = Some(id.clone());
         self.say(" ---> Using cache\n");
@@ -824,7 +851,10 @@ impl Run<'_, '_> {
                 } else {
                     format!("{}/{}", st.workdir().trim_end_matches('/'), w)
                 };
-                let path = format!("/{}", clean_rel(Path::new(&path)).unwrap_or_default().display());
+                let path = format!(
+                    "/{}",
+                    clean_rel(Path::new(&path)).unwrap_or_default().display()
+                );
                 let created_by = Self::nop(&format!("WORKDIR {path}"));
                 let fs = self.image_fs(st)?;
                 if fs.is_dir(&path) || path == "/" {
@@ -847,13 +877,21 @@ impl Run<'_, '_> {
                 })
             }
             Kind::Cmd { args, json } => {
-                let v = if *json { args.clone() } else { with_shell(&st.shell(), args) };
+                let v = if *json {
+                    args.clone()
+                } else {
+                    with_shell(&st.shell(), args)
+                };
                 let created_by = Self::nop(&format!("CMD {}", json_list(&v)));
                 st.cmd_set = true;
                 self.meta_step(st, created_by, |st| st.cc().cmd = Some(v))
             }
             Kind::Entrypoint { args, json } => {
-                let v = if *json { args.clone() } else { with_shell(&st.shell(), args) };
+                let v = if *json {
+                    args.clone()
+                } else {
+                    with_shell(&st.shell(), args)
+                };
                 let created_by = Self::nop(&format!("ENTRYPOINT {}", json_list(&v)));
                 let clear_cmd = !st.cmd_set;
                 self.meta_step(st, created_by, |st| {
@@ -883,7 +921,9 @@ impl Run<'_, '_> {
                         None => (num.parse::<u16>(), num.parse::<u16>()),
                     };
                     let (Ok(lo), Ok(hi)) = (lo, hi) else {
-                        return Err(BuildError::BadRequest(format!("invalid containerPort: {num}")));
+                        return Err(BuildError::BadRequest(format!(
+                            "invalid containerPort: {num}"
+                        )));
                     };
                     for port in lo..=hi.max(lo) {
                         list.push(format!("{port}/{proto}"));
@@ -1080,7 +1120,10 @@ impl Run<'_, '_> {
         let diff = self.commit_container(st, &cid);
         self.b.backend.remove(&cid);
         let diff = diff?;
-        self.say(&format!("Removing intermediate container {}\n", short(&cid)));
+        self.say(&format!(
+            "Removing intermediate container {}\n",
+            short(&cid)
+        ));
         self.finish_step(st, &key, created_by, Some(diff))
     }
 
@@ -1150,13 +1193,15 @@ impl Run<'_, '_> {
                     EntryKind::Dir => {
                         h.set_entry_type(tar::EntryType::Directory);
                         h.set_size(0);
-                        tb.append_data(&mut h, format!("{}/", e.path), &[][..]).map_err(werr)?;
+                        tb.append_data(&mut h, format!("{}/", e.path), &[][..])
+                            .map_err(werr)?;
                     }
                     EntryKind::File(p, size) => {
                         h.set_entry_type(tar::EntryType::Regular);
                         h.set_size(*size);
                         let file = std::fs::File::open(p).map_err(werr)?;
-                        tb.append_data(&mut h, &e.path, file.take(*size)).map_err(werr)?;
+                        tb.append_data(&mut h, &e.path, file.take(*size))
+                            .map_err(werr)?;
                     }
                     EntryKind::Inline(data) => {
                         h.set_entry_type(tar::EntryType::Regular);
@@ -1230,7 +1275,10 @@ fn clamp_tar(f: std::fs::File, epoch: i64, tmp: &Path) -> Result<std::fs::File, 
 
 fn is_only_heredoc(line: &str) -> bool {
     let w: Vec<&str> = line.split_whitespace().collect();
-    w.len() == 1 && w[0].trim_start_matches(|c: char| c.is_ascii_digit()).starts_with("<<")
+    w.len() == 1
+        && w[0]
+            .trim_start_matches(|c: char| c.is_ascii_digit())
+            .starts_with("<<")
 }
 
 fn with_shell(shell: &[String], args: &[String]) -> Vec<String> {
@@ -1247,7 +1295,6 @@ fn json_list(v: &[String]) -> String {
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\"'\"'"))
 }
-
 
 fn has_glob(s: &str) -> bool {
     s.contains(['*', '?', '['])
@@ -1358,7 +1405,9 @@ impl Run<'_, '_> {
             for base in &cands {
                 if has_glob(&c) {
                     let dir = resolve_in_root(root, &base.to_string_lossy());
-                    let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+                    let Ok(rd) = std::fs::read_dir(&dir) else {
+                        continue;
+                    };
                     let mut names: Vec<String> = rd
                         .filter_map(|e| e.ok())
                         .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -1375,7 +1424,9 @@ impl Run<'_, '_> {
             }
             cands = next;
         }
-        cands.retain(|c| std::fs::symlink_metadata(resolve_in_root(root, &c.to_string_lossy())).is_ok());
+        cands.retain(|c| {
+            std::fs::symlink_metadata(resolve_in_root(root, &c.to_string_lossy())).is_ok()
+        });
         Ok(cands)
     }
 
@@ -1392,14 +1443,23 @@ impl Run<'_, '_> {
             srcs.push(expand(&lx, s, env)?);
         }
         let dest_raw = expand(&lx, &spec.dest, env)?;
-        let chown = spec.chown.as_ref().map(|c| expand(&lx, c, env)).transpose()?;
+        let chown = spec
+            .chown
+            .as_ref()
+            .map(|c| expand(&lx, c, env))
+            .transpose()?;
         let chmod = match &spec.chmod {
             None => None,
             Some(m) => {
                 let m = expand(&lx, m, env)?;
-                Some(u32::from_str_radix(&m, 8).ok().filter(|v| *v <= 0o7777).ok_or_else(|| {
-                    BuildError::BadRequest(format!("invalid chmod parameter: {m}"))
-                })?)
+                Some(
+                    u32::from_str_radix(&m, 8)
+                        .ok()
+                        .filter(|v| *v <= 0o7777)
+                        .ok_or_else(|| {
+                            BuildError::BadRequest(format!("invalid chmod parameter: {m}"))
+                        })?,
+                )
             }
         };
         let is_url = |s: &str| s.starts_with("http://") || s.starts_with("https://");
@@ -1416,11 +1476,23 @@ impl Run<'_, '_> {
                 let f = expand(&lx, f, env)?;
                 let image_id = match self.stages.find(&f) {
                     Some(j) => self.stage_images.get(&j).cloned().ok_or_else(|| {
-                        BuildError::BadRequest(format!("invalid from flag value {f}: stage not built before this one"))
+                        BuildError::BadRequest(format!(
+                            "invalid from flag value {f}: stage not built before this one"
+                        ))
                     })?,
                     None => self.image(&f, None)?,
                 };
-                let sid = format!("build-{}", &sha_hex(format!("{image_id}{}{}", std::process::id(), chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)).as_bytes())[..32]);
+                let sid = format!(
+                    "build-{}",
+                    &sha_hex(
+                        format!(
+                            "{image_id}{}{}",
+                            std::process::id(),
+                            chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
+                        )
+                        .as_bytes()
+                    )[..32]
+                );
                 self.b
                     .store
                     .create_snapshot(&sid, &image_id)
@@ -1450,7 +1522,12 @@ impl Run<'_, '_> {
         } else {
             format!("{}/{}", wd.trim_end_matches('/'), dest_raw)
         };
-        let dest_clean = format!("/{}", clean_rel(Path::new(&dest_abs)).unwrap_or_default().display());
+        let dest_clean = format!(
+            "/{}",
+            clean_rel(Path::new(&dest_abs))
+                .unwrap_or_default()
+                .display()
+        );
         let ends_slash = dest_raw.ends_with('/') || dest_raw == "." || dest_raw.ends_with("/.");
         let mut sources: Vec<(String, PathBuf)> = Vec::new();
         for s in &srcs {
@@ -1504,7 +1581,10 @@ impl Run<'_, '_> {
                 self.unpack_archive(host, &dest_rel, &tmp.0, &mut entries)?;
             } else {
                 let target = if dest_is_dir {
-                    join(&dest_rel, &host.file_name().unwrap_or_default().to_string_lossy())
+                    join(
+                        &dest_rel,
+                        &host.file_name().unwrap_or_default().to_string_lossy(),
+                    )
                 } else {
                     dest_rel.clone()
                 };
@@ -1533,7 +1613,9 @@ impl Run<'_, '_> {
                     )));
                 }
             }
-            let size = std::fs::metadata(&file).map_err(|e| failed("download", e))?.len();
+            let size = std::fs::metadata(&file)
+                .map_err(|e| failed("download", e))?
+                .len();
             let name = url
                 .split(['?', '#'])
                 .next()
@@ -1573,7 +1655,11 @@ impl Run<'_, '_> {
             } else {
                 h.content.clone()
             };
-            let target = if dest_is_dir { join(&dest_rel, &h.name) } else { dest_rel.clone() };
+            let target = if dest_is_dir {
+                join(&dest_rel, &h.name)
+            } else {
+                dest_rel.clone()
+            };
             entries.push(Entry {
                 path: target,
                 kind: EntryKind::Inline(data.into_bytes()),
@@ -1593,7 +1679,10 @@ impl Run<'_, '_> {
                 mtime: self.mtime_default(),
             });
         }
-        let first = entries.first().map(|e| format!("/{}", e.path)).unwrap_or_default();
+        let first = entries
+            .first()
+            .map(|e| format!("/{}", e.path))
+            .unwrap_or_default();
         self.parent_entries(&fs, &format!("{dest_clean}/x"), &mut entries);
         let _ = first;
         // The cache key: paths, metadata and content of everything copied.
@@ -1616,16 +1705,24 @@ impl Run<'_, '_> {
                     h.update(format!("f{size}").as_bytes());
                     let mut f = std::fs::File::open(p).map_err(|e| failed("reading source", e))?;
                     let mut fh = Sha256::new();
-                    std::io::copy(&mut (&mut f).take(*size), &mut fh).map_err(|e| failed("reading source", e))?;
+                    std::io::copy(&mut (&mut f).take(*size), &mut fh)
+                        .map_err(|e| failed("reading source", e))?;
                     h.update(fh.finalize());
                 }
             }
             h.update(b"\n");
         }
         let digest = hex::encode(h.finalize());
-        let kind = if sources.len() == 1 && !dir_target { "file" } else { "dir" };
+        let kind = if sources.len() == 1 && !dir_target {
+            "file"
+        } else {
+            "dir"
+        };
         let created_by = Self::nop(&format!("{cmd} {kind}:{digest} in {dest_raw} "));
-        let key = self.cache_key(&st.image_id, &format!("{created_by}|{}|{:?}", entries.len(), spec.from));
+        let key = self.cache_key(
+            &st.image_id,
+            &format!("{created_by}|{}|{:?}", entries.len(), spec.from),
+        );
         if self.try_cache(st, &key)? {
             return Ok(());
         }
@@ -1652,13 +1749,19 @@ impl Run<'_, '_> {
                 let name = e.file_name().to_string_lossy().into_owned();
                 let path = e.path();
                 let m = std::fs::symlink_metadata(&path).map_err(|e| failed("stat", e))?;
-                let t = if target.is_empty() { name.clone() } else { format!("{target}/{name}") };
+                let t = if target.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{target}/{name}")
+                };
                 let ft = m.file_type();
                 let kind = if ft.is_dir() {
                     stack.push((path.clone(), t.clone()));
                     EntryKind::Dir
                 } else if ft.is_symlink() {
-                    EntryKind::Symlink(std::fs::read_link(&path).map_err(|e| failed("readlink", e))?)
+                    EntryKind::Symlink(
+                        std::fs::read_link(&path).map_err(|e| failed("readlink", e))?,
+                    )
                 } else if ft.is_file() {
                     EntryKind::File(path.clone(), m.len())
                 } else {
@@ -1692,7 +1795,8 @@ impl Run<'_, '_> {
     ) -> Result<(), BuildError> {
         let r = open_maybe_gz(archive).map_err(|e| failed("reading archive", e))?;
         let mut ar = tar::Archive::new(r);
-        let werr = |e: std::io::Error| BuildError::BadRequest(format!("ADD failed: reading archive: {e}"));
+        let werr =
+            |e: std::io::Error| BuildError::BadRequest(format!("ADD failed: reading archive: {e}"));
         let mut files: BTreeMap<PathBuf, PathBuf> = BTreeMap::new();
         for (n, e) in ar.entries().map_err(werr)?.enumerate() {
             let mut e = e.map_err(werr)?;
@@ -1715,10 +1819,21 @@ impl Run<'_, '_> {
             let kind = if t.is_dir() {
                 EntryKind::Dir
             } else if t.is_symlink() {
-                EntryKind::Symlink(e.link_name().map_err(werr)?.map(|l| l.into_owned()).unwrap_or_default())
+                EntryKind::Symlink(
+                    e.link_name()
+                        .map_err(werr)?
+                        .map(|l| l.into_owned())
+                        .unwrap_or_default(),
+                )
             } else if t.is_hard_link() {
-                let l = e.link_name().map_err(werr)?.map(|l| l.into_owned()).unwrap_or_default();
-                let Some(src) = clean_rel(&l).and_then(|l| files.get(&l).cloned()) else { continue };
+                let l = e
+                    .link_name()
+                    .map_err(werr)?
+                    .map(|l| l.into_owned())
+                    .unwrap_or_default();
+                let Some(src) = clean_rel(&l).and_then(|l| files.get(&l).cloned()) else {
+                    continue;
+                };
                 let size = std::fs::metadata(&src).map(|m| m.len()).unwrap_or(0);
                 EntryKind::File(src, size)
             } else if t.is_file() || t == tar::EntryType::Continuous {
@@ -1730,7 +1845,14 @@ impl Run<'_, '_> {
             } else {
                 continue;
             };
-            out.push(Entry { path: target, kind, mode, uid, gid, mtime });
+            out.push(Entry {
+                path: target,
+                kind,
+                mode,
+                uid,
+                gid,
+                mtime,
+            });
         }
         Ok(())
     }

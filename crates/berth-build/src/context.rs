@@ -91,7 +91,9 @@ pub fn extract(reader: &mut dyn Read, dir: &Path) -> Result<(), String> {
             let Some(t) = clean_rel(&target) else {
                 return Err("Error processing tar file: hard link escapes the context".into());
             };
-            if through_symlink(dir, &t) || std::fs::symlink_metadata(dir.join(&t)).is_ok_and(|m| m.file_type().is_symlink()) {
+            if through_symlink(dir, &t)
+                || std::fs::symlink_metadata(dir.join(&t)).is_ok_and(|m| m.file_type().is_symlink())
+            {
                 return Err("Error processing tar file: hard link to a symbolic link".into());
             }
             if let Some(p) = dir.join(&rel).parent() {
@@ -102,7 +104,11 @@ pub fn extract(reader: &mut dyn Read, dir: &Path) -> Result<(), String> {
                 .map_err(|e| format!("Error processing tar file: {e}"))?;
             continue;
         }
-        if !(kind.is_file() || kind.is_dir() || kind.is_symlink() || kind == tar::EntryType::Continuous) {
+        if !(kind.is_file()
+            || kind.is_dir()
+            || kind.is_symlink()
+            || kind == tar::EntryType::Continuous)
+        {
             continue; // devices and fifos have no place in a context
         }
         if let Some(p) = dir.join(&rel).parent() {
@@ -206,7 +212,10 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink("/etc", d.path().join("e")).unwrap();
         std::os::unix::fs::symlink("../../..", d.path().join("up")).unwrap();
-        assert_eq!(resolve_in_root(d.path(), "e/passwd"), d.path().join("etc/passwd"));
+        assert_eq!(
+            resolve_in_root(d.path(), "e/passwd"),
+            d.path().join("etc/passwd")
+        );
         assert_eq!(resolve_in_root(d.path(), "up/x"), d.path().join("x"));
         assert_eq!(resolve_in_root(d.path(), "../../x"), d.path().join("x"));
     }

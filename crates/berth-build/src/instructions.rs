@@ -58,8 +58,14 @@ pub enum Kind {
     Arg(Vec<(String, Option<String>)>),
     Workdir(String),
     User(String),
-    Cmd { args: Vec<String>, json: bool },
-    Entrypoint { args: Vec<String>, json: bool },
+    Cmd {
+        args: Vec<String>,
+        json: bool,
+    },
+    Entrypoint {
+        args: Vec<String>,
+        json: bool,
+    },
     Shell(Vec<String>),
     Expose(Vec<String>),
     Volume(Vec<String>),
@@ -101,7 +107,11 @@ impl Stages {
         self.stages
             .iter()
             .position(|s| s.name.as_deref() == Some(lower.as_str()))
-            .or_else(|| name.parse::<usize>().ok().filter(|&i| i < self.stages.len()))
+            .or_else(|| {
+                name.parse::<usize>()
+                    .ok()
+                    .filter(|&i| i < self.stages.len())
+            })
     }
 }
 
@@ -174,10 +184,12 @@ impl Flags {
         let Some(v) = self.string(name)? else {
             return Ok(None);
         };
-        parse_duration(&v).map(Some).ok_or_else(|| InstructionError {
-            line: self.line,
-            message: format!("{} --{name}: time: invalid duration \"{v}\"", self.cmd),
-        })
+        parse_duration(&v)
+            .map(Some)
+            .ok_or_else(|| InstructionError {
+                line: self.line,
+                message: format!("{} --{name}: time: invalid duration \"{v}\"", self.cmd),
+            })
     }
 }
 
@@ -197,7 +209,9 @@ pub fn parse_duration(s: &str) -> Option<i64> {
             .unwrap_or(rest.len());
         let num: f64 = rest[..n].parse().ok()?;
         rest = &rest[n..];
-        let u = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let u = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let mult = match &rest[..u] {
             "ns" => 1.0,
             "us" | "µs" => 1e3,
@@ -264,18 +278,30 @@ fn command(n: &Node) -> Result<Command, InstructionError> {
         "COPY" | "ADD" => {
             let add = upper == "ADD";
             let allowed: &[&str] = if add {
-                &["chown", "chmod", "link", "keep-git-dir", "checksum", "platform", "exclude"]
+                &[
+                    "chown",
+                    "chmod",
+                    "link",
+                    "keep-git-dir",
+                    "checksum",
+                    "platform",
+                    "exclude",
+                ]
             } else {
-                &["from", "chown", "chmod", "link", "parents", "platform", "exclude"]
+                &[
+                    "from", "chown", "chmod", "link", "parents", "platform", "exclude",
+                ]
             };
             let f = Flags::new(n, allowed)?;
             for unsupported in ["parents", "exclude"] {
                 if f.parsed.iter().any(|(k, _)| k == unsupported) {
-                    return err(n, format!("{upper} --{unsupported} is not supported by this builder"));
+                    return err(
+                        n,
+                        format!("{upper} --{unsupported} is not supported by this builder"),
+                    );
                 }
             }
-            if words.len() + n.heredocs.len() < 2 && !(words.len() == 1 && !n.heredocs.is_empty())
-            {
+            if words.len() + n.heredocs.len() < 2 && !(words.len() == 1 && !n.heredocs.is_empty()) {
                 return err(n, format!("{upper} requires at least two arguments, but only one was provided. Destination could not be determined."));
             }
             let mut srcs = words;
@@ -381,7 +407,13 @@ fn command(n: &Node) -> Result<Command, InstructionError> {
         "HEALTHCHECK" => {
             let f = Flags::new(
                 n,
-                &["interval", "timeout", "start-period", "start-interval", "retries"],
+                &[
+                    "interval",
+                    "timeout",
+                    "start-period",
+                    "start-interval",
+                    "retries",
+                ],
             )?;
             at_least(1)?;
             let typ = words[0].to_ascii_uppercase();
@@ -405,13 +437,23 @@ fn command(n: &Node) -> Result<Command, InstructionError> {
                         vec!["CMD-SHELL".to_string(), rest[0].clone()]
                     }
                 }
-                _ => return err(n, format!("Unknown type \"{typ}\" in HEALTHCHECK (try CMD)")),
+                _ => {
+                    return err(
+                        n,
+                        format!("Unknown type \"{typ}\" in HEALTHCHECK (try CMD)"),
+                    )
+                }
             };
             let retries = match f.string("retries")? {
                 None => None,
                 Some(r) => match r.parse::<i64>() {
                     Ok(v) if v >= 0 => Some(v),
-                    _ => return err(n, format!("--retries must be a non-negative integer, got {r}")),
+                    _ => {
+                        return err(
+                            n,
+                            format!("--retries must be a non-negative integer, got {r}"),
+                        )
+                    }
                 },
             };
             Kind::Healthcheck(HealthSpec {
@@ -468,7 +510,11 @@ pub fn parse_stages(df: &Dockerfile) -> Result<Stages, InstructionError> {
                     if !valid {
                         return err(n, format!("invalid name for build stage: \"{name}\", name can't start with a number or contain symbols"));
                     }
-                    if out.stages.iter().any(|s| s.name.as_deref() == Some(lower.as_str())) {
+                    if out
+                        .stages
+                        .iter()
+                        .any(|s| s.name.as_deref() == Some(lower.as_str()))
+                    {
                         return err(n, format!("duplicate name {name}"));
                     }
                     (b.clone(), Some(lower))
@@ -518,7 +564,9 @@ mod tests {
         assert_eq!(s.meta_args.len(), 1);
         assert_eq!(s.stages.len(), 2);
         assert_eq!(s.find("BUILD"), Some(0));
-        let Kind::Copy(c) = &s.stages[0].commands[0].kind else { panic!() };
+        let Kind::Copy(c) = &s.stages[0].commands[0].kind else {
+            panic!()
+        };
         assert_eq!(c.srcs, vec!["a", "b"]);
         assert_eq!(c.chown.as_deref(), Some("1:2"));
     }
@@ -526,7 +574,10 @@ mod tests {
     #[test]
     fn errors() {
         let e = parse_stages(&parse("FROM a\nFOO bar\n").unwrap()).unwrap_err();
-        assert_eq!((e.line, e.message.as_str()), (2, "unknown instruction: FOO"));
+        assert_eq!(
+            (e.line, e.message.as_str()),
+            (2, "unknown instruction: FOO")
+        );
         let e = parse_stages(&parse("FROM a\nCOPY --bogus a b\n").unwrap()).unwrap_err();
         assert_eq!(e.message, "Unknown flag: bogus");
         let e = parse_stages(&parse("RUN x\n").unwrap()).unwrap_err();

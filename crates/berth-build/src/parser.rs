@@ -273,8 +273,9 @@ pub fn parse(src: &str) -> Result<Dockerfile, ParseError> {
             end = e;
         }
         if empty_cont {
-            out.warnings
-                .push(format!("[WARNING]: Empty continuation line found in:\n    {line}"));
+            out.warnings.push(format!(
+                "[WARNING]: Empty continuation line found in:\n    {line}"
+            ));
         }
         let mut node = node_from_line(&line, d.escape).map_err(|m| loc(m, start, i))?;
         if can_contain_heredoc(&node) && line.contains("<<") {

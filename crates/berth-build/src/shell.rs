@@ -209,7 +209,9 @@ impl State<'_> {
         loop {
             match self.next() {
                 None => {
-                    return err("unexpected end of statement while looking for matching single-quote")
+                    return err(
+                        "unexpected end of statement while looking for matching single-quote",
+                    )
                 }
                 Some('\'') => {
                     if self.lx.raw_quotes {
@@ -231,7 +233,9 @@ impl State<'_> {
         loop {
             match self.peek() {
                 None => {
-                    return err("unexpected end of statement while looking for matching double-quote")
+                    return err(
+                        "unexpected end of statement while looking for matching double-quote",
+                    )
                 }
                 Some('"') => {
                     self.pos += 1;
@@ -297,7 +301,10 @@ impl State<'_> {
                 let word = self.nested_word()?;
                 match self.lookup(&name) {
                     Some(v) => Ok(v),
-                    None => err(format!("{name}: {}", or(&word, "is not allowed to be unset"))),
+                    None => err(format!(
+                        "{name}: {}",
+                        or(&word, "is not allowed to be unset")
+                    )),
                 }
             }
             Some(':') => {
@@ -314,10 +321,14 @@ impl State<'_> {
                         _ => word,
                     }),
                     Some('?') => match value {
-                        None => err(format!("{name}: {}", or(&word, "is not allowed to be unset"))),
-                        Some(v) if v.is_empty() => {
-                            err(format!("{name}: {}", or(&word, "is not allowed to be empty")))
-                        }
+                        None => err(format!(
+                            "{name}: {}",
+                            or(&word, "is not allowed to be unset")
+                        )),
+                        Some(v) if v.is_empty() => err(format!(
+                            "{name}: {}",
+                            or(&word, "is not allowed to be empty")
+                        )),
                         Some(v) => Ok(v),
                     },
                     Some(m) => err(format!("unsupported modifier ({m}) in substitution")),
@@ -384,6 +395,10 @@ mod tests {
         assert_eq!(lx.process_word("${E:-z}", &env).unwrap(), "z");
         assert_eq!(lx.process_word("${E-z}", &env).is_err(), true);
         assert_eq!(lx.process_words("a$A", &env).unwrap(), vec!["ax", "y"]);
-        assert!(lx.process_word("${U?need U}", &env).unwrap_err().0.contains("U: need U"));
+        assert!(lx
+            .process_word("${U?need U}", &env)
+            .unwrap_err()
+            .0
+            .contains("U: need U"));
     }
 }

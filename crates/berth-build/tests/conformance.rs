@@ -12,7 +12,11 @@ fn corpus() -> PathBuf {
         .unwrap_or_else(|| {
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/dockerfile")
         });
-    assert!(p.join("parser").is_dir(), "corpus not found at {}", p.display());
+    assert!(
+        p.join("parser").is_dir(),
+        "corpus not found at {}",
+        p.display()
+    );
     p
 }
 

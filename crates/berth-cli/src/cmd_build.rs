@@ -247,7 +247,12 @@ pub async fn build(c: &Client, a: BuildArgs) -> Result<i32, CliError> {
     let mut id: Option<String> = None;
     let mut out = std::io::stdout().lock();
     while let Some(m) = lines.next().await? {
-        if let Some(e) = m.error_detail.as_ref().map(|d| d.message.clone()).or(m.error.clone()) {
+        if let Some(e) = m
+            .error_detail
+            .as_ref()
+            .map(|d| d.message.clone())
+            .or(m.error.clone())
+        {
             let _ = out.flush();
             eprintln!("{e}");
             return Ok(1);

@@ -56,7 +56,10 @@ fn options(q: &Query) -> ApiResult<BuildOptions> {
         pull: q.flag("pull"),
         labels,
         network,
-        platform: q.get("platform").filter(|p| !p.is_empty()).map(String::from),
+        platform: q
+            .get("platform")
+            .filter(|p| !p.is_empty())
+            .map(String::from),
         quiet: q.flag("q"),
     })
 }

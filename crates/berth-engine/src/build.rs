@@ -29,9 +29,9 @@ impl Backend for EngineBackend {
         platform: Option<&str>,
         out: &mut dyn FnMut(&str),
     ) -> Result<(), BuildError> {
-        let mut rx = self
-            .engine
-            .image_pull(reference.to_string(), platform.map(String::from), None);
+        let mut rx =
+            self.engine
+                .image_pull(reference.to_string(), platform.map(String::from), None);
         while let Some(t) = rx.blocking_recv() {
             match t {
                 Transfer::Message(m) => {

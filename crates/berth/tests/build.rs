@@ -60,12 +60,24 @@ fn basic_build_output_and_image_config() {
     assert!(o.stdout.contains("Step 5/9 : RUN echo"), "{o}");
     assert!(o.stdout.contains(" ---> Running in "), "{o}");
     assert!(o.stdout.contains("Successfully built "), "{o}");
-    assert!(o.stdout.contains(&format!("Successfully tagged {tag}:latest")), "{o}");
+    assert!(
+        o.stdout
+            .contains(&format!("Successfully tagged {tag}:latest")),
+        "{o}"
+    );
     assert_eq!(run(d, &[&tag]), "file content\nhello from run\n");
     // USER and WORKDIR took effect in the final image.
     assert_eq!(run(d, &[&tag, "sh", "-c", "id -u; pwd"]), "1000\n/app\n");
-    assert_eq!(d.fmt(&tag, "{{.Config.User}} {{.Config.WorkingDir}} {{.Config.Labels.a}}"), "1000:1000 /app b");
-    assert!(d.fmt(&tag, "{{json .Config.ExposedPorts}}").contains("8080/tcp"));
+    assert_eq!(
+        d.fmt(
+            &tag,
+            "{{.Config.User}} {{.Config.WorkingDir}} {{.Config.Labels.a}}"
+        ),
+        "1000:1000 /app b"
+    );
+    assert!(d
+        .fmt(&tag, "{{json .Config.ExposedPorts}}")
+        .contains("8080/tcp"));
 }
 
 #[test]
@@ -95,7 +107,11 @@ fn cache_hit_and_precise_invalidation() {
     assert_eq!(run(d, &[&tag, "cat", "/ab.txt"]), "A1\nB2\n");
     // A mode change alone is a change too.
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(c.path().join("a.txt"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(
+        c.path().join("a.txt"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
     let o = build(d, c.path(), &["-t", &tag]);
     assert_eq!(o.stdout.matches(" ---> Using cache").count(), 0, "{o}");
     // --no-cache runs everything.
@@ -125,7 +141,11 @@ fn multi_stage_with_target_skips_unneeded_stages() {
     assert_eq!(run(d, &[&t2, "cat", "/t.txt"]), "test-stage\n");
     let o = build(d, c.path(), &["--target", "nope"]);
     o.fails();
-    assert!(o.stderr.contains("failed to reach build target nope in Dockerfile"), "{o}");
+    assert!(
+        o.stderr
+            .contains("failed to reach build target nope in Dockerfile"),
+        "{o}"
+    );
 }
 
 #[test]
@@ -146,7 +166,15 @@ fn dockerignore_with_exceptions() {
     let files = run(d, &[&tag, "find", "/ctx", "-type", "f"]);
     let mut f: Vec<&str> = files.lines().collect();
     f.sort();
-    assert_eq!(f, vec!["/ctx/.dockerignore", "/ctx/Dockerfile", "/ctx/keep.log", "/ctx/src/main.txt"]);
+    assert_eq!(
+        f,
+        vec![
+            "/ctx/.dockerignore",
+            "/ctx/Dockerfile",
+            "/ctx/keep.log",
+            "/ctx/src/main.txt"
+        ]
+    );
 }
 
 #[test]
@@ -159,7 +187,10 @@ fn heredocs_run_and_copy() {
         "FROM busybox\nARG NAME=world\nRUN <<EOF\necho one > /one.txt\necho \"hi $NAME\" >> /one.txt\nEOF\nCOPY <<EOT /etc/greeting\nhello ${NAME}\nEOT\nCOPY <<'EOT' /etc/raw\nkeep $NAME\nEOT\n",
     )]);
     build(d, c.path(), &["-t", &tag]).ok();
-    assert_eq!(run(d, &[&tag, "cat", "/one.txt", "/etc/greeting", "/etc/raw"]), "one\nhi world\nhello world\nkeep $NAME\n");
+    assert_eq!(
+        run(d, &[&tag, "cat", "/one.txt", "/etc/greeting", "/etc/raw"]),
+        "one\nhi world\nhello world\nkeep $NAME\n"
+    );
 }
 
 #[test]
@@ -171,11 +202,29 @@ fn arg_before_from_and_build_args() {
         "Dockerfile",
         "ARG BASE=busybox\nARG VER=latest\nFROM ${BASE}:${VER}\nARG VER\nARG COLOR=red\nRUN echo \"$VER $COLOR\" > /v.txt\nENV C=$COLOR\n",
     )]);
-    let o = build(d, c.path(), &["-t", &tag, "--build-arg", "COLOR=blue", "--build-arg", "UNUSED=1"]);
+    let o = build(
+        d,
+        c.path(),
+        &[
+            "-t",
+            &tag,
+            "--build-arg",
+            "COLOR=blue",
+            "--build-arg",
+            "UNUSED=1",
+        ],
+    );
     o.ok();
     assert!(o.stdout.contains("Step 3/7 : FROM ${BASE}:${VER}"), "{o}");
-    assert!(o.stdout.contains("[Warning] One or more build-args [UNUSED] were not consumed"), "{o}");
-    assert_eq!(run(d, &[&tag, "sh", "-c", "cat /v.txt; echo $C"]), "latest blue\nblue\n");
+    assert!(
+        o.stdout
+            .contains("[Warning] One or more build-args [UNUSED] were not consumed"),
+        "{o}"
+    );
+    assert_eq!(
+        run(d, &[&tag, "sh", "-c", "cat /v.txt; echo $C"]),
+        "latest blue\nblue\n"
+    );
     // Build args are not in the image's environment.
     assert!(!d.fmt(&tag, "{{json .Config.Env}}").contains("COLOR"));
 }
@@ -183,12 +232,19 @@ fn arg_before_from_and_build_args() {
 #[test]
 fn failing_run_reports_exit_code_and_stops() {
     let d = d();
-    let c = ctx(&[("Dockerfile", "FROM busybox\nRUN echo before\nRUN exit 3\nRUN echo after\n")]);
+    let c = ctx(&[(
+        "Dockerfile",
+        "FROM busybox\nRUN echo before\nRUN exit 3\nRUN echo after\n",
+    )]);
     let o = build(d, c.path(), &[]);
     if o.code != 1 || !o.stderr.contains("non-zero") {
         panic!("{o}\ndaemon log:\n{}", d.log_text());
     }
-    assert!(o.stderr.contains("The command '/bin/sh -c exit 3' returned a non-zero code: 3"), "{o}");
+    assert!(
+        o.stderr
+            .contains("The command '/bin/sh -c exit 3' returned a non-zero code: 3"),
+        "{o}"
+    );
     assert!(!o.stdout.contains("Step 4/4"), "{o}");
     // The API stream carries the code.
     let c2 = ctx(&[("Dockerfile", "FROM busybox\nRUN false\n")]);
@@ -203,7 +259,11 @@ fn syntax_error_names_line() {
     let c = ctx(&[("Dockerfile", "FROM busybox\nRUN true\nFOO bar\n")]);
     let o = build(d, c.path(), &[]);
     o.fails();
-    assert!(o.stderr.contains("Dockerfile parse error line 3: unknown instruction: FOO"), "{o}");
+    assert!(
+        o.stderr
+            .contains("Dockerfile parse error line 3: unknown instruction: FOO"),
+        "{o}"
+    );
     let c = ctx(&[("Dockerfile", "FROM busybox\nCOPY --nope=1 a b\n")]);
     let o = build(d, c.path(), &[]);
     assert!(o.stderr.contains("line 2: Unknown flag: nope"), "{o}");
@@ -239,7 +299,10 @@ fn copy_semantics_chown_chmod_globs_and_add_tar() {
     }
     build(d, c.path(), &["-t", &tag]).ok();
     let out = run(d, &[&tag, "sh", "-c", "stat -c '%n %u %g %a' /scripts/*; ls /scripts; cat /d/sub/f.txt /unpacked/inner/x.txt /single"]);
-    assert_eq!(out, "/scripts/a.sh 1234 55 751\n/scripts/b.sh 1234 55 751\na.sh\nb.sh\nfxyzf");
+    assert_eq!(
+        out,
+        "/scripts/a.sh 1234 55 751\n/scripts/b.sh 1234 55 751\na.sh\nb.sh\nfxyzf"
+    );
 }
 
 #[test]
@@ -248,7 +311,11 @@ fn copy_outside_context_is_refused() {
     let c = ctx(&[("Dockerfile", "FROM busybox\nCOPY ../../etc/passwd /x\n")]);
     let o = build(d, c.path(), &[]);
     o.fails();
-    assert!(o.stderr.contains("forbidden path outside the build context"), "{o}");
+    assert!(
+        o.stderr
+            .contains("forbidden path outside the build context"),
+        "{o}"
+    );
     // A symlink in the context pointing outside resolves inside it.
     let c = ctx(&[("Dockerfile", "FROM busybox\nCOPY link /x\n")]);
     std::os::unix::fs::symlink("/etc/hostname", c.path().join("link")).unwrap();
@@ -268,7 +335,18 @@ fn dockerfile_from_stdin_and_quiet_iidfile() {
     let c = ctx(&[("Dockerfile.alt", "FROM busybox\nCMD [\"echo\", \"alt\"]\n")]);
     let iid = c.path().join("iid");
     let f = c.path().join("Dockerfile.alt");
-    let o = build(d, c.path(), &["-f", f.to_str().unwrap(), "--iidfile", iid.to_str().unwrap(), "--label", "x=y"]);
+    let o = build(
+        d,
+        c.path(),
+        &[
+            "-f",
+            f.to_str().unwrap(),
+            "--iidfile",
+            iid.to_str().unwrap(),
+            "--label",
+            "x=y",
+        ],
+    );
     o.ok();
     let id = std::fs::read_to_string(&iid).unwrap();
     assert_eq!(run(d, &[&id]), "alt\n");
@@ -280,10 +358,18 @@ fn dockerfile_from_stdin_and_quiet_iidfile() {
 fn same_build_same_digest_with_source_date_epoch() {
     let d = d();
     let c = ctx(&[
-        ("Dockerfile", "FROM busybox\nCOPY f /f\nRUN echo x > /y\nENV A=1\n"),
+        (
+            "Dockerfile",
+            "FROM busybox\nCOPY f /f\nRUN echo x > /y\nENV A=1\n",
+        ),
         ("f", "f"),
     ]);
-    let a = ["--no-cache", "-q", "--build-arg", "SOURCE_DATE_EPOCH=1700000000"];
+    let a = [
+        "--no-cache",
+        "-q",
+        "--build-arg",
+        "SOURCE_DATE_EPOCH=1700000000",
+    ];
     let o1 = build(d, c.path(), &a);
     o1.ok();
     let o2 = build(d, c.path(), &a);
@@ -309,7 +395,11 @@ fn docker_cli_legacy_build() {
     let cfg = tempfile::tempdir().unwrap();
     let docker_build = |extra: &[&str]| {
         let mut cmd = std::process::Command::new(&docker);
-        cmd.arg("build").args(extra).arg("-t").arg(&tag).arg(".")
+        cmd.arg("build")
+            .args(extra)
+            .arg("-t")
+            .arg(&tag)
+            .arg(".")
             .current_dir(c.path())
             .env("DOCKER_HOST", d.host())
             .env("DOCKER_CONFIG", cfg.path())
@@ -320,9 +410,17 @@ fn docker_cli_legacy_build() {
     };
     let o = docker_build(&[]);
     o.ok();
-    assert!(o.stdout.contains("Step 3/4 : RUN echo built-by-docker >> /msg.txt"), "{o}");
+    assert!(
+        o.stdout
+            .contains("Step 3/4 : RUN echo built-by-docker >> /msg.txt"),
+        "{o}"
+    );
     assert!(o.stdout.contains("Successfully built "), "{o}");
-    assert!(o.stdout.contains(&format!("Successfully tagged {tag}:latest")), "{o}");
+    assert!(
+        o.stdout
+            .contains(&format!("Successfully tagged {tag}:latest")),
+        "{o}"
+    );
     assert_eq!(run(d, &[&tag]), "hello\nbuilt-by-docker\n");
     let o = docker_build(&[]);
     o.ok();
@@ -330,7 +428,11 @@ fn docker_cli_legacy_build() {
     // A failing RUN: docker prints the legacy message and exits with the code.
     std::fs::write(c.path().join("Dockerfile"), "FROM busybox\nRUN exit 5\n").unwrap();
     let o = docker_build(&[]);
-    assert!(o.stderr.contains("The command '/bin/sh -c exit 5' returned a non-zero code: 5"), "{o}");
+    assert!(
+        o.stderr
+            .contains("The command '/bin/sh -c exit 5' returned a non-zero code: 5"),
+        "{o}"
+    );
     assert_eq!(o.code, 5, "{o}");
     // -q prints just the id.
     std::fs::write(c.path().join("Dockerfile"), "FROM busybox\nLABEL q=1\n").unwrap();
@@ -342,7 +444,10 @@ fn docker_cli_legacy_build() {
 #[test]
 fn intermediate_images_listed_with_all_only() {
     let d = d();
-    let c = ctx(&[("Dockerfile", "FROM busybox\nENV A=1\nRUN echo x > /x\nLABEL marker=intermediate-test\n")]);
+    let c = ctx(&[(
+        "Dockerfile",
+        "FROM busybox\nENV A=1\nRUN echo x > /x\nLABEL marker=intermediate-test\n",
+    )]);
     let o = build(d, c.path(), &["-q"]);
     o.ok();
     let id = o.out().to_string();
@@ -366,7 +471,11 @@ fn serve(body: &'static [u8], n: usize) -> u16 {
             let Ok(mut s) = s else { continue };
             let mut buf = [0u8; 4096];
             let _ = s.read(&mut buf);
-            let path = String::from_utf8_lossy(&buf).split_whitespace().nth(1).unwrap_or("").to_string();
+            let path = String::from_utf8_lossy(&buf)
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("")
+                .to_string();
             let resp = if path.contains("missing") {
                 b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec()
             } else {
@@ -390,7 +499,15 @@ fn add_from_url() {
     let c = ctx(&[("Dockerfile", &df)]);
     build(d, c.path(), &["-t", &tag]).ok();
     assert_eq!(
-        run(d, &[&tag, "sh", "-c", "cat /srv/data.txt /named; stat -c '%a %Y' /named"]),
+        run(
+            d,
+            &[
+                &tag,
+                "sh",
+                "-c",
+                "cat /srv/data.txt /named; stat -c '%a %Y' /named"
+            ]
+        ),
         "downloaded\ndownloaded\n600 784887151\n"
     );
     let df = format!("FROM busybox\nADD http://127.0.0.1:{port}/missing /m\n");
@@ -403,12 +520,21 @@ fn add_from_url() {
 #[test]
 fn unsupported_flags_are_refused_clearly() {
     let d = d();
-    let c = ctx(&[("Dockerfile", "FROM busybox\nRUN --mount=type=cache,target=/c true\n")]);
+    let c = ctx(&[(
+        "Dockerfile",
+        "FROM busybox\nRUN --mount=type=cache,target=/c true\n",
+    )]);
     let o = build(d, c.path(), &[]);
     o.fails();
     assert!(o.stderr.contains("RUN --mount is not supported"), "{o}");
-    let c = ctx(&[("Dockerfile", "FROM busybox\nCOPY --parents a /b/\n"), ("a", "a")]);
+    let c = ctx(&[
+        ("Dockerfile", "FROM busybox\nCOPY --parents a /b/\n"),
+        ("a", "a"),
+    ]);
     let o = build(d, c.path(), &[]);
     o.fails();
-    assert!(o.stderr.contains("line 2: COPY --parents is not supported"), "{o}");
+    assert!(
+        o.stderr.contains("line 2: COPY --parents is not supported"),
+        "{o}"
+    );
 }
