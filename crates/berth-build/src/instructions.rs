@@ -301,7 +301,7 @@ fn command(n: &Node) -> Result<Command, InstructionError> {
                     );
                 }
             }
-            if words.len() + n.heredocs.len() < 2 && !(words.len() == 1 && !n.heredocs.is_empty()) {
+            if words.len() < 2 {
                 return err(n, format!("{upper} requires at least two arguments, but only one was provided. Destination could not be determined."));
             }
             let mut srcs = words;

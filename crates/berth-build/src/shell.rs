@@ -393,7 +393,7 @@ mod tests {
         let lx = Lexer::new('\\');
         assert_eq!(lx.process_word("${A:-z}", &env).unwrap(), "x y");
         assert_eq!(lx.process_word("${E:-z}", &env).unwrap(), "z");
-        assert_eq!(lx.process_word("${E-z}", &env).is_err(), true);
+        assert!(lx.process_word("${E-z}", &env).is_err());
         assert_eq!(lx.process_words("a$A", &env).unwrap(), vec!["ax", "y"]);
         assert!(lx
             .process_word("${U?need U}", &env)
