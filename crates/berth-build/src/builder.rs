@@ -186,6 +186,59 @@ impl ImageFs {
     fn is_dir(&self, path: &str) -> bool {
         self.lookup(path).is_some_and(|(_, m)| m.is_dir())
     }
+    /// `path` with the symlinks of the image's directories followed inside the image (an
+    /// absolute link restarts at the image's root, as in a chroot). The last element is
+    /// followed only when it is a link to a directory.
+    fn resolve(&self, path: &str) -> String {
+        let mut out: Vec<String> = Vec::new();
+        let mut pending: Vec<String> = path
+            .split('/')
+            .filter(|p| !p.is_empty())
+            .rev()
+            .map(String::from)
+            .collect();
+        let mut hops = 0;
+        while let Some(part) = pending.pop() {
+            match part.as_str() {
+                "." => continue,
+                ".." => {
+                    out.pop();
+                    continue;
+                }
+                _ => {}
+            }
+            let mut parts = out.clone();
+            parts.push(part.clone());
+            let cand = format!("/{}", parts.join("/"));
+            match self.lookup(&cand) {
+                Some((host, m)) if m.file_type().is_symlink() && hops < 40 => {
+                    hops += 1;
+                    let t = std::fs::read_link(&host)
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .into_owned();
+                    let mut rest: Vec<String> = Vec::new();
+                    if !t.starts_with('/') {
+                        rest.extend(out.iter().cloned());
+                    }
+                    rest.extend(t.split('/').filter(|p| !p.is_empty()).map(String::from));
+                    // The final element stays a link unless it leads to a directory.
+                    if pending.is_empty() {
+                        let target = self.resolve(&format!("/{}", rest.join("/")));
+                        if !self.is_dir(&target) {
+                            out.push(part);
+                            continue;
+                        }
+                    }
+                    out.clear();
+                    pending.extend(rest.into_iter().rev());
+                }
+                _ => out.push(part),
+            }
+        }
+        format!("/{}", out.join("/"))
+    }
+
     fn read(&self, path: &str) -> Option<String> {
         let (p, m) = self.lookup(path)?;
         if !m.is_file() {
@@ -857,7 +910,8 @@ impl Run<'_, '_> {
                 );
                 let created_by = Self::nop(&format!("WORKDIR {path}"));
                 let fs = self.image_fs(st)?;
-                if fs.is_dir(&path) || path == "/" {
+                let real = fs.resolve(&path);
+                if fs.is_dir(&real) || real == "/" {
                     return self.meta_step(st, created_by, |st| st.cc().working_dir = Some(path));
                 }
                 let key = self.cache_key(&st.image_id, &format!("{created_by}|mkdir"));
@@ -865,7 +919,7 @@ impl Run<'_, '_> {
                     return Ok(());
                 }
                 let mut entries = Vec::new();
-                self.parent_entries(&fs, &format!("{path}/x"), &mut entries);
+                self.parent_entries(&fs, &format!("{real}/x"), &mut entries);
                 let diff = self.write_layer(st, entries)?;
                 st.cc().working_dir = Some(path);
                 self.finish_step(st, &key, created_by, Some(diff))
@@ -1522,12 +1576,12 @@ impl Run<'_, '_> {
         } else {
             format!("{}/{}", wd.trim_end_matches('/'), dest_raw)
         };
-        let dest_clean = format!(
+        let dest_clean = fs.resolve(&format!(
             "/{}",
             clean_rel(Path::new(&dest_abs))
                 .unwrap_or_default()
                 .display()
-        );
+        ));
         let ends_slash = dest_raw.ends_with('/') || dest_raw == "." || dest_raw.ends_with("/.");
         let mut sources: Vec<(String, PathBuf)> = Vec::new();
         for s in &srcs {

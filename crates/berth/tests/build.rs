@@ -538,3 +538,28 @@ fn unsupported_flags_are_refused_clearly() {
         "{o}"
     );
 }
+
+#[test]
+fn copy_and_workdir_follow_symlinks_inside_the_image() {
+    let d = d();
+    let tag = unique("b-link");
+    let _g = Rmi(d, vec![tag.clone()]);
+    let c = ctx(&[
+        (
+            "Dockerfile",
+            "FROM busybox\nRUN mkdir -p /real/dir && ln -s /real/dir /linkdir && ln -s real /rel\nCOPY f.txt /linkdir/\nCOPY f.txt /rel/g.txt\nWORKDIR /linkdir/sub\n",
+        ),
+        ("f.txt", "F"),
+    ]);
+    build(d, c.path(), &["-t", &tag]).ok();
+    let out = run(
+        d,
+        &[
+            &tag,
+            "sh",
+            "-c",
+            "cat /real/dir/f.txt /real/g.txt; ls -d /real/dir/sub; readlink /linkdir",
+        ],
+    );
+    assert_eq!(out, "FF/real/dir/sub\n/real/dir\n");
+}
