@@ -393,7 +393,7 @@ fn docker_cli_legacy_build() {
         ("msg.txt", "hello\n"),
     ]);
     let cfg = tempfile::tempdir().unwrap();
-    let docker_build = |extra: &[&str]| {
+    let docker_build_env = |extra: &[&str], buildkit: Option<&str>| {
         let mut cmd = std::process::Command::new(&docker);
         cmd.arg("build")
             .args(extra)
@@ -403,11 +403,15 @@ fn docker_cli_legacy_build() {
             .current_dir(c.path())
             .env("DOCKER_HOST", d.host())
             .env("DOCKER_CONFIG", cfg.path())
-            .env("DOCKER_BUILDKIT", "0")
+            .env_remove("DOCKER_BUILDKIT")
             .env_remove("DOCKER_CONTEXT")
             .env_remove("DOCKER_API_VERSION");
+        if let Some(v) = buildkit {
+            cmd.env("DOCKER_BUILDKIT", v);
+        }
         berth_testkit::run_with_timeout(cmd, None, Duration::from_secs(60))
     };
+    let docker_build = |extra: &[&str]| docker_build_env(extra, Some("0"));
     let o = docker_build(&[]);
     o.ok();
     assert!(
@@ -425,6 +429,18 @@ fn docker_cli_legacy_build() {
     let o = docker_build(&[]);
     o.ok();
     assert_eq!(o.stdout.matches("Using cache").count(), 3, "{o}");
+    // Plain `docker build -t x .`: without the buildx plugin the CLI falls back to the
+    // legacy builder by itself.
+    let buildx = std::process::Command::new(&docker)
+        .args(["buildx", "version"])
+        .env("DOCKER_CONFIG", cfg.path())
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !buildx {
+        let o = docker_build_env(&[], None);
+        o.ok();
+        assert!(o.stdout.contains("Successfully tagged"), "{o}");
+    }
     // A failing RUN: docker prints the legacy message and exits with the code.
     std::fs::write(c.path().join("Dockerfile"), "FROM busybox\nRUN exit 5\n").unwrap();
     let o = docker_build(&[]);
