@@ -579,3 +579,89 @@ fn copy_and_workdir_follow_symlinks_inside_the_image() {
     );
     assert_eq!(out, "FF/real/dir/sub\n/real/dir\n");
 }
+
+#[test]
+fn metadata_instructions_and_onbuild_triggers() {
+    let d = d();
+    let (base, child) = (unique("b-meta"), unique("b-onb"));
+    let _g = Rmi(d, vec![child.clone(), base.clone()]);
+    let c = ctx(&[(
+        "Dockerfile",
+        "FROM busybox\nMAINTAINER someone@example.com\nSHELL [\"/bin/sh\", \"-ec\"]\nRUN echo shell-ok > /s.txt\nVOLUME [\"/data\", \"/more\"]\nVOLUME /third\nSTOPSIGNAL SIGTERM\nHEALTHCHECK --interval=5s --retries=2 CMD true\nENTRYPOINT [\"/bin/echo\"]\nCMD [\"default\"]\nONBUILD RUN echo triggered > /onbuild.txt\n",
+    )]);
+    build(d, c.path(), &["-t", &base]).ok();
+    let f = |t: &str| d.fmt(&base, t);
+    assert_eq!(f("{{.Author}}"), "someone@example.com");
+    assert_eq!(f("{{json .Config.Shell}}"), r#"["/bin/sh","-ec"]"#);
+    assert_eq!(f("{{.Config.StopSignal}}"), "SIGTERM");
+    assert_eq!(
+        f("{{json .Config.Healthcheck}}"),
+        r#"{"Test":["CMD-SHELL","true"],"Interval":5000000000,"Retries":2}"#
+    );
+    assert_eq!(
+        f("{{json .Config.Entrypoint}} {{json .Config.Cmd}}"),
+        r#"["/bin/echo"] ["default"]"#
+    );
+    assert_eq!(
+        f("{{json .Config.OnBuild}}"),
+        r#"["RUN echo triggered > /onbuild.txt"]"#
+    );
+    assert_eq!(
+        f("{{json .Config.Volumes}}"),
+        r#"{"/data":{},"/more":{},"/third":{}}"#
+    );
+    assert_eq!(run(d, &[&base]), "default\n");
+    // The trigger runs when the image is a base, and is not inherited further.
+    let c2 = ctx(&[(
+        "Dockerfile",
+        &format!("FROM {base}\nCMD [\"/onbuild.txt\"]\n"),
+    )]);
+    let o = build(d, c2.path(), &["-t", &child]);
+    o.ok();
+    assert!(o.stdout.contains("# Executing 1 build trigger"), "{o}");
+    assert_eq!(
+        run(
+            d,
+            &["--entrypoint", "cat", &child, "/onbuild.txt", "/s.txt"]
+        ),
+        "triggered\nshell-ok\n"
+    );
+    assert_eq!(d.fmt(&child, "{{json .Config.OnBuild}}"), "null");
+    // POST /build/prune empties the cache index: the same build then runs its steps again.
+    let r = d.api("POST", "/build/prune");
+    assert_eq!(r.status, 200);
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    assert!(v["SpaceReclaimed"].is_u64(), "{v}");
+    let o = build(d, c.path(), &["-t", &base]);
+    assert!(o.stdout.contains("Running in"), "{o}");
+}
+
+#[test]
+fn tar_context_from_stdin_and_file() {
+    let d = d();
+    let mut tb = tar::Builder::new(Vec::new());
+    for (name, data) in [
+        (
+            "Dockerfile",
+            &b"FROM busybox\nCOPY in.txt /in.txt\nCMD [\"cat\", \"/in.txt\"]\n"[..],
+        ),
+        ("in.txt", &b"from-tar\n"[..]),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tb.append_data(&mut h, name, data).unwrap();
+    }
+    let tar = tb.into_inner().unwrap();
+    let o = d.cli_in(&["build", "-q", "-"], &tar);
+    o.ok();
+    let id = o.out().to_string();
+    assert_eq!(run(d, &[&id]), "from-tar\n");
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("ctx.tar");
+    std::fs::write(&p, &tar).unwrap();
+    let o = d.cli(&["build", "-q", p.to_str().unwrap()]);
+    o.ok();
+    assert_eq!(o.out(), id, "same context, same cached result");
+}
