@@ -225,6 +225,31 @@ fn arg_before_from_and_build_args() {
         run(d, &[&tag, "sh", "-c", "cat /v.txt; echo $C"]),
         "latest blue\nblue\n"
     );
+    // Predefined proxy args reach RUN without an ARG, and stay out of the image and history.
+    let tag2 = unique("b-proxy");
+    let _g2 = Rmi(d, vec![tag2.clone()]);
+    let c2 = ctx(&[(
+        "Dockerfile",
+        "FROM busybox\nRUN echo \"p=$HTTP_PROXY\" > /p.txt\n",
+    )]);
+    build(
+        d,
+        c2.path(),
+        &[
+            "-t",
+            &tag2,
+            "--build-arg",
+            "HTTP_PROXY=http://proxy.invalid:3128",
+        ],
+    )
+    .ok();
+    assert_eq!(
+        run(d, &[&tag2, "cat", "/p.txt"]),
+        "p=http://proxy.invalid:3128\n"
+    );
+    let h = d.cli(&["history", "--no-trunc", &tag2]);
+    assert!(!h.stdout.contains("proxy.invalid"), "{h}");
+    assert!(!d.fmt(&tag2, "{{json .Config.Env}}").contains("PROXY"));
     // Build args are not in the image's environment.
     assert!(!d.fmt(&tag, "{{json .Config.Env}}").contains("COLOR"));
 }
