@@ -326,6 +326,8 @@ struct Run<'b, 'a> {
     stage_images: BTreeMap<usize, String>,
     stages: Stages,
     meta_env: Vec<String>,
+    /// The Dockerfile's name, for error messages.
+    df_name: String,
 }
 
 fn expand(lx: &Lexer, s: &str, env: &[String]) -> Result<String, BuildError> {
@@ -388,6 +390,7 @@ impl Builder<'_> {
             stage_images: BTreeMap::new(),
             stages,
             meta_env: Vec::new(),
+            df_name: base_name.clone(),
         };
         run.go()
     }
@@ -701,7 +704,14 @@ impl Run<'_, '_> {
         }
         for c in stage.commands.iter().chain(extra) {
             self.begin_step(&c.original);
-            self.dispatch(&mut st, c, meta_values, true)?;
+            self.dispatch(&mut st, c, meta_values, true)
+                .map_err(|e| match e {
+                    // Word-processing errors (quotes, `${VAR?}`) name the line.
+                    BuildError::BadRequest(m) if m.starts_with("failed to process") => {
+                        BuildError::BadRequest(format!("{} line {}: {m}", self.df_name, c.line))
+                    }
+                    e => e,
+                })?;
         }
         match st.image_id {
             Some(id) => Ok(id),

@@ -292,6 +292,16 @@ fn syntax_error_names_line() {
     let c = ctx(&[("Dockerfile", "FROM busybox\nCOPY --nope=1 a b\n")]);
     let o = build(d, c.path(), &[]);
     assert!(o.stderr.contains("line 2: Unknown flag: nope"), "{o}");
+    let c = ctx(&[(
+        "Dockerfile",
+        "FROM busybox\nENV A=1\nENV B=\"unterminated\n",
+    )]);
+    let o = build(d, c.path(), &[]);
+    o.fails();
+    assert!(
+        o.stderr.contains("Dockerfile line 3: failed to process"),
+        "{o}"
+    );
     let c = ctx(&[("Dockerfile", "FROM busybox\nRUN <<EOF\necho\n")]);
     let o = build(d, c.path(), &[]);
     assert!(o.stderr.contains("line 2: unterminated heredoc"), "{o}");
