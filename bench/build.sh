@@ -41,7 +41,11 @@ args=(-N --warmup 3 --runs "${RUNS_CACHED:-30}" --export-markdown "$RESULTS/buil
 [ -n "$DK" ] && args+=(-n "docker cached" "$DK build -t berth-bench-build $CTX")
 hyperfine "${args[@]}"
 [ -n "$DK" ] || echo "bench: no dockerd answering: docker's figures skipped"
-{ cat "$RESULTS/build-nocache.md"; echo; cat "$RESULTS/build-cached.md"; } >"$RESULTS/build.md"
+{
+    echo "5-step build (FROM, COPY, RUN, LABEL, CMD), $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, load average $(cut -d" " -f1-3 /proc/loadavg); docker: ${DK:+legacy builder, dockerd $($DK version --format '{{.Server.Version}}' 2>/dev/null)}"
+    echo
+    cat "$RESULTS/build-nocache.md"; echo; cat "$RESULTS/build-cached.md"
+} >"$RESULTS/build.md"
 # Leave docker as found: the benchmark's images (all carry the label) go, nothing else.
 if [ -n "$DK" ]; then
     ids=$($DK images -a -q -f label=berth-bench=build | sort -u)
