@@ -91,6 +91,10 @@ pub trait Backend: Send + Sync {
     /// Downloads `url` (ADD of a URL) into the file `dest`. Returns the server's
     /// Last-Modified time (unix seconds) when it sent one.
     fn fetch(&self, url: &str, dest: &Path) -> Result<Option<i64>, BuildError>;
+    /// Whether the client went away (the build then stops before its next step).
+    fn cancelled(&self) -> bool {
+        false
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -427,10 +431,16 @@ impl Run<'_, '_> {
         }
     }
 
-    fn begin_step(&mut self, original: &str) {
+    fn begin_step(&mut self, original: &str) -> Result<(), BuildError> {
+        if self.b.backend.cancelled() {
+            return Err(BuildError::Failed(
+                "build cancelled: the client went away".into(),
+            ));
+        }
         self.step += 1;
         let s = format!("Step {}/{} : {}\n", self.step, self.total, original);
         self.say(&s);
+        Ok(())
     }
 
     /// Stages the target depends on (through FROM and COPY --from), in order.
@@ -497,7 +507,7 @@ impl Run<'_, '_> {
                 .sum::<usize>()
             + usize::from(labels_step);
         for c in &meta {
-            self.begin_step(&c.original);
+            self.begin_step(&c.original)?;
         }
         let mut last = String::new();
         for &i in &needed {
@@ -624,7 +634,7 @@ impl Run<'_, '_> {
         meta_values: &BTreeMap<String, Option<String>>,
         extra: &[Command],
     ) -> Result<String, BuildError> {
-        self.begin_step(&stage.original);
+        self.begin_step(&stage.original)?;
         let lx = Lexer::new('\\');
         let base = expand(&lx, &stage.base, &self.meta_env)?;
         if base.is_empty() {
@@ -703,7 +713,7 @@ impl Run<'_, '_> {
             }
         }
         for c in stage.commands.iter().chain(extra) {
-            self.begin_step(&c.original);
+            self.begin_step(&c.original)?;
             self.dispatch(&mut st, c, meta_values, true)
                 .map_err(|e| match e {
                     // Word-processing errors (quotes, `${VAR?}`) name the line.

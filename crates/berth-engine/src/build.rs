@@ -20,6 +20,8 @@ pub enum BuildMessage {
 struct EngineBackend {
     engine: Engine,
     rt: tokio::runtime::Handle,
+    /// The build's message channel: closed once the client is gone.
+    tx: mpsc::Sender<BuildMessage>,
 }
 
 impl Backend for EngineBackend {
@@ -159,6 +161,10 @@ impl Backend for EngineBackend {
         })
     }
 
+    fn cancelled(&self) -> bool {
+        self.tx.is_closed()
+    }
+
     fn remove(&self, container_id: &str) {
         if let Err(e) = self
             .rt
@@ -192,6 +198,7 @@ impl Engine {
                 let backend = EngineBackend {
                     engine: engine.clone(),
                     rt,
+                    tx: tx.clone(),
                 };
                 let builder = Builder {
                     store: &store,

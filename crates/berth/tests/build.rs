@@ -700,3 +700,38 @@ fn tar_context_from_stdin_and_file() {
     o.ok();
     assert_eq!(o.out(), id, "same context, same cached result");
 }
+
+#[test]
+fn client_going_away_stops_the_build() {
+    let d = d();
+    let marker = unique("cancel");
+    let c = ctx(&[(
+        "Dockerfile",
+        &format!("FROM busybox\nRUN sleep 2\nLABEL marker={marker}\n"),
+    )]);
+    let mut child = d.spawn_cli(&["build", c.path().to_str().unwrap()]).unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    child.kill().unwrap();
+    let _ = child.wait();
+    // The RUN finishes; the step after it never runs.
+    std::thread::sleep(Duration::from_millis(3500));
+    let o = d.cli(&[
+        "images",
+        "-a",
+        "-q",
+        "--filter",
+        &format!("label=marker={marker}"),
+    ]);
+    o.ok();
+    assert_eq!(o.out(), "", "{o}");
+    // The same build, left alone, does make it.
+    build(d, c.path(), &[]).ok();
+    let o = d.cli(&[
+        "images",
+        "-a",
+        "-q",
+        "--filter",
+        &format!("label=marker={marker}"),
+    ]);
+    assert_ne!(o.out(), "", "{o}");
+}
