@@ -47,7 +47,8 @@ pub struct BuildArgs {
     #[arg(long)]
     pub platform: Option<String>,
     /// Remove intermediate containers after a successful build
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true",
+          action = clap::ArgAction::Set)]
     pub rm: bool,
     /// Always remove intermediate containers
     #[arg(long)]
@@ -287,4 +288,39 @@ pub async fn build(c: &Client, a: BuildArgs) -> Result<i32, CliError> {
         std::fs::write(f, &id).map_err(|e| CliError::msg(format!("writing image ID file: {e}")))?;
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::cli::{Cli, Cmd};
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> super::BuildArgs {
+        let mut v = vec!["berth", "build"];
+        v.extend_from_slice(args);
+        match Cli::try_parse_from(v).map(|c| c.cmd) {
+            Ok(Some(Cmd::Build(a))) => a,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn docker_build_grammar() {
+        let a = parse(&[
+            "-t",
+            "a",
+            "--tag",
+            "b:1",
+            "--build-arg",
+            "X=1",
+            "--rm",
+            "-q",
+            ".",
+        ]);
+        assert_eq!(a.tags, vec!["a", "b:1"]);
+        assert!(a.rm && a.quiet);
+        assert_eq!(a.context, ".");
+        assert!(!parse(&["--rm=false", "-"]).rm);
+        assert_eq!(parse(&["-f", "-", "dir"]).file.as_deref(), Some("-"));
+    }
 }
