@@ -53,6 +53,8 @@ pub enum Cmd {
     Tag(TagArgs),
     /// Remove one or more images
     Rmi(RmiArgs),
+    /// Build an image from a Dockerfile
+    Build(crate::cmd_build::BuildArgs),
     /// Load an image from a tar archive or STDIN
     Load(LoadArgs),
     /// Save one or more images to a tar archive (streamed to STDOUT by default)
@@ -123,6 +125,7 @@ impl Cmd {
             Cmd::History(_) => "history",
             Cmd::Tag(_) => "tag",
             Cmd::Rmi(_) => "rmi",
+            Cmd::Build(_) => "build",
             Cmd::Load(_) => "load",
             Cmd::Save(_) => "save",
             Cmd::Import(_) => "import",
@@ -136,6 +139,7 @@ impl Cmd {
                 I::History(_) => "image history",
                 I::Tag(_) => "image tag",
                 I::Rm(_) => "image rm",
+                I::Build(_) => "image build",
                 I::Load(_) => "image load",
                 I::Save(_) => "image save",
                 I::Import(_) => "image import",
@@ -207,6 +211,8 @@ pub enum ImageCmd {
     /// Remove one or more images
     #[command(visible_aliases = ["remove", "rmi"])]
     Rm(RmiArgs),
+    /// Build an image from a Dockerfile
+    Build(crate::cmd_build::BuildArgs),
     /// Load an image from a tar archive or STDIN
     Load(LoadArgs),
     /// Save one or more images to a tar archive (streamed to STDOUT by default)

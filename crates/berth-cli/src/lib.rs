@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod cli;
+mod cmd_build;
 mod cmd_container;
 mod cmd_image;
 pub mod cmd_network;
@@ -119,6 +120,7 @@ async fn dispatch(c: Arc<Client>, cmd: Cmd) -> Result<i32, CliError> {
         Cmd::History(a) | Cmd::Image(I::History(a)) => cmd_image::history(&c, a).await,
         Cmd::Tag(a) | Cmd::Image(I::Tag(a)) => cmd_image::tag(&c, a).await,
         Cmd::Rmi(a) | Cmd::Image(I::Rm(a)) => cmd_image::rmi(&c, a).await,
+        Cmd::Build(a) | Cmd::Image(I::Build(a)) => cmd_build::build(&c, a).await,
         Cmd::Load(a) | Cmd::Image(I::Load(a)) => cmd_image::load(&c, a).await,
         Cmd::Save(a) | Cmd::Image(I::Save(a)) => cmd_image::save(&c, a).await,
         Cmd::Import(a) | Cmd::Image(I::Import(a)) => cmd_image::import(&c, a).await,

@@ -41,7 +41,7 @@ async fn list(State(st): State<AppState>, RawQuery(raw): RawQuery) -> ApiResult<
 }
 
 /// Spools a request body to a temp file so the blocking image code can read it at its pace.
-async fn spool(st: &AppState, body: Body) -> ApiResult<std::fs::File> {
+pub(crate) async fn spool(st: &AppState, body: Body) -> ApiResult<std::fs::File> {
     let dir = st.engine.config().data_root.join("tmp");
     std::fs::create_dir_all(&dir).map_err(|e| ApiError::new(500, e.to_string()))?;
     let mut file = tempfile::tempfile_in(&dir).map_err(|e| ApiError::new(500, e.to_string()))?;

@@ -119,6 +119,7 @@ fn router(state: AppState) -> Router {
     let r = crate::images::routes(r);
     let r = crate::volumes::routes(r);
     let r = crate::networks::routes(r);
+    let r = crate::build::routes(r);
     r.fallback(not_found).with_state(state)
 }
 

@@ -71,8 +71,13 @@ impl Engine {
         all: bool,
         filters: &std::collections::HashMap<String, Vec<String>>,
     ) -> Result<Vec<ImageSummary>> {
-        let _ = all; // Berth keeps no intermediate images, so -a lists the same set.
         let images = self.blocking(|s| s.list()).await?;
+        // Build steps' intermediate images: shown with -a only (Docker's rule).
+        let parents = if all {
+            Default::default()
+        } else {
+            self.intermediate_parents()
+        };
         let counts = self.image_container_counts();
         let refs = filters.get("reference").cloned().unwrap_or_default();
         let dangling = filters
@@ -89,6 +94,9 @@ impl Engine {
                 .and_then(|c| c.labels.clone())
                 .map(|l| l.into_iter().collect())
                 .unwrap_or_default();
+            if img.repo_tags.is_empty() && parents.contains(&img.id) {
+                continue;
+            }
             if let Some(d) = dangling {
                 if d != img.repo_tags.is_empty() {
                     continue;

@@ -4,6 +4,7 @@
 //! filesystems and the runtime's shims for processes, and recovers all of it after a restart.
 
 pub mod attach;
+pub mod build;
 pub mod container;
 mod copyup;
 pub mod error;

@@ -913,3 +913,20 @@ impl std::io::Read for ChunkReader {
         }
     }
 }
+
+impl ImageStore {
+    /// The extracted layer directories of an image, top layer first (as overlay lowerdirs),
+    /// for read-only lookups in its filesystem (the builder's COPY/WORKDIR/USER checks).
+    pub fn image_layer_dirs(
+        &self,
+        name_or_id: &str,
+    ) -> Result<Vec<std::path::PathBuf>, ImageError> {
+        let id = self.resolve_id(name_or_id)?;
+        let rec = self.record(&id)?;
+        let mut out = Vec::new();
+        for l in rec.layers.iter().rev() {
+            out.push(self.layers.layer_dir(&l.chain_id)?.join("diff"));
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,737 @@
+//! `berth build` against a real daemon: the legacy builder's output, stages, cache, context
+//! handling and errors. Base image: the offline busybox.
+
+mod common;
+use common::*;
+use std::path::Path;
+
+/// A context directory with the given files (path, content).
+fn ctx(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let t = tempfile::tempdir().unwrap();
+    for (p, c) in files {
+        let full = t.path().join(p);
+        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+        std::fs::write(full, c).unwrap();
+    }
+    t
+}
+
+fn build(d: &Daemon, dir: &Path, extra: &[&str]) -> Out {
+    let mut a = vec!["build"];
+    a.extend_from_slice(extra);
+    let p = dir.to_string_lossy().into_owned();
+    a.push(&p);
+    d.cli(&a)
+}
+
+/// `run --rm <image> <cmd...>` stdout.
+fn run(d: &Daemon, args: &[&str]) -> String {
+    let mut a = vec!["run", "--rm"];
+    a.extend_from_slice(args);
+    let o = d.cli(&a);
+    o.ok();
+    o.stdout.clone()
+}
+
+struct Rmi<'a>(&'a Daemon, Vec<String>);
+impl Drop for Rmi<'_> {
+    fn drop(&mut self) {
+        for i in &self.1 {
+            let _ = self.0.cli(&["rmi", "-f", i]);
+        }
+    }
+}
+
+#[test]
+fn basic_build_output_and_image_config() {
+    let d = d();
+    let tag = unique("b-basic");
+    let _g = Rmi(d, vec![tag.clone()]);
+    let c = ctx(&[
+        (
+            "Dockerfile",
+            "FROM busybox\nENV GREETING=hello\nWORKDIR /app\nCOPY hello.txt .\nRUN echo \"$GREETING from run\" > /app/run.txt && mkdir -p /home/u && chown 1000 /home/u\nUSER 1000:1000\nEXPOSE 8080\nLABEL a=b\nCMD [\"cat\", \"/app/hello.txt\", \"/app/run.txt\"]\n",
+        ),
+        ("hello.txt", "file content\n"),
+    ]);
+    let o = build(d, c.path(), &["-t", &tag]);
+    o.ok();
+    assert!(o.stdout.contains("Step 1/9 : FROM busybox"), "{o}");
+    assert!(o.stdout.contains("Step 5/9 : RUN echo"), "{o}");
+    assert!(o.stdout.contains(" ---> Running in "), "{o}");
+    assert!(o.stdout.contains("Successfully built "), "{o}");
+    assert!(
+        o.stdout
+            .contains(&format!("Successfully tagged {tag}:latest")),
+        "{o}"
+    );
+    assert_eq!(run(d, &[&tag]), "file content\nhello from run\n");
+    // USER and WORKDIR took effect in the final image.
+    assert_eq!(run(d, &[&tag, "sh", "-c", "id -u; pwd"]), "1000\n/app\n");
+    assert_eq!(
+        d.fmt(
+            &tag,
+            "{{.Config.User}} {{.Config.WorkingDir}} {{.Config.Labels.a}}"
+        ),
+        "1000:1000 /app b"
+    );
+    assert!(d
+        .fmt(&tag, "{{json .Config.ExposedPorts}}")
+        .contains("8080/tcp"));
+}
+
+#[test]
+fn cache_hit_and_precise_invalidation() {
+    let d = d();
+    let tag = unique("b-cache");
+    let _g = Rmi(d, vec![tag.clone()]);
+    let c = ctx(&[
+        (
+            "Dockerfile",
+            "FROM busybox\nCOPY a.txt /a.txt\nRUN cat /a.txt > /a2.txt\nCOPY b.txt /b.txt\nRUN cat /a.txt /b.txt > /ab.txt\n",
+        ),
+        ("a.txt", "A1\n"),
+        ("b.txt", "B1\n"),
+    ]);
+    build(d, c.path(), &["-t", &tag]).ok();
+    let o = build(d, c.path(), &["-t", &tag]);
+    o.ok();
+    assert_eq!(o.stdout.matches(" ---> Using cache").count(), 4, "{o}");
+    assert!(!o.stdout.contains("Running in"), "{o}");
+    // Editing b.txt re-runs only from the COPY of b.txt.
+    std::fs::write(c.path().join("b.txt"), "B2\n").unwrap();
+    let o = build(d, c.path(), &["-t", &tag]);
+    o.ok();
+    assert_eq!(o.stdout.matches(" ---> Using cache").count(), 2, "{o}");
+    assert_eq!(o.stdout.matches("Running in").count(), 1, "{o}");
+    assert_eq!(run(d, &[&tag, "cat", "/ab.txt"]), "A1\nB2\n");
+    // A mode change alone is a change too.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        c.path().join("a.txt"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let o = build(d, c.path(), &["-t", &tag]);
+    assert_eq!(o.stdout.matches(" ---> Using cache").count(), 0, "{o}");
+    // --no-cache runs everything.
+    let o = build(d, c.path(), &["--no-cache", "-t", &tag]);
+    o.ok();
+    assert_eq!(o.stdout.matches("Using cache").count(), 0, "{o}");
+    assert_eq!(o.stdout.matches("Running in").count(), 2, "{o}");
+}
+
+#[test]
+fn multi_stage_with_target_skips_unneeded_stages() {
+    let d = d();
+    let (t1, t2) = (unique("b-ms"), unique("b-ms-t"));
+    let _g = Rmi(d, vec![t1.clone(), t2.clone()]);
+    let c = ctx(&[(
+        "Dockerfile",
+        "FROM busybox AS build\nRUN echo built > /out.txt\n\nFROM busybox AS unused\nRUN exit 7\n\nFROM busybox AS test\nRUN echo test-stage > /t.txt\n\nFROM scratch\nCOPY --from=build /out.txt /out.txt\nCOPY --from=0 /bin/busybox /bin/cat\n",
+    )]);
+    let o = build(d, c.path(), &["-t", &t1]);
+    o.ok();
+    assert!(!o.stdout.contains("exit 7"), "the unused stage ran: {o}");
+    assert!(!o.stdout.contains("test-stage"), "{o}");
+    assert_eq!(run(d, &[&t1, "/bin/cat", "/out.txt"]), "built\n");
+    let o = build(d, c.path(), &["--target", "test", "-t", &t2]);
+    o.ok();
+    assert!(o.stdout.contains("Step 1/2 : FROM busybox AS test"), "{o}");
+    assert_eq!(run(d, &[&t2, "cat", "/t.txt"]), "test-stage\n");
+    let o = build(d, c.path(), &["--target", "nope"]);
+    o.fails();
+    assert!(
+        o.stderr
+            .contains("failed to reach build target nope in Dockerfile"),
+        "{o}"
+    );
+}
+
+#[test]
+fn dockerignore_with_exceptions() {
+    let d = d();
+    let tag = unique("b-ign");
+    let _g = Rmi(d, vec![tag.clone()]);
+    let c = ctx(&[
+        ("Dockerfile", "FROM busybox\nCOPY . /ctx/\n"),
+        (".dockerignore", "*.log\n!keep.log\nsecret/\n**/*.tmp\n"),
+        ("a.log", "x"),
+        ("keep.log", "k"),
+        ("secret/key", "s"),
+        ("src/main.txt", "m"),
+        ("src/x.tmp", "t"),
+    ]);
+    build(d, c.path(), &["-t", &tag]).ok();
+    let files = run(d, &[&tag, "find", "/ctx", "-type", "f"]);
+    let mut f: Vec<&str> = files.lines().collect();
+    f.sort();
+    assert_eq!(
+        f,
+        vec![
+            "/ctx/.dockerignore",
+            "/ctx/Dockerfile",
+            "/ctx/keep.log",
+            "/ctx/src/main.txt"
+        ]
+    );
+}
+
+#[test]
+fn heredocs_run_and_copy() {
+    let d = d();
+    let tag = unique("b-here");
+    let _g = Rmi(d, vec![tag.clone()]);
+    let c = ctx(&[(
+        "Dockerfile",
+        "FROM busybox\nARG NAME=world\nRUN <<EOF\necho one > /one.txt\necho \"hi $NAME\" >> /one.txt\nEOF\nCOPY <<EOT /etc/greeting\nhello ${NAME}\nEOT\nCOPY <<'EOT' /etc/raw\nkeep $NAME\nEOT\n",
+    )]);
+    build(d, c.path(), &["-t", &tag]).ok();
+    assert_eq!(
+        run(d, &[&tag, "cat", "/one.txt", "/etc/greeting", "/etc/raw"]),
+        "one\nhi world\nhello world\nkeep $NAME\n"
+    );
+}
+
+#[test]
+fn arg_before_from_and_build_args() {
+    let d = d();
+    let tag = unique("b-arg");
+    let _g = Rmi(d, vec![tag.clone()]);
+    let c = ctx(&[(
+        "Dockerfile",
+        "ARG BASE=busybox\nARG VER=latest\nFROM ${BASE}:${VER}\nARG VER\nARG COLOR=red\nRUN echo \"$VER $COLOR\" > /v.txt\nENV C=$COLOR\n",
+    )]);
+    let o = build(
+        d,
+        c.path(),
+        &[
+            "-t",
+            &tag,
+            "--build-arg",
+            "COLOR=blue",
+            "--build-arg",
+            "UNUSED=1",
+        ],
+    );
+    o.ok();
+    assert!(o.stdout.contains("Step 3/7 : FROM ${BASE}:${VER}"), "{o}");
+    assert!(
+        o.stdout
+            .contains("[Warning] One or more build-args [UNUSED] were not consumed"),
+        "{o}"
+    );
+    assert_eq!(
+        run(d, &[&tag, "sh", "-c", "cat /v.txt; echo $C"]),
+        "latest blue\nblue\n"
+    );
+    // Predefined proxy args reach RUN without an ARG, and stay out of the image and history.
+    let tag2 = unique("b-proxy");
+    let _g2 = Rmi(d, vec![tag2.clone()]);
+    let c2 = ctx(&[(
+        "Dockerfile",
+        "FROM busybox\nRUN echo \"p=$HTTP_PROXY\" > /p.txt\n",
+    )]);
+    build(
+        d,
+        c2.path(),
+        &[
+            "-t",
+            &tag2,
+            "--build-arg",
+            "HTTP_PROXY=http://proxy.invalid:3128",
+        ],
+    )
+    .ok();
+    assert_eq!(
+        run(d, &[&tag2, "cat", "/p.txt"]),
+        "p=http://proxy.invalid:3128\n"
+    );
+    let h = d.cli(&["history", "--no-trunc", &tag2]);
+    assert!(!h.stdout.contains("proxy.invalid"), "{h}");
+    assert!(!d.fmt(&tag2, "{{json .Config.Env}}").contains("PROXY"));
+    // Build args are not in the image's environment.
+    assert!(!d.fmt(&tag, "{{json .Config.Env}}").contains("COLOR"));
+}
+
+#[test]
+fn failing_run_reports_exit_code_and_stops() {
+    let d = d();
+    let c = ctx(&[(
+        "Dockerfile",
+        "FROM busybox\nRUN echo before\nRUN exit 3\nRUN echo after\n",
+    )]);
+    let o = build(d, c.path(), &[]);
+    if o.code != 1 || !o.stderr.contains("non-zero") {
+        panic!("{o}\ndaemon log:\n{}", d.log_text());
+    }
+    assert!(
+        o.stderr
+            .contains("The command '/bin/sh -c exit 3' returned a non-zero code: 3"),
+        "{o}"
+    );
+    assert!(!o.stdout.contains("Step 4/4"), "{o}");
+    // The API stream carries the code.
+    let c2 = ctx(&[("Dockerfile", "FROM busybox\nRUN false\n")]);
+    let o = build(d, c2.path(), &["-q"]);
+    o.code_is(1);
+    assert!(o.stderr.contains("returned a non-zero code: 1"), "{o}");
+}
+
+#[test]
+fn syntax_error_names_line() {
+    let d = d();
+    let c = ctx(&[("Dockerfile", "FROM busybox\nRUN true\nFOO bar\n")]);
+    let o = build(d, c.path(), &[]);
+    o.fails();
+    assert!(
+        o.stderr
+            .contains("Dockerfile parse error line 3: unknown instruction: FOO"),
+        "{o}"
+    );
+    let c = ctx(&[("Dockerfile", "FROM busybox\nCOPY --nope=1 a b\n")]);
+    let o = build(d, c.path(), &[]);
+    assert!(o.stderr.contains("line 2: Unknown flag: nope"), "{o}");
+    let c = ctx(&[(
+        "Dockerfile",
+        "FROM busybox\nENV A=1\nENV B=\"unterminated\n",
+    )]);
+    let o = build(d, c.path(), &[]);
+    o.fails();
+    assert!(
+        o.stderr.contains("Dockerfile line 3: failed to process"),
+        "{o}"
+    );
+    let c = ctx(&[("Dockerfile", "FROM busybox\nRUN <<EOF\necho\n")]);
+    let o = build(d, c.path(), &[]);
+    assert!(o.stderr.contains("line 2: unterminated heredoc"), "{o}");
+}
+
+#[test]
+fn copy_semantics_chown_chmod_globs_and_add_tar() {
+    let d = d();
+    let tag = unique("b-copy");
+    let _g = Rmi(d, vec![tag.clone()]);
+    let c = ctx(&[
+        (
+            "Dockerfile",
+            "FROM busybox\nCOPY --chown=1234:55 --chmod=751 *.sh /scripts/\nCOPY dir /d\nADD arch.tar /unpacked/\nCOPY dir/sub/f.txt /single\n",
+        ),
+        ("a.sh", "a"),
+        ("b.sh", "b"),
+        ("c.txt", "c"),
+        ("dir/sub/f.txt", "f"),
+    ]);
+    {
+        let f = std::fs::File::create(c.path().join("arch.tar")).unwrap();
+        let mut tb = tar::Builder::new(f);
+        let mut h = tar::Header::new_gnu();
+        h.set_size(3);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tb.append_data(&mut h, "inner/x.txt", &b"xyz"[..]).unwrap();
+        tb.finish().unwrap();
+    }
+    build(d, c.path(), &["-t", &tag]).ok();
+    let out = run(d, &[&tag, "sh", "-c", "stat -c '%n %u %g %a' /scripts/*; ls /scripts; cat /d/sub/f.txt /unpacked/inner/x.txt /single"]);
+    assert_eq!(
+        out,
+        "/scripts/a.sh 1234 55 751\n/scripts/b.sh 1234 55 751\na.sh\nb.sh\nfxyzf"
+    );
+}
+
+#[test]
+fn copy_outside_context_is_refused() {
+    let d = d();
+    let c = ctx(&[("Dockerfile", "FROM busybox\nCOPY ../../etc/passwd /x\n")]);
+    let o = build(d, c.path(), &[]);
+    o.fails();
+    assert!(
+        o.stderr
+            .contains("forbidden path outside the build context"),
+        "{o}"
+    );
+    // A symlink in the context pointing outside resolves inside it.
+    let c = ctx(&[("Dockerfile", "FROM busybox\nCOPY link /x\n")]);
+    std::os::unix::fs::symlink("/etc/hostname", c.path().join("link")).unwrap();
+    let o = build(d, c.path(), &[]);
+    o.fails();
+    assert!(o.stderr.contains("file not found in build context"), "{o}");
+}
+
+#[test]
+fn dockerfile_from_stdin_and_quiet_iidfile() {
+    let d = d();
+    let o = d.cli_in(&["build", "-q", "-"], b"FROM busybox\nLABEL from=stdin\n");
+    o.ok();
+    let id = o.out().to_string();
+    assert!(id.starts_with("sha256:") && id.len() == 71, "{o}");
+    assert_eq!(d.fmt(&id, "{{.Config.Labels.from}}"), "stdin");
+    let c = ctx(&[("Dockerfile.alt", "FROM busybox\nCMD [\"echo\", \"alt\"]\n")]);
+    let iid = c.path().join("iid");
+    let f = c.path().join("Dockerfile.alt");
+    let o = build(
+        d,
+        c.path(),
+        &[
+            "-f",
+            f.to_str().unwrap(),
+            "--iidfile",
+            iid.to_str().unwrap(),
+            "--label",
+            "x=y",
+        ],
+    );
+    o.ok();
+    let id = std::fs::read_to_string(&iid).unwrap();
+    assert_eq!(run(d, &[&id]), "alt\n");
+    assert_eq!(d.fmt(&id, "{{.Config.Labels.x}}"), "y");
+    let _ = d.cli(&["rmi", "-f", &id]);
+}
+
+#[test]
+fn same_build_same_digest_with_source_date_epoch() {
+    let d = d();
+    let c = ctx(&[
+        (
+            "Dockerfile",
+            "FROM busybox\nCOPY f /f\nRUN echo x > /y\nENV A=1\n",
+        ),
+        ("f", "f"),
+    ]);
+    let a = [
+        "--no-cache",
+        "-q",
+        "--build-arg",
+        "SOURCE_DATE_EPOCH=1700000000",
+    ];
+    let o1 = build(d, c.path(), &a);
+    o1.ok();
+    let o2 = build(d, c.path(), &a);
+    o2.ok();
+    assert_eq!(o1.out(), o2.out());
+}
+
+/// The docker CLI's legacy builder (`DOCKER_BUILDKIT=0 docker build`) against Berth; the
+/// built image runs. Skipped, with a message, without a `docker` CLI.
+#[test]
+fn docker_cli_legacy_build() {
+    let d = d();
+    let Some(docker) = berth_testkit::which("docker") else {
+        eprintln!("SKIPPED: no `docker` CLI on PATH");
+        return;
+    };
+    let tag = unique("b-docker");
+    let _g = Rmi(d, vec![tag.clone()]);
+    let c = ctx(&[
+        ("Dockerfile", "FROM busybox\nCOPY msg.txt /msg.txt\nRUN echo built-by-docker >> /msg.txt\nCMD [\"cat\", \"/msg.txt\"]\n"),
+        ("msg.txt", "hello\n"),
+    ]);
+    let cfg = tempfile::tempdir().unwrap();
+    let docker_build_env = |extra: &[&str], buildkit: Option<&str>| {
+        let mut cmd = std::process::Command::new(&docker);
+        cmd.arg("build")
+            .args(extra)
+            .arg("-t")
+            .arg(&tag)
+            .arg(".")
+            .current_dir(c.path())
+            .env("DOCKER_HOST", d.host())
+            .env("DOCKER_CONFIG", cfg.path())
+            .env_remove("DOCKER_BUILDKIT")
+            .env_remove("DOCKER_CONTEXT")
+            .env_remove("DOCKER_API_VERSION");
+        if let Some(v) = buildkit {
+            cmd.env("DOCKER_BUILDKIT", v);
+        }
+        berth_testkit::run_with_timeout(cmd, None, Duration::from_secs(60))
+    };
+    let docker_build = |extra: &[&str]| docker_build_env(extra, Some("0"));
+    let o = docker_build(&[]);
+    o.ok();
+    assert!(
+        o.stdout
+            .contains("Step 3/4 : RUN echo built-by-docker >> /msg.txt"),
+        "{o}"
+    );
+    assert!(o.stdout.contains("Successfully built "), "{o}");
+    assert!(
+        o.stdout
+            .contains(&format!("Successfully tagged {tag}:latest")),
+        "{o}"
+    );
+    assert_eq!(run(d, &[&tag]), "hello\nbuilt-by-docker\n");
+    let o = docker_build(&[]);
+    o.ok();
+    assert_eq!(o.stdout.matches("Using cache").count(), 3, "{o}");
+    // Plain `docker build -t x .`: without the buildx plugin the CLI falls back to the
+    // legacy builder by itself.
+    let buildx = std::process::Command::new(&docker)
+        .args(["buildx", "version"])
+        .env("DOCKER_CONFIG", cfg.path())
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !buildx {
+        let o = docker_build_env(&[], None);
+        o.ok();
+        assert!(o.stdout.contains("Successfully tagged"), "{o}");
+    }
+    // A failing RUN: docker prints the legacy message and exits with the code.
+    std::fs::write(c.path().join("Dockerfile"), "FROM busybox\nRUN exit 5\n").unwrap();
+    let o = docker_build(&[]);
+    assert!(
+        o.stderr
+            .contains("The command '/bin/sh -c exit 5' returned a non-zero code: 5"),
+        "{o}"
+    );
+    assert_eq!(o.code, 5, "{o}");
+    // -q prints just the id.
+    std::fs::write(c.path().join("Dockerfile"), "FROM busybox\nLABEL q=1\n").unwrap();
+    let o = docker_build(&["-q"]);
+    o.ok();
+    assert!(o.out().starts_with("sha256:"), "{o}");
+}
+
+#[test]
+fn intermediate_images_listed_with_all_only() {
+    let d = d();
+    let c = ctx(&[(
+        "Dockerfile",
+        "FROM busybox\nENV A=1\nRUN echo x > /x\nLABEL marker=intermediate-test\n",
+    )]);
+    let o = build(d, c.path(), &["-q"]);
+    o.ok();
+    let id = o.out().to_string();
+    let plain = d.cli(&["images", "-q", "--no-trunc"]);
+    let all = d.cli(&["images", "-a", "-q", "--no-trunc"]);
+    // The untagged result is listed (dangling); its untagged parents only with -a.
+    assert!(plain.stdout.contains(&id), "{plain}");
+    let n_plain = plain.stdout.lines().count();
+    let n_all = all.stdout.lines().count();
+    assert!(n_all >= n_plain + 2, "plain {plain}\nall {all}");
+    let _ = d.cli(&["rmi", &id]);
+}
+
+/// Serves `body` at any path over HTTP on 127.0.0.1 for `n` requests; returns the port.
+fn serve(body: &'static [u8], n: usize) -> u16 {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming().take(n) {
+            let Ok(mut s) = s else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let path = String::from_utf8_lossy(&buf)
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("")
+                .to_string();
+            let resp = if path.contains("missing") {
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec()
+            } else {
+                let mut r = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nLast-Modified: Tue, 15 Nov 1994 08:12:31 GMT\r\nConnection: close\r\n\r\n", body.len()).into_bytes();
+                r.extend_from_slice(body);
+                r
+            };
+            let _ = s.write_all(&resp);
+        }
+    });
+    port
+}
+
+#[test]
+fn add_from_url() {
+    let d = d();
+    let tag = unique("b-url");
+    let _g = Rmi(d, vec![tag.clone()]);
+    let port = serve(b"downloaded\n", 4);
+    let df = format!("FROM busybox\nADD http://127.0.0.1:{port}/files/data.txt /srv/\nADD http://127.0.0.1:{port}/x /named\n");
+    let c = ctx(&[("Dockerfile", &df)]);
+    build(d, c.path(), &["-t", &tag]).ok();
+    assert_eq!(
+        run(
+            d,
+            &[
+                &tag,
+                "sh",
+                "-c",
+                "cat /srv/data.txt /named; stat -c '%a %Y' /named"
+            ]
+        ),
+        "downloaded\ndownloaded\n600 784887151\n"
+    );
+    let df = format!("FROM busybox\nADD http://127.0.0.1:{port}/missing /m\n");
+    let c = ctx(&[("Dockerfile", &df)]);
+    let o = build(d, c.path(), &[]);
+    o.fails();
+    assert!(o.stderr.contains("404"), "{o}");
+}
+
+#[test]
+fn unsupported_flags_are_refused_clearly() {
+    let d = d();
+    let c = ctx(&[(
+        "Dockerfile",
+        "FROM busybox\nRUN --mount=type=cache,target=/c true\n",
+    )]);
+    let o = build(d, c.path(), &[]);
+    o.fails();
+    assert!(o.stderr.contains("RUN --mount is not supported"), "{o}");
+    let c = ctx(&[
+        ("Dockerfile", "FROM busybox\nCOPY --parents a /b/\n"),
+        ("a", "a"),
+    ]);
+    let o = build(d, c.path(), &[]);
+    o.fails();
+    assert!(
+        o.stderr.contains("line 2: COPY --parents is not supported"),
+        "{o}"
+    );
+}
+
+#[test]
+fn copy_and_workdir_follow_symlinks_inside_the_image() {
+    let d = d();
+    let tag = unique("b-link");
+    let _g = Rmi(d, vec![tag.clone()]);
+    let c = ctx(&[
+        (
+            "Dockerfile",
+            "FROM busybox\nRUN mkdir -p /real/dir && ln -s /real/dir /linkdir && ln -s real /rel\nCOPY f.txt /linkdir/\nCOPY f.txt /rel/g.txt\nWORKDIR /linkdir/sub\n",
+        ),
+        ("f.txt", "F"),
+    ]);
+    build(d, c.path(), &["-t", &tag]).ok();
+    let out = run(
+        d,
+        &[
+            &tag,
+            "sh",
+            "-c",
+            "cat /real/dir/f.txt /real/g.txt; ls -d /real/dir/sub; readlink /linkdir",
+        ],
+    );
+    assert_eq!(out, "FF/real/dir/sub\n/real/dir\n");
+}
+
+#[test]
+fn metadata_instructions_and_onbuild_triggers() {
+    let d = d();
+    let (base, child) = (unique("b-meta"), unique("b-onb"));
+    let _g = Rmi(d, vec![child.clone(), base.clone()]);
+    let c = ctx(&[(
+        "Dockerfile",
+        "FROM busybox\nMAINTAINER someone@example.com\nSHELL [\"/bin/sh\", \"-ec\"]\nRUN echo shell-ok > /s.txt\nVOLUME [\"/data\", \"/more\"]\nVOLUME /third\nSTOPSIGNAL SIGTERM\nHEALTHCHECK --interval=5s --retries=2 CMD true\nENTRYPOINT [\"/bin/echo\"]\nCMD [\"default\"]\nONBUILD RUN echo triggered > /onbuild.txt\n",
+    )]);
+    build(d, c.path(), &["-t", &base]).ok();
+    let f = |t: &str| d.fmt(&base, t);
+    assert_eq!(f("{{.Author}}"), "someone@example.com");
+    assert_eq!(f("{{json .Config.Shell}}"), r#"["/bin/sh","-ec"]"#);
+    assert_eq!(f("{{.Config.StopSignal}}"), "SIGTERM");
+    assert_eq!(
+        f("{{json .Config.Healthcheck}}"),
+        r#"{"Test":["CMD-SHELL","true"],"Interval":5000000000,"Retries":2}"#
+    );
+    assert_eq!(
+        f("{{json .Config.Entrypoint}} {{json .Config.Cmd}}"),
+        r#"["/bin/echo"] ["default"]"#
+    );
+    assert_eq!(
+        f("{{json .Config.OnBuild}}"),
+        r#"["RUN echo triggered > /onbuild.txt"]"#
+    );
+    assert_eq!(
+        f("{{json .Config.Volumes}}"),
+        r#"{"/data":{},"/more":{},"/third":{}}"#
+    );
+    assert_eq!(run(d, &[&base]), "default\n");
+    // The trigger runs when the image is a base, and is not inherited further.
+    let c2 = ctx(&[(
+        "Dockerfile",
+        &format!("FROM {base}\nCMD [\"/onbuild.txt\"]\n"),
+    )]);
+    let o = build(d, c2.path(), &["-t", &child]);
+    o.ok();
+    assert!(o.stdout.contains("# Executing 1 build trigger"), "{o}");
+    assert_eq!(
+        run(
+            d,
+            &["--entrypoint", "cat", &child, "/onbuild.txt", "/s.txt"]
+        ),
+        "triggered\nshell-ok\n"
+    );
+    assert_eq!(d.fmt(&child, "{{json .Config.OnBuild}}"), "null");
+    // POST /build/prune empties the cache index: the same build then runs its steps again.
+    let r = d.api("POST", "/build/prune");
+    assert_eq!(r.status, 200);
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    assert!(v["SpaceReclaimed"].is_u64(), "{v}");
+    let o = build(d, c.path(), &["-t", &base]);
+    assert!(o.stdout.contains("Running in"), "{o}");
+}
+
+#[test]
+fn tar_context_from_stdin_and_file() {
+    let d = d();
+    let mut tb = tar::Builder::new(Vec::new());
+    for (name, data) in [
+        (
+            "Dockerfile",
+            &b"FROM busybox\nCOPY in.txt /in.txt\nCMD [\"cat\", \"/in.txt\"]\n"[..],
+        ),
+        ("in.txt", &b"from-tar\n"[..]),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tb.append_data(&mut h, name, data).unwrap();
+    }
+    let tar = tb.into_inner().unwrap();
+    let o = d.cli_in(&["build", "-q", "-"], &tar);
+    o.ok();
+    let id = o.out().to_string();
+    assert_eq!(run(d, &[&id]), "from-tar\n");
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("ctx.tar");
+    std::fs::write(&p, &tar).unwrap();
+    let o = d.cli(&["build", "-q", p.to_str().unwrap()]);
+    o.ok();
+    assert_eq!(o.out(), id, "same context, same cached result");
+}
+
+#[test]
+fn client_going_away_stops_the_build() {
+    let d = d();
+    let marker = unique("cancel");
+    let c = ctx(&[(
+        "Dockerfile",
+        &format!("FROM busybox\nRUN sleep 2\nLABEL marker={marker}\n"),
+    )]);
+    let mut child = d.spawn_cli(&["build", c.path().to_str().unwrap()]).unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    child.kill().unwrap();
+    let _ = child.wait();
+    // The RUN finishes; the step after it never runs.
+    std::thread::sleep(Duration::from_millis(3500));
+    let o = d.cli(&[
+        "images",
+        "-a",
+        "-q",
+        "--filter",
+        &format!("label=marker={marker}"),
+    ]);
+    o.ok();
+    assert_eq!(o.out(), "", "{o}");
+    // The same build, left alone, does make it.
+    build(d, c.path(), &[]).ok();
+    let o = d.cli(&[
+        "images",
+        "-a",
+        "-q",
+        "--filter",
+        &format!("label=marker={marker}"),
+    ]);
+    assert_ne!(o.out(), "", "{o}");
+}
