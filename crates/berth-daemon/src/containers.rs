@@ -8,7 +8,7 @@ use axum::Router;
 use berth_api::types::{ContainerCreateBody, ContainerCreateResponse, ContainerWaitResponse};
 use berth_engine::{AttachOptions, ListOptions, LogsOptions, WaitCondition};
 use futures_util::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::error::{ApiError, ApiResult};
@@ -263,6 +263,7 @@ async fn attach(
         // Docker's logs=1&stream=0: nothing live to join.
         return Ok(status_only(StatusCode::OK));
     }
+    let keys = crate::stream::detach_keys(q.get("detachKeys"))?;
     let on_upgrade = hyper::upgrade::on(&mut req);
     // Registered before the 101 goes out: the client starts the container right after it.
     let attached = st.engine.attach(&id, opts).await?;
@@ -284,7 +285,7 @@ async fn attach(
                 return;
             }
         };
-        pump(client, shim.io, tty || shim.tty, opts.stdin).await;
+        crate::stream::pump(client, shim.io, tty || shim.tty, opts.stdin, keys, async {}).await;
     });
     let mut r = Response::new(Body::empty());
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -300,55 +301,4 @@ async fn attach(
         }),
     );
     Ok(r)
-}
-
-/// Shim -> client: stdcopy frames (payload only for a TTY). Client -> shim: stdin.
-async fn pump<C, S>(client: C, shim: S, tty: bool, stdin: bool)
-where
-    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (mut cr, mut cw) = tokio::io::split(client);
-    let (mut sr, mut sw) = tokio::io::split(shim);
-    let input = tokio::spawn(async move {
-        if !stdin {
-            // Keep reading so we notice the client closing, but discard.
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = cr.read(&mut buf).await {
-                if n == 0 {
-                    break;
-                }
-            }
-            return;
-        }
-        let _ = tokio::io::copy(&mut cr, &mut sw).await;
-        let _ = sw.shutdown().await;
-    });
-    let mut buf = vec![0u8; 32 * 1024];
-    let mut demux = berth_api::stdcopy::Demuxer::new();
-    loop {
-        let n = match sr.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        let ok = if tty {
-            demux.push(&buf[..n]);
-            let mut ok = true;
-            while let Ok(Some((_, payload))) = demux.next_frame() {
-                if cw.write_all(&payload).await.is_err() {
-                    ok = false;
-                    break;
-                }
-            }
-            ok
-        } else {
-            cw.write_all(&buf[..n]).await.is_ok()
-        };
-        if !ok {
-            break;
-        }
-    }
-    let _ = cw.flush().await;
-    let _ = cw.shutdown().await;
-    input.abort();
 }

@@ -3,9 +3,11 @@
 
 mod containers;
 mod error;
+mod exec;
 mod images;
 mod params;
 mod server;
+mod stream;
 mod system;
 mod volumes;
 

@@ -7,6 +7,7 @@ pub mod attach;
 pub mod container;
 mod copyup;
 pub mod error;
+pub mod exec;
 pub mod images;
 mod lifecycle;
 pub mod logs;
@@ -59,6 +60,8 @@ pub struct Inner {
     /// Held by volume rm/prune and by container create from resolving its mounts to
     /// registering it, so a volume is never removed while a container is taking it.
     volume_lock: tokio::sync::Mutex<()>,
+    /// Exec instances (in memory, as in Docker).
+    execs: exec::ExecTable,
 }
 
 /// Cheap to clone; every clone is the same engine.
@@ -91,6 +94,7 @@ impl Engine {
                 registry: RwLock::new(Registry::default()),
                 volumes,
                 volume_lock: tokio::sync::Mutex::new(()),
+                execs: exec::ExecTable::default(),
             }),
         };
         engine.restore().await?;

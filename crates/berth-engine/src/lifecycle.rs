@@ -444,6 +444,7 @@ impl Engine {
             tty: rec.config.tty,
             open_stdin: rec.config.open_stdin,
             stdin_once: rec.config.stdin_once,
+            exec: None,
         };
         let exe = self.inner.cfg.berth_exe.clone();
         let spawned: std::result::Result<ShimStarted, String> =
@@ -920,6 +921,7 @@ impl Engine {
             let _ =
                 p.tx.send(Err(EngineError::Conflict("container removed".into())));
         }
+        self.inner.execs.remove_container(&c.id);
         self.release_mounts(&c.id, &rec.mount_points);
         if volumes {
             self.remove_anonymous_volumes(&rec.mount_points).await;

@@ -325,6 +325,7 @@ impl Engine {
             mounts: rec.mount_points.iter().map(|m| m.to_api()).collect(),
             config: rec.config.clone(),
             network_settings: NetworkSettings::default(),
+            exec_ids: Some(self.exec_ids(&rec.id)).filter(|v| !v.is_empty()),
             ..Default::default()
         })
     }
