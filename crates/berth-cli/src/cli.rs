@@ -77,6 +77,8 @@ pub enum Cmd {
     Attach(AttachArgs),
     /// Execute a command in a running container
     Exec(ExecArgs),
+    /// Copy files/folders between a container and the local filesystem
+    Cp(CpArgs),
     /// Stop one or more running containers
     Stop(StopArgs),
     /// Kill one or more running containers
@@ -144,6 +146,7 @@ impl Cmd {
             Cmd::Start(_) => "start",
             Cmd::Attach(_) => "attach",
             Cmd::Exec(_) => "exec",
+            Cmd::Cp(_) => "cp",
             Cmd::Stop(_) => "stop",
             Cmd::Kill(_) => "kill",
             Cmd::Restart(_) => "restart",
@@ -160,6 +163,7 @@ impl Cmd {
                 C::Start(_) => "container start",
                 C::Attach(_) => "container attach",
                 C::Exec(_) => "container exec",
+                C::Cp(_) => "container cp",
                 C::Stop(_) => "container stop",
                 C::Kill(_) => "container kill",
                 C::Restart(_) => "container restart",
@@ -227,6 +231,8 @@ pub enum ContainerCmd {
     Attach(AttachArgs),
     /// Execute a command in a running container
     Exec(ExecArgs),
+    /// Copy files/folders between a container and the local filesystem
+    Cp(CpArgs),
     /// Stop one or more running containers
     Stop(StopArgs),
     /// Kill one or more running containers
@@ -527,6 +533,25 @@ pub struct ExecArgs {
     /// CONTAINER COMMAND [ARG...]
     #[arg(required = true, num_args = 2.., trailing_var_arg = true, allow_hyphen_values = true, value_name = "CONTAINER")]
     pub args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CpArgs {
+    /// Archive mode (copy all uid/gid information)
+    #[arg(short = 'a', long)]
+    pub archive: bool,
+    /// Always follow symbol link in SRC_PATH
+    #[arg(short = 'L', long = "follow-link")]
+    pub follow_link: bool,
+    /// Suppress progress output during copy
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// CONTAINER:SRC_PATH or SRC_PATH or -
+    #[arg(value_name = "SRC")]
+    pub src: String,
+    /// CONTAINER:DEST_PATH or DEST_PATH or -
+    #[arg(value_name = "DEST")]
+    pub dest: String,
 }
 
 #[derive(Debug, Args)]

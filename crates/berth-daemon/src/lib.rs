@@ -1,6 +1,7 @@
 //! berth-daemon: serves the Docker Engine API on a unix socket. Routes call the engine and
 //! nothing else; this crate holds no business logic.
 
+mod archive;
 mod containers;
 mod error;
 mod exec;

@@ -14,6 +14,9 @@ pub enum EngineError {
     /// 400: the request itself is wrong.
     #[error("{0}")]
     InvalidParameter(String),
+    /// 403: the operation is not allowed on this object (read-only rootfs).
+    #[error("{0}")]
+    Forbidden(String),
     /// 304: start of a started container, stop of a stopped one.
     #[error("not modified")]
     NotModified,
@@ -28,6 +31,7 @@ impl EngineError {
             EngineError::NotFound(_) => 404,
             EngineError::Conflict(_) => 409,
             EngineError::InvalidParameter(_) => 400,
+            EngineError::Forbidden(_) => 403,
             EngineError::NotModified => 304,
             EngineError::Internal(_) => 500,
         }

@@ -3,6 +3,7 @@
 //! The engine owns the container records, names and lifecycle, drives the image store for root
 //! filesystems and the runtime's shims for processes, and recovers all of it after a restart.
 
+pub mod archive;
 pub mod attach;
 pub mod container;
 mod copyup;
