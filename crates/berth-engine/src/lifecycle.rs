@@ -1066,7 +1066,9 @@ fn futures_wait(
                     WaitCondition::Removed => s.removed,
                 };
                 if done {
-                    if cond == WaitCondition::NextExit {
+                    // A waiter that saw the exit happen (attach, start -a) has been told of it;
+                    // a later `next-exit` must not be answered with it.
+                    if cond == WaitCondition::NextExit || start.running {
                         c.signal.send_modify(|s| s.exit_claimed = true);
                     }
                     return s.exit_code;
