@@ -79,6 +79,8 @@ pub enum Cmd {
     Exec(ExecArgs),
     /// Copy files/folders between a container and the local filesystem
     Cp(CpArgs),
+    /// Get real time events from the server
+    Events(EventsArgs),
     /// Stop one or more running containers
     Stop(StopArgs),
     /// Kill one or more running containers
@@ -118,6 +120,7 @@ impl Cmd {
             Cmd::Info(_) => "info",
             Cmd::System(SystemCmd::Info(_)) => "system info",
             Cmd::System(SystemCmd::Version(_)) => "system version",
+            Cmd::System(SystemCmd::Events(_)) => "system events",
             Cmd::Images(_) => "images",
             Cmd::History(_) => "history",
             Cmd::Tag(_) => "tag",
@@ -147,6 +150,7 @@ impl Cmd {
             Cmd::Attach(_) => "attach",
             Cmd::Exec(_) => "exec",
             Cmd::Cp(_) => "cp",
+            Cmd::Events(_) => "events",
             Cmd::Stop(_) => "stop",
             Cmd::Kill(_) => "kill",
             Cmd::Restart(_) => "restart",
@@ -191,6 +195,8 @@ pub enum SystemCmd {
     Info(InfoArgs),
     /// Show the Berth version information
     Version(VersionArgs),
+    /// Get real time events from the server
+    Events(EventsArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -533,6 +539,22 @@ pub struct ExecArgs {
     /// CONTAINER COMMAND [ARG...]
     #[arg(required = true, num_args = 2.., trailing_var_arg = true, allow_hyphen_values = true, value_name = "CONTAINER")]
     pub args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Filter output based on conditions provided
+    #[arg(short = 'f', long)]
+    pub filter: Vec<String>,
+    /// Format output using a custom template
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Show all events created since timestamp
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Stream events until this timestamp
+    #[arg(long)]
+    pub until: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -4,6 +4,7 @@ pub mod auth;
 pub mod cli;
 mod cmd_container;
 mod cmd_cp;
+mod cmd_events;
 mod cmd_image;
 mod cmd_run;
 mod cmd_system;
@@ -132,6 +133,7 @@ async fn dispatch(c: Arc<Client>, cmd: Cmd) -> Result<i32, CliError> {
         Cmd::Attach(a) | Cmd::Container(C::Attach(a)) => cmd_run::attach(c, a).await,
         Cmd::Exec(a) | Cmd::Container(C::Exec(a)) => cmd_run::exec(c, a).await,
         Cmd::Cp(a) | Cmd::Container(C::Cp(a)) => cmd_cp::cp(c, a).await,
+        Cmd::Events(a) | Cmd::System(S::Events(a)) => cmd_events::events(c, a).await,
         Cmd::Stop(a) | Cmd::Container(C::Stop(a)) => cmd_container::stop(&c, a).await,
         Cmd::Kill(a) | Cmd::Container(C::Kill(a)) => cmd_container::kill(&c, a).await,
         Cmd::Restart(a) | Cmd::Container(C::Restart(a)) => cmd_container::restart(&c, a).await,

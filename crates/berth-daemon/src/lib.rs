@@ -4,6 +4,7 @@
 mod archive;
 mod containers;
 mod error;
+mod events;
 mod exec;
 mod images;
 mod params;

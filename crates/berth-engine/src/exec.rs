@@ -95,6 +95,10 @@ fn start_failure_code(msg: &str) -> i64 {
     }
 }
 
+fn run_cmdline(cfg: &ExecConfig) -> String {
+    cfg.cmd.clone().unwrap_or_default().join(" ")
+}
+
 fn console_size(v: &Option<[u64; 2]>) -> Option<(u16, u16)> {
     match v {
         Some([h, w]) if *h > 0 && *w > 0 => Some((
@@ -180,7 +184,14 @@ impl crate::Engine {
                 map.remove(old);
             }
         }
+        let cmdline = entry.get().config.cmd.clone().unwrap_or_default().join(" ");
         map.insert(id.clone(), entry);
+        drop(map);
+        self.emit_container(
+            &c.id,
+            &format!("exec_create: {cmdline}"),
+            &[("execID", id.clone())],
+        );
         Ok(id)
     }
 
@@ -257,6 +268,11 @@ impl crate::Engine {
             s.running = true;
             s.pid = started.init_pid as i64;
         });
+        self.emit_container(
+            &c.id,
+            &format!("exec_start: {}", run_cmdline(cfg)),
+            &[("execID", e.id.clone())],
+        );
         let dir = self.exec_dir(&e);
         // Attach before the monitor's wait, so held output goes to this client.
         let stream = if attach_out {
@@ -291,6 +307,12 @@ impl crate::Engine {
                 s.exit_code = Some(code);
                 s.finished_seq = seq;
             });
+            let cid = e2.get().container_id;
+            engine.emit_container(
+                &cid,
+                "exec_die",
+                &[("execID", e2.id.clone()), ("exitCode", code.to_string())],
+            );
             e2.done.send_replace(true);
             // The shim is gone or going; its directory has served its purpose.
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;

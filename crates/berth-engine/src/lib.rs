@@ -8,6 +8,7 @@ pub mod attach;
 pub mod container;
 mod copyup;
 pub mod error;
+pub mod events;
 pub mod exec;
 pub mod images;
 mod lifecycle;
@@ -63,6 +64,7 @@ pub struct Inner {
     volume_lock: tokio::sync::Mutex<()>,
     /// Exec instances (in memory, as in Docker).
     execs: exec::ExecTable,
+    events: events::EventBus,
 }
 
 /// Cheap to clone; every clone is the same engine.
@@ -96,6 +98,7 @@ impl Engine {
                 volumes,
                 volume_lock: tokio::sync::Mutex::new(()),
                 execs: exec::ExecTable::default(),
+                events: events::EventBus::default(),
             }),
         };
         engine.restore().await?;

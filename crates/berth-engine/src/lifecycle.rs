@@ -296,6 +296,8 @@ impl Engine {
             let mut reg = self.write_registry();
             reg.names.remove(&name);
             reg.by_id.remove(&id);
+        } else {
+            self.emit_container(&id, "create", &[]);
         }
         result.map(|_| (id, Vec::new()))
     }
@@ -479,6 +481,7 @@ impl Engine {
             r.state.started_at = now_rfc3339();
         })?;
         self.spawn_monitor(c.clone());
+        self.emit_container(&c.id, "start", &[]);
         tracing::debug!(
             "started {}: rootfs {:?}, created {:?}, running {:?}",
             c.id,
@@ -651,6 +654,10 @@ impl Engine {
                 }
             }
         };
+        if oom {
+            self.emit_container(&c.id, "oom", &[]);
+        }
+        self.emit_container(&c.id, "die", &[("exitCode", code.to_string())]);
         c.signal.send_modify(|s| {
             s.exits += 1;
             s.running = false;
@@ -774,7 +781,9 @@ impl Engine {
     pub async fn stop(&self, name: &str, timeout: Option<i64>, signal: Option<&str>) -> Result<()> {
         let c = self.lookup(name)?;
         let _g = c.op.lock().await;
-        self.stop_locked(&c, timeout, signal).await
+        self.stop_locked(&c, timeout, signal).await?;
+        self.emit_container(&c.id, "stop", &[]);
+        Ok(())
     }
 
     async fn stop_locked(
@@ -809,6 +818,7 @@ impl Engine {
         let mut rx = c.signal.subscribe();
         let exits = rx.borrow().exits;
         if sig != 9 {
+            self.emit_container(&c.id, "kill", &[("signal", sig.to_string())]);
             let _ = shim_client::kill(&rt, sig).await;
             let waited = wait_exit(
                 &mut rx,
@@ -820,6 +830,7 @@ impl Engine {
                 return Ok(());
             }
         }
+        self.emit_container(&c.id, "kill", &[("signal", "9".to_string())]);
         let _ = shim_client::kill(&rt, 9).await;
         if !wait_exit(&mut rx, exits, Some(Duration::from_secs(30))).await {
             return Err(EngineError::Internal(format!(
@@ -846,6 +857,7 @@ impl Engine {
         if sig == 9 || sig == 15 {
             c.update(|r| r.manually_stopped = true)?;
         }
+        self.emit_container(&c.id, "kill", &[("signal", sig.to_string())]);
         shim_client::kill(&self.runtime_dir(&c.id), sig).await
     }
 
@@ -922,6 +934,7 @@ impl Engine {
                 p.tx.send(Err(EngineError::Conflict("container removed".into())));
         }
         self.inner.execs.remove_container(&c.id);
+        self.emit_container_rec(&rec, "destroy");
         self.release_mounts(&c.id, &rec.mount_points);
         if volumes {
             self.remove_anonymous_volumes(&rec.mount_points).await;
@@ -1025,6 +1038,7 @@ impl Engine {
             reg.names.insert(new.clone(), c.id.clone());
         }
         c.update(|r| r.name = new.clone())?;
+        self.emit_container(&c.id, "rename", &[("oldName", format!("/{old}"))]);
         Ok(())
     }
 
