@@ -7,6 +7,7 @@ mod error;
 mod events;
 mod exec;
 mod images;
+mod ops;
 mod params;
 mod server;
 mod stream;

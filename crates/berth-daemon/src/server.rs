@@ -118,6 +118,7 @@ fn router(state: AppState) -> Router {
     let r = crate::exec::routes(r);
     let r = crate::archive::routes(r);
     let r = crate::events::routes(r);
+    let r = crate::ops::routes(r);
     let r = crate::images::routes(r);
     let r = crate::volumes::routes(r);
     r.fallback(not_found).with_state(state)

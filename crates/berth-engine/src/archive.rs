@@ -368,6 +368,42 @@ fn tar_tree<W: Write>(
     Ok(())
 }
 
+/// `docker export`: everything below `root` (its top-level entries without a `./` prefix).
+pub(crate) fn export_root(root: &Path, tx: mpsc::Sender<Bytes>) -> io::Result<()> {
+    let rootf = openat(
+        libc::AT_FDCWD,
+        root.as_os_str().as_bytes(),
+        libc::O_RDONLY | libc::O_DIRECTORY,
+        0,
+    )?;
+    let mut b = tar::Builder::new(ChannelWriter {
+        tx,
+        buf: Vec::new(),
+    });
+    let mut dir = nix::dir::Dir::from_fd(rootf.as_raw_fd()).map_err(io::Error::from)?;
+    std::mem::forget(rootf); // Dir owns it now.
+    let mut names: Vec<Vec<u8>> = dir
+        .iter()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_bytes().to_vec())
+        .filter(|n| n != b"." && n != b"..")
+        .collect();
+    names.sort();
+    let mut links = HashMap::new();
+    for n in names {
+        let child = match openat(dir.as_raw_fd(), &n, libc::O_PATH | libc::O_NOFOLLOW, 0) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        let st = fstat(child.as_raw_fd())?;
+        let name = OsStr::from_bytes(&n).to_string_lossy().into_owned();
+        tar_tree(&mut b, &child, &st, &name, &mut links)?;
+    }
+    b.finish()?;
+    b.get_mut().flush()
+}
+
 /// Where an extraction writes, opened step by step with O_NOFOLLOW.
 fn open_parent_dirs(base: RawFd, comps: &[&[u8]], create: bool) -> io::Result<OwnedFd> {
     let mut cur = openat(base, b".", libc::O_PATH | libc::O_DIRECTORY, 0)?;

@@ -5,6 +5,7 @@
 
 pub mod archive;
 pub mod attach;
+pub mod cgroups;
 pub mod container;
 mod copyup;
 pub mod error;
@@ -15,8 +16,10 @@ mod lifecycle;
 pub mod logs;
 pub mod mounts;
 mod names;
+pub mod ops;
 mod query;
 pub mod shim_client;
+pub mod stats;
 mod util;
 pub mod volumes;
 

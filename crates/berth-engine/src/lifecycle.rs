@@ -803,6 +803,10 @@ impl Engine {
         if !rec.state.status.is_running() {
             return Err(EngineError::NotModified);
         }
+        if rec.state.status == Status::Paused {
+            // A frozen process cannot act on a signal: thaw first, as Docker does.
+            self.thaw(c).await?;
+        }
         c.update(|r| r.manually_stopped = true)?;
         let sig = match signal.filter(|s| !s.is_empty()) {
             Some(s) => parse_signal(s)?,
@@ -858,7 +862,11 @@ impl Engine {
             c.update(|r| r.manually_stopped = true)?;
         }
         self.emit_container(&c.id, "kill", &[("signal", sig.to_string())]);
-        shim_client::kill(&self.runtime_dir(&c.id), sig).await
+        shim_client::kill(&self.runtime_dir(&c.id), sig).await?;
+        if rec.state.status == Status::Paused && sig == 9 {
+            self.thaw(&c).await?;
+        }
+        Ok(())
     }
 
     pub async fn restart(
@@ -897,6 +905,9 @@ impl Engine {
             let mut rx = c.signal.subscribe();
             let exits = rx.borrow().exits;
             let _ = shim_client::kill(&self.runtime_dir(&c.id), 9).await;
+            if rec.state.status == Status::Paused {
+                let _ = self.thaw(&c).await;
+            }
             if !wait_exit(&mut rx, exits, Some(Duration::from_secs(30))).await {
                 return Err(EngineError::Internal(format!(
                     "could not kill running container {}, cannot remove",
