@@ -11,6 +11,7 @@ mod copyup;
 pub mod error;
 pub mod events;
 pub mod exec;
+pub mod health;
 pub mod images;
 mod lifecycle;
 pub mod logs;
@@ -68,6 +69,7 @@ pub struct Inner {
     /// Exec instances (in memory, as in Docker).
     execs: exec::ExecTable,
     events: events::EventBus,
+    health: health::HealthTable,
 }
 
 /// Cheap to clone; every clone is the same engine.
@@ -102,6 +104,7 @@ impl Engine {
                 volume_lock: tokio::sync::Mutex::new(()),
                 execs: exec::ExecTable::default(),
                 events: events::EventBus::default(),
+                health: health::HealthTable::default(),
             }),
         };
         engine.restore().await?;

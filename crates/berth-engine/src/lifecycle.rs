@@ -482,6 +482,7 @@ impl Engine {
         })?;
         self.spawn_monitor(c.clone());
         self.emit_container(&c.id, "start", &[]);
+        self.start_health(c);
         tracing::debug!(
             "started {}: rootfs {:?}, created {:?}, running {:?}",
             c.id,
@@ -743,6 +744,7 @@ impl Engine {
             for m in &rec.mount_points {
                 self.volumes().adopt(&m.name, &c.id);
             }
+            self.start_health(&c);
             self.spawn_monitor(c);
             return;
         }

@@ -241,7 +241,17 @@ impl Engine {
             labels: rec.config.labels.clone().unwrap_or_default(),
             mounts: rec.mount_points.iter().map(|m| m.to_api()).collect(),
             state: state_text(rec).to_string(),
-            status: status_text(rec),
+            status: {
+                let mut s = status_text(rec);
+                if rec.state.status == Status::Running {
+                    match self.health_of(&rec.id).map(|h| h.status) {
+                        Some(h) if h == "starting" => s.push_str(" (health: starting)"),
+                        Some(h) if !h.is_empty() => s.push_str(&format!(" ({h})")),
+                        _ => {}
+                    }
+                }
+                s
+            },
             host_config: SummaryHostConfig {
                 network_mode: if rec.host_config.network_mode.is_empty() {
                     "default".into()
@@ -297,7 +307,7 @@ impl Engine {
                 error: st.error.clone(),
                 started_at: st.started_at.clone(),
                 finished_at: st.finished_at.clone(),
-                health: None,
+                health: self.health_of(&rec.id),
             },
             image: rec.image_id.clone(),
             resolv_conf_path: rec.resolv_conf_path.clone(),
