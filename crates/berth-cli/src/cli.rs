@@ -137,6 +137,8 @@ impl Cmd {
             Cmd::System(SystemCmd::Info(_)) => "system info",
             Cmd::System(SystemCmd::Version(_)) => "system version",
             Cmd::System(SystemCmd::Events(_)) => "system events",
+            Cmd::System(SystemCmd::Df(_)) => "system df",
+            Cmd::System(SystemCmd::Prune(_)) => "system prune",
             Cmd::Images(_) => "images",
             Cmd::History(_) => "history",
             Cmd::Tag(_) => "tag",
@@ -159,6 +161,7 @@ impl Cmd {
                 I::Import(_) => "image import",
                 I::Pull(_) => "image pull",
                 I::Push(_) => "image push",
+                I::Prune(_) => "image prune",
             },
             Cmd::Create(_) => "create",
             Cmd::Run(_) => "run",
@@ -192,6 +195,7 @@ impl Cmd {
                 C::Attach(_) => "container attach",
                 C::Exec(_) => "container exec",
                 C::Cp(_) => "container cp",
+                C::Prune(_) => "container prune",
                 C::Pause(_) => "container pause",
                 C::Unpause(_) => "container unpause",
                 C::Top(_) => "container top",
@@ -229,6 +233,10 @@ pub enum SystemCmd {
     Version(VersionArgs),
     /// Get real time events from the server
     Events(EventsArgs),
+    /// Show docker disk usage
+    Df(DfArgs),
+    /// Remove unused data
+    Prune(PruneArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -236,6 +244,8 @@ pub enum ImageCmd {
     /// List images
     #[command(visible_aliases = ["list", "images"])]
     Ls(ImagesArgs),
+    /// Remove unused images
+    Prune(PruneArgs),
     /// Display detailed information on one or more images
     Inspect(TypedInspectArgs),
     /// Show the history of an image
@@ -270,6 +280,8 @@ pub enum ContainerCmd {
     /// Execute a command in a running container
     Exec(ExecArgs),
     /// Copy files/folders between a container and the local filesystem
+    /// Remove all stopped containers
+    Prune(PruneArgs),
     Cp(CpArgs),
     /// Pause all processes within one or more containers
     Pause(ContainersArgs),
@@ -587,6 +599,32 @@ pub struct ExecArgs {
     /// CONTAINER COMMAND [ARG...]
     #[arg(required = true, num_args = 2.., trailing_var_arg = true, allow_hyphen_values = true, value_name = "CONTAINER")]
     pub args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Remove all unused images, not just dangling ones
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Do not prompt for confirmation
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    /// Provide filter values (e.g. "until=<timestamp>")
+    #[arg(long)]
+    pub filter: Vec<String>,
+    /// Prune anonymous volumes
+    #[arg(long)]
+    pub volumes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DfArgs {
+    /// Format output using a custom template
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Show detailed information on space usage
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
 }
 
 #[derive(Debug, Args)]

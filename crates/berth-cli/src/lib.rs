@@ -7,6 +7,7 @@ mod cmd_cp;
 mod cmd_events;
 mod cmd_image;
 mod cmd_ops;
+mod cmd_prune;
 mod cmd_run;
 mod cmd_system;
 pub mod cmd_volume;
@@ -135,6 +136,10 @@ async fn dispatch(c: Arc<Client>, cmd: Cmd) -> Result<i32, CliError> {
         Cmd::Exec(a) | Cmd::Container(C::Exec(a)) => cmd_run::exec(c, a).await,
         Cmd::Cp(a) | Cmd::Container(C::Cp(a)) => cmd_cp::cp(c, a).await,
         Cmd::Events(a) | Cmd::System(S::Events(a)) => cmd_events::events(c, a).await,
+        Cmd::System(S::Df(a)) => cmd_prune::df(c, a).await,
+        Cmd::System(S::Prune(a)) => cmd_prune::system_prune(c, a).await,
+        Cmd::Container(C::Prune(a)) => cmd_prune::container_prune(c, a).await,
+        Cmd::Image(I::Prune(a)) => cmd_prune::image_prune(c, a).await,
         Cmd::Pause(x) | Cmd::Container(C::Pause(x)) => cmd_ops::pause(c, x).await,
         Cmd::Unpause(x) | Cmd::Container(C::Unpause(x)) => cmd_ops::unpause(c, x).await,
         Cmd::Top(x) | Cmd::Container(C::Top(x)) => cmd_ops::top(c, x).await,

@@ -23,6 +23,9 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
         .route("/containers/{id}/update", post(update))
         .route("/containers/{id}/stats", get(stats))
         .route("/commit", post(commit))
+        .route("/containers/prune", post(container_prune))
+        .route("/images/prune", post(image_prune))
+        .route("/system/df", get(system_df))
 }
 
 async fn pause(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<Response<Body>> {
@@ -133,4 +136,26 @@ async fn stats(
     r.headers_mut()
         .insert("Content-Type", HeaderValue::from_static("application/json"));
     Ok(r)
+}
+
+async fn container_prune(
+    State(st): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response<Body>> {
+    let q = Query::parse(raw.as_deref());
+    let f = q.filters().map_err(ApiError::bad_request)?;
+    Ok(json_response(&st.engine.container_prune(&f).await?))
+}
+
+async fn image_prune(
+    State(st): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response<Body>> {
+    let q = Query::parse(raw.as_deref());
+    let f = q.filters().map_err(ApiError::bad_request)?;
+    Ok(json_response(&st.engine.image_prune(&f).await?))
+}
+
+async fn system_df(State(st): State<AppState>) -> ApiResult<Response<Body>> {
+    Ok(json_response(&st.engine.system_df().await?))
 }

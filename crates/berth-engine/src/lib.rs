@@ -18,6 +18,7 @@ pub mod logs;
 pub mod mounts;
 mod names;
 pub mod ops;
+mod prune;
 mod query;
 pub mod shim_client;
 pub mod stats;
