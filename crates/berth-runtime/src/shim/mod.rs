@@ -17,6 +17,10 @@
 //! - `{"op":"resize","height":H,"width":W}` -> `{"ok":..}`.
 //! - `{"op":"state"}` -> `{"pid":N,"status":"created"|"running"|"exited","exit_code":N|null}`.
 //!
+//! Exec mode (`exec` set in shim.json, see `crate::exec`): the same protocol for one process
+//! joined to a running container; no `start` (it runs once created), no log, and the exit
+//! leaves the container's state and cgroups alone.
+//!
 //! On exit: exit.json (atomic) first, then libcontainer state removal, then replies; then
 //! shim.sock and shim.pid disappear. A client that cannot connect reads exit.json.
 //! `spawn_shim` blocks: call it from `spawn_blocking` in async code.
