@@ -206,13 +206,8 @@ async fn from_container(c: &Client, a: &CpArgs, cont: &str, path: &str) -> Resul
     let contents = src.ends_with("/.");
     let dest_md = std::fs::metadata(&dest).ok();
     let (dir, rename) = match &dest_md {
-        Some(md) if md.is_dir() => {
-            if contents {
-                (dest.clone(), None)
-            } else {
-                (dest.clone(), None)
-            }
-        }
+        // Into an existing directory: the archive's top entry (or `./` contents) lands inside.
+        Some(md) if md.is_dir() => (dest.clone(), None),
         Some(_) => {
             if src_is_dir {
                 return Err(CliError::msg(format!(

@@ -41,7 +41,7 @@ fn filters_json(filters: &[String]) -> Result<String, CliError> {
     let mut m: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     for f in filters {
         let (k, v) = f.split_once('=').ok_or_else(|| {
-            CliError::Usage(format!("bad format of filter (expected name=value)"))
+            CliError::Usage("bad format of filter (expected name=value)".to_string())
         })?;
         m.entry(k.to_string()).or_default().push(v.to_string());
     }

@@ -103,11 +103,7 @@ fn cp_both_ways_with_a_running_container() {
         "{}",
         out.stderr
     );
-    let out = d.cli(&[
-        "cp",
-        &format!("nosuchctr:/etc"),
-        &host.display().to_string(),
-    ]);
+    let out = d.cli(&["cp", "nosuchctr:/etc", &host.display().to_string()]);
     assert!(
         out.stderr.contains("No such container: nosuchctr"),
         "{}",

@@ -154,7 +154,7 @@ pub(crate) fn launch(
     let mut cmd = Command::new(berth_exe);
     cmd.arg("shim")
         .arg("--runtime-dir")
-        .arg(&runtime_dir)
+        .arg(runtime_dir)
         .arg("--ready-fd")
         .arg("3")
         .stdin(Stdio::null())
