@@ -7,6 +7,7 @@ use axum::http::{HeaderValue, Request, Response, StatusCode};
 use axum::routing::{get, post};
 use axum::Router;
 use berth_api::types::{ExecConfig, ExecStartConfig, IdResponse};
+use tokio::io::AsyncWriteExt;
 
 use crate::containers::json_response;
 use crate::error::{ApiError, ApiResult};
@@ -86,28 +87,49 @@ async fn start(
     } else {
         "application/vnd.docker.multiplexed-stream"
     });
-    let on_upgrade = (upgrade && !cfg.detach).then(|| hyper::upgrade::on(&mut req));
-    let stream = st
-        .engine
-        .exec_start(&id, cfg.detach, &cfg.console_size)
-        .await?;
-    let Some(stream) = stream else {
-        return Ok(status_only(StatusCode::OK));
-    };
     let engine = st.engine.clone();
     let stdin = info.open_stdin;
-    let wait_id = id.clone();
-    let before_close = async move {
-        let _ = engine.exec_wait(&wait_id).await;
-    };
-    if let Some(on_upgrade) = on_upgrade {
+    if upgrade && !cfg.detach {
+        // As Docker: hijack first, then start; a start failure (126/127) is written into the
+        // stream and the exit code is in the exec's inspect. The process starts only after the
+        // 101 is out, so the client has read the headers before any output arrives.
+        st.engine.exec_precheck(&id)?;
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        let console = cfg.console_size;
         tokio::spawn(async move {
-            match on_upgrade.await {
-                Ok(u) => {
-                    let client = hyper_util::rt::TokioIo::new(u);
+            let upgraded = match on_upgrade.await {
+                Ok(u) => u,
+                Err(e) => {
+                    tracing::debug!("exec {id}: upgrade failed: {e}");
+                    return;
+                }
+            };
+            let mut client = hyper_util::rt::TokioIo::new(upgraded);
+            match engine.exec_start(&id, false, &console).await {
+                Ok(Some(stream)) => {
+                    let wait_id = id.clone();
+                    let e2 = engine.clone();
+                    let before_close = async move {
+                        let _ = e2.exec_wait(&wait_id).await;
+                    };
                     crate::stream::pump(client, stream.io, tty, stdin, keys, before_close).await;
                 }
-                Err(e) => tracing::debug!("exec {id}: upgrade failed: {e}"),
+                Ok(None) => {
+                    let _ = client.shutdown().await;
+                }
+                Err(e) => {
+                    let msg = format!("{e}\r\n");
+                    let data = if tty {
+                        msg.into_bytes()
+                    } else {
+                        let mut f = vec![2u8, 0, 0, 0];
+                        f.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+                        f.extend_from_slice(msg.as_bytes());
+                        f
+                    };
+                    let _ = client.write_all(&data).await;
+                    let _ = client.shutdown().await;
+                }
             }
         });
         let mut r = Response::new(Body::empty());
@@ -118,6 +140,17 @@ async fn start(
         h.insert("Content-Type", content_type);
         return Ok(r);
     }
+    let stream = st
+        .engine
+        .exec_start(&id, cfg.detach, &cfg.console_size)
+        .await?;
+    let Some(stream) = stream else {
+        return Ok(status_only(StatusCode::OK));
+    };
+    let wait_id = id.clone();
+    let before_close = async move {
+        let _ = engine.exec_wait(&wait_id).await;
+    };
     // No upgrade asked for: the output is the response body, there is no stdin.
     let (ours, theirs) = tokio::io::duplex(64 * 1024);
     tokio::spawn(crate::stream::pump(

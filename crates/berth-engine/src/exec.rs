@@ -195,6 +195,21 @@ impl crate::Engine {
         Ok(id)
     }
 
+    /// The checks of a start that can fail before anything runs (unknown exec, already
+    /// started, container not running), so an attached start can answer them as HTTP errors
+    /// before it hijacks the connection.
+    pub fn exec_precheck(&self, id: &str) -> Result<()> {
+        let e = self.exec_lookup(id)?;
+        let st = e.get();
+        if st.started {
+            return Err(EngineError::Conflict(format!(
+                "Error: Exec command {id} is already running"
+            )));
+        }
+        let c = self.lookup(&st.container_id)?;
+        self.check_exec_target(&c)
+    }
+
     /// `POST /exec/{id}/start`. With `detach` the process runs with no client; otherwise the
     /// returned stream is attached to its stdio (stdin only with `AttachStdin`).
     pub async fn exec_start(

@@ -170,6 +170,14 @@ fn merge_config(user: &ContainerConfig, img: Option<&ContainerConfig>) -> Contai
 }
 
 fn validate_host_config(hc: &HostConfig) -> Result<()> {
+    match hc.log_config.r#type.as_str() {
+        "" | "json-file" | "none" => {}
+        other => {
+            return Err(EngineError::InvalidParameter(format!(
+                "failed to create task for container: logger: no log driver named '{other}' is registered"
+            )))
+        }
+    }
     let rp = &hc.restart_policy;
     let name = rp.name.as_str();
     match name {
@@ -864,9 +872,15 @@ impl Engine {
             c.update(|r| r.manually_stopped = true)?;
         }
         self.emit_container(&c.id, "kill", &[("signal", sig.to_string())]);
+        let mut rx = c.signal.subscribe();
+        let exits = rx.borrow().exits;
         shim_client::kill(&self.runtime_dir(&c.id), sig).await?;
         if rec.state.status == Status::Paused && sig == 9 {
             self.thaw(&c).await?;
+        }
+        if sig == 9 {
+            // Docker: a SIGKILL answers once the container is down (or after 2 s).
+            wait_exit(&mut rx, exits, Some(Duration::from_secs(2))).await;
         }
         Ok(())
     }

@@ -269,6 +269,13 @@ impl Engine {
         let rec = c.snapshot();
         let st = &rec.state;
         let mut hc = rec.host_config.clone();
+        if hc.log_config.r#type.is_empty() {
+            // The only log driver: Docker names it even when the client did not.
+            hc.log_config.r#type = "json-file".into();
+            if hc.log_config.config.is_none() {
+                hc.log_config.config = Some(Default::default());
+            }
+        }
         if hc.network_mode.is_empty() {
             hc.network_mode = "default".into();
         }
