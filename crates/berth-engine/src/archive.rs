@@ -618,6 +618,89 @@ fn extract<R: Read>(
 struct RootGuard {
     root: PathBuf,
     unmount: Option<(std::sync::Arc<berth_image::ImageStore>, String)>,
+    /// A stopped container's volumes and binds, mounted for the operation in a private mount
+    /// namespace (see `run_in_root`).
+    mounts: Vec<crate::mounts::MountPoint>,
+}
+
+/// Bind-mounts a stopped container's volumes and binds over its rootfs, in this thread's own
+/// mount namespace (so nobody else sees them and they vanish with the thread).
+fn mount_container_volumes(root: &Path, mounts: &[crate::mounts::MountPoint]) -> io::Result<()> {
+    use nix::mount::{mount, MsFlags};
+    // SAFETY: unshare only changes this thread's fs context and mount namespace.
+    if unsafe { libc::unshare(libc::CLONE_FS | libc::CLONE_NEWNS) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(io::Error::from)?;
+    let mut sorted: Vec<&crate::mounts::MountPoint> = mounts
+        .iter()
+        .filter(|m| m.kind != crate::mounts::MountKind::Tmpfs && !m.source.is_empty())
+        .collect();
+    sorted.sort_by_key(|m| m.destination.matches('/').count());
+    for m in sorted {
+        let dest = crate::copyup::resolve_in_root(root, &m.destination)?;
+        let target = root.join(dest.trim_start_matches('/'));
+        let src = Path::new(&m.source);
+        if src.is_dir() {
+            crate::copyup::mkdir_in_root(root, &dest)?;
+        } else if !target.exists() {
+            if let Some(parent) = Path::new(&dest).parent() {
+                crate::copyup::mkdir_in_root(root, &parent.to_string_lossy())?;
+            }
+            std::fs::File::create(&target)?;
+        }
+        mount(
+            Some(src),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(io::Error::from)?;
+        if !m.rw {
+            mount(
+                None::<&str>,
+                &target,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                None::<&str>,
+            )
+            .map_err(io::Error::from)?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs `f` on the container's root on a thread of its own (a stopped container's mounts
+/// exist only there).
+async fn run_in_root<T, F>(g: RootGuard, f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&Path) -> Result<T> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let r = if g.mounts.is_empty() {
+            f(&g.root)
+        } else {
+            match mount_container_volumes(&g.root, &g.mounts) {
+                Ok(()) => f(&g.root),
+                Err(e) => Err(EngineError::Internal(format!(
+                    "mounting the container's volumes: {e}"
+                ))),
+            }
+        };
+        let _ = tx.send(r);
+        drop(g);
+    });
+    rx.await.map_err(EngineError::internal)?
 }
 
 impl Drop for RootGuard {
@@ -638,6 +721,7 @@ impl crate::Engine {
                 RootGuard {
                     root,
                     unmount: None,
+                    mounts: Vec::new(),
                 },
                 c.id.clone(),
                 rec.host_config.readonly_rootfs,
@@ -654,6 +738,7 @@ impl crate::Engine {
             RootGuard {
                 root,
                 unmount: Some((images, c.id.clone())),
+                mounts: rec.mount_points.clone(),
             },
             c.id.clone(),
             false,
@@ -664,14 +749,12 @@ impl crate::Engine {
     pub async fn archive_stat(&self, name: &str, path: &str) -> Result<PathStat> {
         let (g, _, _) = self.archive_root(name).await?;
         let p = path.to_string();
-        let t = tokio::task::spawn_blocking(move || {
-            let r = open_target(&g.root, &p).map(|t| t.map(|t| stat_of(&t)));
-            drop(g);
-            r
+        let t = run_in_root(g, move |root| {
+            open_target(root, &p)
+                .map(|t| t.map(|t| stat_of(&t)))
+                .map_err(EngineError::internal)
         })
-        .await
-        .map_err(EngineError::internal)?
-        .map_err(EngineError::internal)?;
+        .await?;
         t.ok_or_else(|| not_found(path, name))
     }
 
@@ -685,12 +768,13 @@ impl crate::Engine {
         let p = path.to_string();
         let (ttx, trx) = tokio::sync::oneshot::channel();
         let (tx, rx) = mpsc::channel::<Bytes>(8);
-        tokio::task::spawn_blocking(move || {
-            let t = match open_target(&g.root, &p) {
+        // The stream goes on after this returns: the thread keeps the root (and mounts).
+        tokio::spawn(run_in_root(g, move |root| {
+            let t = match open_target(root, &p) {
                 Ok(Some(t)) => t,
                 other => {
                     let _ = ttx.send(other.map(|_| None));
-                    return;
+                    return Ok(());
                 }
             };
             let _ = ttx.send(Ok(Some(stat_of(&t))));
@@ -705,8 +789,8 @@ impl crate::Engine {
             if let Err(e) = res {
                 tracing::debug!("archive of {p}: {e}");
             }
-            drop(g);
-        });
+            Ok(())
+        }));
         match trx.await.map_err(EngineError::internal)? {
             Ok(Some(st)) => Ok((st, rx)),
             Ok(None) => Err(not_found(path, name)),
@@ -731,8 +815,8 @@ impl crate::Engine {
         }
         let p = path.to_string();
         let cname = name.to_string();
-        tokio::task::spawn_blocking(move || {
-            let dest = match open_in_root(&g.root, &p) {
+        run_in_root(g, move |root| {
+            let dest = match open_in_root(root, &p) {
                 Ok(Some(d)) => d,
                 Ok(None) => return Err(not_found(&p, &cname)),
                 Err(e) => return Err(EngineError::internal(e)),
@@ -743,18 +827,15 @@ impl crate::Engine {
                     "extraction point is not a directory".into(),
                 ));
             }
-            let r = extract(
+            extract(
                 &dest,
                 ChannelReader::new(body),
                 no_overwrite_dir_non_dir,
                 copy_uid_gid,
             )
-            .map_err(|e| EngineError::InvalidParameter(e.to_string()));
-            drop(g);
-            r
+            .map_err(|e| EngineError::InvalidParameter(e.to_string()))
         })
         .await
-        .map_err(EngineError::internal)?
     }
 }
 

@@ -251,3 +251,65 @@ fn cp_never_leaves_the_rootfs_through_symlinks() {
         "host secret\n"
     );
 }
+
+#[test]
+fn cp_sees_the_volumes_of_a_stopped_container() {
+    let d = d();
+    let mut rm = Rm(d, vec![]);
+    let name = unique("cpv");
+    let out = d.cli(&[
+        "run",
+        "--name",
+        &name,
+        "-v",
+        "/vol1",
+        "busybox",
+        "sh",
+        "-c",
+        "echo -n in-volume > /vol1/data.txt",
+    ]);
+    assert!(out.success(), "{out:?}");
+    rm.add(&name);
+    let r = d.api(
+        "HEAD",
+        &format!("/containers/{name}/archive?path=/vol1/data.txt"),
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(stat_header(&r)["size"], 9);
+    let tmp = tempfile::tempdir().expect("tmp");
+    let out = d.cli(&[
+        "cp",
+        &format!("{name}:/vol1/data.txt"),
+        &tmp.path().display().to_string(),
+    ]);
+    assert!(out.success(), "{out:?}");
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("data.txt")).expect("data"),
+        "in-volume"
+    );
+    // Into the volume of the stopped container, then seen by a new run with the same volume.
+    std::fs::write(tmp.path().join("back.txt"), "back").expect("write");
+    let out = d.cli(&[
+        "cp",
+        &tmp.path().join("back.txt").display().to_string(),
+        &format!("{name}:/vol1/"),
+    ]);
+    assert!(out.success(), "{out:?}");
+    let vol = fmt(d, &name, "{{(index .Mounts 0).Name}}");
+    let out = d.cli(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{vol}:/v"),
+        "busybox",
+        "cat",
+        "/v/back.txt",
+    ]);
+    assert_eq!(out.stdout, "back", "{out:?}");
+    // The daemon's own mount table is untouched.
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(
+        !mounts.contains(&vol),
+        "volume mount leaked into the host namespace"
+    );
+}
