@@ -81,7 +81,8 @@ async fn start(
     };
     let info = st.engine.exec_inspect(&id)?;
     let keys = crate::stream::detach_keys(Some(&info.detach_keys))?;
-    let tty = info.process_config.tty;
+    // Docker frames the stream unless the *start* asks for a TTY (docker-py relies on it).
+    let tty = cfg.tty;
     let content_type = HeaderValue::from_static(if tty {
         "application/vnd.docker.raw-stream"
     } else {

@@ -85,14 +85,10 @@ impl ExecTable {
     }
 }
 
-/// Docker's "exit code" for an exec whose process never started.
-fn start_failure_code(msg: &str) -> i64 {
-    // Everything else (permission denied included) is 126, as in Docker.
-    if msg.contains("executable file not found") || msg.contains("no such file or directory") {
-        127
-    } else {
-        126
-    }
+/// Docker's exit code for an exec whose process never started: 126, whatever the reason
+/// (127 is `run`'s code for a missing command, not exec's).
+fn start_failure_code(_msg: &str) -> i64 {
+    126
 }
 
 fn run_cmdline(cfg: &ExecConfig) -> String {
@@ -416,11 +412,7 @@ mod tests {
     fn start_failure_codes_follow_docker() {
         assert_eq!(
             start_failure_code("exec: \"x\": executable file not found in $PATH"),
-            127
-        );
-        assert_eq!(
-            start_failure_code("exec: \"/x\": stat /x: no such file or directory"),
-            127
+            126
         );
         assert_eq!(start_failure_code("exec: \"/etc\": permission denied"), 126);
     }

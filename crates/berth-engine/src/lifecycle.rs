@@ -174,7 +174,7 @@ fn validate_host_config(hc: &HostConfig) -> Result<()> {
         "" | "json-file" | "none" => {}
         other => {
             return Err(EngineError::InvalidParameter(format!(
-                "failed to create task for container: logger: no log driver named '{other}' is registered"
+                "logger: no log driver named '{other}' is registered"
             )))
         }
     }

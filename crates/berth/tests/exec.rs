@@ -150,8 +150,9 @@ fn exec_not_found_and_not_executable() {
     let mut rm = Rm(d, vec![]);
     let name = unique("exn");
     running(d, &mut rm, &name, &[]);
+    // Docker's exec exit code for a process that could not start is 126, found or not.
     let out = d.cli(&["exec", &name, "nosuchcmd"]);
-    assert_eq!(out.code, 127, "{out:?}");
+    assert_eq!(out.code, 126, "{out:?}");
     assert!(
         out.stderr
             .contains("exec: \"nosuchcmd\": executable file not found in $PATH"),
@@ -246,9 +247,21 @@ fn exec_api_shapes() {
         .as_str()
         .expect("Id")
         .to_string();
-    let r = post(d, &format!("/exec/{id}/start"), json!({}));
+    let r = post(d, &format!("/exec/{id}/start"), json!({"Tty": true}));
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), "plain\r\n");
+    // Without Tty in the start, Docker frames the stream even for a TTY exec.
+    let r = post(
+        d,
+        &format!("/containers/{name}/exec"),
+        json!({"Cmd": ["echo", "framed"], "AttachStdout": true, "Tty": true}),
+    );
+    let id = r.json().expect("json")["Id"]
+        .as_str()
+        .expect("Id")
+        .to_string();
+    let r = post(d, &format!("/exec/{id}/start"), json!({}));
+    assert_eq!(r.body, b"\x01\x00\x00\x00\x00\x00\x00\x08framed\r\n");
     let j = get_json(d, &format!("/exec/{id}/json"));
     assert_eq!(j["ExitCode"], 0);
 }
@@ -311,7 +324,7 @@ fn exec_tty_resize_and_console_size() {
         .expect("Id")
         .to_string();
     let path = format!("/exec/{id}/start");
-    let t = std::thread::spawn(move || post(d, &path, json!({})));
+    let t = std::thread::spawn(move || post(d, &path, json!({"Tty": true})));
     assert!(wait_until(DEADLINE, || {
         get_json(d, &format!("/exec/{id}/json"))["Running"] == true
     }));
