@@ -260,8 +260,31 @@ async fn attach(
         stderr: q.flag("stderr"),
     };
     if !q.flag_or("stream", true) {
-        // Docker's logs=1&stream=0: nothing live to join.
-        return Ok(status_only(StatusCode::OK));
+        // Docker's stream=0: the logs (with logs=1), nothing live to join.
+        if !q.flag("logs") {
+            return Ok(status_only(StatusCode::OK));
+        }
+        let opts = LogsOptions {
+            stdout: opts.stdout,
+            stderr: opts.stderr,
+            follow: false,
+            timestamps: false,
+            since: None,
+            until: None,
+            tail: None,
+        };
+        let (tty, rx) = st.engine.logs(&id, opts).await?;
+        let stream = ReceiverStream::new(rx).map(Ok::<_, std::io::Error>);
+        let mut r = Response::new(Body::from_stream(stream));
+        r.headers_mut().insert(
+            "Content-Type",
+            HeaderValue::from_static(if tty {
+                "application/vnd.docker.raw-stream"
+            } else {
+                "application/vnd.docker.multiplexed-stream"
+            }),
+        );
+        return Ok(r);
     }
     let keys = crate::stream::detach_keys(q.get("detachKeys"))?;
     let on_upgrade = hyper::upgrade::on(&mut req);

@@ -29,7 +29,17 @@ async fn create(
     let cfg: ExecConfig = if body.is_empty() {
         ExecConfig::default()
     } else {
-        serde_json::from_slice(&body)
+        let mut v: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
+        // Docker decodes case-insensitively; docker-py sends `detachKeys`.
+        if let Some(o) = v.as_object_mut() {
+            if !o.contains_key("DetachKeys") {
+                if let Some(k) = o.remove("detachKeys") {
+                    o.insert("DetachKeys".into(), k);
+                }
+            }
+        }
+        serde_json::from_value(v)
             .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?
     };
     crate::stream::detach_keys(Some(&cfg.detach_keys))?;

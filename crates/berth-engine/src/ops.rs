@@ -259,10 +259,8 @@ impl crate::Engine {
             Some(format!("{}:{}", req.repo, req.tag))
         };
         let status = c.snapshot().state.status;
-        let pause = req.pause && status.is_running();
-        if pause {
-            self.pause(&c.id).await?;
-        }
+        // Best effort, as the container may be exiting right now (then nothing writes anyway).
+        let pause = req.pause && status == Status::Running && self.pause(&c.id).await.is_ok();
         let opts = berth_image::diff::CommitOptions {
             reference: reference.clone(),
             changes: req.changes.clone(),
