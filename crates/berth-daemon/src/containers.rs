@@ -273,17 +273,42 @@ async fn attach(
             until: None,
             tail: None,
         };
-        let (tty, rx) = st.engine.logs(&id, opts).await?;
+        let (tty, mut rx) = st.engine.logs(&id, opts).await?;
+        let ct = HeaderValue::from_static(if tty {
+            "application/vnd.docker.raw-stream"
+        } else {
+            "application/vnd.docker.multiplexed-stream"
+        });
+        let upgrade = req
+            .headers()
+            .get("Upgrade")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("tcp"));
+        if upgrade {
+            // Hijacked like a live attach (clients then read the socket to its end).
+            let on_upgrade = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                if let Ok(u) = on_upgrade.await {
+                    let mut client = hyper_util::rt::TokioIo::new(u);
+                    while let Some(chunk) = rx.recv().await {
+                        if client.write_all(&chunk).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = client.shutdown().await;
+                }
+            });
+            let mut r = Response::new(Body::empty());
+            *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            let h = r.headers_mut();
+            h.insert("Connection", HeaderValue::from_static("Upgrade"));
+            h.insert("Upgrade", HeaderValue::from_static("tcp"));
+            h.insert("Content-Type", ct);
+            return Ok(r);
+        }
         let stream = ReceiverStream::new(rx).map(Ok::<_, std::io::Error>);
         let mut r = Response::new(Body::from_stream(stream));
-        r.headers_mut().insert(
-            "Content-Type",
-            HeaderValue::from_static(if tty {
-                "application/vnd.docker.raw-stream"
-            } else {
-                "application/vnd.docker.multiplexed-stream"
-            }),
-        );
+        r.headers_mut().insert("Content-Type", ct);
         return Ok(r);
     }
     let keys = crate::stream::detach_keys(q.get("detachKeys"))?;

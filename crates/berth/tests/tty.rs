@@ -267,3 +267,31 @@ fn daemon_side_detach_keys_on_a_raw_attach() {
     );
     assert_eq!(r.status, 400);
 }
+
+/// `attach?logs=1&stream=0` hijacked, as docker-py asks for it: the logs, then the end.
+#[test]
+fn attach_logs_without_stream() {
+    use std::os::unix::net::UnixStream;
+    let d = d();
+    let mut rm = Rm(d, vec![]);
+    let name = unique("al");
+    rm.add(&name);
+    assert!(d
+        .cli(&["run", "--name", &name, "busybox", "echo", "hello"])
+        .success());
+    let mut s = UnixStream::connect(d.socket()).expect("connect");
+    s.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    write!(
+        s,
+        "POST /containers/{name}/attach?logs=1&stream=0&stdout=1&stderr=1 HTTP/1.1\r\nHost: berth\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: 0\r\n\r\n"
+    )
+    .expect("request");
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).expect("read to the end");
+    let text = String::from_utf8_lossy(&all);
+    assert!(text.starts_with("HTTP/1.1 101"), "{text}");
+    assert!(
+        all.ends_with(b"\x01\x00\x00\x00\x00\x00\x00\x06hello\n"),
+        "{text}"
+    );
+}
