@@ -910,6 +910,12 @@ impl Engine {
         let c = self.lookup(name)?;
         let _g = c.op.lock().await;
         let rec = c.snapshot();
+        if rec.state.status == Status::Restarting && !force {
+            return Err(EngineError::Conflict(format!(
+                "cannot remove container \"/{}\": container is restarting: stop the container before removing or force remove",
+                rec.name
+            )));
+        }
         if rec.state.status.is_running() {
             if !force {
                 return Err(EngineError::Conflict(format!(

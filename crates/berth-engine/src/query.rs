@@ -269,6 +269,10 @@ impl Engine {
         let rec = c.snapshot();
         let st = &rec.state;
         let mut hc = rec.host_config.clone();
+        if hc.runtime.is_empty() {
+            // Berth's one runtime, under the name Docker gives its default.
+            hc.runtime = "runc".into();
+        }
         if hc.log_config.r#type.is_empty() {
             // The only log driver: Docker names it even when the client did not.
             hc.log_config.r#type = "json-file".into();

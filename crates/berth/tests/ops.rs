@@ -279,3 +279,35 @@ fn diff_commit_and_export() {
     assert!(names.iter().any(|n| n == "bin/busybox"));
     assert!(!names.iter().any(|n| n == "etc/group"));
 }
+
+#[test]
+fn restarting_container_needs_force_and_runtime_is_named() {
+    let d = d();
+    let mut rm = Rm(d, vec![]);
+    let name = unique("rs");
+    assert!(d
+        .cli(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--restart",
+            "always",
+            "busybox",
+            "sh",
+            "-c",
+            "exit 1"
+        ])
+        .success());
+    rm.add(&name);
+    assert_eq!(fmt(d, &name, "{{.HostConfig.Runtime}}"), "runc");
+    assert!(wait_until(DEADLINE, || fmt(d, &name, "{{.State.Status}}")
+        == "restarting"));
+    let out = d.cli(&["rm", &name]);
+    assert!(!out.success());
+    assert!(
+        out.stderr.contains("stop the container before removing"),
+        "{out:?}"
+    );
+    assert!(d.cli(&["rm", "-f", &name]).success());
+}
