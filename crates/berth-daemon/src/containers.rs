@@ -290,6 +290,10 @@ async fn attach(
             tokio::spawn(async move {
                 if let Ok(u) = on_upgrade.await {
                     let mut client = hyper_util::rt::TokioIo::new(u);
+                    // Clients that read the 101 through a buffered reader and then switch to
+                    // the raw socket (docker-py) lose bytes that arrive with the headers;
+                    // Docker's own log read gives them this gap, so give it too.
+                    tokio::time::sleep(std::time::Duration::from_millis(25)).await;
                     while let Some(chunk) = rx.recv().await {
                         if client.write_all(&chunk).await.is_err() {
                             break;
