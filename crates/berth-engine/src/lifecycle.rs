@@ -663,6 +663,11 @@ impl Engine {
                 }
             }
         };
+        // Restarting is recorded before waiters hear of the exit, so a client acting on its
+        // wait (rm, inspect) never sees an always-restart container as plainly exited.
+        if !rec.host_config.auto_remove && self.should_restart(&rec, code) {
+            let _ = c.update_volatile(|r| r.state.status = Status::Restarting);
+        }
         if oom {
             self.emit_container(&c.id, "oom", &[]);
         }
@@ -693,7 +698,10 @@ impl Engine {
             let engine = self.clone();
             let delay = restart_delay(rec.restart_count);
             tokio::spawn(async move {
-                let _ = c.update(|r| r.state.status = Status::Restarting);
+                // Restarting was recorded with the exit (above); a stop since then cleared it.
+                if c.snapshot().state.status == Status::Restarting {
+                    let _ = c.update(|r| r.state.status = Status::Restarting);
+                }
                 tokio::time::sleep(delay).await;
                 let _g = c.op.lock().await;
                 let cur = c.snapshot();
