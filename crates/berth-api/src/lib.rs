@@ -2,6 +2,7 @@
 //! client for it.
 
 pub mod client;
+pub mod detach;
 pub mod endpoints;
 pub mod network;
 pub mod stdcopy;

@@ -79,6 +79,26 @@ pub enum Cmd {
     Attach(AttachArgs),
     /// Execute a command in a running container
     Exec(ExecArgs),
+    /// Copy files/folders between a container and the local filesystem
+    Cp(CpArgs),
+    /// Get real time events from the server
+    Events(EventsArgs),
+    /// Pause all processes within one or more containers
+    Pause(ContainersArgs),
+    /// Unpause all processes within one or more containers
+    Unpause(ContainersArgs),
+    /// Display the running processes of a container
+    Top(TopArgs),
+    /// Inspect changes to files or directories on a container's filesystem
+    Diff(DiffArgs),
+    /// Create a new image from a container's changes
+    Commit(CommitArgs),
+    /// Export a container's filesystem as a tar archive
+    Export(ExportArgs),
+    /// Update configuration of one or more containers
+    Update(UpdateArgs),
+    /// Display a live stream of container(s) resource usage statistics
+    Stats(StatsArgs),
     /// Stop one or more running containers
     Stop(StopArgs),
     /// Kill one or more running containers
@@ -121,6 +141,9 @@ impl Cmd {
             Cmd::Info(_) => "info",
             Cmd::System(SystemCmd::Info(_)) => "system info",
             Cmd::System(SystemCmd::Version(_)) => "system version",
+            Cmd::System(SystemCmd::Events(_)) => "system events",
+            Cmd::System(SystemCmd::Df(_)) => "system df",
+            Cmd::System(SystemCmd::Prune(_)) => "system prune",
             Cmd::Images(_) => "images",
             Cmd::History(_) => "history",
             Cmd::Tag(_) => "tag",
@@ -145,12 +168,23 @@ impl Cmd {
                 I::Import(_) => "image import",
                 I::Pull(_) => "image pull",
                 I::Push(_) => "image push",
+                I::Prune(_) => "image prune",
             },
             Cmd::Create(_) => "create",
             Cmd::Run(_) => "run",
             Cmd::Start(_) => "start",
             Cmd::Attach(_) => "attach",
             Cmd::Exec(_) => "exec",
+            Cmd::Cp(_) => "cp",
+            Cmd::Events(_) => "events",
+            Cmd::Pause(_) => "pause",
+            Cmd::Unpause(_) => "unpause",
+            Cmd::Top(_) => "top",
+            Cmd::Diff(_) => "diff",
+            Cmd::Commit(_) => "commit",
+            Cmd::Export(_) => "export",
+            Cmd::Update(_) => "update",
+            Cmd::Stats(_) => "stats",
             Cmd::Stop(_) => "stop",
             Cmd::Kill(_) => "kill",
             Cmd::Restart(_) => "restart",
@@ -168,6 +202,16 @@ impl Cmd {
                 C::Start(_) => "container start",
                 C::Attach(_) => "container attach",
                 C::Exec(_) => "container exec",
+                C::Cp(_) => "container cp",
+                C::Prune(_) => "container prune",
+                C::Pause(_) => "container pause",
+                C::Unpause(_) => "container unpause",
+                C::Top(_) => "container top",
+                C::Diff(_) => "container diff",
+                C::Commit(_) => "container commit",
+                C::Export(_) => "container export",
+                C::Update(_) => "container update",
+                C::Stats(_) => "container stats",
                 C::Stop(_) => "container stop",
                 C::Kill(_) => "container kill",
                 C::Restart(_) => "container restart",
@@ -195,6 +239,12 @@ pub enum SystemCmd {
     Info(InfoArgs),
     /// Show the Berth version information
     Version(VersionArgs),
+    /// Get real time events from the server
+    Events(EventsArgs),
+    /// Show docker disk usage
+    Df(DfArgs),
+    /// Remove unused data
+    Prune(PruneArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -202,6 +252,8 @@ pub enum ImageCmd {
     /// List images
     #[command(visible_aliases = ["list", "images"])]
     Ls(ImagesArgs),
+    /// Remove unused images
+    Prune(PruneArgs),
     /// Display detailed information on one or more images
     Inspect(TypedInspectArgs),
     /// Show the history of an image
@@ -237,6 +289,26 @@ pub enum ContainerCmd {
     Attach(AttachArgs),
     /// Execute a command in a running container
     Exec(ExecArgs),
+    /// Copy files/folders between a container and the local filesystem
+    /// Remove all stopped containers
+    Prune(PruneArgs),
+    Cp(CpArgs),
+    /// Pause all processes within one or more containers
+    Pause(ContainersArgs),
+    /// Unpause all processes within one or more containers
+    Unpause(ContainersArgs),
+    /// Display the running processes of a container
+    Top(TopArgs),
+    /// Inspect changes to files or directories on a container's filesystem
+    Diff(DiffArgs),
+    /// Create a new image from a container's changes
+    Commit(CommitArgs),
+    /// Export a container's filesystem as a tar archive
+    Export(ExportArgs),
+    /// Update configuration of one or more containers
+    Update(UpdateArgs),
+    /// Display a live stream of container(s) resource usage statistics
+    Stats(StatsArgs),
     /// Stop one or more running containers
     Stop(StopArgs),
     /// Kill one or more running containers
@@ -537,6 +609,171 @@ pub struct ExecArgs {
     /// CONTAINER COMMAND [ARG...]
     #[arg(required = true, num_args = 2.., trailing_var_arg = true, allow_hyphen_values = true, value_name = "CONTAINER")]
     pub args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Remove all unused images, not just dangling ones
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Do not prompt for confirmation
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    /// Provide filter values (e.g. "until=<timestamp>")
+    #[arg(long)]
+    pub filter: Vec<String>,
+    /// Prune anonymous volumes
+    #[arg(long)]
+    pub volumes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DfArgs {
+    /// Format output using a custom template
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Show detailed information on space usage
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    #[arg(value_name = "CONTAINER")]
+    pub container: String,
+    /// ps OPTIONS
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub ps_args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    #[arg(value_name = "CONTAINER")]
+    pub container: String,
+}
+
+#[derive(Debug, Args)]
+pub struct CommitArgs {
+    /// Author (e.g., "John Hannibal Smith <hannibal@a-team.com>")
+    #[arg(short = 'a', long)]
+    pub author: Option<String>,
+    /// Apply Dockerfile instruction to the created image
+    #[arg(short = 'c', long)]
+    pub change: Vec<String>,
+    /// Commit message
+    #[arg(short = 'm', long)]
+    pub message: Option<String>,
+    /// Pause container during commit
+    #[arg(short = 'p', long, default_value = "true", action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub pause: String,
+    #[arg(value_name = "CONTAINER")]
+    pub container: String,
+    #[arg(value_name = "REPOSITORY[:TAG]")]
+    pub repository: Option<String>,
+}
+
+impl CommitArgs {
+    pub fn no_pause_flag(&self) -> bool {
+        self.pause == "false"
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Write to a file, instead of STDOUT
+    #[arg(short = 'o', long)]
+    pub output: Option<String>,
+    #[arg(value_name = "CONTAINER")]
+    pub container: String,
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// Memory limit
+    #[arg(short = 'm', long)]
+    pub memory: Option<String>,
+    /// Swap limit equal to memory plus swap: -1 to enable unlimited swap
+    #[arg(long = "memory-swap", allow_hyphen_values = true)]
+    pub memory_swap: Option<String>,
+    /// Memory soft limit
+    #[arg(long = "memory-reservation")]
+    pub memory_reservation: Option<String>,
+    /// Number of CPUs
+    #[arg(long)]
+    pub cpus: Option<String>,
+    /// CPU shares (relative weight)
+    #[arg(short = 'c', long = "cpu-shares")]
+    pub cpu_shares: Option<i64>,
+    /// Limit CPU CFS (Completely Fair Scheduler) period
+    #[arg(long = "cpu-period")]
+    pub cpu_period: Option<i64>,
+    /// Limit CPU CFS (Completely Fair Scheduler) quota
+    #[arg(long = "cpu-quota")]
+    pub cpu_quota: Option<i64>,
+    /// CPUs in which to allow execution (0-3, 0,1)
+    #[arg(long = "cpuset-cpus")]
+    pub cpuset_cpus: Option<String>,
+    /// Tune container pids limit (set -1 for unlimited)
+    #[arg(long = "pids-limit", allow_hyphen_values = true)]
+    pub pids_limit: Option<i64>,
+    /// Restart policy to apply when a container exits
+    #[arg(long)]
+    pub restart: Option<String>,
+    #[arg(required = true, value_name = "CONTAINER")]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Show all containers (default shows just running)
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Format output using a custom template
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Disable streaming stats and only pull the first result
+    #[arg(long = "no-stream")]
+    pub no_stream: bool,
+    /// Do not truncate output
+    #[arg(long = "no-trunc")]
+    pub no_trunc: bool,
+    #[arg(value_name = "CONTAINER")]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Filter output based on conditions provided
+    #[arg(short = 'f', long)]
+    pub filter: Vec<String>,
+    /// Format output using a custom template
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Show all events created since timestamp
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Stream events until this timestamp
+    #[arg(long)]
+    pub until: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CpArgs {
+    /// Archive mode (copy all uid/gid information)
+    #[arg(short = 'a', long)]
+    pub archive: bool,
+    /// Always follow symbol link in SRC_PATH
+    #[arg(short = 'L', long = "follow-link")]
+    pub follow_link: bool,
+    /// Suppress progress output during copy
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// CONTAINER:SRC_PATH or SRC_PATH or -
+    #[arg(value_name = "SRC")]
+    pub src: String,
+    /// CONTAINER:DEST_PATH or DEST_PATH or -
+    #[arg(value_name = "DEST")]
+    pub dest: String,
 }
 
 #[derive(Debug, Args)]

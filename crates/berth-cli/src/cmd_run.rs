@@ -57,7 +57,7 @@ async fn create_container(
         let flag = image.split('=').next().unwrap_or(image);
         return Err(CliError::Usage(format!("unknown flag: {flag}")));
     }
-    if opts.tty && !term::stdin_is_tty() && opts.interactive {
+    if opts.tty && !term::stdin_is_tty() && opts.interactive && !detach {
         // docker refuses -it when stdin is not a terminal.
         return Err(CliError::msg("the input device is not a TTY"));
     }
@@ -290,7 +290,7 @@ pub async fn exec(c: Arc<Client>, a: ExecArgs) -> Result<i32, CliError> {
     if cmd.is_empty() {
         return Err(CliError::Usage("requires at least 2 arguments".into()));
     }
-    if a.tty && a.interactive && !term::stdin_is_tty() {
+    if a.tty && a.interactive && !a.detach && !term::stdin_is_tty() {
         return Err(CliError::msg("the input device is not a TTY"));
     }
     let mut env = Vec::new();

@@ -4,8 +4,12 @@ pub mod auth;
 pub mod cli;
 mod cmd_build;
 mod cmd_container;
+mod cmd_cp;
+mod cmd_events;
 mod cmd_image;
 pub mod cmd_network;
+mod cmd_ops;
+mod cmd_prune;
 mod cmd_run;
 mod cmd_system;
 pub mod cmd_volume;
@@ -133,6 +137,20 @@ async fn dispatch(c: Arc<Client>, cmd: Cmd) -> Result<i32, CliError> {
         Cmd::Start(a) | Cmd::Container(C::Start(a)) => cmd_run::start(c, a).await,
         Cmd::Attach(a) | Cmd::Container(C::Attach(a)) => cmd_run::attach(c, a).await,
         Cmd::Exec(a) | Cmd::Container(C::Exec(a)) => cmd_run::exec(c, a).await,
+        Cmd::Cp(a) | Cmd::Container(C::Cp(a)) => cmd_cp::cp(c, a).await,
+        Cmd::Events(a) | Cmd::System(S::Events(a)) => cmd_events::events(c, a).await,
+        Cmd::System(S::Df(a)) => cmd_prune::df(c, a).await,
+        Cmd::System(S::Prune(a)) => cmd_prune::system_prune(c, a).await,
+        Cmd::Container(C::Prune(a)) => cmd_prune::container_prune(c, a).await,
+        Cmd::Image(I::Prune(a)) => cmd_prune::image_prune(c, a).await,
+        Cmd::Pause(x) | Cmd::Container(C::Pause(x)) => cmd_ops::pause(c, x).await,
+        Cmd::Unpause(x) | Cmd::Container(C::Unpause(x)) => cmd_ops::unpause(c, x).await,
+        Cmd::Top(x) | Cmd::Container(C::Top(x)) => cmd_ops::top(c, x).await,
+        Cmd::Diff(x) | Cmd::Container(C::Diff(x)) => cmd_ops::diff(c, x).await,
+        Cmd::Commit(x) | Cmd::Container(C::Commit(x)) => cmd_ops::commit(c, x).await,
+        Cmd::Export(x) | Cmd::Container(C::Export(x)) => cmd_ops::export(c, x).await,
+        Cmd::Update(x) | Cmd::Container(C::Update(x)) => cmd_ops::update(c, x).await,
+        Cmd::Stats(x) | Cmd::Container(C::Stats(x)) => cmd_ops::stats(c, x).await,
         Cmd::Stop(a) | Cmd::Container(C::Stop(a)) => cmd_container::stop(&c, a).await,
         Cmd::Kill(a) | Cmd::Container(C::Kill(a)) => cmd_container::kill(&c, a).await,
         Cmd::Restart(a) | Cmd::Container(C::Restart(a)) => cmd_container::restart(&c, a).await,

@@ -646,6 +646,9 @@ pub struct ContainerOpts {
     /// Start period for the container to initialize before starting health-retries countdown
     #[arg(long = "health-start-period")]
     pub health_start_period: Option<String>,
+    /// Time between running the check during the start period (ms|s|m|h)
+    #[arg(long = "health-start-interval")]
+    pub health_start_interval: Option<String>,
     /// Disable any container-specified HEALTHCHECK
     #[arg(long = "no-healthcheck")]
     pub no_healthcheck: bool,
@@ -787,6 +790,7 @@ impl ContainerOpts {
             || self.health_timeout.is_some()
             || self.health_retries.is_some()
             || self.health_start_period.is_some()
+            || self.health_start_interval.is_some()
         {
             let dur = |s: &Option<String>, flag: &str| -> Result<i64, CliError> {
                 match s {
@@ -802,8 +806,8 @@ impl ContainerOpts {
                 interval: dur(&self.health_interval, "health-interval")?,
                 timeout: dur(&self.health_timeout, "health-timeout")?,
                 start_period: dur(&self.health_start_period, "health-start-period")?,
+                start_interval: dur(&self.health_start_interval, "health-start-interval")?,
                 retries: self.health_retries.unwrap_or(0),
-                ..Default::default()
             })
         } else {
             None

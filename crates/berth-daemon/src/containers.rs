@@ -8,7 +8,7 @@ use axum::Router;
 use berth_api::types::{ContainerCreateBody, ContainerCreateResponse, ContainerWaitResponse};
 use berth_engine::{AttachOptions, ListOptions, LogsOptions, WaitCondition};
 use futures_util::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::error::{ApiError, ApiResult};
@@ -260,9 +260,62 @@ async fn attach(
         stderr: q.flag("stderr"),
     };
     if !q.flag_or("stream", true) {
-        // Docker's logs=1&stream=0: nothing live to join.
-        return Ok(status_only(StatusCode::OK));
+        // Docker's stream=0: the logs (with logs=1), nothing live to join.
+        if !q.flag("logs") {
+            return Ok(status_only(StatusCode::OK));
+        }
+        let opts = LogsOptions {
+            stdout: opts.stdout,
+            stderr: opts.stderr,
+            follow: false,
+            timestamps: false,
+            since: None,
+            until: None,
+            tail: None,
+        };
+        let (tty, mut rx) = st.engine.logs(&id, opts).await?;
+        let ct = HeaderValue::from_static(if tty {
+            "application/vnd.docker.raw-stream"
+        } else {
+            "application/vnd.docker.multiplexed-stream"
+        });
+        let upgrade = req
+            .headers()
+            .get("Upgrade")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("tcp"));
+        if upgrade {
+            // Hijacked like a live attach (clients then read the socket to its end).
+            let on_upgrade = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                if let Ok(u) = on_upgrade.await {
+                    let mut client = hyper_util::rt::TokioIo::new(u);
+                    // Clients that read the 101 through a buffered reader and then switch to
+                    // the raw socket (docker-py) lose bytes that arrive with the headers;
+                    // Docker's own log read gives them this gap, so give it too.
+                    tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+                    while let Some(chunk) = rx.recv().await {
+                        if client.write_all(&chunk).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = client.shutdown().await;
+                }
+            });
+            let mut r = Response::new(Body::empty());
+            *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            let h = r.headers_mut();
+            h.insert("Connection", HeaderValue::from_static("Upgrade"));
+            h.insert("Upgrade", HeaderValue::from_static("tcp"));
+            h.insert("Content-Type", ct);
+            return Ok(r);
+        }
+        let stream = ReceiverStream::new(rx).map(Ok::<_, std::io::Error>);
+        let mut r = Response::new(Body::from_stream(stream));
+        r.headers_mut().insert("Content-Type", ct);
+        return Ok(r);
     }
+    let keys = crate::stream::detach_keys(q.get("detachKeys"))?;
     let on_upgrade = hyper::upgrade::on(&mut req);
     // Registered before the 101 goes out: the client starts the container right after it.
     let attached = st.engine.attach(&id, opts).await?;
@@ -284,7 +337,7 @@ async fn attach(
                 return;
             }
         };
-        pump(client, shim.io, tty || shim.tty, opts.stdin).await;
+        crate::stream::pump(client, shim.io, tty || shim.tty, opts.stdin, keys, async {}).await;
     });
     let mut r = Response::new(Body::empty());
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -300,55 +353,4 @@ async fn attach(
         }),
     );
     Ok(r)
-}
-
-/// Shim -> client: stdcopy frames (payload only for a TTY). Client -> shim: stdin.
-async fn pump<C, S>(client: C, shim: S, tty: bool, stdin: bool)
-where
-    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (mut cr, mut cw) = tokio::io::split(client);
-    let (mut sr, mut sw) = tokio::io::split(shim);
-    let input = tokio::spawn(async move {
-        if !stdin {
-            // Keep reading so we notice the client closing, but discard.
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = cr.read(&mut buf).await {
-                if n == 0 {
-                    break;
-                }
-            }
-            return;
-        }
-        let _ = tokio::io::copy(&mut cr, &mut sw).await;
-        let _ = sw.shutdown().await;
-    });
-    let mut buf = vec![0u8; 32 * 1024];
-    let mut demux = berth_api::stdcopy::Demuxer::new();
-    loop {
-        let n = match sr.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        let ok = if tty {
-            demux.push(&buf[..n]);
-            let mut ok = true;
-            while let Ok(Some((_, payload))) = demux.next_frame() {
-                if cw.write_all(&payload).await.is_err() {
-                    ok = false;
-                    break;
-                }
-            }
-            ok
-        } else {
-            cw.write_all(&buf[..n]).await.is_ok()
-        };
-        if !ok {
-            break;
-        }
-    }
-    let _ = cw.flush().await;
-    let _ = cw.shutdown().await;
-    input.abort();
 }

@@ -1,13 +1,18 @@
 //! berth-daemon: serves the Docker Engine API on a unix socket. Routes call the engine and
 //! nothing else; this crate holds no business logic.
 
+mod archive;
 mod build;
 mod containers;
 mod error;
+mod events;
+mod exec;
 mod images;
 mod networks;
+mod ops;
 mod params;
 mod server;
+mod stream;
 mod system;
 mod volumes;
 

@@ -116,6 +116,10 @@ fn router(state: AppState) -> Router {
     let r = Router::new();
     let r = crate::system::routes(r);
     let r = crate::containers::routes(r);
+    let r = crate::exec::routes(r);
+    let r = crate::archive::routes(r);
+    let r = crate::events::routes(r);
+    let r = crate::ops::routes(r);
     let r = crate::images::routes(r);
     let r = crate::volumes::routes(r);
     let r = crate::networks::routes(r);

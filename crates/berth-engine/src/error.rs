@@ -14,7 +14,8 @@ pub enum EngineError {
     /// 400: the request itself is wrong.
     #[error("{0}")]
     InvalidParameter(String),
-    /// 403: removing a predefined network or one with active endpoints.
+    /// 403: the operation is not allowed on this object (a predefined network or one with
+    /// active endpoints, a read-only rootfs).
     #[error("{0}")]
     Forbidden(String),
     /// 304: start of a started container, stop of a stopped one.

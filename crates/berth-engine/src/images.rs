@@ -195,7 +195,15 @@ impl Engine {
             format!("{repo}:{tag}")
         };
         let src = source.to_string();
-        self.blocking(move |s| s.tag(&src, &target)).await
+        let t2 = target.clone();
+        self.blocking(move |s| s.tag(&src, &t2)).await?;
+        let id = self
+            .images()
+            .get(source)
+            .map(|i| i.id.clone())
+            .unwrap_or_default();
+        self.emit("image", "tag", &id, &[("name", target)]);
+        Ok(())
     }
 
     pub async fn image_remove(
@@ -209,12 +217,34 @@ impl Engine {
         let items = self
             .blocking(move |s| s.remove(&n, force, no_prune, &|id: &str| engine.image_user(id)))
             .await?;
-        Ok(items.iter().map(retype).collect())
+        let items: Vec<ImageDeleteItem> = items.iter().map(retype).collect();
+        for it in &items {
+            if let Some(u) = &it.untagged {
+                self.emit("image", "untag", u, &[("name", u.clone())]);
+            }
+            if let Some(d) = &it.deleted {
+                self.emit("image", "delete", d, &[("name", d.clone())]);
+            }
+        }
+        Ok(items)
     }
 
     /// Loads a `docker save` archive; returns Docker's "Loaded image: x" lines.
     pub async fn image_load(&self, mut tar: Box<dyn Read + Send>) -> Result<Vec<String>> {
-        self.blocking(move |s| s.load(&mut tar)).await
+        let lines = self.blocking(move |s| s.load(&mut tar)).await?;
+        for l in &lines {
+            let name = l
+                .strip_prefix("Loaded image: ")
+                .or_else(|| l.strip_prefix("Loaded image ID: "))
+                .unwrap_or(l);
+            let id = self
+                .images()
+                .get(name)
+                .map(|i| i.id.clone())
+                .unwrap_or_else(|_| name.to_string());
+            self.emit("image", "load", &id, &[("name", name.to_string())]);
+        }
+        Ok(lines)
     }
 
     pub async fn image_import(

@@ -3,11 +3,16 @@
 //! The engine owns the container records, names and lifecycle, drives the image store for root
 //! filesystems and the runtime's shims for processes, and recovers all of it after a restart.
 
+pub mod archive;
 pub mod attach;
 pub mod build;
+pub mod cgroups;
 pub mod container;
 mod copyup;
 pub mod error;
+pub mod events;
+pub mod exec;
+pub mod health;
 pub mod images;
 mod lifecycle;
 pub mod logs;
@@ -15,8 +20,11 @@ pub mod mounts;
 mod names;
 pub mod network;
 mod network_api;
+pub mod ops;
+mod prune;
 mod query;
 pub mod shim_client;
+pub mod stats;
 mod util;
 pub mod volumes;
 
@@ -65,6 +73,10 @@ pub struct Inner {
     /// registering it, so a volume is never removed while a container is taking it.
     volume_lock: tokio::sync::Mutex<()>,
     net: Arc<network::Networks>,
+    /// Exec instances (in memory, as in Docker).
+    execs: exec::ExecTable,
+    events: events::EventBus,
+    health: health::HealthTable,
 }
 
 /// Cheap to clone; every clone is the same engine.
@@ -100,6 +112,9 @@ impl Engine {
                 volumes,
                 volume_lock: tokio::sync::Mutex::new(()),
                 net: Arc::new(net),
+                execs: exec::ExecTable::default(),
+                events: events::EventBus::default(),
+                health: health::HealthTable::default(),
             }),
         };
         engine.restore().await?;

@@ -170,6 +170,14 @@ fn merge_config(user: &ContainerConfig, img: Option<&ContainerConfig>) -> Contai
 }
 
 fn validate_host_config(hc: &HostConfig) -> Result<()> {
+    match hc.log_config.r#type.as_str() {
+        "" | "json-file" | "none" => {}
+        other => {
+            return Err(EngineError::InvalidParameter(format!(
+                "logger: no log driver named '{other}' is registered"
+            )))
+        }
+    }
     let rp = &hc.restart_policy;
     let name = rp.name.as_str();
     match name {
@@ -301,6 +309,8 @@ impl Engine {
             let mut reg = self.write_registry();
             reg.names.remove(&name);
             reg.by_id.remove(&id);
+        } else {
+            self.emit_container(&id, "create", &[]);
         }
         result.map(|_| (id, Vec::new()))
     }
@@ -456,6 +466,7 @@ impl Engine {
             tty: rec.config.tty,
             open_stdin: rec.config.open_stdin,
             stdin_once: rec.config.stdin_once,
+            exec: None,
         };
         let exe = self.inner.cfg.berth_exe.clone();
         let spawned: std::result::Result<ShimStarted, String> =
@@ -490,6 +501,8 @@ impl Engine {
             r.state.started_at = now_rfc3339();
         })?;
         self.spawn_monitor(c.clone());
+        self.emit_container(&c.id, "start", &[]);
+        self.start_health(c);
         tracing::debug!(
             "started {}: rootfs {:?}, created {:?}, running {:?}",
             c.id,
@@ -667,6 +680,15 @@ impl Engine {
         // Its addresses, ports and namespace go before anyone hears of the exit, so a client
         // that reacts at once (run the next container on the same port) finds them free.
         self.net_stop(&c.id).await;
+        // Restarting is recorded before waiters hear of the exit, so a client acting on its
+        // wait (rm, inspect) never sees an always-restart container as plainly exited.
+        if !rec.host_config.auto_remove && self.should_restart(&rec, code) {
+            let _ = c.update_volatile(|r| r.state.status = Status::Restarting);
+        }
+        if oom {
+            self.emit_container(&c.id, "oom", &[]);
+        }
+        self.emit_container(&c.id, "die", &[("exitCode", code.to_string())]);
         c.signal.send_modify(|s| {
             s.exits += 1;
             s.running = false;
@@ -693,7 +715,10 @@ impl Engine {
             let engine = self.clone();
             let delay = restart_delay(rec.restart_count);
             tokio::spawn(async move {
-                let _ = c.update(|r| r.state.status = Status::Restarting);
+                // Restarting was recorded with the exit (above); a stop since then cleared it.
+                if c.snapshot().state.status == Status::Restarting {
+                    let _ = c.update(|r| r.state.status = Status::Restarting);
+                }
                 tokio::time::sleep(delay).await;
                 let _g = c.op.lock().await;
                 let cur = c.snapshot();
@@ -753,6 +778,7 @@ impl Engine {
                 self.volumes().adopt(&m.name, &c.id);
             }
             self.net_readopt(&c.id);
+            self.start_health(&c);
             self.spawn_monitor(c);
             return;
         }
@@ -791,7 +817,9 @@ impl Engine {
     pub async fn stop(&self, name: &str, timeout: Option<i64>, signal: Option<&str>) -> Result<()> {
         let c = self.lookup(name)?;
         let _g = c.op.lock().await;
-        self.stop_locked(&c, timeout, signal).await
+        self.stop_locked(&c, timeout, signal).await?;
+        self.emit_container(&c.id, "stop", &[]);
+        Ok(())
     }
 
     async fn stop_locked(
@@ -811,6 +839,10 @@ impl Engine {
         if !rec.state.status.is_running() {
             return Err(EngineError::NotModified);
         }
+        if rec.state.status == Status::Paused {
+            // A frozen process cannot act on a signal: thaw first, as Docker does.
+            self.thaw(c).await?;
+        }
         c.update(|r| r.manually_stopped = true)?;
         let sig = match signal.filter(|s| !s.is_empty()) {
             Some(s) => parse_signal(s)?,
@@ -826,6 +858,7 @@ impl Engine {
         let mut rx = c.signal.subscribe();
         let exits = rx.borrow().exits;
         if sig != 9 {
+            self.emit_container(&c.id, "kill", &[("signal", sig.to_string())]);
             let _ = shim_client::kill(&rt, sig).await;
             let waited = wait_exit(
                 &mut rx,
@@ -837,6 +870,7 @@ impl Engine {
                 return Ok(());
             }
         }
+        self.emit_container(&c.id, "kill", &[("signal", "9".to_string())]);
         let _ = shim_client::kill(&rt, 9).await;
         if !wait_exit(&mut rx, exits, Some(Duration::from_secs(30))).await {
             return Err(EngineError::Internal(format!(
@@ -863,7 +897,18 @@ impl Engine {
         if sig == 9 || sig == 15 {
             c.update(|r| r.manually_stopped = true)?;
         }
-        shim_client::kill(&self.runtime_dir(&c.id), sig).await
+        self.emit_container(&c.id, "kill", &[("signal", sig.to_string())]);
+        let mut rx = c.signal.subscribe();
+        let exits = rx.borrow().exits;
+        shim_client::kill(&self.runtime_dir(&c.id), sig).await?;
+        if rec.state.status == Status::Paused && sig == 9 {
+            self.thaw(&c).await?;
+        }
+        if sig == 9 {
+            // Docker: a SIGKILL answers once the container is down (or after 2 s).
+            wait_exit(&mut rx, exits, Some(Duration::from_secs(2))).await;
+        }
+        Ok(())
     }
 
     pub async fn restart(
@@ -891,6 +936,12 @@ impl Engine {
         let c = self.lookup(name)?;
         let _g = c.op.lock().await;
         let rec = c.snapshot();
+        if rec.state.status == Status::Restarting && !force {
+            return Err(EngineError::Conflict(format!(
+                "cannot remove container \"/{}\": container is restarting: stop the container before removing or force remove",
+                rec.name
+            )));
+        }
         if rec.state.status.is_running() {
             if !force {
                 return Err(EngineError::Conflict(format!(
@@ -902,6 +953,9 @@ impl Engine {
             let mut rx = c.signal.subscribe();
             let exits = rx.borrow().exits;
             let _ = shim_client::kill(&self.runtime_dir(&c.id), 9).await;
+            if rec.state.status == Status::Paused {
+                let _ = self.thaw(&c).await;
+            }
             if !wait_exit(&mut rx, exits, Some(Duration::from_secs(30))).await {
                 return Err(EngineError::Internal(format!(
                     "could not kill running container {}, cannot remove",
@@ -938,6 +992,8 @@ impl Engine {
             let _ =
                 p.tx.send(Err(EngineError::Conflict("container removed".into())));
         }
+        self.inner.execs.remove_container(&c.id);
+        self.emit_container_rec(&rec, "destroy");
         self.release_mounts(&c.id, &rec.mount_points);
         if volumes {
             self.remove_anonymous_volumes(&rec.mount_points).await;
@@ -1043,6 +1099,7 @@ impl Engine {
         }
         c.update(|r| r.name = new.clone())?;
         self.net_rename(&c.id, &new);
+        self.emit_container(&c.id, "rename", &[("oldName", format!("/{old}"))]);
         Ok(())
     }
 
@@ -1084,7 +1141,9 @@ fn futures_wait(
                     WaitCondition::Removed => s.removed,
                 };
                 if done {
-                    if cond == WaitCondition::NextExit {
+                    // A waiter that saw the exit happen (attach, start -a) has been told of it;
+                    // a later `next-exit` must not be answered with it.
+                    if cond == WaitCondition::NextExit || start.running {
                         c.signal.send_modify(|s| s.exit_claimed = true);
                     }
                     return s.exit_code;

@@ -243,7 +243,17 @@ impl Engine {
             labels: rec.config.labels.clone().unwrap_or_default(),
             mounts: rec.mount_points.iter().map(|m| m.to_api()).collect(),
             state: state_text(rec).to_string(),
-            status: status_text(rec),
+            status: {
+                let mut s = status_text(rec);
+                if rec.state.status == Status::Running {
+                    match self.health_of(&rec.id).map(|h| h.status) {
+                        Some(h) if h == "starting" => s.push_str(" (health: starting)"),
+                        Some(h) if !h.is_empty() => s.push_str(&format!(" ({h})")),
+                        _ => {}
+                    }
+                }
+                s
+            },
             host_config: SummaryHostConfig {
                 network_mode: if rec.host_config.network_mode.is_empty() {
                     "default".into()
@@ -264,6 +274,17 @@ impl Engine {
         let rec = c.snapshot();
         let st = &rec.state;
         let mut hc = rec.host_config.clone();
+        if hc.runtime.is_empty() {
+            // Berth's one runtime, under the name Docker gives its default.
+            hc.runtime = "runc".into();
+        }
+        if hc.log_config.r#type.is_empty() {
+            // The only log driver: Docker names it even when the client did not.
+            hc.log_config.r#type = "json-file".into();
+            if hc.log_config.config.is_none() {
+                hc.log_config.config = Some(Default::default());
+            }
+        }
         if hc.network_mode.is_empty() {
             hc.network_mode = "default".into();
         }
@@ -302,7 +323,7 @@ impl Engine {
                 error: st.error.clone(),
                 started_at: st.started_at.clone(),
                 finished_at: st.finished_at.clone(),
-                health: None,
+                health: self.health_of(&rec.id),
             },
             image: rec.image_id.clone(),
             resolv_conf_path: rec.resolv_conf_path.clone(),
@@ -330,6 +351,7 @@ impl Engine {
             mounts: rec.mount_points.iter().map(|m| m.to_api()).collect(),
             config: rec.config.clone(),
             network_settings: self.net_settings(&rec),
+            exec_ids: Some(self.exec_ids(&rec.id)).filter(|v| !v.is_empty()),
             ..Default::default()
         })
     }

@@ -532,7 +532,9 @@ impl Engine {
             opts.labels.unwrap_or_default(),
             opts.driver_opts.unwrap_or_default(),
         )?;
-        Ok(self.volumes().to_api(&m))
+        let v = self.volumes().to_api(&m);
+        self.emit("volume", "create", &v.name, &[("driver", v.driver.clone())]);
+        Ok(v)
     }
 
     pub async fn volume_inspect(&self, name: &str) -> Result<Volume> {
@@ -624,8 +626,9 @@ impl Engine {
         let n = name.to_string();
         tokio::task::spawn_blocking(move || vols.volumes().delete(&n))
             .await
-            .map_err(EngineError::internal)?
-            .map(|_| ())
+            .map_err(EngineError::internal)??;
+        self.emit("volume", "destroy", name, &[("driver", "local".into())]);
+        Ok(())
     }
 
     /// Removes unused volumes: anonymous ones only, unless the `all` filter is true.

@@ -30,6 +30,8 @@ pub enum RuntimeError {
     Create(String),
     #[error("{0}")]
     Runtime(String),
+    #[error("OCI runtime exec failed: {0}")]
+    Exec(String),
     #[error("container {0} is not running")]
     NotRunning(String),
     #[error("shim: {0}")]

@@ -2,6 +2,7 @@
 //! per-container shim (`berth shim`) that runs one container with youki's `libcontainer`.
 
 mod error;
+pub mod exec;
 mod fsutil;
 pub mod seccomp;
 pub mod shim;

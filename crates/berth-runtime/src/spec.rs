@@ -183,7 +183,7 @@ pub const READONLY_PATHS: [&str; 5] = [
     "/proc/sysrq-trigger",
 ];
 
-fn own_bounding_set() -> Vec<String> {
+pub(crate) fn own_bounding_set() -> Vec<String> {
     let mask = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -255,7 +255,7 @@ fn capabilities(cfg: &ContainerRunConfig, host: &HostInfo) -> Result<Vec<String>
 }
 
 /// Replace-or-append of KEY=VALUE entries, as Docker merges env lists.
-fn set_env(env: &mut Vec<String>, kv: String) {
+pub(crate) fn set_env(env: &mut Vec<String>, kv: String) {
     let key = kv.split('=').next().unwrap_or("").to_string();
     match env
         .iter_mut()

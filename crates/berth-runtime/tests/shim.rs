@@ -89,6 +89,7 @@ fn setup(name: &str) -> Env {
         tty: false,
         open_stdin: false,
         stdin_once: false,
+        exec: None,
     };
     Env {
         _dir: dir,

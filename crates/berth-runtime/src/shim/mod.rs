@@ -17,6 +17,10 @@
 //! - `{"op":"resize","height":H,"width":W}` -> `{"ok":..}`.
 //! - `{"op":"state"}` -> `{"pid":N,"status":"created"|"running"|"exited","exit_code":N|null}`.
 //!
+//! Exec mode (`exec` set in shim.json, see `crate::exec`): the same protocol for one process
+//! joined to a running container; no `start` (it runs once created), no log, and the exit
+//! leaves the container's state and cgroups alone.
+//!
 //! On exit: exit.json (atomic) first, then libcontainer state removal, then replies; then
 //! shim.sock and shim.pid disappear. A client that cannot connect reads exit.json.
 //! `spawn_shim` blocks: call it from `spawn_blocking` in async code.
@@ -57,6 +61,9 @@ pub struct ShimOptions {
     pub tty: bool,
     pub open_stdin: bool,
     pub stdin_once: bool,
+    /// Set for an exec's shim: join the running container `id` instead of creating it.
+    #[serde(default)]
+    pub exec: Option<crate::exec::ExecShimOptions>,
 }
 
 /// A created container: init is waiting for `{"op":"start"}`.
@@ -112,18 +119,42 @@ pub fn spawn_shim(
     atomic_write(&opts.runtime_dir.join(OPTSFILE), &opts_json)
         .map_err(|e| RuntimeError::io("write shim.json", e))?;
 
+    match launch(berth_exe, &opts.runtime_dir)? {
+        Ok(started) => Ok(started),
+        Err(Some(error)) => {
+            cleanup(&opts.runtime_dir, &opts.state_root, &opts.id);
+            Err(RuntimeError::Create(error))
+        }
+        Err(None) => {
+            let log = fs::read_to_string(opts.runtime_dir.join(SHIM_LOG)).unwrap_or_default();
+            cleanup(&opts.runtime_dir, &opts.state_root, &opts.id);
+            Err(RuntimeError::Shim(format!(
+                "shim exited before creating the container: {}",
+                log.trim()
+            )))
+        }
+    }
+}
+
+/// Runs `berth shim --runtime-dir D` (whose `shim.json` is written) and blocks until it
+/// reports on the ready pipe: `Ok(Ok(pids))`, `Ok(Err(Some(error)))` for a reported failure,
+/// `Ok(Err(None))` when the shim died without a word.
+pub(crate) fn launch(
+    berth_exe: &Path,
+    runtime_dir: &Path,
+) -> Result<Result<ShimStarted, Option<String>>, RuntimeError> {
     let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| RuntimeError::io("pipe", e.into()))?;
     let shim_log = fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(opts.runtime_dir.join(SHIM_LOG))
+        .open(runtime_dir.join(SHIM_LOG))
         .map_err(|e| RuntimeError::io("open shim.log", e))?;
     let wfd = ready_w.as_raw_fd();
     let mut cmd = Command::new(berth_exe);
     cmd.arg("shim")
         .arg("--runtime-dir")
-        .arg(&opts.runtime_dir)
+        .arg(runtime_dir)
         .arg("--ready-fd")
         .arg("3")
         .stdin(Stdio::null())
@@ -164,26 +195,16 @@ pub fn spawn_shim(
         line = serde_json::json!({"ok": false, "error": "timed out waiting for the shim to create the container"}).to_string();
     }
     let ready: Option<Ready> = serde_json::from_str(line.trim()).ok();
-    match ready {
+    Ok(match ready {
         Some(Ready {
             ok: true,
             shim_pid,
             init_pid,
             ..
         }) => Ok(ShimStarted { shim_pid, init_pid }),
-        Some(Ready { error, .. }) => {
-            cleanup(&opts.runtime_dir, &opts.state_root, &opts.id);
-            Err(RuntimeError::Create(error.unwrap_or_default()))
-        }
-        None => {
-            let log = fs::read_to_string(opts.runtime_dir.join(SHIM_LOG)).unwrap_or_default();
-            cleanup(&opts.runtime_dir, &opts.state_root, &opts.id);
-            Err(RuntimeError::Shim(format!(
-                "shim exited before creating the container: {}",
-                log.trim()
-            )))
-        }
-    }
+        Some(Ready { error, .. }) => Err(Some(error.unwrap_or_default())),
+        None => Err(None),
+    })
 }
 
 /// Parses `<runtime_dir>/exit.json` if the container has exited.

@@ -28,6 +28,8 @@ const MAX_STDIN_BUF: usize = 256 << 10;
 const READ_CHUNK: usize = 32 << 10;
 /// After init exits, how long we wait for the stdio pipes to reach EOF.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// After an exec's exit, how long its held output waits for the client that started it.
+const HOLD_TIMEOUT: Duration = Duration::from_secs(10);
 /// After exit, how long attached clients get to take the rest of the output.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -79,6 +81,48 @@ pub(crate) fn remove_cgroup_dirs(cgroups_path: &str) {
         for e in entries.flatten() {
             let _ = fs::remove_dir(e.path().join(rel));
         }
+    }
+}
+
+/// The container's seccomp profile, from its bundle.
+fn container_seccomp(bundle: &Path) -> Option<oci_spec::runtime::LinuxSeccomp> {
+    let spec = oci_spec::runtime::Spec::load(bundle.join("config.json")).ok()?;
+    spec.linux().as_ref()?.seccomp().clone()
+}
+
+/// libcontainer's tenant builder keeps only namespaces and cgroups of the container's
+/// `linux` section, so an exec would run without the container's seccomp filter. This
+/// executor loads it right before execve. Capabilities are dropped by then, so loading a
+/// filter needs no_new_privs unless the process kept CAP_SYS_ADMIN: it is set only then.
+#[derive(Clone)]
+struct SeccompExecutor {
+    seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
+}
+
+impl libcontainer::workload::Executor for SeccompExecutor {
+    fn exec(
+        &self,
+        spec: &oci_spec::runtime::Spec,
+    ) -> Result<(), libcontainer::workload::ExecutorError> {
+        if let Some(s) = &self.seccomp {
+            if libcontainer::seccomp::initialize_seccomp(s).is_err() {
+                // SAFETY: prctl with integer arguments.
+                unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+                if let Err(e) = libcontainer::seccomp::initialize_seccomp(s) {
+                    return Err(libcontainer::workload::ExecutorError::Other(format!(
+                        "load seccomp filter: {e}"
+                    )));
+                }
+            }
+        }
+        libcontainer::workload::default::DefaultExecutor {}.exec(spec)
+    }
+
+    fn validate(
+        &self,
+        spec: &oci_spec::runtime::Spec,
+    ) -> Result<(), libcontainer::workload::ExecutorValidationError> {
+        libcontainer::workload::default::DefaultExecutor {}.validate(spec)
     }
 }
 
@@ -174,7 +218,10 @@ struct Shim {
     stdin_close: bool,
     listener: Option<UnixListener>,
     clients: Vec<Client>,
-    log: JsonLog,
+    /// The json-file log; an exec has none (Docker does not log exec output).
+    log: Option<JsonLog>,
+    /// Exec mode: output stays in the pipes until the first attach.
+    hold_output: bool,
     sfd: SignalFd,
     /// Readable when init exits. Needed because libcontainer clones init with CLONE_PARENT and
     /// exit_signal 0: until it execs, its death raises no SIGCHLD.
@@ -240,6 +287,30 @@ fn receive_master(listener: &UnixListener) -> Result<OwnedFd, String> {
         }
     }
     Err("console socket: no pty master received".into())
+}
+
+/// `consoleSize` of an exec's process.json.
+fn exec_console_size(dir: &Path) -> Option<(u16, u16)> {
+    let v: Value =
+        serde_json::from_slice(&fs::read(dir.join(crate::exec::PROCESS_FILE)).ok()?).ok()?;
+    let h = v["consoleSize"]["height"].as_u64()?;
+    let w = v["consoleSize"]["width"].as_u64()?;
+    Some((h.min(u16::MAX as u64) as u16, w.min(u16::MAX as u64) as u16))
+}
+
+fn set_winsize(fd: RawFd, height: u16, width: u16) -> io::Result<()> {
+    let ws = libc::winsize {
+        ws_row: height,
+        ws_col: width,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a winsize from a valid pointer; fd is an open pty master.
+    if unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &ws) } < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 fn open_pidfd(pid: i32) -> Option<OwnedFd> {
@@ -360,9 +431,13 @@ fn create(opts: ShimOptions) -> Result<Shim, String> {
     if let Err(e) = std::env::set_current_dir(&opts.runtime_dir) {
         fail!(format!("chdir {}: {e}", opts.runtime_dir.display()));
     }
-    let log = match JsonLog::open(&opts.log_path, opts.log_max_size, opts.log_max_file) {
-        Ok(l) => l,
-        Err(e) => fail!(format!("open log {}: {e}", opts.log_path.display())),
+    let log = if opts.exec.is_some() {
+        None
+    } else {
+        match JsonLog::open(&opts.log_path, opts.log_max_size, opts.log_max_file) {
+            Ok(l) => Some(l),
+            Err(e) => fail!(format!("open log {}: {e}", opts.log_path.display())),
+        }
     };
     // init is cloned from us and keeps ignored dispositions across exec: the Rust runtime
     // ignores SIGPIPE and the daemon may ignore others. Containers start with the defaults.
@@ -404,22 +479,70 @@ fn create(opts: ShimOptions) -> Result<Shim, String> {
         }
         builder.with_stdin(ir).with_stdout(ow).with_stderr(ew)
     };
-    let container = builder
-        .as_init(&opts.bundle)
-        .with_systemd(false)
-        .with_detach(true)
-        .build();
-    let container = match container {
-        Ok(c) => c,
-        Err(e) => fail!(e.to_string()),
+    // An exec runs as soon as it is built: take the pty master on a thread while building,
+    // so the console size is set before the process gets far (libcontainer ignores it).
+    let mut master_thread = None;
+    if opts.exec.is_some() {
+        if let Some(l) = console.take() {
+            let size = exec_console_size(&opts.runtime_dir);
+            master_thread = Some(std::thread::spawn(move || {
+                let m = receive_master(&l)?;
+                if let Some((h, w)) = size {
+                    let _ = set_winsize(m.as_raw_fd(), h, w);
+                }
+                Ok::<OwnedFd, String>(m)
+            }));
+        }
+    }
+    let init_pid = if let Some(exec) = &opts.exec {
+        let seccomp = if exec.privileged {
+            None
+        } else {
+            container_seccomp(&opts.bundle)
+        };
+        let built = builder
+            .with_executor(SeccompExecutor { seccomp })
+            .as_tenant()
+            .with_process(Some(opts.runtime_dir.join(crate::exec::PROCESS_FILE)))
+            .with_detach(true)
+            .build();
+        match built {
+            Ok(pid) => pid.as_raw(),
+            Err(e) => {
+                if let Some(t) = master_thread.take() {
+                    // Wake the thread's accept; it then fails without a master.
+                    let _ = std::os::unix::net::UnixStream::connect(CONSOLE_SOCK);
+                    let _ = t.join();
+                }
+                fail!(e.to_string())
+            }
+        }
+    } else {
+        let container = builder
+            .as_init(&opts.bundle)
+            .with_systemd(false)
+            .with_detach(true)
+            .build();
+        let container = match container {
+            Ok(c) => c,
+            Err(e) => fail!(e.to_string()),
+        };
+        let Some(init_pid) = container.pid().map(|p| p.as_raw()) else {
+            fail!("container has no init process".to_string());
+        };
+        init_pid
     };
-    let Some(init_pid) = container.pid().map(|p| p.as_raw()) else {
-        fail!("container has no init process".to_string());
-    };
-    drop(container);
     let mut master = None;
-    if let Some(l) = console {
-        let m = match receive_master(&l) {
+    let received = match (console, master_thread) {
+        (Some(l), _) => Some(receive_master(&l)),
+        (None, Some(t)) => Some(
+            t.join()
+                .unwrap_or_else(|_| Err("console socket: receiver failed".to_string())),
+        ),
+        (None, None) => None,
+    };
+    if let Some(received) = received {
+        let m = match received {
             Ok(m) => File::from(m),
             Err(e) => fail!(e),
         };
@@ -460,9 +583,14 @@ fn create(opts: ShimOptions) -> Result<Shim, String> {
     drop_code_pages();
     let cgroups_path = cgroups_path_of(&opts.bundle);
     let mut shim = Shim {
+        hold_output: opts.exec.as_ref().is_some_and(|e| e.hold_output),
+        status: if opts.exec.is_some() {
+            Status::Running
+        } else {
+            Status::Created
+        },
         opts,
         init_pid,
-        status: Status::Created,
         cgroups_path,
         out,
         err,
@@ -529,11 +657,13 @@ impl Shim {
             if let Some(l) = &self.listener {
                 add(l.as_raw_fd(), libc::POLLIN, Tag::Listen);
             }
-            if let Some(f) = &self.out {
-                add(f.as_raw_fd(), libc::POLLIN, Tag::Out);
-            }
-            if let Some(f) = &self.err {
-                add(f.as_raw_fd(), libc::POLLIN, Tag::Err);
+            if !self.hold_output {
+                if let Some(f) = &self.out {
+                    add(f.as_raw_fd(), libc::POLLIN, Tag::Out);
+                }
+                if let Some(f) = &self.err {
+                    add(f.as_raw_fd(), libc::POLLIN, Tag::Err);
+                }
             }
             if let Some(f) = &self.stdin {
                 if !self.stdin_buf.is_empty() {
@@ -598,8 +728,12 @@ impl Shim {
             }
             self.clients.retain(|c| !c.finished());
             if let (Some(at), None) = (self.exited_at, self.done) {
+                // Held output waits for its client a while after the exit, then goes.
+                if self.hold_output && at.elapsed() > HOLD_TIMEOUT {
+                    self.hold_output = false;
+                }
                 let drained = self.out.is_none() && self.err.is_none();
-                if drained || at.elapsed() > DRAIN_TIMEOUT {
+                if !self.hold_output && (drained || at.elapsed() > DRAIN_TIMEOUT) {
                     self.finish();
                 }
             }
@@ -693,7 +827,9 @@ impl Shim {
     }
 
     fn deliver(&mut self, stream: u8, data: &[u8]) {
-        self.log.write(stream, data);
+        if let Some(log) = self.log.as_mut() {
+            log.write(stream, data);
+        }
         let mut frame = Vec::with_capacity(8 + data.len());
         frame.extend_from_slice(&[stream, 0, 0, 0]);
         frame.extend_from_slice(&(data.len() as u32).to_be_bytes());
@@ -830,6 +966,7 @@ impl Shim {
                     stderr: flag("stderr"),
                 };
                 c.reply(json!({"ok": true}));
+                self.hold_output = false;
                 if self.done.is_some() {
                     c.close_after_flush = true;
                 }
@@ -923,6 +1060,9 @@ impl Shim {
 
     /// Memory cgroup reports an OOM kill (v1 memory.oom_control or v2 memory.events).
     fn oom_killed(&self) -> bool {
+        if self.opts.exec.is_some() {
+            return false;
+        }
         let rel = self.cgroups_path.trim_start_matches('/');
         if rel.is_empty() {
             return false;
@@ -957,7 +1097,9 @@ impl Shim {
         self.out = None;
         self.err = None;
         self.stdin = None;
-        self.log.flush_partial();
+        if let Some(log) = self.log.as_mut() {
+            log.flush_partial();
+        }
         let exit = ExitStatus {
             exit_code: self.exit_code.unwrap_or(-1),
             finished_at: self.finished_at.clone().unwrap_or_else(now_rfc3339_nano),
@@ -982,8 +1124,10 @@ impl Shim {
             // takes milliseconds and nobody needs to wait for it.
             c.flush();
         }
-        delete_container_state(&self.opts.state_root, &self.opts.id);
-        remove_cgroup_dirs(&self.cgroups_path);
+        if self.opts.exec.is_none() {
+            delete_container_state(&self.opts.state_root, &self.opts.id);
+            remove_cgroup_dirs(&self.cgroups_path);
+        }
         // Serve whoever already connected; later connects fail and read exit.json instead.
         self.accept();
         self.listener = None;

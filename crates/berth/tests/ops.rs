@@ -1,0 +1,313 @@
+//! top, stats, pause/unpause, update, diff, commit, export.
+
+mod common;
+use common::*;
+
+fn running(d: &Daemon, rm: &mut Rm, name: &str, extra: &[&str], cmd: &[&str]) {
+    let mut args = vec!["run", "-d", "--name", name];
+    args.extend_from_slice(extra);
+    args.push("busybox");
+    args.extend_from_slice(cmd);
+    let out = d.cli(&args);
+    assert!(out.success(), "run: {out:?}");
+    rm.add(name);
+}
+
+#[test]
+fn top_lists_the_containers_processes() {
+    let d = d();
+    let mut rm = Rm(d, vec![]);
+    let name = unique("top");
+    running(
+        d,
+        &mut rm,
+        &name,
+        &[],
+        &["sh", "-c", "sleep 301 & sleep 302"],
+    );
+    assert!(wait_until(DEADLINE, || d
+        .cli(&["top", &name])
+        .stdout
+        .contains("sleep 302")));
+    let out = d.cli(&["top", &name]);
+    assert!(out.stdout.starts_with("UID"), "{out:?}");
+    assert!(out.stdout.contains("sleep 301") && out.stdout.contains("sleep 302"));
+    assert!(
+        !out.stdout.contains("berth daemon"),
+        "host processes leaked: {}",
+        out.stdout
+    );
+    let j = d
+        .api(
+            "GET",
+            &format!("/containers/{name}/top?ps_args=-o%20pid,comm"),
+        )
+        .json()
+        .expect("json");
+    assert_eq!(j["Titles"], json!(["PID", "COMMAND"]));
+    // sh execs its last command: two sleeps.
+    assert_eq!(j["Processes"].as_array().map(|a| a.len()), Some(2), "{j}");
+    let stopped = unique("tops");
+    assert!(d.cli(&["create", "--name", &stopped, "busybox"]).success());
+    rm.add(&stopped);
+    assert_eq!(
+        d.api("GET", &format!("/containers/{stopped}/top")).status,
+        409
+    );
+}
+
+#[test]
+fn stats_one_shot_stream_and_cli() {
+    let d = d();
+    let mut rm = Rm(d, vec![]);
+    let name = unique("st");
+    running(
+        d,
+        &mut rm,
+        &name,
+        &["-m", "64m", "--pids-limit", "50"],
+        &["sh", "-c", "dd if=/dev/zero of=/dev/null & sleep 300"],
+    );
+    let j = d
+        .api("GET", &format!("/containers/{name}/stats?stream=false"))
+        .json()
+        .expect("json");
+    assert_eq!(j["name"], format!("/{name}"));
+    assert!(
+        j["cpu_stats"]["cpu_usage"]["total_usage"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0,
+        "{j}"
+    );
+    assert!(
+        j["precpu_stats"]["cpu_usage"]["total_usage"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0,
+        "stream=false fills precpu: {j}"
+    );
+    assert!(j["cpu_stats"]["system_cpu_usage"].as_u64().unwrap_or(0) > 0);
+    assert!(j["cpu_stats"]["online_cpus"].as_u64().unwrap_or(0) >= 1);
+    assert_eq!(j["memory_stats"]["limit"], 64 * 1024 * 1024);
+    assert!(j["memory_stats"]["usage"].as_u64().unwrap_or(0) > 0);
+    assert!(j["pids_stats"]["current"].as_u64().unwrap_or(0) >= 2, "{j}");
+    assert_eq!(j["pids_stats"]["limit"], 50);
+    let j = d
+        .api(
+            "GET",
+            &format!("/containers/{name}/stats?stream=false&one-shot=true"),
+        )
+        .json()
+        .expect("json");
+    assert_eq!(j["precpu_stats"]["cpu_usage"]["total_usage"], 0);
+
+    // Streaming: one JSON object per second.
+    let mut child = d
+        .spawn_cli(&[
+            "stats",
+            "--format",
+            "{{.Name}} {{.CPUPerc}} {{.PIDs}}",
+            &name,
+        ])
+        .expect("spawn");
+    std::thread::sleep(Duration::from_millis(2600));
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("out");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.matches(&name).count() >= 2, "{text}");
+
+    let out = d.cli(&["stats", "--no-stream", &name]);
+    assert!(out.success(), "{out:?}");
+    let line = out.stdout.lines().nth(1).expect("row");
+    assert!(line.contains(&name) && line.contains("64MiB"), "{line}");
+    // dd keeps a CPU busy: far above zero.
+    let cpu: f64 = line
+        .split_whitespace()
+        .find(|w| w.ends_with('%'))
+        .and_then(|w| w.trim_end_matches('%').parse().ok())
+        .expect("cpu %");
+    assert!(cpu > 10.0, "{line}");
+}
+
+#[test]
+fn pause_unpause_and_update() {
+    let d = d();
+    let mut rm = Rm(d, vec![]);
+    let name = unique("pz");
+    running(
+        d,
+        &mut rm,
+        &name,
+        &[],
+        &[
+            "sh",
+            "-c",
+            "while :; do date +%s%N > /tmp/t; sleep 0.05; done",
+        ],
+    );
+    assert!(d.cli(&["pause", &name]).success());
+    assert_eq!(fmt(d, &name, "{{.State.Status}}"), "paused");
+    assert_eq!(fmt(d, &name, "{{.State.Paused}}"), "true");
+    let r = d.api("POST", &format!("/containers/{name}/pause"));
+    assert_eq!(r.status, 409);
+    let out = d.cli(&["exec", &name, "true"]);
+    assert!(out.stderr.contains("is paused"), "{out:?}");
+    // Frozen: the file does not change while paused.
+    let rootfs = format!("/proc/{}/root/tmp/t", fmt(d, &name, "{{.State.Pid}}"));
+    let a = std::fs::read_to_string(&rootfs).expect("t");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        std::fs::read_to_string(&rootfs).expect("t"),
+        a,
+        "still running while paused"
+    );
+    assert!(d.cli(&["unpause", &name]).success());
+    assert_eq!(fmt(d, &name, "{{.State.Status}}"), "running");
+    assert!(wait_until(DEADLINE, || std::fs::read_to_string(&rootfs)
+        .ok()
+        != Some(a.clone())));
+    assert_eq!(
+        d.api("POST", &format!("/containers/{name}/unpause")).status,
+        409
+    );
+
+    // update: memory, cpus, pids, restart policy, live in the cgroup and in inspect.
+    let out = d.cli(&[
+        "update",
+        "-m",
+        "96m",
+        "--cpus",
+        "0.5",
+        "--pids-limit",
+        "77",
+        "--restart",
+        "on-failure:3",
+        &name,
+    ]);
+    assert!(out.success(), "{out:?}");
+    assert_eq!(
+        fmt(d, &name, "{{.HostConfig.Memory}}"),
+        (96 * 1024 * 1024).to_string()
+    );
+    assert_eq!(fmt(d, &name, "{{.HostConfig.NanoCpus}}"), "500000000");
+    assert_eq!(fmt(d, &name, "{{.HostConfig.PidsLimit}}"), "77");
+    assert_eq!(
+        fmt(d, &name, "{{.HostConfig.RestartPolicy.Name}}"),
+        "on-failure"
+    );
+    let j = d
+        .api(
+            "GET",
+            &format!("/containers/{name}/stats?stream=false&one-shot=true"),
+        )
+        .json()
+        .expect("json");
+    assert_eq!(j["memory_stats"]["limit"], 96 * 1024 * 1024);
+    assert_eq!(j["pids_stats"]["limit"], 77);
+    let r = d
+        .api_with(
+            "POST",
+            &format!("/containers/{name}/update"),
+            &[("Content-Type", "application/json")],
+            Some(br#"{"Memory": 1024}"#),
+        )
+        .expect("update");
+    assert_eq!(r.status, 400);
+    // Stopping a paused container works.
+    assert!(d.cli(&["pause", &name]).success());
+    assert!(d.cli(&["stop", "-t", "1", &name]).success());
+    assert_eq!(fmt(d, &name, "{{.State.Status}}"), "exited");
+}
+
+#[test]
+fn diff_commit_and_export() {
+    let d = d();
+    let mut rm = Rm(d, vec![]);
+    let name = unique("dc");
+    let out = d.cli(&[
+        "run",
+        "--name",
+        &name,
+        "busybox",
+        "sh",
+        "-c",
+        "echo new > /added && rm /etc/group && echo x >> /etc/passwd",
+    ]);
+    assert!(out.success(), "{out:?}");
+    rm.add(&name);
+    let out = d.cli(&["diff", &name]);
+    assert!(out.stdout.contains("A /added"), "{}", out.stdout);
+    assert!(out.stdout.contains("D /etc/group"), "{}", out.stdout);
+    assert!(out.stdout.contains("C /etc/passwd"), "{}", out.stdout);
+
+    let tag = format!("committed-{}", unique("t").to_lowercase());
+    let out = d.cli(&[
+        "commit",
+        "-c",
+        "ENV FOO=bar",
+        "-m",
+        "msg",
+        &name,
+        &format!("{tag}:v1"),
+    ]);
+    assert!(out.success(), "{out:?}");
+    assert!(out.stdout.trim().starts_with("sha256:"), "{out:?}");
+    let out = d.cli(&[
+        "run",
+        "--rm",
+        &format!("{tag}:v1"),
+        "sh",
+        "-c",
+        "cat /added; echo $FOO; test -e /etc/group || echo gone",
+    ]);
+    assert_eq!(out.stdout, "new\nbar\ngone\n", "{out:?}");
+    let _ = d.cli(&["rmi", &format!("{tag}:v1")]);
+
+    let tmp = tempfile::tempdir().expect("tmp");
+    let tarfile = tmp.path().join("fs.tar");
+    let out = d.cli(&["export", "-o", &tarfile.display().to_string(), &name]);
+    assert!(out.success(), "{out:?}");
+    let mut ar = tar::Archive::new(std::fs::File::open(&tarfile).expect("tar"));
+    let names: Vec<String> = ar
+        .entries()
+        .expect("entries")
+        .flatten()
+        .map(|e| e.path().expect("path").display().to_string())
+        .collect();
+    assert!(names.iter().any(|n| n == "added"), "{names:?}");
+    assert!(names.iter().any(|n| n == "bin/busybox"));
+    assert!(!names.iter().any(|n| n == "etc/group"));
+}
+
+#[test]
+fn restarting_container_needs_force_and_runtime_is_named() {
+    let d = d();
+    let mut rm = Rm(d, vec![]);
+    let name = unique("rs");
+    assert!(d
+        .cli(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--restart",
+            "always",
+            "busybox",
+            "sh",
+            "-c",
+            "exit 1"
+        ])
+        .success());
+    rm.add(&name);
+    assert_eq!(fmt(d, &name, "{{.HostConfig.Runtime}}"), "runc");
+    assert!(wait_until(DEADLINE, || fmt(d, &name, "{{.State.Status}}")
+        == "restarting"));
+    let out = d.cli(&["rm", &name]);
+    assert!(!out.success());
+    assert!(
+        out.stderr.contains("stop the container before removing"),
+        "{out:?}"
+    );
+    assert!(d.cli(&["rm", "-f", &name]).success());
+}

@@ -1,0 +1,297 @@
+//! Interactive sessions through a real pseudo-terminal: `run -it` typed into, resized and
+//! detached with ctrl-p ctrl-q; `attach` back; daemon-side detach keys on a raw API attach.
+
+mod common;
+use common::*;
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+
+struct Pty {
+    master: File,
+    child: Child,
+    seen: String,
+}
+
+fn winsize(rows: u16, cols: u16) -> libc::winsize {
+    libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    }
+}
+
+impl Pty {
+    fn spawn(d: &Daemon, args: &[&str], rows: u16, cols: u16) -> Pty {
+        let (mut m, mut s) = (0, 0);
+        let ws = winsize(rows, cols);
+        // SAFETY: out-pointers to two ints and a valid winsize.
+        let r =
+            unsafe { libc::openpty(&mut m, &mut s, std::ptr::null_mut(), std::ptr::null(), &ws) };
+        assert_eq!(r, 0, "openpty");
+        // SAFETY: openpty gave us both descriptors.
+        let (master, slave) = unsafe { (OwnedFd::from_raw_fd(m), OwnedFd::from_raw_fd(s)) };
+        let slave = File::from(slave);
+        let mut cmd = Command::new(d.bin());
+        cmd.arg("-H")
+            .arg(d.host())
+            .args(args)
+            .env("TERM", "xterm")
+            .stdin(Stdio::from(slave.try_clone().expect("dup")))
+            .stdout(Stdio::from(slave.try_clone().expect("dup")))
+            .stderr(Stdio::from(slave));
+        // SAFETY: setsid and ioctl are async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY as _, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("spawn cli on a pty");
+        drop(cmd);
+        let master = File::from(master);
+        // SAFETY: plain fcntl on our descriptor.
+        unsafe {
+            let fl = libc::fcntl(master.as_raw_fd(), libc::F_GETFL);
+            libc::fcntl(master.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK);
+        }
+        Pty {
+            master,
+            child,
+            seen: String::new(),
+        }
+    }
+
+    fn send(&mut self, s: &str) {
+        self.master.write_all(s.as_bytes()).expect("write to pty");
+    }
+
+    /// Reads until `needle` shows up in what arrived after the last call; panics at the deadline.
+    #[track_caller]
+    fn expect(&mut self, needle: &str) {
+        let deadline = Instant::now() + DEADLINE;
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(i) = self.seen.find(needle) {
+                self.seen.drain(..i + needle.len());
+                return;
+            }
+            match self.master.read(&mut buf) {
+                Ok(0) => {}
+                Ok(n) => self.seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                // EIO: the slave side is closed.
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+            assert!(
+                Instant::now() < deadline,
+                "never saw {needle:?}; got {:?}",
+                self.seen
+            );
+        }
+    }
+
+    fn resize(&self, rows: u16, cols: u16) {
+        let ws = winsize(rows, cols);
+        // SAFETY: TIOCSWINSZ on our pty master with a valid winsize.
+        unsafe { libc::ioctl(self.master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    }
+
+    fn wait(&mut self) -> Option<i32> {
+        let deadline = Instant::now() + DEADLINE;
+        let mut buf = [0u8; 4096];
+        loop {
+            // Keep draining so the CLI never blocks on a full pty.
+            if let Ok(n) = self.master.read(&mut buf) {
+                self.seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn run_it_types_resizes_detaches_and_attaches_back() {
+    let d = d();
+    let mut rm = Rm(d, vec![]);
+    let name = unique("tty");
+    rm.add(&name);
+    let mut p = Pty::spawn(d, &["run", "-it", "--name", &name, "busybox", "sh"], 30, 90);
+    p.expect("# ");
+    // The window size at start.
+    p.send("stty size\r");
+    p.expect("30 90");
+    // Raw mode on the client: the shell echoes what we type, arithmetic runs in the container.
+    p.send("echo $((6*7))\r");
+    p.expect("42");
+    // A resize on our side reaches the container's terminal.
+    p.resize(41, 123);
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        p.send("stty size\r");
+        let before = p.seen.len();
+        std::thread::sleep(Duration::from_millis(200));
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = p.master.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            p.seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        if p.seen[before.min(p.seen.len())..].contains("41 123") || p.seen.contains("41 123") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "resize never arrived: {:?}",
+            p.seen
+        );
+    }
+    p.seen.clear();
+    // ctrl-p ctrl-q: the client leaves, the container keeps running.
+    p.send("\x10\x11");
+    assert_eq!(p.wait(), Some(0), "detach exit status; output {:?}", p.seen);
+    assert_eq!(fmt(d, &name, "{{.State.Status}}"), "running");
+
+    // attach: the same shell, then exit ends the session with the container.
+    let mut a = Pty::spawn(d, &["attach", &name], 30, 90);
+    a.send("echo back-$((1+1))\r");
+    a.expect("back-2");
+    a.send("exit 3\r");
+    assert_eq!(a.wait(), Some(3), "attach exit status; output {:?}", a.seen);
+    assert!(d.wait_status(&name, "exited", DEADLINE));
+
+    // start -ai on a pty.
+    let mut s = Pty::spawn(d, &["start", "-ai", &name], 30, 90);
+    s.expect("# ");
+    s.send("echo again\r");
+    s.expect("again");
+    s.send("exit\r");
+    assert_eq!(s.wait(), Some(0));
+}
+
+#[test]
+fn stdin_closes_on_eof() {
+    let d = d();
+    let out = d.cli_in(&["run", "--rm", "-i", "busybox", "cat"], b"hi\n");
+    assert_eq!(out.stdout, "hi\n", "{out:?}");
+    assert!(out.success());
+}
+
+/// The daemon itself ends an attachment on the detach keys (`detachKeys`), leaving the
+/// container and its stdin alone.
+#[test]
+fn daemon_side_detach_keys_on_a_raw_attach() {
+    use std::os::unix::net::UnixStream;
+    let d = d();
+    let mut rm = Rm(d, vec![]);
+    let name = unique("dk");
+    rm.add(&name);
+    assert!(d
+        .cli(&["run", "-d", "-it", "--name", &name, "busybox", "sh"])
+        .success());
+    let attach = |keys: &str| {
+        let mut s = UnixStream::connect(d.socket()).expect("connect");
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        let q = if keys.is_empty() {
+            String::new()
+        } else {
+            format!("&detachKeys={keys}")
+        };
+        write!(
+            s,
+            "POST /containers/{name}/attach?stream=1&stdin=1&stdout=1&stderr=1{q} HTTP/1.1\r\nHost: berth\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: 0\r\n\r\n"
+        )
+        .expect("request");
+        s
+    };
+    let read_until = |s: &mut UnixStream, needle: &str| -> (String, bool) {
+        let deadline = Instant::now() + DEADLINE;
+        let mut seen = String::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => return (seen, true),
+                Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+                Err(_) => {}
+            }
+            if !needle.is_empty() && seen.contains(needle) {
+                return (seen, false);
+            }
+            if Instant::now() > deadline {
+                return (seen, false);
+            }
+        }
+    };
+    let mut s = attach("ctrl-a,x");
+    let (head, _) = read_until(&mut s, "\r\n\r\n");
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    s.write_all(b"echo via-$((2+3))\n").expect("stdin");
+    let (seen, _) = read_until(&mut s, "via-5");
+    assert!(seen.contains("via-5"), "{seen}");
+    // A lone ctrl-a is passed on; ctrl-a x detaches.
+    s.write_all(b"\x01x").expect("keys");
+    let (_, closed) = read_until(&mut s, "");
+    assert!(closed, "the daemon did not end the attachment");
+    assert_eq!(fmt(d, &name, "{{.State.Status}}"), "running");
+    // The container's stdin is still open: a new attach with default keys works.
+    let mut s = attach("");
+    read_until(&mut s, "\r\n\r\n");
+    s.write_all(b"echo still-$((3+4))\n").expect("stdin");
+    let (seen, _) = read_until(&mut s, "still-7");
+    assert!(seen.contains("still-7"), "{seen}");
+    s.write_all(b"\x10\x11").expect("keys");
+    let (_, closed) = read_until(&mut s, "");
+    assert!(closed, "default keys did not detach");
+    assert_eq!(fmt(d, &name, "{{.State.Status}}"), "running");
+    // Invalid keys are a 400.
+    let r = d.api(
+        "POST",
+        &format!("/containers/{name}/attach?stream=1&stdin=1&detachKeys=ctrl-xx"),
+    );
+    assert_eq!(r.status, 400);
+}
+
+/// `attach?logs=1&stream=0` hijacked, as docker-py asks for it: the logs, then the end.
+#[test]
+fn attach_logs_without_stream() {
+    use std::os::unix::net::UnixStream;
+    let d = d();
+    let mut rm = Rm(d, vec![]);
+    let name = unique("al");
+    rm.add(&name);
+    assert!(d
+        .cli(&["run", "--name", &name, "busybox", "echo", "hello"])
+        .success());
+    let mut s = UnixStream::connect(d.socket()).expect("connect");
+    s.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    write!(
+        s,
+        "POST /containers/{name}/attach?logs=1&stream=0&stdout=1&stderr=1 HTTP/1.1\r\nHost: berth\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: 0\r\n\r\n"
+    )
+    .expect("request");
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).expect("read to the end");
+    let text = String::from_utf8_lossy(&all);
+    assert!(text.starts_with("HTTP/1.1 101"), "{text}");
+    assert!(
+        all.ends_with(b"\x01\x00\x00\x00\x00\x00\x00\x06hello\n"),
+        "{text}"
+    );
+}
