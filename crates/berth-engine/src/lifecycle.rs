@@ -657,6 +657,12 @@ impl Engine {
             // The shim vanished without a word: Docker reports such a container as 255.
             None => (255, now_rfc3339(), false),
         };
+        // Its addresses, ports and namespace go before anyone hears of the exit, so a client
+        // that reacts at once (run the next container on the same port) finds them free. And
+        // before the record says exited: from there to the exit signal below nothing may
+        // await, or a `not-running` waiter woken by the record would claim the exit before the
+        // signal makes it claimable (and `start -a` right after would be told of it).
+        self.net_stop(&c.id).await;
         let record_exit = |r: &mut ContainerRecord| {
             r.state.status = Status::Exited;
             r.state.pid = 0;
@@ -677,9 +683,6 @@ impl Engine {
                 }
             }
         };
-        // Its addresses, ports and namespace go before anyone hears of the exit, so a client
-        // that reacts at once (run the next container on the same port) finds them free.
-        self.net_stop(&c.id).await;
         // Restarting is recorded before waiters hear of the exit, so a client acting on its
         // wait (rm, inspect) never sees an always-restart container as plainly exited.
         if !rec.host_config.auto_remove && self.should_restart(&rec, code) {
