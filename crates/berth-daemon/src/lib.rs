@@ -13,6 +13,7 @@ mod ops;
 mod params;
 mod server;
 mod stream;
+mod swarm;
 mod system;
 mod volumes;
 

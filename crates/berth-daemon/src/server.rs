@@ -124,6 +124,7 @@ fn router(state: AppState) -> Router {
     let r = crate::volumes::routes(r);
     let r = crate::networks::routes(r);
     let r = crate::build::routes(r);
+    let r = crate::swarm::routes(r);
     r.fallback(not_found).with_state(state)
 }
 

@@ -310,3 +310,37 @@ fn help_for_every_command() {
         "the shim command is hidden: {top}"
     );
 }
+
+#[test]
+fn swarm_endpoints_answer_as_an_engine_outside_a_swarm() {
+    let d = shared();
+    for (method, path, msg) in [
+        (
+            "POST",
+            "/v1.45/swarm/leave?force=true",
+            "This node is not part of a swarm",
+        ),
+        ("GET", "/v1.45/swarm", "This node is not a swarm manager."),
+        (
+            "GET",
+            "/v1.45/services",
+            "This node is not a swarm manager.",
+        ),
+        (
+            "GET",
+            "/v1.45/nodes/abc",
+            "This node is not a swarm manager.",
+        ),
+        (
+            "POST",
+            "/v1.45/swarm/init",
+            "swarm mode is not supported by Berth",
+        ),
+    ] {
+        let r = d.api(method, path);
+        assert_eq!(r.status, 503, "{method} {path}");
+        let body: serde_json::Value = serde_json::from_slice(&r.body).expect("json error body");
+        let m = body["message"].as_str().unwrap_or_default();
+        assert!(m.starts_with(msg), "{method} {path}: {m}");
+    }
+}
