@@ -265,7 +265,6 @@ impl Engine {
             network_settings: berth_api::types::SummaryNetworkSettings {
                 networks: Some(self.net_summary(rec)),
             },
-            ..Default::default()
         }
     }
 
