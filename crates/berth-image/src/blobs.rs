@@ -2,7 +2,7 @@
 //! expected digest before it becomes visible; a mismatch leaves nothing behind.
 
 use crate::error::{ImageError, IoContext};
-use crate::fsutil::{digest_hex, rand_suffix, sync_dir, HashingReader};
+use crate::fsutil::{digest_hex, rand_suffix, sync_dir};
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -61,32 +61,9 @@ impl BlobStore {
                 return Ok((format!("sha256:{hex}"), size));
             }
         }
-        let tmp = self.dir.join(format!(".tmp-{}", rand_suffix()));
-        let res = (|| {
-            let mut f = File::create(&tmp).ctx("create", &tmp)?;
-            let mut hr = HashingReader::new(reader);
-            std::io::copy(&mut hr, &mut f).ctx("write blob", &tmp)?;
-            f.flush().ctx("write blob", &tmp)?;
-            f.sync_all().ctx("fsync", &tmp)?;
-            let size = hr.count;
-            let actual = format!("sha256:{}", hr.finish_hex());
-            if let Some(exp) = expected {
-                if exp != actual {
-                    return Err(ImageError::DigestMismatch {
-                        expected: exp.to_string(),
-                        actual,
-                    });
-                }
-            }
-            let dst = self.dir.join(digest_hex(&actual)?);
-            fs::rename(&tmp, &dst).ctx("rename", &dst)?;
-            sync_dir(&self.dir)?;
-            Ok((actual, size))
-        })();
-        if res.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        res
+        let mut w = self.writer()?;
+        std::io::copy(reader, &mut w).map_err(|e| ImageError::io("write blob", e))?;
+        w.finish(expected)
     }
 
     /// A blob written piece by piece (a layer that is extracted while it streams in).
@@ -179,8 +156,9 @@ impl Write for BlobWriter<'_> {
 }
 
 impl BlobWriter<'_> {
-    /// Checks the content against `expected`, then makes it visible. Returns the size.
-    pub(crate) fn finish(mut self, expected: &str) -> Result<u64, ImageError> {
+    /// Checks the content against `expected` (when given), then makes it visible under its
+    /// digest. Returns the digest and size.
+    pub(crate) fn finish(mut self, expected: Option<&str>) -> Result<(String, u64), ImageError> {
         let f = self
             .file
             .take()
@@ -189,18 +167,18 @@ impl BlobWriter<'_> {
             "sha256:{}",
             hex::encode(sha2::Digest::finalize(std::mem::take(&mut self.hasher)))
         );
-        if actual != expected {
+        if let Some(exp) = expected.filter(|e| *e != actual) {
             return Err(ImageError::DigestMismatch {
-                expected: expected.to_string(),
+                expected: exp.to_string(),
                 actual,
             });
         }
         f.sync_all().ctx("fsync", &self.tmp)?;
-        let dst = self.store.path(expected)?;
+        let dst = self.store.path(&actual)?;
         fs::rename(&self.tmp, &dst).ctx("rename", &dst)?;
         self.committed = true;
         sync_dir(&self.store.dir)?;
-        Ok(self.count)
+        Ok((actual, self.count))
     }
 }
 

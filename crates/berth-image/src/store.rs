@@ -856,7 +856,7 @@ fn pipelined_extract(
                 std::io::Write::write_all(&mut w, &c)
                     .map_err(|e| ImageError::io("write blob", e))?;
             }
-            w.finish(diff_id).map(|_| ())
+            w.finish(Some(diff_id)).map(|_| ())
         });
         let mut reader = ChunkReader {
             rx: xrx,
