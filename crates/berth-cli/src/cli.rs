@@ -128,6 +128,33 @@ pub enum Cmd {
     /// Manage networks
     #[command(subcommand)]
     Network(crate::cmd_network::NetworkCmd),
+    /// Generate the autocompletion script for the specified shell
+    Completion(CompletionArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Load it for the current shell:\n  \
+    bash:  source <(berth completion bash)\n  \
+    zsh:   source <(berth completion zsh)\n  \
+    fish:  berth completion fish | source\n\n\
+    Or install it once (scripts/install does): berth completion bash > /usr/share/bash-completion/completions/berth")]
+pub struct CompletionArgs {
+    /// The shell to generate the script for
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `berth man --dir DIR`: not a visible command (it is for installers), so it is parsed on its
+/// own, before the CLI's grammar, and stays out of help and completions.
+#[derive(Debug, Parser)]
+#[command(
+    name = "berth man",
+    about = "Write the man pages (berth.1, berth-run.1, ...) into a directory"
+)]
+pub struct ManArgs {
+    /// Directory the pages are written to (created if missing)
+    #[arg(long, value_name = "DIR")]
+    pub dir: std::path::PathBuf,
 }
 
 impl Cmd {
@@ -195,6 +222,7 @@ impl Cmd {
             Cmd::Wait(_) => "wait",
             Cmd::Rename(_) => "rename",
             Cmd::Port(_) => "port",
+            Cmd::Completion(_) => "completion",
             Cmd::Network(n) => n.name(),
             Cmd::Container(c) => match c {
                 C::Create(_) => "container create",
@@ -289,9 +317,9 @@ pub enum ContainerCmd {
     Attach(AttachArgs),
     /// Execute a command in a running container
     Exec(ExecArgs),
-    /// Copy files/folders between a container and the local filesystem
     /// Remove all stopped containers
     Prune(PruneArgs),
+    /// Copy files/folders between a container and the local filesystem
     Cp(CpArgs),
     /// Pause all processes within one or more containers
     Pause(ContainersArgs),

@@ -16,8 +16,10 @@ pub mod cmd_volume;
 pub mod detach;
 pub mod error;
 pub mod format;
+pub mod generate;
 pub mod opts;
 pub mod progress;
+pub mod slip;
 pub mod template;
 pub mod term;
 pub mod value;
@@ -26,7 +28,7 @@ use std::ffi::OsString;
 use std::sync::Arc;
 
 use berth_api::Client;
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 
 use crate::cli::{Cli, Cmd};
 use crate::error::CliError;
@@ -34,9 +36,48 @@ use crate::error::CliError;
 /// The default daemon address.
 pub const DEFAULT_HOST: &str = berth_api::client::DEFAULT_HOST;
 
+/// The version line of `berth --version`: Berth's version, the git commit it was built from
+/// (when the build could tell) and the Engine API version it speaks.
+pub fn version_line() -> String {
+    match option_env!("BERTH_GIT_COMMIT") {
+        Some(c) if !c.is_empty() => format!(
+            "Berth version {}, build {c}, API version {}",
+            env!("CARGO_PKG_VERSION"),
+            berth_api::API_VERSION
+        ),
+        _ => format!(
+            "Berth version {}, API version {}",
+            env!("CARGO_PKG_VERSION"),
+            berth_api::API_VERSION
+        ),
+    }
+}
+
 /// Run the CLI with `args` (including the program name); returns the process exit code.
 pub fn run(args: Vec<OsString>) -> i32 {
-    let cli = match Cli::try_parse_from(args) {
+    run_with(args, Cli::command)
+}
+
+/// As [`run`], with `full` giving the whole command tree: the binary adds the commands it
+/// dispatches itself (`daemon`, `registry`), so that help, completions and man pages show them.
+pub fn run_with(args: Vec<OsString>, full: fn() -> clap::Command) -> i32 {
+    if args.get(1).is_some_and(|a| a == "man") {
+        return match cli::ManArgs::try_parse_from(args.iter().skip(1)) {
+            Ok(a) => generate::man(&a, full()),
+            Err(e) => {
+                let _ = e.print();
+                if e.use_stderr() {
+                    125
+                } else {
+                    0
+                }
+            }
+        };
+    }
+    let cli = match full()
+        .try_get_matches_from(args)
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { 125 } else { 0 };
@@ -45,14 +86,24 @@ pub fn run(args: Vec<OsString>) -> i32 {
         }
     };
     if cli.version {
-        println!("Berth version {}", env!("CARGO_PKG_VERSION"));
+        println!("{}", version_line());
         return 0;
     }
     let Some(cmd) = cli.cmd else {
         // docker with no command prints its usage.
-        let _ = <Cli as clap::CommandFactory>::command().print_help();
+        let _ = full().print_help();
         return 0;
     };
+    match &cmd {
+        Cmd::Completion(a) => return generate::completion(a, full()),
+        Cmd::Run(a) | Cmd::Container(cli::ContainerCmd::Run(a)) => {
+            slip::warn_misplaced("run", &a.args)
+        }
+        Cmd::Create(a) | Cmd::Container(cli::ContainerCmd::Create(a)) => {
+            slip::warn_misplaced("create", &a.args)
+        }
+        _ => {}
+    }
     let host = cli
         .host
         .clone()
@@ -166,5 +217,7 @@ async fn dispatch(c: Arc<Client>, cmd: Cmd) -> Result<i32, CliError> {
         Cmd::Port(a) | Cmd::Container(C::Port(a)) => cmd_container::port(&c, a).await,
         Cmd::Volume(v) => cmd_volume::run(&c, v).await,
         Cmd::Network(n) => cmd_network::run(&c, n).await,
+        // Handled before a client exists.
+        Cmd::Completion(_) => Ok(0),
     }
 }

@@ -52,6 +52,11 @@ struct GcArgs {
     dry_run: bool,
 }
 
+/// The `berth registry` grammar, for the binary's help, completions and man pages.
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}
+
 /// Entry point for `berth registry ...`; `args` are the arguments after "registry".
 pub fn main(args: Vec<String>) -> i32 {
     let argv = std::iter::once("berth registry".to_string()).chain(args);

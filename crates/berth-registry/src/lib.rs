@@ -6,7 +6,7 @@ pub mod error;
 pub mod server;
 pub mod storage;
 
-pub use cli::{main, serve_main};
+pub use cli::{command, main, serve_main};
 pub use client::{
     inspect_distribution, login, pull, push, DistributionInspect, Progress, PullOptions,
     PushOptions, PushResult, RegistryAuth,
