@@ -3,6 +3,7 @@
 
 mod archive;
 mod build;
+pub mod config;
 mod containers;
 mod error;
 mod events;

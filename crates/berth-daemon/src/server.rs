@@ -29,6 +29,11 @@ pub struct DaemonOptions {
     /// Docker Hub mirrors, tried first.
     pub registry_mirrors: Vec<String>,
     pub network: berth_engine::network::NetConfig,
+    /// Default json-file log options for new containers (`--log-opt`, `log-opts`).
+    pub log_opts: std::collections::BTreeMap<String, String>,
+    /// Listening sockets handed over by systemd (socket activation: `LISTEN_FDS` from fd 3),
+    /// served for `-H fd://` (all of them) or `-H fd://N` (that one).
+    pub activated_fds: Vec<i32>,
 }
 
 /// The negotiated API version of a request, e.g. (1, 45).
@@ -181,6 +186,47 @@ fn bind(path: &Path) -> Result<UnixListener, String> {
     Ok(l)
 }
 
+/// The listeners of `-H fd://` (every activated socket) or `-H fd://N`, as dockerd serves them
+/// under systemd socket activation. They are the socket unit's: never unlinked by us.
+fn activated(which: &str, fds: &[i32]) -> Result<Vec<UnixListener>, String> {
+    use std::os::fd::FromRawFd;
+    if fds.is_empty() {
+        return Err(
+            "no sockets found via socket activation: make sure the service was started by systemd"
+                .into(),
+        );
+    }
+    let chosen: Vec<i32> = if which.is_empty() {
+        fds.to_vec()
+    } else {
+        let n: i32 = which
+            .parse()
+            .map_err(|_| format!("invalid host fd://{which}"))?;
+        if !fds.contains(&n) {
+            return Err(format!(
+                "too large fd://{which}: the socket unit passes {fds:?}"
+            ));
+        }
+        vec![n]
+    };
+    let mut out = Vec::new();
+    for fd in chosen {
+        // systemd hands the sockets over without close-on-exec; shims must not inherit them.
+        let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD)
+            .map_err(|e| format!("activated socket fd {fd}: {e}"))?;
+        let flags = nix::fcntl::FdFlag::from_bits_truncate(flags) | nix::fcntl::FdFlag::FD_CLOEXEC;
+        nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(flags))
+            .map_err(|e| format!("activated socket fd {fd}: {e}"))?;
+        // SAFETY: the fd was passed to us by the service manager (LISTEN_FDS) and nothing else
+        // in this process owns it; `chosen` holds each fd once.
+        let l = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) };
+        l.set_nonblocking(true)
+            .map_err(|e| format!("activated socket fd {fd}: {e}"))?;
+        out.push(UnixListener::from_std(l).map_err(|e| format!("activated socket fd {fd}: {e}"))?);
+    }
+    Ok(out)
+}
+
 pub async fn run(opts: DaemonOptions) -> Result<(), String> {
     write_pidfile(&opts.pidfile)?;
     let result = serve(&opts).await;
@@ -197,6 +243,10 @@ async fn serve(opts: &DaemonOptions) -> Result<(), String> {
     let mut listeners = Vec::new();
     let mut paths = Vec::new();
     for h in &opts.hosts {
+        if let Some(which) = h.strip_prefix("fd://") {
+            listeners.extend(activated(which, &opts.activated_fds)?);
+            continue;
+        }
         let p = socket_path(h)?;
         listeners.push(bind(&p)?);
         paths.push(p);
@@ -210,6 +260,7 @@ async fn serve(opts: &DaemonOptions) -> Result<(), String> {
             mirrors: opts.registry_mirrors.clone(),
         },
         network: opts.network.clone(),
+        log_opts: opts.log_opts.clone(),
     })
     .await
     .map_err(|e| e.to_string())?;

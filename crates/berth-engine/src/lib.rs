@@ -50,6 +50,9 @@ pub struct EngineConfig {
     pub registry: images::RegistryConfig,
     /// Bridge, subnets and pools (`--bridge`, `--bip`, `--default-address-pool`).
     pub network: network::NetConfig,
+    /// The daemon's default json-file log options (`--log-opt`, daemon.json `log-opts`): a
+    /// container created with the default log driver gets each one it does not set itself.
+    pub log_opts: berth_api::types::StringMap,
 }
 
 #[derive(Default)]
@@ -286,6 +289,7 @@ mod tests {
                 bridge: "none".into(),
                 ..Default::default()
             },
+            log_opts: Default::default(),
         }
     }
 

@@ -169,6 +169,18 @@ fn merge_config(user: &ContainerConfig, img: Option<&ContainerConfig>) -> Contai
     c
 }
 
+/// Docker's rule: a container on the default log driver gets the daemon's log options it does
+/// not set itself (and shows them in inspect).
+fn merge_default_log_opts(hc: &mut HostConfig, defaults: &berth_api::types::StringMap) {
+    if defaults.is_empty() || !matches!(hc.log_config.r#type.as_str(), "" | "json-file") {
+        return;
+    }
+    let opts = hc.log_config.config.get_or_insert_with(Default::default);
+    for (k, v) in defaults {
+        opts.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+}
+
 fn validate_host_config(hc: &HostConfig) -> Result<()> {
     match hc.log_config.r#type.as_str() {
         "" | "json-file" | "none" => {}
@@ -230,8 +242,9 @@ impl Engine {
         body: ContainerCreateBody,
     ) -> Result<(String, Vec<String>)> {
         let mut config = body.config.clone();
-        let host_config = body.host_config.clone().unwrap_or_default();
+        let mut host_config = body.host_config.clone().unwrap_or_default();
         validate_host_config(&host_config)?;
+        merge_default_log_opts(&mut host_config, &self.inner.cfg.log_opts);
         crate::mounts::validate_tmpfs(&host_config)?;
         let image_name = config.image.clone();
         if image_name.is_empty() {

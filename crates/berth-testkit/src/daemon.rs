@@ -36,6 +36,23 @@ pub struct Daemon {
     cleaned: AtomicBool,
     last_start: Mutex<Duration>,
     net: crate::netlease::NetLease,
+    how: Startup,
+    /// The listening socket handed to a [`Startup::SocketActivated`] daemon (kept across
+    /// restarts, as a socket unit keeps it).
+    activated: Mutex<Option<std::os::unix::net::UnixListener>>,
+}
+
+/// How a test daemon gets its settings and its socket.
+#[derive(Clone, Debug, Default)]
+pub enum Startup {
+    /// Flags only (`-H`, `--data-root`, ...).
+    #[default]
+    Flags,
+    /// Everything from a daemon.json in the temp root (`--config-file`), plus these keys.
+    ConfigFile(serde_json::Map<String, Value>),
+    /// As systemd's socket activation does it: the test binds the socket and hands it over as
+    /// fd 3 with `LISTEN_FDS=1`, `LISTEN_PID`; the daemon is started with `-H fd://`.
+    SocketActivated,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -105,6 +122,11 @@ impl Daemon {
     }
 
     pub fn try_start(bin: impl AsRef<Path>) -> Result<Daemon, String> {
+        Self::try_start_with(bin, Startup::Flags)
+    }
+
+    /// A daemon started as `how` says (see [`Startup`]).
+    pub fn try_start_with(bin: impl AsRef<Path>, how: Startup) -> Result<Daemon, String> {
         let bin = bin.as_ref().to_path_buf();
         let base = std::env::var_os("BERTH_TEST_TMPDIR")
             .map(PathBuf::from)
@@ -140,6 +162,8 @@ impl Daemon {
             loaded: Mutex::new(BTreeMap::new()),
             cleaned: AtomicBool::new(false),
             last_start: Mutex::new(Duration::ZERO),
+            how,
+            activated: Mutex::new(None),
         };
         // <exec-root>/containers/<64 hex>/shim.sock must fit a unix socket path (108 bytes).
         if d.exec_root.as_os_str().len() + 12 + 64 + 10 > 107 {
@@ -168,18 +192,74 @@ impl Daemon {
         let log2 = log.try_clone().map_err(|e| format!("dup log: {e}"))?;
         let started = Instant::now();
         let mut cmd = Command::new(&self.bin);
-        cmd.arg("daemon")
-            .arg("-H")
-            .arg(self.host())
-            .arg("--data-root")
-            .arg(&self.data_root)
-            .arg("--exec-root")
-            .arg(&self.exec_root)
-            .args(["--log-level", "debug"])
-            .args(["--bridge", &self.net.bridge()])
-            .args(["--bip", &self.net.bip()])
-            .args(["--default-address-pool", &self.net.pool()])
-            .env("RUST_BACKTRACE", "1")
+        match &self.how {
+            Startup::Flags => {
+                cmd.arg("daemon").arg("-H").arg(self.host());
+                self.settings_as_flags(&mut cmd);
+            }
+            Startup::ConfigFile(extra) => {
+                let file = self.root.join("daemon.json");
+                let mut m = serde_json::Map::new();
+                let pool = self.net.pool();
+                let (base, size) = pool
+                    .strip_prefix("base=")
+                    .and_then(|p| p.split_once(",size="))
+                    .ok_or_else(|| format!("pool {pool}"))?;
+                let size: u64 = size.parse().map_err(|_| format!("pool {pool}"))?;
+                for (k, v) in [
+                    ("hosts", serde_json::json!([self.host()])),
+                    (
+                        "data-root",
+                        Value::from(self.data_root.display().to_string()),
+                    ),
+                    (
+                        "exec-root",
+                        Value::from(self.exec_root.display().to_string()),
+                    ),
+                    ("log-level", Value::from("debug")),
+                    ("bridge", Value::from(self.net.bridge())),
+                    ("bip", Value::from(self.net.bip())),
+                    (
+                        "default-address-pools",
+                        serde_json::json!([{ "base": base, "size": size }]),
+                    ),
+                ] {
+                    m.insert(k.to_string(), v);
+                }
+                m.extend(extra.clone());
+                fs::write(&file, Value::Object(m).to_string())
+                    .map_err(|e| format!("write {}: {e}", file.display()))?;
+                cmd.arg("daemon").arg("--config-file").arg(&file);
+            }
+            Startup::SocketActivated => {
+                if !self.sock.exists() {
+                    let l = std::os::unix::net::UnixListener::bind(&self.sock)
+                        .map_err(|e| format!("bind {}: {e}", self.sock.display()))?;
+                    *lock(&self.activated) = Some(l);
+                }
+                let fd = lock(&self.activated)
+                    .as_ref()
+                    .map(std::os::fd::AsRawFd::as_raw_fd)
+                    .ok_or("the activated socket is gone")?;
+                // sh sets LISTEN_PID to its own pid, which `exec` hands to berth.
+                cmd = Command::new("/bin/sh");
+                cmd.arg("-c")
+                    .arg(r#"LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" "$@""#)
+                    .arg(&self.bin)
+                    .args(["daemon", "-H", "fd://"]);
+                self.settings_as_flags(&mut cmd);
+                // SAFETY: dup2 is async-signal-safe; fd is a listener this process owns.
+                unsafe {
+                    cmd.pre_exec(move || {
+                        if libc::dup2(fd, 3) < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        Ok(())
+                    });
+                }
+            }
+        }
+        cmd.env("RUST_BACKTRACE", "1")
             .env_remove("DOCKER_HOST")
             .env_remove("BERTH_HOST")
             .stdin(Stdio::null())
@@ -217,6 +297,23 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    fn settings_as_flags(&self, cmd: &mut Command) {
+        // An empty configuration file of our own: a host's /etc/berth/daemon.json must not
+        // change (or, by repeating a flag, refuse) a test daemon.
+        let empty = self.root.join("empty-daemon.json");
+        let _ = fs::write(&empty, "{}");
+        cmd.arg("--config-file")
+            .arg(&empty)
+            .arg("--data-root")
+            .arg(&self.data_root)
+            .arg("--exec-root")
+            .arg(&self.exec_root)
+            .args(["--log-level", "debug"])
+            .args(["--bridge", &self.net.bridge()])
+            .args(["--bip", &self.net.bip()])
+            .args(["--default-address-pool", &self.net.pool()]);
     }
 
     // ---- where things are

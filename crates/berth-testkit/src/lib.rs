@@ -14,7 +14,7 @@ pub mod image;
 pub mod netlease;
 
 pub use cmd::{run_with_timeout, Out};
-pub use daemon::Daemon;
+pub use daemon::{Daemon, Startup};
 pub use image::{Image, Layer, RawTar, SaveFormat};
 
 use std::fmt;

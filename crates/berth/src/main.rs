@@ -10,16 +10,24 @@ use clap::Parser;
 #[derive(Parser, Debug)]
 #[command(
     name = "berth daemon",
-    about = "Run the Berth daemon (Docker Engine API server)"
+    about = "Run the Berth daemon (Docker Engine API server) in the foreground",
+    after_help = "Settings may also come from the configuration file (default /etc/berth/daemon.json), \
+                  with the same keys as Docker's daemon.json; a setting given both ways is refused."
 )]
 struct DaemonArgs {
-    /// Daemon socket(s) to listen on
+    /// Daemon socket(s) to listen on (unix:///path; fd:// for systemd socket activation)
     #[arg(
         short = 'H',
         long = "host",
-        default_value = "unix:///run/berth/berth.sock"
+        default_value = berth_cli::DEFAULT_HOST
     )]
     host: Vec<String>,
+    /// Daemon configuration file
+    #[arg(long = "config-file", default_value = berth_daemon::config::DEFAULT_CONFIG_FILE)]
+    config_file: PathBuf,
+    /// Validate the configuration file and flags, then exit
+    #[arg(long)]
+    validate: bool,
     /// Root directory of persistent state
     #[arg(long, default_value = "/var/lib/berth")]
     data_root: PathBuf,
@@ -35,6 +43,9 @@ struct DaemonArgs {
     /// Enable debug mode
     #[arg(short = 'D', long)]
     debug: bool,
+    /// Default json-file log option for containers: max-size=SIZE, max-file=N (repeatable)
+    #[arg(long = "log-opt", value_name = "KEY=VALUE")]
+    log_opt: Vec<String>,
     /// Registry reached over plain HTTP (repeatable; localhost and 127.0.0.0/8 always are)
     #[arg(long = "insecure-registry")]
     insecure_registry: Vec<String>,
@@ -52,14 +63,165 @@ struct DaemonArgs {
     default_address_pool: Vec<String>,
 }
 
+/// The whole command tree, for help, completions and man pages: the CLI's, plus the commands
+/// this binary dispatches itself.
+fn full_command() -> clap::Command {
+    use clap::CommandFactory;
+    berth_cli::cli::Cli::command()
+        .subcommand(DaemonArgs::command().name("daemon"))
+        .subcommand(berth_registry::command().name("registry"))
+}
+
+/// Go's `%v` of a flag's values, for conflict messages.
+fn go_list(v: &[String]) -> String {
+    format!("[{}]", v.join(" "))
+}
+
+/// Applies the configuration file to `a`: every key the file sets and no flag gave. Refuses
+/// (with dockerd's words) a key given both ways.
+fn apply_config_file(
+    a: &mut DaemonArgs,
+    m: &clap::ArgMatches,
+    explicit_file: bool,
+) -> Result<(), String> {
+    use berth_daemon::config;
+    let Some(f) = config::load(&a.config_file, explicit_file)? else {
+        return Ok(());
+    };
+    let given = |id: &str| m.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+    let mut flags: Vec<(&str, String)> = Vec::new();
+    if given("host") {
+        flags.push(("hosts", go_list(&a.host)));
+    }
+    if given("data_root") {
+        flags.push(("data-root", a.data_root.display().to_string()));
+    }
+    if given("exec_root") {
+        flags.push(("exec-root", a.exec_root.display().to_string()));
+    }
+    if given("pidfile") {
+        let p = a.pidfile.as_ref().map(|p| p.display().to_string());
+        flags.push(("pidfile", p.unwrap_or_default()));
+    }
+    if given("log_level") {
+        flags.push(("log-level", a.log_level.clone()));
+    }
+    if given("debug") {
+        flags.push(("debug", a.debug.to_string()));
+    }
+    if given("log_opt") {
+        let mut kv = a.log_opt.clone();
+        kv.sort();
+        flags.push((
+            "log-opts",
+            format!(
+                "map[{}]",
+                kv.iter()
+                    .map(|s| s.replacen('=', ":", 1))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+        ));
+    }
+    if given("insecure_registry") {
+        flags.push(("insecure-registries", go_list(&a.insecure_registry)));
+    }
+    if given("registry_mirror") {
+        flags.push(("registry-mirrors", go_list(&a.registry_mirror)));
+    }
+    if given("bridge") {
+        flags.push(("bridge", a.bridge.clone()));
+    }
+    if given("bip") {
+        flags.push(("bip", a.bip.clone().unwrap_or_default()));
+    }
+    if given("default_address_pool") {
+        flags.push(("default-address-pools", go_list(&a.default_address_pool)));
+    }
+    config::conflicts(&f, &flags)?;
+    if let Some(v) = f.hosts {
+        a.host = v;
+    }
+    if let Some(v) = f.data_root {
+        a.data_root = v;
+    }
+    if let Some(v) = f.exec_root {
+        a.exec_root = v;
+    }
+    if let Some(v) = f.pidfile {
+        a.pidfile = Some(v);
+    }
+    if let Some(v) = f.log_level {
+        a.log_level = v;
+    }
+    if let Some(v) = f.debug {
+        a.debug = v;
+    }
+    if let Some(v) = f.log_opts {
+        a.log_opt = v.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+    }
+    if let Some(v) = f.insecure_registries {
+        a.insecure_registry = v;
+    }
+    if let Some(v) = f.registry_mirrors {
+        a.registry_mirror = v;
+    }
+    if let Some(v) = f.bridge {
+        a.bridge = v;
+    }
+    if let Some(v) = f.bip {
+        a.bip = Some(v);
+    }
+    if let Some(v) = f.default_address_pools {
+        a.default_address_pool = v;
+    }
+    Ok(())
+}
+
+/// Sockets passed by systemd (`LISTEN_PID` is us, `LISTEN_FDS` of them from fd 3). The
+/// variables are removed so that nothing the daemon starts inherits them. Called while the
+/// process is still single-threaded.
+fn take_activated_fds() -> Vec<i32> {
+    let pid_ok = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+        .is_some_and(|p| p == std::process::id());
+    let n = std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|n| n.parse::<i32>().ok())
+        .unwrap_or(0);
+    for v in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+        std::env::remove_var(v);
+    }
+    if pid_ok && n > 0 {
+        (3..3 + n).collect()
+    } else {
+        Vec::new()
+    }
+}
+
 fn daemon(args: Vec<OsString>) -> i32 {
-    let a = match DaemonArgs::try_parse_from(args) {
-        Ok(a) => a,
+    use clap::{CommandFactory, FromArgMatches};
+    let activated_fds = take_activated_fds();
+    let parsed = DaemonArgs::command()
+        .try_get_matches_from(args)
+        .and_then(|m| DaemonArgs::from_arg_matches(&m).map(|a| (a, m)));
+    let (mut a, matches) = match parsed {
+        Ok(x) => x,
         Err(e) => {
             let _ = e.print();
             return if e.use_stderr() { 125 } else { 0 };
         }
     };
+    let explicit_file =
+        matches.value_source("config_file") == Some(clap::parser::ValueSource::CommandLine);
+    if let Err(e) = apply_config_file(&mut a, &matches, explicit_file) {
+        eprintln!(
+            "unable to configure the Berth daemon with file {}: {e}",
+            a.config_file.display()
+        );
+        return 1;
+    }
     let level = if a.debug {
         "debug".to_string()
     } else {
@@ -72,21 +234,24 @@ fn daemon(args: Vec<OsString>) -> i32 {
             }
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(format!(
-            "warn,berth={level},berth_daemon={level},berth_engine={level},berth_image={level},berth_runtime={level},berth_net={level}"
-        )))
-        .with_writer(std::io::stderr)
-        .init();
-    let exe = match std::env::current_exe() {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("berth daemon: cannot find own executable: {e}");
-            return 1;
+    let mut log_opts = std::collections::BTreeMap::new();
+    for o in &a.log_opt {
+        match o.split_once('=') {
+            Some((k, v)) => {
+                log_opts.insert(k.to_string(), v.to_string());
+            }
+            None => {
+                eprintln!("berth daemon: invalid log opt {o:?}: expected KEY=VALUE");
+                return 125;
+            }
         }
-    };
+    }
+    if let Err(e) = berth_daemon::config::validate_log_opts(&log_opts) {
+        eprintln!("berth daemon: {e}");
+        return 125;
+    }
     let mut network = berth_daemon::NetConfig {
-        bridge: a.bridge,
+        bridge: a.bridge.clone(),
         ..Default::default()
     };
     if let Some(b) = &a.bip {
@@ -111,6 +276,23 @@ fn daemon(args: Vec<OsString>) -> i32 {
         }
         network.pools = pools;
     }
+    if a.validate {
+        println!("configuration OK");
+        return 0;
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(format!(
+            "warn,berth={level},berth_daemon={level},berth_engine={level},berth_image={level},berth_runtime={level},berth_net={level}"
+        )))
+        .with_writer(std::io::stderr)
+        .init();
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("berth daemon: cannot find own executable: {e}");
+            return 1;
+        }
+    };
     let opts = berth_daemon::DaemonOptions {
         network,
         hosts: a.host,
@@ -120,6 +302,8 @@ fn daemon(args: Vec<OsString>) -> i32 {
         berth_exe: exe,
         insecure_registries: a.insecure_registry,
         registry_mirrors: a.registry_mirror,
+        log_opts,
+        activated_fds,
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -163,7 +347,7 @@ fn main() {
             a.extend(args[2..].iter().cloned());
             daemon(a)
         }
-        _ => berth_cli::run(args),
+        _ => berth_cli::run_with(args, full_command),
     };
     std::process::exit(code);
 }
