@@ -15,7 +15,7 @@ fn repo() -> PathBuf {
 }
 
 /// (METHOD, path) of every operation in the spec's `paths:` section.
-fn spec_endpoints() -> Vec<(String, String)> {
+fn spec_endpoints() -> Vec<Endpoint> {
     let p = repo().join("docs/engine-api/v1.45.yaml");
     let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     let mut out = Vec::new();
@@ -48,8 +48,11 @@ fn spec_endpoints() -> Vec<(String, String)> {
     out
 }
 
+/// (METHOD, path).
+type Endpoint = (String, String);
+
 /// The table rows of docs/api-coverage.md: (METHOD, path) -> status, in order, duplicates kept.
-fn table() -> (Vec<((String, String), String)>, String) {
+fn table() -> (Vec<(Endpoint, String)>, String) {
     let p = repo().join("docs/api-coverage.md");
     let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     let mut rows = Vec::new();
@@ -150,7 +153,7 @@ fn table_lists_every_spec_endpoint_once() {
         spec.len()
     );
     let (rows, text) = table();
-    let mut seen: BTreeMap<(String, String), usize> = BTreeMap::new();
+    let mut seen: BTreeMap<Endpoint, usize> = BTreeMap::new();
     let mut problems = Vec::new();
     for (k, status) in &rows {
         *seen.entry(k.clone()).or_default() += 1;
