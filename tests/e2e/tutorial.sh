@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2317 # cleanup and the helpers run from traps and functions
 # The tutorial as an end-to-end test: run as root on a Debian 12 machine (it installs what it
 # needs with apt). Offline from Docker Hub: its images are made here.
 #
@@ -20,7 +21,6 @@
 # dir, default /tmp), E2E_KEEP=1 (keep the temp dir: daemon and registry logs), E2E_DOCKER=0
 # (skip the docker CLI pass).
 set -uo pipefail
-# shellcheck disable=SC2317 # cleanup and the helpers run from traps and functions
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 FIX=$REPO/tests/e2e/fixtures
