@@ -39,6 +39,50 @@ fn created_unix(img: &Image) -> i64 {
         .unwrap_or(0)
 }
 
+/// Docker's `rmi` also deletes the image's parent chain: after an image is deleted, its parent
+/// (the build step it was made from, recorded by the builder in `build-parents/`) goes too while it
+/// is untagged, has no other child and no container, and so on up the chain; the first one kept
+/// ends the walk quietly. `no_prune` (`rmi --no-prune`) keeps the parents. Every deleted image's
+/// own parent link is forgotten, so a kept parent without children shows as dangling.
+fn prune_build_parents(
+    store: &berth_image::ImageStore,
+    parents_dir: &std::path::Path,
+    items: &mut Vec<berth_image::DeleteItem>,
+    no_prune: bool,
+    in_use: &dyn Fn(&str) -> Option<(String, bool)>,
+) {
+    // The image itself is the first `Deleted` record; layers (chain ids) follow it.
+    let mut deleted = items.iter().find_map(|i| match i {
+        berth_image::DeleteItem::Deleted(d) => Some(d.clone()),
+        berth_image::DeleteItem::Untagged(_) => None,
+    });
+    while let Some(id) = deleted.take() {
+        let link = parents_dir.join(id.strip_prefix("sha256:").unwrap_or(&id));
+        let parent = std::fs::read_to_string(&link)
+            .ok()
+            .map(|p| p.trim().to_string());
+        let _ = std::fs::remove_file(&link);
+        let Some(parent) = parent.filter(|p| !p.is_empty() && !no_prune) else {
+            break;
+        };
+        let Ok(img) = store.get(&parent) else { break };
+        if !img.repo_tags.is_empty()
+            || !img.repo_digests.is_empty()
+            || in_use(&img.id).is_some()
+            || berth_build::builder::parent_ids(parents_dir).contains(&img.id)
+        {
+            break;
+        }
+        match store.remove(&img.id, false, false, in_use) {
+            Ok(more) => {
+                items.extend(more);
+                deleted = Some(img.id);
+            }
+            Err(_) => break,
+        }
+    }
+}
+
 /// A `Write` that feeds an HTTP response body from a blocking thread.
 pub struct ChannelWriter(pub mpsc::Sender<Bytes>);
 
@@ -214,8 +258,14 @@ impl Engine {
     ) -> Result<Vec<ImageDeleteItem>> {
         let n = name.to_string();
         let engine = self.clone();
+        let parents = self.config().data_root.join("build-parents");
         let items = self
-            .blocking(move |s| s.remove(&n, force, no_prune, &|id: &str| engine.image_user(id)))
+            .blocking(move |s| {
+                let in_use = |id: &str| engine.image_user(id);
+                let mut items = s.remove(&n, force, no_prune, &in_use)?;
+                prune_build_parents(s, &parents, &mut items, no_prune, &in_use);
+                Ok(items)
+            })
             .await?;
         let items: Vec<ImageDeleteItem> = items.iter().map(retype).collect();
         for it in &items {

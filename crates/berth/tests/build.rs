@@ -512,6 +512,69 @@ fn intermediate_images_listed_with_all_only() {
     let _ = d.cli(&["rmi", &id]);
 }
 
+/// The short ids a legacy build printed (" ---> 0123456789ab"), the base image's first.
+fn step_ids(o: &Out) -> Vec<String> {
+    o.stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix(" ---> "))
+        .filter(|s| is_hex(s, 12))
+        .map(String::from)
+        .collect()
+}
+
+fn exists(d: &Daemon, id: &str) -> bool {
+    d.cli(&["image", "inspect", "--format", "{{.Id}}", id]).code == 0
+}
+
+#[test]
+fn rmi_deletes_the_untagged_parent_chain() {
+    let d = d();
+    let tag = unique("b-rmi-chain");
+    let c = ctx(&[(
+        "Dockerfile",
+        &format!("FROM busybox\nENV A={tag}\nRUN echo x > /x\nLABEL marker=rmi-chain\n"),
+    )]);
+    let o = build(d, c.path(), &["-t", &tag]);
+    o.ok();
+    let ids = step_ids(&o);
+    assert_eq!(ids.len(), 4, "busybox and three steps: {o}");
+    let o = d.cli(&["rmi", &tag]);
+    o.ok();
+    // As Docker: untagged, then the image and its untagged parents (ENV, RUN) are deleted, and
+    // the RUN step's layer with them; busybox, tagged, ends the walk.
+    assert!(
+        o.stdout.starts_with(&format!("Untagged: {tag}:latest\n")),
+        "{o}"
+    );
+    let deleted = o
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("Deleted: sha256:"))
+        .count();
+    assert_eq!(deleted, 4, "three images and one layer: {o}");
+    for id in &ids[1..] {
+        assert!(!exists(d, id), "{id} is left after rmi: {o}");
+    }
+    assert!(exists(d, &ids[0]), "the base image was deleted: {o}");
+
+    // --no-prune deletes the image only; its parent, now childless, is dangling.
+    let o = build(d, c.path(), &["-t", &tag, "--no-cache"]);
+    o.ok();
+    let ids = step_ids(&o);
+    assert_eq!(ids.len(), 4, "{o}");
+    let o = d.cli(&["rmi", "--no-prune", &tag]);
+    o.ok();
+    assert!(!exists(d, &ids[3]), "{o}");
+    assert!(exists(d, &ids[2]), "--no-prune deleted the parent: {o}");
+    let dangling = d.cli(&["images", "-q", "--filter", "dangling=true"]);
+    assert!(dangling.stdout.contains(&ids[2]), "{dangling}");
+    // Deleting that one by id prunes the rest of the chain.
+    let o = d.cli(&["rmi", &ids[2]]);
+    o.ok();
+    assert!(!exists(d, &ids[1]), "{o}");
+    assert!(exists(d, &ids[0]), "{o}");
+}
+
 /// Serves `body` at any path over HTTP on 127.0.0.1 for `n` requests; returns the port.
 fn serve(body: &'static [u8], n: usize) -> u16 {
     use std::io::{Read, Write};
