@@ -225,7 +225,7 @@ else
     ROOTFS=$WORK/rootfs
     quiet "debootstrap --variant=minbase bookworm $ROOTFS $MIRROR" 1800
     rm -rf "$ROOTFS"/var/cache/apt/archives/*.deb "$ROOTFS"/var/lib/apt/lists/* "$ROOTFS"/etc/hostname
-    tar --numeric-owner -C "$ROOTFS" -czf "$BASE_TAR.tmp" . || fail "tar of the debootstrap tree"
+    tar --numeric-owner -C "$ROOTFS" -I "gzip -1" -cf "$BASE_TAR.tmp" . || fail "tar of the debootstrap tree"
     mv "$BASE_TAR.tmp" "$BASE_TAR"
     rm -rf "$ROOTFS"
     note "saved $BASE_TAR ($(du -h "$BASE_TAR" | cut -f1))"
