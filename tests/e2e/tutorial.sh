@@ -51,8 +51,8 @@ fi
 
 # --- apt packages -------------------------------------------------------------------------------
 step "install apt packages"
-need=(debootstrap postgresql-client curl ca-certificates nftables iproute2 tar gzip util-linux)
-[ -x "$TEST_IMAGE" ] || need+=(musl-tools)
+# musl-tools: berth-test-image compiles the static hello-world program when it runs.
+need=(debootstrap postgresql-client curl ca-certificates nftables iproute2 tar gzip util-linux musl-tools)
 missing=()
 for p in "${need[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
