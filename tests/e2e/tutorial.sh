@@ -240,7 +240,9 @@ REG=127.0.0.1:$REG_PORT
 "$BERTH" registry serve --addr "$REG" --storage "$WORK/registry" >"$WORK/registry.log" 2>&1 &
 REG_PID=$!
 retry 20 "curl -sf http://$REG/v2/" || fail "the registry did not answer on $REG: $(cat "$WORK/registry.log")"
-"$BERTH" daemon -H "unix://$SOCK" --data-root "$DATA" --exec-root "$EXEC" \
+# An empty configuration file of its own: the host's /etc/berth/daemon.json is not for this daemon.
+echo '{}' >"$WORK/daemon.json"
+"$BERTH" daemon --config-file "$WORK/daemon.json" -H "unix://$SOCK" --data-root "$DATA" --exec-root "$EXEC" \
     --bridge "$BRIDGE" --bip "10.250.$NET.1/24" --default-address-pool "base=10.251.$NET.0/24,size=26" \
     --registry-mirror "http://$REG" --insecure-registry "$REG" >"$WORK/daemon.log" 2>&1 &
 DAEMON_PID=$!
