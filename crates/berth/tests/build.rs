@@ -499,17 +499,20 @@ fn intermediate_images_listed_with_all_only() {
         "Dockerfile",
         "FROM busybox\nENV A=1\nRUN echo x > /x\nLABEL marker=intermediate-test\n",
     )]);
-    let o = build(d, c.path(), &["-q"]);
+    let o = build(d, c.path(), &[]);
     o.ok();
-    let id = o.out().to_string();
-    let plain = d.cli(&["images", "-q", "--no-trunc"]);
-    let all = d.cli(&["images", "-a", "-q", "--no-trunc"]);
+    // This build's own images (not a count: other tests build and delete images meanwhile).
+    let ids = step_ids(&o);
+    assert_eq!(ids.len(), 4, "busybox and three steps: {o}");
+    let plain = d.cli(&["images", "-q"]);
+    let all = d.cli(&["images", "-a", "-q"]);
     // The untagged result is listed (dangling); its untagged parents only with -a.
-    assert!(plain.stdout.contains(&id), "{plain}");
-    let n_plain = plain.stdout.lines().count();
-    let n_all = all.stdout.lines().count();
-    assert!(n_all >= n_plain + 2, "plain {plain}\nall {all}");
-    let _ = d.cli(&["rmi", &id]);
+    assert!(plain.stdout.contains(&ids[3]), "{plain}");
+    for p in &ids[1..3] {
+        assert!(!plain.stdout.contains(p), "{p} listed without -a: {plain}");
+        assert!(all.stdout.contains(p), "{p} not listed with -a: {all}");
+    }
+    let _ = d.cli(&["rmi", &ids[3]]);
 }
 
 /// The short ids a legacy build printed (" ---> 0123456789ab"), the base image's first.
@@ -532,7 +535,8 @@ fn rmi_deletes_the_untagged_parent_chain() {
     let tag = unique("b-rmi-chain");
     let c = ctx(&[(
         "Dockerfile",
-        &format!("FROM busybox\nENV A={tag}\nRUN echo x > /x\nLABEL marker=rmi-chain\n"),
+        // Unique content: no step or layer is shared with a concurrent test's build.
+        &format!("FROM busybox\nENV A={tag}\nRUN echo {tag} > /x\nLABEL marker=rmi-chain\n"),
     )]);
     let o = build(d, c.path(), &["-t", &tag]);
     o.ok();
