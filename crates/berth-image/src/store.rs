@@ -78,6 +78,11 @@ pub struct ImageStore {
     /// Writers (loads, imports, snapshot creation) hold it shared; removals that delete layers
     /// hold it exclusively, so a layer is never deleted while something is about to use it.
     pub(crate) gc: RwLock<()>,
+    /// Layers added (or found present) for an image not yet recorded: chain id -> diff id.
+    /// Removals leave them alone, so an `rmi` of another image sharing a layer cannot delete
+    /// it between a pull's (or build's) add_layer and its create_image. A failed pull's layers
+    /// stay pinned until the daemon restarts, so a retry finds them.
+    pinned: Mutex<HashMap<String, String>>,
 }
 
 pub(crate) fn short_id(id: &str) -> String {
@@ -149,6 +154,7 @@ impl ImageStore {
             layers,
             state: Mutex::new(state),
             gc: RwLock::new(()),
+            pinned: Mutex::new(HashMap::new()),
         };
         store.collect_orphans();
         Ok(store)
@@ -185,6 +191,13 @@ impl ImageStore {
                 let _ = self.blobs.remove(&b);
             }
         }
+    }
+
+    fn pin(&self, info: &LayerInfo) {
+        self.pinned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(info.chain_id.clone(), info.diff_id.clone());
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
@@ -470,17 +483,20 @@ impl ImageStore {
                 let mut plain = crate::archive::decompress(tar)?;
                 std::io::copy(&mut plain, &mut std::io::sink())
                     .map_err(|e| ImageError::io("read layer", e))?;
+                self.pin(&info);
                 return Ok(info);
             }
         }
         let mut input = Some(tar);
         let mut writer = Some(self.blobs.writer()?);
-        self.layers.ensure_with(&chain, diff_id, &mut |dir| {
+        let info = self.layers.ensure_with(&chain, diff_id, &mut |dir| {
             let (Some(tar), Some(writer)) = (input.take(), writer.take()) else {
                 return Err(ImageError::Internal("layer stream already used".into()));
             };
             pipelined_extract(tar, writer, diff_id, dir)
-        })
+        })?;
+        self.pin(&info);
+        Ok(info)
     }
 
     pub(crate) fn add_layer_locked(
@@ -497,7 +513,9 @@ impl ImageStore {
                 .pop()
                 .unwrap_or_default(),
         };
-        self.ensure_layer(&chain, &diff_id)
+        let info = self.ensure_layer(&chain, &diff_id)?;
+        self.pin(&info);
+        Ok(info)
     }
 
     /// Extracts the layer for `chain` from the stored blob `diff_id` unless already there.
@@ -548,6 +566,15 @@ impl ImageStore {
         images: Vec<(ImageRecord, Vec<Reference>)>,
     ) -> Result<(), ImageError> {
         let mut st = self.lock();
+        {
+            // Recorded images keep their layers from now on.
+            let mut pinned = self.pinned.lock().unwrap_or_else(|e| e.into_inner());
+            for (rec, _) in &images {
+                for l in &rec.layers {
+                    pinned.remove(&l.chain_id);
+                }
+            }
+        }
         for (rec, _) in &images {
             let hex = digest_hex(&rec.id)?;
             let json = serde_json::to_vec(rec).map_err(|e| ImageError::json("image record", e))?;
@@ -720,6 +747,10 @@ impl ImageStore {
         }
         for s in self.snapshot_records()? {
             used_chains.extend(s.layers);
+        }
+        for (chain, diff) in self.pinned.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            used_chains.insert(chain.clone());
+            used_diffs.insert(diff.clone());
         }
         let mut removed = Vec::new();
         for l in candidates {

@@ -957,3 +957,29 @@ fn a_streamed_layer_is_kept_only_with_the_expected_digest() {
     assert_eq!(count_dir(&layers_dir), nl);
     assert_eq!(count_dir(&blobs_dir), nb);
 }
+
+#[test]
+fn a_layer_added_for_an_unrecorded_image_survives_rmi_of_another_image_sharing_it() {
+    let (_t, s) = open_store();
+    let (l1, l2) = base_layers();
+    let cfg_a = config_for(&[&l1], "a");
+    let ar = oci_archive(&cfg_a, &[l1.clone()], &["localhost:5000/a:1"]);
+    s.load(&mut &ar[..]).unwrap();
+    // A pull of B: its first layer is A's (found present), its second is new.
+    let d1 = sha256_digest(&l1);
+    let d2 = sha256_digest(&l2);
+    let i1 = s.add_layer_streaming(None, &d1, &mut &l1[..]).unwrap();
+    s.add_layer_streaming(Some(&i1.chain_id), &d2, &mut &l2[..])
+        .unwrap();
+    // Meanwhile A is removed: the shared layer must not go with it.
+    s.remove("localhost:5000/a:1", false, false, &never)
+        .unwrap();
+    assert!(s.has_layer(&i1.chain_id), "a pinned layer was deleted");
+    let cfg_b = config_for(&[&l1, &l2], "b");
+    let b: Reference = Reference::parse("localhost:5000/b:1").unwrap();
+    s.create_image(&cfg_b, &[b]).unwrap();
+    // Once B is recorded the pin is gone: removing B deletes both layers.
+    s.remove("localhost:5000/b:1", false, false, &never)
+        .unwrap();
+    assert!(!s.has_layer(&i1.chain_id));
+}
