@@ -35,6 +35,8 @@ pub struct Daemon {
     loaded: Mutex<BTreeMap<&'static str, Result<String, String>>>,
     cleaned: AtomicBool,
     last_start: Mutex<Duration>,
+    /// More `berth daemon` flags (e.g. `--registry-mirror`), kept across restarts.
+    extra_args: Vec<String>,
     net: crate::netlease::NetLease,
 }
 
@@ -105,6 +107,19 @@ impl Daemon {
     }
 
     pub fn try_start(bin: impl AsRef<Path>) -> Result<Daemon, String> {
+        Self::try_start_with(bin, &[])
+    }
+
+    /// Starts a daemon with more `berth daemon` flags; panics like [`Daemon::start`].
+    #[track_caller]
+    pub fn start_with(bin: impl AsRef<Path>, extra_args: &[&str]) -> Daemon {
+        match Self::try_start_with(bin, extra_args) {
+            Ok(d) => d,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    pub fn try_start_with(bin: impl AsRef<Path>, extra_args: &[&str]) -> Result<Daemon, String> {
         let bin = bin.as_ref().to_path_buf();
         let base = std::env::var_os("BERTH_TEST_TMPDIR")
             .map(PathBuf::from)
@@ -140,6 +155,7 @@ impl Daemon {
             loaded: Mutex::new(BTreeMap::new()),
             cleaned: AtomicBool::new(false),
             last_start: Mutex::new(Duration::ZERO),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
         };
         // <exec-root>/containers/<64 hex>/shim.sock must fit a unix socket path (108 bytes).
         if d.exec_root.as_os_str().len() + 12 + 64 + 10 > 107 {
@@ -179,6 +195,7 @@ impl Daemon {
             .args(["--bridge", &self.net.bridge()])
             .args(["--bip", &self.net.bip()])
             .args(["--default-address-pool", &self.net.pool()])
+            .args(&self.extra_args)
             .env("RUST_BACKTRACE", "1")
             .env_remove("DOCKER_HOST")
             .env_remove("BERTH_HOST")

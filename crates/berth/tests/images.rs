@@ -89,15 +89,15 @@ fn load_rejects_garbage() {
         b"this is not a tar archive at all, just words words words",
     );
     o.fails();
+    // Docker answers 200 and puts the error in the JSON stream (docker-py's ImageLoadError).
     let r = d
         .api_with("POST", "/images/load", &[], Some(b"garbage"))
         .expect("POST /images/load");
-    assert!(
-        r.status >= 400 || r.text().contains("error"),
-        "{} {}",
-        r.status,
-        r.text()
-    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v: serde_json::Value =
+        serde_json::from_str(r.text().lines().last().unwrap_or("")).expect("a JSON line");
+    assert!(v["error"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+    assert_eq!(v["errorDetail"]["message"], v["error"], "{v}");
     assert!(d.ping(), "daemon died on a garbage load");
 }
 
@@ -764,4 +764,62 @@ fn layers_are_unpacked_once_and_shared() {
         diff[7..],
         "a base layer's directory is named by its chain id (= its diff id)"
     );
+}
+
+#[test]
+fn save_and_import_are_image_events() {
+    let d = d();
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let id = id_of(d, "busybox");
+    let r = d.api("GET", "/v1.45/images/busybox/get");
+    assert_eq!(r.status, 200);
+    // A one-file rootfs imported as a new image.
+    let mut tb = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(2);
+    h.set_mode(0o644);
+    h.set_cksum();
+    tb.append_data(&mut h, "hi", &b"hi"[..]).expect("tar");
+    let tar = tb.into_inner().expect("tar");
+    let r = d
+        .api_with(
+            "POST",
+            "/v1.45/images/create?fromSrc=-",
+            &[("Content-Type", "application/x-tar")],
+            Some(&tar),
+        )
+        .expect("import");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let imported = r.text().lines().last().map(|l| {
+        serde_json::from_str::<Value>(l).expect("json")["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    });
+    let imported = imported.unwrap_or_default();
+    assert!(imported.starts_with("sha256:"), "{}", r.text());
+    let until = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 1;
+    let ev = d.api(
+        "GET",
+        &format!("/v1.45/events?since={since}&until={until}&filters=%7B%22type%22%3A%5B%22image%22%5D%7D"),
+    );
+    let evs: Vec<Value> = ev
+        .text()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("event"))
+        .collect();
+    let has = |action: &str, who: &str| {
+        evs.iter()
+            .any(|e| e["Action"] == json!(action) && e["Actor"]["ID"] == json!(who))
+    };
+    assert!(has("save", &id), "{evs:?}");
+    assert!(has("import", &imported), "{evs:?}");
+    let _ = d.cli(&["rmi", &imported]);
 }
