@@ -163,7 +163,9 @@ fn socket_path(host: &str) -> Result<PathBuf, String> {
 /// `tcp://host:port` (plain HTTP, no TLS: as with Docker, anyone who reaches it is root).
 async fn bind_tcp(addr: &str) -> Result<tokio::net::TcpListener, String> {
     if addr.is_empty() || !addr.contains(':') {
-        return Err(format!("invalid tcp address tcp://{addr}: host:port expected"));
+        return Err(format!(
+            "invalid tcp address tcp://{addr}: host:port expected"
+        ));
     }
     let l = tokio::net::TcpListener::bind(addr)
         .await

@@ -284,7 +284,7 @@ mod tests {
         // The example of RFC 6455 section 1.3.
         assert_eq!(
             accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
-            "s3pPLMBiTxaGeFHuRKSmOo+Ggf0="
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         );
     }
 

@@ -180,7 +180,10 @@ mod tests {
     fn group_add_by_name_and_id() {
         let d = rootfs();
         let add = |v: &[&str]| {
-            additional_groups(d.path(), &v.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            additional_groups(
+                d.path(),
+                &v.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            )
         };
         assert_eq!(add(&["wheel", "1000", "10"]).unwrap(), vec![10, 1000]);
         assert_eq!(add(&[]).unwrap(), Vec::<u32>::new());

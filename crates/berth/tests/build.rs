@@ -791,17 +791,16 @@ fn streams(msgs: &[Value]) -> Vec<String> {
 }
 
 fn no_error(msgs: &[Value]) {
-    assert!(
-        msgs.iter().all(|m| m.get("error").is_none()),
-        "{msgs:?}"
-    );
+    assert!(msgs.iter().all(|m| m.get("error").is_none()), "{msgs:?}");
 }
 
 #[test]
 fn run_output_on_stderr_is_in_the_stream_in_red() {
     let d = d();
     let word = unique("stderr");
-    let df = format!("FROM busybox\nRUN sh -c \">&2 echo '{word} to stderr'; echo '{word} to stdout'\"\n");
+    let df = format!(
+        "FROM busybox\nRUN sh -c \">&2 echo '{word} to stderr'; echo '{word} to stdout'\"\n"
+    );
     let msgs = api_build(d, &[("Dockerfile", &df)], "nocache=1&rm=1");
     no_error(&msgs);
     let s = streams(&msgs);
@@ -829,15 +828,14 @@ fn cache_from_limits_the_cache_to_the_images_named() {
             .filter(|s| s.contains("Using cache"))
             .count()
     };
-    let enc = |v: &str| {
-        v.bytes()
-            .map(|b| format!("%{b:02X}"))
-            .collect::<String>()
-    };
+    let enc = |v: &str| v.bytes().map(|b| format!("%{b:02X}")).collect::<String>();
     // Without cache_from: the local cache.
     assert_eq!(hits(""), 3);
     // With it: only steps whose results are the named image or its ancestors.
-    assert_eq!(hits(&format!("cachefrom={}", enc(&format!("[\"{tag}\"]")))), 3);
+    assert_eq!(
+        hits(&format!("cachefrom={}", enc(&format!("[\"{tag}\"]")))),
+        3
+    );
     assert_eq!(hits(&format!("cachefrom={}", enc("[\"nosuchtag\"]"))), 0);
     assert_eq!(hits(&format!("cachefrom={}", enc("[\"busybox\"]"))), 0);
 }

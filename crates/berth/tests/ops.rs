@@ -340,12 +340,19 @@ fn committed_image_records_its_container_and_parent() {
     // Docker (API 1.45) still reports the container a commit came from and its config.
     assert_eq!(img["Container"], json!(cid), "{img}");
     assert_eq!(img["ContainerConfig"]["Image"], json!("busybox"), "{img}");
-    assert_eq!(img["ContainerConfig"]["Cmd"], json!(["touch", "/test"]), "{img}");
+    assert_eq!(
+        img["ContainerConfig"]["Cmd"],
+        json!(["touch", "/test"]),
+        "{img}"
+    );
     assert_eq!(img["Config"]["Cmd"], json!(["bash"]), "{img}");
     let busybox = fmt(d, "busybox", "{{.Id}}");
     assert_eq!(img["Parent"], json!(busybox), "{img}");
     // An image that was not committed has neither field, and no parent.
-    let base = d.api("GET", "/v1.45/images/busybox/json").json().expect("json");
+    let base = d
+        .api("GET", "/v1.45/images/busybox/json")
+        .json()
+        .expect("json");
     assert!(base.get("Container").is_none(), "{base}");
     assert_eq!(base["Parent"], json!(""), "{base}");
     let _ = d.cli(&["rmi", &id]);

@@ -617,7 +617,12 @@ fn docker_hub_names_through_a_mirror() {
     let mirror = format!("http://{}", reg.addr);
     let own = Daemon::start_with(
         BIN,
-        &["--registry-mirror", &mirror, "--insecure-registry", &reg.addr],
+        &[
+            "--registry-mirror",
+            &mirror,
+            "--insecure-registry",
+            &reg.addr,
+        ],
     );
     let d = &own;
     d.load_busybox();
@@ -630,7 +635,11 @@ fn docker_hub_names_through_a_mirror() {
     d.cli(&["tag", "busybox", &pushed]).ok();
     d.cli(&["push", &pushed]).ok();
     let digest = d.fmt(&pushed, "{{index .RepoDigests 0}}");
-    let digest = digest.rsplit_once('@').expect("a repo digest").1.to_string();
+    let digest = digest
+        .rsplit_once('@')
+        .expect("a repo digest")
+        .1
+        .to_string();
 
     // By tag and by digest, the mirror stands in for Docker Hub.
     d.cli(&["pull", &format!("{repo}:1")]).ok();
@@ -668,7 +677,8 @@ fn docker_hub_names_through_a_mirror() {
     );
     assert_eq!(r.status, 404, "{}", r.text());
     assert!(
-        r.text().contains(&format!("manifest for {repo}:nosuchtag not found")),
+        r.text()
+            .contains(&format!("manifest for {repo}:nosuchtag not found")),
         "{}",
         r.text()
     );

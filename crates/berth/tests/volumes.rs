@@ -536,7 +536,10 @@ fn a_volume_created_without_a_name_is_anonymous_and_pruned_by_default() {
     let named = unique("notanon");
     let _n = RmVol(d, vec![named.clone()]);
     let (_, nv) = api_json(d, "POST", "/volumes/create", Some(json!({"Name": named})));
-    assert!(nv["Labels"].get("com.docker.volume.anonymous").is_none(), "{nv}");
+    assert!(
+        nv["Labels"].get("com.docker.volume.anonymous").is_none(),
+        "{nv}"
+    );
     let (st, p) = api_json(d, "POST", "/volumes/prune", None);
     assert_eq!(st, 200, "{p}");
     let deleted = p["VolumesDeleted"].as_array().cloned().unwrap_or_default();
