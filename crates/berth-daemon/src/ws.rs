@@ -219,32 +219,29 @@ async fn serve<C>(
     // Client messages: data to stdin, pings answered, a close ends the input.
     let cw_in = cw.clone();
     let input = tokio::spawn(async move {
-        loop {
-            match read_frame(&mut cr).await {
-                Ok(Some((op, payload))) => match op {
-                    OP_TEXT | OP_BINARY | OP_CONT => {
-                        if stdin && !payload.is_empty() && sw.write_all(&payload).await.is_err() {
-                            break;
-                        }
-                    }
-                    OP_PING => {
-                        let _ = cw_in
-                            .lock()
-                            .await
-                            .write_all(&frame(OP_PONG, &payload))
-                            .await;
-                    }
-                    OP_CLOSE => {
-                        let _ = cw_in
-                            .lock()
-                            .await
-                            .write_all(&frame(OP_CLOSE, &payload))
-                            .await;
-                        break;
-                    }
-                    _ => {}
-                },
-                Ok(None) | Err(_) => break,
+        while let Ok(Some((op, payload))) = read_frame(&mut cr).await {
+            match op {
+                OP_TEXT | OP_BINARY | OP_CONT
+                    if stdin && !payload.is_empty() && sw.write_all(&payload).await.is_err() =>
+                {
+                    break;
+                }
+                OP_PING => {
+                    let _ = cw_in
+                        .lock()
+                        .await
+                        .write_all(&frame(OP_PONG, &payload))
+                        .await;
+                }
+                OP_CLOSE => {
+                    let _ = cw_in
+                        .lock()
+                        .await
+                        .write_all(&frame(OP_CLOSE, &payload))
+                        .await;
+                    break;
+                }
+                _ => {}
             }
         }
         if stdin {
