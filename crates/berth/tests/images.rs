@@ -557,7 +557,9 @@ impl Canary {
 
 /// Loads a tarball through the API, then (if it loaded) makes a container of each tag so lazy
 /// unpacking happens too. Returns the load status.
-fn hostile_load(d: &Daemon, tar: &[u8], tag: &str) -> u16 {
+/// Loads `tar`; whether the load was refused (as in Docker, a 200 whose JSON stream ends with an
+/// `errorDetail` line; a 4xx before the body is read counts too).
+fn hostile_load(d: &Daemon, tar: &[u8], tag: &str) -> bool {
     let r = d
         .api_with(
             "POST",
@@ -578,7 +580,7 @@ fn hostile_load(d: &Daemon, tar: &[u8], tag: &str) -> u16 {
         "the daemon must survive a hostile tar; log:\n{}",
         d.log_text()
     );
-    r.status
+    r.status >= 400 || (r.status == 200 && r.text().contains("\"errorDetail\""))
 }
 
 fn hostile_image(layer: Vec<u8>, tag: &str) -> Vec<u8> {
@@ -664,10 +666,10 @@ fn hostile_outer_archive() {
         format!(r#"[{{"Config":"{0}/sentinel","RepoTags":["{tag}"],"Layers":["{UP}etc/passwd","{0}/sentinel"]}}]"#, c.up())
             .as_bytes(),
     );
-    let status = hostile_load(d, &t.finish(), &tag);
+    let refused = hostile_load(d, &t.finish(), &tag);
     assert!(
-        status >= 400,
-        "a manifest pointing outside the archive must fail the load (got {status})"
+        refused,
+        "a manifest pointing outside the archive must fail the load"
     );
     assert!(!d.cli(&["image", "inspect", &tag]).success());
     c.check("outer archive");
@@ -693,10 +695,10 @@ fn hostile_layer_digest_mismatch() {
         &format!("blobs/sha256/{}", &image::sha256_digest(&good)[7..]),
         &evil,
     );
-    let status = hostile_load(d, &swapped, &tag);
+    let refused = hostile_load(d, &swapped, &tag);
     assert!(
-        status >= 400,
-        "a blob that does not match its digest must fail the load (got {status})"
+        refused,
+        "a blob that does not match its digest must fail the load"
     );
     assert!(!d.cli(&["image", "inspect", &tag]).success());
 
@@ -708,10 +710,10 @@ fn hostile_layer_digest_mismatch() {
         .find(|n| n.ends_with("/layer.tar"))
         .expect("layer.tar");
     let swapped = swap_file(&legacy, layer, &evil);
-    let status = hostile_load(d, &swapped, &tag);
+    let refused = hostile_load(d, &swapped, &tag);
     assert!(
-        status >= 400,
-        "a layer that does not match the config's diff_ids must fail the load (got {status})"
+        refused,
+        "a layer that does not match the config's diff_ids must fail the load"
     );
     assert!(!d.cli(&["image", "inspect", &tag]).success());
 }
