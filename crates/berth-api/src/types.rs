@@ -1177,6 +1177,13 @@ pub struct ImageInspect {
     pub parent: String,
     #[serde(deserialize_with = "nullable")]
     pub comment: String,
+    /// The committed container's id (deprecated in Docker, still returned by API 1.45 for
+    /// images made by `docker commit`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// The committed container's config (see `container`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container_config: Option<ContainerConfig>,
     /// RFC 3339 with nanoseconds.
     #[serde(deserialize_with = "nullable")]
     pub created: String,

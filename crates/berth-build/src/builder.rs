@@ -64,11 +64,15 @@ pub struct RunSpec {
     pub user: String,
     pub workdir: String,
     pub network: Option<String>,
+    /// `--add-host` entries ("host:ip") for the step's /etc/hosts.
+    pub extra_hosts: Vec<String>,
 }
 
 pub enum RunEvent<'a> {
     Created(&'a str),
     Output(&'a [u8]),
+    /// What the step wrote to its stderr.
+    Stderr(&'a [u8]),
 }
 
 /// The services the builder needs from the engine.
@@ -105,9 +109,14 @@ pub struct BuildOptions {
     pub build_args: BTreeMap<String, Option<String>>,
     pub target: Option<String>,
     pub no_cache: bool,
+    /// `--cache-from`: when given, only these images (and their ancestors) are cache sources,
+    /// as in Docker's classic builder; names that resolve to nothing are skipped.
+    pub cache_from: Vec<String>,
     pub pull: bool,
     pub labels: BTreeMap<String, String>,
     pub network: Option<String>,
+    /// `--add-host` ("host:ip"), for RUN steps.
+    pub extra_hosts: Vec<String>,
     pub platform: Option<String>,
     pub quiet: bool,
 }
@@ -140,6 +149,24 @@ pub fn parent_ids(parents_dir: &Path) -> BTreeSet<String> {
         }
     }
     out
+}
+
+/// Docker's daemon-side use of `.dockerignore`: once the Dockerfile is read, `.dockerignore`
+/// and the Dockerfile leave the context when its patterns exclude them (docker-py sends an
+/// out-of-context Dockerfile under a generated name listed in a generated `.dockerignore`).
+fn remove_ignored_dockerfile(context: &Path, dockerfile: &str) {
+    let Ok(text) = std::fs::read_to_string(context.join(".dockerignore")) else {
+        return;
+    };
+    let ignore = crate::dockerignore::Ignore::parse(&text);
+    for name in [".dockerignore", dockerfile] {
+        if ignore.excluded(name) {
+            let p = crate::context::resolve_in_root(context, name);
+            if p.starts_with(context) && p != context {
+                let _ = std::fs::remove_file(&p);
+            }
+        }
+    }
 }
 
 const PROXY_ARGS: &[&str] = &[
@@ -332,6 +359,8 @@ struct Run<'b, 'a> {
     meta_env: Vec<String>,
     /// The Dockerfile's name, for error messages.
     df_name: String,
+    /// With `cache_from`: the images a cache hit may come from.
+    cache_sources: Option<BTreeSet<String>>,
 }
 
 fn expand(lx: &Lexer, s: &str, env: &[String]) -> Result<String, BuildError> {
@@ -361,6 +390,7 @@ impl Builder<'_> {
                 )))
             }
         };
+        remove_ignored_dockerfile(context, name);
         let base_name = Path::new(name)
             .file_name()
             .map(|f| f.to_string_lossy().into_owned())
@@ -395,8 +425,29 @@ impl Builder<'_> {
             stages,
             meta_env: Vec::new(),
             df_name: base_name.clone(),
+            cache_sources: (!opts.cache_from.is_empty()).then(|| self.cache_sources(opts)),
         };
         run.go()
+    }
+}
+
+impl Builder<'_> {
+    /// The `cache_from` images and every ancestor the parent links record.
+    fn cache_sources(&self, opts: &BuildOptions) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        for name in &opts.cache_from {
+            let Ok(mut id) = self.store.resolve_id(name) else {
+                continue;
+            };
+            while out.insert(id.clone()) {
+                let hex = id.strip_prefix("sha256:").unwrap_or(&id);
+                match std::fs::read_to_string(self.parents_dir.join(hex)) {
+                    Ok(p) if !p.trim().is_empty() => id = p.trim().to_string(),
+                    _ => break,
+                }
+            }
+        }
+        out
     }
 }
 
@@ -750,8 +801,11 @@ impl Run<'_, '_> {
             return None;
         }
         let id = std::fs::read_to_string(self.b.cache_dir.join(key)).ok()?;
-        let id = id.trim().to_string();
-        self.b.store.resolve_id(&id).ok()
+        let id = self.b.store.resolve_id(id.trim()).ok()?;
+        match &self.cache_sources {
+            Some(sources) if !sources.contains(&id) => None,
+            _ => Some(id),
+        }
     }
 
     fn cache_put(&self, key: &str, id: &str) {
@@ -1172,6 +1226,7 @@ impl Run<'_, '_> {
             user: cc.user.clone().unwrap_or_default(),
             workdir: cc.working_dir.clone().unwrap_or_default(),
             network,
+            extra_hosts: self.opts.extra_hosts.clone(),
         };
         let quiet = self.opts.quiet;
         let out = &mut *self.out;
@@ -1184,6 +1239,11 @@ impl Run<'_, '_> {
                     out(Output::Stream(format!(" ---> Running in {}\n", short(id))))
                 }
                 RunEvent::Output(b) => out(Output::Stream(String::from_utf8_lossy(b).into_owned())),
+                // Docker's classic builder shows stderr in red: each write is wrapped.
+                RunEvent::Stderr(b) => out(Output::Stream(format!(
+                    "\x1b[91m{}\x1b[0m",
+                    String::from_utf8_lossy(b)
+                ))),
             }
         });
         let (cid, code) = res?;

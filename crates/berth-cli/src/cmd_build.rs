@@ -28,6 +28,12 @@ pub struct BuildArgs {
     /// Do not use cache when building the image
     #[arg(long)]
     pub no_cache: bool,
+    /// Images to consider as cache sources
+    #[arg(long = "cache-from")]
+    pub cache_from: Vec<String>,
+    /// Add a custom host-to-IP mapping ("host:ip")
+    #[arg(long = "add-host")]
+    pub add_hosts: Vec<String>,
     /// Always attempt to pull a newer version of the image
     #[arg(long)]
     pub pull: bool,
@@ -221,6 +227,12 @@ pub async fn build(c: &Client, a: BuildArgs) -> Result<i32, CliError> {
     }
     if a.no_cache {
         q.push(("nocache", "1".into()));
+    }
+    if !a.cache_from.is_empty() {
+        q.push(("cachefrom", serde_json::to_string(&a.cache_from)?));
+    }
+    for h in &a.add_hosts {
+        q.push(("extrahosts", h.clone()));
     }
     if a.pull {
         q.push(("pull", "1".into()));

@@ -48,14 +48,20 @@ fn options(q: &Query) -> ApiResult<BuildOptions> {
         .filter(|n| !n.is_empty() && *n != "default")
         .map(String::from);
     Ok(BuildOptions {
-        dockerfile: q.get("dockerfile").unwrap_or("Dockerfile").to_string(),
+        dockerfile: q.first("dockerfile").unwrap_or("Dockerfile").to_string(),
         tags: q.all("t").into_iter().filter(|t| !t.is_empty()).collect(),
         build_args,
         target: q.get("target").filter(|t| !t.is_empty()).map(String::from),
         no_cache: q.flag("nocache"),
+        cache_from: json_map::<Option<Vec<String>>>(q, "cachefrom")?.unwrap_or_default(),
         pull: q.flag("pull"),
         labels,
         network,
+        extra_hosts: q
+            .all("extrahosts")
+            .into_iter()
+            .filter(|h| !h.is_empty())
+            .collect(),
         platform: q
             .get("platform")
             .filter(|p| !p.is_empty())

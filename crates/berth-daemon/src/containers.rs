@@ -27,6 +27,7 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
         .route("/containers/{id}/rename", post(rename))
         .route("/containers/{id}/logs", get(logs))
         .route("/containers/{id}/attach", post(attach))
+        .route("/containers/{id}/attach/ws", get(crate::ws::attach_ws))
         .route("/containers/{id}/resize", post(resize))
         .route("/containers/{id}", delete(remove))
 }

@@ -70,15 +70,28 @@ fn json_lines(lines: Vec<serde_json::Value>) -> Response<Body> {
     r
 }
 
+/// `POST /images/load`. As in Docker, the answer is a chunked 200 JSON stream whatever
+/// happens once the body is read; a failure is its `{"errorDetail":...,"error":...}` line
+/// (docker-py raises `ImageLoadError` from it).
 async fn load(State(st): State<AppState>, req: Request<Body>) -> ApiResult<Response<Body>> {
     let file = spool(&st, req.into_body()).await?;
-    let lines = st.engine.image_load(Box::new(file)).await?;
-    Ok(json_lines(
-        lines
+    let lines: Vec<serde_json::Value> = match st.engine.image_load(Box::new(file)).await {
+        Ok(lines) => lines
             .into_iter()
             .map(|l| serde_json::json!({ "stream": format!("{l}\n") }))
             .collect(),
-    ))
+        Err(e) => {
+            let m = e.to_string();
+            vec![serde_json::json!({ "errorDetail": { "message": m }, "error": m })]
+        }
+    };
+    let chunks = lines
+        .into_iter()
+        .map(|l| Ok::<Bytes, std::io::Error>(Bytes::from(format!("{l}\n"))));
+    let mut r = Response::new(Body::from_stream(futures_util::stream::iter(chunks)));
+    r.headers_mut()
+        .insert("Content-Type", HeaderValue::from_static("application/json"));
+    Ok(r)
 }
 
 /// POST /images/create: `fromSrc` imports a tarball; `fromImage` pulls (the registry client

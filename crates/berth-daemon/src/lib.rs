@@ -17,6 +17,7 @@ mod stream;
 mod swarm;
 mod system;
 mod volumes;
+mod ws;
 
 pub use berth_engine::network::{parse_pool, NetConfig};
 pub use server::{run, DaemonOptions};

@@ -24,6 +24,15 @@ impl Query {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The first value of `key`, as Go's `FormValue` (docker-py sends `dockerfile` twice for an
+    /// out-of-context Dockerfile: its generated name, then its content).
+    pub fn first(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
     pub fn all(&self, key: &str) -> Vec<String> {
         self.0
             .iter()

@@ -18,7 +18,7 @@ use crate::error::ApiError;
 
 #[derive(Clone, Debug)]
 pub struct DaemonOptions {
-    /// `unix:///path` addresses to listen on.
+    /// `unix:///path` or `tcp://host:port` addresses to listen on.
     pub hosts: Vec<String>,
     pub data_root: PathBuf,
     pub exec_root: PathBuf,
@@ -133,13 +133,52 @@ fn router(state: AppState) -> Router {
     r.fallback(not_found).with_state(state)
 }
 
+/// What one `-H` address listens on.
+enum Listener {
+    Unix(UnixListener),
+    Tcp(tokio::net::TcpListener),
+}
+
+/// A connection of either kind, for hyper.
+trait Conn: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Conn for T {}
+
+impl Listener {
+    async fn accept(&self) -> std::io::Result<Box<dyn Conn>> {
+        Ok(match self {
+            Listener::Unix(l) => Box::new(l.accept().await?.0),
+            Listener::Tcp(l) => {
+                let (s, _) = l.accept().await?;
+                let _ = s.set_nodelay(true);
+                Box::new(s)
+            }
+        })
+    }
+}
+
 fn socket_path(host: &str) -> Result<PathBuf, String> {
     match host.strip_prefix("unix://") {
         Some(p) if !p.is_empty() => Ok(PathBuf::from(p)),
         _ => Err(format!(
-            "unsupported host {host}: only unix:///path sockets are served"
+            "unsupported host {host}: only unix:///path sockets and tcp://host:port are served"
         )),
     }
+}
+
+/// `tcp://host:port` (plain HTTP, no TLS: as with Docker, anyone who reaches it is root).
+async fn bind_tcp(addr: &str) -> Result<tokio::net::TcpListener, String> {
+    if addr.is_empty() || !addr.contains(':') {
+        return Err(format!(
+            "invalid tcp address tcp://{addr}: host:port expected"
+        ));
+    }
+    let l = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("listening on tcp://{addr}: {e}"))?;
+    tracing::warn!(
+        "API listening on tcp://{addr} without TLS: anyone who can reach it controls this host"
+    );
+    Ok(l)
 }
 
 fn write_pidfile(path: &Path) -> Result<(), String> {
@@ -244,11 +283,19 @@ async fn serve(opts: &DaemonOptions) -> Result<(), String> {
     let mut paths = Vec::new();
     for h in &opts.hosts {
         if let Some(which) = h.strip_prefix("fd://") {
-            listeners.extend(activated(which, &opts.activated_fds)?);
+            listeners.extend(
+                activated(which, &opts.activated_fds)?
+                    .into_iter()
+                    .map(Listener::Unix),
+            );
+            continue;
+        }
+        if let Some(addr) = h.strip_prefix("tcp://") {
+            listeners.push(Listener::Tcp(bind_tcp(addr.trim_end_matches('/')).await?));
             continue;
         }
         let p = socket_path(h)?;
-        listeners.push(bind(&p)?);
+        listeners.push(Listener::Unix(bind(&p)?));
         paths.push(p);
     }
     let engine = Engine::open(EngineConfig {
@@ -279,7 +326,7 @@ async fn serve(opts: &DaemonOptions) -> Result<(), String> {
                     c = l.accept() => c,
                     _ = shutdown.notified() => return,
                 };
-                let (stream, _) = match conn {
+                let stream = match conn {
                     Ok(c) => c,
                     Err(e) => {
                         tracing::warn!("accept: {e}");

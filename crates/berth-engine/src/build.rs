@@ -80,6 +80,7 @@ impl Backend for EngineBackend {
             },
             host_config: Some(HostConfig {
                 network_mode: spec.network.clone().unwrap_or_default(),
+                extra_hosts: (!spec.extra_hosts.is_empty()).then(|| spec.extra_hosts.clone()),
                 ..Default::default()
             }),
             networking_config: None,
@@ -105,8 +106,12 @@ impl Backend for EngineBackend {
             let mut demux = berth_api::stdcopy::Demuxer::new();
             while let Some(chunk) = rx.blocking_recv() {
                 demux.push(&chunk);
-                while let Ok(Some((_, payload))) = demux.next_frame() {
-                    events(RunEvent::Output(&payload));
+                while let Ok(Some((kind, payload))) = demux.next_frame() {
+                    if matches!(kind, berth_api::stdcopy::StreamKind::Stderr) {
+                        events(RunEvent::Stderr(&payload));
+                    } else {
+                        events(RunEvent::Output(&payload));
+                    }
                 }
             }
             Ok(self.rt.block_on(waiter))
@@ -249,5 +254,22 @@ impl Engine {
     /// without `-a`, as Docker hides intermediate images).
     pub(crate) fn intermediate_parents(&self) -> std::collections::BTreeSet<String> {
         berth_build::builder::parent_ids(&self.config().data_root.join("build-parents"))
+    }
+
+    /// Records `parent` as the parent image of `child` (`docker commit`), in the file the
+    /// builder keeps for its steps' images.
+    pub(crate) fn record_parent(&self, child: &str, parent: &str) {
+        let dir = self.config().data_root.join("build-parents");
+        let name = child.strip_prefix("sha256:").unwrap_or(child);
+        let _ = std::fs::create_dir_all(&dir);
+        let _ = crate::util::write_atomic(&dir.join(name), parent.as_bytes());
+    }
+
+    /// The parent image id of `id` (`Parent` in image inspect), or "" when it has none.
+    pub(crate) fn image_parent(&self, id: &str) -> String {
+        let name = id.strip_prefix("sha256:").unwrap_or(id);
+        std::fs::read_to_string(self.config().data_root.join("build-parents").join(name))
+            .map(|p| p.trim().to_string())
+            .unwrap_or_default()
     }
 }

@@ -197,8 +197,17 @@ impl Engine {
             id: img.id.clone(),
             repo_tags: img.repo_tags.clone(),
             repo_digests: img.repo_digests.clone(),
-            parent: String::new(),
+            parent: self.image_parent(&img.id),
             comment: cfg.comment.clone().unwrap_or_default(),
+            container: cfg
+                .extra
+                .get("container")
+                .and_then(|v| v.as_str())
+                .map(str::to_string),
+            container_config: cfg
+                .extra
+                .get("container_config")
+                .and_then(|v| serde_json::from_value(v.clone()).ok()),
             created: img.created.clone().unwrap_or_default(),
             docker_version: cfg.docker_version.clone().unwrap_or_default(),
             author: cfg.author.clone().unwrap_or_default(),
@@ -304,28 +313,49 @@ impl Engine {
         changes: Vec<String>,
         message: Option<String>,
     ) -> Result<String> {
-        self.blocking(move |s| {
-            s.import(&mut tar, reference.as_deref(), &changes, message.as_deref())
-        })
-        .await
+        let id = self
+            .blocking(move |s| {
+                s.import(&mut tar, reference.as_deref(), &changes, message.as_deref())
+            })
+            .await?;
+        self.emit("image", "import", &id, &[("name", id.clone())]);
+        Ok(id)
     }
 
     /// Streams a `docker save` archive of `names`. Names are checked before the first byte.
     pub async fn image_save(&self, names: Vec<String>) -> Result<mpsc::Receiver<Bytes>> {
+        let mut ids = Vec::new();
         for n in &names {
             let n2 = n.clone();
-            self.blocking(move |s| s.get(&n2).map(|_| ())).await?;
+            let id = self.blocking(move |s| s.get(&n2).map(|i| i.id)).await?;
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
         }
         let (tx, rx) = mpsc::channel(16);
         let store = self.images();
+        let engine = self.clone();
         tokio::task::spawn_blocking(move || {
             let mut w = ChannelWriter(tx);
-            if let Err(e) = store.save(&names, &mut w) {
-                tracing::warn!("image save failed: {e}");
+            match store.save(&names, &mut w) {
+                // Docker: one `save` event per image, named by its id.
+                Ok(_) => {
+                    for id in &ids {
+                        engine.emit("image", "save", id, &[("name", id.clone())]);
+                    }
+                }
+                Err(e) => tracing::warn!("image save failed: {e}"),
             }
         });
         Ok(rx)
     }
+}
+
+/// A reference in Docker's familiar form ("busybox:latest"), as pull/push events name it.
+fn familiar(reference: &str) -> String {
+    berth_image::Reference::parse(reference)
+        .map(|r| r.familiar())
+        .unwrap_or_else(|_| reference.to_string())
 }
 
 /// Docker's `reference` filter: glob on the familiar name, with or without tag.
@@ -381,6 +411,7 @@ impl Engine {
         let (tx, rx) = mpsc::channel(64);
         let store = self.images();
         let reg = self.inner.registry_config.clone();
+        let engine = self.clone();
         tokio::task::spawn_blocking(move || {
             let opts = berth_registry::PullOptions {
                 platform,
@@ -392,8 +423,14 @@ impl Engine {
             let mut progress = |p: berth_registry::Progress| {
                 let _ = tx.blocking_send(Transfer::Message(p.to_json_message()));
             };
-            if let Err(e) = berth_registry::pull(&store, &reference, &opts, &mut progress) {
-                let _ = tx.blocking_send(Transfer::Failed(registry_err(e)));
+            match berth_registry::pull(&store, &reference, &opts, &mut progress) {
+                Ok(_) => {
+                    let name = familiar(&reference);
+                    engine.emit("image", "pull", &name, &[("name", name.clone())]);
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Transfer::Failed(registry_err(e)));
+                }
             }
         });
         rx
@@ -407,6 +444,7 @@ impl Engine {
         let (tx, rx) = mpsc::channel(64);
         let store = self.images();
         let reg = self.inner.registry_config.clone();
+        let engine = self.clone();
         tokio::task::spawn_blocking(move || {
             let opts = berth_registry::PushOptions {
                 insecure_registries: reg.insecure_registries,
@@ -416,8 +454,14 @@ impl Engine {
             let mut progress = |p: berth_registry::Progress| {
                 let _ = tx.blocking_send(Transfer::Message(p.to_json_message()));
             };
-            if let Err(e) = berth_registry::push(&store, &reference, &opts, &mut progress) {
-                let _ = tx.blocking_send(Transfer::Failed(registry_err(e)));
+            match berth_registry::push(&store, &reference, &opts, &mut progress) {
+                Ok(_) => {
+                    let name = familiar(&reference);
+                    engine.emit("image", "push", &name, &[("name", name.clone())]);
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Transfer::Failed(registry_err(e)));
+                }
             }
         });
         rx

@@ -603,6 +603,7 @@ impl Engine {
             env: rec.config.env.clone().unwrap_or_default(),
             cwd: rec.config.working_dir.clone(),
             user: rec.config.user.clone(),
+            group_add: hc.group_add.clone().unwrap_or_default(),
             hostname: rec.config.hostname.clone(),
             tty: rec.config.tty,
             readonly_rootfs: hc.readonly_rootfs,

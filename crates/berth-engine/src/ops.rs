@@ -258,7 +258,8 @@ impl crate::Engine {
         } else {
             Some(format!("{}:{}", req.repo, req.tag))
         };
-        let status = c.snapshot().state.status;
+        let rec = c.snapshot();
+        let status = rec.state.status;
         // Best effort, as the container may be exiting right now (then nothing writes anyway).
         let pause = req.pause && status == Status::Running && self.pause(&c.id).await.is_ok();
         let opts = berth_image::diff::CommitOptions {
@@ -272,6 +273,10 @@ impl crate::Engine {
                     .and_then(|v| serde_json::from_value(v).ok())
             }),
             created_by: None,
+            container: Some((
+                c.id.clone(),
+                serde_json::to_value(&rec.config).unwrap_or_default(),
+            )),
         };
         let images = self.images();
         let id = c.id.clone();
@@ -282,6 +287,7 @@ impl crate::Engine {
             let _ = self.unpause(&c.id).await;
         }
         let image_id = res?.map_err(crate::images::image_err)?;
+        self.record_parent(&image_id, &rec.image_id);
         self.emit_container(&c.id, "commit", &[]);
         if let Some(r) = reference {
             self.emit("image", "tag", &image_id, &[("name", r)]);

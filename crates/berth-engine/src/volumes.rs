@@ -526,10 +526,15 @@ impl Engine {
         opts: berth_api::volume::VolumeCreateOptions,
     ) -> Result<Volume> {
         let _g = self.inner.volume_lock.lock().await;
+        let mut labels = opts.labels.unwrap_or_default();
+        // Docker: a volume created without a name is anonymous (pruned without `all`).
+        if opts.name.is_empty() {
+            labels.insert(ANONYMOUS_LABEL.into(), String::new());
+        }
         let m = self.volumes().create(
             Some(opts.name.as_str()),
             &opts.driver,
-            opts.labels.unwrap_or_default(),
+            labels,
             opts.driver_opts.unwrap_or_default(),
         )?;
         let v = self.volumes().to_api(&m);

@@ -37,6 +37,9 @@ pub struct CommitOptions {
     pub config: Option<ContainerConfig>,
     /// History `created_by` (the builder records its instruction here).
     pub created_by: Option<String>,
+    /// `docker commit`: the id and config (API JSON) of the committed container, recorded as
+    /// the config's `container` and `container_config`, as Docker does.
+    pub container: Option<(String, serde_json::Value)>,
 }
 
 /// Paths of a container's overlay, for `GraphDriver` in inspect output.
@@ -291,6 +294,10 @@ impl ImageStore {
         // Fields describing the container the base image was built from no longer apply.
         cfg.extra.remove("container");
         cfg.extra.remove("container_config");
+        if let Some((id, config)) = &opts.container {
+            cfg.extra.insert("container".into(), id.clone().into());
+            cfg.extra.insert("container_config".into(), config.clone());
+        }
         cfg.rootfs.kind = "layers".into();
         cfg.rootfs.diff_ids.push(layer.diff_id.clone());
         cfg.history.push(History {

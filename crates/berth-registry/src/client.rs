@@ -669,6 +669,15 @@ async fn read_limited(resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, 
     Ok(out)
 }
 
+/// Whether the registry knows the session's repository (its tag list is not a 404).
+async fn repository_exists(s: &Session) -> bool {
+    let url = s.url("tags/list");
+    match s.send(|c| c.get(&url)).await {
+        Ok(resp) => resp.status() != StatusCode::NOT_FOUND,
+        Err(_) => true,
+    }
+}
+
 /// Fetches a manifest by tag or digest; verifies it. Returns (digest, media type, bytes).
 async fn get_manifest(
     s: &Session,
@@ -684,7 +693,8 @@ async fn get_manifest(
             (404, RegistryError::Distribution { message, .. }) => {
                 RegistryError::NotFound(format!("manifest for {display} not found: {message}"))
             }
-            (401 | 403, _) => RegistryError::Unauthorized(format!(
+            // Docker answers this with 404 (docker-py: ImageNotFound).
+            (401 | 403, _) => RegistryError::NotFound(format!(
                 "pull access denied for {}, repository does not exist or may require 'docker login': denied: requested access to the resource is denied",
                 repo_part(display)
             )),
@@ -1089,7 +1099,23 @@ fn pull_worker<'scope>(
                 scopes.clone(),
             )
             .await?;
-            let resolved = resolve(&s, r, &platform).await?;
+            let resolved = match resolve(&s, r, &platform).await {
+                // Docker Hub answers a pull of a repository it does not have with "pull access
+                // denied" (it cannot tell a missing repository from a private one); a mirror
+                // standing in for it says "manifest unknown". Clients rely on Hub's wording
+                // (docker-py maps it to ImageNotFound), so a repository the mirror lacks
+                // altogether gets it.
+                Err(RegistryError::NotFound(m))
+                    if r.domain == DOCKER_HUB && !repository_exists(&s).await =>
+                {
+                    Err(RegistryError::NotFound(format!(
+                        "pull access denied for {}, repository does not exist or may require 'docker login': {}",
+                        repo_part(&r.familiar()),
+                        m.rsplit_once(" not found: ").map(|(_, c)| c).unwrap_or(&m)
+                    )))
+                }
+                res => res,
+            }?;
             Ok::<_, RegistryError>((s, resolved))
         });
         match res {

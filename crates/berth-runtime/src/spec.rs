@@ -32,6 +32,8 @@ pub struct ContainerRunConfig {
     pub env: Vec<String>,
     pub cwd: String,
     pub user: String,
+    /// `HostConfig.GroupAdd`: more supplementary groups, by name (the image's /etc/group) or id.
+    pub group_add: Vec<String>,
     pub hostname: String,
     pub tty: bool,
     pub readonly_rootfs: bool,
@@ -363,7 +365,12 @@ pub(crate) fn build_spec_for(
     if cfg.args.is_empty() {
         return Err(RuntimeError::Spec("no command specified".into()));
     }
-    let user = resolve_user(&cfg.rootfs, &cfg.user)?;
+    let mut user = resolve_user(&cfg.rootfs, &cfg.user)?;
+    for gid in crate::user::additional_groups(&cfg.rootfs, &cfg.group_add)? {
+        if !user.additional_gids.contains(&gid) {
+            user.additional_gids.push(gid);
+        }
+    }
 
     let cwd = if cfg.cwd.is_empty() {
         "/"
@@ -623,6 +630,7 @@ mod tests {
             env: vec![],
             cwd: String::new(),
             user: String::new(),
+            group_add: vec![],
             hostname: "c1host".into(),
             tty: false,
             readonly_rootfs: false,

@@ -134,6 +134,28 @@ pub(crate) fn resolve_user(rootfs: &Path, spec: &str) -> Result<ExecUser, Runtim
     })
 }
 
+/// `--group-add`: each entry a group name of the rootfs's /etc/group or a numeric gid (runc's
+/// `GetAdditionalGroups`).
+pub(crate) fn additional_groups(rootfs: &Path, add: &[String]) -> Result<Vec<u32>, RuntimeError> {
+    if add.is_empty() {
+        return Ok(Vec::new());
+    }
+    let groups = parse_group(&read_in_rootfs(rootfs, "/etc/group"));
+    let mut out = Vec::new();
+    for g in add {
+        let gid = match groups.iter().find(|e| &e.name == g) {
+            Some(e) => e.gid,
+            None => g
+                .parse::<u32>()
+                .map_err(|_| RuntimeError::GroupNotFound(g.clone()))?,
+        };
+        if !out.contains(&gid) {
+            out.push(gid);
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,6 +174,23 @@ mod tests {
         )
         .unwrap();
         d
+    }
+
+    #[test]
+    fn group_add_by_name_and_id() {
+        let d = rootfs();
+        let add = |v: &[&str]| {
+            additional_groups(
+                d.path(),
+                &v.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            )
+        };
+        assert_eq!(add(&["wheel", "1000", "10"]).unwrap(), vec![10, 1000]);
+        assert_eq!(add(&[]).unwrap(), Vec::<u32>::new());
+        assert_eq!(
+            add(&["nosuch"]).unwrap_err().to_string(),
+            "unable to find group nosuch: no matching entries in group file"
+        );
     }
 
     #[test]

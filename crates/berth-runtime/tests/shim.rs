@@ -54,6 +54,7 @@ fn config(env: &Env, args: &[&str]) -> ContainerRunConfig {
         env: vec![],
         cwd: String::new(),
         user: String::new(),
+        group_add: vec![],
         hostname: "testhost".into(),
         tty: env.opts.tty,
         readonly_rootfs: false,

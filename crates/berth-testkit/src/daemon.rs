@@ -35,6 +35,8 @@ pub struct Daemon {
     loaded: Mutex<BTreeMap<&'static str, Result<String, String>>>,
     cleaned: AtomicBool,
     last_start: Mutex<Duration>,
+    /// More `berth daemon` flags (e.g. `--registry-mirror`), kept across restarts.
+    extra_args: Vec<String>,
     net: crate::netlease::NetLease,
     how: Startup,
     /// The listening socket handed to a [`Startup::SocketActivated`] daemon (kept across
@@ -125,8 +127,33 @@ impl Daemon {
         Self::try_start_with(bin, Startup::Flags)
     }
 
+    /// Starts a daemon with more `berth daemon` flags; panics like [`Daemon::start`].
+    #[track_caller]
+    pub fn start_with_args(bin: impl AsRef<Path>, extra_args: &[&str]) -> Daemon {
+        match Self::try_start_with_args(bin, extra_args) {
+            Ok(d) => d,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// A daemon started with flags and these more `berth daemon` flags.
+    pub fn try_start_with_args(
+        bin: impl AsRef<Path>,
+        extra_args: &[&str],
+    ) -> Result<Daemon, String> {
+        Self::try_start_full(bin, Startup::Flags, extra_args)
+    }
+
     /// A daemon started as `how` says (see [`Startup`]).
     pub fn try_start_with(bin: impl AsRef<Path>, how: Startup) -> Result<Daemon, String> {
+        Self::try_start_full(bin, how, &[])
+    }
+
+    fn try_start_full(
+        bin: impl AsRef<Path>,
+        how: Startup,
+        extra_args: &[&str],
+    ) -> Result<Daemon, String> {
         let bin = bin.as_ref().to_path_buf();
         let base = std::env::var_os("BERTH_TEST_TMPDIR")
             .map(PathBuf::from)
@@ -164,6 +191,7 @@ impl Daemon {
             last_start: Mutex::new(Duration::ZERO),
             how,
             activated: Mutex::new(None),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
         };
         // <exec-root>/containers/<64 hex>/shim.sock must fit a unix socket path (108 bytes).
         if d.exec_root.as_os_str().len() + 12 + 64 + 10 > 107 {
@@ -196,6 +224,7 @@ impl Daemon {
             Startup::Flags => {
                 cmd.arg("daemon").arg("-H").arg(self.host());
                 self.settings_as_flags(&mut cmd);
+                cmd.args(&self.extra_args);
             }
             Startup::ConfigFile(extra) => {
                 let file = self.root.join("daemon.json");

@@ -15,7 +15,7 @@ use clap::Parser;
                   with the same keys as Docker's daemon.json; a setting given both ways is refused."
 )]
 struct DaemonArgs {
-    /// Daemon socket(s) to listen on (unix:///path; fd:// for systemd socket activation)
+    /// Daemon socket(s) to listen on (unix:///path; tcp://host:port; fd:// for systemd socket activation)
     #[arg(
         short = 'H',
         long = "host",

@@ -824,3 +824,145 @@ fn run_steps_reach_the_network() {
     build(d, c.path(), &["-t", &tag]).ok();
     assert_eq!(run(d, &[&tag]).trim(), "Origin: Debian");
 }
+
+/// `POST /v1.45/build?<query>` with a tar of `files`; the JSON messages.
+fn api_build(d: &Daemon, files: &[(&str, &str)], query: &str) -> Vec<Value> {
+    let mut tb = tar::Builder::new(Vec::new());
+    for (name, data) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tb.append_data(&mut h, name, data.as_bytes()).unwrap();
+    }
+    let tar = tb.into_inner().unwrap();
+    let r = d
+        .api_with(
+            "POST",
+            &format!("/v1.45/build?{query}"),
+            &[("Content-Type", "application/x-tar")],
+            Some(&tar),
+        )
+        .expect("POST /build");
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.text()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON message"))
+        .collect()
+}
+
+fn streams(msgs: &[Value]) -> Vec<String> {
+    msgs.iter()
+        .filter_map(|m| m["stream"].as_str().map(String::from))
+        .collect()
+}
+
+fn no_error(msgs: &[Value]) {
+    assert!(msgs.iter().all(|m| m.get("error").is_none()), "{msgs:?}");
+}
+
+#[test]
+fn run_output_on_stderr_is_in_the_stream_in_red() {
+    let d = d();
+    let word = unique("stderr");
+    let df = format!(
+        "FROM busybox\nRUN sh -c \">&2 echo '{word} to stderr'; echo '{word} to stdout'\"\n"
+    );
+    let msgs = api_build(d, &[("Dockerfile", &df)], "nocache=1&rm=1");
+    no_error(&msgs);
+    let s = streams(&msgs);
+    // Docker's classic builder wraps each stderr write in red.
+    assert!(
+        s.contains(&format!("\u{1b}[91m{word} to stderr\n\u{1b}[0m")),
+        "{s:?}"
+    );
+    assert!(s.contains(&format!("{word} to stdout\n")), "{s:?}");
+}
+
+#[test]
+fn cache_from_limits_the_cache_to_the_images_named() {
+    let d = d();
+    let tag = unique("cachefrom").to_lowercase();
+    let _g = Rmi(d, vec![tag.clone()]);
+    let df = format!("FROM busybox\nENV FOO={tag}\nRUN touch baz\nRUN touch bax\n");
+    let files = [("Dockerfile", df.as_str())];
+    no_error(&api_build(d, &files, &format!("t={tag}")));
+    let hits = |q: &str| {
+        let msgs = api_build(d, &files, q);
+        no_error(&msgs);
+        streams(&msgs)
+            .iter()
+            .filter(|s| s.contains("Using cache"))
+            .count()
+    };
+    let enc = |v: &str| v.bytes().map(|b| format!("%{b:02X}")).collect::<String>();
+    // Without cache_from: the local cache.
+    assert_eq!(hits(""), 3);
+    // With it: only steps whose results are the named image or its ancestors.
+    assert_eq!(
+        hits(&format!("cachefrom={}", enc(&format!("[\"{tag}\"]")))),
+        3
+    );
+    assert_eq!(hits(&format!("cachefrom={}", enc("[\"nosuchtag\"]"))), 0);
+    assert_eq!(hits(&format!("cachefrom={}", enc("[\"busybox\"]"))), 0);
+}
+
+#[test]
+fn dockerignore_in_the_context_removes_the_dockerfile_and_itself() {
+    let d = d();
+    let tag = unique("dign").to_lowercase();
+    let _g = Rmi(d, vec![tag.clone()]);
+    // What docker-py sends for a Dockerfile outside the context: it under a generated name,
+    // and a .dockerignore naming it.
+    let msgs = api_build(
+        d,
+        &[
+            (".dockerfile.5eed", "FROM busybox\nCOPY . /ctx\n"),
+            (".dockerignore", ".dockerignore\n.dockerfile.5eed"),
+            ("#file.txt", "x"),
+            ("a.txt", "a"),
+        ],
+        &format!("t={tag}&dockerfile=.dockerfile.5eed"),
+    );
+    no_error(&msgs);
+    let out = run(d, &[&tag, "find", "/ctx", "-type", "f"]);
+    let mut files: Vec<&str> = out.lines().collect();
+    files.sort();
+    assert_eq!(files, ["/ctx/#file.txt", "/ctx/a.txt"], "{out}");
+    // Without a pattern for them both stay (and `#` starts a comment only at a line's start).
+    let msgs = api_build(
+        d,
+        &[
+            ("Dockerfile", "FROM busybox\nCOPY . /ctx\n"),
+            (".dockerignore", "#Dockerfile\nnothing #.dockerignore\n"),
+        ],
+        &format!("t={tag}"),
+    );
+    no_error(&msgs);
+    let out = run(d, &[&tag, "ls", "-A", "/ctx"]);
+    assert_eq!(out, ".dockerignore\nDockerfile\n");
+}
+
+#[test]
+fn add_host_reaches_run_steps() {
+    let d = d();
+    let c = ctx(&[(
+        "Dockerfile",
+        "FROM busybox\nRUN grep -E '^10\\.1\\.2\\.3\\s+extra\\.host\\.test$' /etc/hosts && ping -c1 -W2 lo.host.test\n",
+    )]);
+    let o = build(
+        d,
+        c.path(),
+        &[
+            "--no-cache",
+            "--add-host",
+            "extra.host.test:10.1.2.3",
+            "--add-host",
+            "lo.host.test:127.0.0.1",
+        ],
+    );
+    o.ok();
+    // Without the flag the step fails.
+    let o = build(d, c.path(), &["--no-cache"]);
+    o.fails();
+}

@@ -344,3 +344,26 @@ fn swarm_endpoints_answer_as_an_engine_outside_a_swarm() {
         assert!(m.starts_with(msg), "{method} {path}: {m}");
     }
 }
+
+#[test]
+fn listens_on_tcp_too() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let d = Daemon::start_with_args(BIN, &["-H", &format!("tcp://127.0.0.1:{port}")]);
+    assert!(d.ping(), "the unix socket still answers");
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect over tcp");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(b"GET /v1.45/version HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .expect("send");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read");
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("\"ApiVersion\":\"1.45\""), "{text}");
+    // A malformed address is refused at start.
+    let bad = Daemon::try_start_with_args(BIN, &["-H", "tcp://nohostport"]);
+    assert!(bad.is_err());
+}

@@ -311,3 +311,49 @@ fn restarting_container_needs_force_and_runtime_is_named() {
     );
     assert!(d.cli(&["rm", "-f", &name]).success());
 }
+
+#[test]
+fn committed_image_records_its_container_and_parent() {
+    let d = d();
+    let mut rm = Rm(d, vec![]);
+    let name = unique("cc");
+    d.cli(&["run", "--name", &name, "busybox", "touch", "/test"])
+        .ok();
+    rm.add(&name);
+    let cid = fmt(d, &name, "{{.Id}}");
+    let r = d
+        .api_with(
+            "POST",
+            &format!("/v1.45/commit?container={name}"),
+            &[("Content-Type", "application/json")],
+            Some(br#"{"ExposedPorts":{"8000/tcp":{}},"Cmd":["bash"]}"#),
+        )
+        .expect("POST /commit");
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json().expect("json")["Id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let img = d.api("GET", &format!("/v1.45/images/{id}/json"));
+    assert_eq!(img.status, 200, "{}", img.text());
+    let img = img.json().expect("json");
+    // Docker (API 1.45) still reports the container a commit came from and its config.
+    assert_eq!(img["Container"], json!(cid), "{img}");
+    assert_eq!(img["ContainerConfig"]["Image"], json!("busybox"), "{img}");
+    assert_eq!(
+        img["ContainerConfig"]["Cmd"],
+        json!(["touch", "/test"]),
+        "{img}"
+    );
+    assert_eq!(img["Config"]["Cmd"], json!(["bash"]), "{img}");
+    let busybox = fmt(d, "busybox", "{{.Id}}");
+    assert_eq!(img["Parent"], json!(busybox), "{img}");
+    // An image that was not committed has neither field, and no parent.
+    let base = d
+        .api("GET", "/v1.45/images/busybox/json")
+        .json()
+        .expect("json");
+    assert!(base.get("Container").is_none(), "{base}");
+    assert_eq!(base["Parent"], json!(""), "{base}");
+    let _ = d.cli(&["rmi", &id]);
+}

@@ -587,3 +587,104 @@ fn pull_on_a_terminal_draws_layer_lines_in_place() {
     assert!(out.contains("Status: Downloaded newer image"), "{out:?}");
     d.cli(&["rmi", &name]).ok();
 }
+
+/// The image events of `/events` between two instants.
+fn image_events(d: &Daemon, since: u64) -> Vec<Value> {
+    let until = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 1;
+    let r = d.api(
+        "GET",
+        &format!("/v1.45/events?since={since}&until={until}&filters=%7B%22type%22%3A%5B%22image%22%5D%7D"),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.text()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("event JSON"))
+        .collect()
+}
+
+fn has_event(evs: &[Value], action: &str, name: &str) -> bool {
+    evs.iter()
+        .any(|e| e["Action"] == json!(action) && e["Actor"]["Attributes"]["name"] == json!(name))
+}
+
+#[test]
+fn docker_hub_names_through_a_mirror() {
+    let reg = Registry::start();
+    let mirror = format!("http://{}", reg.addr);
+    let own = Daemon::start_with_args(
+        BIN,
+        &[
+            "--registry-mirror",
+            &mirror,
+            "--insecure-registry",
+            &reg.addr,
+        ],
+    );
+    let d = &own;
+    d.load_busybox();
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let repo = unique("mbox").to_lowercase();
+    let pushed = format!("{}/library/{repo}:1", reg.addr);
+    d.cli(&["tag", "busybox", &pushed]).ok();
+    d.cli(&["push", &pushed]).ok();
+    let digest = d.fmt(&pushed, "{{index .RepoDigests 0}}");
+    let digest = digest
+        .rsplit_once('@')
+        .expect("a repo digest")
+        .1
+        .to_string();
+
+    // By tag and by digest, the mirror stands in for Docker Hub.
+    d.cli(&["pull", &format!("{repo}:1")]).ok();
+    let by_digest = format!("{repo}@{digest}");
+    let r = d.api(
+        "POST",
+        &format!("/v1.45/images/create?fromImage={repo}&tag={digest}"),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(!r.text().contains("errorDetail"), "{}", r.text());
+    let digests = d.fmt(&by_digest, "{{json .RepoDigests}}");
+    assert!(digests.contains(&by_digest), "{digests}");
+
+    // A repository the mirror does not have: Docker Hub's answer (docker-py: ImageNotFound).
+    let missing = unique("nosuchrepo").to_lowercase();
+    let r = d.api(
+        "POST",
+        &format!("/v1.45/images/create?fromImage={missing}&tag=latest"),
+    );
+    assert_eq!(r.status, 404, "{}", r.text());
+    let msg = r.json().expect("json")["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        msg.starts_with(&format!(
+            "pull access denied for {missing}, repository does not exist or may require 'docker login'"
+        )),
+        "{msg}"
+    );
+    // A tag the mirror lacks in a repository it has stays "manifest unknown".
+    let r = d.api(
+        "POST",
+        &format!("/v1.45/images/create?fromImage={repo}&tag=nosuchtag"),
+    );
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert!(
+        r.text()
+            .contains(&format!("manifest for {repo}:nosuchtag not found")),
+        "{}",
+        r.text()
+    );
+
+    let evs = image_events(d, since);
+    assert!(has_event(&evs, "push", &pushed), "{evs:?}");
+    assert!(has_event(&evs, "pull", &format!("{repo}:1")), "{evs:?}");
+    assert!(has_event(&evs, "pull", &by_digest), "{evs:?}");
+}

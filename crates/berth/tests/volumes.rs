@@ -521,6 +521,32 @@ fn prune_takes_unused_anonymous_volumes_unless_all() {
     assert!(!volume_dir(d, &named).exists());
 }
 
+#[test]
+fn a_volume_created_without_a_name_is_anonymous_and_pruned_by_default() {
+    // A daemon of its own: the other prune tests would take this anonymous volume.
+    let own = Daemon::start(BIN);
+    let d = &own;
+    let (st, v) = api_json(d, "POST", "/volumes/create", Some(json!({})));
+    assert_eq!(st, 201, "{v}");
+    let name = v["Name"].as_str().unwrap_or_default().to_string();
+    let _v = RmVol(d, vec![name.clone()]);
+    assert!(is_hex(&name, 64), "{v}");
+    assert_eq!(v["Labels"]["com.docker.volume.anonymous"], json!(""), "{v}");
+    // A named one with the same body otherwise is not anonymous.
+    let named = unique("notanon");
+    let _n = RmVol(d, vec![named.clone()]);
+    let (_, nv) = api_json(d, "POST", "/volumes/create", Some(json!({"Name": named})));
+    assert!(
+        nv["Labels"].get("com.docker.volume.anonymous").is_none(),
+        "{nv}"
+    );
+    let (st, p) = api_json(d, "POST", "/volumes/prune", None);
+    assert_eq!(st, 200, "{p}");
+    let deleted = p["VolumesDeleted"].as_array().cloned().unwrap_or_default();
+    assert!(deleted.contains(&json!(name)), "{p}");
+    assert!(!deleted.contains(&json!(named)), "{p}");
+}
+
 // ------------------------------------------------------------------------ tmpfs and drivers
 
 #[test]
