@@ -1187,8 +1187,12 @@ fn endpoint_links_and_undeclared_networks() {
         "nslookup bar 2>&1",
     );
     assert!(out.contains(&ip), "bar resolves to {ip}: {out}");
-    // network connect --link, and inspect's Links.
-    run_d(d, &["--name", &c, "busybox", "sleep", "60"]);
+    // network connect --link (after a disconnect, as docker-py does), and inspect's Links.
+    run_d(
+        d,
+        &["--name", &c, "--network", &n, "busybox", "sleep", "60"],
+    );
+    d.cli(&["network", "disconnect", &n, &c]).ok();
     d.cli(&["network", "connect", "--link", &format!("{up}:baz"), &n, &c])
         .ok();
     let links = fmt(
@@ -1313,4 +1317,16 @@ fn ipv6_networks_are_dual_stack() {
     bad.fails();
     let bad = d.cli(&["network", "create", "--ipv6", &unique("v6x")]);
     bad.fails();
+    // The ip6 table lives as long as a dual-stack network does.
+    let ip6_table = |d: &Daemon| {
+        std::process::Command::new("nft")
+            .args(["list", "table", "ip6", &d.nft_table()])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    };
+    assert!(ip6_table(d));
+    d.rm_f(&[&a]);
+    d.cli(&["network", "rm", &n]).ok();
+    assert!(!ip6_table(d));
 }
