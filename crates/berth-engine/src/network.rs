@@ -2126,6 +2126,92 @@ mod tests {
     }
 
     #[test]
+    fn links_parse_and_give_dockers_env() {
+        assert_eq!(
+            parse_link("db:alias").unwrap(),
+            ("db".to_string(), "alias".to_string())
+        );
+        assert_eq!(
+            parse_link("/db:/web/alias").unwrap(),
+            ("db".to_string(), "alias".to_string())
+        );
+        assert_eq!(
+            parse_link("db").unwrap(),
+            ("db".to_string(), "db".to_string())
+        );
+        assert!(parse_link(":x").is_err());
+        assert!(parse_link("a:").is_err());
+        let env = link_env(
+            "web",
+            &[LegacyLink {
+                alias: "my-db".into(),
+                name: "db".into(),
+                hostname: "h".into(),
+                ip: Some(Ipv4Addr::new(10, 0, 0, 5)),
+                env: vec!["FOO=1".into(), "PATH=/bin".into(), "BAR=a=b".into()],
+                ports: vec![(5432, "tcp".into()), (9000, "udp".into())],
+            }],
+        );
+        for want in [
+            "MY_DB_PORT=tcp://10.0.0.5:5432",
+            "MY_DB_PORT_5432_TCP=tcp://10.0.0.5:5432",
+            "MY_DB_PORT_5432_TCP_ADDR=10.0.0.5",
+            "MY_DB_PORT_5432_TCP_PORT=5432",
+            "MY_DB_PORT_9000_UDP_PROTO=udp",
+            "MY_DB_NAME=/web/my-db",
+            "MY_DB_ENV_FOO=1",
+            "MY_DB_ENV_BAR=a=b",
+        ] {
+            assert!(env.iter().any(|e| e == want), "{want}: {env:?}");
+        }
+        assert!(!env.iter().any(|e| e.starts_with("MY_DB_ENV_PATH")));
+    }
+
+    #[test]
+    fn endpoint_settings_are_checked() {
+        let user = NetworkRecord {
+            name: "u".into(),
+            ..Default::default()
+        };
+        let bridge = NetworkRecord {
+            name: "bridge".into(),
+            default_bridge: true,
+            ..Default::default()
+        };
+        let ep: EndpointSettings = serde_json::from_str(
+            r#"{"IPAMConfig":{"IPv4Address":null,"IPv6Address":"2001:db8::5","LinkLocalIPs":["169.254.1.1"]},
+                "MacAddress":"02:42:AC:11:00:0A","Links":["a:b"],"DriverOpts":{"k":"v"}}"#,
+        )
+        .unwrap();
+        let a = attach_from(&user, &ep).unwrap();
+        assert_eq!(a.mac.as_deref(), Some("02:42:ac:11:00:0a"));
+        assert_eq!(a.ipv6, Some("2001:db8::5".parse().unwrap()));
+        assert_eq!(a.links, vec!["a:b"]);
+        assert_eq!(a.driver_opts.get("k").map(String::as_str), Some("v"));
+        // An address on the default bridge is refused; a link-local one is fine.
+        assert!(attach_from(&bridge, &ep).is_err());
+        let ll: EndpointSettings =
+            serde_json::from_str(r#"{"IPAMConfig":{"LinkLocalIPs":["169.254.8.8"]}}"#).unwrap();
+        assert!(attach_from(&bridge, &ll).is_ok());
+        for bad in [
+            r#"{"MacAddress":"03:42:ac:11:00:0a"}"#,
+            r#"{"MacAddress":"nope"}"#,
+            r#"{"IPAMConfig":{"LinkLocalIPs":["10.0.0.1"]}}"#,
+            r#"{"IPAMConfig":{"IPv6Address":"x"}}"#,
+            r#"{"Links":[":x"]}"#,
+        ] {
+            let ep: EndpointSettings = serde_json::from_str(bad).unwrap();
+            assert!(
+                matches!(
+                    attach_from(&user, &ep),
+                    Err(EngineError::InvalidParameter(_))
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn network_modes() {
         assert_eq!(mode_network(""), Some("bridge"));
         assert_eq!(mode_network("default"), Some("bridge"));
