@@ -1973,7 +1973,7 @@ impl Networks {
     }
 
     /// The embedded resolver's lookup for container `id`: names on the networks it shares.
-    fn resolve(&self, id: &str, name: &str) -> Option<Vec<Ipv4Addr>> {
+    fn resolve(&self, id: &str, name: &str) -> Option<Vec<IpAddr>> {
         let name = name.trim_end_matches('.').to_ascii_lowercase();
         let st = self.lock();
         let me = st.containers.get(id)?;
@@ -2004,9 +2004,7 @@ impl Networks {
                         continue;
                     }
                     if let Some(ep) = c.sandbox.as_ref().and_then(|s| s.endpoints.get(*nid)) {
-                        if !out.contains(&ep.ip) {
-                            out.push(ep.ip);
-                        }
+                        push_addrs(&mut out, ep);
                     }
                 }
             }
@@ -2028,12 +2026,21 @@ impl Networks {
                 let hit = c.name.to_ascii_lowercase() == name
                     || (name.len() == 12 && cid.starts_with(&name))
                     || aliases.iter().any(|a| a.to_ascii_lowercase() == name);
-                if hit && !out.contains(&ep.ip) {
-                    out.push(ep.ip);
+                if hit {
+                    push_addrs(&mut out, ep);
                 }
             }
         }
         (!out.is_empty()).then_some(out)
+    }
+}
+
+/// An endpoint's addresses, for the resolver (each once).
+fn push_addrs(out: &mut Vec<IpAddr>, ep: &Endpoint) {
+    for a in std::iter::once(IpAddr::V4(ep.ip)).chain(ep.ip6.map(IpAddr::V6)) {
+        if !out.contains(&a) {
+            out.push(a);
+        }
     }
 }
 

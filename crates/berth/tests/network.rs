@@ -1290,7 +1290,7 @@ fn ipv6_networks_are_dual_stack() {
         d,
         &["--name", &b, "--network", &n],
         &format!(
-            "ip -6 addr show eth0; ip -4 addr show eth0; ip -6 route; ping -6 -c 1 -W 5 {pre}::a && echo PING-A-OK; ping -6 -c 1 -W 5 {pre}::1 && echo PING-GW-OK"
+            "ip -6 addr show eth0; ip -4 addr show eth0; ip -6 route; ping -6 -c 1 -W 5 {pre}::a && echo PING-A-OK; ping -6 -c 1 -W 5 {pre}::1 && echo PING-GW-OK; nslookup {a} 2>&1"
         ),
     );
     assert!(out.contains(&format!("inet6 {pre}::2/64")), "{out}");
@@ -1303,6 +1303,8 @@ fn ipv6_networks_are_dual_stack() {
         out.contains("PING-A-OK") && out.contains("PING-GW-OK"),
         "{out}"
     );
+    // The resolver answers AAAA with the IPv6 address.
+    assert!(out.contains(&format!("Address: {pre}::a")), "{out}");
     // An address outside the subnet is refused; so is --ipv6 without an IPv6 subnet.
     let bad = d.cli(&[
         "run",
