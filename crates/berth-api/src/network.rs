@@ -5,22 +5,36 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::client::{Body, Client, Result};
-use crate::types::EndpointSettings;
+use crate::types::{nullable, EndpointSettings};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "PascalCase")]
 pub struct IpamConfig {
-    #[serde(skip_serializing_if = "String::is_empty")]
+    #[serde(
+        skip_serializing_if = "String::is_empty",
+        deserialize_with = "nullable"
+    )]
     pub subnet: String,
-    #[serde(rename = "IPRange", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "IPRange",
+        skip_serializing_if = "String::is_empty",
+        deserialize_with = "nullable"
+    )]
     pub ip_range: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
+    #[serde(
+        skip_serializing_if = "String::is_empty",
+        deserialize_with = "nullable"
+    )]
     pub gateway: String,
+    /// Addresses the IPAM driver must not hand out (`--aux-address name=ip`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auxiliary_addresses: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "PascalCase")]
 pub struct Ipam {
+    #[serde(deserialize_with = "nullable")]
     pub driver: String,
     pub options: Option<BTreeMap<String, String>>,
     pub config: Option<Vec<IpamConfig>>,
@@ -30,10 +44,16 @@ pub struct Ipam {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "PascalCase")]
 pub struct NetworkCreateRequest {
+    #[serde(deserialize_with = "nullable")]
     pub name: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
+    #[serde(
+        skip_serializing_if = "String::is_empty",
+        deserialize_with = "nullable"
+    )]
     pub driver: String,
+    #[serde(deserialize_with = "nullable")]
     pub internal: bool,
+    #[serde(deserialize_with = "nullable")]
     pub attachable: bool,
     #[serde(rename = "EnableIPv6", skip_serializing_if = "Option::is_none")]
     pub enable_ipv6: Option<bool>,
@@ -102,6 +122,7 @@ pub struct NetworkInspect {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "PascalCase")]
 pub struct NetworkConnectRequest {
+    #[serde(deserialize_with = "nullable")]
     pub container: String,
     pub endpoint_config: Option<EndpointSettings>,
 }
@@ -109,7 +130,9 @@ pub struct NetworkConnectRequest {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "PascalCase")]
 pub struct NetworkDisconnectRequest {
+    #[serde(deserialize_with = "nullable")]
     pub container: String,
+    #[serde(deserialize_with = "nullable")]
     pub force: bool,
 }
 

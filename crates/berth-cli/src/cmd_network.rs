@@ -57,9 +57,15 @@ pub struct CreateArgs {
     /// Subnet in CIDR format that represents a network segment
     #[arg(long)]
     pub subnet: Vec<String>,
-    /// IPv4 Gateway for the master subnet
+    /// IPv4 or IPv6 Gateway for the master subnet
     #[arg(long)]
     pub gateway: Vec<String>,
+    /// Allocate container ip from a sub-range
+    #[arg(long = "ip-range")]
+    pub ip_range: Vec<String>,
+    /// Auxiliary IPv4 or IPv6 addresses used by Network driver
+    #[arg(long = "aux-address")]
+    pub aux_address: Vec<String>,
     /// Restrict external access to the network
     #[arg(long)]
     pub internal: bool,
@@ -120,6 +126,18 @@ pub struct ConnectArgs {
     /// IPv4 address (e.g., "172.30.100.104")
     #[arg(long)]
     pub ip: Option<String>,
+    /// IPv6 address (e.g., "2001:db8::33")
+    #[arg(long)]
+    pub ip6: Option<String>,
+    /// Add link to another container
+    #[arg(long)]
+    pub link: Vec<String>,
+    /// Add a link-local address for the container
+    #[arg(long = "link-local-ip")]
+    pub link_local_ip: Vec<String>,
+    /// Driver options for the network
+    #[arg(long = "driver-opt")]
+    pub driver_opt: Vec<String>,
     pub network: String,
     pub container: String,
 }
@@ -175,12 +193,20 @@ pub async fn run(c: &Client, cmd: NetworkCmd) -> Result<i32, CliError> {
         NetworkCmd::Inspect(a) => inspect(c, a).await,
         NetworkCmd::Rm(a) => rm(c, a).await,
         NetworkCmd::Connect(a) => {
+            let ipam =
+                (a.ip.is_some() || a.ip6.is_some() || !a.link_local_ip.is_empty()).then(|| {
+                    EndpointIpamConfig {
+                        ipv4_address: a.ip.clone().unwrap_or_default(),
+                        ipv6_address: a.ip6.clone().unwrap_or_default(),
+                        link_local_ips: (!a.link_local_ip.is_empty())
+                            .then(|| a.link_local_ip.clone()),
+                    }
+                });
             let ep = EndpointSettings {
                 aliases: (!a.alias.is_empty()).then(|| a.alias.clone()),
-                ipam_config: a.ip.clone().map(|ip| EndpointIpamConfig {
-                    ipv4_address: ip,
-                    ..Default::default()
-                }),
+                ipam_config: ipam,
+                links: (!a.link.is_empty()).then(|| a.link.clone()),
+                driver_opts: (!a.driver_opt.is_empty()).then(|| kv(&a.driver_opt)),
                 ..Default::default()
             };
             c.network_connect(
@@ -209,21 +235,7 @@ pub async fn run(c: &Client, cmd: NetworkCmd) -> Result<i32, CliError> {
 }
 
 async fn create(c: &Client, a: CreateArgs) -> Result<i32, CliError> {
-    if a.gateway.len() > a.subnet.len() {
-        return Err(CliError::msg(
-            "every ip-range or gateway must have a corresponding subnet",
-        ));
-    }
-    let config: Vec<IpamConfig> = a
-        .subnet
-        .iter()
-        .enumerate()
-        .map(|(i, s)| IpamConfig {
-            subnet: s.clone(),
-            gateway: a.gateway.get(i).cloned().unwrap_or_default(),
-            ..Default::default()
-        })
-        .collect();
+    let config = ipam_pools(&a)?;
     let req = NetworkCreateRequest {
         name: a.name.clone(),
         driver: a.driver.clone(),
@@ -242,6 +254,88 @@ async fn create(c: &Client, a: CreateArgs) -> Result<i32, CliError> {
     let r = c.network_create(&req).await?;
     println!("{}", r.id);
     Ok(0)
+}
+
+/// docker's pairing of `--subnet`, `--ip-range`, `--gateway` and `--aux-address`: each of the
+/// others belongs to the subnet that contains it.
+fn ipam_pools(a: &CreateArgs) -> Result<Vec<IpamConfig>, CliError> {
+    use std::net::IpAddr;
+    fn parse_net(s: &str) -> Result<(IpAddr, u8), CliError> {
+        let bad = || CliError::msg(format!("invalid CIDR address: {s}"));
+        let (ip, p) = s.split_once('/').ok_or_else(bad)?;
+        let ip: IpAddr = ip.parse().map_err(|_| bad())?;
+        let p: u8 = p.parse().map_err(|_| bad())?;
+        Ok((ip, p))
+    }
+    fn contains(net: (IpAddr, u8), ip: IpAddr) -> bool {
+        match (net.0, ip) {
+            (IpAddr::V4(n), IpAddr::V4(i)) => {
+                let m = u32::MAX.checked_shl(32 - net.1 as u32).unwrap_or(0);
+                u32::from(n) & m == u32::from(i) & m
+            }
+            (IpAddr::V6(n), IpAddr::V6(i)) => {
+                let m = u128::MAX.checked_shl(128 - net.1 as u32).unwrap_or(0);
+                u128::from(n) & m == u128::from(i) & m
+            }
+            _ => false,
+        }
+    }
+    let mut pools: Vec<(IpamConfig, (IpAddr, u8))> = Vec::new();
+    for s in &a.subnet {
+        let n = parse_net(s)?;
+        pools.push((
+            IpamConfig {
+                subnet: s.clone(),
+                ..Default::default()
+            },
+            n,
+        ));
+    }
+    for r in &a.ip_range {
+        let rn = parse_net(r)?;
+        let p = pools
+            .iter_mut()
+            .find(|(_, n)| contains(*n, rn.0))
+            .ok_or_else(|| CliError::msg(format!("no matching subnet for range {r}")))?;
+        if !p.0.ip_range.is_empty() {
+            return Err(CliError::msg(
+                "cannot configure multiple ranges on the same subnet",
+            ));
+        }
+        p.0.ip_range = r.clone();
+    }
+    for g in &a.gateway {
+        let ip: IpAddr = g
+            .parse()
+            .map_err(|_| CliError::msg(format!("invalid gateway address: {g}")))?;
+        let p = pools
+            .iter_mut()
+            .find(|(_, n)| contains(*n, ip))
+            .ok_or_else(|| CliError::msg(format!("no matching subnet for gateway {g}")))?;
+        if !p.0.gateway.is_empty() {
+            return Err(CliError::msg(format!(
+                "cannot configure multiple gateways ({g}, {}) for the same subnet ({})",
+                p.0.gateway, p.0.subnet
+            )));
+        }
+        p.0.gateway = g.clone();
+    }
+    for x in &a.aux_address {
+        let (k, v) = x
+            .split_once('=')
+            .ok_or_else(|| CliError::msg(format!("invalid aux-address {x}: expected name=ip")))?;
+        let ip: IpAddr = v
+            .parse()
+            .map_err(|_| CliError::msg(format!("invalid aux-address {x}")))?;
+        let p = pools
+            .iter_mut()
+            .find(|(_, n)| contains(*n, ip))
+            .ok_or_else(|| CliError::msg(format!("no matching subnet for aux-address {v}")))?;
+        p.0.auxiliary_addresses
+            .get_or_insert_with(BTreeMap::new)
+            .insert(k.to_string(), v.to_string());
+    }
+    Ok(pools.into_iter().map(|(c, _)| c).collect())
 }
 
 async fn ls(c: &Client, a: LsArgs) -> Result<i32, CliError> {

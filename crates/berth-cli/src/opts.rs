@@ -559,6 +559,15 @@ pub struct ContainerOpts {
     /// IPv4 address (e.g., 172.30.100.104)
     #[arg(long)]
     pub ip: Option<String>,
+    /// IPv6 address (e.g., 2001:db8::33)
+    #[arg(long)]
+    pub ip6: Option<String>,
+    /// Container IPv4/IPv6 link-local addresses
+    #[arg(long = "link-local-ip")]
+    pub link_local_ip: Vec<String>,
+    /// Add link to another container
+    #[arg(long)]
+    pub link: Vec<String>,
     /// Set custom DNS servers
     #[arg(long)]
     pub dns: Vec<String>,
@@ -763,18 +772,23 @@ impl ContainerOpts {
             network_mode.as_str(),
             "default" | "bridge" | "host" | "none"
         ) || network_mode.starts_with("container:");
-        if !builtin || !self.network_alias.is_empty() || self.ip.is_some() {
+        let ipam = (self.ip.is_some() || self.ip6.is_some() || !self.link_local_ip.is_empty())
+            .then(|| berth_api::types::EndpointIpamConfig {
+                ipv4_address: self.ip.clone().unwrap_or_default(),
+                ipv6_address: self.ip6.clone().unwrap_or_default(),
+                link_local_ips: (!self.link_local_ip.is_empty())
+                    .then(|| self.link_local_ip.clone()),
+            });
+        if !builtin || !self.network_alias.is_empty() || ipam.is_some() {
             endpoints.insert(
                 network_mode.clone(),
                 EndpointSettings {
-                    ipam_config: self
-                        .ip
-                        .clone()
-                        .map(|ip| berth_api::types::EndpointIpamConfig {
-                            ipv4_address: ip,
-                            ..Default::default()
-                        }),
+                    ipam_config: ipam,
                     aliases: (!self.network_alias.is_empty()).then(|| self.network_alias.clone()),
+                    // On a user-defined network a link is the endpoint's (an alias for
+                    // the name); on the default bridge it is the legacy kind.
+                    links: (!builtin && !self.link.is_empty()).then(|| self.link.clone()),
+                    mac_address: self.mac_address.clone().unwrap_or_default(),
                     ..Default::default()
                 },
             );
@@ -871,6 +885,7 @@ impl ContainerOpts {
             dns_options: Some(self.dns_option.clone()),
             dns_search: Some(self.dns_search.clone()),
             extra_hosts: (!self.add_host.is_empty()).then(|| self.add_host.clone()),
+            links: (!self.link.is_empty()).then(|| self.link.clone()),
             group_add: (!self.group_add.is_empty()).then(|| self.group_add.clone()),
             ipc_mode: self.ipc.clone().unwrap_or_default(),
             oom_score_adj: self.oom_score_adj.unwrap_or(0),

@@ -30,6 +30,7 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
         .route("/containers/{id}/attach/ws", get(crate::ws::attach_ws))
         .route("/containers/{id}/resize", post(resize))
         .route("/containers/{id}", delete(remove))
+        .route("/containers/{id}/{link}", delete(remove_link))
 }
 
 fn q(raw: Option<String>) -> Query {
@@ -140,7 +141,33 @@ async fn remove(
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response<Body>> {
     let q = q(raw);
+    if q.flag("link") {
+        // `parent/alias` sent with its slash encoded.
+        if let Some((parent, alias)) = id.trim_start_matches('/').rsplit_once('/') {
+            st.engine.remove_link(parent, alias).await?;
+            return Ok(status_only(StatusCode::NO_CONTENT));
+        }
+        return Err(ApiError::from(berth_engine::EngineError::Conflict(
+            "Conflict, cannot remove the default link name of the container".into(),
+        )));
+    }
     st.engine.remove(&id, q.flag("force"), q.flag("v")).await?;
+    Ok(status_only(StatusCode::NO_CONTENT))
+}
+
+/// `DELETE /containers/{parent}/{alias}?link=1`: a legacy link's name has a slash in it.
+async fn remove_link(
+    State(st): State<AppState>,
+    Path((id, link)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response<Body>> {
+    let q = q(raw);
+    if !q.flag("link") {
+        return Err(ApiError::from(berth_engine::EngineError::NotFound(
+            format!("No such container: {id}/{link}"),
+        )));
+    }
+    st.engine.remove_link(&id, &link).await?;
     Ok(status_only(StatusCode::NO_CONTENT))
 }
 

@@ -426,11 +426,15 @@ impl Engine {
             .map_err(EngineError::internal)?
             .map_err(crate::images::image_err)?;
         self.write_etc_files(&rec)?;
+        let links = match self.legacy_links(&rec) {
+            Ok(l) => l,
+            Err(e) => return self.fail_start(c, e),
+        };
         let network = match self.net_start(&rec).await {
             Ok(n) => n,
             Err(e) => return self.fail_start(c, e),
         };
-        if let Err(e) = self.net_etc_files(&rec) {
+        if let Err(e) = self.net_etc_files(&rec, &links) {
             return self.fail_start(c, e);
         }
         let t_mount = t0.elapsed();
@@ -446,6 +450,20 @@ impl Engine {
             Err(e) => return self.fail_start(c, e),
         };
         let mut run = self.run_config(&rec, rootfs, network);
+        if !links.is_empty() {
+            // Link variables come first; the container's own variables win.
+            let own: Vec<&str> = run
+                .env
+                .iter()
+                .filter_map(|kv| kv.split_once('=').map(|(k, _)| k))
+                .collect();
+            let mut env: Vec<String> = crate::network::link_env(&rec.name, &links)
+                .into_iter()
+                .filter(|kv| kv.split_once('=').is_some_and(|(k, _)| !own.contains(&k)))
+                .collect();
+            env.append(&mut run.env);
+            run.env = env;
+        }
         run.mounts.extend(user_mounts);
         crate::mounts::sort_mounts(&mut run.mounts);
         let spec = berth_runtime::spec::build_spec(&run).map_err(|e| start_error(&e.to_string()));

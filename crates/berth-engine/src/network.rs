@@ -10,15 +10,17 @@
 //! A container's namespace is pinned at `<exec-root>/netns/<id>`, so it outlives the daemon.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use berth_api::network::IpamConfig;
 use berth_api::types::{
-    ContainerCreateBody, EndpointSettings, NetworkSettings, Port, PortBinding, PortMap,
+    ContainerCreateBody, EndpointIpamConfig, EndpointSettings, NetworkSettings, Port, PortBinding,
+    PortMap,
 };
-use berth_net::cidr::Cidr;
-use berth_net::ipam::Ipam;
+use berth_net::cidr::{Cidr, Cidr6};
+use berth_net::ipam::{Ipam, Ipam6};
 use berth_net::netlink::Netlink;
 use berth_net::nft::{Firewall, NetRules, PortRule};
 use berth_net::{dns, netns, ports, setup, NetError};
@@ -103,6 +105,7 @@ pub fn parse_pool(s: &str) -> std::result::Result<(Cidr, u8), String> {
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct NetworkRecord {
     pub id: String,
     pub name: String,
@@ -119,6 +122,17 @@ pub struct NetworkRecord {
     pub options: BTreeMap<String, String>,
     /// The predefined default bridge: no name resolution, no aliases.
     pub default_bridge: bool,
+    /// `--ip-range`: where dynamic IPv4 addresses come from.
+    pub ip_range: Option<Cidr>,
+    /// `--aux-address`es of the IPv4 subnet: never given to a container.
+    pub aux: BTreeMap<String, Ipv4Addr>,
+    /// `EnableIPv6`: containers also get an address of `subnet6`.
+    pub ipv6: bool,
+    pub subnet6: Option<Cidr6>,
+    pub gateway6: Option<Ipv6Addr>,
+    pub ip_range6: Option<Cidr6>,
+    /// `IPAM.Config` as inspect shows it (empty for networks made before it was kept).
+    pub ipam_config: Vec<IpamConfig>,
 }
 
 impl NetworkRecord {
@@ -128,9 +142,19 @@ impl NetworkRecord {
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Attach {
     pub aliases: Vec<String>,
     pub ipv4: Option<Ipv4Addr>,
+    pub ipv6: Option<Ipv6Addr>,
+    /// `IPAMConfig` as the client gave it (inspect echoes it).
+    pub ipam_config: Option<EndpointIpamConfig>,
+    /// A requested MAC address (`--mac-address`).
+    pub mac: Option<String>,
+    /// Endpoint links `name:alias`: `alias` resolves to container `name` for this container.
+    pub links: Vec<String>,
+    pub driver_opts: BTreeMap<String, String>,
+    pub link_local: Vec<IpAddr>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -141,6 +165,25 @@ pub struct Endpoint {
     pub gateway: Option<Ipv4Addr>,
     pub host_veth: String,
     pub ifname: String,
+    /// Empty: Docker's 02:42:<ip>.
+    #[serde(default)]
+    pub mac: String,
+    #[serde(default)]
+    pub ip6: Option<Ipv6Addr>,
+    #[serde(default)]
+    pub prefix6: u8,
+    #[serde(default)]
+    pub gateway6: Option<Ipv6Addr>,
+}
+
+impl Endpoint {
+    pub fn mac_string(&self) -> String {
+        if self.mac.is_empty() {
+            setup::mac_string(setup::mac_for(self.ip))
+        } else {
+            self.mac.clone()
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -200,6 +243,8 @@ pub struct Networks {
     pub(crate) fw: Firewall,
     /// network id -> its allocations; shared with the reaper thread.
     ipams: Arc<Mutex<HashMap<String, Ipam>>>,
+    /// network id -> its IPv6 allocations (dual-stack networks).
+    ipams6: Arc<Mutex<HashMap<String, Ipam6>>>,
     /// Slow teardown work off the exit path: deleting host veths, releasing addresses.
     reaper: Mutex<std::sync::mpsc::Sender<Reap>>,
     upstream: Vec<Ipv4Addr>,
@@ -289,9 +334,11 @@ impl Networks {
             }
         }
         let ipams: Arc<Mutex<HashMap<String, Ipam>>> = Arc::default();
+        let ipams6: Arc<Mutex<HashMap<String, Ipam6>>> = Arc::default();
         let nets = Networks {
-            reaper: Mutex::new(spawn_reaper(ipams.clone())),
+            reaper: Mutex::new(spawn_reaper(ipams.clone(), ipams6.clone())),
             ipams,
+            ipams6,
             netns_dir: exec_root.join("netns"),
             run_dir: exec_root.join("network"),
             fw: Firewall::new(&table),
@@ -383,6 +430,36 @@ impl Networks {
                 subnet,
                 gw,
             )
+            .map_err(net_err)?
+            .with_limits(net.ip_range, net.aux.values().copied().collect());
+            m.insert(net.id.clone(), ipam);
+        }
+        match m.get_mut(&net.id) {
+            Some(i) => f(i),
+            None => Err(EngineError::Internal("ipam".into())),
+        }
+    }
+
+    /// Runs `f` on the IPv6 allocations of a dual-stack `net`.
+    pub(crate) fn with_ipam6<T>(
+        &self,
+        net: &NetworkRecord,
+        f: impl FnOnce(&mut Ipam6) -> Result<T>,
+    ) -> Result<T> {
+        let mut m = self.ipams6.lock().unwrap_or_else(|p| p.into_inner());
+        if !m.contains_key(&net.id) {
+            let (Some(subnet), Some(gw)) = (net.subnet6, net.gateway6) else {
+                return Err(EngineError::Internal(format!(
+                    "network {} has no IPv6 subnet",
+                    net.name
+                )));
+            };
+            let ipam = Ipam6::open(
+                &self.dir.join("ipam").join(format!("{}.v6.json", net.id)),
+                subnet,
+                gw,
+                net.ip_range6,
+            )
             .map_err(net_err)?;
             m.insert(net.id.clone(), ipam);
         }
@@ -394,6 +471,17 @@ impl Networks {
 
     /// Forgets a removed network's allocations (and their file).
     pub(crate) fn drop_ipam(&self, net_id: &str) {
+        {
+            let mut m6 = self.ipams6.lock().unwrap_or_else(|p| p.into_inner());
+            match m6.remove(net_id) {
+                Some(i) => i.remove_file(),
+                None => {
+                    let _ = std::fs::remove_file(
+                        self.dir.join("ipam").join(format!("{net_id}.v6.json")),
+                    );
+                }
+            }
+        }
         let mut m = self.ipams.lock().unwrap_or_else(|p| p.into_inner());
         match m.remove(net_id) {
             Some(i) => i.remove_file(),
@@ -575,6 +663,9 @@ impl Networks {
     pub(crate) fn ensure_bridge(&self, n: &NetworkRecord) -> Result<()> {
         if let (Some(br), Some(subnet), Some(gw)) = (&n.bridge, n.subnet, n.gateway) {
             self.with_nl(|nl| setup::ensure_bridge(nl, br, gw, subnet).map_err(net_err))?;
+            if let (true, Some(s6), Some(gw6)) = (n.ipv6, n.subnet6, n.gateway6) {
+                self.with_nl(|nl| setup::ensure_bridge6(nl, br, gw6, s6.prefix).map_err(net_err))?;
+            }
         }
         Ok(())
     }
@@ -589,6 +680,7 @@ impl Networks {
                     bridge: n.bridge.clone()?,
                     subnet: n.subnet?,
                     internal: n.internal,
+                    subnet6: n.subnet6.filter(|_| n.ipv6),
                 })
             })
             .collect();
@@ -825,18 +917,43 @@ impl Engine {
         };
         if let Some(netname) = mode_network(mode) {
             let net = self.nets().find(netname)?;
+            let primary_keys = [mode, netname, net.name.as_str(), net.id.as_str()];
             if net.driver == "host" || net.driver == "null" {
                 // `--network <id of host>`: nothing to attach.
             } else {
-                let ep = endpoints
-                    .get(mode)
-                    .or_else(|| endpoints.get(netname))
-                    .or_else(|| endpoints.get(&net.name))
-                    .or_else(|| endpoints.get(&net.id))
+                let ep = primary_keys
+                    .iter()
+                    .find_map(|k| endpoints.get(*k))
                     .cloned()
                     .unwrap_or_default();
-                let att = attach_from(&net, &ep)?;
+                let mut att = attach_from(&net, &ep)?;
+                // The container-wide MacAddress (API < 1.44 puts it there) is the primary
+                // endpoint's.
+                let mac = body.config.mac_address.trim();
+                if att.mac.is_none() && !mac.is_empty() {
+                    att.mac = Some(valid_mac(mac)?);
+                }
                 cn.networks.insert(net.id.clone(), att);
+            }
+            // Further endpoints (API 1.44+ takes several at create): each must exist.
+            for (key, ep) in &endpoints {
+                if primary_keys.contains(&key.as_str()) {
+                    continue;
+                }
+                let other = self.nets().find(key)?;
+                if other.driver == "host" || other.driver == "null" {
+                    return Err(EngineError::InvalidParameter(format!(
+                        "container cannot be connected to network endpoints: {mode}, {key}"
+                    )));
+                }
+                if cn.networks.contains_key(&other.id) {
+                    continue;
+                }
+                let att = attach_from(&other, ep)?;
+                cn.networks.insert(other.id.clone(), att);
+            }
+            if net.default_bridge {
+                self.check_legacy_links(&hc)?;
             }
         } else if (mode == "host" || mode == "none")
             && endpoints
@@ -992,7 +1109,7 @@ impl Engine {
 
     /// Writes /etc/hosts and /etc/resolv.conf for a networked container (after
     /// `write_etc_files`, which wrote the loopback-only versions).
-    pub(crate) fn net_etc_files(&self, rec: &ContainerRecord) -> Result<()> {
+    pub(crate) fn net_etc_files(&self, rec: &ContainerRecord, links: &[LegacyLink]) -> Result<()> {
         let nets = self.nets();
         let st = nets.lock();
         let Some(sb) = st.containers.get(&rec.id).and_then(|c| c.sandbox.clone()) else {
@@ -1008,8 +1125,20 @@ impl Engine {
                 hosts.push_str(&format!("{ip}\t{h}\n"));
             }
         }
+        for l in links {
+            let Some(ip) = l.ip else { continue };
+            let mut names = format!("{} {}", l.alias, l.hostname);
+            if l.alias != l.name {
+                names.push(' ');
+                names.push_str(&l.name);
+            }
+            hosts.push_str(&format!("{ip}\t{names}\n"));
+        }
         if let Some(ep) = sb.primary() {
             hosts.push_str(&format!("{}\t{hostname}\n", ep.ip));
+            if let Some(a) = ep.ip6 {
+                hosts.push_str(&format!("{a}\t{hostname}\n"));
+            }
         }
         std::fs::write(&rec.hosts_path, hosts)?;
         let hc = &rec.host_config;
@@ -1195,6 +1324,11 @@ impl Engine {
             let _ = nets.with_ipam(&n, |ipam| {
                 ipam.retain(|o| live.contains(o)).map_err(net_err)
             });
+            if n.ipv6 && n.subnet6.is_some() {
+                let _ = nets.with_ipam6(&n, |ipam| {
+                    ipam.retain(|o| live.contains(o)).map_err(net_err)
+                });
+            }
         }
         // Namespaces pinned for containers that are gone.
         if let Ok(rd) = std::fs::read_dir(&nets.netns_dir) {
@@ -1254,6 +1388,10 @@ impl Engine {
             let mut es = EndpointSettings {
                 network_id: n.id.clone(),
                 aliases: (!att.aliases.is_empty()).then(|| att.aliases.clone()),
+                ipam_config: att.ipam_config.clone(),
+                links: (!att.links.is_empty()).then(|| att.links.clone()),
+                driver_opts: (!att.driver_opts.is_empty()).then(|| att.driver_opts.clone()),
+                mac_address: att.mac.clone().unwrap_or_default(),
                 ..Default::default()
             };
             if !n.default_bridge {
@@ -1266,7 +1404,12 @@ impl Engine {
                 es.ip_address = ep.ip.to_string();
                 es.ip_prefix_len = ep.prefix as i64;
                 es.gateway = n.gateway.map(|g| g.to_string()).unwrap_or_default();
-                es.mac_address = setup::mac_string(setup::mac_for(ep.ip));
+                es.mac_address = ep.mac_string();
+                if let Some(a) = ep.ip6 {
+                    es.global_ipv6_address = a.to_string();
+                    es.global_ipv6_prefix_len = ep.prefix6 as i64;
+                    es.ipv6_gateway = n.gateway6.map(|g| g.to_string()).unwrap_or_default();
+                }
                 if n.default_bridge {
                     ns.ip_address = es.ip_address.clone();
                     ns.ip_prefix_len = es.ip_prefix_len;
@@ -1320,6 +1463,141 @@ impl Engine {
     pub(crate) fn net_summary(&self, rec: &ContainerRecord) -> BTreeMap<String, EndpointSettings> {
         self.net_settings(rec).networks.unwrap_or_default()
     }
+}
+
+/// A legacy link (`--link name:alias` on the default bridge) as a start resolves it.
+pub(crate) struct LegacyLink {
+    pub alias: String,
+    pub name: String,
+    pub hostname: String,
+    pub ip: Option<Ipv4Addr>,
+    pub env: Vec<String>,
+    /// (port, proto), sorted.
+    pub ports: Vec<(u16, String)>,
+}
+
+impl Engine {
+    /// `DELETE /containers/{parent}/{alias}?link=1`: forgets the parent's link `alias`.
+    pub async fn remove_link(&self, parent: &str, alias: &str) -> Result<()> {
+        let full = format!("{parent}/{alias}");
+        let c = self
+            .lookup(parent)
+            .map_err(|_| EngineError::NotFound(format!("No such container: {full}")))?;
+        let _g = c.op.lock().await;
+        let rec = c.snapshot();
+        let links = rec.host_config.links.clone().unwrap_or_default();
+        let keep: Vec<String> = links
+            .iter()
+            .filter(|l| parse_link(l).map(|(_, a)| a != alias).unwrap_or(true))
+            .cloned()
+            .collect();
+        if keep.len() == links.len() {
+            return Err(EngineError::NotFound(format!("No such container: {full}")));
+        }
+        c.update(|r| r.host_config.links = Some(keep))?;
+        Ok(())
+    }
+
+    /// At create: every legacy link names an existing container that has a network namespace
+    /// of its own.
+    pub(crate) fn check_legacy_links(&self, hc: &berth_api::types::HostConfig) -> Result<()> {
+        for l in hc.links.clone().unwrap_or_default() {
+            let (name, _) = parse_link(&l)?;
+            let child = self.lookup(&name).map_err(|_| {
+                EngineError::InvalidParameter(format!("Could not get container for {name}"))
+            })?;
+            if child.snapshot().host_config.network_mode == "host" {
+                return Err(EngineError::InvalidParameter(
+                    "conflicting options: host type networking can't be used with links. This would result in undefined behavior".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// At start, on the default bridge: the linked containers, which must be running.
+    /// (`DELETE /containers/{parent}/{alias}?link=1` removes one: see [`Engine::remove_link`].)
+    pub(crate) fn legacy_links(&self, rec: &ContainerRecord) -> Result<Vec<LegacyLink>> {
+        if mode_network(&rec.host_config.network_mode) != Some("bridge") {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for l in rec.host_config.links.clone().unwrap_or_default() {
+            let (name, alias) = parse_link(&l)?;
+            let child = self.lookup(&name).map_err(|_| {
+                EngineError::InvalidParameter(format!("Could not get container for {name}"))
+            })?;
+            let c = child.snapshot();
+            if !c.state.status.is_running() {
+                return Err(EngineError::Internal(format!(
+                    "Cannot link to a non running container: /{} AS /{}/{alias}",
+                    c.name, rec.name
+                )));
+            }
+            let ip = {
+                let st = self.nets().lock();
+                let bridge = st
+                    .nets
+                    .values()
+                    .find(|n| n.default_bridge)
+                    .map(|n| n.id.clone());
+                st.containers
+                    .get(&c.id)
+                    .and_then(|cn| cn.sandbox.as_ref())
+                    .and_then(|sb| bridge.and_then(|b| sb.endpoints.get(&b)))
+                    .map(|ep| ep.ip)
+            };
+            let mut ports: Vec<(u16, String)> = c
+                .config
+                .exposed_ports
+                .clone()
+                .unwrap_or_default()
+                .keys()
+                .filter_map(|k| ports::parse_port_key(k).ok())
+                .collect();
+            ports.sort();
+            out.push(LegacyLink {
+                alias,
+                name: c.name.clone(),
+                hostname: c.config.hostname.clone(),
+                ip,
+                env: c.config.env.clone().unwrap_or_default(),
+                ports,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// The environment Docker gives a container for its legacy links (`DB_NAME`, `DB_PORT_5432_TCP`,
+/// `DB_ENV_*`...).
+pub(crate) fn link_env(parent: &str, links: &[LegacyLink]) -> Vec<String> {
+    let mut env = Vec::new();
+    for l in links {
+        let a = l.alias.to_ascii_uppercase().replace('-', "_");
+        let ip = l.ip.map(|i| i.to_string()).unwrap_or_default();
+        if let Some((p, proto)) = l.ports.first() {
+            env.push(format!("{a}_PORT={proto}://{ip}:{p}"));
+        }
+        for (p, proto) in &l.ports {
+            let up = proto.to_ascii_uppercase();
+            env.push(format!("{a}_PORT_{p}_{up}={proto}://{ip}:{p}"));
+            env.push(format!("{a}_PORT_{p}_{up}_ADDR={ip}"));
+            env.push(format!("{a}_PORT_{p}_{up}_PORT={p}"));
+            env.push(format!("{a}_PORT_{p}_{up}_PROTO={proto}"));
+        }
+        env.push(format!("{a}_NAME=/{parent}/{}", l.alias));
+        for kv in &l.env {
+            let Some((k, v)) = kv.split_once('=') else {
+                continue;
+            };
+            if k == "HOME" || k == "PATH" {
+                continue;
+            }
+            env.push(format!("{a}_ENV_{k}={v}"));
+        }
+    }
+    env
 }
 
 /// `80`, `80/udp`, `8000-8080/tcp` -> the (port, proto) pairs a ps filter names.
@@ -1416,6 +1694,32 @@ impl Engine {
     }
 }
 
+/// A MAC address as given, checked.
+fn valid_mac(s: &str) -> Result<String> {
+    match setup::parse_mac(s) {
+        Some(m) if m[0] & 1 == 0 => Ok(setup::mac_string(m)),
+        _ => Err(EngineError::InvalidParameter(format!(
+            "invalid MAC address: {s}"
+        ))),
+    }
+}
+
+/// `name:alias` (or `name`) of a link, Docker's `ParseLink`.
+pub(crate) fn parse_link(s: &str) -> Result<(String, String)> {
+    let bad = || EngineError::InvalidParameter(format!("invalid link format: {s}"));
+    let (name, alias) = match s.split_once(':') {
+        Some((n, a)) => (n, a),
+        None => (s, s),
+    };
+    let name = name.trim_start_matches('/');
+    // Docker's own form: `/child:/parent/alias`.
+    let alias = alias.rsplit('/').next().unwrap_or(alias);
+    if name.is_empty() || alias.is_empty() || alias.contains(':') {
+        return Err(bad());
+    }
+    Ok((name.to_string(), alias.to_string()))
+}
+
 pub(crate) fn attach_from(net: &NetworkRecord, ep: &EndpointSettings) -> Result<Attach> {
     let aliases = ep.aliases.clone().unwrap_or_default();
     if net.default_bridge && !aliases.is_empty() {
@@ -1443,7 +1747,68 @@ pub(crate) fn attach_from(net: &NetworkRecord, ep: &EndpointSettings) -> Result<
         }
         None => None,
     };
-    Ok(Attach { aliases, ipv4 })
+    let ipv6 = match ep
+        .ipam_config
+        .as_ref()
+        .map(|c| c.ipv6_address.clone())
+        .filter(|s| !s.is_empty())
+    {
+        Some(s) => {
+            if net.default_bridge {
+                return Err(EngineError::InvalidParameter(
+                    "user specified IP address is supported on user defined networks only".into(),
+                ));
+            }
+            Some(
+                s.parse::<Ipv6Addr>().map_err(|_| {
+                    EngineError::InvalidParameter(format!("invalid IPv6 address: {s}"))
+                })?,
+            )
+        }
+        None => None,
+    };
+    let mut link_local = Vec::new();
+    for a in ep
+        .ipam_config
+        .as_ref()
+        .and_then(|c| c.link_local_ips.clone())
+        .unwrap_or_default()
+    {
+        let ip: IpAddr = a.parse().map_err(|_| {
+            EngineError::InvalidParameter(format!("invalid link-local IP address: {a}"))
+        })?;
+        let ok = match ip {
+            IpAddr::V4(v) => v.is_link_local(),
+            IpAddr::V6(v) => v.segments()[0] & 0xffc0 == 0xfe80,
+        };
+        if !ok {
+            return Err(EngineError::InvalidParameter(format!(
+                "invalid link-local IP address: {a}"
+            )));
+        }
+        link_local.push(ip);
+    }
+    let mac = match ep.mac_address.trim() {
+        "" => None,
+        m => Some(valid_mac(m)?),
+    };
+    let links = ep.links.clone().unwrap_or_default();
+    for l in &links {
+        parse_link(l)?;
+    }
+    let ipam_config = ep.ipam_config.clone().filter(|c| {
+        !c.ipv4_address.is_empty() || !c.ipv6_address.is_empty() || c.link_local_ips.is_some()
+    });
+    Ok(Attach {
+        aliases,
+        ipv4,
+        ipv6,
+        ipam_config,
+        mac,
+        links,
+        driver_opts: ep.driver_opts.clone().unwrap_or_default(),
+        link_local,
+    })
 }
 
 impl Networks {
@@ -1466,10 +1831,31 @@ impl Networks {
             )));
         };
         let ip = self.with_ipam(net, |ipam| ipam.allocate(owner, att.ipv4).map_err(net_err))?;
+        let ip6 = if net.ipv6 && net.subnet6.is_some() {
+            match self.with_ipam6(net, |ipam| ipam.allocate(owner, att.ipv6).map_err(net_err)) {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    let _ = self.with_ipam(net, |ipam| ipam.release(ip, owner).map_err(net_err));
+                    return Err(e);
+                }
+            }
+        } else {
+            None
+        };
+        let prefix6 = net.subnet6.map(|s| s.prefix).unwrap_or(0);
         let gateway = if want_gw && !net.internal {
             net.gateway
         } else {
             None
+        };
+        let gateway6 = if want_gw && !net.internal && ip6.is_some() {
+            net.gateway6
+        } else {
+            None
+        };
+        let mac = match &att.mac {
+            Some(m) => setup::parse_mac(m).unwrap_or_else(|| setup::mac_for(ip)),
+            None => setup::mac_for(ip),
         };
         // eth0, eth1...: the next free name in the sandbox.
         let ifname = {
@@ -1490,6 +1876,10 @@ impl Networks {
             gateway,
             host_veth: veth.clone(),
             ifname: ifname.clone(),
+            mac: setup::mac_string(mac),
+            ip6,
+            prefix6,
+            gateway6,
         };
         let r = self.with_nl(|host| {
             setup::attach(
@@ -1504,12 +1894,19 @@ impl Networks {
                     prefix: subnet.prefix,
                     gateway,
                     mtu: 0,
+                    mac,
+                    ip6: ip6.map(|a| (a, prefix6)),
+                    gateway6,
+                    link_local: att.link_local.clone(),
                 },
             )
             .map_err(net_err)
         });
         if let Err(e) = r {
             let _ = self.with_ipam(net, |ipam| ipam.release(ip, owner).map_err(net_err));
+            if let Some(a) = ip6 {
+                let _ = self.with_ipam6(net, |ipam| ipam.release(a, owner).map_err(net_err));
+            }
             return Err(e);
         }
         Ok(ep)
@@ -1558,6 +1955,11 @@ impl Networks {
                     .filter_map(|(nid, ep)| st.nets.get(nid).map(|n| (n.clone(), ep.ip)))
                     .collect()
             },
+            addresses6: sb
+                .endpoints
+                .iter()
+                .filter_map(|(nid, ep)| ep.ip6.map(|a| (nid.clone(), a)))
+                .collect(),
         };
         let sent = self
             .reaper
@@ -1565,13 +1967,13 @@ impl Networks {
             .unwrap_or_else(|p| p.into_inner())
             .send(job);
         if let Err(std::sync::mpsc::SendError(job)) = sent {
-            reap(&self.ipams, &mut None, job);
+            reap(&self.ipams, &self.ipams6, &mut None, job);
         }
         tracing::debug!("network of {id} torn down in {:?}", t0.elapsed());
     }
 
     /// The embedded resolver's lookup for container `id`: names on the networks it shares.
-    fn resolve(&self, id: &str, name: &str) -> Option<Vec<Ipv4Addr>> {
+    fn resolve(&self, id: &str, name: &str) -> Option<Vec<IpAddr>> {
         let name = name.trim_end_matches('.').to_ascii_lowercase();
         let st = self.lock();
         let me = st.containers.get(id)?;
@@ -1583,6 +1985,33 @@ impl Networks {
             .filter(|n| st.nets.get(*n).is_some_and(|r| !r.default_bridge))
             .collect();
         let mut out = Vec::new();
+        // Endpoint links first: on a network, `alias` of this container's link names the
+        // linked container there.
+        for nid in &my_nets {
+            let Some(att) = me.networks.get(*nid) else {
+                continue;
+            };
+            for l in &att.links {
+                let Ok((target, alias)) = parse_link(l) else {
+                    continue;
+                };
+                if alias.to_ascii_lowercase() != name {
+                    continue;
+                }
+                let target = target.to_ascii_lowercase();
+                for c in st.containers.values() {
+                    if c.name.to_ascii_lowercase() != target {
+                        continue;
+                    }
+                    if let Some(ep) = c.sandbox.as_ref().and_then(|s| s.endpoints.get(*nid)) {
+                        push_addrs(&mut out, ep);
+                    }
+                }
+            }
+        }
+        if !out.is_empty() {
+            return Some(out);
+        }
         for (cid, c) in &st.containers {
             let Some(sb) = &c.sandbox else { continue };
             for nid in &my_nets {
@@ -1597,12 +2026,21 @@ impl Networks {
                 let hit = c.name.to_ascii_lowercase() == name
                     || (name.len() == 12 && cid.starts_with(&name))
                     || aliases.iter().any(|a| a.to_ascii_lowercase() == name);
-                if hit && !out.contains(&ep.ip) {
-                    out.push(ep.ip);
+                if hit {
+                    push_addrs(&mut out, ep);
                 }
             }
         }
         (!out.is_empty()).then_some(out)
+    }
+}
+
+/// An endpoint's addresses, for the resolver (each once).
+fn push_addrs(out: &mut Vec<IpAddr>, ep: &Endpoint) {
+    for a in std::iter::once(IpAddr::V4(ep.ip)).chain(ep.ip6.map(IpAddr::V6)) {
+        if !out.contains(&a) {
+            out.push(a);
+        }
     }
 }
 
@@ -1611,16 +2049,22 @@ pub(crate) struct Reap {
     owner: String,
     veths: Vec<String>,
     addresses: Vec<(NetworkRecord, Ipv4Addr)>,
+    addresses6: Vec<(String, Ipv6Addr)>,
 }
 
-fn spawn_reaper(ipams: Arc<Mutex<HashMap<String, Ipam>>>) -> std::sync::mpsc::Sender<Reap> {
+type Ipams6 = Mutex<HashMap<String, Ipam6>>;
+
+fn spawn_reaper(
+    ipams: Arc<Mutex<HashMap<String, Ipam>>>,
+    ipams6: Arc<Ipams6>,
+) -> std::sync::mpsc::Sender<Reap> {
     let (tx, rx) = std::sync::mpsc::channel::<Reap>();
     let r = std::thread::Builder::new()
         .name("berth-net-reaper".into())
         .spawn(move || {
             let mut nl = None;
             for job in rx {
-                reap(&ipams, &mut nl, job);
+                reap(&ipams, &ipams6, &mut nl, job);
             }
         });
     if let Err(e) = r {
@@ -1629,7 +2073,12 @@ fn spawn_reaper(ipams: Arc<Mutex<HashMap<String, Ipam>>>) -> std::sync::mpsc::Se
     tx
 }
 
-fn reap(ipams: &Mutex<HashMap<String, Ipam>>, nl: &mut Option<Netlink>, job: Reap) {
+fn reap(
+    ipams: &Mutex<HashMap<String, Ipam>>,
+    ipams6: &Ipams6,
+    nl: &mut Option<Netlink>,
+    job: Reap,
+) {
     if nl.is_none() {
         *nl = Netlink::open().ok();
     }
@@ -1637,6 +2086,16 @@ fn reap(ipams: &Mutex<HashMap<String, Ipam>>, nl: &mut Option<Netlink>, job: Rea
         for v in &job.veths {
             if let Err(e) = nl.delete_link(v) {
                 tracing::warn!("container {}: deleting {v}: {e}", job.owner);
+            }
+        }
+    }
+    {
+        let mut m6 = ipams6.lock().unwrap_or_else(|p| p.into_inner());
+        for (nid, ip) in &job.addresses6 {
+            if let Some(ipam) = m6.get_mut(nid) {
+                if let Err(e) = ipam.release(*ip, &job.owner) {
+                    tracing::warn!("container {}: releasing {ip}: {e}", job.owner);
+                }
             }
         }
     }
@@ -1671,6 +2130,92 @@ mod tests {
         let d = default_pools();
         assert_eq!(d[0].0.to_string(), "172.17.0.0/16");
         assert_eq!(d.len(), 16);
+    }
+
+    #[test]
+    fn links_parse_and_give_dockers_env() {
+        assert_eq!(
+            parse_link("db:alias").unwrap(),
+            ("db".to_string(), "alias".to_string())
+        );
+        assert_eq!(
+            parse_link("/db:/web/alias").unwrap(),
+            ("db".to_string(), "alias".to_string())
+        );
+        assert_eq!(
+            parse_link("db").unwrap(),
+            ("db".to_string(), "db".to_string())
+        );
+        assert!(parse_link(":x").is_err());
+        assert!(parse_link("a:").is_err());
+        let env = link_env(
+            "web",
+            &[LegacyLink {
+                alias: "my-db".into(),
+                name: "db".into(),
+                hostname: "h".into(),
+                ip: Some(Ipv4Addr::new(10, 0, 0, 5)),
+                env: vec!["FOO=1".into(), "PATH=/bin".into(), "BAR=a=b".into()],
+                ports: vec![(5432, "tcp".into()), (9000, "udp".into())],
+            }],
+        );
+        for want in [
+            "MY_DB_PORT=tcp://10.0.0.5:5432",
+            "MY_DB_PORT_5432_TCP=tcp://10.0.0.5:5432",
+            "MY_DB_PORT_5432_TCP_ADDR=10.0.0.5",
+            "MY_DB_PORT_5432_TCP_PORT=5432",
+            "MY_DB_PORT_9000_UDP_PROTO=udp",
+            "MY_DB_NAME=/web/my-db",
+            "MY_DB_ENV_FOO=1",
+            "MY_DB_ENV_BAR=a=b",
+        ] {
+            assert!(env.iter().any(|e| e == want), "{want}: {env:?}");
+        }
+        assert!(!env.iter().any(|e| e.starts_with("MY_DB_ENV_PATH")));
+    }
+
+    #[test]
+    fn endpoint_settings_are_checked() {
+        let user = NetworkRecord {
+            name: "u".into(),
+            ..Default::default()
+        };
+        let bridge = NetworkRecord {
+            name: "bridge".into(),
+            default_bridge: true,
+            ..Default::default()
+        };
+        let ep: EndpointSettings = serde_json::from_str(
+            r#"{"IPAMConfig":{"IPv4Address":null,"IPv6Address":"2001:db8::5","LinkLocalIPs":["169.254.1.1"]},
+                "MacAddress":"02:42:AC:11:00:0A","Links":["a:b"],"DriverOpts":{"k":"v"}}"#,
+        )
+        .unwrap();
+        let a = attach_from(&user, &ep).unwrap();
+        assert_eq!(a.mac.as_deref(), Some("02:42:ac:11:00:0a"));
+        assert_eq!(a.ipv6, Some("2001:db8::5".parse().unwrap()));
+        assert_eq!(a.links, vec!["a:b"]);
+        assert_eq!(a.driver_opts.get("k").map(String::as_str), Some("v"));
+        // An address on the default bridge is refused; a link-local one is fine.
+        assert!(attach_from(&bridge, &ep).is_err());
+        let ll: EndpointSettings =
+            serde_json::from_str(r#"{"IPAMConfig":{"LinkLocalIPs":["169.254.8.8"]}}"#).unwrap();
+        assert!(attach_from(&bridge, &ll).is_ok());
+        for bad in [
+            r#"{"MacAddress":"03:42:ac:11:00:0a"}"#,
+            r#"{"MacAddress":"nope"}"#,
+            r#"{"IPAMConfig":{"LinkLocalIPs":["10.0.0.1"]}}"#,
+            r#"{"IPAMConfig":{"IPv6Address":"x"}}"#,
+            r#"{"Links":[":x"]}"#,
+        ] {
+            let ep: EndpointSettings = serde_json::from_str(bad).unwrap();
+            assert!(
+                matches!(
+                    attach_from(&user, &ep),
+                    Err(EngineError::InvalidParameter(_))
+                ),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -1,13 +1,13 @@
 //! The `/networks` operations: create, list, inspect, remove, connect, disconnect, prune.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use berth_api::network::{
     Ipam as ApiIpam, IpamConfig, NetworkConnectRequest, NetworkContainer, NetworkCreateRequest,
     NetworkCreateResponse, NetworkDisconnectRequest, NetworkInspect, NetworkPruneResponse,
 };
-use berth_net::cidr::Cidr;
+use berth_net::cidr::{Cidr, Cidr6};
 use berth_net::setup;
 
 use crate::error::{EngineError, Result};
@@ -15,11 +15,133 @@ use crate::network::{attach_from, find_in, net_err, NetworkRecord};
 use crate::util::{self, now_rfc3339};
 use crate::Engine;
 
+/// Docker (libnetwork) takes any non-empty name for a network, spaces included; control
+/// characters and `/` would only make trouble in names and paths.
 fn valid_name(n: &str) -> bool {
-    let mut c = n.chars();
-    matches!(c.next(), Some(ch) if ch.is_ascii_alphanumeric())
-        && n.chars()
-            .all(|ch| ch.is_ascii_alphanumeric() || "_.-".contains(ch))
+    !n.is_empty() && !n.chars().any(|ch| ch.is_control() || ch == '/')
+}
+
+/// One entry of `IPAM.Config`, checked: the subnet, the gateway (given, or the subnet's first
+/// address), the range, the auxiliary addresses.
+struct Pool<C, A> {
+    subnet: C,
+    gateway: A,
+    range: Option<C>,
+    aux: BTreeMap<String, A>,
+}
+
+fn parse_pool4(c: &IpamConfig, s: Cidr) -> Result<Pool<Cidr, Ipv4Addr>> {
+    if s.addr != s.network() {
+        return Err(EngineError::InvalidParameter(format!(
+            "invalid subnet {s}: it should be {}",
+            s.normalized()
+        )));
+    }
+    if s.prefix > 30 {
+        return Err(EngineError::InvalidParameter(format!(
+            "invalid subnet {s}: too small"
+        )));
+    }
+    let in_subnet = |what: &str, v: &str| -> Result<Ipv4Addr> {
+        let a: Ipv4Addr = v
+            .parse()
+            .map_err(|_| EngineError::InvalidParameter(format!("invalid {what} address {v}")))?;
+        if !s.contains(a) {
+            return Err(EngineError::InvalidParameter(format!(
+                "no matching subnet for {what} {a}"
+            )));
+        }
+        Ok(a)
+    };
+    let gateway = if c.gateway.is_empty() {
+        s.first_host()
+    } else {
+        let g = in_subnet("gateway", &c.gateway)?;
+        if g == s.network() || g == s.broadcast() {
+            return Err(EngineError::InvalidParameter(format!(
+                "no matching subnet for gateway {g}"
+            )));
+        }
+        g
+    };
+    let range = if c.ip_range.is_empty() {
+        None
+    } else {
+        let r: Cidr = c.ip_range.parse().map_err(EngineError::InvalidParameter)?;
+        if !s.contains(r.network()) || r.prefix < s.prefix {
+            return Err(EngineError::InvalidParameter(format!(
+                "no matching subnet for range {r}"
+            )));
+        }
+        Some(r.normalized())
+    };
+    let mut aux = BTreeMap::new();
+    for (k, v) in c.auxiliary_addresses.clone().unwrap_or_default() {
+        aux.insert(k, in_subnet("aux-address", &v)?);
+    }
+    Ok(Pool {
+        subnet: s,
+        gateway,
+        range,
+        aux,
+    })
+}
+
+fn parse_pool6(c: &IpamConfig, s: Cidr6) -> Result<Pool<Cidr6, Ipv6Addr>> {
+    if s.addr != s.network() {
+        return Err(EngineError::InvalidParameter(format!(
+            "invalid subnet {s}: it should be {}",
+            s.normalized()
+        )));
+    }
+    if s.prefix > 126 {
+        return Err(EngineError::InvalidParameter(format!(
+            "invalid subnet {s}: too small"
+        )));
+    }
+    let in_subnet = |what: &str, v: &str| -> Result<Ipv6Addr> {
+        let a: Ipv6Addr = v
+            .parse()
+            .map_err(|_| EngineError::InvalidParameter(format!("invalid {what} address {v}")))?;
+        if !s.contains(a) {
+            return Err(EngineError::InvalidParameter(format!(
+                "no matching subnet for {what} {a}"
+            )));
+        }
+        Ok(a)
+    };
+    let gateway = if c.gateway.is_empty() {
+        s.first_host()
+    } else {
+        let g = in_subnet("gateway", &c.gateway)?;
+        if g == s.network() {
+            return Err(EngineError::InvalidParameter(format!(
+                "no matching subnet for gateway {g}"
+            )));
+        }
+        g
+    };
+    let range = if c.ip_range.is_empty() {
+        None
+    } else {
+        let r: Cidr6 = c.ip_range.parse().map_err(EngineError::InvalidParameter)?;
+        if !s.contains(r.network()) || r.prefix < s.prefix {
+            return Err(EngineError::InvalidParameter(format!(
+                "no matching subnet for range {r}"
+            )));
+        }
+        Some(r.normalized())
+    };
+    let mut aux = BTreeMap::new();
+    for (k, v) in c.auxiliary_addresses.clone().unwrap_or_default() {
+        aux.insert(k, in_subnet("aux-address", &v)?);
+    }
+    Ok(Pool {
+        subnet: s,
+        gateway,
+        range,
+        aux,
+    })
 }
 
 impl Engine {
@@ -33,14 +155,18 @@ impl Engine {
                     NetworkContainer {
                         name: c.name.clone(),
                         endpoint_id: ep.endpoint_id.clone(),
-                        mac_address: setup::mac_string(setup::mac_for(ep.ip)),
+                        mac_address: ep.mac_string(),
                         ipv4_address: format!("{}/{}", ep.ip, ep.prefix),
-                        ipv6_address: String::new(),
+                        ipv6_address: ep
+                            .ip6
+                            .map(|a| format!("{a}/{}", ep.prefix6))
+                            .unwrap_or_default(),
                     },
                 );
             }
         }
         let config = match (n.subnet, n.gateway) {
+            _ if !n.ipam_config.is_empty() => Some(n.ipam_config.clone()),
             (Some(s), Some(g)) => Some(vec![IpamConfig {
                 subnet: s.to_string(),
                 gateway: g.to_string(),
@@ -61,6 +187,7 @@ impl Engine {
             },
             internal: n.internal,
             attachable: n.attachable,
+            enable_ipv6: n.ipv6,
             containers,
             options: n.options.clone(),
             labels: n.labels.clone(),
@@ -133,10 +260,15 @@ impl Engine {
     }
 
     fn network_create_blocking(&self, req: NetworkCreateRequest) -> Result<NetworkCreateResponse> {
-        let name = req.name.trim().to_string();
-        if name.is_empty() || !valid_name(&name) {
+        let name = req.name.clone();
+        if name.trim().is_empty() {
+            return Err(EngineError::InvalidParameter(
+                "invalid name: name is empty".into(),
+            ));
+        }
+        if !valid_name(&name) {
             return Err(EngineError::InvalidParameter(format!(
-                "invalid network name \"{name}\": must match [a-zA-Z0-9][a-zA-Z0-9_.-]"
+                "invalid network name {name:?}"
             )));
         }
         let driver = if req.driver.is_empty() {
@@ -154,21 +286,48 @@ impl Engine {
                 "plugin \"{driver}\" not found"
             )));
         }
-        if req.enable_ipv6 == Some(true) {
-            return Err(EngineError::InvalidParameter(
-                "IPv6 networks are not supported by Berth".into(),
-            ));
+        if let Some(d) = req.ipam.as_ref().map(|i| i.driver.as_str()) {
+            if !d.is_empty() && d != "default" {
+                return Err(EngineError::NotFound(format!("plugin \"{d}\" not found")));
+            }
         }
         let cfg = req
             .ipam
             .as_ref()
             .and_then(|i| i.config.clone())
             .unwrap_or_default();
-        if cfg.len() > 1 {
+        // Split the pools by family.
+        let mut cfg4: Vec<IpamConfig> = Vec::new();
+        let mut pool6: Option<(IpamConfig, Pool<Cidr6, Ipv6Addr>)> = None;
+        for c in &cfg {
+            if c.subnet.contains(':') {
+                if pool6.is_some() {
+                    return Err(EngineError::InvalidParameter(
+                        "only one IPv6 subnet per network is supported".into(),
+                    ));
+                }
+                let s: Cidr6 = c.subnet.parse().map_err(EngineError::InvalidParameter)?;
+                pool6 = Some((c.clone(), parse_pool6(c, s)?));
+            } else if c.subnet.is_empty() && (c.gateway.contains(':') || c.ip_range.contains(':')) {
+                return Err(EngineError::InvalidParameter(
+                    "gateway must be specified with a subnet".into(),
+                ));
+            } else {
+                cfg4.push(c.clone());
+            }
+        }
+        if cfg4.len() > 1 {
             return Err(EngineError::InvalidParameter(
                 "only one IPv4 subnet per network is supported".into(),
             ));
         }
+        let ipv6 = req.enable_ipv6 == Some(true);
+        if ipv6 && pool6.is_none() {
+            return Err(EngineError::Forbidden(
+                "could not find an available, non-overlapping IPv6 address pool among the defaults to assign to the network: give the network an IPv6 subnet".into(),
+            ));
+        }
+        let cfg = cfg4;
         let nets = self.nets();
         let mut st = nets.lock();
         if st.nets.values().any(|n| n.name == name) {
@@ -176,20 +335,25 @@ impl Engine {
                 "network with name {name} already exists"
             )));
         }
+        if let Some((_, p6)) = &pool6 {
+            if st
+                .nets
+                .values()
+                .filter_map(|n| n.subnet6)
+                .any(|o| o.overlaps(&p6.subnet))
+            {
+                return Err(EngineError::Forbidden(
+                    "Pool overlaps with other one on this address space".into(),
+                ));
+            }
+        }
+        let mut echo: Vec<IpamConfig> = Vec::new();
+        let mut range4 = None;
+        let mut aux4 = BTreeMap::new();
         let (subnet, gateway) = match cfg.first() {
             Some(c) if !c.subnet.is_empty() => {
                 let s: Cidr = c.subnet.parse().map_err(EngineError::InvalidParameter)?;
-                if s.addr != s.network() {
-                    return Err(EngineError::InvalidParameter(format!(
-                        "invalid subnet {s}: it should be {}",
-                        s.normalized()
-                    )));
-                }
-                if s.prefix > 30 {
-                    return Err(EngineError::InvalidParameter(format!(
-                        "invalid subnet {s}: too small"
-                    )));
-                }
+                let p = parse_pool4(c, s)?;
                 if st
                     .nets
                     .values()
@@ -200,23 +364,15 @@ impl Engine {
                         "Pool overlaps with other one on this address space".into(),
                     ));
                 }
-                let gw = if c.gateway.is_empty() {
-                    s.first_host()
-                } else {
-                    let g: Ipv4Addr = c.gateway.parse().map_err(|_| {
-                        EngineError::InvalidParameter(format!(
-                            "invalid gateway address {}",
-                            c.gateway
-                        ))
-                    })?;
-                    if !s.contains(g) || g == s.network() || g == s.broadcast() {
-                        return Err(EngineError::InvalidParameter(format!(
-                            "no matching subnet for gateway {g}"
-                        )));
-                    }
-                    g
-                };
-                (s, gw)
+                range4 = p.range;
+                aux4 = p.aux.clone();
+                echo.push(IpamConfig {
+                    subnet: s.to_string(),
+                    ip_range: c.ip_range.clone(),
+                    gateway: p.gateway.to_string(),
+                    auxiliary_addresses: c.auxiliary_addresses.clone().filter(|m| !m.is_empty()),
+                });
+                (s, p.gateway)
             }
             Some(c) if !c.gateway.is_empty() => {
                 return Err(EngineError::InvalidParameter(
@@ -226,9 +382,22 @@ impl Engine {
             _ => {
                 let pools = nets_pools(self);
                 let s = nets.pick_subnet(&st, &pools)?;
+                echo.push(IpamConfig {
+                    subnet: s.to_string(),
+                    gateway: s.first_host().to_string(),
+                    ..Default::default()
+                });
                 (s, s.first_host())
             }
         };
+        if let Some((c, p)) = &pool6 {
+            echo.push(IpamConfig {
+                subnet: p.subnet.to_string(),
+                ip_range: c.ip_range.clone(),
+                gateway: p.gateway.to_string(),
+                auxiliary_addresses: c.auxiliary_addresses.clone().filter(|m| !m.is_empty()),
+            });
+        }
         let id = util::new_id();
         let mut options = req.options.clone().unwrap_or_default();
         let bridge = match options.get("com.docker.network.bridge.name") {
@@ -270,6 +439,13 @@ impl Engine {
             labels: req.labels.clone().unwrap_or_default(),
             options,
             default_bridge: false,
+            ip_range: range4,
+            aux: aux4,
+            ipv6,
+            subnet6: pool6.as_ref().map(|(_, p)| p.subnet),
+            gateway6: pool6.as_ref().map(|(_, p)| p.gateway),
+            ip_range6: pool6.as_ref().and_then(|(_, p)| p.range),
+            ipam_config: echo,
         };
         st.nets.insert(id.clone(), rec.clone());
         if let Err(e) = nets.save_networks(&st) {
@@ -481,6 +657,9 @@ impl Engine {
             if let Some(ep) = sb.endpoints.remove(&n.id) {
                 let _ = nets.with_nl(|nl| nl.delete_link(&ep.host_veth).map_err(net_err));
                 let _ = nets.with_ipam(n, |ipam| ipam.release(ep.ip, id).map_err(net_err));
+                if let Some(a) = ep.ip6 {
+                    let _ = nets.with_ipam6(n, |ipam| ipam.release(a, id).map_err(net_err));
+                }
             }
         }
         nets.save_container(id, &cn)?;

@@ -1,7 +1,7 @@
-//! IPv4 subnets.
+//! IPv4 and IPv6 subnets.
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
@@ -98,6 +98,78 @@ impl<'de> Deserialize<'de> for Cidr {
     }
 }
 
+/// An IPv6 prefix; `addr` may carry host bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Cidr6 {
+    pub addr: Ipv6Addr,
+    pub prefix: u8,
+}
+
+impl Cidr6 {
+    pub fn new(addr: Ipv6Addr, prefix: u8) -> Option<Cidr6> {
+        (prefix <= 128).then_some(Cidr6 { addr, prefix })
+    }
+    fn mask(&self) -> u128 {
+        if self.prefix == 0 {
+            0
+        } else {
+            u128::MAX << (128 - self.prefix as u32)
+        }
+    }
+    pub fn network(&self) -> Ipv6Addr {
+        Ipv6Addr::from(u128::from(self.addr) & self.mask())
+    }
+    pub fn normalized(&self) -> Cidr6 {
+        Cidr6 {
+            addr: self.network(),
+            prefix: self.prefix,
+        }
+    }
+    pub fn last(&self) -> Ipv6Addr {
+        Ipv6Addr::from(u128::from(self.addr) | !self.mask())
+    }
+    pub fn contains(&self, ip: Ipv6Addr) -> bool {
+        u128::from(ip) & self.mask() == u128::from(self.network())
+    }
+    pub fn overlaps(&self, other: &Cidr6) -> bool {
+        self.contains(other.network()) || other.contains(self.network())
+    }
+    /// The first address after the network's (the default gateway).
+    pub fn first_host(&self) -> Ipv6Addr {
+        Ipv6Addr::from(u128::from(self.network()).wrapping_add(1))
+    }
+}
+
+impl fmt::Display for Cidr6 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl FromStr for Cidr6 {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Cidr6, String> {
+        let bad = || format!("invalid CIDR address: {s}");
+        let (a, p) = s.trim().split_once('/').ok_or_else(bad)?;
+        let addr: Ipv6Addr = a.parse().map_err(|_| bad())?;
+        let prefix: u8 = p.parse().map_err(|_| bad())?;
+        Cidr6::new(addr, prefix).ok_or_else(bad)
+    }
+}
+
+impl Serialize for Cidr6 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Cidr6 {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Cidr6, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,5 +192,13 @@ mod tests {
         assert!("10.1.2.3/33".parse::<Cidr>().is_err());
         assert!("x/8".parse::<Cidr>().is_err());
         assert_eq!(Cidr::new(Ipv4Addr::UNSPECIFIED, 0).unwrap().size(), 1 << 32);
+        let v6: Cidr6 = "2001:db8::5/64".parse().unwrap();
+        assert_eq!(v6.normalized().to_string(), "2001:db8::/64");
+        assert_eq!(v6.first_host().to_string(), "2001:db8::1");
+        assert!(v6.contains("2001:db8::ffff:1".parse().unwrap()));
+        assert!(!v6.contains("2001:db9::1".parse().unwrap()));
+        assert!(v6.overlaps(&"2001:db8::/96".parse().unwrap()));
+        assert!("10.0.0.0/8".parse::<Cidr6>().is_err());
+        assert!("2001:db8::/129".parse::<Cidr6>().is_err());
     }
 }

@@ -2,7 +2,7 @@
 //! 127.0.0.11:53 inside the container's namespace, answering A records for the names the engine
 //! knows and forwarding everything else to the host's nameservers.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +11,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::{netns, NetError, Result};
 
 /// Name -> addresses, for the networks of one container. `None`: not ours, forward it.
-pub type Lookup = Arc<dyn Fn(&str) -> Option<Vec<Ipv4Addr>> + Send + Sync>;
+/// A name of ours -> its addresses (IPv4 and, on dual-stack networks, IPv6).
+pub type Lookup = Arc<dyn Fn(&str) -> Option<Vec<IpAddr>> + Send + Sync>;
 
 pub const ADDR: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 11);
 
@@ -135,20 +136,34 @@ async fn answer(q: &[u8], lookup: &Lookup, upstream: &[Ipv4Addr]) -> Option<Vec<
     if end > q.len() {
         return None;
     }
-    // A, AAAA and ANY for our names are answered here; AAAA with no records (IPv4 only).
+    // A, AAAA and ANY for our names are answered here (AAAA with no records for a name
+    // without an IPv6 address).
     if matches!(qtype, 1 | 28 | 255) {
         if let Some(ips) = lookup(&name) {
             let mut r = q[..end].to_vec();
             r[2] = 0x84 | (q[2] & 0x01); // QR, AA, keep RD
             r[3] = 0x80; // RA, NOERROR
-            let ips: Vec<Ipv4Addr> = if qtype == 28 { Vec::new() } else { ips };
+            let ips: Vec<IpAddr> = ips
+                .into_iter()
+                .filter(|ip| match qtype {
+                    1 => ip.is_ipv4(),
+                    28 => ip.is_ipv6(),
+                    _ => true,
+                })
+                .collect();
             r[6..8].copy_from_slice(&(ips.len() as u16).to_be_bytes());
             r[8..12].copy_from_slice(&[0, 0, 0, 0]);
             for ip in ips {
-                r.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1]);
+                let (rtype, data) = match ip {
+                    IpAddr::V4(a) => (1u16, a.octets().to_vec()),
+                    IpAddr::V6(a) => (28u16, a.octets().to_vec()),
+                };
+                r.extend_from_slice(&[0xc0, 0x0c]);
+                r.extend_from_slice(&rtype.to_be_bytes());
+                r.extend_from_slice(&[0, 1]);
                 r.extend_from_slice(&600u32.to_be_bytes());
-                r.extend_from_slice(&4u16.to_be_bytes());
-                r.extend_from_slice(&ip.octets());
+                r.extend_from_slice(&(data.len() as u16).to_be_bytes());
+                r.extend_from_slice(&data);
             }
             return Some(r);
         }
@@ -197,7 +212,7 @@ mod tests {
     #[tokio::test]
     async fn answers_known_names() {
         let lookup: Lookup =
-            Arc::new(|n: &str| (n == "web").then(|| vec![Ipv4Addr::new(10, 1, 0, 2)]));
+            Arc::new(|n: &str| (n == "web").then(|| vec![Ipv4Addr::new(10, 1, 0, 2).into()]));
         let r = answer(&query("Web", 1), &lookup, &[]).await.unwrap();
         assert_eq!(&r[..2], &[0x12, 0x34]);
         assert_eq!(u16::from_be_bytes([r[6], r[7]]), 1);
@@ -211,6 +226,17 @@ mod tests {
             .unwrap();
         assert_eq!(r[3] & 0x0f, 2);
         assert!(answer(&[1, 2, 3], &lookup, &[]).await.is_none());
+        // A dual-stack name: A gets the IPv4 address, AAAA the IPv6 one.
+        let six: std::net::Ipv6Addr = "fd00::5".parse().unwrap();
+        let lookup: Lookup = Arc::new(move |n: &str| {
+            (n == "web").then(|| vec![Ipv4Addr::new(10, 1, 0, 2).into(), six.into()])
+        });
+        let r = answer(&query("web", 28), &lookup, &[]).await.unwrap();
+        assert_eq!(u16::from_be_bytes([r[6], r[7]]), 1);
+        assert_eq!(&r[r.len() - 16..], &six.octets());
+        let r = answer(&query("web", 1), &lookup, &[]).await.unwrap();
+        assert_eq!(u16::from_be_bytes([r[6], r[7]]), 1);
+        assert_eq!(&r[r.len() - 4..], &[10, 1, 0, 2]);
     }
 
     #[test]
@@ -249,7 +275,7 @@ mod kernel_tests {
         let ns = tmp.path().join("ns");
         let socks = netns::create(&ns, |_| bind_here()).unwrap();
         let lookup: Lookup =
-            Arc::new(|n: &str| (n == "db").then(|| vec![Ipv4Addr::new(10, 1, 2, 3)]));
+            Arc::new(|n: &str| (n == "db").then(|| vec![Ipv4Addr::new(10, 1, 2, 3).into()]));
         // 192.0.2.0/24 is TEST-NET: nothing answers there, and the namespace has no route anyway.
         let task = serve(socks, lookup, vec![Ipv4Addr::new(192, 0, 2, 53)]).unwrap();
         let p = ns.clone();

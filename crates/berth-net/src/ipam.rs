@@ -3,12 +3,12 @@
 //! never gives one address to two containers.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::cidr::Cidr;
+use crate::cidr::{Cidr, Cidr6};
 use crate::{NetError, Result};
 
 #[derive(Default, Serialize, Deserialize)]
@@ -24,6 +24,11 @@ pub struct Ipam {
     path: PathBuf,
     subnet: Cidr,
     gateway: Ipv4Addr,
+    /// `--ip-range`: where dynamic addresses come from (a requested one may lie anywhere in
+    /// the subnet, as in Docker).
+    range: Option<Cidr>,
+    /// `--aux-address`es: never handed out.
+    reserved: Vec<Ipv4Addr>,
     state: State,
 }
 
@@ -66,8 +71,17 @@ impl Ipam {
             path: path.to_path_buf(),
             subnet: subnet.normalized(),
             gateway,
+            range: None,
+            reserved: Vec::new(),
             state,
         })
+    }
+
+    /// Restricts dynamic allocation to `range` and keeps `reserved` out of every allocation.
+    pub fn with_limits(mut self, range: Option<Cidr>, reserved: Vec<Ipv4Addr>) -> Ipam {
+        self.range = range.map(|r| r.normalized());
+        self.reserved = reserved;
+        self
     }
 
     fn save(&self) -> Result<()> {
@@ -80,6 +94,7 @@ impl Ipam {
     fn usable(&self, ip: Ipv4Addr) -> bool {
         self.subnet.contains(ip)
             && ip != self.gateway
+            && !self.reserved.contains(&ip)
             && (self.subnet.prefix >= 31
                 || (ip != self.subnet.network() && ip != self.subnet.broadcast()))
     }
@@ -102,12 +117,13 @@ impl Ipam {
                 ip
             }
             None => {
-                let base = u32::from(self.subnet.network());
-                let size = self.subnet.size().min(1 << 24) as u32;
+                let pool = self.range.unwrap_or(self.subnet);
+                let base = u32::from(pool.network());
+                let size = pool.size().min(1 << 24) as u32;
                 let start = self
                     .state
                     .last
-                    .filter(|l| self.subnet.contains(*l))
+                    .filter(|l| pool.contains(*l))
                     .map(|l| u32::from(l) - base + 1)
                     .unwrap_or(1);
                 let mut found = None;
@@ -122,7 +138,7 @@ impl Ipam {
                 found.ok_or_else(|| {
                     NetError::Ipam(format!(
                         "no available IPv4 addresses on this network's address pools: {}",
-                        self.subnet
+                        pool
                     ))
                 })?
             }
@@ -171,6 +187,133 @@ impl Ipam {
 
     pub fn allocated(&self) -> impl Iterator<Item = (Ipv4Addr, &str)> {
         self.state.allocated.iter().map(|(k, v)| (*k, v.as_str()))
+    }
+
+    pub fn remove_file(&self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct State6 {
+    allocated: BTreeMap<Ipv6Addr, String>,
+    last: Option<Ipv6Addr>,
+}
+
+/// The IPv6 side of a dual-stack network: the same contract as [`Ipam`] (persisted before an
+/// address is handed out), over a prefix too large to scan, so the search is bounded.
+pub struct Ipam6 {
+    path: PathBuf,
+    subnet: Cidr6,
+    gateway: Ipv6Addr,
+    range: Option<Cidr6>,
+    state: State6,
+}
+
+impl Ipam6 {
+    pub fn open(
+        path: &Path,
+        subnet: Cidr6,
+        gateway: Ipv6Addr,
+        range: Option<Cidr6>,
+    ) -> Result<Ipam6> {
+        let state = match std::fs::read(path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map_err(|e| NetError::Ipam(format!("reading {}: {e}", path.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State6::default(),
+            Err(e) => return Err(NetError::Ipam(format!("reading {}: {e}", path.display()))),
+        };
+        Ok(Ipam6 {
+            path: path.to_path_buf(),
+            subnet: subnet.normalized(),
+            gateway,
+            range: range.map(|r| r.normalized()),
+            state,
+        })
+    }
+
+    fn save(&self) -> Result<()> {
+        let b = serde_json::to_vec(&self.state)
+            .map_err(|e| NetError::Ipam(format!("encoding allocations: {e}")))?;
+        write_atomic(&self.path, &b)
+            .map_err(|e| NetError::Ipam(format!("writing {}: {e}", self.path.display())))
+    }
+
+    fn usable(&self, ip: Ipv6Addr) -> bool {
+        self.subnet.contains(ip) && ip != self.gateway && ip != self.subnet.network()
+    }
+
+    /// Allocates `want` or the next free address of the range (or subnet) for `owner`.
+    pub fn allocate(&mut self, owner: &str, want: Option<Ipv6Addr>) -> Result<Ipv6Addr> {
+        let ip = match want {
+            Some(ip) => {
+                if !self.usable(ip) {
+                    return Err(NetError::InvalidParameter(format!(
+                        "no configured subnet or ip-range contain the IP address {ip}"
+                    )));
+                }
+                if let Some(o) = self.state.allocated.get(&ip) {
+                    if o != owner {
+                        return Err(NetError::Conflict(format!("Address already in use: {ip}")));
+                    }
+                }
+                ip
+            }
+            None => {
+                let pool = self.range.unwrap_or(self.subnet);
+                let base = u128::from(pool.network());
+                let span = u128::from(pool.last()) - base;
+                let start = self
+                    .state
+                    .last
+                    .filter(|l| pool.contains(*l))
+                    .map(|l| u128::from(l) - base + 1)
+                    .unwrap_or(1);
+                // Allocations are few: at most that many + 2 candidates are taken.
+                let tries = (self.state.allocated.len() as u128 + 3).min(span.saturating_add(1));
+                let mut found = None;
+                for k in 0..tries {
+                    let off = (start + k) % span.saturating_add(1).max(1);
+                    let ip = Ipv6Addr::from(base + off);
+                    if self.usable(ip) && !self.state.allocated.contains_key(&ip) {
+                        found = Some(ip);
+                        break;
+                    }
+                }
+                found.ok_or_else(|| {
+                    NetError::Ipam(format!(
+                        "no available IPv6 addresses on this network's address pools: {pool}"
+                    ))
+                })?
+            }
+        };
+        self.state.allocated.insert(ip, owner.to_string());
+        if want.is_none() {
+            // A requested address does not move the cursor of dynamic ones.
+            self.state.last = Some(ip);
+        }
+        if let Err(e) = self.save() {
+            self.state.allocated.remove(&ip);
+            return Err(e);
+        }
+        Ok(ip)
+    }
+
+    pub fn release(&mut self, ip: Ipv6Addr, owner: &str) -> Result<()> {
+        if self.state.allocated.get(&ip).map(String::as_str) == Some(owner) {
+            self.state.allocated.remove(&ip);
+            self.save()?;
+        }
+        Ok(())
+    }
+
+    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) -> Result<()> {
+        let before = self.state.allocated.len();
+        self.state.allocated.retain(|_, o| keep(o));
+        if self.state.allocated.len() != before {
+            self.save()?;
+        }
+        Ok(())
     }
 
     pub fn remove_file(&self) {
@@ -229,5 +372,52 @@ mod tests {
             a.allocate("d", Some(ip)),
             Err(NetError::Conflict(_))
         ));
+    }
+
+    #[test]
+    fn range_and_reserved() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s: Cidr = "10.80.0.0/16".parse().unwrap();
+        let range: Cidr = "10.80.5.0/30".parse().unwrap();
+        let aux = Ipv4Addr::new(10, 80, 5, 2);
+        let mut a = Ipam::open(&tmp.path().join("i.json"), s, Ipv4Addr::new(10, 80, 5, 254))
+            .unwrap()
+            .with_limits(Some(range), vec![aux]);
+        // The range is .0-.3: .0 is not the subnet's network address, so it is usable.
+        let got: Vec<Ipv4Addr> = std::iter::from_fn(|| a.allocate("c", None).ok()).collect();
+        assert_eq!(
+            got,
+            vec![
+                Ipv4Addr::new(10, 80, 5, 1),
+                Ipv4Addr::new(10, 80, 5, 3),
+                Ipv4Addr::new(10, 80, 5, 0)
+            ]
+        );
+        // A requested address may lie outside the range, never on a reserved one.
+        assert!(a.allocate("d", Some(Ipv4Addr::new(10, 80, 9, 9))).is_ok());
+        assert!(a.allocate("d", Some(aux)).is_err());
+    }
+
+    #[test]
+    fn ipv6_allocations() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("i6.json");
+        let s: Cidr6 = "2001:db8::/64".parse().unwrap();
+        let gw: Ipv6Addr = "2001:db8::1".parse().unwrap();
+        let mut a = Ipam6::open(&p, s, gw, None).unwrap();
+        let x = a.allocate("c1", None).unwrap();
+        assert_eq!(x.to_string(), "2001:db8::2");
+        let want: Ipv6Addr = "2001:db8::f00d".parse().unwrap();
+        assert_eq!(a.allocate("c2", Some(want)).unwrap(), want);
+        assert!(a.allocate("c3", Some(want)).is_err());
+        assert!(a.allocate("c3", Some(gw)).is_err());
+        assert!(a
+            .allocate("c3", Some("2001:db9::1".parse().unwrap()))
+            .is_err());
+        let mut b = Ipam6::open(&p, s, gw, None).unwrap();
+        assert_eq!(b.allocate("c3", None).unwrap().to_string(), "2001:db8::3");
+        b.release(x, "c1").unwrap();
+        b.retain(|o| o != "c2").unwrap();
+        assert_eq!(b.state.allocated.len(), 1);
     }
 }

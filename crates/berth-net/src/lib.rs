@@ -13,7 +13,7 @@ pub mod nft;
 pub mod ports;
 pub mod setup;
 
-pub use cidr::Cidr;
+pub use cidr::{Cidr, Cidr6};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {

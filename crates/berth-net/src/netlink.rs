@@ -2,14 +2,14 @@
 //! addresses, routes, moving links between namespaces). One socket per namespace; a socket made
 //! while a thread is inside a namespace keeps talking to that namespace.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::RawFd;
 
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
     NLM_F_REQUEST,
 };
-use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
 use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
@@ -242,6 +242,47 @@ impl Netlink {
             Err(NetError::Os { errno, .. }) if errno == libc::EEXIST => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// Adds `addr/prefix` (IPv6, without duplicate-address detection) to link `index`
+    /// (EEXIST is fine).
+    pub fn add_address6(&mut self, index: u32, addr: Ipv6Addr, prefix: u8) -> Result<()> {
+        let mut m = AddressMessage::default();
+        m.header.family = AddressFamily::Inet6;
+        m.header.prefix_len = prefix;
+        m.header.index = index;
+        m.attributes
+            .push(AddressAttribute::Address(std::net::IpAddr::V6(addr)));
+        m.attributes
+            .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        match self.request(
+            RouteNetlinkMessage::NewAddress(m),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+            "add IPv6 address",
+        ) {
+            Ok(_) => Ok(()),
+            Err(NetError::Os { errno, .. }) if errno == libc::EEXIST => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Adds the IPv6 default route via `gw` on link `index`.
+    pub fn add_default_route6(&mut self, index: u32, gw: Ipv6Addr) -> Result<()> {
+        let mut m = RouteMessage::default();
+        m.header.address_family = AddressFamily::Inet6;
+        m.header.table = RouteHeader::RT_TABLE_MAIN;
+        m.header.protocol = RouteProtocol::Boot;
+        m.header.scope = RouteScope::Universe;
+        m.header.kind = RouteType::Unicast;
+        m.attributes
+            .push(RouteAttribute::Gateway(RouteAddress::Inet6(gw)));
+        m.attributes.push(RouteAttribute::Oif(index));
+        self.request(
+            RouteNetlinkMessage::NewRoute(m),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+            "add IPv6 default route",
+        )?;
+        Ok(())
     }
 
     /// Adds the default route via `gw`.

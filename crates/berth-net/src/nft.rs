@@ -14,7 +14,7 @@ use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 
-use crate::cidr::Cidr;
+use crate::cidr::{Cidr, Cidr6};
 use crate::{NetError, Result};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,6 +22,9 @@ pub struct NetRules {
     pub bridge: String,
     pub subnet: Cidr,
     pub internal: bool,
+    /// A dual-stack network's IPv6 subnet: the `ip6` table of the same name isolates and
+    /// masquerades it as the `ip` one does the IPv4 side.
+    pub subnet6: Option<Cidr6>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -206,6 +209,69 @@ impl Firewall {
             "    oifname vmap @fwd_out\n  }\n",
             "}\n"
         ));
+        s.push_str(&self.script6(st));
+        s
+    }
+
+    /// The `ip6` table: present only while a network is dual-stack. No published ports (they
+    /// are IPv4, as Docker's are without its userland proxy).
+    fn script6(&self, st: &State) -> String {
+        let t = &self.table;
+        let mut s = format!("table ip6 {t} {{}}\ndelete table ip6 {t}\n");
+        let v6: Vec<&NetRules> = st.nets.values().filter(|n| n.subnet6.is_some()).collect();
+        if v6.is_empty() {
+            return s;
+        }
+        s.push_str(&format!("table ip6 {t} {{\n"));
+        let bridges: Vec<String> = st.nets.keys().map(|b| format!("\"{b}\"")).collect();
+        s.push_str(&format!(
+            "  set bridges {{ type ifname; elements = {{ {} }}; }}\n",
+            bridges.join(", ")
+        ));
+        let nat: Vec<String> = v6
+            .iter()
+            .filter(|n| !n.internal)
+            .filter_map(|n| n.subnet6.map(|c| c.normalized().to_string()))
+            .collect();
+        s.push_str("  set nat_subnets { type ipv6_addr; flags interval;");
+        if !nat.is_empty() {
+            s.push_str(&format!(" elements = {{ {} }};", nat.join(", ")));
+        }
+        s.push_str(" }\n");
+        let mut fin = Vec::new();
+        let mut fout = Vec::new();
+        for n in &v6 {
+            let b = &n.bridge;
+            s.push_str(&format!(
+                "  chain in-{b} {{\n    oifname != \"{b}\" oifname @bridges drop\n"
+            ));
+            if n.internal {
+                s.push_str(&format!("    oifname != \"{b}\" drop\n"));
+            }
+            s.push_str("  }\n");
+            fin.push(format!("\"{b}\" : jump in-{b}"));
+            if n.internal {
+                s.push_str(&format!(
+                    "  chain out-{b} {{\n    iifname != \"{b}\" drop\n  }}\n"
+                ));
+                fout.push(format!("\"{b}\" : jump out-{b}"));
+            }
+        }
+        for (name, els) in [("fwd_in", &fin), ("fwd_out", &fout)] {
+            s.push_str(&format!("  map {name} {{ type ifname : verdict;"));
+            if !els.is_empty() {
+                s.push_str(&format!(" elements = {{ {} }};", els.join(", ")));
+            }
+            s.push_str(" }\n");
+        }
+        s.push_str(concat!(
+            "  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n",
+            "    ip6 saddr @nat_subnets oifname != @bridges masquerade\n  }\n",
+            "  chain forward {\n    type filter hook forward priority filter; policy accept;\n",
+            "    iifname vmap @fwd_in\n",
+            "    oifname vmap @fwd_out\n  }\n",
+            "}\n"
+        ));
         s
     }
 
@@ -293,7 +359,7 @@ impl Firewall {
     /// Deletes our table and the FORWARD accept rules we inserted.
     pub fn destroy(&self) {
         let _ = run_nft(&format!(
-            "table ip {t} {{}}\ndelete table ip {t}\n",
+            "table ip {t} {{}}\ndelete table ip {t}\ntable ip6 {t} {{}}\ndelete table ip6 {t}\n",
             t = self.table
         ));
         self.sync_forward_compat(&[]);
@@ -362,6 +428,7 @@ mod tests {
                 bridge: "bt0".into(),
                 subnet: "10.5.0.0/24".parse().unwrap(),
                 internal: false,
+                subnet6: Some("fd00:5::/64".parse().unwrap()),
             },
         );
         st.nets.insert(
@@ -370,6 +437,7 @@ mod tests {
                 bridge: "bt1".into(),
                 subnet: "10.5.1.0/24".parse().unwrap(),
                 internal: true,
+                subnet6: None,
             },
         );
         st.ports.insert(
@@ -390,6 +458,13 @@ mod tests {
         assert!(s.contains("chain out-bt1"));
         assert!(!s.contains("chain out-bt0"));
         assert!(s.starts_with("table ip berth_t {}\ndelete table ip berth_t\n"));
+        // The ip6 table: only the dual-stack network is masqueraded; isolation covers all.
+        let six = s.split("table ip6 berth_t {\n").nth(1).expect("ip6 table");
+        assert!(six.contains(
+            "set nat_subnets { type ipv6_addr; flags interval; elements = { fd00:5::/64 }; }"
+        ));
+        assert!(six.contains("elements = { \"bt0\", \"bt1\" }"));
+        assert!(six.contains("chain in-bt0") && !six.contains("chain in-bt1"));
     }
 }
 
@@ -431,6 +506,7 @@ mod kernel_tests {
                 bridge: "kt0".into(),
                 subnet: "10.99.0.0/24".parse().unwrap(),
                 internal: false,
+                subnet6: None,
             }])?;
             fw.add_ports(
                 "c1",

@@ -1,6 +1,6 @@
 //! Host-side plumbing: bridges, and a container's end of a network (veth pair, address, route).
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
@@ -38,6 +38,34 @@ pub fn ensure_bridge(nl: &mut Netlink, name: &str, gateway: Ipv4Addr, subnet: Ci
     Ok(())
 }
 
+/// Gives the bridge `name` its IPv6 gateway address (a dual-stack network) and turns IPv6
+/// forwarding on, as Docker does for IPv6 networks.
+pub fn ensure_bridge6(nl: &mut Netlink, name: &str, gateway: Ipv6Addr, prefix: u8) -> Result<()> {
+    let idx = nl
+        .link_index(name)?
+        .ok_or_else(|| NetError::Other(format!("bridge {name} does not exist")))?;
+    sysctl(&format!("net/ipv6/conf/{name}/disable_ipv6"), "0")?;
+    nl.add_address6(idx, gateway, prefix)?;
+    sysctl("net/ipv6/conf/all/forwarding", "1")?;
+    Ok(())
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let parts: Vec<&str> = s.split([':', '-']).collect();
+    if parts.len() != 6 {
+        return None;
+    }
+    let mut mac = [0u8; 6];
+    for (i, p) in parts.iter().enumerate() {
+        if p.len() != 2 {
+            return None;
+        }
+        mac[i] = u8::from_str_radix(p, 16).ok()?;
+    }
+    Some(mac)
+}
+
 /// One interface of a container on a network.
 pub struct Endpoint<'a> {
     pub bridge: &'a str,
@@ -49,6 +77,13 @@ pub struct Endpoint<'a> {
     /// The default route (the container's first network that has one).
     pub gateway: Option<Ipv4Addr>,
     pub mtu: u32,
+    pub mac: [u8; 6],
+    /// The IPv6 address and prefix length on a dual-stack network.
+    pub ip6: Option<(Ipv6Addr, u8)>,
+    /// The IPv6 default route.
+    pub gateway6: Option<Ipv6Addr>,
+    /// Extra link-local addresses (`--link-local-ip`).
+    pub link_local: Vec<IpAddr>,
 }
 
 /// Creates the container's namespace pinned at `ns` (binding the DNS sockets in it when `dns`)
@@ -96,11 +131,35 @@ pub fn attach(host: &mut Netlink, inner: &mut Netlink, ns: &Path, ep: &Endpoint)
         let cidx = inner
             .link_index(ep.ifname)?
             .ok_or_else(|| NetError::Other(format!("{} missing in the sandbox", ep.ifname)))?;
-        inner.set_link(cidx, false, None, Some(mac_for(ep.ip)))?;
+        inner.set_link(cidx, false, None, Some(ep.mac))?;
+        let v6 = ep.ip6.is_some() || ep.link_local.iter().any(|a| a.is_ipv6());
+        if v6 {
+            // The sandbox made its interfaces IPv4-only; this one carries IPv6. No duplicate-
+            // address detection: hairpin mode reflects the probe, which would fail it.
+            let ifname = ep.ifname.to_string();
+            netns::enter(ns, move || {
+                for (k, v) in [("accept_dad", "0"), ("disable_ipv6", "0")] {
+                    sysctl(&format!("net/ipv6/conf/{ifname}/{k}"), v)?;
+                }
+                Ok(())
+            })?;
+        }
         inner.add_address(cidx, ep.ip, ep.prefix)?;
+        if let Some((ip6, prefix6)) = ep.ip6 {
+            inner.add_address6(cidx, ip6, prefix6)?;
+        }
+        for a in &ep.link_local {
+            match a {
+                IpAddr::V4(a) => inner.add_address(cidx, *a, 16)?,
+                IpAddr::V6(a) => inner.add_address6(cidx, *a, 64)?,
+            }
+        }
         inner.set_link(cidx, true, None, None)?;
         if let Some(gw) = ep.gateway {
             inner.add_default_route(gw)?;
+        }
+        if let Some(gw6) = ep.gateway6 {
+            inner.add_default_route6(cidx, gw6)?;
         }
         Ok(())
     })();
@@ -113,4 +172,24 @@ pub fn attach(host: &mut Netlink, inner: &mut Netlink, ns: &Path, ep: &Endpoint)
 /// A fresh host-side veth name: "veth" and 7 hex digits, like Docker's.
 pub fn veth_name() -> String {
     format!("veth{:07x}", rand::random::<u32>() & 0x0fff_ffff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs() {
+        assert_eq!(
+            parse_mac("02:42:ac:11:00:0a"),
+            Some([0x02, 0x42, 0xac, 0x11, 0x00, 0x0a])
+        );
+        assert_eq!(parse_mac("02:42:ac:11:00"), None);
+        assert_eq!(parse_mac("02:42:ac:11:00:zz"), None);
+        assert_eq!(parse_mac("2:42:ac:11:00:0a"), None);
+        assert_eq!(
+            mac_string(mac_for(Ipv4Addr::new(172, 17, 0, 2))),
+            "02:42:ac:11:00:02"
+        );
+    }
 }

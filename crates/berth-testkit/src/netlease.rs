@@ -130,10 +130,12 @@ pub fn bridges_of(data_root: &Path) -> Vec<String> {
 /// Removes the table `berth_<bridge>`, the FORWARD rules tagged with it, and the bridges.
 pub fn cleanup_network(bridge: &str, data_root: Option<&Path>) {
     let table = format!("berth_{bridge}");
-    let _ = Command::new("nft")
-        .args(["delete", "table", "ip", &table])
-        .stderr(std::process::Stdio::null())
-        .status();
+    for family in ["ip", "ip6"] {
+        let _ = Command::new("nft")
+            .args(["delete", "table", family, &table])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
     if let Ok(out) = Command::new("nft")
         .args(["-a", "list", "chain", "ip", "filter", "FORWARD"])
         .stderr(std::process::Stdio::null())

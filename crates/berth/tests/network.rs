@@ -1008,3 +1008,327 @@ fn a_container_reaches_its_own_published_port_through_the_host() {
     );
     assert_eq!(out, "hairpin");
 }
+
+/// A /24 of 10.251.0.0/16 for this test process (test daemons lease 10.200-239.x.x).
+fn own_subnet(k: u32) -> String {
+    format!("10.251.{}", (std::process::id() * 3 + k) % 256)
+}
+
+#[test]
+fn ip_ranges_aux_addresses_macs_and_link_local_addresses() {
+    let d = d();
+    let n = unique("rng");
+    let p = own_subnet(0);
+    d.cli(&[
+        "network",
+        "create",
+        "--subnet",
+        &format!("{p}.0/24"),
+        "--ip-range",
+        &format!("{p}.128/25"),
+        "--gateway",
+        &format!("{p}.1"),
+        "--aux-address",
+        &format!("router={p}.129"),
+        &n,
+    ])
+    .ok();
+    let _n = Net(d, n.clone());
+    let v: Value = serde_json::from_str(d.cli(&["network", "inspect", &n]).out()).expect("json");
+    let cfg = &v[0]["IPAM"]["Config"][0];
+    assert_eq!(cfg["IPRange"], format!("{p}.128/25"), "{v}");
+    assert_eq!(
+        cfg["AuxiliaryAddresses"]["router"],
+        format!("{p}.129"),
+        "{v}"
+    );
+    // Dynamic addresses come from the range and skip the auxiliary one.
+    let (a, b) = (unique("rga"), unique("rgb"));
+    let _rm = Rm(d, vec![a.clone(), b.clone()]);
+    let out = sh(
+        d,
+        &[
+            "--network",
+            &n,
+            "--name",
+            &a,
+            "--mac-address",
+            "02:42:de:ad:be:ef",
+            "--link-local-ip",
+            "169.254.7.7",
+        ],
+        "ip addr show eth0",
+    );
+    assert!(out.contains(&format!("inet {p}.130/24")), "{out}");
+    assert!(out.contains("link/ether 02:42:de:ad:be:ef"), "{out}");
+    assert!(out.contains("inet 169.254.7.7/16"), "{out}");
+    // The container-wide MAC on the default bridge; inspect shows it and the echoes.
+    run_d(
+        d,
+        &[
+            "--name",
+            &b,
+            "--mac-address",
+            "02:42:0a:0b:0c:0d",
+            "busybox",
+            "sleep",
+            "60",
+        ],
+    );
+    assert_eq!(
+        fmt(d, &b, "{{.NetworkSettings.MacAddress}}"),
+        "02:42:0a:0b:0c:0d"
+    );
+    let o = d.cli(&["exec", &b, "cat", "/sys/class/net/eth0/address"]);
+    o.ok();
+    assert_eq!(o.out(), "02:42:0a:0b:0c:0d");
+    // network connect with an address and a MAC of its own.
+    d.cli(&["network", "connect", "--ip", &format!("{p}.7"), &n, &b])
+        .ok();
+    let o = d.cli(&["exec", &b, "ip", "-4", "addr", "show", "eth1"]);
+    o.ok();
+    assert!(o.out().contains(&format!("inet {p}.7/24")), "{o}");
+    let ipam = fmt(
+        d,
+        &b,
+        &format!("{{{{json (index .NetworkSettings.Networks \"{n}\").IPAMConfig}}}}"),
+    );
+    assert!(
+        ipam.contains(&format!("\"IPv4Address\":\"{p}.7\"")),
+        "{ipam}"
+    );
+    // The auxiliary address is never given, not even when asked for.
+    let bad = d.cli(&["network", "connect", "--ip", &format!("{p}.129"), &n, &a]);
+    bad.fails();
+    // Bad MACs are refused with a 400.
+    let bad = d.cli(&["create", "--mac-address", "zz:42:0a:0b:0c:0d", "busybox"]);
+    bad.fails();
+    assert!(bad.stderr.contains("invalid MAC address"), "{bad}");
+}
+
+#[test]
+fn legacy_links_give_env_hosts_and_can_be_removed() {
+    let d = d();
+    let (srv, par) = (unique("lsrv"), unique("lpar"));
+    let _rm = Rm(d, vec![srv.clone(), par.clone()]);
+    run_d(
+        d,
+        &[
+            "--name", &srv, "-e", "FOO=1", "--expose", "80", "busybox", "sleep", "60",
+        ],
+    );
+    let ip = fmt(d, &srv, "{{.NetworkSettings.IPAddress}}");
+    assert!(!ip.is_empty());
+    let out = sh(
+        d,
+        &["--link", &format!("{srv}:db")],
+        "env | sort; echo ---; cat /etc/hosts",
+    );
+    for want in [
+        "DB_ENV_FOO=1".to_string(),
+        format!("DB_PORT=tcp://{ip}:80"),
+        format!("DB_PORT_80_TCP_ADDR={ip}"),
+        "DB_PORT_80_TCP_PROTO=tcp".to_string(),
+        format!("{ip}\tdb {}", &fmt(d, &srv, "{{.Config.Hostname}}")),
+    ] {
+        assert!(out.contains(&want), "{want}: {out}");
+    }
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("DB_NAME=/") && l.ends_with("/db")),
+        "{out}"
+    );
+    // A link to a missing container is refused at create; to a stopped one at start.
+    let bad = d.cli(&["create", "--link", "no-such-container-x:db", "busybox"]);
+    bad.fails();
+    assert!(
+        bad.stderr
+            .contains("Could not get container for no-such-container-x"),
+        "{bad}"
+    );
+    // rm --link drops the parent's link; both containers stay.
+    d.cli(&[
+        "create",
+        "--name",
+        &par,
+        "--link",
+        &format!("{srv}:db"),
+        "busybox",
+    ])
+    .ok();
+    assert!(fmt(d, &par, "{{json .HostConfig.Links}}").contains("db"));
+    d.cli(&["rm", "--link", &format!("{par}/db")]).ok();
+    assert_eq!(fmt(d, &par, "{{json .HostConfig.Links}}"), "[]");
+    let r = d.api("DELETE", &format!("/containers/{par}/db?link=1"));
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert!(d.inspect(&srv).is_some() && d.inspect(&par).is_some());
+}
+
+#[test]
+fn endpoint_links_and_undeclared_networks() {
+    let d = d();
+    let n = unique("eln");
+    d.cli(&["network", "create", &n]).ok();
+    let _n = Net(d, n.clone());
+    let (up, c) = (unique("up"), unique("elc"));
+    let _rm = Rm(d, vec![up.clone(), c.clone()]);
+    run_d(
+        d,
+        &["--name", &up, "--network", &n, "busybox", "sleep", "60"],
+    );
+    let ip = fmt(
+        d,
+        &up,
+        &format!("{{{{(index .NetworkSettings.Networks \"{n}\").IPAddress}}}}"),
+    );
+    let out = sh(
+        d,
+        &["--network", &n, "--link", &format!("{up}:bar")],
+        "nslookup bar 2>&1",
+    );
+    assert!(out.contains(&ip), "bar resolves to {ip}: {out}");
+    // network connect --link (after a disconnect, as docker-py does), and inspect's Links.
+    run_d(
+        d,
+        &["--name", &c, "--network", &n, "busybox", "sleep", "60"],
+    );
+    d.cli(&["network", "disconnect", &n, &c]).ok();
+    d.cli(&["network", "connect", "--link", &format!("{up}:baz"), &n, &c])
+        .ok();
+    let links = fmt(
+        d,
+        &c,
+        &format!("{{{{json (index .NetworkSettings.Networks \"{n}\").Links}}}}"),
+    );
+    assert_eq!(links, format!("[\"{up}:baz\"]"));
+    let o = d.cli(&["exec", &c, "nslookup", "baz"]);
+    assert!(o.stdout.contains(&ip), "{o}");
+    // Create with an endpoint on a network that does not exist: Docker's 404.
+    let body = json!({
+        "Image": "busybox",
+        "HostConfig": {"NetworkMode": n},
+        "NetworkingConfig": {"EndpointsConfig": {
+            n.clone(): {"Aliases": ["x"], "DriverOpts": {"k": "v"}},
+            "no-such-net-x": {"IPAMConfig": {"IPv4Address": null, "IPv6Address": null}}
+        }}
+    })
+    .to_string();
+    let r = d
+        .api_with(
+            "POST",
+            "/containers/create",
+            &[("Content-Type", "application/json")],
+            Some(body.as_bytes()),
+        )
+        .expect("create");
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert!(
+        r.text().contains("network no-such-net-x not found"),
+        "{}",
+        r.text()
+    );
+}
+
+#[test]
+fn ipv6_networks_are_dual_stack() {
+    let d = d();
+    let n = unique("v6n");
+    let pre = format!("fd42:{:x}:{:x}", std::process::id() % 0xffff, 0xb6);
+    let p4 = own_subnet(1);
+    d.cli(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        &format!("{p4}.0/24"),
+        "--subnet",
+        &format!("{pre}::/64"),
+        &n,
+    ])
+    .ok();
+    let _n = Net(d, n.clone());
+    let v: Value = serde_json::from_str(d.cli(&["network", "inspect", &n]).out()).expect("json");
+    assert_eq!(v[0]["EnableIPv6"], true, "{v}");
+    assert_eq!(
+        v[0]["IPAM"]["Config"][1]["Subnet"],
+        format!("{pre}::/64"),
+        "{v}"
+    );
+    assert_eq!(
+        v[0]["IPAM"]["Config"][1]["Gateway"],
+        format!("{pre}::1"),
+        "{v}"
+    );
+    let (a, b) = (unique("v6a"), unique("v6b"));
+    let _rm = Rm(d, vec![a.clone(), b.clone()]);
+    run_d(
+        d,
+        &[
+            "--name",
+            &a,
+            "--network",
+            &n,
+            "--ip6",
+            &format!("{pre}::a"),
+            "busybox",
+            "sleep",
+            "60",
+        ],
+    );
+    let key = format!("(index .NetworkSettings.Networks \"{n}\")");
+    assert_eq!(
+        fmt(d, &a, &format!("{{{{{key}.GlobalIPv6Address}}}}")),
+        format!("{pre}::a")
+    );
+    assert_eq!(
+        fmt(d, &a, &format!("{{{{{key}.IPv6Gateway}}}}")),
+        format!("{pre}::1")
+    );
+    // The other container: a dynamic address of each family, a route, and ping over IPv6
+    // to the first one and to the gateway on the bridge.
+    let out = sh(
+        d,
+        &["--name", &b, "--network", &n],
+        &format!(
+            "ip -6 addr show eth0; ip -4 addr show eth0; ip -6 route; ping -6 -c 1 -W 5 {pre}::a && echo PING-A-OK; ping -6 -c 1 -W 5 {pre}::1 && echo PING-GW-OK; nslookup {a} 2>&1"
+        ),
+    );
+    assert!(out.contains(&format!("inet6 {pre}::2/64")), "{out}");
+    assert!(out.contains(&format!("inet {p4}.")), "{out}");
+    assert!(
+        out.contains(&format!("default via {pre}::1 dev eth0")),
+        "{out}"
+    );
+    assert!(
+        out.contains("PING-A-OK") && out.contains("PING-GW-OK"),
+        "{out}"
+    );
+    // The resolver answers AAAA with the IPv6 address.
+    assert!(out.contains(&format!("Address: {pre}::a")), "{out}");
+    // An address outside the subnet is refused; so is --ipv6 without an IPv6 subnet.
+    let bad = d.cli(&[
+        "run",
+        "--rm",
+        "--network",
+        &n,
+        "--ip6",
+        "fd43::5",
+        "busybox",
+        "true",
+    ]);
+    bad.fails();
+    let bad = d.cli(&["network", "create", "--ipv6", &unique("v6x")]);
+    bad.fails();
+    // The ip6 table lives as long as a dual-stack network does.
+    let ip6_table = |d: &Daemon| {
+        std::process::Command::new("nft")
+            .args(["list", "table", "ip6", &d.nft_table()])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    };
+    assert!(ip6_table(d));
+    d.rm_f(&[&a]);
+    d.cli(&["network", "rm", &n]).ok();
+    assert!(!ip6_table(d));
+}
