@@ -310,7 +310,10 @@ mod tests {
         let mut data = fs::read(dir.path().join(CACHE_FILE)).expect("read");
         data.truncate(data.len() - 3);
         fs::write(dir.path().join(CACHE_FILE), &data).expect("write");
-        assert_eq!(cached_program(dir.path(), &admin).expect("recompile"), other);
+        assert_eq!(
+            cached_program(dir.path(), &admin).expect("recompile"),
+            other
+        );
     }
 
     /// The cached program filters like Docker's profile: in a child with no_new_privs, a
