@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # `exec <running container> true` end to end through the CLI, berth vs docker.
-# DOCKER_BENCH_HOST picks a dockerd another user already runs (default: docker's own default).
+# DOCKER_BENCH_HOST picks a dockerd another user already runs (default: docker's own default);
+# bench/dockerd.sh starts one on a bridge of its own. The load average before and after the
+# run goes under the table (the machine is shared).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 need_tools
@@ -18,5 +20,8 @@ if $D version --format '{{.Server.Version}}' >/dev/null 2>&1; then
 else
     echo "bench: no dockerd answering: docker's figure skipped"
 fi
+before=$(cut -d" " -f1-3 /proc/loadavg)
 hyperfine "${args[@]}"
+printf '\nload average before %s, after %s (%s)\n' "$before" "$(cut -d" " -f1-3 /proc/loadavg)" \
+    "$(date -u +%Y-%m-%dT%H:%MZ)" >>"$RESULTS/exec.md"
 $D rm -f berth-bench-exec >/dev/null 2>&1 || true

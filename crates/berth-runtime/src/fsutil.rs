@@ -80,6 +80,20 @@ pub(crate) fn atomic_write(path: &Path, data: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// write temp + rename without fsync: readers see the old or the whole new file, but a power
+/// loss may lose it. For an exec's files in the exec root, which describe a process that a
+/// power loss ends anyway.
+pub(crate) fn replace_file(path: &Path, data: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    fs::write(&tmp, data)?;
+    fs::rename(&tmp, path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

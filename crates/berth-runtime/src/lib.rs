@@ -5,6 +5,7 @@ mod error;
 pub mod exec;
 mod fsutil;
 pub mod seccomp;
+pub mod seccomp_bpf;
 pub mod shim;
 pub mod spec;
 mod user;

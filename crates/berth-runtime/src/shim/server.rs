@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 
 use super::log::{now_rfc3339_nano, JsonLog};
 use super::{ExitStatus, Ready, ShimOptions, CONSOLE_SOCK, EXITFILE, PIDFILE, SOCK};
-use crate::fsutil::atomic_write;
+use crate::fsutil::{atomic_write, replace_file};
 
 /// Output queued for one client beyond this means it is not keeping up: drop it.
 const MAX_CLIENT_BACKLOG: usize = 4 << 20;
@@ -90,13 +90,45 @@ fn container_seccomp(bundle: &Path) -> Option<oci_spec::runtime::LinuxSeccomp> {
     spec.linux().as_ref()?.seccomp().clone()
 }
 
+/// The filter an exec loads: the container's profile compiled to BPF (cached in its bundle,
+/// see `crate::seccomp_bpf`), or the profile itself for libcontainer to compile in the
+/// process when it cannot be cached (notify actions) or compiling here failed.
+#[derive(Clone)]
+enum ExecFilter {
+    Bpf(crate::seccomp_bpf::Program),
+    Profile(oci_spec::runtime::LinuxSeccomp),
+}
+
+impl ExecFilter {
+    fn load(&self) -> Result<(), String> {
+        match self {
+            ExecFilter::Bpf(p) => crate::seccomp_bpf::load(p).map_err(|e| e.to_string()),
+            ExecFilter::Profile(s) => libcontainer::seccomp::initialize_seccomp(s)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// The exec's filter for the container's profile (None: the container has none).
+fn exec_filter(bundle: &Path) -> Option<ExecFilter> {
+    let s = container_seccomp(bundle)?;
+    if crate::seccomp_bpf::cacheable(&s) {
+        match crate::seccomp_bpf::cached_program(bundle, &s) {
+            Ok(p) => return Some(ExecFilter::Bpf(p)),
+            Err(e) => eprintln!("berth shim: seccomp program: {e}; compiling in the process"),
+        }
+    }
+    Some(ExecFilter::Profile(s))
+}
+
 /// libcontainer's tenant builder keeps only namespaces and cgroups of the container's
 /// `linux` section, so an exec would run without the container's seccomp filter. This
 /// executor loads it right before execve. Capabilities are dropped by then, so loading a
 /// filter needs no_new_privs unless the process kept CAP_SYS_ADMIN: it is set only then.
 #[derive(Clone)]
 struct SeccompExecutor {
-    seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
+    filter: Option<ExecFilter>,
 }
 
 impl libcontainer::workload::Executor for SeccompExecutor {
@@ -104,11 +136,11 @@ impl libcontainer::workload::Executor for SeccompExecutor {
         &self,
         spec: &oci_spec::runtime::Spec,
     ) -> Result<(), libcontainer::workload::ExecutorError> {
-        if let Some(s) = &self.seccomp {
-            if libcontainer::seccomp::initialize_seccomp(s).is_err() {
+        if let Some(f) = &self.filter {
+            if f.load().is_err() {
                 // SAFETY: prctl with integer arguments.
                 unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
-                if let Err(e) = libcontainer::seccomp::initialize_seccomp(s) {
+                if let Err(e) = f.load() {
                     return Err(libcontainer::workload::ExecutorError::Other(format!(
                         "load seccomp filter: {e}"
                     )));
@@ -495,13 +527,13 @@ fn create(opts: ShimOptions) -> Result<Shim, String> {
         }
     }
     let init_pid = if let Some(exec) = &opts.exec {
-        let seccomp = if exec.privileged {
+        let filter = if exec.privileged {
             None
         } else {
-            container_seccomp(&opts.bundle)
+            exec_filter(&opts.bundle)
         };
         let built = builder
-            .with_executor(SeccompExecutor { seccomp })
+            .with_executor(SeccompExecutor { filter })
             .as_tenant()
             .with_process(Some(opts.runtime_dir.join(crate::exec::PROCESS_FILE)))
             .with_detach(true)
@@ -621,7 +653,12 @@ impl Shim {
         let l = UnixListener::bind(SOCK).map_err(|e| format!("listen {SOCK}: {e}"))?;
         l.set_nonblocking(true).map_err(|e| e.to_string())?;
         self.listener = Some(l);
-        atomic_write(
+        let write = if self.opts.exec.is_some() {
+            replace_file
+        } else {
+            atomic_write
+        };
+        write(
             &self.opts.runtime_dir.join(PIDFILE),
             std::process::id().to_string().as_bytes(),
         )
@@ -1106,7 +1143,13 @@ impl Shim {
             oom_killed: self.oom_killed(),
         };
         let data = serde_json::to_vec(&exit).unwrap_or_default();
-        if let Err(e) = atomic_write(&self.opts.runtime_dir.join(EXITFILE), &data) {
+        // An exec's exit.json needs no fsync: it outlives neither a reboot nor its container.
+        let write = if self.opts.exec.is_some() {
+            replace_file
+        } else {
+            atomic_write
+        };
+        if let Err(e) = write(&self.opts.runtime_dir.join(EXITFILE), &data) {
             eprintln!("berth shim: write {EXITFILE}: {e}");
         }
         let reply = json!(exit);
