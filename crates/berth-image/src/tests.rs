@@ -963,7 +963,7 @@ fn a_layer_added_for_an_unrecorded_image_survives_rmi_of_another_image_sharing_i
     let (_t, s) = open_store();
     let (l1, l2) = base_layers();
     let cfg_a = config_for(&[&l1], "a");
-    let ar = oci_archive(&cfg_a, &[l1.clone()], &["localhost:5000/a:1"]);
+    let ar = oci_archive(&cfg_a, std::slice::from_ref(&l1), &["localhost:5000/a:1"]);
     s.load(&mut &ar[..]).unwrap();
     // A pull of B: its first layer is A's (found present), its second is new.
     let d1 = sha256_digest(&l1);
