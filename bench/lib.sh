@@ -57,7 +57,11 @@ start_daemon() {
     BENCH_DIR=$(mktemp -d "${BENCH_TMP:-/tmp}/bb.XXXXXX")
     SOCK=$BENCH_DIR/berth.sock
     HOST=unix://$SOCK
-    "$BERTH" daemon -H "$HOST" --data-root "$BENCH_DIR/data" --exec-root "$BENCH_DIR/exec" \
+    # A bridge of its own and an empty config file: no clash with another daemon on this host.
+    BENCH_BRIDGE=bb$(($$ % 100000))
+    echo '{}' >"$BENCH_DIR/daemon.json"
+    "$BERTH" daemon -H "$HOST" --config-file "$BENCH_DIR/daemon.json" --bridge "$BENCH_BRIDGE" \
+        --data-root "$BENCH_DIR/data" --exec-root "$BENCH_DIR/exec" \
         >"$BENCH_DIR/daemon.log" 2>&1 &
     DAEMON_PID=$!
     wait_ping "$SOCK" 10 || { cat "$BENCH_DIR/daemon.log" >&2; die "daemon did not answer /_ping"; }
@@ -66,7 +70,15 @@ start_daemon() {
 }
 
 stop_daemon() {
-    [ -n "${DAEMON_PID:-}" ] && kill "$DAEMON_PID" 2>/dev/null && wait "$DAEMON_PID" 2>/dev/null
+    # Containers outlive their daemon (live restore): remove them first, and the bridge after.
+    if [ -n "${DAEMON_PID:-}" ]; then
+        $B ps -aq 2>/dev/null | xargs -r $B rm -f >/dev/null 2>&1
+        kill "$DAEMON_PID" 2>/dev/null && wait "$DAEMON_PID" 2>/dev/null
+    fi
+    if [ -n "${BENCH_BRIDGE:-}" ]; then
+        ip link del "$BENCH_BRIDGE" 2>/dev/null
+        nft delete table ip "berth_$BENCH_BRIDGE" 2>/dev/null
+    fi
     [ -n "${BENCH_DIR:-}" ] && purge "$BENCH_DIR"
     DAEMON_PID= BENCH_DIR=
 }
