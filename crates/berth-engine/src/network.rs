@@ -1727,46 +1727,17 @@ pub(crate) fn attach_from(net: &NetworkRecord, ep: &EndpointSettings) -> Result<
             "network-scoped aliases are only supported for user-defined networks".into(),
         ));
     }
-    let ipv4 = match ep
-        .ipam_config
-        .as_ref()
-        .map(|c| c.ipv4_address.clone())
-        .filter(|s| !s.is_empty())
-    {
-        Some(s) => {
-            if net.default_bridge {
-                return Err(EngineError::InvalidParameter(
-                    "user specified IP address is supported on user defined networks only".into(),
-                ));
-            }
-            Some(
-                s.parse::<Ipv4Addr>().map_err(|_| {
-                    EngineError::InvalidParameter(format!("invalid IPv4 address: {s}"))
-                })?,
-            )
-        }
-        None => None,
-    };
-    let ipv6 = match ep
-        .ipam_config
-        .as_ref()
-        .map(|c| c.ipv6_address.clone())
-        .filter(|s| !s.is_empty())
-    {
-        Some(s) => {
-            if net.default_bridge {
-                return Err(EngineError::InvalidParameter(
-                    "user specified IP address is supported on user defined networks only".into(),
-                ));
-            }
-            Some(
-                s.parse::<Ipv6Addr>().map_err(|_| {
-                    EngineError::InvalidParameter(format!("invalid IPv6 address: {s}"))
-                })?,
-            )
-        }
-        None => None,
-    };
+    let ipam = ep.ipam_config.as_ref();
+    let ipv4: Option<Ipv4Addr> = requested_address(
+        ipam.map(|c| c.ipv4_address.as_str()),
+        net.default_bridge,
+        "IPv4",
+    )?;
+    let ipv6: Option<Ipv6Addr> = requested_address(
+        ipam.map(|c| c.ipv6_address.as_str()),
+        net.default_bridge,
+        "IPv6",
+    )?;
     let mut link_local = Vec::new();
     for a in ep
         .ipam_config
@@ -2107,6 +2078,26 @@ fn reap(
             }
         }
     }
+}
+
+/// An endpoint's requested address of one family (`IPAMConfig.IPv4Address` / `IPv6Address`):
+/// none when empty; refused on the default bridge, as Docker does.
+fn requested_address<T: std::str::FromStr>(
+    s: Option<&str>,
+    default_bridge: bool,
+    family: &str,
+) -> Result<Option<T>> {
+    let Some(s) = s.filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    if default_bridge {
+        return Err(EngineError::InvalidParameter(
+            "user specified IP address is supported on user defined networks only".into(),
+        ));
+    }
+    s.parse::<T>()
+        .map(Some)
+        .map_err(|_| EngineError::InvalidParameter(format!("invalid {family} address: {s}")))
 }
 
 #[cfg(test)]

@@ -1104,6 +1104,24 @@ fn ip_ranges_aux_addresses_macs_and_link_local_addresses() {
     let bad = d.cli(&["create", "--mac-address", "zz:42:0a:0b:0c:0d", "busybox"]);
     bad.fails();
     assert!(bad.stderr.contains("invalid MAC address"), "{bad}");
+    // Addresses of one's own only on user networks; a malformed one is named with its family.
+    let bad = d.cli(&["create", "--ip", &format!("{p}.9"), "busybox"]);
+    bad.fails();
+    assert!(
+        bad.stderr
+            .contains("user specified IP address is supported on user defined networks only"),
+        "{bad}"
+    );
+    let bad = d.cli(&[
+        "create",
+        "--network",
+        &n,
+        "--ip6",
+        "2001:db8::zz",
+        "busybox",
+    ]);
+    bad.fails();
+    assert!(bad.stderr.contains("invalid IPv6 address"), "{bad}");
 }
 
 #[test]
