@@ -162,32 +162,7 @@ impl Firewall {
             s.push_str(&format!(" elements = {{ {} }};", nat.join(", ")));
         }
         s.push_str(" }\n");
-        let mut fin = Vec::new();
-        let mut fout = Vec::new();
-        for n in st.nets.values() {
-            let b = &n.bridge;
-            s.push_str(&format!(
-                "  chain in-{b} {{\n    oifname != \"{b}\" oifname @bridges drop\n"
-            ));
-            if n.internal {
-                s.push_str(&format!("    oifname != \"{b}\" drop\n"));
-            }
-            s.push_str("  }\n");
-            fin.push(format!("\"{b}\" : jump in-{b}"));
-            if n.internal {
-                s.push_str(&format!(
-                    "  chain out-{b} {{\n    iifname != \"{b}\" drop\n  }}\n"
-                ));
-                fout.push(format!("\"{b}\" : jump out-{b}"));
-            }
-        }
-        for (name, els) in [("fwd_in", &fin), ("fwd_out", &fout)] {
-            s.push_str(&format!("  map {name} {{ type ifname : verdict;"));
-            if !els.is_empty() {
-                s.push_str(&format!(" elements = {{ {} }};", els.join(", ")));
-            }
-            s.push_str(" }\n");
-        }
+        push_isolation(&mut s, st.nets.values());
         s.push_str(concat!(
             "  chain ports {\n",
             "    dnat ip to ip daddr . tcp dport map @tcp_ip\n",
@@ -238,32 +213,7 @@ impl Firewall {
             s.push_str(&format!(" elements = {{ {} }};", nat.join(", ")));
         }
         s.push_str(" }\n");
-        let mut fin = Vec::new();
-        let mut fout = Vec::new();
-        for n in &v6 {
-            let b = &n.bridge;
-            s.push_str(&format!(
-                "  chain in-{b} {{\n    oifname != \"{b}\" oifname @bridges drop\n"
-            ));
-            if n.internal {
-                s.push_str(&format!("    oifname != \"{b}\" drop\n"));
-            }
-            s.push_str("  }\n");
-            fin.push(format!("\"{b}\" : jump in-{b}"));
-            if n.internal {
-                s.push_str(&format!(
-                    "  chain out-{b} {{\n    iifname != \"{b}\" drop\n  }}\n"
-                ));
-                fout.push(format!("\"{b}\" : jump out-{b}"));
-            }
-        }
-        for (name, els) in [("fwd_in", &fin), ("fwd_out", &fout)] {
-            s.push_str(&format!("  map {name} {{ type ifname : verdict;"));
-            if !els.is_empty() {
-                s.push_str(&format!(" elements = {{ {} }};", els.join(", ")));
-            }
-            s.push_str(" }\n");
-        }
+        push_isolation(&mut s, v6.iter().copied());
         s.push_str(concat!(
             "  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n",
             "    ip6 saddr @nat_subnets oifname != @bridges masquerade\n  }\n",
@@ -411,6 +361,37 @@ impl Firewall {
     /// Whether our table exists in the kernel.
     pub fn table_exists(&self) -> bool {
         nft_out(&["list", "table", "ip", &self.table]).is_some()
+    }
+}
+
+/// Isolation between bridges, the same in both families: a chain per bridge (and an `out-`
+/// chain for internal ones) and the `fwd_in`/`fwd_out` verdict maps the forward hook jumps by.
+fn push_isolation<'a>(s: &mut String, nets: impl Iterator<Item = &'a NetRules>) {
+    let mut fin = Vec::new();
+    let mut fout = Vec::new();
+    for n in nets {
+        let b = &n.bridge;
+        s.push_str(&format!(
+            "  chain in-{b} {{\n    oifname != \"{b}\" oifname @bridges drop\n"
+        ));
+        if n.internal {
+            s.push_str(&format!("    oifname != \"{b}\" drop\n"));
+        }
+        s.push_str("  }\n");
+        fin.push(format!("\"{b}\" : jump in-{b}"));
+        if n.internal {
+            s.push_str(&format!(
+                "  chain out-{b} {{\n    iifname != \"{b}\" drop\n  }}\n"
+            ));
+            fout.push(format!("\"{b}\" : jump out-{b}"));
+        }
+    }
+    for (name, els) in [("fwd_in", &fin), ("fwd_out", &fout)] {
+        s.push_str(&format!("  map {name} {{ type ifname : verdict;"));
+        if !els.is_empty() {
+            s.push_str(&format!(" elements = {{ {} }};", els.join(", ")));
+        }
+        s.push_str(" }\n");
     }
 }
 
