@@ -87,7 +87,10 @@ impl Backend for EngineBackend {
         };
         let e = &self.engine;
         let be = |x: EngineError| BuildError::Failed(x.to_string());
-        let (id, _) = self.rt.block_on(e.create(None, body)).map_err(be)?;
+        let (id, _) = self
+            .rt
+            .block_on(e.create_as(None, body, true))
+            .map_err(be)?;
         events(RunEvent::Created(&id));
         // Output is handed to `events` outside the runtime: the callback may block.
         let res: Result<i64, BuildError> = (|| {

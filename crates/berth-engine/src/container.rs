@@ -90,6 +90,10 @@ pub struct ContainerRecord {
     /// Volumes, binds and tmpfs mounts, resolved at create (see `mounts.rs`).
     #[serde(default)]
     pub mount_points: Vec<crate::mounts::MountPoint>,
+    /// A build's RUN step: internal to the builder, as in BuildKit, so it is left out of
+    /// container lists, counts and prunes (a user or a prune must not see or take it mid-build).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub build_step: bool,
 }
 
 impl ContainerRecord {

@@ -245,6 +245,12 @@ impl Engine {
             if let Ok(c) = self.lookup(&rec.id) {
                 self.recover(c).await;
             }
+            if rec.build_step {
+                // Its build died with the previous daemon: nothing will ever remove it.
+                if let Err(e) = self.remove(&rec.id, true, true).await {
+                    tracing::warn!("removing build container {}: {e}", rec.id);
+                }
+            }
         }
         Ok(())
     }

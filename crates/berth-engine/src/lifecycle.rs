@@ -241,6 +241,16 @@ impl Engine {
         name: Option<&str>,
         body: ContainerCreateBody,
     ) -> Result<(String, Vec<String>)> {
+        self.create_as(name, body, false).await
+    }
+
+    /// `create`, for a build's RUN step when `build_step` (see `ContainerRecord::build_step`).
+    pub(crate) async fn create_as(
+        &self,
+        name: Option<&str>,
+        body: ContainerCreateBody,
+        build_step: bool,
+    ) -> Result<(String, Vec<String>)> {
         let mut config = body.config.clone();
         let mut host_config = body.host_config.clone().unwrap_or_default();
         validate_host_config(&host_config)?;
@@ -308,6 +318,7 @@ impl Engine {
                             &image.id,
                             argv,
                             mounts.clone(),
+                            build_step,
                         )
                         .await;
                     self.settle_mounts(&id, &mounts, r.is_ok()).await;
@@ -338,6 +349,7 @@ impl Engine {
         image_id: &str,
         argv: Vec<String>,
         mount_points: Vec<crate::mounts::MountPoint>,
+        build_step: bool,
     ) -> Result<()> {
         let dir = self.container_dir(id);
         std::fs::create_dir_all(&dir)?;
@@ -368,6 +380,7 @@ impl Engine {
             hosts_path: dir.join("hosts").display().to_string(),
             resolv_conf_path: dir.join("resolv.conf").display().to_string(),
             mount_points,
+            build_step,
         };
         if let Err(e) = rec.save(&dir) {
             let images = self.images();

@@ -79,7 +79,10 @@ impl crate::Engine {
         let mut space = 0u64;
         for e in self.all_entries() {
             let rec = e.snapshot();
-            if rec.state.status.is_running() || rec.state.status == Status::Removing {
+            if rec.build_step
+                || rec.state.status.is_running()
+                || rec.state.status == Status::Removing
+            {
                 continue;
             }
             let created = chrono::DateTime::parse_from_rfc3339(&rec.created)

@@ -142,8 +142,12 @@ impl Engine {
             .get("name")
             .map(|v| v.iter().filter_map(|n| regex::Regex::new(n).ok()).collect())
             .unwrap_or_default();
-        let mut recs: Vec<ContainerRecord> =
-            self.all_entries().iter().map(|e| e.snapshot()).collect();
+        let mut recs: Vec<ContainerRecord> = self
+            .all_entries()
+            .iter()
+            .map(|e| e.snapshot())
+            .filter(|r| !r.build_step)
+            .collect();
         // Newest first, as Docker lists.
         recs.sort_by(|a, b| b.created.cmp(&a.created));
         let has_status_filter = opts.filters.contains_key("status");
@@ -359,7 +363,11 @@ impl Engine {
     pub fn counts(&self) -> (i64, i64, i64, i64) {
         let mut t = (0, 0, 0, 0);
         for e in self.all_entries() {
-            let s = e.snapshot().state.status;
+            let r = e.snapshot();
+            if r.build_step {
+                continue;
+            }
+            let s = r.state.status;
             t.0 += 1;
             match s {
                 Status::Running | Status::Restarting => t.1 += 1,

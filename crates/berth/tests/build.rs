@@ -966,3 +966,64 @@ fn add_host_reaches_run_steps() {
     let o = build(d, c.path(), &["--no-cache"]);
     o.fails();
 }
+
+/// The pids of processes whose root holds `/<marker>`: a RUN step's, here.
+fn step_pids(marker: &str) -> Vec<String> {
+    let ps = std::process::Command::new("pgrep")
+        .args(["-f", "sleep 3"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&ps.stdout)
+        .split_whitespace()
+        .filter(|pid| std::fs::metadata(format!("/proc/{pid}/root/{marker}")).is_ok())
+        .map(str::to_string)
+        .collect()
+}
+
+/// A RUN step's container is the builder's own, as in BuildKit: `ps -a`, `info` and
+/// `container prune` never see it mid-build (a client counting containers while another's build
+/// runs sees a stable number), and one left by a daemon killed mid-build is removed, its
+/// process too, when the daemon comes back.
+#[test]
+fn run_step_containers_are_internal_to_the_build() {
+    let d = Daemon::start(BIN);
+    d.load_busybox();
+    let marker = unique("step");
+    let c = ctx(&[(
+        "Dockerfile",
+        &format!("FROM busybox\nRUN touch /{marker} && sleep 3\n"),
+    )]);
+    let dir = c.path().to_string_lossy().into_owned();
+    let mut child = d.spawn_cli(&["build", &dir]).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || !step_pids(&marker).is_empty()),
+        "the RUN step never started"
+    );
+    let ps = d.cli(&["ps", "-aq"]);
+    ps.ok();
+    assert_eq!(ps.out(), "", "ps -a lists the RUN step: {ps}");
+    assert_eq!(d.cli(&["info", "--format", "{{.Containers}}"]).out(), "0");
+    d.cli(&["container", "prune", "-f"]).ok();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "the build failed after a prune: {status}");
+
+    // Killed mid-step: the next daemon removes the step and ends its process.
+    let mut child = d.spawn_cli(&["build", "--no-cache", &dir]).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || !step_pids(&marker).is_empty()),
+        "the RUN step never started"
+    );
+    d.kill9();
+    let _ = child.kill();
+    let _ = child.wait();
+    d.restart();
+    let containers = d.data_root().join("containers");
+    assert!(
+        wait_until(DEADLINE, || std::fs::read_dir(&containers)
+            .map(|r| r.count() == 0)
+            .unwrap_or(false)
+            && step_pids(&marker).is_empty()),
+        "the step's container or process outlived the daemon restart: {:?}",
+        step_pids(&marker)
+    );
+}
