@@ -119,6 +119,8 @@ pub struct BuildOptions {
     pub extra_hosts: Vec<String>,
     pub platform: Option<String>,
     pub quiet: bool,
+    /// `--squash`: the target's own layers become one (over its FROM image).
+    pub squash: bool,
 }
 
 pub enum Output {
@@ -355,6 +357,8 @@ struct Run<'b, 'a> {
     consumed: BTreeSet<String>,
     /// Results of finished stages, by index.
     stage_images: BTreeMap<usize, String>,
+    /// Each built stage's FROM image (`None` for scratch): what `--squash` merges onto.
+    stage_bases: BTreeMap<usize, Option<String>>,
     stages: Stages,
     meta_env: Vec<String>,
     /// The Dockerfile's name, for error messages.
@@ -422,6 +426,7 @@ impl Builder<'_> {
             epoch,
             consumed: BTreeSet::new(),
             stage_images: BTreeMap::new(),
+            stage_bases: BTreeMap::new(),
             stages,
             meta_env: Vec::new(),
             df_name: base_name.clone(),
@@ -609,6 +614,14 @@ impl Run<'_, '_> {
                 unused.join(" ")
             ));
         }
+        if self.opts.squash {
+            let base = self.stage_bases.get(&target).cloned().flatten();
+            last = self
+                .b
+                .store
+                .squash(&last, base.as_deref())
+                .map_err(|e| failed("squashing", e))?;
+        }
         (self.out)(Output::Aux(last.clone()));
         if self.opts.quiet {
             // Quiet: the stream carries just the id (the docker CLI prints it as is).
@@ -699,6 +712,7 @@ impl Run<'_, '_> {
             .clone()
             .or_else(|| self.opts.platform.clone());
         let base_id = self.base_image(idx, &base, platform.as_deref())?;
+        self.stage_bases.insert(idx, base_id.clone());
         let config = match &base_id {
             Some(id) => {
                 self.say(&format!(" ---> {}\n", short(id)));

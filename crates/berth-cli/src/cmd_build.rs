@@ -59,6 +59,9 @@ pub struct BuildArgs {
     /// Always remove intermediate containers
     #[arg(long)]
     pub force_rm: bool,
+    /// Squash newly built layers into a single new layer (daemon in experimental mode)
+    #[arg(long)]
+    pub squash: bool,
     /// Build context: a directory, a tar archive, or "-" (a Dockerfile or tar on STDIN)
     pub context: String,
 }
@@ -247,6 +250,9 @@ pub async fn build(c: &Client, a: BuildArgs) -> Result<i32, CliError> {
     q.push(("networkmode", a.network.clone()));
     if let Some(p) = &a.platform {
         q.push(("platform", p.clone()));
+    }
+    if a.squash {
+        q.push(("squash", "1".into()));
     }
     let resp = c
         .request(

@@ -30,7 +30,7 @@ fn json_map<T: serde::de::DeserializeOwned + Default>(q: &Query, key: &str) -> A
     }
 }
 
-fn options(q: &Query) -> ApiResult<BuildOptions> {
+fn options(q: &Query, experimental: bool) -> ApiResult<BuildOptions> {
     if q.get("remote").is_some_and(|r| !r.is_empty()) {
         return Err(ApiError::bad_request(
             "remote build contexts are not supported; send the context as the request body",
@@ -40,6 +40,19 @@ fn options(q: &Query) -> ApiResult<BuildOptions> {
         return Err(ApiError::bad_request(
             "BuildKit (version=2) is not supported; use the legacy builder (DOCKER_BUILDKIT=0)",
         ));
+    }
+    let squash = q.flag("squash");
+    if squash && !experimental {
+        return Err(ApiError::bad_request(
+            "squash is only supported with experimental mode",
+        ));
+    }
+    let platform = q
+        .get("platform")
+        .filter(|p| !p.is_empty())
+        .map(String::from);
+    if let Some(p) = &platform {
+        berth_engine::images::check_platform(p)?;
     }
     let build_args: BTreeMap<String, Option<String>> = json_map(q, "buildargs")?;
     let labels: BTreeMap<String, String> = json_map(q, "labels")?;
@@ -62,11 +75,9 @@ fn options(q: &Query) -> ApiResult<BuildOptions> {
             .into_iter()
             .filter(|h| !h.is_empty())
             .collect(),
-        platform: q
-            .get("platform")
-            .filter(|p| !p.is_empty())
-            .map(String::from),
+        platform,
         quiet: q.flag("q"),
+        squash,
     })
 }
 
@@ -94,7 +105,7 @@ async fn build(
     req: Request<Body>,
 ) -> ApiResult<Response<Body>> {
     let q = Query::parse(raw.as_deref());
-    let opts = options(&q)?;
+    let opts = options(&q, st.engine.config().experimental)?;
     let file = crate::images::spool(&st, req.into_body()).await?;
     let mut rx = st.engine.build(Box::new(file), opts);
     // A failure before any output is an HTTP error (a Dockerfile syntax error, a missing

@@ -19,6 +19,7 @@ pub const KEYS: &[&str] = &[
     "debug",
     "default-address-pools",
     "exec-root",
+    "experimental",
     "hosts",
     "insecure-registries",
     "log-level",
@@ -37,6 +38,7 @@ pub struct FileConfig {
     /// `base=CIDR,size=N`, as the `--default-address-pool` flag takes them.
     pub default_address_pools: Option<Vec<String>>,
     pub exec_root: Option<PathBuf>,
+    pub experimental: Option<bool>,
     pub hosts: Option<Vec<String>>,
     pub insecure_registries: Option<Vec<String>>,
     pub log_level: Option<String>,
@@ -107,6 +109,10 @@ pub fn parse(text: &str) -> Result<FileConfig, String> {
             "debug" => match v {
                 Value::Bool(b) => c.debug = Some(*b),
                 other => return Err(format!("debug: expected true or false, got {other}")),
+            },
+            "experimental" => match v {
+                Value::Bool(b) => c.experimental = Some(*b),
+                other => return Err(format!("experimental: expected true or false, got {other}")),
             },
             "hosts" => c.hosts = Some(strings(k, v)?),
             "insecure-registries" => c.insecure_registries = Some(strings(k, v)?),

@@ -137,6 +137,9 @@ async fn create(
             .get("platform")
             .filter(|p| !p.is_empty())
             .map(String::from);
+        if let Some(p) = &platform {
+            berth_engine::images::check_platform(p)?;
+        }
         let auth = registry_auth(&req)?;
         let rx = st.engine.image_pull(reference, platform, auth);
         return transfer_response(rx).await;

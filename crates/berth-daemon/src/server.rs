@@ -34,6 +34,8 @@ pub struct DaemonOptions {
     /// Listening sockets handed over by systemd (socket activation: `LISTEN_FDS` from fd 3),
     /// served for `-H fd://` (all of them) or `-H fd://N` (that one).
     pub activated_fds: Vec<i32>,
+    /// `--experimental`: features dockerd keeps behind it (`build --squash`).
+    pub experimental: bool,
 }
 
 /// The negotiated API version of a request, e.g. (1, 45).
@@ -308,6 +310,7 @@ async fn serve(opts: &DaemonOptions) -> Result<(), String> {
         },
         network: opts.network.clone(),
         log_opts: opts.log_opts.clone(),
+        experimental: opts.experimental,
     })
     .await
     .map_err(|e| e.to_string())?;

@@ -46,7 +46,7 @@ fn arch() -> &'static str {
     }
 }
 
-async fn version() -> Json<SystemVersion> {
+async fn version(State(st): State<AppState>) -> Json<SystemVersion> {
     let v = env!("CARGO_PKG_VERSION").to_string();
     Json(SystemVersion {
         platform: PlatformName {
@@ -65,7 +65,7 @@ async fn version() -> Json<SystemVersion> {
         os: "linux".into(),
         arch: arch().into(),
         kernel_version: kernel_version(),
-        experimental: false,
+        experimental: st.engine.config().experimental,
         build_time: String::new(),
     })
 }
@@ -150,6 +150,7 @@ async fn info(State(st): State<AppState>) -> Json<SystemInfo> {
         server_version: env!("CARGO_PKG_VERSION").into(),
         default_runtime: "berth".into(),
         live_restore_enabled: true,
+        experimental_build: cfg.experimental,
         security_options: Some(vec!["name=seccomp,profile=builtin".into()]),
         ..Default::default()
     })

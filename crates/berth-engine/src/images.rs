@@ -506,3 +506,11 @@ impl Engine {
         .map_err(registry_err)
     }
 }
+
+/// Refuses a platform specifier Docker would not parse (`pull`, `build`), with its words, before
+/// any work starts.
+pub fn check_platform(spec: &str) -> crate::Result<()> {
+    berth_image::config::parse_platform(spec)
+        .map(|_| ())
+        .map_err(EngineError::InvalidParameter)
+}

@@ -53,6 +53,8 @@ pub struct EngineConfig {
     /// The daemon's default json-file log options (`--log-opt`, daemon.json `log-opts`): a
     /// container created with the default log driver gets each one it does not set itself.
     pub log_opts: berth_api::types::StringMap,
+    /// `--experimental`: reported in /info and /version; allows `build --squash`.
+    pub experimental: bool,
 }
 
 #[derive(Default)]
@@ -296,6 +298,7 @@ mod tests {
                 ..Default::default()
             },
             log_opts: Default::default(),
+            experimental: false,
         }
     }
 

@@ -157,9 +157,131 @@ pub fn host_architecture() -> &'static str {
     }
 }
 
+/// A platform specifier as Docker reads one (`os`, `arch`, `os/arch[/variant]`): names are
+/// normalised (`x86_64` → `amd64`, `aarch64` → `arm64`, `armhf` → `arm/v7`, …) and a single
+/// component must be a known OS or architecture. Returns (os, architecture, variant).
+pub fn parse_platform(spec: &str) -> Result<(String, String, Option<String>), String> {
+    const OSES: &[&str] = &[
+        "aix",
+        "android",
+        "darwin",
+        "dragonfly",
+        "freebsd",
+        "hurd",
+        "illumos",
+        "ios",
+        "js",
+        "linux",
+        "nacl",
+        "netbsd",
+        "openbsd",
+        "plan9",
+        "solaris",
+        "windows",
+        "zos",
+    ];
+    const ARCHES: &[&str] = &[
+        "386",
+        "amd64",
+        "amd64p32",
+        "arm",
+        "armbe",
+        "arm64",
+        "arm64be",
+        "loong64",
+        "mips",
+        "mipsle",
+        "mips64",
+        "mips64le",
+        "mips64p32",
+        "mips64p32le",
+        "ppc",
+        "ppc64",
+        "ppc64le",
+        "riscv",
+        "riscv64",
+        "s390",
+        "s390x",
+        "sparc",
+        "sparc64",
+        "wasm",
+    ];
+    let bad = || format!("\"{spec}\": unknown operating system or architecture: invalid argument");
+    let lower = spec.to_ascii_lowercase();
+    let arch = |a: &str, v: Option<&str>| -> (String, Option<String>) {
+        let (a, v) = match (a, v) {
+            ("i386", v) => ("386", v),
+            ("x86_64" | "x86-64", v) => ("amd64", v),
+            ("aarch64", v) => ("arm64", v),
+            ("armhf", _) => ("arm", Some("v7")),
+            ("armel", _) => ("arm", Some("v6")),
+            (a, v) => (a, v),
+        };
+        (
+            a.to_string(),
+            v.filter(|v| !v.is_empty()).map(str::to_string),
+        )
+    };
+    let os = |o: &str| {
+        if o == "macos" {
+            "darwin".to_string()
+        } else {
+            o.to_string()
+        }
+    };
+    let parts: Vec<&str> = lower.split('/').collect();
+    match parts.as_slice() {
+        [one] => {
+            if OSES.contains(&os(one).as_str()) {
+                return Ok((os(one), host_architecture().to_string(), None));
+            }
+            let (a, v) = arch(one, None);
+            if ARCHES.contains(&a.as_str()) {
+                return Ok(("linux".to_string(), a, v));
+            }
+            Err(bad())
+        }
+        [o, a] if !o.is_empty() && !a.is_empty() => {
+            let (a, v) = arch(a, None);
+            Ok((os(o), a, v))
+        }
+        [o, a, v] if !o.is_empty() && !a.is_empty() => {
+            let (a, v) = arch(a, Some(v));
+            Ok((os(o), a, v))
+        }
+        _ => Err(bad()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn platforms_as_docker_reads_them() {
+        let p = |s: &str| parse_platform(s);
+        let host = host_architecture().to_string();
+        assert_eq!(p("linux").unwrap(), ("linux".into(), host, None));
+        assert_eq!(p("arm64").unwrap(), ("linux".into(), "arm64".into(), None));
+        assert_eq!(
+            p("linux/x86_64").unwrap(),
+            ("linux".into(), "amd64".into(), None)
+        );
+        assert_eq!(
+            p("Linux/ARM/v7").unwrap(),
+            ("linux".into(), "arm".into(), Some("v7".into()))
+        );
+        assert_eq!(
+            p("linux/armhf").unwrap(),
+            ("linux".into(), "arm".into(), Some("v7".into()))
+        );
+        assert_eq!(
+            p("foobar").unwrap_err(),
+            "\"foobar\": unknown operating system or architecture: invalid argument"
+        );
+        assert!(p("linux/").is_err());
+        assert!(p("a/b/c/d").is_err());
+    }
 
     #[test]
     fn keeps_unknown_fields() {

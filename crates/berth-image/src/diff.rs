@@ -171,74 +171,7 @@ impl ImageStore {
     /// Writes the container's changes as a layer tarball (Docker whiteout format).
     pub fn snapshot_diff(&self, container_id: &str, out: &mut dyn Write) -> Result<(), ImageError> {
         let p = self.snapshot_paths(container_id)?;
-        let mut tb = tar::Builder::new(out);
-        tb.follow_symlinks(false);
-        let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
-        let werr = |e: std::io::Error| ImageError::io("write layer", e);
-        for (rel, m) in walk(&p.upper)? {
-            let full = p.upper.join(&rel);
-            let mut h = tar::Header::new_gnu();
-            h.set_mtime(u64::try_from(m.mtime()).unwrap_or(0));
-            h.set_uid(u64::from(m.uid()));
-            h.set_gid(u64::from(m.gid()));
-            h.set_mode(m.mode() & 0o7777);
-            h.set_size(0);
-            let ft = m.file_type();
-            if is_whiteout(&m) {
-                let name = rel
-                    .file_name()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .into_owned();
-                let wh = rel.with_file_name(format!(".wh.{name}"));
-                h.set_entry_type(tar::EntryType::Regular);
-                h.set_mode(0o644);
-                tb.append_data(&mut h, &wh, &[][..]).map_err(werr)?;
-            } else if ft.is_dir() {
-                h.set_entry_type(tar::EntryType::Directory);
-                tb.append_data(&mut h, &rel, &[][..]).map_err(werr)?;
-                if is_opaque(&full) {
-                    let mut oh = tar::Header::new_gnu();
-                    oh.set_entry_type(tar::EntryType::Regular);
-                    oh.set_mode(0o644);
-                    oh.set_size(0);
-                    oh.set_mtime(u64::try_from(m.mtime()).unwrap_or(0));
-                    tb.append_data(&mut oh, rel.join(".wh..wh..opq"), &[][..])
-                        .map_err(werr)?;
-                }
-            } else if ft.is_symlink() {
-                let target = fs::read_link(&full).ctx("readlink", &full)?;
-                h.set_entry_type(tar::EntryType::Symlink);
-                tb.append_link(&mut h, &rel, &target).map_err(werr)?;
-            } else if ft.is_file() {
-                if m.nlink() > 1 {
-                    if let Some(first) = links.get(&(m.dev(), m.ino())) {
-                        h.set_entry_type(tar::EntryType::Link);
-                        tb.append_link(&mut h, &rel, first).map_err(werr)?;
-                        continue;
-                    }
-                    links.insert((m.dev(), m.ino()), rel.clone());
-                }
-                h.set_entry_type(tar::EntryType::Regular);
-                h.set_size(m.len());
-                let f = fs::File::open(&full).ctx("open", &full)?;
-                tb.append_data(&mut h, &rel, f).map_err(werr)?;
-            } else if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() {
-                h.set_entry_type(if ft.is_char_device() {
-                    tar::EntryType::Char
-                } else if ft.is_block_device() {
-                    tar::EntryType::Block
-                } else {
-                    tar::EntryType::Fifo
-                });
-                let rdev = m.rdev();
-                h.set_device_major(libc::major(rdev)).map_err(werr)?;
-                h.set_device_minor(libc::minor(rdev)).map_err(werr)?;
-                tb.append_data(&mut h, &rel, &[][..]).map_err(werr)?;
-            }
-            // Sockets are not archived, as in Docker.
-        }
-        tb.into_inner().and_then(|w| w.flush()).map_err(werr)
+        write_layer_tar(&p.upper, out)
     }
 
     /// `docker commit`: the container's changes become a new layer on top of its image.
@@ -313,4 +246,152 @@ impl ImageStore {
         self.commit(vec![(rec, tag.into_iter().collect())])?;
         Ok(id)
     }
+
+    /// `build --squash`: `image_id`'s layers above `base_id`'s (all of them for `None`,
+    /// scratch) become one. The history is
+    /// kept, its entries above the base marked `empty_layer`, with a last entry saying what was
+    /// merged, as Docker records a squash. The image is returned as is when it has no layer of
+    /// its own.
+    pub fn squash(&self, image_id: &str, base_id: Option<&str>) -> Result<String, ImageError> {
+        let read = |id: &str| -> Result<(String, ImageConfig), ImageError> {
+            let id = self.resolve_id(id)?;
+            let bytes = self
+                .blobs
+                .read(&id)
+                .map_err(|_| ImageError::NotFound(id.clone()))?;
+            let cfg =
+                serde_json::from_slice(&bytes).map_err(|e| ImageError::json("image config", e))?;
+            Ok((id, cfg))
+        };
+        let (image_id, mut cfg) = read(image_id)?;
+        let (base_id, base) = match base_id {
+            Some(b) => read(b)?,
+            None => ("scratch".to_string(), ImageConfig::default()),
+        };
+        let base_layers = &base.rootfs.diff_ids;
+        if !cfg.rootfs.diff_ids.starts_with(base_layers) {
+            return Err(ImageError::InvalidArgument(format!(
+                "cannot squash {image_id}: it is not built on {base_id}"
+            )));
+        }
+        let own = cfg.rootfs.diff_ids[base_layers.len()..].to_vec();
+        if own.is_empty() {
+            return Ok(image_id);
+        }
+        let _g = self.gc.read().unwrap_or_else(|e| e.into_inner());
+        let staging = TempDir::new_in(&self.root.join("tmp"), "squash")?;
+        let merged = staging.path.join("merged");
+        fs::create_dir(&merged).ctx("mkdir", &merged)?;
+        for diff_id in &own {
+            let f = self.open_layer_tar(diff_id)?;
+            crate::extract::merge_layer(&mut std::io::BufReader::new(f), &merged)?;
+        }
+        let tmp = staging.path.join("layer.tar");
+        let mut f = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .ctx("create", &tmp)?;
+        write_layer_tar(&merged, &mut f)?;
+        f.rewind().ctx("seek", &tmp)?;
+        let chain = crate::fsutil::chain_ids(base_layers);
+        let layer = self.add_layer_locked(
+            chain.last().map(String::as_str),
+            None,
+            &mut std::io::BufReader::new(f),
+        )?;
+
+        let created = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+        for h in cfg.history.iter_mut().skip(base.history.len()) {
+            h.empty_layer = true;
+        }
+        cfg.history.push(History {
+            created: Some(created.clone()),
+            comment: Some(format!("merge {image_id} to {base_id}")),
+            ..Default::default()
+        });
+        cfg.created = Some(created);
+        cfg.rootfs.diff_ids = base_layers.clone();
+        cfg.rootfs.diff_ids.push(layer.diff_id.clone());
+        let bytes = serde_json::to_vec(&cfg).map_err(|e| ImageError::json("image config", e))?;
+        let rec = self.prepare_record(&bytes)?;
+        let id = rec.id.clone();
+        self.commit(vec![(rec, Vec::new())])?;
+        Ok(id)
+    }
+}
+
+/// Writes an overlay-format directory (a snapshot's upper, merged layers) as a layer tarball
+/// in Docker's whiteout format.
+fn write_layer_tar(upper: &Path, out: &mut dyn Write) -> Result<(), ImageError> {
+    let mut tb = tar::Builder::new(out);
+    tb.follow_symlinks(false);
+    let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    let werr = |e: std::io::Error| ImageError::io("write layer", e);
+    for (rel, m) in walk(upper)? {
+        let full = upper.join(&rel);
+
+        let mut h = tar::Header::new_gnu();
+        h.set_mtime(u64::try_from(m.mtime()).unwrap_or(0));
+        h.set_uid(u64::from(m.uid()));
+        h.set_gid(u64::from(m.gid()));
+        h.set_mode(m.mode() & 0o7777);
+        h.set_size(0);
+        let ft = m.file_type();
+        if is_whiteout(&m) {
+            let name = rel
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            let wh = rel.with_file_name(format!(".wh.{name}"));
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_mode(0o644);
+            tb.append_data(&mut h, &wh, &[][..]).map_err(werr)?;
+        } else if ft.is_dir() {
+            h.set_entry_type(tar::EntryType::Directory);
+            tb.append_data(&mut h, &rel, &[][..]).map_err(werr)?;
+            if is_opaque(&full) {
+                let mut oh = tar::Header::new_gnu();
+                oh.set_entry_type(tar::EntryType::Regular);
+                oh.set_mode(0o644);
+                oh.set_size(0);
+                oh.set_mtime(u64::try_from(m.mtime()).unwrap_or(0));
+                tb.append_data(&mut oh, rel.join(".wh..wh..opq"), &[][..])
+                    .map_err(werr)?;
+            }
+        } else if ft.is_symlink() {
+            let target = fs::read_link(&full).ctx("readlink", &full)?;
+            h.set_entry_type(tar::EntryType::Symlink);
+            tb.append_link(&mut h, &rel, &target).map_err(werr)?;
+        } else if ft.is_file() {
+            if m.nlink() > 1 {
+                if let Some(first) = links.get(&(m.dev(), m.ino())) {
+                    h.set_entry_type(tar::EntryType::Link);
+                    tb.append_link(&mut h, &rel, first).map_err(werr)?;
+                    continue;
+                }
+                links.insert((m.dev(), m.ino()), rel.clone());
+            }
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_size(m.len());
+            let f = fs::File::open(&full).ctx("open", &full)?;
+            tb.append_data(&mut h, &rel, f).map_err(werr)?;
+        } else if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() {
+            h.set_entry_type(if ft.is_char_device() {
+                tar::EntryType::Char
+            } else if ft.is_block_device() {
+                tar::EntryType::Block
+            } else {
+                tar::EntryType::Fifo
+            });
+            let rdev = m.rdev();
+            h.set_device_major(libc::major(rdev)).map_err(werr)?;
+            h.set_device_minor(libc::minor(rdev)).map_err(werr)?;
+            tb.append_data(&mut h, &rel, &[][..]).map_err(werr)?;
+        }
+        // Sockets are not archived, as in Docker.
+    }
+    tb.into_inner().and_then(|w| w.flush()).map_err(werr)
 }

@@ -166,6 +166,20 @@ fn clear_target(path: &Path, keep_dir: bool) -> Result<(), ImageError> {
 /// Extracts a (decompressed) layer tar into `dest`, which must exist. Returns the layer's content
 /// size (sum of regular file sizes, as Docker reports layer sizes).
 pub fn extract_layer(reader: &mut dyn Read, dest: &Path) -> Result<u64, ImageError> {
+    extract(reader, dest, false)
+}
+
+/// Applies a layer tar on top of `dest`, an overlay-format directory holding the merged layers
+/// below it (`build --squash`), so that `dest` then stands for all of them over the same base:
+/// an opaque marker also drops what lower layers put in the directory, and a directory that
+/// replaces a whiteout or a file becomes opaque (lower layers had hidden the base's one).
+pub fn merge_layer(reader: &mut dyn Read, dest: &Path) -> Result<u64, ImageError> {
+    extract(reader, dest, true)
+}
+
+fn extract(reader: &mut dyn Read, dest: &Path, merge: bool) -> Result<u64, ImageError> {
+    // Paths this layer wrote (merge): an opaque marker keeps them, whatever their order.
+    let mut written: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
     let mut archive = tar::Archive::new(reader);
     let mut size = 0u64;
     let mut dir_times: Vec<(PathBuf, u64)> = Vec::new();
@@ -189,6 +203,14 @@ pub fn extract_layer(reader: &mut dyn Read, dest: &Path) -> Result<u64, ImageErr
         // Whiteouts.
         if name_str == WHITEOUT_OPAQUE {
             let dir = safe_dir(dest, &parent_rel, true)?;
+            if merge {
+                for child in fs::read_dir(&dir).ctx("read", &dir)? {
+                    let child = child.ctx("read", &dir)?;
+                    if !written.contains(&parent_rel.join(child.file_name())) {
+                        clear_target(&child.path(), false)?;
+                    }
+                }
+            }
             lsetxattr(&dir, OPAQUE_XATTR, b"y").ctx("set opaque xattr on", &dir)?;
             continue;
         }
@@ -201,9 +223,12 @@ pub fn extract_layer(reader: &mut dyn Read, dest: &Path) -> Result<u64, ImageErr
                 return Err(ImageError::UnsafePath(raw_path.display().to_string()));
             }
             let dir = safe_dir(dest, &parent_rel, true)?;
-            let target = dir.join(hidden_rel);
+            let target = dir.join(&hidden_rel);
             clear_target(&target, false)?;
             mknod(&target, libc::S_IFCHR, 0, 0, 0)?;
+            if merge {
+                written.insert(parent_rel.join(hidden_rel));
+            }
             continue;
         }
 
@@ -215,14 +240,21 @@ pub fn extract_layer(reader: &mut dyn Read, dest: &Path) -> Result<u64, ImageErr
         }
         let dir = safe_dir(dest, &parent_rel, true)?;
         let target = dir.join(&name);
+        if merge {
+            written.insert(rel.clone());
+        }
         let mode = header.mode().unwrap_or(0o644) & 0o7777;
         let mtime = header.mtime().unwrap_or(0);
         use tar::EntryType as E;
         match kind {
             E::Directory => {
+                let replaces = fs::symlink_metadata(&target).is_ok_and(|m| !m.is_dir());
                 clear_target(&target, true)?;
                 if !target.is_dir() {
                     fs::create_dir(&target).ctx("mkdir", &target)?;
+                }
+                if merge && replaces {
+                    lsetxattr(&target, OPAQUE_XATTR, b"y").ctx("set opaque xattr on", &target)?;
                 }
             }
             E::Regular | E::Continuous | E::GNUSparse => {
@@ -616,6 +648,58 @@ mod tests {
         let tar = build(&[Ent::File(".wh...", b"")]);
         assert!(s.extract(&tar).is_err());
         s.assert_host_untouched();
+    }
+
+    fn is_opaque(p: &Path) -> bool {
+        let mut buf = [0u8; 8];
+        let p = CString::new(p.as_os_str().as_bytes()).unwrap();
+        let n = CString::new(OPAQUE_XATTR).unwrap();
+        // SAFETY: valid strings and buffer.
+        let r = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), 8) };
+        r == 1 && buf[0] == b'y'
+    }
+
+    #[test]
+    fn merged_layers_stand_for_the_stack_over_its_base() {
+        if !nix::unistd::geteuid().is_root() {
+            return; // mknod and trusted.* xattrs need root
+        }
+        let s = sandbox();
+        let merge = |entries: &[Ent]| {
+            let tar = build(entries);
+            merge_layer(&mut &tar[..], &s.dest).unwrap();
+        };
+        merge(&[
+            Ent::Dir("a/"),
+            Ent::File("a/one", b"1"),
+            Ent::File("keep", b"k"),
+            Ent::File("gone", b"g"),
+        ]);
+        // The opaque marker comes after this layer's own child: only the lower one goes.
+        merge(&[
+            Ent::Dir("a/"),
+            Ent::File("a/two", b"2"),
+            Ent::File("a/.wh..wh..opq", b""),
+            Ent::File(".wh.gone", b""),
+            Ent::File(".wh.base", b""),
+        ]);
+        merge(&[Ent::Dir("gone/"), Ent::File("gone/inner", b"i")]);
+        assert!(!s.dest.join("a/one").exists());
+        assert_eq!(fs::read(s.dest.join("a/two")).unwrap(), b"2");
+        assert!(is_opaque(&s.dest.join("a")));
+        assert_eq!(fs::read(s.dest.join("keep")).unwrap(), b"k");
+        // A whiteout of a base path stays; a directory over a whiteout hides the base's.
+        let m = fs::symlink_metadata(s.dest.join("base")).unwrap();
+        assert!(m.file_type().is_char_device() && m.rdev() == 0);
+        assert!(is_opaque(&s.dest.join("gone")));
+        assert_eq!(fs::read(s.dest.join("gone/inner")).unwrap(), b"i");
+        // A plain extraction makes no such directory opaque.
+        let s2 = sandbox();
+        let tar = build(&[Ent::File(".wh.x", b"")]);
+        s2.extract(&tar).unwrap();
+        let tar = build(&[Ent::Dir("x/")]);
+        s2.extract(&tar).unwrap();
+        assert!(!is_opaque(&s2.dest.join("x")));
     }
 
     #[test]

@@ -752,38 +752,20 @@ async fn get_blob_bytes(s: &Session, digest: &str, limit: usize) -> Result<Vec<u
 }
 
 fn wanted_platform(opt: Option<&str>) -> Result<Platform, RegistryError> {
-    let Some(p) = opt.filter(|p| !p.is_empty()) else {
-        return Ok(Platform {
-            os: "linux".into(),
-            architecture: berth_image::config::host_architecture().into(),
-            variant: None,
-            os_version: None,
-        });
+    let (os, architecture, variant) = match opt.filter(|p| !p.is_empty()) {
+        Some(p) => berth_image::config::parse_platform(p).map_err(RegistryError::Config)?,
+        None => (
+            "linux".into(),
+            berth_image::config::host_architecture().into(),
+            None,
+        ),
     };
-    let parts: Vec<&str> = p.split('/').collect();
-    match parts.as_slice() {
-        [os, arch] => Ok(Platform {
-            os: os.to_string(),
-            architecture: arch.to_string(),
-            variant: None,
-            os_version: None,
-        }),
-        [os, arch, v] => Ok(Platform {
-            os: os.to_string(),
-            architecture: arch.to_string(),
-            variant: Some(v.to_string()),
-            os_version: None,
-        }),
-        [arch] if !arch.is_empty() => Ok(Platform {
-            os: "linux".into(),
-            architecture: arch.to_string(),
-            variant: None,
-            os_version: None,
-        }),
-        _ => Err(RegistryError::Config(format!(
-            "\"{p}\": unknown operating system or architecture: invalid argument"
-        ))),
-    }
+    Ok(Platform {
+        os,
+        architecture,
+        variant,
+        os_version: None,
+    })
 }
 
 fn platform_matches(want: &Platform, have: &Platform) -> bool {

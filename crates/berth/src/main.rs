@@ -43,6 +43,9 @@ struct DaemonArgs {
     /// Enable debug mode
     #[arg(short = 'D', long)]
     debug: bool,
+    /// Enable experimental features (`build --squash`)
+    #[arg(long)]
+    experimental: bool,
     /// Default json-file log option for containers: max-size=SIZE, max-file=N (repeatable)
     #[arg(long = "log-opt", value_name = "KEY=VALUE")]
     log_opt: Vec<String>,
@@ -109,6 +112,9 @@ fn apply_config_file(
     if given("debug") {
         flags.push(("debug", a.debug.to_string()));
     }
+    if given("experimental") {
+        flags.push(("experimental", a.experimental.to_string()));
+    }
     if given("log_opt") {
         let mut kv = a.log_opt.clone();
         kv.sort();
@@ -156,6 +162,9 @@ fn apply_config_file(
     }
     if let Some(v) = f.debug {
         a.debug = v;
+    }
+    if let Some(v) = f.experimental {
+        a.experimental = v;
     }
     if let Some(v) = f.log_opts {
         a.log_opt = v.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -304,6 +313,7 @@ fn daemon(args: Vec<OsString>) -> i32 {
         registry_mirrors: a.registry_mirror,
         log_opts,
         activated_fds,
+        experimental: a.experimental,
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

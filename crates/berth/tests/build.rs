@@ -1027,3 +1027,94 @@ fn run_step_containers_are_internal_to_the_build() {
         step_pids(&marker)
     );
 }
+
+/// `--squash` (experimental, as in dockerd): the target's own layers become one over its FROM
+/// image, and the squashed image's files are the same as the unsquashed one's, deletions of the
+/// base's files and a directory re-created over a deleted one included.
+#[test]
+fn squash_merges_the_targets_layers_over_its_base() {
+    let d = d();
+    // Without --experimental it is refused before any work, with dockerd's words.
+    let c = ctx(&[("Dockerfile", "FROM busybox\nRUN true\n")]);
+    let o = build(d, c.path(), &["--squash"]);
+    o.fails();
+    assert!(
+        o.stderr
+            .contains("squash is only supported with experimental mode"),
+        "{o}"
+    );
+    assert_eq!(
+        d.cli(&["info", "--format", "{{.ExperimentalBuild}}"]).out(),
+        "false"
+    );
+
+    let e = Daemon::start_with_args(BIN, &["--experimental"]);
+    e.load_busybox();
+    assert_eq!(
+        e.cli(&["info", "--format", "{{.ExperimentalBuild}}"]).out(),
+        "true"
+    );
+    assert_eq!(
+        e.cli(&["version", "--format", "{{.Server.Experimental}}"])
+            .out(),
+        "true"
+    );
+    let base = ctx(&[(
+        "Dockerfile",
+        "FROM busybox\nRUN mkdir -p /base/dir && echo b > /base/dir/f && echo b > /base/file\n",
+    )]);
+    build(&e, base.path(), &["-t", "sq-base"]).ok();
+    let c = ctx(&[(
+        "Dockerfile",
+        "FROM sq-base\n\
+         RUN rm -rf /base/dir && rm /base/file && echo k > /keep\n\
+         RUN mkdir /base/dir && echo n > /base/dir/new\n\
+         RUN mkdir -p /tmpd/sub && echo 1 > /tmpd/sub/one\n\
+         RUN rm -rf /tmpd\n\
+         CMD [\"sh\", \"-c\", \"ls -a /base/dir; ls /base; cat /keep; ls /tmpd 2>&1 || true\"]\n",
+    )]);
+    build(&e, c.path(), &["-t", "sq-plain"]).ok();
+    let o = build(&e, c.path(), &["--squash", "-t", "sq-squashed"]);
+    o.ok();
+    let layers = |img: &str| {
+        e.fmt(img, "{{len .RootFS.Layers}}")
+            .parse::<usize>()
+            .unwrap()
+    };
+    assert_eq!(layers("sq-plain"), layers("sq-base") + 4);
+    assert_eq!(layers("sq-squashed"), layers("sq-base") + 1);
+    let history = |img: &str| e.cli(&["history", "-q", "--no-trunc", img]).lines().len();
+    assert_eq!(history("sq-squashed"), history("sq-plain") + 1);
+    let show = |img: &str| {
+        let o = e.cli(&["run", "--rm", img]);
+        o.ok();
+        o.stdout.clone()
+    };
+    let want = ".\n..\nnew\ndir\nk\nls: /tmpd: No such file or directory\n";
+    assert_eq!(show("sq-plain"), want);
+    assert_eq!(show("sq-squashed"), want);
+}
+
+/// A platform Docker cannot parse is refused before a pull or build starts, with its words.
+#[test]
+fn unknown_platform_is_refused_up_front() {
+    let d = d();
+    let c = ctx(&[("Dockerfile", "FROM busybox\n")]);
+    let o = build(d, c.path(), &["--platform", "foobar"]);
+    o.fails();
+    assert!(
+        o.stderr
+            .contains("\"foobar\": unknown operating system or architecture: invalid argument"),
+        "{o}"
+    );
+    let r = d.api(
+        "POST",
+        "/v1.45/images/create?fromImage=busybox&tag=latest&platform=foobar",
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.text().contains("unknown operating system"),
+        "{}",
+        r.text()
+    );
+}
