@@ -763,7 +763,6 @@ impl Shim {
             if self.stdin_close && self.stdin_buf.is_empty() {
                 self.close_stdin();
             }
-            self.clients.retain(|c| !c.finished());
             if let (Some(at), None) = (self.exited_at, self.done) {
                 // Held output waits for its client a while after the exit, then goes.
                 if self.hold_output && at.elapsed() > HOLD_TIMEOUT {
@@ -774,6 +773,10 @@ impl Shim {
                     self.finish();
                 }
             }
+            // After `finish`, which usually flushes every client at once: a client whose last
+            // bytes are out is closed now, not after another poll's timeout (that was 100 ms on
+            // the tail of every exec and every attached run).
+            self.clients.retain(|c| !c.finished());
             if let Some(done) = self.done {
                 if self.clients.is_empty() || done.elapsed() > FLUSH_TIMEOUT {
                     break;
