@@ -24,7 +24,7 @@ if [ -n "${DOCKER_BENCH_HOST:-}" ]; then
     DK="env DOCKER_BUILDKIT=0 DOCKER_HOST=$DOCKER_BENCH_HOST docker"
     DOCKER_HOST=$DOCKER_BENCH_HOST docker load -i "$BENCH_DIR/busybox.tar" >/dev/null || die "docker load failed"
 elif docker_available; then
-    DK="env DOCKER_BUILDKIT=0 DOCKER_HOST= docker"
+    DK="env DOCKER_BUILDKIT=0 DOCKER_HOST=$DK_HOST docker"
 fi
 
 # Warm the cache once on both sides (the cached figure is the rebuild).

@@ -8,11 +8,11 @@ load_busybox
 label=berth-bench-create=$$
 args=(-N --warmup 3 --runs "${RUNS:-30}" --export-markdown "$RESULTS/create.md" -n berth "$B create -l $label busybox true")
 if docker_available; then
-    args+=(-n docker "env DOCKER_HOST= docker create -l $label busybox true")
+    args+=(-n docker "env DOCKER_HOST=$DK_HOST docker create -l $label busybox true")
 else
     echo "bench: no dockerd answering: docker's figure skipped"
 fi
 hyperfine "${args[@]}"
 if docker_available; then
-    DOCKER_HOST= docker ps -aq -f "label=$label" | xargs -r env DOCKER_HOST= docker rm -f >/dev/null
+    DOCKER_HOST=$DK_HOST docker ps -aq -f "label=$label" | xargs -r env DOCKER_HOST=$DK_HOST docker rm -f >/dev/null
 fi

@@ -11,7 +11,7 @@ start_daemon
 $B load -i "$BENCH_DIR/busybox.tar" >/dev/null || die "berth load failed"
 $B run -d --name bench-exec busybox sleep 3600 >/dev/null
 args=(-N --warmup 5 --runs "${RUNS:-50}" --export-markdown "$RESULTS/exec.md" -n berth "$B exec bench-exec true")
-D="env DOCKER_HOST=${DOCKER_BENCH_HOST:-} docker"
+D="env DOCKER_HOST=$DK_HOST docker"
 if $D version --format '{{.Server.Version}}' >/dev/null 2>&1; then
     $D load -i "$BENCH_DIR/busybox.tar" >/dev/null
     $D rm -f berth-bench-exec >/dev/null 2>&1 || true

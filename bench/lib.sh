@@ -9,6 +9,9 @@ mkdir -p "$RESULTS"
 
 die() { echo "bench: $*" >&2; exit 1; }
 
+# The dockerd to compare with: bench/dockerd.sh's (it prints both names) or docker's default.
+DK_HOST=${BENCH_DOCKER_HOST:-${DOCKER_BENCH_HOST:-}}
+
 need_tools() {
     for t in hyperfine curl; do
         command -v "$t" >/dev/null || die "$t is missing (apt-get install $t)"
@@ -30,7 +33,7 @@ wait_ping() {
 # Whether a docker daemon answers on its default socket (the docker figures are skipped otherwise).
 # BENCH_DOCKER_HOST picks another dockerd (e.g. one whose data root is on the benchmark's fs).
 docker_available() {
-    command -v docker >/dev/null && DOCKER_HOST=${BENCH_DOCKER_HOST:-} docker version --format '{{.Server.Version}}' >/dev/null 2>&1
+    command -v docker >/dev/null && DOCKER_HOST=$DK_HOST docker version --format '{{.Server.Version}}' >/dev/null 2>&1
 }
 
 # purge DIR: kills shims and container processes under DIR, unmounts everything under it, removes it.
@@ -88,7 +91,7 @@ load_busybox() {
     "$TEST_IMAGE" busybox -o "$BENCH_DIR/busybox.tar"
     $B load -i "$BENCH_DIR/busybox.tar" >/dev/null || die "berth load failed"
     if docker_available; then
-        DOCKER_HOST= docker load -i "$BENCH_DIR/busybox.tar" >/dev/null || die "docker load failed"
+        DOCKER_HOST=$DK_HOST docker load -i "$BENCH_DIR/busybox.tar" >/dev/null || die "docker load failed"
     fi
 }
 

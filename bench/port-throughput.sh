@@ -36,12 +36,12 @@ $B rm -f iperf >/dev/null
 
 d_lo=n/a d_ext=n/a
 if docker_available; then
-    DOCKER_HOST= docker import "$BENCH_DIR/iperf.tar" iperf3:bench >/dev/null
-    DOCKER_HOST= docker run -d --name iperf-bench -p 15202:5201 iperf3:bench /usr/bin/iperf3 -s >/dev/null
+    DOCKER_HOST=$DK_HOST docker import "$BENCH_DIR/iperf.tar" iperf3:bench >/dev/null
+    DOCKER_HOST=$DK_HOST docker run -d --name iperf-bench -p 15202:5201 iperf3:bench /usr/bin/iperf3 -s >/dev/null
     sleep 1
     d_lo=$(measure docker 127.0.0.1 15202)
     [ -n "$ext" ] && d_ext=$(measure docker "$ext" 15202)
-    DOCKER_HOST= docker rm -f iperf-bench >/dev/null
+    DOCKER_HOST=$DK_HOST docker rm -f iperf-bench >/dev/null
 else
     echo "bench: no dockerd answering: docker's figures skipped"
 fi

@@ -17,11 +17,11 @@ docker_shim="skipped (no dockerd)"
 if docker_available; then
     dpid=$(pidof dockerd | cut -d' ' -f1)
     docker_daemon="$(rss_kb "$dpid") kB (dockerd) + $(rss_kb "$(pidof containerd | cut -d' ' -f1)") kB (containerd)"
-    did=$(DOCKER_HOST= docker run -d busybox sleep 120)
+    did=$(DOCKER_HOST=$DK_HOST docker run -d busybox sleep 120)
     sleep 0.5
     spid=$(pgrep -f "containerd-shim-runc-v2.*$did" | head -n1 || true)
     docker_shim="$([ -n "$spid" ] && rss_kb "$spid" || echo "?") kB"
-    DOCKER_HOST= docker rm -f "$did" >/dev/null
+    DOCKER_HOST=$DK_HOST docker rm -f "$did" >/dev/null
 fi
 {
     echo "| what | berth | docker |"

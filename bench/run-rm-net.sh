@@ -11,8 +11,8 @@ args=(-N --warmup 3 --runs "${RUNS:-40}" --export-markdown "$RESULTS/run-rm-net.
     -n "berth (bridge)" "$B run --rm busybox true"
     -n "berth (--network none)" "$B run --rm --network none busybox true")
 if docker_available; then
-    args+=(-n "docker (bridge)" "env DOCKER_HOST= docker run --rm busybox true"
-        -n "docker (--network none)" "env DOCKER_HOST= docker run --rm --network none busybox true")
+    args+=(-n "docker (bridge)" "env DOCKER_HOST=$DK_HOST docker run --rm busybox true"
+        -n "docker (--network none)" "env DOCKER_HOST=$DK_HOST docker run --rm --network none busybox true")
 else
     echo "bench: no dockerd answering: docker's figures skipped"
 fi

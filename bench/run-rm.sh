@@ -7,7 +7,7 @@ start_daemon
 load_busybox
 args=(-N --warmup 3 --runs "${RUNS:-30}" --export-markdown "$RESULTS/run-rm.md" -n berth "$B run --rm busybox true")
 if docker_available; then
-    args+=(-n docker "env DOCKER_HOST= docker run --rm busybox true")
+    args+=(-n docker "env DOCKER_HOST=$DK_HOST docker run --rm busybox true")
 else
     echo "bench: no dockerd answering: docker's figure skipped"
 fi
