@@ -246,7 +246,7 @@ mod tests {
               "registry-mirrors": ["http://127.0.0.1:5000"], "insecure-registries": ["reg:5000"],
               "log-opts": {"max-size": "10m", "max-file": "3"},
               "default-address-pools": [{"base": "10.99.0.0/16", "size": 24}],
-              "bridge": "br9", "bip": "10.98.0.1/24"
+              "bridge": "br9", "bip": "10.98.0.1/24", "experimental": true
             }"#,
         )
         .expect("parse");
@@ -262,6 +262,7 @@ mod tests {
             Some(&"3".to_string())
         );
         assert_eq!(c.bip.as_deref(), Some("10.98.0.1/24"));
+        assert_eq!(c.experimental, Some(true));
         assert_eq!(c.raw.len(), KEYS.len());
     }
 

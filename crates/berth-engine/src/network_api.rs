@@ -1,13 +1,13 @@
 //! The `/networks` operations: create, list, inspect, remove, connect, disconnect, prune.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::Ipv6Addr;
 
 use berth_api::network::{
     Ipam as ApiIpam, IpamConfig, NetworkConnectRequest, NetworkContainer, NetworkCreateRequest,
     NetworkCreateResponse, NetworkDisconnectRequest, NetworkInspect, NetworkPruneResponse,
 };
-use berth_net::cidr::{Cidr, Cidr6};
+use berth_net::cidr::{Cidr, Cidr6, Subnet};
 use berth_net::setup;
 
 use crate::error::{EngineError, Result};
@@ -30,20 +30,20 @@ struct Pool<C, A> {
     aux: BTreeMap<String, A>,
 }
 
-fn parse_pool4(c: &IpamConfig, s: Cidr) -> Result<Pool<Cidr, Ipv4Addr>> {
-    if s.addr != s.network() {
+fn parse_pool<S: Subnet>(c: &IpamConfig, s: S) -> Result<Pool<S, S::Addr>> {
+    if s.addr() != s.network() {
         return Err(EngineError::InvalidParameter(format!(
             "invalid subnet {s}: it should be {}",
             s.normalized()
         )));
     }
-    if s.prefix > 30 {
+    if s.prefix() > S::MAX_PREFIX {
         return Err(EngineError::InvalidParameter(format!(
             "invalid subnet {s}: too small"
         )));
     }
-    let in_subnet = |what: &str, v: &str| -> Result<Ipv4Addr> {
-        let a: Ipv4Addr = v
+    let in_subnet = |what: &str, v: &str| -> Result<S::Addr> {
+        let a: S::Addr = v
             .parse()
             .map_err(|_| EngineError::InvalidParameter(format!("invalid {what} address {v}")))?;
         if !s.contains(a) {
@@ -57,7 +57,7 @@ fn parse_pool4(c: &IpamConfig, s: Cidr) -> Result<Pool<Cidr, Ipv4Addr>> {
         s.first_host()
     } else {
         let g = in_subnet("gateway", &c.gateway)?;
-        if g == s.network() || g == s.broadcast() {
+        if s.reserved(g) {
             return Err(EngineError::InvalidParameter(format!(
                 "no matching subnet for gateway {g}"
             )));
@@ -67,65 +67,8 @@ fn parse_pool4(c: &IpamConfig, s: Cidr) -> Result<Pool<Cidr, Ipv4Addr>> {
     let range = if c.ip_range.is_empty() {
         None
     } else {
-        let r: Cidr = c.ip_range.parse().map_err(EngineError::InvalidParameter)?;
-        if !s.contains(r.network()) || r.prefix < s.prefix {
-            return Err(EngineError::InvalidParameter(format!(
-                "no matching subnet for range {r}"
-            )));
-        }
-        Some(r.normalized())
-    };
-    let mut aux = BTreeMap::new();
-    for (k, v) in c.auxiliary_addresses.clone().unwrap_or_default() {
-        aux.insert(k, in_subnet("aux-address", &v)?);
-    }
-    Ok(Pool {
-        subnet: s,
-        gateway,
-        range,
-        aux,
-    })
-}
-
-fn parse_pool6(c: &IpamConfig, s: Cidr6) -> Result<Pool<Cidr6, Ipv6Addr>> {
-    if s.addr != s.network() {
-        return Err(EngineError::InvalidParameter(format!(
-            "invalid subnet {s}: it should be {}",
-            s.normalized()
-        )));
-    }
-    if s.prefix > 126 {
-        return Err(EngineError::InvalidParameter(format!(
-            "invalid subnet {s}: too small"
-        )));
-    }
-    let in_subnet = |what: &str, v: &str| -> Result<Ipv6Addr> {
-        let a: Ipv6Addr = v
-            .parse()
-            .map_err(|_| EngineError::InvalidParameter(format!("invalid {what} address {v}")))?;
-        if !s.contains(a) {
-            return Err(EngineError::InvalidParameter(format!(
-                "no matching subnet for {what} {a}"
-            )));
-        }
-        Ok(a)
-    };
-    let gateway = if c.gateway.is_empty() {
-        s.first_host()
-    } else {
-        let g = in_subnet("gateway", &c.gateway)?;
-        if g == s.network() {
-            return Err(EngineError::InvalidParameter(format!(
-                "no matching subnet for gateway {g}"
-            )));
-        }
-        g
-    };
-    let range = if c.ip_range.is_empty() {
-        None
-    } else {
-        let r: Cidr6 = c.ip_range.parse().map_err(EngineError::InvalidParameter)?;
-        if !s.contains(r.network()) || r.prefix < s.prefix {
+        let r: S = c.ip_range.parse().map_err(EngineError::InvalidParameter)?;
+        if !s.contains(r.network()) || r.prefix() < s.prefix() {
             return Err(EngineError::InvalidParameter(format!(
                 "no matching subnet for range {r}"
             )));
@@ -307,7 +250,7 @@ impl Engine {
                     ));
                 }
                 let s: Cidr6 = c.subnet.parse().map_err(EngineError::InvalidParameter)?;
-                pool6 = Some((c.clone(), parse_pool6(c, s)?));
+                pool6 = Some((c.clone(), parse_pool(c, s)?));
             } else if c.subnet.is_empty() && (c.gateway.contains(':') || c.ip_range.contains(':')) {
                 return Err(EngineError::InvalidParameter(
                     "gateway must be specified with a subnet".into(),
@@ -353,7 +296,7 @@ impl Engine {
         let (subnet, gateway) = match cfg.first() {
             Some(c) if !c.subnet.is_empty() => {
                 let s: Cidr = c.subnet.parse().map_err(EngineError::InvalidParameter)?;
-                let p = parse_pool4(c, s)?;
+                let p = parse_pool(c, s)?;
                 if st
                     .nets
                     .values()

@@ -6,6 +6,73 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+/// What IPAM checks need of either family's prefix.
+pub trait Subnet: Copy + fmt::Display + FromStr<Err = String> {
+    type Addr: Copy + Eq + fmt::Display + FromStr;
+    /// The longest prefix a network may have (room for a gateway and an endpoint).
+    const MAX_PREFIX: u8;
+    fn addr(&self) -> Self::Addr;
+    fn prefix(&self) -> u8;
+    fn network(&self) -> Self::Addr;
+    fn normalized(&self) -> Self;
+    fn contains(&self, ip: Self::Addr) -> bool;
+    fn first_host(&self) -> Self::Addr;
+    /// An address no gateway may take: the network's, and for IPv4 the broadcast.
+    fn reserved(&self, ip: Self::Addr) -> bool;
+}
+
+impl Subnet for Cidr {
+    type Addr = Ipv4Addr;
+    const MAX_PREFIX: u8 = 30;
+    fn addr(&self) -> Ipv4Addr {
+        self.addr
+    }
+    fn prefix(&self) -> u8 {
+        self.prefix
+    }
+    fn network(&self) -> Ipv4Addr {
+        Cidr::network(self)
+    }
+    fn normalized(&self) -> Cidr {
+        Cidr::normalized(self)
+    }
+    fn contains(&self, ip: Ipv4Addr) -> bool {
+        Cidr::contains(self, ip)
+    }
+    fn first_host(&self) -> Ipv4Addr {
+        Cidr::first_host(self)
+    }
+    fn reserved(&self, ip: Ipv4Addr) -> bool {
+        ip == Cidr::network(self) || ip == self.broadcast()
+    }
+}
+
+impl Subnet for Cidr6 {
+    type Addr = Ipv6Addr;
+    const MAX_PREFIX: u8 = 126;
+    fn addr(&self) -> Ipv6Addr {
+        self.addr
+    }
+    fn prefix(&self) -> u8 {
+        self.prefix
+    }
+    fn network(&self) -> Ipv6Addr {
+        Cidr6::network(self)
+    }
+    fn normalized(&self) -> Cidr6 {
+        Cidr6::normalized(self)
+    }
+    fn contains(&self, ip: Ipv6Addr) -> bool {
+        Cidr6::contains(self, ip)
+    }
+    fn first_host(&self) -> Ipv6Addr {
+        Cidr6::first_host(self)
+    }
+    fn reserved(&self, ip: Ipv6Addr) -> bool {
+        ip == Cidr6::network(self)
+    }
+}
+
 /// An IPv4 prefix; `addr` may carry host bits (`--bip 10.1.0.1/24`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Cidr {
