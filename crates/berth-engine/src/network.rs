@@ -1141,6 +1141,14 @@ impl Engine {
             }
         }
         std::fs::write(&rec.hosts_path, hosts)?;
+        self.write_resolv_conf(rec, sb.dns)
+    }
+
+    /// Writes the container's /etc/resolv.conf: the embedded resolver when `dns` (the container
+    /// is on a user-defined network), else `--dns` servers or the host's. A container connected
+    /// to its first user-defined network while running gets it rewritten, as Docker does.
+    pub(crate) fn write_resolv_conf(&self, rec: &ContainerRecord, dns_on: bool) -> Result<()> {
+        let nets = self.nets();
         let hc = &rec.host_config;
         let dns = hc.dns.clone().unwrap_or_default();
         let search = hc.dns_search.clone().unwrap_or_default();
@@ -1153,7 +1161,7 @@ impl Engine {
                 .collect()
         };
         let mut s = String::new();
-        if sb.dns {
+        if dns_on {
             // The embedded resolver; it forwards to `--dns` servers or the host's.
             s.push_str("nameserver 127.0.0.11\n");
         } else if !dns.is_empty() {
@@ -1185,7 +1193,7 @@ impl Engine {
             }
         }
         let mut o: Vec<String> = Vec::new();
-        if sb.dns {
+        if dns_on {
             o.push("ndots:0".into());
         }
         if !opts.is_empty() {

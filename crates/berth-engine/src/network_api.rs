@@ -521,6 +521,7 @@ impl Engine {
                 .map_err(EngineError::internal)??;
         if let Some(s) = socks {
             self.serve_dns(&rec.id, s)?;
+            self.write_resolv_conf(&rec, true)?;
         }
         Ok(())
     }

@@ -633,6 +633,12 @@ fn connect_and_disconnect_a_running_container() {
         )
     };
     assert!(probe(&w).contains("FAIL"), "not on the network yet");
+    let resolv = || {
+        d.cli(&["exec", &w, "cat", "/etc/resolv.conf"])
+            .stdout
+            .clone()
+    };
+    assert!(!resolv().contains("127.0.0.11"), "{}", resolv());
     d.cli(&["network", "connect", "--alias", "wal", &n, &w])
         .ok();
     let ip = fmt(
@@ -641,6 +647,14 @@ fn connect_and_disconnect_a_running_container() {
         &format!("{{{{(index .NetworkSettings.Networks \"{n}\").IPAddress}}}}"),
     );
     assert!(!ip.is_empty());
+    // Its first user-defined network gives it the embedded resolver at once, as in Docker.
+    assert!(
+        resolv().starts_with("nameserver 127.0.0.11\n"),
+        "{}",
+        resolv()
+    );
+    let o = d.cli(&["exec", &w, "nslookup", "wal"]);
+    assert!(o.stdout.contains(&ip), "{o}");
     let after = sh(
         d,
         &["--network", &n],
