@@ -133,15 +133,39 @@ const PROPAGATIONS: [&str; 6] = [
     "shared", "rshared", "slave", "rslave", "private", "rprivate",
 ];
 
-/// The runtime (libcontainer 0.7) mounts every bind private: it has no way to apply shared or
-/// slave propagation, so asking for it is an error rather than a silent private mount.
+/// Binds take every mode; volumes stay private (their directory is the daemon's own).
 fn supported_propagation(kind: &str, p: &str) -> Result<()> {
-    if p == "private" || p == "rprivate" {
+    if p == "private" || p == "rprivate" || kind == "bind" {
         return Ok(());
     }
     Err(invalid(format!(
-        "invalid mount config for type \"{kind}\": propagation mode \"{p}\" is not supported: Berth's bind mounts are always private"
+        "invalid mount config for type \"{kind}\": propagation mode \"{p}\" is not supported for volumes"
     )))
+}
+
+/// Docker's start-time check: a shared bind needs its source on a shared mount (or nothing
+/// would propagate back), a slave bind a shared or slave one.
+fn check_source_propagation(source: &str, p: &str) -> Result<()> {
+    let want_shared = matches!(p, "shared" | "rshared");
+    let want_slave = matches!(p, "slave" | "rslave");
+    if !want_shared && !want_slave {
+        return Ok(());
+    }
+    let canon = std::fs::canonicalize(source).unwrap_or_else(|_| PathBuf::from(source));
+    let Some((mp, shared, slave)) = crate::volumes::mount_propagation(&canon) else {
+        return Ok(());
+    };
+    if want_shared && !shared {
+        return Err(EngineError::Internal(format!(
+            "path {source} is mounted on {mp} but it is not a shared mount"
+        )));
+    }
+    if want_slave && !shared && !slave {
+        return Err(EngineError::Internal(format!(
+            "path {source} is mounted on {mp} but it is not a shared or slave mount"
+        )));
+    }
+    Ok(())
 }
 
 /// The parsed mode of a `-v` spec.
@@ -795,6 +819,9 @@ impl Engine {
                         .unwrap_or(true);
                     let dest = place(&mp.destination, is_dir)?;
                     let mut o = vec![if mp.non_recursive { "bind" } else { "rbind" }.to_string()];
+                    if mp.kind == MountKind::Bind {
+                        check_source_propagation(&mp.source, &mp.propagation)?;
+                    }
                     o.push(if mp.propagation.is_empty() {
                         "rprivate".into()
                     } else {
@@ -882,8 +909,13 @@ mod tests {
         assert!(parse_bind("a:b:c:d").is_err());
         assert!(parse_bind("/h:/d:nocopy").is_err());
         assert!(parse_bind("/h:/d:rprivate").is_ok());
-        let e = parse_bind("/h:/d:ro,rslave").err().map(|e| e.to_string());
-        assert!(e.is_some_and(|e| e.contains("propagation mode \"rslave\" is not supported")));
+        let w = parse_bind("/h:/d:ro,rslave").expect("rslave bind");
+        assert_eq!((w.mp.propagation.as_str(), w.mp.rw), ("rslave", false));
+        let e = parse_bind("v1:/d:rshared").err().map(|e| e.to_string());
+        assert!(
+            e.is_some_and(|e| e.contains("not supported for volumes")),
+            "volume"
+        );
     }
 
     #[test]

@@ -419,6 +419,34 @@ pub fn is_mount_point(path: &Path) -> bool {
     })
 }
 
+/// The mount holding `path` (canonical) and its propagation peers: (mount point, shared, slave),
+/// from the optional fields of /proc/self/mountinfo (`shared:N`, `master:N`).
+pub fn mount_propagation(path: &Path) -> Option<(String, bool, bool)> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let want = path.display().to_string();
+    let mut best: Option<(String, bool, bool)> = None;
+    for l in info.lines() {
+        let fields: Vec<&str> = l.split(' ').collect();
+        let Some(mp) = fields.get(4).map(|m| unescape_mountinfo(m)) else {
+            continue;
+        };
+        let inside =
+            mp == "/" || want == mp || want.starts_with(&format!("{}/", mp.trim_end_matches('/')));
+        if !inside || best.as_ref().is_some_and(|(b, _, _)| b.len() > mp.len()) {
+            continue;
+        }
+        let opt = fields.iter().skip(6).take_while(|f| **f != "-");
+        let (mut shared, mut slave) = (false, false);
+        for f in opt {
+            shared |= f.starts_with("shared:");
+            slave |= f.starts_with("master:");
+        }
+        // A later line for the same mount point is a mount on top of the earlier one.
+        best = Some((mp, shared, slave));
+    }
+    best
+}
+
 /// The first mount point strictly inside `dir`, if any.
 fn mounts_below(dir: &Path) -> Option<String> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;

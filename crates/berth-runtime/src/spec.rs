@@ -560,6 +560,18 @@ pub(crate) fn build_spec_for(
     if cfg.privileged {
         linux["devices"] = json!(host_devices());
     }
+    // A shared bind needs the container's mounts to be peers of the host's (so it joins its
+    // source's peer group); a slave one the default, slave. As runc is given them by dockerd.
+    let has = |modes: &[&str]| {
+        cfg.mounts.iter().any(|m| {
+            m.options()
+                .as_ref()
+                .is_some_and(|o| o.iter().any(|x| modes.contains(&x.as_str())))
+        })
+    };
+    if has(&["shared", "rshared"]) {
+        linux["rootfsPropagation"] = json!("shared");
+    }
     if cfg.network != NetworkMode::Host {
         // As dockerd does for containers with their own network namespace.
         linux["sysctl"] = json!({

@@ -1106,3 +1106,131 @@ fn concurrent_first_uses_of_a_new_volume_copy_once() {
     names.sort();
     assert_eq!(names, ["link", "seed.txt", "sub"]);
 }
+
+/// A tmpfs mounted at `dir` and made shared, unmounted (with whatever is under it) on drop.
+struct SharedMount(PathBuf);
+impl SharedMount {
+    fn new(dir: PathBuf) -> SharedMount {
+        std::fs::create_dir_all(&dir).unwrap();
+        let sh = |args: &[&str]| {
+            let s = std::process::Command::new("mount")
+                .args(args)
+                .status()
+                .unwrap();
+            assert!(s.success(), "mount {args:?}");
+        };
+        sh(&["-t", "tmpfs", "prop", &dir.to_string_lossy()]);
+        sh(&["--make-shared", &dir.to_string_lossy()]);
+        SharedMount(dir)
+    }
+}
+impl Drop for SharedMount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .args(["-R", "-l", &self.0.to_string_lossy()])
+            .status();
+    }
+}
+
+fn mount_on_host(dir: &std::path::Path) -> bool {
+    let want = dir.to_string_lossy().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+}
+
+/// Bind propagation as Docker gives it: `rshared` carries the container's mounts back to the
+/// host, `rslave` carries the host's in, the default `rprivate` neither; a shared mode needs a
+/// shared source, with Docker's words.
+#[test]
+fn bind_propagation_modes() {
+    let d = d();
+    let t = tempfile::tempdir().unwrap();
+    let shared = SharedMount::new(t.path().join("shared"));
+    let src = shared.0.to_string_lossy().into_owned();
+    let plain = t.path().join("plain");
+    std::fs::create_dir(&plain).unwrap();
+
+    let o = d.cli(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{}:/mnt:rshared", plain.display()),
+        "busybox",
+        "true",
+    ]);
+    o.fails();
+    assert!(o.stderr.contains("is not a shared mount"), "{o}");
+
+    // rshared: a mount made in the container appears on the host.
+    d.cli(&[
+        "run",
+        "--rm",
+        "--privileged",
+        "-v",
+        &format!("{src}:/mnt:rshared"),
+        "busybox",
+        "sh",
+        "-c",
+        "mkdir /mnt/in && mount -t tmpfs t /mnt/in && touch /mnt/in/f",
+    ])
+    .ok();
+    let inner = shared.0.join("in");
+    assert!(
+        mount_on_host(&inner),
+        "the container's mount did not reach the host"
+    );
+    assert!(inner.join("f").exists());
+    let _ = std::process::Command::new("umount").arg(&inner).status();
+
+    // rslave and rprivate: a mount the host makes after the start shows in the first only.
+    let mut rm = Rm(d, Vec::new());
+    let slave = unique("pslave");
+    let private = unique("pprivate");
+    rm.add(&slave);
+    rm.add(&private);
+    run_d(
+        d,
+        &[
+            "--name",
+            &slave,
+            "-v",
+            &format!("{src}:/mnt:rslave"),
+            "busybox",
+            "sleep",
+            "60",
+        ],
+    );
+    run_d(
+        d,
+        &[
+            "--name",
+            &private,
+            "-v",
+            &format!("{src}:/mnt"),
+            "busybox",
+            "sleep",
+            "60",
+        ],
+    );
+    assert_eq!(
+        fmt(d, &slave, "{{(index .Mounts 0).Propagation}}"),
+        "rslave"
+    );
+    assert_eq!(
+        fmt(d, &private, "{{(index .Mounts 0).Propagation}}"),
+        "rprivate"
+    );
+    let late = shared.0.join("late");
+    std::fs::create_dir(&late).unwrap();
+    let s = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "late", &late.to_string_lossy()])
+        .status()
+        .unwrap();
+    assert!(s.success());
+    std::fs::write(late.join("g"), "g").unwrap();
+    let ls = |c: &str| d.cli(&["exec", c, "ls", "/mnt/late"]).stdout.clone();
+    assert_eq!(ls(&slave), "g\n");
+    assert_eq!(ls(&private), "", "an rprivate bind saw a later host mount");
+}

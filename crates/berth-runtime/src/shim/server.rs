@@ -277,6 +277,101 @@ fn set_nonblocking(fd: RawFd) {
     }
 }
 
+/// libcontainer 0.7 mounts binds with open_tree/move_mount and leaves their propagation as
+/// inherited (slave of the host's, from the rslave root). The spec's per-mount mode (Docker's
+/// `rprivate` unless `-v …:rshared`, `:rslave`, …) is applied here, in the created container's
+/// mount namespace before its process starts, as runc applies it after each mount.
+fn apply_bind_propagation(bundle: &Path, init_pid: i32) -> Result<(), String> {
+    use nix::mount::MsFlags as F;
+    let spec: Value = fs::read(bundle.join("config.json"))
+        .ok()
+        .and_then(|d| serde_json::from_slice(&d).ok())
+        .unwrap_or(Value::Null);
+    let mut todo: Vec<(std::ffi::CString, F)> = Vec::new();
+    for m in spec["mounts"].as_array().into_iter().flatten() {
+        let opts: Vec<&str> = m["options"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        if m["type"] != "bind" && !opts.iter().any(|o| *o == "bind" || *o == "rbind") {
+            continue;
+        }
+        // Nothing mounts on a file: the /etc/hosts family costs no extra process.
+        let src = m["source"].as_str().unwrap_or("");
+        if fs::metadata(src).is_ok_and(|md| !md.is_dir()) {
+            continue;
+        }
+        let mut flags = F::empty();
+        for o in &opts {
+            flags |= match *o {
+                "private" => F::MS_PRIVATE,
+                "rprivate" => F::MS_PRIVATE | F::MS_REC,
+                "shared" => F::MS_SHARED,
+                "rshared" => F::MS_SHARED | F::MS_REC,
+                "slave" => F::MS_SLAVE,
+                "rslave" => F::MS_SLAVE | F::MS_REC,
+                "unbindable" => F::MS_UNBINDABLE,
+                "runbindable" => F::MS_UNBINDABLE | F::MS_REC,
+                _ => F::empty(),
+            };
+        }
+        let dest = m["destination"].as_str().unwrap_or("");
+        if flags.is_empty() || dest.is_empty() {
+            continue;
+        }
+        let dest = std::ffi::CString::new(dest).map_err(|e| e.to_string())?;
+        todo.push((dest, flags));
+    }
+    if todo.is_empty() {
+        return Ok(());
+    }
+    let ns = File::open(format!("/proc/{init_pid}/ns/mnt"))
+        .map_err(|e| format!("bind propagation: open mount namespace: {e}"))?;
+    // A child of its own joins the namespace (setns needs an unshared fs struct) and does only
+    // syscalls; errno comes back as the exit status.
+    // SAFETY: the child makes only async-signal-safe calls (setns, mount, _exit).
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Child) => {
+            // SAFETY: raw syscalls on valid fds and NUL-terminated strings, then _exit.
+            unsafe {
+                if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNS) != 0 {
+                    libc::_exit(*libc::__errno_location() & 0x7f | 0x80);
+                }
+                for (dest, flags) in &todo {
+                    let r = libc::mount(
+                        std::ptr::null(),
+                        dest.as_ptr(),
+                        std::ptr::null(),
+                        flags.bits(),
+                        std::ptr::null(),
+                    );
+                    if r != 0 {
+                        libc::_exit(*libc::__errno_location() & 0x7f);
+                    }
+                }
+                libc::_exit(0);
+            }
+        }
+        Ok(nix::unistd::ForkResult::Parent { child }) => loop {
+            match waitpid(child, None) {
+                Ok(WaitStatus::Exited(_, 0)) => return Ok(()),
+                Ok(WaitStatus::Exited(_, code)) => {
+                    let what = if code & 0x80 != 0 { "setns" } else { "mount" };
+                    return Err(format!(
+                        "bind propagation: {what}: {}",
+                        nix::errno::Errno::from_raw(code & 0x7f)
+                    ));
+                }
+                Err(nix::errno::Errno::EINTR) => continue,
+                other => return Err(format!("bind propagation: {other:?}")),
+            }
+        },
+        Err(e) => Err(format!("bind propagation: fork: {e}")),
+    }
+}
+
 pub(crate) fn cgroups_path_of(bundle: &Path) -> String {
     fs::read(bundle.join("config.json"))
         .ok()
@@ -562,6 +657,10 @@ fn create(opts: ShimOptions) -> Result<Shim, String> {
         let Some(init_pid) = container.pid().map(|p| p.as_raw()) else {
             fail!("container has no init process".to_string());
         };
+        if let Err(e) = apply_bind_propagation(&opts.bundle, init_pid) {
+            let _ = nix::sys::signal::kill(Pid::from_raw(init_pid), Signal::SIGKILL);
+            fail!(e)
+        }
         init_pid
     };
     let mut master = None;
