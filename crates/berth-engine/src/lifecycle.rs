@@ -228,6 +228,51 @@ fn validate_host_config(hc: &HostConfig) -> Result<()> {
     Ok(())
 }
 
+/// `--network container:<name|id>` shares that container's network namespace and /etc files:
+/// what would configure a network of the container's own conflicts (dockerd's checks, words).
+fn validate_container_network_mode(c: &ContainerConfig, hc: &HostConfig) -> Result<()> {
+    let Some(target) = hc.network_mode.strip_prefix("container:") else {
+        if hc.network_mode == "host" && !c.mac_address.is_empty() {
+            return Err(EngineError::InvalidParameter(
+                "conflicting options: mac-address and the network mode".into(),
+            ));
+        }
+        return Ok(());
+    };
+    let conflict = |m: &str| {
+        Err(EngineError::InvalidParameter(format!(
+            "conflicting options: {m}"
+        )))
+    };
+    if target.is_empty() {
+        return Err(EngineError::InvalidParameter(
+            "Invalid network mode: invalid container format container:<name|id>".into(),
+        ));
+    }
+    if !c.hostname.is_empty() {
+        return conflict("hostname and the network mode");
+    }
+    if hc.links.as_ref().is_some_and(|l| !l.is_empty()) {
+        return conflict("container type network can't be used with links. This would result in undefined behavior");
+    }
+    if hc.dns.as_ref().is_some_and(|d| !d.is_empty()) {
+        return conflict("dns and the network mode");
+    }
+    if hc.extra_hosts.as_ref().is_some_and(|h| !h.is_empty()) {
+        return conflict("custom host-to-IP mapping and the network mode");
+    }
+    if !c.mac_address.is_empty() {
+        return conflict("mac-address and the network mode");
+    }
+    if hc.port_bindings.as_ref().is_some_and(|p| !p.is_empty()) || hc.publish_all_ports {
+        return conflict("port publishing and the container type network mode");
+    }
+    if c.exposed_ports.as_ref().is_some_and(|p| !p.is_empty()) {
+        return conflict("port exposing and the container type network mode");
+    }
+    Ok(())
+}
+
 fn restart_policy(hc: &HostConfig) -> (String, i64) {
     (
         hc.restart_policy.name.clone(),
@@ -254,6 +299,7 @@ impl Engine {
         let mut config = body.config.clone();
         let mut host_config = body.host_config.clone().unwrap_or_default();
         validate_host_config(&host_config)?;
+        validate_container_network_mode(&config, &host_config)?;
         merge_default_log_opts(&mut host_config, &self.inner.cfg.log_opts);
         crate::mounts::validate_tmpfs(&host_config)?;
         let image_name = config.image.clone();
@@ -462,6 +508,21 @@ impl Engine {
             Ok(m) => m,
             Err(e) => return self.fail_start(c, e),
         };
+        // `container:<x>`: its /etc files and hostname too, as dockerd gives them.
+        let mut rec = rec;
+        if let Some(target) = rec.host_config.network_mode.strip_prefix("container:") {
+            match self.lookup(target) {
+                Ok(t) => {
+                    let t = t.snapshot();
+                    rec.hostname_path = t.hostname_path;
+                    rec.hosts_path = t.hosts_path;
+                    rec.resolv_conf_path = t.resolv_conf_path;
+                    rec.config.hostname = t.config.hostname;
+                    rec.config.domainname = t.config.domainname;
+                }
+                Err(e) => return self.fail_start(c, e),
+            }
+        }
         let mut run = self.run_config(&rec, rootfs, network);
         if !links.is_empty() {
             // Link variables come first; the container's own variables win.

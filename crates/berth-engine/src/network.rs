@@ -980,6 +980,23 @@ impl Engine {
         if mode == "host" {
             return Ok(NetworkMode::Host);
         }
+        if let Some(target) = mode.strip_prefix("container:") {
+            // The namespace of that container's process, whatever its own mode.
+            let t = self.lookup(target)?.snapshot();
+            if t.id == rec.id {
+                return Err(EngineError::InvalidParameter(
+                    "cannot join own network".into(),
+                ));
+            }
+            if !t.state.status.is_running() || t.state.pid <= 0 {
+                return Err(EngineError::Conflict(format!(
+                    "cannot join network of a non running container: {target}"
+                )));
+            }
+            return Ok(NetworkMode::Path(
+                format!("/proc/{}/ns/net", t.state.pid).into(),
+            ));
+        }
         if mode_network(mode).is_none() {
             return Ok(NetworkMode::New);
         }

@@ -1364,3 +1364,89 @@ fn ipv6_networks_are_dual_stack() {
     d.cli(&["network", "rm", &n]).ok();
     assert!(!ip6_table(d));
 }
+
+/// `--network container:<x>`: the container joins x's network namespace (its localhost is x's)
+/// and takes x's hostname and /etc files; what would configure a network of its own is refused
+/// with dockerd's words, and so is joining a container that does not run.
+#[test]
+fn container_network_mode_shares_the_namespace() {
+    let d = d();
+    let w = unique("cnw");
+    let mut rm = Rm(d, vec![w.clone()]);
+    web(d, &w, "shared-ns", &[]);
+    let mode = format!("container:{w}");
+    let out = sh(
+        d,
+        &["--network", &mode],
+        &format!("{GET}get http://127.0.0.1/index.html; hostname; cat /etc/hosts"),
+    );
+    assert!(out.starts_with("shared-ns\n"), "{out}");
+    let w_host = fmt(d, &w, "{{.Config.Hostname}}");
+    let w_hosts = d.cli(&["exec", &w, "cat", "/etc/hosts"]).stdout.clone();
+    assert!(
+        out.contains(&format!("shared-ns\n{w_host}\n{}", w_hosts.trim())),
+        "{out}"
+    );
+    // Its interfaces are w's: the same eth0 address.
+    let ip = fmt(d, &w, "{{.NetworkSettings.IPAddress}}");
+    assert!(sh(d, &["--network", &mode], "ip -4 addr").contains(&ip));
+    let j = unique("cnj");
+    rm.add(&j);
+    run_d(
+        d,
+        &["--name", &j, "--network", &mode, "busybox", "sleep", "30"],
+    );
+    assert_eq!(fmt(d, &j, "{{.HostConfig.NetworkMode}}"), mode);
+    assert_eq!(fmt(d, &j, "{{.NetworkSettings.IPAddress}}"), "");
+
+    for (extra, words) in [
+        (
+            vec!["-p", "8080:80"],
+            "conflicting options: port publishing and the container type network mode",
+        ),
+        (
+            vec!["--hostname", "x"],
+            "conflicting options: hostname and the network mode",
+        ),
+        (
+            vec!["--dns", "1.1.1.1"],
+            "conflicting options: dns and the network mode",
+        ),
+        (
+            vec!["--add-host", "a:1.2.3.4"],
+            "conflicting options: custom host-to-IP mapping and the network mode",
+        ),
+    ] {
+        let mut a = vec!["create", "--network", &mode];
+        a.extend(extra.iter().copied());
+        a.extend(["busybox", "true"]);
+        let o = d.cli(&a);
+        o.fails();
+        assert!(o.stderr.contains(words), "{extra:?}: {o}");
+    }
+    let s = unique("cns");
+    rm.add(&s);
+    d.cli(&["create", "--name", &s, "busybox", "true"]).ok();
+    let o = d.cli(&[
+        "run",
+        "--rm",
+        "--network",
+        &format!("container:{s}"),
+        "busybox",
+        "true",
+    ]);
+    o.fails();
+    assert!(
+        o.stderr.contains(&format!(
+            "cannot join network of a non running container: {s}"
+        )),
+        "{o}"
+    );
+    let o = d.cli(&["run", "--rm", "--network", "container:", "busybox", "true"]);
+    o.fails();
+    assert!(
+        o.stderr
+            .contains("invalid container format container:<name|id>"),
+        "{o}"
+    );
+}
