@@ -47,13 +47,7 @@ fn options(q: &Query, experimental: bool) -> ApiResult<BuildOptions> {
             "squash is only supported with experimental mode",
         ));
     }
-    let platform = q
-        .get("platform")
-        .filter(|p| !p.is_empty())
-        .map(String::from);
-    if let Some(p) = &platform {
-        berth_engine::images::check_platform(p)?;
-    }
+    let platform = crate::images::platform_param(q)?;
     let build_args: BTreeMap<String, Option<String>> = json_map(q, "buildargs")?;
     let labels: BTreeMap<String, String> = json_map(q, "labels")?;
     let network = q

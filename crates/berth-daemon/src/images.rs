@@ -133,13 +133,7 @@ async fn create(
         } else {
             format!("{image}:{tag}")
         };
-        let platform = q
-            .get("platform")
-            .filter(|p| !p.is_empty())
-            .map(String::from);
-        if let Some(p) = &platform {
-            berth_engine::images::check_platform(p)?;
-        }
+        let platform = platform_param(&q)?;
         let auth = registry_auth(&req)?;
         let rx = st.engine.image_pull(reference, platform, auth);
         return transfer_response(rx).await;
@@ -320,4 +314,16 @@ async fn auth(State(st): State<AppState>, body: Bytes) -> ApiResult<Response<Bod
     Ok(json_response(
         &serde_json::json!({ "Status": status, "IdentityToken": "" }),
     ))
+}
+
+/// The `platform` query parameter, checked as Docker parses it (`None` when absent or empty).
+pub(crate) fn platform_param(q: &Query) -> ApiResult<Option<String>> {
+    let platform = q
+        .get("platform")
+        .filter(|p| !p.is_empty())
+        .map(String::from);
+    if let Some(p) = &platform {
+        berth_engine::images::check_platform(p)?;
+    }
+    Ok(platform)
 }

@@ -206,15 +206,7 @@ impl ImageStore {
 
         let _g = self.gc.read().unwrap_or_else(|e| e.into_inner());
         let staging = TempDir::new_in(&self.root.join("tmp"), "commit")?;
-        let tmp = staging.path.join("layer.tar");
-        let mut f = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .ctx("create", &tmp)?;
-        self.snapshot_diff(container_id, &mut f)?;
-        f.rewind().ctx("seek", &tmp)?;
+        let f = staged_tar(&staging, |f| self.snapshot_diff(container_id, f))?;
         let parent = rec.layers.last().map(String::as_str);
         let layer = self.add_layer_locked(parent, None, &mut std::io::BufReader::new(f))?;
 
@@ -286,15 +278,7 @@ impl ImageStore {
             let f = self.open_layer_tar(diff_id)?;
             crate::extract::merge_layer(&mut std::io::BufReader::new(f), &merged)?;
         }
-        let tmp = staging.path.join("layer.tar");
-        let mut f = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .ctx("create", &tmp)?;
-        write_layer_tar(&merged, &mut f)?;
-        f.rewind().ctx("seek", &tmp)?;
+        let f = staged_tar(&staging, |f| write_layer_tar(&merged, f))?;
         let chain = crate::fsutil::chain_ids(base_layers);
         let layer = self.add_layer_locked(
             chain.last().map(String::as_str),
@@ -320,6 +304,23 @@ impl ImageStore {
         self.commit(vec![(rec, Vec::new())])?;
         Ok(id)
     }
+}
+
+/// A layer tar written by `write` into `staging`, rewound for reading.
+fn staged_tar(
+    staging: &TempDir,
+    write: impl FnOnce(&mut fs::File) -> Result<(), ImageError>,
+) -> Result<fs::File, ImageError> {
+    let tmp = staging.path.join("layer.tar");
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .ctx("create", &tmp)?;
+    write(&mut f)?;
+    f.rewind().ctx("seek", &tmp)?;
+    Ok(f)
 }
 
 /// Writes an overlay-format directory (a snapshot's upper, merged layers) as a layer tarball
