@@ -458,9 +458,9 @@ impl Networks {
                 &self.dir.join("ipam").join(format!("{}.v6.json", net.id)),
                 subnet,
                 gw,
-                net.ip_range6,
             )
-            .map_err(net_err)?;
+            .map_err(net_err)?
+            .with_limits(net.ip_range6, Vec::new());
             m.insert(net.id.clone(), ipam);
         }
         match m.get_mut(&net.id) {

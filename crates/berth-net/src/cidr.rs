@@ -8,22 +8,40 @@ use serde::{Deserialize, Serialize};
 
 /// What IPAM checks need of either family's prefix.
 pub trait Subnet: Copy + fmt::Display + FromStr<Err = String> {
-    type Addr: Copy + Eq + fmt::Display + FromStr;
+    type Addr: Copy + Ord + fmt::Display + FromStr + Serialize + serde::de::DeserializeOwned;
     /// The longest prefix a network may have (room for a gateway and an endpoint).
     const MAX_PREFIX: u8;
+    /// "IPv4" or "IPv6", for messages.
+    const FAMILY: &'static str;
+    /// An address as a number (and back), for walking a prefix.
+    fn bits(ip: Self::Addr) -> u128;
+    fn from_bits(b: u128) -> Self::Addr;
+    /// The prefix's last address (the IPv4 broadcast).
+    fn last(&self) -> Self::Addr;
     fn addr(&self) -> Self::Addr;
     fn prefix(&self) -> u8;
     fn network(&self) -> Self::Addr;
     fn normalized(&self) -> Self;
     fn contains(&self, ip: Self::Addr) -> bool;
     fn first_host(&self) -> Self::Addr;
-    /// An address no gateway may take: the network's, and for IPv4 the broadcast.
+    /// An address neither a gateway nor an endpoint may take: the network's, and for IPv4 the
+    /// broadcast (except on /31 and /32, which have neither).
     fn reserved(&self, ip: Self::Addr) -> bool;
 }
 
 impl Subnet for Cidr {
     type Addr = Ipv4Addr;
     const MAX_PREFIX: u8 = 30;
+    const FAMILY: &'static str = "IPv4";
+    fn bits(ip: Ipv4Addr) -> u128 {
+        u128::from(u32::from(ip))
+    }
+    fn from_bits(b: u128) -> Ipv4Addr {
+        Ipv4Addr::from(b as u32)
+    }
+    fn last(&self) -> Ipv4Addr {
+        self.broadcast()
+    }
     fn addr(&self) -> Ipv4Addr {
         self.addr
     }
@@ -43,13 +61,23 @@ impl Subnet for Cidr {
         Cidr::first_host(self)
     }
     fn reserved(&self, ip: Ipv4Addr) -> bool {
-        ip == Cidr::network(self) || ip == self.broadcast()
+        self.prefix < 31 && (ip == Cidr::network(self) || ip == self.broadcast())
     }
 }
 
 impl Subnet for Cidr6 {
     type Addr = Ipv6Addr;
     const MAX_PREFIX: u8 = 126;
+    const FAMILY: &'static str = "IPv6";
+    fn bits(ip: Ipv6Addr) -> u128 {
+        u128::from(ip)
+    }
+    fn from_bits(b: u128) -> Ipv6Addr {
+        Ipv6Addr::from(b)
+    }
+    fn last(&self) -> Ipv6Addr {
+        Cidr6::last(self)
+    }
     fn addr(&self) -> Ipv6Addr {
         self.addr
     }

@@ -3,34 +3,49 @@
 //! never gives one address to two containers.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::cidr::{Cidr, Cidr6};
+use crate::cidr::{Cidr, Cidr6, Subnet};
 use crate::{NetError, Result};
 
-#[derive(Default, Serialize, Deserialize)]
-struct State {
+#[derive(Serialize, Deserialize)]
+#[serde(bound = "A: Serialize + serde::de::DeserializeOwned + Ord")]
+struct State<A> {
     /// address -> owner (a container id)
-    allocated: BTreeMap<Ipv4Addr, String>,
-    /// The last address handed out: the next search starts after it, so a freed address is not
-    /// reused at once (Docker does the same).
-    last: Option<Ipv4Addr>,
+    allocated: BTreeMap<A, String>,
+    /// The last address handed out dynamically: the next search starts after it, so a freed
+    /// address is not reused at once (Docker does the same).
+    last: Option<A>,
 }
 
-pub struct Ipam {
+impl<A> Default for State<A> {
+    fn default() -> Self {
+        State {
+            allocated: BTreeMap::new(),
+            last: None,
+        }
+    }
+}
+
+/// The addresses of one network of one family.
+pub struct AddrPool<S: Subnet> {
     path: PathBuf,
-    subnet: Cidr,
-    gateway: Ipv4Addr,
+    subnet: S,
+    gateway: S::Addr,
     /// `--ip-range`: where dynamic addresses come from (a requested one may lie anywhere in
     /// the subnet, as in Docker).
-    range: Option<Cidr>,
+    range: Option<S>,
     /// `--aux-address`es: never handed out.
-    reserved: Vec<Ipv4Addr>,
-    state: State,
+    reserved: Vec<S::Addr>,
+    state: State<S::Addr>,
 }
+
+/// A network's IPv4 addresses.
+pub type Ipam = AddrPool<Cidr>;
+/// The IPv6 side of a dual-stack network.
+pub type Ipam6 = AddrPool<Cidr6>;
 
 /// Writes `data` to `path` atomically: temp file, fsync, rename, fsync of the directory.
 pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
@@ -58,16 +73,16 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     r
 }
 
-impl Ipam {
+impl<S: Subnet> AddrPool<S> {
     /// Opens (or starts) the allocation file at `path` for `subnet`.
-    pub fn open(path: &Path, subnet: Cidr, gateway: Ipv4Addr) -> Result<Ipam> {
+    pub fn open(path: &Path, subnet: S, gateway: S::Addr) -> Result<Self> {
         let state = match std::fs::read(path) {
             Ok(b) => serde_json::from_slice(&b)
                 .map_err(|e| NetError::Ipam(format!("reading {}: {e}", path.display())))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
             Err(e) => return Err(NetError::Ipam(format!("reading {}: {e}", path.display()))),
         };
-        Ok(Ipam {
+        Ok(AddrPool {
             path: path.to_path_buf(),
             subnet: subnet.normalized(),
             gateway,
@@ -78,7 +93,7 @@ impl Ipam {
     }
 
     /// Restricts dynamic allocation to `range` and keeps `reserved` out of every allocation.
-    pub fn with_limits(mut self, range: Option<Cidr>, reserved: Vec<Ipv4Addr>) -> Ipam {
+    pub fn with_limits(mut self, range: Option<S>, reserved: Vec<S::Addr>) -> Self {
         self.range = range.map(|r| r.normalized());
         self.reserved = reserved;
         self
@@ -91,17 +106,16 @@ impl Ipam {
             .map_err(|e| NetError::Ipam(format!("writing {}: {e}", self.path.display())))
     }
 
-    fn usable(&self, ip: Ipv4Addr) -> bool {
+    fn usable(&self, ip: S::Addr) -> bool {
         self.subnet.contains(ip)
             && ip != self.gateway
             && !self.reserved.contains(&ip)
-            && (self.subnet.prefix >= 31
-                || (ip != self.subnet.network() && ip != self.subnet.broadcast()))
+            && !self.subnet.reserved(ip)
     }
 
-    /// Allocates `want` (it must be free and in the subnet) or the next free address, for
-    /// `owner`; persisted before it returns.
-    pub fn allocate(&mut self, owner: &str, want: Option<Ipv4Addr>) -> Result<Ipv4Addr> {
+    /// Allocates `want` (it must be free and in the subnet) or the next free address of the
+    /// range (or subnet), for `owner`; persisted before it returns.
+    pub fn allocate(&mut self, owner: &str, want: Option<S::Addr>) -> Result<S::Addr> {
         let ip = match want {
             Some(ip) => {
                 if !self.usable(ip) {
@@ -118,42 +132,45 @@ impl Ipam {
             }
             None => {
                 let pool = self.range.unwrap_or(self.subnet);
-                let base = u32::from(pool.network());
-                let size = pool.size().min(1 << 24) as u32;
+                let base = S::bits(pool.network());
+                let span = (S::bits(pool.last()) - base).saturating_add(1);
                 let start = self
                     .state
                     .last
                     .filter(|l| pool.contains(*l))
-                    .map(|l| u32::from(l) - base + 1)
+                    .map(|l| S::bits(l) - base + 1)
                     .unwrap_or(1);
-                let mut found = None;
-                for k in 0..size {
-                    let off = (start + k) % size;
-                    let ip = Ipv4Addr::from(base + off);
-                    if self.usable(ip) && !self.state.allocated.contains_key(&ip) {
-                        found = Some(ip);
-                        break;
-                    }
-                }
+                // Among this many consecutive candidates one is free unless all taken: each
+                // allocation, reserved address, the gateway, network and broadcast block one.
+                let tries = (self.state.allocated.len() as u128 + self.reserved.len() as u128 + 4)
+                    .min(span);
+                let found = (0..tries)
+                    .map(|k| S::from_bits(base + (start + k) % span))
+                    .find(|ip| self.usable(*ip) && !self.state.allocated.contains_key(ip));
                 found.ok_or_else(|| {
                     NetError::Ipam(format!(
-                        "no available IPv4 addresses on this network's address pools: {}",
-                        pool
+                        "no available {} addresses on this network's address pools: {pool}",
+                        S::FAMILY
                     ))
                 })?
             }
         };
         self.state.allocated.insert(ip, owner.to_string());
-        self.state.last = Some(ip);
+        let cursor = self.state.last;
+        if want.is_none() {
+            // A requested address does not move the cursor of dynamic ones.
+            self.state.last = Some(ip);
+        }
         if let Err(e) = self.save() {
             self.state.allocated.remove(&ip);
+            self.state.last = cursor;
             return Err(e);
         }
         Ok(ip)
     }
 
     /// Frees `ip` if `owner` holds it (a later allocation of the same owner stays).
-    pub fn release(&mut self, ip: Ipv4Addr, owner: &str) -> Result<()> {
+    pub fn release(&mut self, ip: S::Addr, owner: &str) -> Result<()> {
         if self.state.allocated.get(&ip).map(String::as_str) == Some(owner) {
             self.state.allocated.remove(&ip);
             self.save()?;
@@ -163,12 +180,7 @@ impl Ipam {
 
     /// Frees every address of `owner`.
     pub fn release_owner(&mut self, owner: &str) -> Result<()> {
-        let before = self.state.allocated.len();
-        self.state.allocated.retain(|_, o| o != owner);
-        if self.state.allocated.len() != before {
-            self.save()?;
-        }
-        Ok(())
+        self.retain(|o| o != owner)
     }
 
     /// Keeps only allocations whose owner `keep` accepts.
@@ -181,139 +193,12 @@ impl Ipam {
         Ok(())
     }
 
-    pub fn owner(&self, ip: Ipv4Addr) -> Option<&str> {
+    pub fn owner(&self, ip: S::Addr) -> Option<&str> {
         self.state.allocated.get(&ip).map(String::as_str)
     }
 
-    pub fn allocated(&self) -> impl Iterator<Item = (Ipv4Addr, &str)> {
+    pub fn allocated(&self) -> impl Iterator<Item = (S::Addr, &str)> {
         self.state.allocated.iter().map(|(k, v)| (*k, v.as_str()))
-    }
-
-    pub fn remove_file(&self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-#[derive(Default, Serialize, Deserialize)]
-struct State6 {
-    allocated: BTreeMap<Ipv6Addr, String>,
-    last: Option<Ipv6Addr>,
-}
-
-/// The IPv6 side of a dual-stack network: the same contract as [`Ipam`] (persisted before an
-/// address is handed out), over a prefix too large to scan, so the search is bounded.
-pub struct Ipam6 {
-    path: PathBuf,
-    subnet: Cidr6,
-    gateway: Ipv6Addr,
-    range: Option<Cidr6>,
-    state: State6,
-}
-
-impl Ipam6 {
-    pub fn open(
-        path: &Path,
-        subnet: Cidr6,
-        gateway: Ipv6Addr,
-        range: Option<Cidr6>,
-    ) -> Result<Ipam6> {
-        let state = match std::fs::read(path) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map_err(|e| NetError::Ipam(format!("reading {}: {e}", path.display())))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State6::default(),
-            Err(e) => return Err(NetError::Ipam(format!("reading {}: {e}", path.display()))),
-        };
-        Ok(Ipam6 {
-            path: path.to_path_buf(),
-            subnet: subnet.normalized(),
-            gateway,
-            range: range.map(|r| r.normalized()),
-            state,
-        })
-    }
-
-    fn save(&self) -> Result<()> {
-        let b = serde_json::to_vec(&self.state)
-            .map_err(|e| NetError::Ipam(format!("encoding allocations: {e}")))?;
-        write_atomic(&self.path, &b)
-            .map_err(|e| NetError::Ipam(format!("writing {}: {e}", self.path.display())))
-    }
-
-    fn usable(&self, ip: Ipv6Addr) -> bool {
-        self.subnet.contains(ip) && ip != self.gateway && ip != self.subnet.network()
-    }
-
-    /// Allocates `want` or the next free address of the range (or subnet) for `owner`.
-    pub fn allocate(&mut self, owner: &str, want: Option<Ipv6Addr>) -> Result<Ipv6Addr> {
-        let ip = match want {
-            Some(ip) => {
-                if !self.usable(ip) {
-                    return Err(NetError::InvalidParameter(format!(
-                        "no configured subnet or ip-range contain the IP address {ip}"
-                    )));
-                }
-                if let Some(o) = self.state.allocated.get(&ip) {
-                    if o != owner {
-                        return Err(NetError::Conflict(format!("Address already in use: {ip}")));
-                    }
-                }
-                ip
-            }
-            None => {
-                let pool = self.range.unwrap_or(self.subnet);
-                let base = u128::from(pool.network());
-                let span = u128::from(pool.last()) - base;
-                let start = self
-                    .state
-                    .last
-                    .filter(|l| pool.contains(*l))
-                    .map(|l| u128::from(l) - base + 1)
-                    .unwrap_or(1);
-                // Allocations are few: at most that many + 2 candidates are taken.
-                let tries = (self.state.allocated.len() as u128 + 3).min(span.saturating_add(1));
-                let mut found = None;
-                for k in 0..tries {
-                    let off = (start + k) % span.saturating_add(1).max(1);
-                    let ip = Ipv6Addr::from(base + off);
-                    if self.usable(ip) && !self.state.allocated.contains_key(&ip) {
-                        found = Some(ip);
-                        break;
-                    }
-                }
-                found.ok_or_else(|| {
-                    NetError::Ipam(format!(
-                        "no available IPv6 addresses on this network's address pools: {pool}"
-                    ))
-                })?
-            }
-        };
-        self.state.allocated.insert(ip, owner.to_string());
-        if want.is_none() {
-            // A requested address does not move the cursor of dynamic ones.
-            self.state.last = Some(ip);
-        }
-        if let Err(e) = self.save() {
-            self.state.allocated.remove(&ip);
-            return Err(e);
-        }
-        Ok(ip)
-    }
-
-    pub fn release(&mut self, ip: Ipv6Addr, owner: &str) -> Result<()> {
-        if self.state.allocated.get(&ip).map(String::as_str) == Some(owner) {
-            self.state.allocated.remove(&ip);
-            self.save()?;
-        }
-        Ok(())
-    }
-
-    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) -> Result<()> {
-        let before = self.state.allocated.len();
-        self.state.allocated.retain(|_, o| keep(o));
-        if self.state.allocated.len() != before {
-            self.save()?;
-        }
-        Ok(())
     }
 
     pub fn remove_file(&self) {
@@ -324,6 +209,7 @@ impl Ipam6 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
     fn net() -> (Cidr, Ipv4Addr) {
         ("10.77.0.0/29".parse().unwrap(), Ipv4Addr::new(10, 77, 0, 1))
@@ -372,6 +258,10 @@ mod tests {
             a.allocate("d", Some(ip)),
             Err(NetError::Conflict(_))
         ));
+        // A requested address does not move the dynamic cursor, which skips it later.
+        let got: Vec<Ipv4Addr> = std::iter::from_fn(|| a.allocate("e", None).ok()).collect();
+        let host = |n| Ipv4Addr::new(10, 77, 0, n);
+        assert_eq!(got, vec![host(2), host(3), host(4), host(6)]);
     }
 
     #[test]
@@ -404,7 +294,7 @@ mod tests {
         let p = tmp.path().join("i6.json");
         let s: Cidr6 = "2001:db8::/64".parse().unwrap();
         let gw: Ipv6Addr = "2001:db8::1".parse().unwrap();
-        let mut a = Ipam6::open(&p, s, gw, None).unwrap();
+        let mut a = Ipam6::open(&p, s, gw).unwrap();
         let x = a.allocate("c1", None).unwrap();
         assert_eq!(x.to_string(), "2001:db8::2");
         let want: Ipv6Addr = "2001:db8::f00d".parse().unwrap();
@@ -414,7 +304,7 @@ mod tests {
         assert!(a
             .allocate("c3", Some("2001:db9::1".parse().unwrap()))
             .is_err());
-        let mut b = Ipam6::open(&p, s, gw, None).unwrap();
+        let mut b = Ipam6::open(&p, s, gw).unwrap();
         assert_eq!(b.allocate("c3", None).unwrap().to_string(), "2001:db8::3");
         b.release(x, "c1").unwrap();
         b.retain(|o| o != "c2").unwrap();
