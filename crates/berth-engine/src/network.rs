@@ -131,6 +131,8 @@ pub struct NetworkRecord {
     pub subnet6: Option<Cidr6>,
     pub gateway6: Option<Ipv6Addr>,
     pub ip_range6: Option<Cidr6>,
+    /// `--aux-address`es of the IPv6 subnet.
+    pub aux6: BTreeMap<String, Ipv6Addr>,
     /// `IPAM.Config` as inspect shows it (empty for networks made before it was kept).
     pub ipam_config: Vec<IpamConfig>,
 }
@@ -460,7 +462,7 @@ impl Networks {
                 gw,
             )
             .map_err(net_err)?
-            .with_limits(net.ip_range6, Vec::new());
+            .with_limits(net.ip_range6, net.aux6.values().copied().collect());
             m.insert(net.id.clone(), ipam);
         }
         match m.get_mut(&net.id) {

@@ -388,6 +388,7 @@ impl Engine {
             subnet6: pool6.as_ref().map(|(_, p)| p.subnet),
             gateway6: pool6.as_ref().map(|(_, p)| p.gateway),
             ip_range6: pool6.as_ref().and_then(|(_, p)| p.range),
+            aux6: pool6.as_ref().map(|(_, p)| p.aux.clone()).unwrap_or_default(),
             ipam_config: echo,
         };
         st.nets.insert(id.clone(), rec.clone());
