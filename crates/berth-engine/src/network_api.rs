@@ -388,7 +388,10 @@ impl Engine {
             subnet6: pool6.as_ref().map(|(_, p)| p.subnet),
             gateway6: pool6.as_ref().map(|(_, p)| p.gateway),
             ip_range6: pool6.as_ref().and_then(|(_, p)| p.range),
-            aux6: pool6.as_ref().map(|(_, p)| p.aux.clone()).unwrap_or_default(),
+            aux6: pool6
+                .as_ref()
+                .map(|(_, p)| p.aux.clone())
+                .unwrap_or_default(),
             ipam_config: echo,
         };
         st.nets.insert(id.clone(), rec.clone());
@@ -457,6 +460,8 @@ impl Engine {
         &self,
         filters: &HashMap<String, Vec<String>>,
     ) -> Result<NetworkPruneResponse> {
+        crate::prune::check_keys(filters, &["until", "label", "label!"])?;
+        let until = crate::prune::until_filter(filters)?;
         let candidates: Vec<NetworkRecord> = {
             let st = self.nets().lock();
             st.nets
@@ -470,15 +475,19 @@ impl Engine {
                     })
                 })
                 .filter(|n| {
-                    filters
-                        .get("label")
-                        .map(|vs| {
-                            vs.iter().all(|v| match v.split_once('=') {
-                                Some((k, val)) => n.labels.get(k).is_some_and(|x| x == val),
-                                None => n.labels.contains_key(v.as_str()),
-                            })
-                        })
-                        .unwrap_or(true)
+                    let labels: HashMap<String, String> = n
+                        .labels
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
+                    crate::prune::labels_match(filters, &labels)
+                })
+                .filter(|n| {
+                    // Docker: networks created before `until`.
+                    let created = chrono::DateTime::parse_from_rfc3339(&n.created)
+                        .map(|t| t.timestamp())
+                        .unwrap_or(0);
+                    until.is_none_or(|u| created < u)
                 })
                 .cloned()
                 .collect()

@@ -9,7 +9,7 @@ use crate::error::{EngineError, Result};
 use crate::query::ListOptions;
 
 /// `until` (a unix time, RFC 3339 time or Go duration before now) as unix seconds.
-fn until_filter(filters: &HashMap<String, Vec<String>>) -> Result<Option<i64>> {
+pub(crate) fn until_filter(filters: &HashMap<String, Vec<String>>) -> Result<Option<i64>> {
     let Some(v) = filters.get("until").and_then(|v| v.first()) else {
         return Ok(None);
     };
@@ -46,7 +46,10 @@ fn bad_until(v: &str) -> EngineError {
 }
 
 /// `label=k`, `label=k=v`, `label!=...` against a label map.
-fn labels_match(filters: &HashMap<String, Vec<String>>, labels: &HashMap<String, String>) -> bool {
+pub(crate) fn labels_match(
+    filters: &HashMap<String, Vec<String>>,
+    labels: &HashMap<String, String>,
+) -> bool {
     let has = |l: &str| match l.split_once('=') {
         Some((k, v)) => labels.get(k).map(String::as_str) == Some(v),
         None => labels.contains_key(l),
@@ -59,7 +62,7 @@ fn labels_match(filters: &HashMap<String, Vec<String>>, labels: &HashMap<String,
             .is_none_or(|ls| ls.iter().all(|l| !has(l)))
 }
 
-fn check_keys(filters: &HashMap<String, Vec<String>>, allowed: &[&str]) -> Result<()> {
+pub(crate) fn check_keys(filters: &HashMap<String, Vec<String>>, allowed: &[&str]) -> Result<()> {
     for k in filters.keys() {
         if !allowed.contains(&k.as_str()) {
             return Err(EngineError::InvalidParameter(format!(

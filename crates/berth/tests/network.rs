@@ -607,13 +607,28 @@ fn network_commands_and_errors() {
         .output()
         .expect("nft");
     assert!(!String::from_utf8_lossy(&t.stdout).contains(&bridge));
-    // prune removes unused networks only.
-    let p = unique("pr");
-    d.cli(&["network", "create", &p]).ok();
-    let pr = d.cli(&["network", "prune", "-f"]);
+    // prune removes unused networks only; filters pick which (a label also keeps this test off
+    // the networks other tests of the shared daemon are about to use).
+    let tag = unique("prl");
+    let (p, q) = (unique("pr"), unique("pq"));
+    d.cli(&["network", "create", "--label", &format!("t={tag}"), &p])
+        .ok();
+    d.cli(&["network", "create", &q]).ok();
+    let _q = Net(d, q.clone());
+    let label = format!("label=t={tag}");
+    // Created just now: `until=1h` (only what is older than an hour) spares it.
+    let pr = d.cli(&[
+        "network", "prune", "-f", "--filter", &label, "--filter", "until=1h",
+    ]);
     pr.ok();
-    assert!(pr.out().contains(&p), "{pr}");
+    assert!(!pr.out().contains(&p), "{pr}");
+    let pr = d.cli(&["network", "prune", "-f", "--filter", &label]);
+    pr.ok();
+    assert!(pr.out().contains(&p) && !pr.out().contains(&q), "{pr}");
     assert!(d.cli(&["network", "inspect", &p]).code != 0);
+    let bad = d.cli(&["network", "prune", "-f", "--filter", "bogus=1"]);
+    bad.fails();
+    assert!(bad.stderr.contains("invalid filter 'bogus'"), "{bad}");
 }
 
 #[test]
