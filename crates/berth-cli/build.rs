@@ -1,4 +1,5 @@
-//! Records the git commit Berth is built from (for `berth --version`) when it is cheap to know:
+//! Records the git commit Berth is built from (for `berth --version`, and as the daemon's build
+//! script too, for `/version`'s GitCommit) when it is cheap to know:
 //! `BERTH_GIT_COMMIT` from the environment (packagers), else `git rev-parse` in a checkout.
 //! Outside a git checkout, or without git, the version line simply has no build field.
 

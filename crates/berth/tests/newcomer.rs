@@ -40,6 +40,22 @@ fn version_flag_names_version_commit_and_api() {
     }
 }
 
+/// The daemon's `/version` names the same commit as `berth --version` (Docker's GitCommit).
+#[test]
+fn server_version_names_the_build_commit() {
+    let line = berth(&["--version"]).stdout.clone();
+    let commit = line
+        .split("build ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .unwrap_or("unknown")
+        .to_string();
+    let d = Daemon::start(BIN);
+    let v = d.cli(&["version", "--format", "{{.Server.GitCommit}}"]);
+    v.ok();
+    assert_eq!(v.out(), commit, "{line}");
+}
+
 #[test]
 fn completions_for_each_shell_name_real_commands() {
     for (shell, marker) in [
