@@ -63,6 +63,8 @@ pub enum Cmd {
     Import(ImportArgs),
     /// Download an image from a registry
     Pull(PullArgs),
+    /// Search Docker Hub (or the index a term names, `host:port/term`) for images
+    Search(SearchArgs),
     /// Upload an image to a registry
     Push(PushArgs),
     /// Authenticate to a registry
@@ -180,6 +182,7 @@ impl Cmd {
             Cmd::Save(_) => "save",
             Cmd::Import(_) => "import",
             Cmd::Pull(_) => "pull",
+            Cmd::Search(_) => "search",
             Cmd::Push(_) => "push",
             Cmd::Login(_) => "login",
             Cmd::Logout(_) => "logout",
@@ -397,6 +400,23 @@ pub struct ImagesArgs {
     pub format: Option<String>,
     /// REPOSITORY[:TAG]
     pub reference: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// Filter output based on conditions provided
+    #[arg(short = 'f', long = "filter")]
+    pub filter: Vec<String>,
+    /// Pretty-print search using a Go template
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Max number of search results
+    #[arg(long)]
+    pub limit: Option<i64>,
+    /// Don't truncate output
+    #[arg(long = "no-trunc")]
+    pub no_trunc: bool,
+    pub term: String,
 }
 
 #[derive(Debug, Args)]

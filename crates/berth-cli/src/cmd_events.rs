@@ -37,17 +37,6 @@ fn default_line(e: &serde_json::Value) -> String {
     line
 }
 
-fn filters_json(filters: &[String]) -> Result<String, CliError> {
-    let mut m: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-    for f in filters {
-        let (k, v) = f.split_once('=').ok_or_else(|| {
-            CliError::Usage("bad format of filter (expected name=value)".to_string())
-        })?;
-        m.entry(k.to_string()).or_default().push(v.to_string());
-    }
-    Ok(serde_json::to_string(&m)?)
-}
-
 pub async fn events(c: Arc<Client>, a: EventsArgs) -> Result<i32, CliError> {
     let now = chrono::Utc::now();
     let mut q: Vec<(&str, String)> = Vec::new();
@@ -58,7 +47,10 @@ pub async fn events(c: Arc<Client>, a: EventsArgs) -> Result<i32, CliError> {
         q.push(("until", parse_timestamp(u, now)?));
     }
     if !a.filter.is_empty() {
-        q.push(("filters", filters_json(&a.filter)?));
+        q.push((
+            "filters",
+            crate::opts::filters_json(&a.filter, &[])?.unwrap_or_default(),
+        ));
     }
     let tmpl = match a.format.as_deref() {
         None | Some("") => None,

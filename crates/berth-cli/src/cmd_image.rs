@@ -7,7 +7,7 @@ use berth_api::Client;
 use tokio::io::AsyncRead;
 
 use crate::cli::{
-    HistoryArgs, ImagesArgs, ImportArgs, LoadArgs, PullArgs, RmiArgs, SaveArgs, TagArgs,
+    HistoryArgs, ImagesArgs, ImportArgs, LoadArgs, PullArgs, RmiArgs, SaveArgs, SearchArgs, TagArgs,
 };
 use crate::error::CliError;
 use crate::format::{self, now_unix, render_rows, split_repo_tag};
@@ -147,6 +147,30 @@ pub async fn history(c: &Client, a: HistoryArgs) -> Result<i32, CliError> {
         "table {{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}".into()
     };
     print!("{}", render_rows(&fmt, format::HISTORY_HEADERS, &rows)?);
+    Ok(0)
+}
+
+pub async fn search(c: &Client, a: SearchArgs) -> Result<i32, CliError> {
+    let mut q: Vec<(&str, String)> = vec![("term", a.term.clone())];
+    if let Some(l) = a.limit {
+        q.push(("limit", l.to_string()));
+    }
+    if let Some(f) = crate::opts::filters_json(&a.filter, &[])? {
+        q.push(("filters", f));
+    }
+    let found: Vec<serde_json::Value> = c.get_json("/images/search", &q).await?;
+    let rows: Vec<_> = found
+        .iter()
+        .map(|r| format::search_row(r, !a.no_trunc))
+        .collect();
+    let fmt = a
+        .format
+        .clone()
+        .filter(|f| !f.trim().is_empty() && f.trim() != "table")
+        .unwrap_or_else(|| {
+            "table {{.Name}}\t{{.Description}}\t{{.StarCount}}\t{{.IsOfficial}}".into()
+        });
+    print!("{}", render_rows(&fmt, format::SEARCH_HEADERS, &rows)?);
     Ok(0)
 }
 

@@ -12,6 +12,7 @@ use clap::{Args, Subcommand};
 
 use crate::error::CliError;
 use crate::format::render_rows;
+use crate::opts::filters_json;
 use crate::template::Template;
 use crate::value::Value;
 
@@ -170,22 +171,6 @@ fn kv(list: &[String]) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn filters_json(list: &[String]) -> Result<String, CliError> {
-    if list.is_empty() {
-        return Ok(String::new());
-    }
-    let mut m: BTreeMap<String, BTreeMap<String, bool>> = BTreeMap::new();
-    for f in list {
-        let (k, v) = f
-            .split_once('=')
-            .ok_or_else(|| CliError::msg("bad format of filter (expected name=value)"))?;
-        m.entry(k.trim().to_lowercase())
-            .or_default()
-            .insert(v.to_string(), true);
-    }
-    Ok(serde_json::to_string(&m)?)
-}
-
 pub async fn run(c: &Client, cmd: NetworkCmd) -> Result<i32, CliError> {
     match cmd {
         NetworkCmd::Create(a) => create(c, a).await,
@@ -339,7 +324,9 @@ fn ipam_pools(a: &CreateArgs) -> Result<Vec<IpamConfig>, CliError> {
 }
 
 async fn ls(c: &Client, a: LsArgs) -> Result<i32, CliError> {
-    let list = c.network_list(&filters_json(&a.filter)?).await?;
+    let list = c
+        .network_list(&filters_json(&a.filter, &[])?.unwrap_or_default())
+        .await?;
     let rows: Vec<Value> = list
         .iter()
         .map(|n| {
@@ -452,7 +439,9 @@ async fn prune(c: &Client, a: PruneArgs) -> Result<i32, CliError> {
             return Ok(0);
         }
     }
-    let r = c.network_prune(&filters_json(&a.filter)?).await?;
+    let r = c
+        .network_prune(&filters_json(&a.filter, &[])?.unwrap_or_default())
+        .await?;
     let deleted = r.networks_deleted.unwrap_or_default();
     if !deleted.is_empty() {
         println!("Deleted Networks:");

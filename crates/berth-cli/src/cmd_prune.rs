@@ -9,6 +9,7 @@ use serde_json::Value;
 use crate::cli::{DfArgs, PruneArgs};
 use crate::error::CliError;
 use crate::format::{human_size, tabwrite};
+use crate::opts::filters_json;
 
 fn confirm(warning: &str) -> bool {
     print!("{warning}\nAre you sure you want to continue? [y/N] ");
@@ -16,20 +17,6 @@ fn confirm(warning: &str) -> bool {
     let mut line = String::new();
     let _ = std::io::stdin().lock().read_line(&mut line);
     matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes")
-}
-
-fn filters_json(filter: &[String], extra: &[(&str, &str)]) -> Result<Option<String>, CliError> {
-    let mut m: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-    for f in filter {
-        let (k, v) = f.split_once('=').ok_or_else(|| {
-            CliError::Usage(format!("bad format of filter (expected name=value): {f}"))
-        })?;
-        m.entry(k.to_string()).or_default().push(v.to_string());
-    }
-    for (k, v) in extra {
-        m.entry(k.to_string()).or_default().push(v.to_string());
-    }
-    Ok((!m.is_empty()).then(|| serde_json::to_string(&m).unwrap_or_default()))
 }
 
 async fn post(c: &Client, path: &str, filters: Option<String>) -> Result<Value, CliError> {

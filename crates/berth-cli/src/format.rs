@@ -540,6 +540,14 @@ pub fn image_rows(i: &ImageSummary, trunc: bool, digests: bool, now: i64) -> Vec
         .collect()
 }
 
+pub const SEARCH_HEADERS: &[(&str, &str)] = &[
+    ("Name", "NAME"),
+    ("Description", "DESCRIPTION"),
+    ("StarCount", "STARS"),
+    ("IsOfficial", "OFFICIAL"),
+    ("IsAutomated", "AUTOMATED"),
+];
+
 pub const HISTORY_HEADERS: &[(&str, &str)] = &[
     ("ID", "IMAGE"),
     ("CreatedSince", "CREATED"),
@@ -548,6 +556,31 @@ pub const HISTORY_HEADERS: &[(&str, &str)] = &[
     ("Size", "SIZE"),
     ("Comment", "COMMENT"),
 ];
+
+/// One `search` result (the API's snake_case fields) as the CLI's template fields.
+pub fn search_row(r: &serde_json::Value, trunc: bool) -> Value {
+    let desc = r["description"].as_str().unwrap_or("").replace('\n', " ");
+    let ok = |k: &str| {
+        Value::str(if r[k].as_bool() == Some(true) {
+            "[OK]"
+        } else {
+            ""
+        })
+    };
+    obj(vec![
+        ("Name", Value::str(r["name"].as_str().unwrap_or(""))),
+        (
+            "Description",
+            Value::Str(if trunc { ellipsis(&desc, 45) } else { desc }),
+        ),
+        (
+            "StarCount",
+            Value::Str(r["star_count"].as_i64().unwrap_or(0).to_string()),
+        ),
+        ("IsOfficial", ok("is_official")),
+        ("IsAutomated", ok("is_automated")),
+    ])
+}
 
 pub fn history_row(h: &HistoryItem, trunc: bool, human: bool, now: i64) -> Value {
     let id = if h.id.starts_with('<') {

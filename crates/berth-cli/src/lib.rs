@@ -180,6 +180,7 @@ async fn dispatch(c: Arc<Client>, cmd: Cmd) -> Result<i32, CliError> {
         Cmd::Save(a) | Cmd::Image(I::Save(a)) => cmd_image::save(&c, a).await,
         Cmd::Import(a) | Cmd::Image(I::Import(a)) => cmd_image::import(&c, a).await,
         Cmd::Pull(a) | Cmd::Image(I::Pull(a)) => cmd_image::pull(&c, a).await,
+        Cmd::Search(a) => cmd_image::search(&c, a).await,
         Cmd::Push(a) | Cmd::Image(I::Push(a)) => cmd_image::push(&c, a).await,
         Cmd::Login(a) => auth::login(&c, a).await,
         Cmd::Logout(a) => auth::logout(a).await,

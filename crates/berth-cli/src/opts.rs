@@ -1144,3 +1144,26 @@ mod security_opt_tests {
         let _ = std::fs::remove_file(d);
     }
 }
+
+/// `--filter k=v` flags (and `extra` pairs) as the API's `filters` JSON, `{"k":["v",…]}`;
+/// `None` when there are none.
+pub fn filters_json(
+    list: &[String],
+    extra: &[(&str, &str)],
+) -> Result<Option<String>, crate::error::CliError> {
+    let mut m: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for f in list {
+        let (k, v) = f.split_once('=').ok_or_else(|| {
+            crate::error::CliError::Usage(format!(
+                "bad format of filter (expected name=value): {f}"
+            ))
+        })?;
+        m.entry(k.trim().to_string())
+            .or_default()
+            .push(v.to_string());
+    }
+    for (k, v) in extra {
+        m.entry(k.to_string()).or_default().push(v.to_string());
+    }
+    Ok((!m.is_empty()).then(|| serde_json::to_string(&m).unwrap_or_default()))
+}

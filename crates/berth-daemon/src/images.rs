@@ -21,6 +21,7 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
         .route("/images/load", post(load))
         .route("/images/create", post(create))
         .route("/images/get", get(save_many))
+        .route("/images/search", get(search))
         .route("/distribution/{*rest}", get(distribution))
         .route("/auth", post(auth))
         .route(
@@ -38,6 +39,21 @@ async fn list(State(st): State<AppState>, RawQuery(raw): RawQuery) -> ApiResult<
     let filters = q.filters().map_err(ApiError::bad_request)?;
     let list = st.engine.image_list(q.flag("all"), &filters).await?;
     Ok(json_response(&list))
+}
+
+/// `GET /images/search`: the named index's v1 search (Docker Hub's by default).
+async fn search(
+    State(st): State<AppState>,
+    RawQuery(raw): RawQuery,
+    req: Request<Body>,
+) -> ApiResult<Response<Body>> {
+    let q = q(raw);
+    let filters = q.filters().map_err(ApiError::bad_request)?;
+    let term = q.get("term").unwrap_or("").to_string();
+    let limit = q.int("limit").map_err(ApiError::bad_request)?;
+    let auth = registry_auth(&req)?;
+    let found = st.engine.image_search(&term, limit, &filters, auth).await?;
+    Ok(json_response(&found))
 }
 
 /// Spools a request body to a temp file so the blocking image code can read it at its pace.

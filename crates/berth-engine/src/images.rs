@@ -436,6 +436,57 @@ impl Engine {
         rx
     }
 
+    /// `GET /images/search`: Docker's limit range and filters (`is-official`, `is-automated`,
+    /// `stars`) over the index's answer.
+    pub async fn image_search(
+        &self,
+        term: &str,
+        limit: Option<i64>,
+        filters: &std::collections::HashMap<String, Vec<String>>,
+        auth: Option<berth_registry::RegistryAuth>,
+    ) -> Result<Vec<berth_registry::SearchResult>> {
+        let limit = limit.unwrap_or(25);
+        if !(1..=100).contains(&limit) {
+            return Err(EngineError::InvalidParameter(format!(
+                "limit {limit} is outside the range of [1, 100]"
+            )));
+        }
+        let bad =
+            |k: &str, v: &str| EngineError::InvalidParameter(format!("invalid filter '{k}={v}'"));
+        let mut official = None;
+        let mut automated = None;
+        let mut stars = 0i64;
+        for (k, vs) in filters {
+            for v in vs {
+                match k.as_str() {
+                    "is-official" => official = Some(v.parse::<bool>().map_err(|_| bad(k, v))?),
+                    "is-automated" => automated = Some(v.parse::<bool>().map_err(|_| bad(k, v))?),
+                    "stars" => stars = stars.max(v.parse::<i64>().map_err(|_| bad(k, v))?),
+                    _ => {
+                        return Err(EngineError::InvalidParameter(format!(
+                            "invalid filter '{k}'"
+                        )))
+                    }
+                }
+            }
+        }
+        let term = term.to_string();
+        let insecure = self.inner.registry_config.insecure_registries.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            berth_registry::search(&term, limit as usize, &insecure, auth.as_ref())
+        })
+        .await
+        .map_err(EngineError::internal)?
+        .map_err(registry_err)?;
+        Ok(found
+            .into_iter()
+            .filter(|r| official.is_none_or(|o| r.is_official == o))
+            .filter(|r| automated.is_none_or(|a| r.is_automated == a))
+            .filter(|r| r.star_count >= stars)
+            .take(limit as usize)
+            .collect())
+    }
+
     pub fn image_push(
         &self,
         reference: String,

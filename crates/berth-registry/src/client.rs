@@ -1782,6 +1782,93 @@ pub fn inspect_distribution(
     Err(last.unwrap_or_else(|| RegistryError::Http("no endpoint".into())))
 }
 
+/// One repository a registry's search found (the v1 search API's result, Docker's API shape).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SearchResult {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub star_count: i64,
+    #[serde(default)]
+    pub is_official: bool,
+    #[serde(default)]
+    pub is_automated: bool,
+}
+
+#[derive(Deserialize)]
+struct SearchResponse {
+    #[serde(default)]
+    results: Vec<SearchResult>,
+}
+
+/// `docker search TERM`: the v1 search API of the index the term names (`host[:port]/words`),
+/// or of Docker Hub's index. Docker Hub mirrors are not searched, as in Docker.
+pub fn search(
+    term: &str,
+    limit: usize,
+    insecure_registries: &[String],
+    auth: Option<&RegistryAuth>,
+) -> Result<Vec<SearchResult>, RegistryError> {
+    let (index, query) = match term.split_once('/') {
+        Some((first, rest))
+            if first.contains('.') || first.contains(':') || first == "localhost" =>
+        {
+            (first, rest)
+        }
+        _ => ("index.docker.io", term),
+    };
+    if query.is_empty() {
+        return Err(RegistryError::Config("search term cannot be empty".into()));
+    }
+    let domain = if index == "index.docker.io" {
+        DOCKER_HUB
+    } else {
+        index
+    };
+    let base = if domain == DOCKER_HUB {
+        "https://index.docker.io".to_string()
+    } else {
+        format!("{}://{index}", scheme_for(index, insecure_registries))
+    };
+    let rt = runtime()?;
+    let http = http_client(&[index], None)?;
+    rt.block_on(async {
+        let url = format!("{base}/v1/search");
+        let mut req = http
+            .get(&url)
+            .query(&[("q", query), ("n", &limit.to_string())]);
+        if let Some(RegistryAuth {
+            username, password, ..
+        }) = auth
+        {
+            if !username.is_empty() {
+                req = req.basic_auth(username, Some(password));
+            }
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| net_err(&format!("Get \"{url}\""), e))?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(RegistryError::Http(format!(
+                "Unexpected status code {}",
+                status.as_u16()
+            )));
+        }
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| net_err(&format!("Get \"{url}\""), e))?;
+        let body: SearchResponse = serde_json::from_slice(&bytes).map_err(|e| {
+            RegistryError::Http(format!("invalid search response from {index}: {e}"))
+        })?;
+        Ok(body.results)
+    })
+}
+
 /// `POST /auth`: checks credentials against a registry. Returns Docker's status text.
 pub fn login(
     server_address: &str,

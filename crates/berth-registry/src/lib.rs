@@ -8,7 +8,7 @@ pub mod storage;
 
 pub use cli::{command, main, serve_main};
 pub use client::{
-    inspect_distribution, login, pull, push, DistributionInspect, Progress, PullOptions,
-    PushOptions, PushResult, RegistryAuth,
+    inspect_distribution, login, pull, push, search, DistributionInspect, Progress, PullOptions,
+    PushOptions, PushResult, RegistryAuth, SearchResult,
 };
 pub use error::{ErrorCode, RegistryError};

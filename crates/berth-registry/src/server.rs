@@ -285,9 +285,14 @@ enum Route<'a> {
     UploadStart(&'a str),
     Upload(&'a str, &'a str),
     Referrers(&'a str, &'a str),
+    /// `GET /v1/search`: the v1 search API (`docker search host:port/term`) over the catalog.
+    Search,
 }
 
 fn route(path: &str) -> Option<Route<'_>> {
+    if path == "/v1/search" {
+        return Some(Route::Search);
+    }
     let rest = path.strip_prefix("/v2")?;
     if rest.is_empty() || rest == "/" {
         return Some(Route::Ping);
@@ -434,6 +439,36 @@ async fn handle_inner(st: Arc<State>, req: Request<Body>) -> Result<Resp, Regist
         (Route::Catalog, &Method::GET) => {
             let all = st.storage.catalog();
             paginate(&q, all, "/v2/_catalog", "repositories", None)
+        }
+        (Route::Search, &Method::GET) => {
+            // Repositories whose name holds the query, at most `n` (default 25, as Docker's).
+            let want = q.get("q").map(|s| s.to_lowercase()).unwrap_or_default();
+            let n = q
+                .get("n")
+                .and_then(|n| n.parse::<usize>().ok())
+                .filter(|n| *n > 0)
+                .unwrap_or(25);
+            let found: Vec<serde_json::Value> = st
+                .storage
+                .catalog()
+                .into_iter()
+                .filter(|r| r.to_lowercase().contains(&want))
+                .take(n)
+                .map(|name| {
+                    serde_json::json!({
+                        "name": name, "description": "", "star_count": 0,
+                        "is_official": false, "is_automated": false,
+                    })
+                })
+                .collect();
+            let body = serde_json::json!({
+                "num_pages": 1, "num_results": found.len(), "page": 1, "page_size": n,
+                "query": q.get("q").cloned().unwrap_or_default(), "results": found,
+            });
+            finish(
+                builder(StatusCode::OK).header(header::CONTENT_TYPE, "application/json"),
+                Body::from(body.to_string()),
+            )
         }
         (Route::Tags(name), &Method::GET) => {
             if !st.storage.repo_exists(name) {

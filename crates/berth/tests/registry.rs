@@ -688,3 +688,77 @@ fn docker_hub_names_through_a_mirror() {
     assert!(has_event(&evs, "pull", &format!("{repo}:1")), "{evs:?}");
     assert!(has_event(&evs, "pull", &by_digest), "{evs:?}");
 }
+
+/// `search host:port/term` asks that registry's v1 search API, which `berth registry serve`
+/// answers from its catalog; Docker's limit range and filters apply, and the docker CLI shows
+/// the same.
+#[test]
+fn search_a_registry_by_name() {
+    let d = d();
+    let reg = Registry::start();
+    let word = unique("srch");
+    for repo in [
+        format!("{word}/tools"),
+        format!("other/{word}-x"),
+        "unrelated/thing".into(),
+    ] {
+        let name = format!("{}/{repo}:1", reg.addr);
+        d.cli(&["tag", "busybox", &name]).ok();
+        d.cli(&["push", &name]).ok();
+        d.cli(&["rmi", &name]).ok();
+    }
+    let o = d.cli(&["search", &format!("{}/{word}", reg.addr)]);
+    o.ok();
+    let lines = o.lines();
+    assert!(
+        lines[0].starts_with("NAME") && lines[0].contains("STARS"),
+        "{o}"
+    );
+    assert_eq!(lines.len(), 3, "{o}");
+    assert!(
+        o.stdout.contains(&format!("{word}/tools"))
+            && o.stdout.contains(&format!("other/{word}-x")),
+        "{o}"
+    );
+    assert!(!o.stdout.contains("unrelated"), "{o}");
+    let o = d.cli(&[
+        "search",
+        "--limit",
+        "1",
+        "--format",
+        "{{.Name}}",
+        &format!("{}/{word}", reg.addr),
+    ]);
+    assert_eq!(o.ok().lines().len(), 1, "{o}");
+    let o = d.cli(&[
+        "search",
+        "--filter",
+        "is-official=true",
+        &format!("{}/{word}", reg.addr),
+    ]);
+    assert_eq!(o.ok().lines().len(), 1, "only the header: {o}");
+    let o = d.cli(&["search", "--limit", "101", &format!("{}/{word}", reg.addr)]);
+    o.fails();
+    assert!(
+        o.stderr
+            .contains("limit 101 is outside the range of [1, 100]"),
+        "{o}"
+    );
+    let o = d.cli(&[
+        "search",
+        "--filter",
+        "stars=many",
+        &format!("{}/{word}", reg.addr),
+    ]);
+    o.fails();
+    assert!(o.stderr.contains("invalid filter 'stars=many'"), "{o}");
+    if let Some(o) = d.docker(&[
+        "search",
+        "--format",
+        "{{.Name}}",
+        &format!("{}/{word}", reg.addr),
+    ]) {
+        o.ok();
+        assert_eq!(o.lines().len(), 2, "{o}");
+    }
+}
