@@ -73,7 +73,7 @@ pub fn serve(
                     let q = buf[..n].to_vec();
                     let (udp, lookup, upstream) = (udp.clone(), lookup.clone(), upstream.clone());
                     tokio::spawn(async move {
-                        if let Some(ans) = answer(&q, &lookup, &upstream).await {
+                        if let Some(ans) = answer(&q, &lookup, &upstream, false).await {
                             let _ = udp.send_to(&ans, peer).await;
                         }
                     });
@@ -93,7 +93,7 @@ pub fn serve(
                             let len = s.read_u16().await? as usize;
                             let mut q = vec![0u8; len];
                             s.read_exact(&mut q).await?;
-                            let Some(ans) = answer(&q, &lookup, &upstream).await else {
+                            let Some(ans) = answer(&q, &lookup, &upstream, true).await else {
                                 return Ok::<(), std::io::Error>(());
                             };
                             s.write_u16(ans.len() as u16).await?;
@@ -131,7 +131,10 @@ fn question(q: &[u8]) -> Option<(String, u16, usize)> {
     Some((labels.join("."), qtype, i + 4))
 }
 
-async fn answer(q: &[u8], lookup: &Lookup, upstream: &[Ipv4Addr]) -> Option<Vec<u8>> {
+/// The answer to `q`: from `lookup` for our names, else from the first upstream that answers,
+/// asked the way the client asked (`tcp`): a client that got a truncated UDP answer retries
+/// over TCP, and must get the whole answer then, as from Docker's resolver.
+async fn answer(q: &[u8], lookup: &Lookup, upstream: &[Ipv4Addr], tcp: bool) -> Option<Vec<u8>> {
     let (name, qtype, end) = question(q)?;
     if end > q.len() {
         return None;
@@ -169,7 +172,13 @@ async fn answer(q: &[u8], lookup: &Lookup, upstream: &[Ipv4Addr]) -> Option<Vec<
         }
     }
     for ns in upstream {
-        if let Some(r) = forward(q, SocketAddr::from((*ns, 53))).await {
+        let to = SocketAddr::from((*ns, 53));
+        let r = if tcp {
+            forward_tcp(q, to).await
+        } else {
+            forward(q, to).await
+        };
+        if let Some(r) = r {
             return Some(r);
         }
     }
@@ -179,6 +188,20 @@ async fn answer(q: &[u8], lookup: &Lookup, upstream: &[Ipv4Addr]) -> Option<Vec<
     r[3] = 0x82;
     r[6..12].copy_from_slice(&[0; 6]);
     Some(r)
+}
+
+async fn forward_tcp(q: &[u8], to: SocketAddr) -> Option<Vec<u8>> {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        let mut s = tokio::net::TcpStream::connect(to).await.ok()?;
+        s.write_u16(u16::try_from(q.len()).ok()?).await.ok()?;
+        s.write_all(q).await.ok()?;
+        let len = s.read_u16().await.ok()? as usize;
+        let mut buf = vec![0u8; len];
+        s.read_exact(&mut buf).await.ok()?;
+        (len >= 12 && buf[..2] == q[..2]).then_some(buf)
+    })
+    .await
+    .ok()?
 }
 
 async fn forward(q: &[u8], to: SocketAddr) -> Option<Vec<u8>> {
@@ -213,28 +236,32 @@ mod tests {
     async fn answers_known_names() {
         let lookup: Lookup =
             Arc::new(|n: &str| (n == "web").then(|| vec![Ipv4Addr::new(10, 1, 0, 2).into()]));
-        let r = answer(&query("Web", 1), &lookup, &[]).await.unwrap();
+        let r = answer(&query("Web", 1), &lookup, &[], false).await.unwrap();
         assert_eq!(&r[..2], &[0x12, 0x34]);
         assert_eq!(u16::from_be_bytes([r[6], r[7]]), 1);
         assert_eq!(&r[r.len() - 4..], &[10, 1, 0, 2]);
-        let r = answer(&query("web", 28), &lookup, &[]).await.unwrap();
+        let r = answer(&query("web", 28), &lookup, &[], false)
+            .await
+            .unwrap();
         assert_eq!(u16::from_be_bytes([r[6], r[7]]), 0);
         assert_eq!(r[3] & 0x0f, 0);
         // Unknown, and no upstream: SERVFAIL.
-        let r = answer(&query("other.example", 1), &lookup, &[])
+        let r = answer(&query("other.example", 1), &lookup, &[], false)
             .await
             .unwrap();
         assert_eq!(r[3] & 0x0f, 2);
-        assert!(answer(&[1, 2, 3], &lookup, &[]).await.is_none());
+        assert!(answer(&[1, 2, 3], &lookup, &[], false).await.is_none());
         // A dual-stack name: A gets the IPv4 address, AAAA the IPv6 one.
         let six: std::net::Ipv6Addr = "fd00::5".parse().unwrap();
         let lookup: Lookup = Arc::new(move |n: &str| {
             (n == "web").then(|| vec![Ipv4Addr::new(10, 1, 0, 2).into(), six.into()])
         });
-        let r = answer(&query("web", 28), &lookup, &[]).await.unwrap();
+        let r = answer(&query("web", 28), &lookup, &[], false)
+            .await
+            .unwrap();
         assert_eq!(u16::from_be_bytes([r[6], r[7]]), 1);
         assert_eq!(&r[r.len() - 16..], &six.octets());
-        let r = answer(&query("web", 1), &lookup, &[]).await.unwrap();
+        let r = answer(&query("web", 1), &lookup, &[], false).await.unwrap();
         assert_eq!(u16::from_be_bytes([r[6], r[7]]), 1);
         assert_eq!(&r[r.len() - 4..], &[10, 1, 0, 2]);
     }
@@ -318,5 +345,98 @@ mod kernel_tests {
             assert_eq!(&r[r.len() - 4..], &[10, 1, 2, 3]);
         }
         assert_eq!(fail[3] & 0x0f, 2, "SERVFAIL");
+    }
+
+    /// A query the resolver cannot answer itself is asked upstream the way the client asked: a
+    /// truncated UDP answer is relayed as is, and the client's retry over TCP gets the whole
+    /// answer over TCP. The upstream here listens on 127.0.0.77:53 of the host.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tcp_queries_are_forwarded_over_tcp() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let up = Ipv4Addr::new(127, 0, 0, 77);
+        let (Ok(utcp), Ok(uudp)) = (
+            std::net::TcpListener::bind((up, 53)),
+            std::net::UdpSocket::bind((up, 53)),
+        ) else {
+            eprintln!("skipped: {up}:53 is taken");
+            return;
+        };
+        // The big answer: 40 A records, more than fits a 512-byte UDP answer.
+        let big = |q: &[u8], truncated: bool| {
+            let (_, _, end) = question(q).unwrap();
+            let mut r = q[..end].to_vec();
+            r[2] = 0x80 | if truncated { 0x02 } else { 0 };
+            r[3] = 0x80;
+            let n: u16 = if truncated { 0 } else { 40 };
+            r[6..8].copy_from_slice(&n.to_be_bytes());
+            for i in 0..n {
+                r.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 10, 9, 0]);
+                r.push(i as u8);
+            }
+            r
+        };
+        std::thread::spawn(move || {
+            let mut b = [0u8; 512];
+            if let Ok((n, peer)) = uudp.recv_from(&mut b) {
+                let _ = uudp.send_to(&big(&b[..n], true), peer);
+            }
+        });
+        std::thread::spawn(move || {
+            if let Ok((mut c, _)) = utcp.accept() {
+                let mut len = [0u8; 2];
+                if c.read_exact(&mut len).is_ok() {
+                    let mut q = vec![0u8; u16::from_be_bytes(len) as usize];
+                    if c.read_exact(&mut q).is_ok() {
+                        let r = big(&q, false);
+                        let _ = c.write_all(&(r.len() as u16).to_be_bytes());
+                        let _ = c.write_all(&r);
+                    }
+                }
+            }
+        });
+        let tmp = tempfile::tempdir().unwrap();
+        let ns = tmp.path().join("ns");
+        let socks = netns::create(&ns, |_| bind_here()).unwrap();
+        let task = serve(socks, Arc::new(|_: &str| None), vec![up]).unwrap();
+        let p = ns.clone();
+        let (udp, tcp) = tokio::task::spawn_blocking(move || {
+            netns::enter(&p, || {
+                let e = |e: std::io::Error| NetError::Dns(e.to_string());
+                let u = std::net::UdpSocket::bind("127.0.0.1:0").map_err(e)?;
+                u.set_read_timeout(Some(Duration::from_secs(10)))
+                    .map_err(e)?;
+                u.send_to(&query("big.example"), (ADDR, 53)).map_err(e)?;
+                let mut b = [0u8; 512];
+                let n = u.recv(&mut b).map_err(e)?;
+                let mut t = std::net::TcpStream::connect((ADDR, 53)).map_err(e)?;
+                t.set_read_timeout(Some(Duration::from_secs(10)))
+                    .map_err(e)?;
+                let q = query("big.example");
+                t.write_all(&(q.len() as u16).to_be_bytes()).map_err(e)?;
+                t.write_all(&q).map_err(e)?;
+                let mut len = [0u8; 2];
+                t.read_exact(&mut len).map_err(e)?;
+                let mut tcp = vec![0u8; u16::from_be_bytes(len) as usize];
+                t.read_exact(&mut tcp).map_err(e)?;
+                Ok((b[..n].to_vec(), tcp))
+            })
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        task.abort();
+        netns::remove(&ns);
+        assert_eq!(udp[2] & 0x02, 0x02, "the truncated UDP answer is relayed");
+        assert_eq!(
+            u16::from_be_bytes([tcp[6], tcp[7]]),
+            40,
+            "all records over TCP"
+        );
+        assert!(tcp.len() > 512);
+        assert_eq!(tcp[tcp.len() - 1], 39);
     }
 }
