@@ -74,15 +74,17 @@ start_daemon() {
 
 stop_daemon() {
     # Containers outlive their daemon (live restore): remove them first, and the bridge after.
+    # Each step may fail (the daemon already removed its bridge): under `set -e` a failure must
+    # not end the trap before the purge, or the temp roots stay behind.
     if [ -n "${DAEMON_PID:-}" ]; then
-        $B ps -aq 2>/dev/null | xargs -r $B rm -f >/dev/null 2>&1
-        kill "$DAEMON_PID" 2>/dev/null && wait "$DAEMON_PID" 2>/dev/null
+        $B ps -aq 2>/dev/null | xargs -r $B rm -f >/dev/null 2>&1 || true
+        { kill "$DAEMON_PID" 2>/dev/null && wait "$DAEMON_PID" 2>/dev/null; } || true
     fi
     if [ -n "${BENCH_BRIDGE:-}" ]; then
-        ip link del "$BENCH_BRIDGE" 2>/dev/null
-        nft delete table ip "berth_$BENCH_BRIDGE" 2>/dev/null
+        ip link del "$BENCH_BRIDGE" 2>/dev/null || true
+        nft delete table ip "berth_$BENCH_BRIDGE" 2>/dev/null || true
     fi
-    [ -n "${BENCH_DIR:-}" ] && purge "$BENCH_DIR"
+    if [ -n "${BENCH_DIR:-}" ]; then purge "$BENCH_DIR"; fi
     DAEMON_PID= BENCH_DIR=
 }
 
