@@ -295,11 +295,7 @@ async fn attach(
         let opts = LogsOptions {
             stdout: opts.stdout,
             stderr: opts.stderr,
-            follow: false,
-            timestamps: false,
-            since: None,
-            until: None,
-            tail: None,
+            ..Default::default()
         };
         let (tty, mut rx) = st.engine.logs(&id, opts).await?;
         let ct = HeaderValue::from_static(if tty {

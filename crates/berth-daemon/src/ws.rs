@@ -139,11 +139,7 @@ pub async fn attach_ws(
         let lo = LogsOptions {
             stdout: opts.stdout,
             stderr: opts.stderr,
-            follow: false,
-            timestamps: false,
-            since: None,
-            until: None,
-            tail: None,
+            ..Default::default()
         };
         Some(st.engine.logs(&id, lo).await?)
     } else {

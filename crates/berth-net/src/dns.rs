@@ -291,6 +291,33 @@ mod kernel_tests {
         q
     }
 
+    fn io(e: std::io::Error) -> NetError {
+        NetError::Dns(e.to_string())
+    }
+
+    /// Asks the resolver at 127.0.0.11 over UDP from `u`; the answer.
+    fn ask_udp(u: &std::net::UdpSocket, name: &str, wait: Duration) -> Result<Vec<u8>> {
+        u.set_read_timeout(Some(wait)).map_err(io)?;
+        u.send_to(&query(name), (ADDR, 53)).map_err(io)?;
+        let mut b = [0u8; 512];
+        let n = u.recv(&mut b).map_err(io)?;
+        Ok(b[..n].to_vec())
+    }
+
+    /// Asks the resolver at 127.0.0.11 over TCP (length-prefixed); the answer.
+    fn ask_tcp(name: &str, wait: Duration) -> Result<Vec<u8>> {
+        let mut t = std::net::TcpStream::connect((ADDR, 53)).map_err(io)?;
+        t.set_read_timeout(Some(wait)).map_err(io)?;
+        let q = query(name);
+        t.write_all(&(q.len() as u16).to_be_bytes()).map_err(io)?;
+        t.write_all(&q).map_err(io)?;
+        let mut len = [0u8; 2];
+        t.read_exact(&mut len).map_err(io)?;
+        let mut r = vec![0u8; u16::from_be_bytes(len) as usize];
+        t.read_exact(&mut r).map_err(io)?;
+        Ok(r)
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn udp_and_tcp_in_a_namespace() {
         // SAFETY: geteuid has no preconditions.
@@ -308,30 +335,11 @@ mod kernel_tests {
         let p = ns.clone();
         let (udp, tcp, fail) = tokio::task::spawn_blocking(move || {
             netns::enter(&p, || {
-                let e = |e: std::io::Error| NetError::Dns(e.to_string());
-                let u = std::net::UdpSocket::bind("127.0.0.1:0").map_err(e)?;
-                u.set_read_timeout(Some(Duration::from_secs(5)))
-                    .map_err(e)?;
-                u.send_to(&query("db"), (ADDR, 53)).map_err(e)?;
-                let mut b = [0u8; 512];
-                let n = u.recv(&mut b).map_err(e)?;
-                let udp = b[..n].to_vec();
-                let mut t = std::net::TcpStream::connect((ADDR, 53)).map_err(e)?;
-                t.set_read_timeout(Some(Duration::from_secs(5)))
-                    .map_err(e)?;
-                let q = query("db");
-                t.write_all(&(q.len() as u16).to_be_bytes()).map_err(e)?;
-                t.write_all(&q).map_err(e)?;
-                let mut len = [0u8; 2];
-                t.read_exact(&mut len).map_err(e)?;
-                let mut tcp = vec![0u8; u16::from_be_bytes(len) as usize];
-                t.read_exact(&mut tcp).map_err(e)?;
-                u.send_to(&query("unknown.example"), (ADDR, 53))
-                    .map_err(e)?;
-                u.set_read_timeout(Some(Duration::from_secs(10)))
-                    .map_err(e)?;
-                let n = u.recv(&mut b).map_err(e)?;
-                Ok((udp, tcp, b[..n].to_vec()))
+                let u = std::net::UdpSocket::bind("127.0.0.1:0").map_err(io)?;
+                let udp = ask_udp(&u, "db", Duration::from_secs(5))?;
+                let tcp = ask_tcp("db", Duration::from_secs(5))?;
+                let fail = ask_udp(&u, "unknown.example", Duration::from_secs(10))?;
+                Ok((udp, tcp, fail))
             })
         })
         .await
@@ -405,24 +413,9 @@ mod kernel_tests {
         let p = ns.clone();
         let (udp, tcp) = tokio::task::spawn_blocking(move || {
             netns::enter(&p, || {
-                let e = |e: std::io::Error| NetError::Dns(e.to_string());
-                let u = std::net::UdpSocket::bind("127.0.0.1:0").map_err(e)?;
-                u.set_read_timeout(Some(Duration::from_secs(10)))
-                    .map_err(e)?;
-                u.send_to(&query("big.example"), (ADDR, 53)).map_err(e)?;
-                let mut b = [0u8; 512];
-                let n = u.recv(&mut b).map_err(e)?;
-                let mut t = std::net::TcpStream::connect((ADDR, 53)).map_err(e)?;
-                t.set_read_timeout(Some(Duration::from_secs(10)))
-                    .map_err(e)?;
-                let q = query("big.example");
-                t.write_all(&(q.len() as u16).to_be_bytes()).map_err(e)?;
-                t.write_all(&q).map_err(e)?;
-                let mut len = [0u8; 2];
-                t.read_exact(&mut len).map_err(e)?;
-                let mut tcp = vec![0u8; u16::from_be_bytes(len) as usize];
-                t.read_exact(&mut tcp).map_err(e)?;
-                Ok((b[..n].to_vec(), tcp))
+                let u = std::net::UdpSocket::bind("127.0.0.1:0").map_err(io)?;
+                let udp = ask_udp(&u, "big.example", Duration::from_secs(10))?;
+                Ok((udp, ask_tcp("big.example", Duration::from_secs(10))?))
             })
         })
         .await

@@ -60,14 +60,19 @@ fn join_parts(root: &Path, parts: &[String]) -> PathBuf {
     p
 }
 
-/// write temp + fsync + rename, so a crash leaves either the old or the new file.
-pub(crate) fn atomic_write(path: &Path, data: &[u8]) -> io::Result<()> {
+/// The temp file a write of `path` goes through, beside it (so the rename stays on one fs).
+fn temp_beside(path: &Path) -> (&Path, PathBuf) {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    (dir, dir.join(format!(".{name}.tmp{}", std::process::id())))
+}
+
+/// write temp + fsync + rename, so a crash leaves either the old or the new file.
+pub(crate) fn atomic_write(path: &Path, data: &[u8]) -> io::Result<()> {
+    let (dir, tmp) = temp_beside(path);
     {
         let mut f = fs::File::create(&tmp)?;
         f.write_all(data)?;
@@ -84,12 +89,7 @@ pub(crate) fn atomic_write(path: &Path, data: &[u8]) -> io::Result<()> {
 /// loss may lose it. For an exec's files in the exec root, which describe a process that a
 /// power loss ends anyway.
 pub(crate) fn replace_file(path: &Path, data: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let (_, tmp) = temp_beside(path);
     fs::write(&tmp, data)?;
     fs::rename(&tmp, path)
 }
