@@ -25,7 +25,8 @@ if [ ! -x "$ROOTFS/bin/sh" ]; then
     command -v debootstrap >/dev/null || die "debootstrap is missing (apt-get install debootstrap)"
     rm -rf "$ROOTFS.tmp"
     echo "bench: debootstrap bookworm (minbase) into $ROOTFS"
-    debootstrap --variant=minbase bookworm "$ROOTFS.tmp" http://deb.debian.org/debian \
+    mirror=$("$(dirname "$0")/../scripts/debian-mirror") || die "no Debian mirror in apt's sources"
+    debootstrap --variant=minbase bookworm "$ROOTFS.tmp" "$mirror" \
         >"$CACHE/debootstrap.log" 2>&1 || die "debootstrap failed: see $CACHE/debootstrap.log"
     rm -rf "$ROOTFS.tmp"/var/cache/apt/archives/*.deb "$ROOTFS.tmp"/var/lib/apt/lists/*
     mv "$ROOTFS.tmp" "$ROOTFS"

@@ -204,19 +204,7 @@ is_id() { [[ $1 =~ ^[0-9a-f]{64}$ ]]; }
 
 # --- debian:bookworm ----------------------------------------------------------------------------
 step "debian:bookworm (debootstrap --variant=minbase)"
-host_mirror() {
-    local m=""
-    # One-line format: deb [options] URI bookworm components
-    m=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null |
-        awk '$1 == "deb" && / bookworm( |$)/ { for (i = 2; i <= NF; i++) if ($i ~ /^https?:\/\//) { print $i; exit } }')
-    # deb822 format: a paragraph whose Suites include bookworm.
-    [ -n "$m" ] || m=$(cat /etc/apt/sources.list.d/*.sources 2>/dev/null |
-        awk 'BEGIN { RS = "" } /(^|\n)Suites:([^\n]* )?bookworm( |\n|$)/ {
-                 if (match($0, /(^|\n)URIs:[ \t]*[^ \t\n]+/)) {
-                     s = substr($0, RSTART, RLENGTH); sub(/^\n?URIs:[ \t]*/, "", s); print s; exit } }')
-    echo "${m:-http://deb.debian.org/debian}"
-}
-MIRROR=${E2E_MIRROR:-$(host_mirror)}
+MIRROR=${E2E_MIRROR:-$("$REPO/scripts/debian-mirror")} || fail "no Debian mirror in apt's sources (set E2E_MIRROR)"
 BASE_TAR=$CACHE/debian-bookworm-minbase.tar.gz
 if [ -s "$BASE_TAR" ]; then
     note "cached: $BASE_TAR ($(du -h "$BASE_TAR" | cut -f1)); delete it to rebuild"

@@ -84,3 +84,24 @@ pub fn which(name: &str) -> Option<std::path::PathBuf> {
                 .unwrap_or(false)
         })
 }
+
+/// The Debian mirror apt uses on this machine (`scripts/debian-mirror`), as a URL without a
+/// trailing slash, and its `host:port`; `None` when apt names none. Tests that reach the outside
+/// go there, so the repository names no package registry.
+pub fn debian_mirror() -> Option<(String, String)> {
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/debian-mirror");
+    let out = std::process::Command::new(script).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let url = String::from_utf8(out.stdout).ok()?.trim().to_string();
+    let rest = url.strip_prefix("http://")?;
+    let host = rest.split('/').next()?;
+    let hostport = if host.contains(':') {
+        host.to_string()
+    } else {
+        format!("{host}:80")
+    };
+    Some((url, hostport))
+}
