@@ -700,8 +700,10 @@ where
                 ))),
             }
         };
-        let _ = tx.send(r);
+        // Unmounted before the answer: a client's next request on this stopped container
+        // mounts the snapshot again, and must not find it taken away under it.
         drop(g);
+        let _ = tx.send(r);
     });
     rx.await.map_err(EngineError::internal)?
 }
