@@ -12,4 +12,7 @@ mod user;
 
 pub use error::RuntimeError;
 pub use shim::{ExitStatus, ShimOptions, ShimStarted};
-pub use spec::{build_spec, resolve_executable, ContainerRunConfig, NetworkMode};
+pub use spec::{
+    build_spec, resolve_executable, CgroupNs, ContainerRunConfig, Isolation, Namespace,
+    NetworkMode, Shm,
+};

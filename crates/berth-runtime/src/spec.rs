@@ -12,15 +12,60 @@ use crate::RuntimeError;
 
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Network namespace of a container.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NetworkMode {
-    /// A fresh network namespace (loopback only until berth-net plugs a veth in).
+/// How a container gets one kind of namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Namespace {
+    /// A fresh namespace (for the network: loopback only until berth-net plugs a veth in).
+    #[default]
     New,
-    /// The host's network namespace.
+    /// The host's namespace: none is created.
     Host,
-    /// Join an existing namespace (a bind-mounted nsfs file or /proc/<pid>/ns/net).
+    /// Join an existing namespace (a bind-mounted nsfs file or /proc/<pid>/ns/<kind>).
     Path(PathBuf),
+}
+
+/// Network namespace of a container.
+pub type NetworkMode = Namespace;
+
+/// `--cgroupns`: Docker's default is private on a cgroup v2 host, the host's on v1.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CgroupNs {
+    #[default]
+    HostDefault,
+    Private,
+    Host,
+}
+
+/// What the container gets at /dev/shm, which follows its IPC mode (as with dockerd).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shm {
+    /// Its own tmpfs of this many bytes (IPC mode `private`).
+    Tmpfs(i64),
+    /// A bind of a directory the engine prepared: the container's own shareable tmpfs, the
+    /// host's /dev/shm (`host`), or that of the container whose IPC namespace it joins.
+    Bind(PathBuf),
+    /// Nothing (IPC mode `none`).
+    None,
+}
+
+impl Default for Shm {
+    fn default() -> Shm {
+        Shm::Tmpfs(DEFAULT_SHM_SIZE)
+    }
+}
+
+/// Docker's default /dev/shm size (64 MiB).
+pub const DEFAULT_SHM_SIZE: i64 = 64 * 1024 * 1024;
+
+/// The namespaces besides the network's (`--pid`, `--ipc`, `--uts`, `--cgroupns`) and /dev/shm.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Isolation {
+    pub pid: Namespace,
+    pub ipc: Namespace,
+    /// `New` or `Host` (`--uts host`: no namespace, the host's hostname).
+    pub uts: Namespace,
+    pub cgroupns: CgroupNs,
+    pub shm: Shm,
 }
 
 /// Everything the engine resolved for one `docker run`.
@@ -49,6 +94,9 @@ pub struct ContainerRunConfig {
     pub mounts: Vec<Mount>,
     pub cgroups_path: String,
     pub network: NetworkMode,
+    pub isolation: Isolation,
+    /// `HostConfig.OomScoreAdj` (-1000..1000, checked at create).
+    pub oom_score_adj: i64,
     pub seccomp: SeccompMode,
 }
 
@@ -419,7 +467,7 @@ pub(crate) fn build_spec_for(
             "bounding": caps, "effective": caps, "permitted": caps,
         },
         "rlimits": [{ "type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile }],
-        "oomScoreAdj": 0,
+        "oomScoreAdj": cfg.oom_score_adj,
     });
     // Only ever `true`: libcontainer treats a present `false` like `true` when ordering
     // seccomp after the capability drop, and the filter then fails to load.
@@ -471,34 +519,54 @@ pub(crate) fn build_spec_for(
             "mqueue",
             &["nosuid", "noexec", "nodev"],
         ),
-        mount(
-            "/dev/shm",
-            "tmpfs",
-            "shm",
-            &["nosuid", "noexec", "nodev", "mode=1777", "size=67108864"],
-        ),
     ];
     let mut mounts: Vec<Value> = defaults
         .into_iter()
         .filter(|m| !taken(m["destination"].as_str().unwrap_or("")))
         .collect();
+    if !taken("/dev/shm") {
+        match &cfg.isolation.shm {
+            Shm::Tmpfs(size) => {
+                let size = format!("size={size}");
+                mounts.push(mount(
+                    "/dev/shm",
+                    "tmpfs",
+                    "shm",
+                    &["nosuid", "noexec", "nodev", "mode=1777", &size],
+                ));
+            }
+            Shm::Bind(src) => mounts.push(json!({
+                "destination": "/dev/shm", "type": "bind", "source": src,
+                "options": ["rbind", "rprivate", "nosuid", "noexec", "nodev"],
+            })),
+            Shm::None => {}
+        }
+    }
     for m in &cfg.mounts {
         mounts.push(serde_json::to_value(m).map_err(|e| RuntimeError::Spec(e.to_string()))?);
     }
 
-    let mut namespaces = vec![
-        json!({ "type": "mount" }),
-        json!({ "type": "uts" }),
-        json!({ "type": "ipc" }),
-        json!({ "type": "pid" }),
-    ];
-    match &cfg.network {
-        NetworkMode::New => namespaces.push(json!({ "type": "network" })),
-        NetworkMode::Path(p) => namespaces.push(json!({ "type": "network", "path": p })),
-        NetworkMode::Host => {}
+    let iso = &cfg.isolation;
+    let mut namespaces = vec![json!({ "type": "mount" })];
+    for (kind, mode) in [
+        ("uts", &iso.uts),
+        ("ipc", &iso.ipc),
+        ("pid", &iso.pid),
+        ("network", &cfg.network),
+    ] {
+        match mode {
+            Namespace::New => namespaces.push(json!({ "type": kind })),
+            Namespace::Path(p) => namespaces.push(json!({ "type": kind, "path": p })),
+            Namespace::Host => {}
+        }
     }
     // Docker's default cgroupns mode is "private" on v2 and "host" on v1.
-    if host.cgroup_v2 {
+    let cgroupns = match iso.cgroupns {
+        CgroupNs::HostDefault => host.cgroup_v2,
+        CgroupNs::Private => true,
+        CgroupNs::Host => false,
+    };
+    if cgroupns {
         namespaces.push(json!({ "type": "cgroup" }));
     }
 
@@ -587,7 +655,8 @@ pub(crate) fn build_spec_for(
         "mounts": mounts,
         "linux": linux,
     });
-    if !cfg.hostname.is_empty() {
+    // Without a UTS namespace of its own, setting one would rename the host.
+    if !cfg.hostname.is_empty() && iso.uts != Namespace::Host {
         spec["hostname"] = json!(cfg.hostname);
     }
     serde_json::from_value(spec).map_err(|e| RuntimeError::Spec(e.to_string()))
@@ -658,6 +727,8 @@ mod tests {
             mounts: vec![],
             cgroups_path: "/berth/c1".into(),
             network: NetworkMode::New,
+            isolation: Isolation::default(),
+            oom_score_adj: 0,
             seccomp: Default::default(),
         }
     }
@@ -781,6 +852,67 @@ mod tests {
         assert_eq!(ns, ["mount", "uts", "ipc", "pid", "cgroup"]);
         assert_eq!(v["root"]["readonly"], true);
         assert!(v["linux"].get("sysctl").is_none());
+    }
+
+    #[test]
+    fn namespace_modes_shm_and_oom_score() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = test_config(dir.path());
+        cfg.isolation = Isolation {
+            pid: Namespace::Host,
+            ipc: Namespace::Path("/proc/42/ns/ipc".into()),
+            uts: Namespace::Host,
+            cgroupns: CgroupNs::Private,
+            shm: Shm::Bind("/x/shm".into()),
+        };
+        cfg.oom_score_adj = 500;
+        let v = serde_json::to_value(build_spec_for(&cfg, &host(false)).unwrap()).unwrap();
+        let ns = v["linux"]["namespaces"].as_array().unwrap();
+        let kinds: Vec<&str> = ns.iter().map(|n| n["type"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["mount", "ipc", "network", "cgroup"]);
+        assert_eq!(ns[1]["path"], "/proc/42/ns/ipc");
+        assert!(
+            v.get("hostname").is_none(),
+            "uts=host must not rename the host"
+        );
+        assert_eq!(v["process"]["oomScoreAdj"], 500);
+        let shm: Vec<&Value> = v["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["destination"] == "/dev/shm")
+            .collect();
+        assert_eq!(shm.len(), 1);
+        assert_eq!(shm[0]["type"], "bind");
+        assert_eq!(shm[0]["source"], "/x/shm");
+
+        cfg.isolation.shm = Shm::None;
+        cfg.isolation.cgroupns = CgroupNs::Host;
+        let v = serde_json::to_value(build_spec_for(&cfg, &host(true)).unwrap()).unwrap();
+        assert!(!v["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["destination"] == "/dev/shm"));
+        assert!(!v["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["type"] == "cgroup"));
+
+        cfg.isolation.shm = Shm::Tmpfs(1 << 30);
+        let v = serde_json::to_value(build_spec_for(&cfg, &host(true)).unwrap()).unwrap();
+        let m = v["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == "/dev/shm")
+            .unwrap()
+            .clone();
+        assert!(m["options"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("size=1073741824")));
     }
 
     #[test]

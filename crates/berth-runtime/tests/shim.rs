@@ -70,6 +70,8 @@ fn config(env: &Env, args: &[&str]) -> ContainerRunConfig {
         mounts: vec![],
         cgroups_path: format!("/berth-test/{}", env.opts.id),
         network: NetworkMode::New,
+        isolation: Default::default(),
+        oom_score_adj: 0,
         seccomp: Default::default(),
     }
 }

@@ -276,3 +276,33 @@ fn daemon_source_routes_are_spec_paths() {
         bad.join("\n")
     );
 }
+
+/// The option tables of docs/api-coverage.md (rows whose last cell names tests in backquotes)
+/// name integration tests that exist, so the doc cannot point at a test that was renamed away.
+#[test]
+fn option_tables_name_existing_tests() {
+    let (_, text) = table();
+    let mut sources = String::new();
+    for e in std::fs::read_dir(repo().join("crates/berth/tests")).expect("tests dir") {
+        let p = e.expect("entry").path();
+        if p.extension().is_some_and(|x| x == "rs") {
+            sources.push_str(&std::fs::read_to_string(&p).expect("read"));
+        }
+    }
+    let mut named = 0;
+    let mut problems = Vec::new();
+    for l in text.lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+        let Some(tests) = cells.iter().rev().find(|c| !c.is_empty()) else {
+            continue;
+        };
+        for t in tests.split(',').map(|t| t.trim().trim_matches('`')) {
+            named += 1;
+            if !sources.contains(&format!("fn {t}()")) {
+                problems.push(format!("no test fn {t}() in crates/berth/tests: {l}"));
+            }
+        }
+    }
+    assert!(named >= 10, "only {named} tests named in option tables");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}

@@ -134,12 +134,73 @@ pub(crate) fn validate_host_config(hc: &HostConfig) -> Result<()> {
             "Range of CPUs is from 0.01 to the number of CPUs available".into(),
         ));
     }
-    Ok(())
+    validate_namespace_modes(hc)
+}
+
+/// dockerd's checks of the namespace modes and the options that go with them.
+fn validate_namespace_modes(hc: &HostConfig) -> Result<()> {
+    let bad = |m: String| Err(EngineError::InvalidParameter(m));
+    let joins = |mode: &str| {
+        mode.strip_prefix("container:")
+            .is_some_and(|t| !t.is_empty())
+    };
+    match hc.ipc_mode.as_str() {
+        "" | "none" | "private" | "host" | "shareable" => {}
+        m if m.starts_with("container:") => {}
+        m => return bad(format!("invalid IPC mode: {m}")),
+    }
+    match hc.pid_mode.as_str() {
+        "" | "host" => {}
+        m if joins(m) => {}
+        m => return bad(format!("invalid PID mode: {m}")),
+    }
+    if !matches!(hc.uts_mode.as_str(), "" | "host") {
+        return bad(format!("invalid UTS mode: {}", hc.uts_mode));
+    }
+    if !matches!(hc.cgroupns_mode.as_str(), "" | "private" | "host") {
+        return bad(format!(
+            "invalid cgroup namespace mode: {}",
+            hc.cgroupns_mode
+        ));
+    }
+    if hc.shm_size < 0 {
+        return bad("SHM size can not be less than 0".into());
+    }
+    if !(-1000..=1000).contains(&hc.oom_score_adj) {
+        return bad(format!(
+            "Invalid value {}, range for oom score adj is [-1000, 1000]",
+            hc.oom_score_adj
+        ));
+    }
+    crate::cgroups::parent_path(&hc.cgroup_parent)
+        .map(|_| ())
+        .map_err(EngineError::InvalidParameter)
+}
+
+/// What dockerd fills in at create when the client left it empty (inspect shows it): the
+/// IPC mode (`private`), the cgroup namespace mode (`private` on a cgroup v2 host, else
+/// `host`) and the /dev/shm size (64 MiB).
+pub(crate) fn fill_host_config_defaults(hc: &mut HostConfig) {
+    if hc.ipc_mode.is_empty() {
+        hc.ipc_mode = "private".into();
+    }
+    if hc.cgroupns_mode.is_empty() {
+        let v2 = crate::cgroups::host_is_v2(std::path::Path::new("/sys/fs/cgroup"));
+        hc.cgroupns_mode = if v2 { "private" } else { "host" }.into();
+    }
+    if hc.shm_size == 0 {
+        hc.shm_size = berth_runtime::spec::DEFAULT_SHM_SIZE;
+    }
 }
 
 /// `--network container:<name|id>` shares that container's network namespace and /etc files:
 /// what would configure a network of the container's own conflicts (dockerd's checks, words).
 pub(crate) fn validate_container_network_mode(c: &ContainerConfig, hc: &HostConfig) -> Result<()> {
+    if hc.uts_mode == "host" && !c.hostname.is_empty() {
+        return Err(EngineError::InvalidParameter(
+            "conflicting options: hostname and the UTS mode".into(),
+        ));
+    }
     let Some(target) = hc.network_mode.strip_prefix("container:") else {
         if hc.network_mode == "host" && !c.mac_address.is_empty() {
             return Err(EngineError::InvalidParameter(

@@ -14,6 +14,7 @@ pub mod logs;
 mod monitor;
 pub mod mounts;
 mod names;
+mod namespaces;
 mod prune;
 mod record;
 mod recover;

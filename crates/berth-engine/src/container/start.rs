@@ -91,7 +91,8 @@ impl Engine {
             rec.config.hostname = t.config.hostname;
             rec.config.domainname = t.config.domainname;
         }
-        let mut run = self.run_config(&rec, rootfs, network);
+        let isolation = self.isolation(&rec)?;
+        let mut run = self.run_config(&rec, rootfs, network, isolation);
         add_link_env(&mut run.env, &rec.name, &links);
         run.mounts.extend(user_mounts);
         crate::container::mounts::sort_mounts(&mut run.mounts);
@@ -177,6 +178,9 @@ impl Engine {
 
 /// Start failures that clients map to exit codes keep their text; they are the user's fault.
 fn start_error(msg: &str) -> EngineError {
+    let msg = msg
+        .strip_prefix("OCI runtime create failed: ")
+        .unwrap_or(msg);
     if msg.contains("executable file not found")
         || msg.contains("no such file or directory")
         || msg.contains("permission denied")

@@ -84,6 +84,34 @@ pub(crate) fn remove_cgroup_dirs(cgroups_path: &str) {
     }
 }
 
+/// Sets the spec's `oomScoreAdj` on the shim itself (init inherits it), before libcontainer
+/// does the same, so that the kernel's refusal reaches the user in plain words: lowering the
+/// score below the current one needs CAP_SYS_RESOURCE, which a daemon may lack.
+fn apply_oom_score_adj(bundle: &Path) -> Result<(), String> {
+    let Ok(spec) = oci_spec::runtime::Spec::load(bundle.join("config.json")) else {
+        return Ok(());
+    };
+    let Some(adj) = spec.process().as_ref().and_then(|p| p.oom_score_adj()) else {
+        return Ok(());
+    };
+    let file = "/proc/self/oom_score_adj";
+    let current = fs::read_to_string(file).unwrap_or_default();
+    if current.trim() == adj.to_string() {
+        return Ok(());
+    }
+    fs::write(file, adj.to_string()).map_err(|e| {
+        let why = match e.raw_os_error() {
+            Some(libc::EACCES) | Some(libc::EPERM) => format!(
+                "permission denied (the kernel refuses to lower it from {} to {adj} \
+                 without CAP_SYS_RESOURCE, which the daemon does not have)",
+                current.trim()
+            ),
+            _ => e.to_string(),
+        };
+        format!("write {file}: {why}")
+    })
+}
+
 /// The container's seccomp profile, from its bundle.
 fn container_seccomp(bundle: &Path) -> Option<oci_spec::runtime::LinuxSeccomp> {
     let spec = oci_spec::runtime::Spec::load(bundle.join("config.json")).ok()?;
@@ -645,6 +673,9 @@ fn create(opts: ShimOptions) -> Result<Shim, String> {
             }
         }
     } else {
+        if let Err(e) = apply_oom_score_adj(&opts.bundle) {
+            fail!(e)
+        }
         let container = builder
             .as_init(&opts.bundle)
             .with_systemd(false)

@@ -341,6 +341,7 @@ impl Engine {
 
     /// The container no longer holds its volumes' driver mounts (it stopped or is removed).
     pub(crate) fn release_mounts(&self, id: &str, mounts: &[MountPoint]) {
+        self.release_shm(id);
         for mp in mounts {
             if mp.kind == MountKind::Volume {
                 self.volumes().release(&mp.name, id);
