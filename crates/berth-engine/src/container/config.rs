@@ -11,7 +11,10 @@ pub(crate) fn merge_config(
     img: Option<&ContainerConfig>,
 ) -> ContainerConfig {
     let mut c = user.clone();
-    let Some(img) = img else { return c };
+    let Some(img) = img else {
+        reset_empty_entrypoint(&mut c);
+        return c;
+    };
     // Env: image first, user's values override by key.
     let mut env: Vec<String> = img.env.clone().unwrap_or_default();
     for kv in c.env.clone().unwrap_or_default() {
@@ -20,16 +23,9 @@ pub(crate) fn merge_config(
         env.push(kv);
     }
     c.env = Some(env);
-    // `--entrypoint ""` arrives as [""]: an explicit reset.
-    if c.entrypoint
-        .as_ref()
-        .map(|v| v.len() == 1 && v[0].is_empty())
-        .unwrap_or(false)
-    {
-        c.entrypoint = Some(Vec::new());
-    }
     // Docker: an empty user entrypoint takes the image's cmd when the user gave none; a nil
-    // one (not given at all) also takes the image's entrypoint.
+    // one (not given at all) also takes the image's entrypoint. `--entrypoint ""` ([""], reset
+    // to nil after the merge) takes neither.
     if c.entrypoint.as_ref().map(|v| v.is_empty()).unwrap_or(true) {
         if c.cmd.as_ref().map(|v| v.is_empty()).unwrap_or(true) {
             c.cmd = img.cmd.clone();
@@ -75,7 +71,18 @@ pub(crate) fn merge_config(
     if c.on_build.is_none() {
         c.on_build = img.on_build.clone();
     }
+    reset_empty_entrypoint(&mut c);
     c
+}
+
+/// dockerd's rule after the merge: an entrypoint of [""] (`--entrypoint ""`) is nil.
+pub(crate) fn reset_empty_entrypoint(c: &mut ContainerConfig) {
+    if c.entrypoint
+        .as_ref()
+        .is_some_and(|v| v.len() == 1 && v[0].is_empty())
+    {
+        c.entrypoint = None;
+    }
 }
 
 /// Docker's rule: a container on the default log driver gets the daemon's log options it does
