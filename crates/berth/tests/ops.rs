@@ -280,6 +280,55 @@ fn diff_commit_and_export() {
     assert!(!names.iter().any(|n| n == "etc/group"));
 }
 
+/// The mount points every container gets (/etc/hosts, /etc/hostname, /etc/resolv.conf, /proc,
+/// /dev/shm...) live in the snapshot's init layer, as in dockerd: `diff` and `commit` see only
+/// what the container did.
+#[test]
+fn diff_and_commit_leave_out_the_init_layer() {
+    let d = d();
+    let mut rm = Rm(d, vec![]);
+    let name = unique("init");
+    d.cli(&["run", "--name", &name, "busybox", "touch", "/test"])
+        .ok();
+    rm.add(&name);
+    assert_eq!(d.cli(&["diff", &name]).ok().out(), "A /test");
+    let tag = format!("initlayer-{}", unique("t").to_lowercase());
+    d.cli(&["commit", &name, &tag]).ok();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let saved = tmp.path().join("img.tar");
+    d.cli(&["save", "-o", saved.to_str().expect("utf8"), &tag])
+        .ok();
+    // The committed layer (the image's last): exactly /test.
+    let mut files: std::collections::BTreeMap<String, Vec<u8>> = Default::default();
+    let mut ar = tar::Archive::new(std::fs::File::open(&saved).expect("tar"));
+    for e in ar.entries().expect("entries") {
+        let mut e = e.expect("entry");
+        let path = e.path().expect("path").display().to_string();
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut b).expect("read");
+        files.insert(path, b);
+    }
+    let manifest: Value = serde_json::from_slice(&files["manifest.json"]).expect("manifest");
+    let layers = manifest[0]["Layers"].as_array().expect("layers");
+    let top = layers.last().and_then(|l| l.as_str()).expect("top layer");
+    let mut ar = tar::Archive::new(&files[top][..]);
+    let names: Vec<String> = ar
+        .entries()
+        .expect("layer entries")
+        .flatten()
+        .map(|e| e.path().expect("path").display().to_string())
+        .collect();
+    assert_eq!(names, ["test"], "committed layer");
+    // A container of the committed image still gets its mount points, and its diff is empty.
+    let again = unique("init2");
+    d.cli(&["run", "--name", &again, &tag, "cat", "/etc/hostname"])
+        .ok();
+    rm.add(&again);
+    assert_eq!(d.cli(&["diff", &again]).ok().out(), "");
+    drop(rm);
+    let _ = d.cli(&["rmi", &tag]);
+}
+
 #[test]
 fn restarting_container_needs_force_and_runtime_is_named() {
     let d = d();
