@@ -14,7 +14,8 @@ pub enum RuntimeError {
     ExecPermission(String),
     #[error("unable to find user {0}: no matching entries in passwd file")]
     UserNotFound(String),
-    #[error("unable to find group {0}: no matching entries in group file")]
+    /// dockerd's words (capitalised, unlike runc's user message).
+    #[error("Unable to find group {0}: no matching entries in group file")]
     GroupNotFound(String),
     #[error("invalid {field}: unknown capability: \"{cap}\"")]
     InvalidCapability { field: &'static str, cap: String },

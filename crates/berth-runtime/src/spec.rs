@@ -263,11 +263,21 @@ fn normalize_cap(field: &'static str, c: &str) -> Result<String, RuntimeError> {
     if ALL_CAPS.contains(&name.as_str()) {
         Ok(name)
     } else {
-        Err(RuntimeError::InvalidCapability {
-            field,
-            cap: c.to_string(),
-        })
+        // dockerd names the normalised capability: `unknown capability: "CAP_BOGUS"`.
+        Err(RuntimeError::InvalidCapability { field, cap: name })
     }
+}
+
+/// `CapAdd`/`CapDrop` as dockerd checks them at create: every name a capability (with or
+/// without `CAP_`, any case) or `ALL`.
+pub fn check_capabilities(add: &[String], drop: &[String]) -> Result<(), RuntimeError> {
+    for c in add {
+        normalize_cap("CapAdd", c)?;
+    }
+    for c in drop {
+        normalize_cap("CapDrop", c)?;
+    }
+    Ok(())
 }
 
 /// Docker's TweakCapabilities: privileged or `--cap-add ALL` get every capability the host
@@ -935,7 +945,7 @@ mod tests {
         cfg.cap_add = vec!["BOGUS".into()];
         assert_eq!(
             build_spec_for(&cfg, &host(false)).unwrap_err().to_string(),
-            "invalid CapAdd: unknown capability: \"BOGUS\""
+            "invalid CapAdd: unknown capability: \"CAP_BOGUS\""
         );
         cfg.cap_add.clear();
         cfg.privileged = true;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use berth_api::types::{ContainerConfig, ContainerCreateBody, HostConfig};
 
 use crate::container::config::{
-    fill_host_config_defaults, merge_config, merge_default_log_opts,
+    fill_host_config_defaults, merge_config, merge_default_log_opts, validate_config,
     validate_container_network_mode, validate_host_config,
 };
 use crate::container::{ContainerRecord, Entry, StateRecord};
@@ -32,6 +32,7 @@ impl Engine {
         let mut config = body.config.clone();
         let mut host_config = body.host_config.clone().unwrap_or_default();
         validate_host_config(&host_config)?;
+        validate_config(&config, &host_config)?;
         validate_container_network_mode(&config, &host_config)?;
         merge_default_log_opts(&mut host_config, &self.inner.cfg.log_opts);
         fill_host_config_defaults(&mut host_config);

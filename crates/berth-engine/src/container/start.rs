@@ -185,6 +185,7 @@ fn start_error(msg: &str) -> EngineError {
         || msg.contains("no such file or directory")
         || msg.contains("permission denied")
         || msg.contains("unable to find user")
+        || msg.contains("Unable to find group")
     {
         EngineError::InvalidParameter(format!(
             "failed to create task for container: OCI runtime create failed: {msg}: unknown"
