@@ -342,6 +342,13 @@ fn pids_limit_visible_in_cgroup() {
         &cgroup_script("pids", "pids.max", "pids.max"),
     );
     assert_eq!(out, "20");
+    // A limit of one works as with runc (the runtime's create needs two processes for a moment).
+    let out = sh(
+        d(),
+        &["--pids-limit", "1"],
+        "read x < /sys/fs/cgroup/pids/pids.max 2>/dev/null || read x < /sys/fs/cgroup/pids.max; echo $x",
+    );
+    assert_eq!(out, "1");
 }
 
 #[test]
