@@ -3,7 +3,6 @@
 
 mod error;
 pub mod exec;
-mod fsutil;
 pub mod seccomp;
 pub mod seccomp_bpf;
 pub mod shim;
