@@ -29,6 +29,8 @@ struct OpenHow {
     resolve: u64,
 }
 
+const OPENAT2_TRIES: usize = 8;
+
 /// Set once `openat2` answered ENOSYS (or a seccomp filter refused it): the walk is used then.
 static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
 
@@ -70,11 +72,17 @@ fn missing(e: &io::Error) -> bool {
 /// symlink followed. An `O_PATH` descriptor; `Ok(None)` when the path does not exist.
 pub fn open_in_root(root: &Path, path: &str) -> io::Result<Option<OwnedFd>> {
     let rootfd = open_root(root)?;
-    if !NO_OPENAT2.load(Ordering::Relaxed) {
+    // With RESOLVE_IN_ROOT the kernel answers EAGAIN when a rename or mount anywhere on the
+    // system raced a `..` step (found by the fuzzer under load): retried, then walked.
+    for _ in 0..OPENAT2_TRIES {
+        if NO_OPENAT2.load(Ordering::Relaxed) {
+            break;
+        }
         match openat2_in_root(rootfd.as_raw_fd(), path.as_bytes()) {
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EPERM)) => {
                 NO_OPENAT2.store(true, Ordering::Relaxed);
             }
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => continue,
             Err(e) if missing(&e) => return Ok(None),
             other => return other.map(Some),
         }

@@ -9,6 +9,6 @@ pub mod shim;
 pub mod spec;
 mod user;
 
-pub use error::RuntimeError;
+pub use error::{RuntimeError, StartFault};
 pub use shim::{ExitStatus, ShimOptions, ShimStarted};
 pub use spec::{build_spec, resolve_executable, ContainerRunConfig, NetworkMode};
