@@ -15,7 +15,7 @@
 pub mod atomic;
 pub mod extract;
 pub mod root;
-mod sys;
+pub mod sys;
 
 pub use atomic::{write_atomic, write_replace};
 pub use extract::{extract, ExtractOptions, Whiteouts};

@@ -1,14 +1,15 @@
-//! Thin wrappers over the `*at` system calls the resolver and the extractor are built on.
+//! Thin wrappers over the `*at` system calls the resolver and the extractor are built on (the
+//! engine's `docker cp` walk uses them too).
 
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
-pub(crate) fn cstr(s: &[u8]) -> io::Result<CString> {
+pub fn cstr(s: &[u8]) -> io::Result<CString> {
     CString::new(s).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
 }
 
-pub(crate) fn openat(dir: RawFd, name: &[u8], flags: i32, mode: u32) -> io::Result<OwnedFd> {
+pub fn openat(dir: RawFd, name: &[u8], flags: i32, mode: u32) -> io::Result<OwnedFd> {
     let c = cstr(name)?;
     // SAFETY: a valid directory fd (or AT_FDCWD) and a NUL-terminated name.
     let fd = unsafe { libc::openat(dir, c.as_ptr(), flags | libc::O_CLOEXEC, mode) };
@@ -20,7 +21,7 @@ pub(crate) fn openat(dir: RawFd, name: &[u8], flags: i32, mode: u32) -> io::Resu
 }
 
 /// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`; an empty name stats `dir` itself.
-pub(crate) fn lstatat(dir: RawFd, name: &[u8]) -> io::Result<libc::stat> {
+pub fn lstatat(dir: RawFd, name: &[u8]) -> io::Result<libc::stat> {
     let c = cstr(name)?;
     let flags = if name.is_empty() {
         libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW
@@ -37,7 +38,7 @@ pub(crate) fn lstatat(dir: RawFd, name: &[u8]) -> io::Result<libc::stat> {
 }
 
 /// The target of the symlink `name` in `dir` (an empty name: `dir` is an `O_PATH` symlink fd).
-pub(crate) fn readlinkat(dir: RawFd, name: &[u8]) -> io::Result<Vec<u8>> {
+pub fn readlinkat(dir: RawFd, name: &[u8]) -> io::Result<Vec<u8>> {
     let c = cstr(name)?;
     let mut buf = vec![0u8; libc::PATH_MAX as usize];
     // SAFETY: valid fd, NUL-terminated name, a buffer of the length given.
@@ -56,12 +57,12 @@ pub(crate) fn readlinkat(dir: RawFd, name: &[u8]) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-pub(crate) fn is_kind(st: &libc::stat, kind: libc::mode_t) -> bool {
+pub fn is_kind(st: &libc::stat, kind: libc::mode_t) -> bool {
     st.st_mode & libc::S_IFMT == kind
 }
 
 /// Checks a libc return value.
-pub(crate) fn check(r: libc::c_int) -> io::Result<()> {
+pub fn check(r: libc::c_int) -> io::Result<()> {
     if r < 0 {
         Err(io::Error::last_os_error())
     } else {

@@ -8,10 +8,10 @@
 //! `O_NOFOLLOW`, so neither a read nor an extraction ever goes through a symlink.
 
 use std::collections::HashMap;
-use std::ffi::{CString, OsStr};
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -66,57 +66,14 @@ pub fn go_mode(st_mode: u32) -> u32 {
     m
 }
 
-fn cstr(s: &[u8]) -> io::Result<CString> {
-    CString::new(s).map_err(|_| io::Error::other("path contains a NUL byte"))
-}
-
-fn openat(dir: RawFd, name: &[u8], flags: i32, mode: u32) -> io::Result<OwnedFd> {
-    let c = cstr(name)?;
-    // SAFETY: valid fd and NUL-terminated name.
-    let fd = unsafe { libc::openat(dir, c.as_ptr(), flags | libc::O_CLOEXEC, mode) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a new descriptor the kernel just gave us.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
+use berth_fs::sys::openat;
 
 fn fstat(fd: RawFd) -> io::Result<libc::stat> {
-    // SAFETY: an all-zero stat is a valid out-buffer.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    let empty = c"";
-    // SAFETY: valid fd, empty path with AT_EMPTY_PATH, valid out-pointer.
-    let r = unsafe {
-        libc::fstatat(
-            fd,
-            empty.as_ptr(),
-            &mut st,
-            libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(st)
+    berth_fs::sys::lstatat(fd, b"")
 }
 
 fn readlink_fd(fd: RawFd) -> io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; libc::PATH_MAX as usize];
-    let empty = c"";
-    // SAFETY: valid fd (an O_PATH symlink), empty path, valid buffer.
-    let n = unsafe {
-        libc::readlinkat(
-            fd,
-            empty.as_ptr(),
-            buf.as_mut_ptr() as *mut libc::c_char,
-            buf.len(),
-        )
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    buf.truncate(n as usize);
-    Ok(buf)
+    berth_fs::sys::readlinkat(fd, b"")
 }
 
 fn not_found(path: &str, container: &str) -> EngineError {
