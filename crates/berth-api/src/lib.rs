@@ -7,6 +7,7 @@ pub mod endpoints;
 pub mod network;
 pub mod stdcopy;
 pub mod types;
+pub mod units;
 pub mod volume;
 
 /// The API version Berth speaks and advertises.
