@@ -23,6 +23,7 @@ mod network_api;
 pub mod ops;
 mod prune;
 mod query;
+mod resources;
 pub mod shim_client;
 pub mod stats;
 mod util;

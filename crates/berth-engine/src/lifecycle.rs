@@ -215,16 +215,6 @@ fn validate_host_config(hc: &HostConfig) -> Result<()> {
             "conflicting options: cannot specify both --restart and --rm".into(),
         ));
     }
-    if hc.memory != 0 && hc.memory < 6 * 1024 * 1024 {
-        return Err(EngineError::InvalidParameter(
-            "Minimum memory limit allowed is 6MB".into(),
-        ));
-    }
-    if hc.nano_cpus < 0 {
-        return Err(EngineError::InvalidParameter(
-            "Range of CPUs is from 0.01 to the number of CPUs available".into(),
-        ));
-    }
     Ok(())
 }
 
@@ -299,6 +289,7 @@ impl Engine {
         let mut config = body.config.clone();
         let mut host_config = body.host_config.clone().unwrap_or_default();
         validate_host_config(&host_config)?;
+        crate::resources::validate(&mut host_config, crate::resources::When::Create)?;
         validate_container_network_mode(&config, &host_config)?;
         merge_default_log_opts(&mut host_config, &self.inner.cfg.log_opts);
         crate::mounts::validate_tmpfs(&host_config)?;
@@ -706,6 +697,8 @@ impl Engine {
             memory: hc.memory,
             memory_swap: hc.memory_swap,
             nano_cpus: hc.nano_cpus,
+            cpu_period: hc.cpu_period,
+            cpu_quota: hc.cpu_quota,
             cpu_shares: hc.cpu_shares,
             pids_limit: hc.pids_limit.filter(|n| *n > 0),
             mounts,

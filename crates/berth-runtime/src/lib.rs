@@ -4,6 +4,7 @@
 mod error;
 pub mod exec;
 mod fsutil;
+pub mod limits;
 pub mod seccomp;
 pub mod seccomp_bpf;
 pub mod shim;
