@@ -26,6 +26,7 @@ mod query;
 mod resources;
 pub mod shim_client;
 pub mod stats;
+mod sweep;
 mod util;
 pub mod volumes;
 
@@ -101,6 +102,8 @@ impl Engine {
         ] {
             std::fs::create_dir_all(&d)?;
         }
+        // Before anything uses them: what a killed daemon left in its temp areas.
+        sweep::sweep(&cfg.data_root, &cfg.exec_root);
         let images = berth_image::ImageStore::open(&cfg.data_root.join("image"))
             .map_err(|e| EngineError::Internal(format!("opening image store: {e}")))?;
         let id = load_or_create_id(&cfg.data_root.join("engine-id"))?;
