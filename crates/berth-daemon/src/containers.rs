@@ -12,6 +12,7 @@ use tokio::io::AsyncWriteExt;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::error::{ApiError, ApiResult};
+use crate::hygiene::JsonBody;
 use crate::params::Query;
 use crate::server::{status_only, AppState};
 
@@ -62,7 +63,7 @@ pub fn json_response<T: serde::Serialize>(v: &T) -> Response<Body> {
 async fn create(
     State(st): State<AppState>,
     RawQuery(raw): RawQuery,
-    body: Bytes,
+    JsonBody(body): JsonBody,
 ) -> ApiResult<Response<Body>> {
     let q = q(raw);
     if body.is_empty() {
