@@ -20,8 +20,8 @@ use bytes::Bytes;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use crate::container::mounts::copyup::open_in_root;
 use crate::container::Status;
-use crate::copyup::open_in_root;
 use crate::error::{EngineError, Result};
 
 /// Docker's `X-Docker-Container-Path-Stat` payload.
@@ -200,7 +200,7 @@ fn open_target(root: &Path, path: &str) -> io::Result<Option<Target>> {
     let link_target = if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
         // Docker reports where the link leads, resolved in the container.
         let full = format!("{}/{}", dir.trim_end_matches('/'), name);
-        crate::copyup::resolve_in_root(root, &full).unwrap_or_default()
+        crate::container::mounts::copyup::resolve_in_root(root, &full).unwrap_or_default()
     } else {
         String::new()
     };
@@ -620,12 +620,15 @@ struct RootGuard {
     unmount: Option<(std::sync::Arc<berth_image::ImageStore>, String)>,
     /// A stopped container's volumes and binds, mounted for the operation in a private mount
     /// namespace (see `run_in_root`).
-    mounts: Vec<crate::mounts::MountPoint>,
+    mounts: Vec<crate::container::mounts::MountPoint>,
 }
 
 /// Bind-mounts a stopped container's volumes and binds over its rootfs, in this thread's own
 /// mount namespace (so nobody else sees them and they vanish with the thread).
-fn mount_container_volumes(root: &Path, mounts: &[crate::mounts::MountPoint]) -> io::Result<()> {
+fn mount_container_volumes(
+    root: &Path,
+    mounts: &[crate::container::mounts::MountPoint],
+) -> io::Result<()> {
     use nix::mount::{mount, MsFlags};
     // SAFETY: unshare only changes this thread's fs context and mount namespace.
     if unsafe { libc::unshare(libc::CLONE_FS | libc::CLONE_NEWNS) } != 0 {
@@ -639,20 +642,20 @@ fn mount_container_volumes(root: &Path, mounts: &[crate::mounts::MountPoint]) ->
         None::<&str>,
     )
     .map_err(io::Error::from)?;
-    let mut sorted: Vec<&crate::mounts::MountPoint> = mounts
+    let mut sorted: Vec<&crate::container::mounts::MountPoint> = mounts
         .iter()
-        .filter(|m| m.kind != crate::mounts::MountKind::Tmpfs && !m.source.is_empty())
+        .filter(|m| m.kind != crate::container::mounts::MountKind::Tmpfs && !m.source.is_empty())
         .collect();
     sorted.sort_by_key(|m| m.destination.matches('/').count());
     for m in sorted {
-        let dest = crate::copyup::resolve_in_root(root, &m.destination)?;
+        let dest = crate::container::mounts::copyup::resolve_in_root(root, &m.destination)?;
         let target = root.join(dest.trim_start_matches('/'));
         let src = Path::new(&m.source);
         if src.is_dir() {
-            crate::copyup::mkdir_in_root(root, &dest)?;
+            crate::container::mounts::copyup::mkdir_in_root(root, &dest)?;
         } else if !target.exists() {
             if let Some(parent) = Path::new(&dest).parent() {
-                crate::copyup::mkdir_in_root(root, &parent.to_string_lossy())?;
+                crate::container::mounts::copyup::mkdir_in_root(root, &parent.to_string_lossy())?;
             }
             std::fs::File::create(&target)?;
         }
@@ -697,8 +700,10 @@ where
                 ))),
             }
         };
-        let _ = tx.send(r);
+        // Unmounted before the answer: a client's next request on this stopped container
+        // mounts the snapshot again, and must not find it taken away under it.
         drop(g);
+        let _ = tx.send(r);
     });
     rx.await.map_err(EngineError::internal)?
 }
@@ -733,7 +738,7 @@ impl crate::Engine {
         let root = tokio::task::spawn_blocking(move || i2.mount_snapshot(&id))
             .await
             .map_err(EngineError::internal)?
-            .map_err(crate::images::image_err)?;
+            .map_err(crate::image::image_err)?;
         Ok((
             RootGuard {
                 root,

@@ -1,10 +1,8 @@
-//! Read-only views: `ps` (with Docker's filters and status strings) and `inspect`.
+//! `ps`: Docker's filters and status strings, and the counts of `info`.
 
 use std::collections::HashMap;
 
-use berth_api::types::{
-    ContainerInspect, ContainerState, ContainerSummary, GraphDriverData, SummaryHostConfig,
-};
+use berth_api::types::{ContainerSummary, SummaryHostConfig};
 
 use crate::container::{ContainerRecord, Status};
 use crate::error::{EngineError, Result};
@@ -18,36 +16,6 @@ pub struct ListOptions {
     pub size: bool,
     /// Parsed `filters`: key -> accepted values.
     pub filters: HashMap<String, Vec<String>>,
-}
-
-/// Accepts both filter encodings Docker has used: `{"k":["v"]}` and `{"k":{"v":true}}`.
-pub fn parse_filters(json: &str) -> Result<HashMap<String, Vec<String>>> {
-    if json.trim().is_empty() {
-        return Ok(HashMap::new());
-    }
-    let v: serde_json::Value = serde_json::from_str(json)
-        .map_err(|e| EngineError::InvalidParameter(format!("invalid filter: {e}")))?;
-    let mut out = HashMap::new();
-    let obj = v
-        .as_object()
-        .ok_or_else(|| EngineError::InvalidParameter("invalid filter: not an object".into()))?;
-    for (k, val) in obj {
-        let vals: Vec<String> = match val {
-            serde_json::Value::Array(a) => a
-                .iter()
-                .filter_map(|x| x.as_str().map(String::from))
-                .collect(),
-            serde_json::Value::Object(m) => m
-                .iter()
-                .filter(|(_, b)| b.as_bool().unwrap_or(false))
-                .map(|(s, _)| s.clone())
-                .collect(),
-            serde_json::Value::String(s) => vec![s.clone()],
-            _ => Vec::new(),
-        };
-        out.insert(k.clone(), vals);
-    }
-    Ok(out)
 }
 
 /// The `Status` column: "Up 3 seconds", "Exited (0) 2 minutes ago", "Created".
@@ -85,7 +53,7 @@ pub fn status_text(rec: &ContainerRecord) -> String {
 }
 
 /// The `State` value: an exited container that never ran shows as "created".
-fn state_text(rec: &ContainerRecord) -> &'static str {
+pub(crate) fn state_text(rec: &ContainerRecord) -> &'static str {
     if rec.state.status == Status::Exited && parse_time(&rec.state.finished_at).is_none() {
         return "created";
     }
@@ -272,93 +240,6 @@ impl Engine {
         }
     }
 
-    pub async fn inspect(&self, name: &str, size: bool) -> Result<ContainerInspect> {
-        let c = self.lookup(name)?;
-        let rec = c.snapshot();
-        let st = &rec.state;
-        let mut hc = rec.host_config.clone();
-        if hc.runtime.is_empty() {
-            // Berth's one runtime, under the name Docker gives its default.
-            hc.runtime = "runc".into();
-        }
-        if hc.log_config.r#type.is_empty() {
-            // The only log driver: Docker names it even when the client did not.
-            hc.log_config.r#type = "json-file".into();
-            if hc.log_config.config.is_none() {
-                hc.log_config.config = Some(Default::default());
-            }
-        }
-        if hc.network_mode.is_empty() {
-            hc.network_mode = "default".into();
-        }
-        let merged = self
-            .config()
-            .data_root
-            .join("image/snapshots")
-            .join(&rec.id);
-        let mut gd = std::collections::BTreeMap::new();
-        gd.insert(
-            "MergedDir".to_string(),
-            merged.join("merged").display().to_string(),
-        );
-        gd.insert(
-            "UpperDir".to_string(),
-            merged.join("upper").display().to_string(),
-        );
-        gd.insert(
-            "WorkDir".to_string(),
-            merged.join("work").display().to_string(),
-        );
-        Ok(ContainerInspect {
-            id: rec.id.clone(),
-            created: rec.created.clone(),
-            path: rec.path.clone(),
-            args: rec.args.clone(),
-            state: ContainerState {
-                status: state_text(&rec).to_string(),
-                running: st.status.is_running(),
-                paused: st.status == Status::Paused,
-                restarting: st.status == Status::Restarting,
-                oom_killed: st.oom_killed,
-                dead: st.status == Status::Dead,
-                pid: st.pid,
-                exit_code: st.exit_code,
-                error: st.error.clone(),
-                started_at: st.started_at.clone(),
-                finished_at: st.finished_at.clone(),
-                health: self.health_of(&rec.id),
-            },
-            image: rec.image_id.clone(),
-            resolv_conf_path: rec.resolv_conf_path.clone(),
-            hostname_path: rec.hostname_path.clone(),
-            hosts_path: rec.hosts_path.clone(),
-            log_path: rec.log_path.clone(),
-            name: format!("/{}", rec.name),
-            restart_count: rec.restart_count,
-            driver: "overlay2".into(),
-            platform: "linux".into(),
-            host_config: hc,
-            graph_driver: GraphDriverData {
-                name: "overlay2".into(),
-                data: Some(gd),
-            },
-            size_rw: size.then(|| self.images().snapshot_size(&rec.id).unwrap_or(0) as i64),
-            size_root_fs: size.then(|| {
-                let base = self
-                    .images()
-                    .get(&rec.image_id)
-                    .map(|i| i.size)
-                    .unwrap_or(0);
-                (base + self.images().snapshot_size(&rec.id).unwrap_or(0)) as i64
-            }),
-            mounts: rec.mount_points.iter().map(|m| m.to_api()).collect(),
-            config: rec.config.clone(),
-            network_settings: self.net_settings(&rec),
-            exec_ids: Some(self.exec_ids(&rec.id)).filter(|v| !v.is_empty()),
-            ..Default::default()
-        })
-    }
-
     /// Counts for /info: (total, running, paused, stopped).
     pub fn counts(&self) -> (i64, i64, i64, i64) {
         let mut t = (0, 0, 0, 0);
@@ -400,19 +281,5 @@ impl Engine {
             *m.entry(e.snapshot().image_id).or_insert(0) += 1;
         }
         m
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn filters_both_encodings() {
-        let f = parse_filters(r#"{"status":["running"],"label":{"a=b":true}}"#).unwrap();
-        assert_eq!(f["status"], vec!["running"]);
-        assert_eq!(f["label"], vec!["a=b"]);
-        assert!(parse_filters("nope").is_err());
-        assert!(parse_filters("").unwrap().is_empty());
     }
 }

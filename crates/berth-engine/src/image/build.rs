@@ -3,12 +3,14 @@
 //! through the normal container path (create, start, logs, wait, remove), base images through
 //! `image_pull`.
 
-use crate::lifecycle::WaitCondition;
-use crate::{Engine, EngineError, LogsOptions, Transfer};
+use std::io::Read;
+
 use berth_api::types::{ContainerConfig, ContainerCreateBody, HostConfig};
 use berth_build::builder::{Backend, BuildError, BuildOptions, Builder, Output, RunEvent, RunSpec};
-use std::io::Read;
 use tokio::sync::mpsc;
+
+use crate::container::wait::WaitCondition;
+use crate::{Engine, EngineError, LogsOptions, Transfer};
 
 /// One message of the build's JSON stream.
 pub enum BuildMessage {

@@ -7,6 +7,7 @@ use tokio::net::UnixStream;
 use tokio::sync::oneshot;
 
 use crate::error::{EngineError, Result};
+use crate::runtime::shim;
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct AttachOptions {
@@ -40,7 +41,7 @@ impl crate::Engine {
         // registration.
         let _g = c.op.lock().await;
         if c.snapshot().state.status.is_running() {
-            let io = crate::shim_client::attach(
+            let io = crate::runtime::shim::attach(
                 &self.runtime_dir(&c.id),
                 opts.stdin,
                 opts.stdout,
@@ -61,5 +62,18 @@ impl crate::Engine {
                 .map_err(|_| EngineError::Conflict(format!("container {name} was removed")))??;
             Ok(AttachStream { tty, io })
         }))
+    }
+}
+
+impl crate::Engine {
+    pub async fn resize(&self, name: &str, height: u32, width: u32) -> Result<()> {
+        let c = self.lookup(name)?;
+        if !c.snapshot().state.status.is_running() {
+            return Err(EngineError::Conflict(format!(
+                "Container {} is not running",
+                c.id
+            )));
+        }
+        shim::resize(&self.runtime_dir(&c.id), height, width).await
     }
 }

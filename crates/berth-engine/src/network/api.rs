@@ -1,17 +1,17 @@
 //! The `/networks` operations: create, list, inspect, remove, connect, disconnect, prune.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::Ipv6Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use berth_api::network::{
-    Ipam as ApiIpam, IpamConfig, NetworkConnectRequest, NetworkContainer, NetworkCreateRequest,
-    NetworkCreateResponse, NetworkDisconnectRequest, NetworkInspect, NetworkPruneResponse,
+    IpamConfig, NetworkConnectRequest, NetworkCreateRequest, NetworkCreateResponse,
+    NetworkDisconnectRequest, NetworkInspect, NetworkPruneResponse,
 };
 use berth_net::cidr::{Cidr, Cidr6, Subnet};
 use berth_net::setup;
 
 use crate::error::{EngineError, Result};
-use crate::network::{attach_from, find_in, net_err, NetworkRecord};
+use crate::network::{attach_from, find_in, net_err, NetworkRecord, State};
 use crate::util::{self, now_rfc3339};
 use crate::Engine;
 
@@ -87,57 +87,110 @@ fn parse_pool<S: Subnet>(c: &IpamConfig, s: S) -> Result<Pool<S, S::Addr>> {
     })
 }
 
-impl Engine {
-    fn network_view(&self, n: &NetworkRecord) -> NetworkInspect {
-        let st = self.nets().lock();
-        let mut containers = BTreeMap::new();
-        for (cid, c) in &st.containers {
-            if let Some(ep) = c.sandbox.as_ref().and_then(|s| s.endpoints.get(&n.id)) {
-                containers.insert(
-                    cid.clone(),
-                    NetworkContainer {
-                        name: c.name.clone(),
-                        endpoint_id: ep.endpoint_id.clone(),
-                        mac_address: ep.mac_string(),
-                        ipv4_address: format!("{}/{}", ep.ip, ep.prefix),
-                        ipv6_address: ep
-                            .ip6
-                            .map(|a| format!("{a}/{}", ep.prefix6))
-                            .unwrap_or_default(),
-                    },
-                );
-            }
+/// The name, driver and IPAM driver of a create request: Docker's checks and words.
+fn check_create_request(req: &NetworkCreateRequest) -> Result<()> {
+    let name = &req.name;
+    if name.trim().is_empty() {
+        return Err(EngineError::InvalidParameter(
+            "invalid name: name is empty".into(),
+        ));
+    }
+    if !valid_name(name) {
+        return Err(EngineError::InvalidParameter(format!(
+            "invalid network name {name:?}"
+        )));
+    }
+    let driver = if req.driver.is_empty() {
+        "bridge"
+    } else {
+        req.driver.as_str()
+    };
+    if driver != "bridge" {
+        if driver == "host" || driver == "null" {
+            return Err(EngineError::Forbidden(format!(
+                "only one instance of \"{driver}\" network is allowed"
+            )));
         }
-        let config = match (n.subnet, n.gateway) {
-            _ if !n.ipam_config.is_empty() => Some(n.ipam_config.clone()),
-            (Some(s), Some(g)) => Some(vec![IpamConfig {
-                subnet: s.to_string(),
-                gateway: g.to_string(),
-                ..Default::default()
-            }]),
-            _ => Some(Vec::new()),
-        };
-        NetworkInspect {
-            name: n.name.clone(),
-            id: n.id.clone(),
-            created: n.created.clone(),
-            scope: "local".into(),
-            driver: n.driver.clone(),
-            ipam: ApiIpam {
-                driver: "default".into(),
-                options: None,
-                config,
-            },
-            internal: n.internal,
-            attachable: n.attachable,
-            enable_ipv6: n.ipv6,
-            containers,
-            options: n.options.clone(),
-            labels: n.labels.clone(),
-            ..Default::default()
+        return Err(EngineError::NotFound(format!(
+            "plugin \"{driver}\" not found"
+        )));
+    }
+    if let Some(d) = req.ipam.as_ref().map(|i| i.driver.as_str()) {
+        if !d.is_empty() && d != "default" {
+            return Err(EngineError::NotFound(format!("plugin \"{d}\" not found")));
         }
     }
+    Ok(())
+}
 
+type Pool6 = (IpamConfig, Pool<Cidr6, Ipv6Addr>);
+
+/// `IPAM.Config` split by family: at most one IPv4 entry (unchecked yet) and one IPv6 pool.
+fn split_pools(req: &NetworkCreateRequest) -> Result<(Option<IpamConfig>, Option<Pool6>)> {
+    let cfg = req
+        .ipam
+        .as_ref()
+        .and_then(|i| i.config.clone())
+        .unwrap_or_default();
+    let mut cfg4: Vec<IpamConfig> = Vec::new();
+    let mut pool6: Option<Pool6> = None;
+    for c in &cfg {
+        if c.subnet.contains(':') {
+            if pool6.is_some() {
+                return Err(EngineError::InvalidParameter(
+                    "only one IPv6 subnet per network is supported".into(),
+                ));
+            }
+            let s: Cidr6 = c.subnet.parse().map_err(EngineError::InvalidParameter)?;
+            pool6 = Some((c.clone(), parse_pool(c, s)?));
+        } else if c.subnet.is_empty() && (c.gateway.contains(':') || c.ip_range.contains(':')) {
+            return Err(EngineError::InvalidParameter(
+                "gateway must be specified with a subnet".into(),
+            ));
+        } else {
+            cfg4.push(c.clone());
+        }
+    }
+    if cfg4.len() > 1 {
+        return Err(EngineError::InvalidParameter(
+            "only one IPv4 subnet per network is supported".into(),
+        ));
+    }
+    Ok((cfg4.into_iter().next(), pool6))
+}
+
+/// The Linux bridge of a new network: `com.docker.network.bridge.name`, or `br-<short id>`;
+/// unique among the networks.
+fn bridge_name(options: &BTreeMap<String, String>, id: &str, st: &State) -> Result<String> {
+    let bridge = match options.get("com.docker.network.bridge.name") {
+        Some(b) => {
+            if b.len() > 15
+                || b.is_empty()
+                || !b
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.')
+            {
+                return Err(EngineError::InvalidParameter(format!(
+                    "invalid bridge name {b}"
+                )));
+            }
+            b.clone()
+        }
+        None => format!("br-{}", &id[..12]),
+    };
+    if st
+        .nets
+        .values()
+        .any(|n| n.bridge.as_deref() == Some(bridge.as_str()))
+    {
+        return Err(EngineError::Conflict(format!(
+            "bridge name {bridge} already in use"
+        )));
+    }
+    Ok(bridge)
+}
+
+impl Engine {
     pub fn network_inspect(&self, name: &str) -> Result<NetworkInspect> {
         let n = self.nets().find(name)?;
         Ok(self.network_view(&n))
@@ -203,74 +256,15 @@ impl Engine {
     }
 
     fn network_create_blocking(&self, req: NetworkCreateRequest) -> Result<NetworkCreateResponse> {
-        let name = req.name.clone();
-        if name.trim().is_empty() {
-            return Err(EngineError::InvalidParameter(
-                "invalid name: name is empty".into(),
-            ));
-        }
-        if !valid_name(&name) {
-            return Err(EngineError::InvalidParameter(format!(
-                "invalid network name {name:?}"
-            )));
-        }
-        let driver = if req.driver.is_empty() {
-            "bridge"
-        } else {
-            req.driver.as_str()
-        };
-        if driver != "bridge" {
-            if driver == "host" || driver == "null" {
-                return Err(EngineError::Forbidden(format!(
-                    "only one instance of \"{driver}\" network is allowed"
-                )));
-            }
-            return Err(EngineError::NotFound(format!(
-                "plugin \"{driver}\" not found"
-            )));
-        }
-        if let Some(d) = req.ipam.as_ref().map(|i| i.driver.as_str()) {
-            if !d.is_empty() && d != "default" {
-                return Err(EngineError::NotFound(format!("plugin \"{d}\" not found")));
-            }
-        }
-        let cfg = req
-            .ipam
-            .as_ref()
-            .and_then(|i| i.config.clone())
-            .unwrap_or_default();
-        // Split the pools by family.
-        let mut cfg4: Vec<IpamConfig> = Vec::new();
-        let mut pool6: Option<(IpamConfig, Pool<Cidr6, Ipv6Addr>)> = None;
-        for c in &cfg {
-            if c.subnet.contains(':') {
-                if pool6.is_some() {
-                    return Err(EngineError::InvalidParameter(
-                        "only one IPv6 subnet per network is supported".into(),
-                    ));
-                }
-                let s: Cidr6 = c.subnet.parse().map_err(EngineError::InvalidParameter)?;
-                pool6 = Some((c.clone(), parse_pool(c, s)?));
-            } else if c.subnet.is_empty() && (c.gateway.contains(':') || c.ip_range.contains(':')) {
-                return Err(EngineError::InvalidParameter(
-                    "gateway must be specified with a subnet".into(),
-                ));
-            } else {
-                cfg4.push(c.clone());
-            }
-        }
-        if cfg4.len() > 1 {
-            return Err(EngineError::InvalidParameter(
-                "only one IPv4 subnet per network is supported".into(),
-            ));
-        }
+        check_create_request(&req)?;
+        let (cfg4, pool6) = split_pools(&req)?;
         let ipv6 = req.enable_ipv6 == Some(true);
         if ipv6 && pool6.is_none() {
             return Err(EngineError::Forbidden(
                 "could not find an available, non-overlapping IPv6 address pool among the defaults to assign to the network: give the network an IPv6 subnet".into(),
             ));
         }
-        let cfg = cfg4;
+        let name = req.name.clone();
         let nets = self.nets();
         let mut st = nets.lock();
         if st.nets.values().any(|n| n.name == name) {
@@ -290,49 +284,8 @@ impl Engine {
                 ));
             }
         }
-        let mut echo: Vec<IpamConfig> = Vec::new();
-        let mut range4 = None;
-        let mut aux4 = BTreeMap::new();
-        let (subnet, gateway) = match cfg.first() {
-            Some(c) if !c.subnet.is_empty() => {
-                let s: Cidr = c.subnet.parse().map_err(EngineError::InvalidParameter)?;
-                let p = parse_pool(c, s)?;
-                if st
-                    .nets
-                    .values()
-                    .filter_map(|n| n.subnet)
-                    .any(|o| o.overlaps(&s))
-                {
-                    return Err(EngineError::Forbidden(
-                        "Pool overlaps with other one on this address space".into(),
-                    ));
-                }
-                range4 = p.range;
-                aux4 = p.aux.clone();
-                echo.push(IpamConfig {
-                    subnet: s.to_string(),
-                    ip_range: c.ip_range.clone(),
-                    gateway: p.gateway.to_string(),
-                    auxiliary_addresses: c.auxiliary_addresses.clone().filter(|m| !m.is_empty()),
-                });
-                (s, p.gateway)
-            }
-            Some(c) if !c.gateway.is_empty() => {
-                return Err(EngineError::InvalidParameter(
-                    "gateway must be specified with a subnet".into(),
-                ))
-            }
-            _ => {
-                let pools = nets_pools(self);
-                let s = nets.pick_subnet(&st, &pools)?;
-                echo.push(IpamConfig {
-                    subnet: s.to_string(),
-                    gateway: s.first_host().to_string(),
-                    ..Default::default()
-                });
-                (s, s.first_host())
-            }
-        };
+        let (v4, echo4) = self.pool4(&st, cfg4.as_ref())?;
+        let mut echo = vec![echo4];
         if let Some((c, p)) = &pool6 {
             echo.push(IpamConfig {
                 subnet: p.subnet.to_string(),
@@ -343,47 +296,23 @@ impl Engine {
         }
         let id = util::new_id();
         let mut options = req.options.clone().unwrap_or_default();
-        let bridge = match options.get("com.docker.network.bridge.name") {
-            Some(b) => {
-                if b.len() > 15
-                    || b.is_empty()
-                    || !b
-                        .bytes()
-                        .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.')
-                {
-                    return Err(EngineError::InvalidParameter(format!(
-                        "invalid bridge name {b}"
-                    )));
-                }
-                b.clone()
-            }
-            None => format!("br-{}", &id[..12]),
-        };
-        if st
-            .nets
-            .values()
-            .any(|n| n.bridge.as_deref() == Some(bridge.as_str()))
-        {
-            return Err(EngineError::Conflict(format!(
-                "bridge name {bridge} already in use"
-            )));
-        }
+        let bridge = bridge_name(&options, &id, &st)?;
         options.retain(|k, _| !k.is_empty());
         let rec = NetworkRecord {
             id: id.clone(),
             name,
             created: now_rfc3339(),
             driver: "bridge".into(),
-            subnet: Some(subnet),
-            gateway: Some(gateway),
+            subnet: Some(v4.subnet),
+            gateway: Some(v4.gateway),
             bridge: Some(bridge.clone()),
             internal: req.internal,
             attachable: req.attachable,
             labels: req.labels.clone().unwrap_or_default(),
             options,
             default_bridge: false,
-            ip_range: range4,
-            aux: aux4,
+            ip_range: v4.range,
+            aux: v4.aux,
             ipv6,
             subnet6: pool6.as_ref().map(|(_, p)| p.subnet),
             gateway6: pool6.as_ref().map(|(_, p)| p.gateway),
@@ -414,6 +343,57 @@ impl Engine {
             id,
             warning: String::new(),
         })
+    }
+
+    /// The IPv4 pool of a new network: the one asked for (checked against the other networks),
+    /// or one picked from the daemon's pools; and its `IPAM.Config` entry as inspect shows it.
+    fn pool4(
+        &self,
+        st: &State,
+        c: Option<&IpamConfig>,
+    ) -> Result<(Pool<Cidr, Ipv4Addr>, IpamConfig)> {
+        match c {
+            Some(c) if !c.subnet.is_empty() => {
+                let s: Cidr = c.subnet.parse().map_err(EngineError::InvalidParameter)?;
+                let p = parse_pool(c, s)?;
+                if st
+                    .nets
+                    .values()
+                    .filter_map(|n| n.subnet)
+                    .any(|o| o.overlaps(&s))
+                {
+                    return Err(EngineError::Forbidden(
+                        "Pool overlaps with other one on this address space".into(),
+                    ));
+                }
+                let echo = IpamConfig {
+                    subnet: s.to_string(),
+                    ip_range: c.ip_range.clone(),
+                    gateway: p.gateway.to_string(),
+                    auxiliary_addresses: c.auxiliary_addresses.clone().filter(|m| !m.is_empty()),
+                };
+                Ok((p, echo))
+            }
+            Some(c) if !c.gateway.is_empty() => Err(EngineError::InvalidParameter(
+                "gateway must be specified with a subnet".into(),
+            )),
+            _ => {
+                let pools = nets_pools(self);
+                let s = self.nets().pick_subnet(st, &pools)?;
+                let echo = IpamConfig {
+                    subnet: s.to_string(),
+                    gateway: s.first_host().to_string(),
+                    ..Default::default()
+                };
+                let p = Pool {
+                    subnet: s,
+                    gateway: s.first_host(),
+                    range: None,
+                    aux: BTreeMap::new(),
+                };
+                Ok((p, echo))
+            }
+        }
     }
 
     pub async fn network_remove(&self, name: &str) -> Result<()> {
@@ -460,8 +440,8 @@ impl Engine {
         &self,
         filters: &HashMap<String, Vec<String>>,
     ) -> Result<NetworkPruneResponse> {
-        crate::prune::check_keys(filters, &["until", "label", "label!"])?;
-        let until = crate::prune::until_filter(filters)?;
+        crate::filters::check_keys(filters, &["until", "label", "label!"])?;
+        let until = crate::filters::until_filter(filters)?;
         let candidates: Vec<NetworkRecord> = {
             let st = self.nets().lock();
             st.nets
@@ -480,7 +460,7 @@ impl Engine {
                         .iter()
                         .map(|(k, v)| (k.clone(), v.clone()))
                         .collect();
-                    crate::prune::labels_match(filters, &labels)
+                    crate::filters::labels_match(filters, &labels)
                 })
                 .filter(|n| {
                     // Docker: networks created before `until`.

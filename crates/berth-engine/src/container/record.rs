@@ -87,9 +87,9 @@ pub struct ContainerRecord {
     pub hostname_path: String,
     pub hosts_path: String,
     pub resolv_conf_path: String,
-    /// Volumes, binds and tmpfs mounts, resolved at create (see `mounts.rs`).
+    /// Volumes, binds and tmpfs mounts, resolved at create (see `container/mounts`).
     #[serde(default)]
-    pub mount_points: Vec<crate::mounts::MountPoint>,
+    pub mount_points: Vec<crate::container::mounts::MountPoint>,
     /// A build's RUN step: internal to the builder, as in BuildKit, so it is left out of
     /// container lists, counts and prunes (a user or a prune must not see or take it mid-build).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -132,7 +132,7 @@ pub struct Entry {
     /// Serialises lifecycle operations (start/stop/rm/restart) on one container.
     pub op: tokio::sync::Mutex<()>,
     pub signal: watch::Sender<Signal>,
-    pub pending_attach: Mutex<Vec<crate::attach::PendingAttach>>,
+    pub pending_attach: Mutex<Vec<crate::container::attach::PendingAttach>>,
     /// Set once removal has begun: late updates must not write the record back to disk.
     pub removed: std::sync::atomic::AtomicBool,
 }
@@ -160,7 +160,7 @@ impl Entry {
     }
 
     /// The attach requests waiting for the next start, handed over once.
-    pub fn take_pending(&self) -> Vec<crate::attach::PendingAttach> {
+    pub fn take_pending(&self) -> Vec<crate::container::attach::PendingAttach> {
         match self.pending_attach.lock() {
             Ok(mut p) => std::mem::take(&mut *p),
             Err(p) => std::mem::take(&mut *p.into_inner()),
