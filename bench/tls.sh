@@ -15,8 +15,9 @@ trap 'stop_daemon; rm -rf "$certs"' EXIT
 load_busybox
 for _ in $(seq 10); do $B create busybox true >/dev/null; done
 tls_env="env DOCKER_HOST=tcp://127.0.0.1:$port DOCKER_TLS_VERIFY=1 DOCKER_CERT_PATH=$certs/tls DOCKER_CONFIG=$certs/dc"
+# Both sides through `env`, so the extra exec is on both.
 args=(-N --warmup 5 --runs "${RUNS:-50}" --export-markdown "$RESULTS/tls.md"
-    -n "berth ps -a (unix socket)" "$B ps -a"
+    -n "berth ps -a (unix socket)" "env DOCKER_HOST=$HOST $BERTH ps -a"
     -n "berth ps -a (TLS)" "$tls_env $BERTH ps -a")
 if command -v docker >/dev/null; then
     # The docker CLI against the same Berth daemon: its client, one TLS connection per command.

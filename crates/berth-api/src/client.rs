@@ -1,7 +1,9 @@
 //! An async client for the Engine API over a unix socket or TCP.
 //!
 //! Every request opens its own connection: over a local socket that costs microseconds, and it
-//! keeps streaming responses (logs, attach) independent of each other.
+//! keeps streaming responses (logs, attach) independent of each other. Over TLS, where a
+//! connection costs a handshake, a request reuses the last connection once its response has
+//! been read; one whose response is still streaming is never shared.
 
 use std::io;
 use std::path::PathBuf;
@@ -394,6 +396,8 @@ pub struct Client {
     /// The negotiated API version; `None` until the first request pings the daemon.
     version: Mutex<Option<String>>,
     tls: Option<Tls>,
+    /// Over TLS, the last connection, kept for the next request (see `send_raw`).
+    idle: Mutex<Option<hyper::client::conn::http1::SendRequest<ReqBody>>>,
 }
 
 impl Client {
@@ -416,6 +420,7 @@ impl Client {
             host,
             version: Mutex::new(None),
             tls,
+            idle: Mutex::new(None),
         })
     }
 
@@ -538,13 +543,72 @@ impl Client {
         body: Body,
         extra: &[(&str, String)],
     ) -> Result<Response> {
+        // Over TLS a connection costs a handshake: a request reuses the previous connection when
+        // its response has been read (a `ps` is a ping then a list: one handshake, not two).
+        let mut reused = None;
+        if self.tls.is_some() {
+            reused = self.idle_sender().await;
+        }
+        let is_reused = reused.is_some();
+        let mut sender = match reused {
+            Some(s) => s,
+            None => self.new_sender().await?,
+        };
+        let req = self.build_request(method, uri, body, extra)?;
+        let resp = match sender.try_send_request(req).await {
+            Ok(r) => r,
+            Err(mut e) => match e.take_message() {
+                // The daemon closed the kept connection before the request went out (its idle
+                // timeout): the same request on a new connection.
+                Some(req) if is_reused => {
+                    sender = self.new_sender().await?;
+                    sender.send_request(req).await?
+                }
+                _ => return Err(e.into_error().into()),
+            },
+        };
+        if self.tls.is_some() {
+            if let Ok(mut g) = self.idle.lock() {
+                *g = Some(sender);
+            }
+        }
+        let (parts, body) = resp.into_parts();
+        Ok(Response {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
+    }
+
+    /// A new connection, ready for one request at a time.
+    async fn new_sender(&self) -> Result<hyper::client::conn::http1::SendRequest<ReqBody>> {
         let conn = self.connect().await?;
-        let (mut sender, connection) =
+        let (sender, connection) =
             hyper::client::conn::http1::handshake::<_, ReqBody>(TokioIo::new(conn)).await?;
         tokio::spawn(async move {
             // Errors surface through the response future; nothing to do with them here.
             let _ = connection.await;
         });
+        Ok(sender)
+    }
+
+    /// The kept connection if it is open and its last response has been read.
+    async fn idle_sender(&self) -> Option<hyper::client::conn::http1::SendRequest<ReqBody>> {
+        let s = self.idle.lock().ok()?.take()?;
+        if !s.is_ready() {
+            // The connection task may not have seen the end of the last body yet.
+            tokio::task::yield_now().await;
+        }
+        (s.is_ready() && !s.is_closed()).then_some(s)
+    }
+
+    fn build_request(
+        &self,
+        method: Method,
+        uri: String,
+        body: Body,
+        extra: &[(&str, String)],
+    ) -> Result<Request<ReqBody>> {
         let builder = Request::builder()
             .method(method)
             .uri(uri)
@@ -587,13 +651,7 @@ impl Client {
                     .body(StreamBody::new(stream).boxed_unsync())?
             }
         };
-        let resp = sender.send_request(req).await?;
-        let (parts, body) = resp.into_parts();
-        Ok(Response {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        })
+        Ok(req)
     }
 
     /// Send a request to a versioned path; non-2xx answers become [`ApiError::Status`].
