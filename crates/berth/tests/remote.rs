@@ -7,13 +7,12 @@
 mod common;
 use common::*;
 
-use std::fs::File;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
+
+use berth_testkit::pty::Pty;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -131,90 +130,17 @@ impl TlsDaemon {
     }
 }
 
-/// `docker exec -it <name> sh` on a pseudo-terminal: types a command, reads its answer, exits.
-fn docker_exec_it(t: &TlsDaemon, docker: &Path, name: &str) -> String {
-    let (mut m, mut s) = (0, 0);
-    // SAFETY: out-pointers to two ints; no termios or winsize.
-    let r = unsafe {
-        libc::openpty(
-            &mut m,
-            &mut s,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            std::ptr::null(),
-        )
-    };
-    assert_eq!(r, 0, "openpty");
-    // SAFETY: openpty gave us both descriptors.
-    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(m), OwnedFd::from_raw_fd(s)) };
-    let slave = File::from(slave);
+/// `docker exec -it <name> sh` on a pseudo-terminal: types a command only the shell can
+/// answer, reads the answer, exits 0.
+fn docker_exec_it(t: &TlsDaemon, docker: &Path, name: &str) {
     let mut cmd = t.command(docker, &t.certs);
-    cmd.args(["exec", "-it", name, "sh"])
-        .env("TERM", "xterm")
-        .stdin(Stdio::from(slave.try_clone().expect("dup")))
-        .stdout(Stdio::from(slave.try_clone().expect("dup")))
-        .stderr(Stdio::from(slave));
-    // SAFETY: setsid and ioctl are async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY as _, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().expect("docker exec -it");
-    drop(cmd);
-    let mut master = File::from(master);
-    // SAFETY: plain fcntl on our descriptor.
-    unsafe {
-        let fl = libc::fcntl(master.as_raw_fd(), libc::F_GETFL);
-        libc::fcntl(master.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK);
-    }
-    let mut seen = String::new();
-    let mut buf = [0u8; 4096];
-    fn read_until(master: &mut File, seen: &mut String, needle: &str) -> bool {
-        let mut buf = [0u8; 4096];
-        let deadline = Instant::now() + DEADLINE;
-        while Instant::now() < deadline {
-            if seen.contains(needle) {
-                return true;
-            }
-            match master.read(&mut buf) {
-                Ok(n) if n > 0 => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
-                _ => std::thread::sleep(Duration::from_millis(10)),
-            }
-        }
-        false
-    }
-    // The shell's prompt, then an answer only the shell can compute.
-    let prompted = read_until(&mut master, &mut seen, "# ");
-    let _ = (&master).write_all(b"echo tls-$((6*7))\n");
-    let answered = read_until(&mut master, &mut seen, "tls-42");
-    let _ = (&master).write_all(b"exit\n");
-    let deadline = Instant::now() + DEADLINE;
-    let status = loop {
-        let _ = master.read(&mut buf);
-        if let Ok(Some(st)) = child.try_wait() {
-            break Some(st);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    assert!(
-        prompted && answered,
-        "exec -it over TLS: no prompt or answer: {seen:?}"
-    );
-    assert_eq!(
-        status.and_then(|s| s.code()),
-        Some(0),
-        "exec -it exit: {seen:?}"
-    );
-    seen
+    cmd.args(["exec", "-it", name, "sh"]);
+    let mut p = Pty::spawn(cmd, 24, 80);
+    p.expect("# ");
+    p.send("echo tls-$((6*7))\r");
+    p.expect("tls-42");
+    p.send("exit\r");
+    assert_eq!(p.wait(), Some(0), "exec -it exit: {:?}", p.seen);
 }
 
 #[test]
