@@ -65,9 +65,12 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, Stri
     } else {
         builder.with_no_client_auth()
     };
-    let cfg = builder
+    let mut cfg = builder
         .with_single_cert(certs, key)
         .map_err(|e| format!("invalid TLS configuration: {e}"))?;
+    // API clients are mostly one-shot CLI processes that never resume a session: issuing
+    // tickets would cost every handshake for nothing.
+    cfg.send_tls13_tickets = 0;
     Ok(Arc::new(cfg))
 }
 
