@@ -8,6 +8,7 @@ pub mod network;
 pub mod stdcopy;
 pub mod tls;
 pub mod types;
+pub mod units;
 pub mod volume;
 
 /// The API version Berth speaks and advertises.

@@ -70,6 +70,8 @@ pub struct Inner {
     execs: exec::ExecTable,
     events: events::EventBus,
     health: container::health::HealthTable,
+    /// The shims (a fake in unit tests).
+    runtime: Arc<dyn runtime::Runtime>,
 }
 
 /// Cheap to clone; every clone is the same engine.
@@ -81,6 +83,17 @@ pub struct Engine {
 impl Engine {
     /// Opens the stores and recovers containers left by a previous daemon (live restore).
     pub async fn open(cfg: EngineConfig) -> Result<Engine> {
+        let runtime = Arc::new(runtime::shim::ShimRuntime {
+            berth_exe: cfg.berth_exe.clone(),
+        });
+        Engine::open_with(cfg, runtime).await
+    }
+
+    /// `open` with the runtime given: unit tests pass a fake.
+    pub(crate) async fn open_with(
+        cfg: EngineConfig,
+        runtime: Arc<dyn runtime::Runtime>,
+    ) -> Result<Engine> {
         for d in [
             cfg.data_root.join("containers"),
             cfg.exec_root.join("containers"),
@@ -110,6 +123,7 @@ impl Engine {
                 execs: exec::ExecTable::default(),
                 events: events::EventBus::default(),
                 health: container::health::HealthTable::default(),
+                runtime,
             }),
         };
         engine.restore().await?;
@@ -124,6 +138,10 @@ impl Engine {
     /// Daemon shutdown: networking keeps what running containers need, drops the rest.
     pub fn shutdown(&self) {
         self.inner.net.shutdown();
+    }
+
+    pub(crate) fn runtime(&self) -> &dyn runtime::Runtime {
+        self.inner.runtime.as_ref()
     }
 
     pub fn config(&self) -> &EngineConfig {

@@ -4,7 +4,8 @@
 //! - `<data-root>/tmp/`: scratch space only (a build's unpacked context `build-<id>/`, the
 //!   builder's `copy-*` dirs and layer files, request bodies spooled by the daemon). No
 //!   operation survives a daemon restart, so everything in it goes.
-//! - Atomic-write leftovers (`.<name>.tmp<pid>`, `.<key>.tmp`) in the engine's metadata dirs:
+//! - Atomic-write leftovers (berth-fs's `.<name>.<tag>.tmp`, and earlier versions' names) in
+//!   the engine's metadata dirs:
 //!   the data root itself, `containers/<id>/`, `volumes/<name>/`, `network/**`, `build-cache/`,
 //!   `build-parents/`. The file they were to replace is intact (rename is the commit point).
 //! - `<exec-root>/exec/<id>/` whose shim is gone: an exec that ended while no daemon ran.
@@ -57,8 +58,12 @@ pub(crate) fn sweep(data_root: &Path, exec_root: &Path) {
     }
 }
 
-/// `.<name>.tmp` or `.<name>.tmp<digits>`: the temp name of an atomic write.
+/// The temp name of an atomic write: berth-fs's (`.<name>.<16 hex>.tmp`), or the
+/// `.<name>.tmp<pid>` and `.<key>.tmp` of earlier versions.
 fn is_atomic_leftover(name: &str) -> bool {
+    if berth_fs::atomic::is_temp_name(name) {
+        return true;
+    }
     let Some(rest) = name.strip_prefix('.') else {
         return false;
     };
@@ -121,6 +126,7 @@ mod tests {
     fn leftover_names() {
         assert!(is_atomic_leftover(".container.json.tmp1234"));
         assert!(is_atomic_leftover(".abc.tmp"));
+        assert!(is_atomic_leftover(".container.json.0123456789abcdef.tmp"));
         assert!(!is_atomic_leftover("container.json"));
         assert!(!is_atomic_leftover(".tmp"));
         assert!(!is_atomic_leftover(".x.tmpfoo"));

@@ -3,7 +3,6 @@
 
 mod error;
 pub mod exec;
-mod fsutil;
 pub mod limits;
 pub mod seccomp;
 pub mod seccomp_bpf;
@@ -11,6 +10,6 @@ pub mod shim;
 pub mod spec;
 mod user;
 
-pub use error::RuntimeError;
+pub use error::{RuntimeError, StartFault};
 pub use shim::{ExitStatus, ShimOptions, ShimStarted};
 pub use spec::{build_spec, resolve_executable, ContainerRunConfig, NetworkMode};

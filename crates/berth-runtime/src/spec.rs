@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::{Mount, Spec};
 use serde_json::{json, Value};
 
-use crate::fsutil::secure_join;
 use crate::user::resolve_user;
 use crate::RuntimeError;
+use berth_fs::secure_join;
 
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 

@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
-use crate::fsutil::secure_join;
 use crate::RuntimeError;
+use berth_fs::secure_join;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ExecUser {

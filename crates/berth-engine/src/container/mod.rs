@@ -9,6 +9,8 @@ mod create;
 pub mod health;
 mod index;
 mod inspect;
+#[cfg(test)]
+mod lifecycle_tests;
 pub mod list;
 pub mod logs;
 mod monitor;

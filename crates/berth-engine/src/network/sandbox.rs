@@ -241,7 +241,7 @@ impl Engine {
                     matches!(
                         e.snapshot().state.status,
                         crate::container::Status::Running | crate::container::Status::Paused
-                    ) && berth_runtime::shim::shim_alive(&self.runtime_dir(id))
+                    ) && self.runtime().alive(&self.runtime_dir(id))
                 });
                 !alive
             })

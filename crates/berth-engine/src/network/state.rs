@@ -310,9 +310,7 @@ impl Networks {
             },
             Some(sb) => {
                 std::fs::create_dir_all(&self.run_dir)?;
-                let tmp = self.run_dir.join(format!(".{id}.tmp"));
-                std::fs::write(&tmp, serde_json::to_vec(sb)?)?;
-                std::fs::rename(&tmp, &path)?;
+                berth_fs::write_replace(&path, &serde_json::to_vec(sb)?)?;
                 Ok(())
             }
         }

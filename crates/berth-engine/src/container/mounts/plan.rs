@@ -273,24 +273,20 @@ impl Engine {
         // the container would, never out of it) and created, so the runtime mounts on a plain
         // directory inside the rootfs.
         let place = |dest: &str, dir: bool| -> Result<String> {
-            let resolved = crate::container::mounts::copyup::resolve_in_root(rootfs, dest)
-                .map_err(|e| {
-                    EngineError::Internal(format!("resolving mount destination {dest}: {e}"))
-                })?;
+            let resolved = berth_fs::resolve_in_root(rootfs, dest).map_err(|e| {
+                EngineError::Internal(format!("resolving mount destination {dest}: {e}"))
+            })?;
             let mk = if dir {
-                resolved.clone()
+                resolved.as_path()
             } else {
-                Path::new(&resolved)
-                    .parent()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_else(|| "/".into())
+                resolved.parent().unwrap_or(Path::new("/"))
             };
-            crate::container::mounts::copyup::mkdir_in_root(rootfs, &mk).map_err(|e| {
+            berth_fs::mkdir_in_root(rootfs, mk).map_err(|e| {
                 EngineError::InvalidParameter(format!(
                     "failed to create mountpoint for {dest} mount: {e}"
                 ))
             })?;
-            Ok(resolved)
+            Ok(resolved.display().to_string())
         };
         let mut mounts: Vec<(String, oci_spec::runtime::Mount)> = Vec::new();
         for mp in &rec.mount_points {
