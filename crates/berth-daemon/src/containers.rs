@@ -12,6 +12,7 @@ use tokio::io::AsyncWriteExt;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::error::{ApiError, ApiResult};
+use crate::hygiene::JsonBody;
 use crate::params::Query;
 use crate::server::{status_only, ApiVersion, AppState};
 
@@ -63,7 +64,7 @@ async fn create(
     State(st): State<AppState>,
     Extension(ver): Extension<ApiVersion>,
     RawQuery(raw): RawQuery,
-    body: Bytes,
+    JsonBody(body): JsonBody,
 ) -> ApiResult<Response<Body>> {
     let q = q(raw);
     if body.is_empty() {

@@ -13,6 +13,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::containers::json_response;
 use crate::error::{ApiError, ApiResult};
+use crate::hygiene::JsonBody;
 use crate::params::Query;
 use crate::server::{ApiVersion, AppState};
 
@@ -341,7 +342,7 @@ async fn distribution(
 }
 
 /// `POST /auth`: Docker answers `{"Status":"Login Succeeded","IdentityToken":""}`.
-async fn auth(State(st): State<AppState>, body: Bytes) -> ApiResult<Response<Body>> {
+async fn auth(State(st): State<AppState>, JsonBody(body): JsonBody) -> ApiResult<Response<Body>> {
     let auth: berth_registry::RegistryAuth = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
     let status = st.engine.registry_login(auth).await?;

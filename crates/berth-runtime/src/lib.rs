@@ -3,6 +3,7 @@
 
 mod error;
 pub mod exec;
+pub mod limits;
 pub mod seccomp;
 pub mod seccomp_bpf;
 pub mod shim;

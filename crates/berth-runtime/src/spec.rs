@@ -89,6 +89,9 @@ pub struct ContainerRunConfig {
     pub memory: i64,
     pub memory_swap: i64,
     pub nano_cpus: i64,
+    /// `CpuPeriod`/`CpuQuota` (µs), used when `nano_cpus` is 0.
+    pub cpu_period: i64,
+    pub cpu_quota: i64,
     pub cpu_shares: i64,
     pub pids_limit: Option<i64>,
     pub mounts: Vec<Mount>,
@@ -581,14 +584,13 @@ pub(crate) fn build_spec_for(
     }
 
     let mut resources = json!({ "devices": device_rules(cfg.privileged) });
+    // Limits are computed with checked arithmetic (crate::limits): an out-of-range value is an
+    // error here, never a wrapped limit (the engine refuses such values at create already).
+    let out_of_range = |what: &str| RuntimeError::Spec(format!("{what} out of range"));
     if cfg.memory > 0 {
         let mut mem = json!({ "limit": cfg.memory });
-        // Docker: swap unset => twice the memory; -1 => unlimited.
-        let swap = match cfg.memory_swap {
-            0 => Some(cfg.memory * 2),
-            s if s < 0 => Some(-1),
-            s => Some(s),
-        };
+        let swap = crate::limits::memory_swap(cfg.memory, cfg.memory_swap)
+            .ok_or_else(|| out_of_range("memory swap limit"))?;
         if host.swap_limit {
             if let Some(s) = swap {
                 mem["swap"] = json!(s);
@@ -597,21 +599,25 @@ pub(crate) fn build_spec_for(
         resources["memory"] = mem;
     }
     let mut cpu = serde_json::Map::new();
-    if cfg.cpu_shares > 0 {
-        cpu.insert("shares".into(), json!(cfg.cpu_shares));
+    let shares = crate::limits::cpu_shares(cfg.cpu_shares);
+    if shares > 0 {
+        cpu.insert("shares".into(), json!(shares));
     }
-    if cfg.nano_cpus > 0 {
-        let period: i64 = 100_000;
-        cpu.insert("period".into(), json!(period));
-        cpu.insert(
-            "quota".into(),
-            json!(cfg.nano_cpus * period / 1_000_000_000),
-        );
+    let (period, quota) = crate::limits::cfs(cfg.nano_cpus, cfg.cpu_period, cfg.cpu_quota)
+        .ok_or_else(|| out_of_range("CPU quota"))?;
+    if let Some(p) = period {
+        cpu.insert("period".into(), json!(p));
+    }
+    if let Some(q) = quota {
+        cpu.insert("quota".into(), json!(q));
     }
     if !cpu.is_empty() {
         resources["cpu"] = Value::Object(cpu);
     }
     if let Some(p) = cfg.pids_limit.filter(|p| *p > 0) {
+        if p > crate::limits::MAX_PIDS {
+            return Err(out_of_range("PIDs limit"));
+        }
         resources["pids"] = json!({ "limit": p });
     }
 
@@ -732,6 +738,8 @@ mod tests {
             memory: 0,
             memory_swap: 0,
             nano_cpus: 0,
+            cpu_period: 0,
+            cpu_quota: 0,
             cpu_shares: 0,
             pids_limit: None,
             mounts: vec![],
@@ -923,6 +931,33 @@ mod tests {
             .as_array()
             .unwrap()
             .contains(&json!("size=1073741824")));
+    }
+
+    #[test]
+    fn out_of_range_limits_are_errors_not_wrapped_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = test_config(dir.path());
+        cfg.memory = 1 << 62;
+        assert!(build_spec_for(&cfg, &host(false)).is_err());
+        cfg.memory_swap = -1;
+        let v = serde_json::to_value(build_spec_for(&cfg, &host(false)).unwrap()).unwrap();
+        assert_eq!(v["linux"]["resources"]["memory"]["swap"], -1);
+        cfg.memory = 0;
+        cfg.nano_cpus = 92_233_720_368_548;
+        assert!(build_spec_for(&cfg, &host(false)).is_err());
+        cfg.nano_cpus = 0;
+        cfg.pids_limit = Some(i64::MAX);
+        assert!(build_spec_for(&cfg, &host(false)).is_err());
+        cfg.pids_limit = None;
+        // CpuPeriod/CpuQuota reach the spec; huge shares are clamped as Docker does.
+        cfg.cpu_period = 50_000;
+        cfg.cpu_quota = 25_000;
+        cfg.cpu_shares = 1 << 62;
+        let v = serde_json::to_value(build_spec_for(&cfg, &host(false)).unwrap()).unwrap();
+        let c = &v["linux"]["resources"]["cpu"];
+        assert_eq!(c["period"], 50_000);
+        assert_eq!(c["quota"], 25_000);
+        assert_eq!(c["shares"], 262_144);
     }
 
     #[test]

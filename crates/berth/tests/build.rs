@@ -988,7 +988,7 @@ fn step_pids(marker: &str) -> Vec<String> {
 /// A RUN step's container is the builder's own, as in BuildKit: `ps -a`, `info` and
 /// `container prune` never see it mid-build (a client counting containers while another's build
 /// runs sees a stable number), and one left by a daemon killed mid-build is removed, its
-/// process too, when the daemon comes back.
+/// process too, when the daemon comes back; so is the build's scratch (`tmp/build-<id>`).
 #[test]
 fn run_step_containers_are_internal_to_the_build() {
     let d = Daemon::start(BIN);
@@ -1021,7 +1021,27 @@ fn run_step_containers_are_internal_to_the_build() {
     d.kill9();
     let _ = child.kill();
     let _ = child.wait();
+    let scratch = || -> Vec<String> {
+        std::fs::read_dir(d.data_root().join("tmp"))
+            .map(|r| {
+                r.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert!(
+        scratch().iter().any(|n| n.starts_with("build-")),
+        "the killed build left no context dir to sweep: {:?}",
+        scratch()
+    );
     d.restart();
+    // The startup sweep removed the killed build's scratch (its unpacked context).
+    assert_eq!(
+        scratch(),
+        Vec::<String>::new(),
+        "scratch left after restart"
+    );
     let containers = d.data_root().join("containers");
     assert!(
         wait_until(DEADLINE, || std::fs::read_dir(&containers)

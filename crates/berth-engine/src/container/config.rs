@@ -150,16 +150,7 @@ pub(crate) fn validate_host_config(hc: &HostConfig) -> Result<()> {
             "conflicting options: cannot specify both --restart and --rm".into(),
         ));
     }
-    if hc.memory != 0 && hc.memory < 6 * 1024 * 1024 {
-        return Err(EngineError::InvalidParameter(
-            "Minimum memory limit allowed is 6MB".into(),
-        ));
-    }
-    if hc.nano_cpus < 0 {
-        return Err(EngineError::InvalidParameter(
-            "Range of CPUs is from 0.01 to the number of CPUs available".into(),
-        ));
-    }
+    // Resources (memory, CPU, PIDs, blkio): `container::resources`.
     validate_namespace_modes(hc)
 }
 

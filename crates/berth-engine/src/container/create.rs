@@ -33,6 +33,10 @@ impl Engine {
         let mut host_config = body.host_config.clone().unwrap_or_default();
         validate_host_config(&host_config)?;
         validate_config(&config, &host_config)?;
+        crate::container::resources::validate(
+            &mut host_config,
+            crate::container::resources::When::Create,
+        )?;
         validate_container_network_mode(&config, &host_config)?;
         merge_default_log_opts(&mut host_config, &self.inner.cfg.log_opts);
         fill_host_config_defaults(&mut host_config);

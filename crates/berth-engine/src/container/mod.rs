@@ -22,6 +22,7 @@ mod record;
 mod recover;
 mod remove;
 mod rename;
+pub(crate) mod resources;
 mod runspec;
 pub mod signal;
 mod start;

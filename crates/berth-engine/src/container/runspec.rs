@@ -104,6 +104,8 @@ impl Engine {
             memory: hc.memory,
             memory_swap: hc.memory_swap,
             nano_cpus: hc.nano_cpus,
+            cpu_period: hc.cpu_period,
+            cpu_quota: hc.cpu_quota,
             cpu_shares: hc.cpu_shares,
             pids_limit: hc.pids_limit.filter(|n| *n > 0),
             mounts,
