@@ -26,7 +26,6 @@ mod progress;
 mod stage;
 mod util;
 
-
 pub use mounts::{cache_mounts_usage, prune_cache_mounts, CacheMountUsage};
 pub use progress::{LegacyProgress, Progress, Vertex, VertexState};
 
