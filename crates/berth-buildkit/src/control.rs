@@ -21,14 +21,12 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'stati
 
 /// A build error as the client shows it (after its own "failed to solve: ").
 pub fn to_status(e: BuildError) -> Status {
+    let m = e.buildkit_message();
     match e {
-        BuildError::BadRequest(m) => Status::invalid_argument(m),
-        BuildError::NotFound(m) => Status::not_found(m),
-        BuildError::Cancelled => Status::cancelled("context canceled"),
-        BuildError::RunFailed { cmd, code } => Status::unknown(format!(
-            "process \"{cmd}\" did not complete successfully: exit code: {code}"
-        )),
-        BuildError::Failed(m) => Status::unknown(m),
+        BuildError::BadRequest(_) => Status::invalid_argument(m),
+        BuildError::NotFound(_) => Status::not_found(m),
+        BuildError::Cancelled => Status::cancelled(m),
+        BuildError::RunFailed { .. } | BuildError::Failed(_) => Status::unknown(m),
     }
 }
 
@@ -160,7 +158,7 @@ impl cpb::control_server::Control for ControlService {
         let r = req.into_inner();
         let opts = PruneOptions {
             all: r.all,
-            keep_duration: (r.keep_duration > 0).then(|| r.keep_duration / 1_000_000_000),
+            keep_duration: (r.keep_duration > 0).then_some(r.keep_duration / 1_000_000_000),
             types: filter_values(&r.filter, "type"),
             ids: filter_values(&r.filter, "id"),
         };

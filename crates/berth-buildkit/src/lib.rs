@@ -13,6 +13,9 @@
 //! The gRPC code is generated at build time from `proto/` (BuildKit v0.24.0 and fsutil
 //! 586307ad452f wire definitions, trimmed to what is used) with protoc.
 
+// tonic's `Status` is the services' error type (their interface): its size is not ours to pick.
+#![allow(clippy::result_large_err)]
+
 mod control;
 mod export;
 pub mod filesync;
@@ -61,6 +64,8 @@ pub mod pb {
             }
         }
     }
+    // BuildKit's LLB package is called `pb`.
+    #[allow(clippy::module_inception)]
     pub mod pb {
         tonic::include_proto!("pb");
     }

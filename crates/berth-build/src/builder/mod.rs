@@ -26,6 +26,9 @@ mod progress;
 mod stage;
 mod util;
 
+#[cfg(test)]
+mod tests;
+
 pub use mounts::{cache_mounts_usage, prune_cache_mounts, CacheMountUsage};
 pub use progress::{LegacyProgress, Progress, Vertex, VertexState};
 
@@ -57,6 +60,16 @@ impl BuildError {
             BuildError::BadRequest(_) => 400,
             BuildError::NotFound(_) => 404,
             _ => 500,
+        }
+    }
+    /// The error as BuildKit words it (its clients print it after "failed to solve: ").
+    pub fn buildkit_message(&self) -> String {
+        match self {
+            BuildError::RunFailed { cmd, code } => {
+                format!("process \"{cmd}\" did not complete successfully: exit code: {code}")
+            }
+            BuildError::Cancelled => "context canceled".into(),
+            e => e.to_string(),
         }
     }
     /// The `errorDetail.code` of the JSON stream.

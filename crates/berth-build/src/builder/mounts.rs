@@ -682,6 +682,7 @@ impl<'a> StageRun<'_, '_, 'a> {
             if !targets.insert(tgt.clone()) && m.env.is_none() {
                 return Err(bad(format!("duplicate mount target {tgt}")));
             }
+            let mounted = p.mounts.len();
             match m.kind {
                 MountType::Bind => self.prepare_bind(&m, &tgt, &mut p)?,
                 MountType::Cache => self.prepare_cache(&m, &tgt, &mut p)?,
@@ -713,7 +714,7 @@ impl<'a> StageRun<'_, '_, 'a> {
                     ssh_n += 1;
                 }
             }
-            if m.env.is_none() {
+            if p.mounts.len() > mounted {
                 // The mount point and the parents the runtime creates for it.
                 let mut cur = String::new();
                 for part in tgt.trim_start_matches('/').split('/') {

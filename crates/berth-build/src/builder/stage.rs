@@ -210,7 +210,7 @@ impl<'r, 'b, 'a> StageRun<'r, 'b, 'a> {
         let stage = self.run.stages.stages[self.idx].clone();
         let r = self.run_stage(&stage, extra);
         if let Err(e) = &r {
-            self.finish_vertex(VertexState::Failed(e.to_string()));
+            self.finish_vertex(VertexState::Failed(e.buildkit_message()));
         }
         r
     }
@@ -358,7 +358,7 @@ impl<'r, 'b, 'a> StageRun<'r, 'b, 'a> {
             &meta_name,
             match &id {
                 Ok(_) => VertexState::Done,
-                Err(e) => VertexState::Failed(e.to_string()),
+                Err(e) => VertexState::Failed(e.buildkit_message()),
             },
         );
         let id = id?;
