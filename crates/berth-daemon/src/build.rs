@@ -7,7 +7,7 @@ use axum::http::{HeaderValue, Request, Response};
 use axum::routing::post;
 use axum::Router;
 use berth_build::builder::BuildOptions;
-use berth_engine::build::BuildMessage;
+use berth_engine::image::build::BuildMessage;
 use futures_util::StreamExt;
 use std::collections::BTreeMap;
 use tokio_stream::wrappers::ReceiverStream;

@@ -246,8 +246,8 @@ async fn logs(
             _ => None,
         },
     };
-    let since = berth_engine::logs::parse_timestamp(q.get("since").unwrap_or(""))?;
-    let until = berth_engine::logs::parse_timestamp(q.get("until").unwrap_or(""))?;
+    let since = berth_engine::container::logs::parse_timestamp(q.get("since").unwrap_or(""))?;
+    let until = berth_engine::container::logs::parse_timestamp(q.get("until").unwrap_or(""))?;
     let opts = LogsOptions {
         stdout,
         stderr,

@@ -339,7 +339,7 @@ pub(crate) fn platform_param(q: &Query) -> ApiResult<Option<String>> {
         .filter(|p| !p.is_empty())
         .map(String::from);
     if let Some(p) = &platform {
-        berth_engine::images::check_platform(p)?;
+        berth_engine::image::check_platform(p)?;
     }
     Ok(platform)
 }
