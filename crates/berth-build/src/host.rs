@@ -67,7 +67,8 @@ pub trait BuildHost: Send + Sync + 'static {
         progress: &dyn Progress,
         cancel: Arc<AtomicBool>,
     ) -> Result<String, BuildError>;
-    /// Tags `image` with each name (`docker.io/library/x:latest` forms).
+    /// Makes `image` an image of its own (not only build cache) and tags it with each name
+    /// (`docker.io/library/x:latest` forms): the image exporter.
     fn tag(&self, image: &str, names: &[String]) -> Result<(), BuildError>;
     /// Runs `f` with the image's root filesystem mounted read-only.
     fn with_rootfs(

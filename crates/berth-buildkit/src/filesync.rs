@@ -749,13 +749,24 @@ pub async fn send_tar(
                 } else {
                     rel.display().to_string()
                 };
+                // Permission bits only in the mode field, as Go's tar writer puts them.
+                let mut h = tar::Header::new_gnu();
+                h.set_metadata_in_mode(&m, tar::HeaderMode::Complete);
+                h.set_mode(m.mode() & 0o7777);
                 let r = if m.is_dir() {
-                    let mut h = tar::Header::new_gnu();
-                    h.set_metadata(&m);
                     h.set_size(0);
                     tb.append_data(&mut h, &name, std::io::empty())
+                } else if m.file_type().is_symlink() {
+                    h.set_size(0);
+                    let target =
+                        std::fs::read_link(&full).map_err(|e| failed("exporting tar", e))?;
+                    tb.append_link(&mut h, &rel, target)
+                } else if m.is_file() {
+                    let f = std::fs::File::open(&full).map_err(|e| failed("exporting tar", e))?;
+                    tb.append_data(&mut h, &rel, f)
                 } else {
-                    tb.append_path_with_name(&full, &rel)
+                    // Devices, fifos: their header says all.
+                    tb.append_data(&mut h, &rel, std::io::empty())
                 };
                 r.map_err(|e| failed("exporting tar", e))?;
             }

@@ -23,7 +23,7 @@ mod frontend;
 pub mod session;
 mod solve;
 mod status;
-mod transport;
+pub mod transport;
 
 use berth_build::builder::BuildError;
 use berth_build::host::{BuildHost, CacheRecord, PruneOptions};

@@ -108,6 +108,10 @@ impl StageRun<'_, '_, '_> {
                 let _ = std::fs::remove_file(&tmp);
             }
         }
+        if let Some(dir) = &self.run.b.cache_images_dir {
+            let _ = std::fs::create_dir_all(dir);
+            let _ = std::fs::write(dir.join(id.strip_prefix("sha256:").unwrap_or(&id)), "");
+        }
         self.st.image_id = Some(id.clone());
         self.say(&format!(" ---> {}\n", short(&id)));
         self.finish_vertex(VertexState::Done);

@@ -238,6 +238,10 @@ pub struct Builder<'a> {
     pub tmp_dir: PathBuf,
     /// `RUN --mount=type=cache` directories, kept across builds.
     pub cache_mounts_dir: PathBuf,
+    /// When set (BuildKit's path), every image a step makes is recorded here (one file per
+    /// image, named by its hex id): it is build cache, which `images` shows only with `-a`
+    /// until an exporter makes it an image of its own.
+    pub cache_images_dir: Option<PathBuf>,
 }
 
 /// A Dockerfile to build, and what it builds from.
@@ -263,6 +267,17 @@ pub fn parent_ids(parents_dir: &Path) -> BTreeSet<String> {
         }
     }
     out
+}
+
+/// The images [`Builder::cache_images_dir`] records.
+pub fn cache_image_ids(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| format!("sha256:{}", e.file_name().to_string_lossy()))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Docker's daemon-side use of `.dockerignore`: once the Dockerfile is read, `.dockerignore`

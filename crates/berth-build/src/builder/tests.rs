@@ -238,6 +238,7 @@ impl Env {
             parents_dir: self.dir.path().join("parents"),
             tmp_dir: self.dir.path().join("tmp"),
             cache_mounts_dir: self.dir.path().join("mounts"),
+            cache_images_dir: None,
         };
         let ctx = self.dir.path().join("ctx");
         let input = BuildInput {

@@ -151,17 +151,21 @@ impl Engine {
         gone
     }
 
-    /// Deletes step images nothing else holds, children first (their parents may become
-    /// removable in turn, which `image_remove` does).
+    /// Deletes the BuildKit step results only the cache kept (no exporter made them images:
+    /// untagged, without children or containers), children first: their parents may become
+    /// removable in turn. Images of their own, legacy builds' included, are `rmi`'s business.
     fn remove_step_images(&self, mut images: BTreeSet<String>) {
         let rt = tokio::runtime::Handle::current();
         let store = self.images();
+        let dirs = self.build_dirs();
         loop {
-            let parents = self.intermediate_parents();
+            let parents = berth_build::builder::parent_ids(&dirs.parents);
+            let cache_only = berth_build::builder::cache_image_ids(&dirs.cache_images);
             let doomed: Vec<String> = images
                 .iter()
                 .filter(|id| {
-                    store.get(id).is_ok_and(|i| i.repo_tags.is_empty())
+                    cache_only.contains(*id)
+                        && store.get(id).is_ok_and(|i| i.repo_tags.is_empty())
                         && !parents.contains(*id)
                         && self.image_user(id).is_none()
                 })
@@ -172,8 +176,16 @@ impl Engine {
             }
             for id in doomed {
                 images.remove(&id);
-                if let Err(e) = rt.block_on(self.image_remove(&id, false, false)) {
-                    tracing::debug!("build cache prune: {id}: {e}");
+                match rt.block_on(self.image_remove(&id, false, true)) {
+                    Ok(_) => {
+                        let hex = id.strip_prefix("sha256:").unwrap_or(&id);
+                        let _ = std::fs::remove_file(dirs.cache_images.join(hex));
+                        // Its parent, if only the cache kept it, may go now.
+                        if let Ok(p) = std::fs::read_to_string(dirs.parents.join(hex)) {
+                            images.insert(p.trim().to_string());
+                        }
+                    }
+                    Err(e) => tracing::debug!("build cache prune: {id}: {e}"),
                 }
             }
         }
@@ -188,13 +200,15 @@ impl BuildHost for Engine {
         progress: &dyn Progress,
         cancel: Arc<AtomicBool>,
     ) -> Result<String, BuildError> {
-        self.with_builder(Cancel::Flag(cancel), |b| {
+        self.with_builder(Cancel::Flag(cancel), true, |b| {
             b.build_dockerfile(input, opts, progress)
         })
     }
 
     fn tag(&self, image: &str, names: &[String]) -> Result<(), BuildError> {
         let store = self.images();
+        let hex = image.strip_prefix("sha256:").unwrap_or(image);
+        let _ = std::fs::remove_file(self.build_dirs().cache_images.join(hex));
         for n in names {
             let r = berth_image::Reference::parse(n)
                 .map_err(|e| BuildError::BadRequest(format!("invalid tag {n:?}: {e}")))?;

@@ -27,6 +27,8 @@ pub(crate) struct BuildDirs {
     pub parents: PathBuf,
     pub tmp: PathBuf,
     pub cache_mounts: PathBuf,
+    /// Step results of BuildKit builds: build cache, not images of their own.
+    pub cache_images: PathBuf,
 }
 
 impl Engine {
@@ -37,13 +39,16 @@ impl Engine {
             parents: root.join("build-parents"),
             tmp: root.join("tmp"),
             cache_mounts: root.join("build-cache-mounts"),
+            cache_images: root.join("build-cache-images"),
         }
     }
 
-    /// Runs the builder with the engine as its backend.
+    /// Runs the builder with the engine as its backend. `buildkit`: its step images are
+    /// build cache (recorded in `build-cache-images/`) until an exporter makes one an image.
     pub(crate) fn with_builder<T>(
         &self,
         cancel: Cancel,
+        buildkit: bool,
         f: impl FnOnce(&Builder<'_>) -> Result<T, BuildError>,
     ) -> Result<T, BuildError> {
         let dirs = self.build_dirs();
@@ -60,6 +65,7 @@ impl Engine {
             parents_dir: dirs.parents,
             tmp_dir: dirs.tmp,
             cache_mounts_dir: dirs.cache_mounts,
+            cache_images_dir: buildkit.then_some(dirs.cache_images),
         };
         f(&builder)
     }
@@ -87,7 +93,9 @@ impl Engine {
                     };
                     let _ = tx.blocking_send(m);
                 };
-                engine.with_builder(Cancel::Channel(tx.clone()), |b| b.build(&dir, &opts, &out))
+                engine.with_builder(Cancel::Channel(tx.clone()), false, |b| {
+                    b.build(&dir, &opts, &out)
+                })
             })();
             let _ = std::fs::remove_dir_all(&dir);
             if let Err(e) = result {
@@ -113,10 +121,14 @@ impl Engine {
         .map_err(EngineError::internal)?
     }
 
-    /// Untagged images that are the parent of a build step's image (hidden by `images`
-    /// without `-a`, as Docker hides intermediate images).
+    /// Images `images` hides without `-a` while untagged: those that are the parent of a
+    /// build step's image (as Docker hides intermediate images), and BuildKit builds' step
+    /// results no exporter made images of their own (build cache, as BuildKit keeps them).
     pub(crate) fn intermediate_parents(&self) -> std::collections::BTreeSet<String> {
-        berth_build::builder::parent_ids(&self.build_dirs().parents)
+        let dirs = self.build_dirs();
+        let mut ids = berth_build::builder::parent_ids(&dirs.parents);
+        ids.extend(berth_build::builder::cache_image_ids(&dirs.cache_images));
+        ids
     }
 
     /// Records `parent` as the parent image of `child` (`docker commit`), in the file the
