@@ -9,6 +9,7 @@ fn main() {
         "github.com/moby/buildkit/session/auth/auth.proto",
         "github.com/moby/buildkit/session/secrets/secrets.proto",
         "github.com/moby/buildkit/session/sshforward/ssh.proto",
+        "github.com/moby/buildkit/session/upload/upload.proto",
     ];
     let paths: Vec<String> = files.iter().map(|f| format!("proto/{f}")).collect();
     println!("cargo:rerun-if-changed=proto");

@@ -513,6 +513,55 @@ fn transfer_error(name: &str, s: tonic::Status) -> BuildError {
     }
 }
 
+/// Receives a context tar the client uploads (`docker build - < context.tar`, the Upload
+/// service; `path` is its URL's path) and extracts it into `dest` (safely: nothing outside,
+/// nothing through a symlink). Returns the bytes received.
+pub async fn receive_upload(session: &Session, path: &str, dest: &Path) -> Result<u64, BuildError> {
+    use crate::pb::moby::upload::v1::{upload_client::UploadClient, BytesMessage as UpBytes};
+    if !session.supports("/moby.upload.v1.Upload/Pull") {
+        return Err(BuildError::BadRequest(
+            "the client's session has no context upload (Upload service)".into(),
+        ));
+    }
+    let (_tx, rx) = mpsc::channel::<UpBytes>(1);
+    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    if let Ok(v) = path.parse() {
+        request.metadata_mut().insert("urlpath", v);
+    }
+    let mut client = UploadClient::with_origin(session.channel.clone(), session.uri())
+        .max_decoding_message_size(64 << 20);
+    let mut inbound = client
+        .pull(request)
+        .await
+        .map_err(|s| failed("receiving the context", s.message()))?
+        .into_inner();
+    let tmp = dest.with_extension("tar");
+    let mut f = std::fs::File::create(&tmp).map_err(|e| failed("receiving the context", e))?;
+    let mut n = 0u64;
+    loop {
+        match inbound.message().await {
+            Ok(Some(m)) => {
+                n += m.data.len() as u64;
+                f.write_all(&m.data)
+                    .map_err(|e| failed("receiving the context", e))?;
+            }
+            Ok(None) => break,
+            Err(s) => return Err(failed("receiving the context", s.message())),
+        }
+    }
+    drop(f);
+    let dir = dest.to_path_buf();
+    let t = tmp.clone();
+    let r = tokio::task::spawn_blocking(move || {
+        let mut file = std::fs::File::open(&t).map_err(|e| failed("reading the context", e))?;
+        berth_build::context::extract(&mut file, &dir).map_err(BuildError::BadRequest)
+    })
+    .await
+    .map_err(|e| failed("extracting the context", e))?;
+    let _ = std::fs::remove_file(&tmp);
+    r.map(|()| n)
+}
+
 /// Every entry of a tree in fsutil's walk order (parents first, siblings by name), as
 /// paths relative to `root`.
 fn walk_sorted(root: &Path) -> Vec<PathBuf> {

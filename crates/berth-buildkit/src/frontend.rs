@@ -8,7 +8,7 @@ use crate::status::{StatusLog, Step};
 use crate::BuildKit;
 use berth_build::builder::{BuildError, BuildInput, BuildOptions, NamedContext};
 use berth_build::instructions::{parse_stages, Kind};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -257,6 +257,60 @@ async fn load(
     }
 }
 
+/// Where a build's context comes from.
+enum ContextSource {
+    /// A local directory of the client's (`context`, or `contextkey`).
+    Local(String),
+    /// A tar the client uploads on its session (`docker build - < context.tar`): the URL
+    /// path buildx names it by.
+    Upload(String),
+}
+
+fn context_source(attrs: &HashMap<String, String>) -> Result<ContextSource, BuildError> {
+    match attrs.get("context").filter(|c| !c.is_empty()) {
+        None => Ok(ContextSource::Local(
+            attrs
+                .get("contextkey")
+                .cloned()
+                .unwrap_or_else(|| "context".into()),
+        )),
+        Some(u) => match u.strip_prefix("http://buildkit-session/") {
+            Some(id) => Ok(ContextSource::Upload(format!("/{id}"))),
+            None => Err(bad(format!(
+                "remote build contexts ({u}) are not supported by this builder: build from a directory or a tar on stdin"
+            ))),
+        },
+    }
+}
+
+/// Receives the uploaded context tar into `dest` (extracted safely), as a vertex.
+async fn load_upload(
+    log: &StatusLog,
+    build: &str,
+    session: &Session,
+    path: &str,
+    dest: &Path,
+) -> Result<(), BuildError> {
+    let step = Step::start(log, build, "[internal] load remote build context");
+    let r = filesync::receive_upload(session, path, dest).await;
+    match r {
+        Ok(n) => {
+            step.status(
+                &format!("transferring context: {}", human(n)),
+                n as i64,
+                0,
+                true,
+            );
+            step.done();
+            Ok(())
+        }
+        Err(e) => {
+            step.fail(&e.to_string());
+            Err(e)
+        }
+    }
+}
+
 /// Runs a `dockerfile.v0` solve: returns the built image's id.
 pub async fn run(
     bk: &Arc<BuildKit>,
@@ -268,6 +322,7 @@ pub async fn run(
     cancel: Arc<AtomicBool>,
 ) -> Result<String, BuildError> {
     let mut opts = options(attrs, entitlements)?;
+    let source = context_source(attrs)?;
     let session = session.ok_or_else(|| {
         bad("no active session for this build: the client's files cannot be read")
     })?;
@@ -277,135 +332,85 @@ pub async fn run(
         .file_name()
         .map(|f| f.to_string_lossy().into_owned())
         .unwrap_or_else(|| df_name.clone());
-    let df_key = attrs
-        .get("dockerfilekey")
-        .cloned()
-        .unwrap_or_else(|| "dockerfile".into());
-    let ctx_key = attrs
-        .get("contextkey")
-        .cloned()
-        .unwrap_or_else(|| "context".into());
-    // The Dockerfile, and a `<Dockerfile>.dockerignore` next to it.
-    let df_dir = local_dir(&state, "", &df_key)?;
     let ignore_name = format!("{df_name}.dockerignore");
-    load(
-        log,
-        build,
-        &format!("[internal] load build definition from {df_base}"),
-        "dockerfile",
-        &session,
-        SyncRequest {
-            name: df_key.clone(),
-            include: vec![df_name.clone(), ignore_name.clone()],
-            follow_paths: vec![df_name.clone(), ignore_name.clone()],
-            ..Default::default()
-        },
-        &df_dir.path,
-    )
-    .await?;
-    let src = std::fs::read(berth_build::context::resolve_in_root(
-        &df_dir.path,
-        &df_name,
-    ))
-    .map_err(|_| {
-        bad(format!(
-            "failed to solve: failed to read dockerfile: open {df_name}: no such file or directory"
-        ))
-    })?;
-    let src = String::from_utf8_lossy(&src).into_owned();
-    let mut excludes = Vec::new();
-    if needs_context(&src) {
-        let step = Step::start(log, build, "[internal] load .dockerignore");
-        let own = std::fs::read_to_string(berth_build::context::resolve_in_root(
-            &df_dir.path,
-            &ignore_name,
-        ));
-        let text = match own {
-            Ok(t) => Some(t),
-            Err(_) => {
-                let d = local_dir(&state, "", "dockerignore")?;
-                let r = filesync::receive(
-                    &session,
-                    &SyncRequest {
-                        name: ctx_key.clone(),
-                        include: vec![".dockerignore".into()],
-                        follow_paths: vec![".dockerignore".into()],
-                        ..Default::default()
-                    },
-                    &d.path,
-                )
-                .await;
-                if let Err(e) = r {
-                    step.fail(&e.to_string());
-                    return Err(e);
-                }
-                std::fs::read_to_string(d.path.join(".dockerignore")).ok()
-            }
-        };
-        step.status(
-            &format!(
-                "transferring context: {}",
-                human(text.as_ref().map_or(0, |t| t.len() as u64))
-            ),
-            0,
-            0,
-            true,
-        );
-        step.done();
-        excludes = text.map(|t| ignore_patterns(&t)).unwrap_or_default();
-    }
-    drop(df_dir);
-    let ctx = local_dir(&state, &session.shared_key, &ctx_key)?;
-    if needs_context(&src) {
-        load(
-            log,
-            build,
-            "[internal] load build context",
-            "context",
-            &session,
-            SyncRequest {
-                name: ctx_key.clone(),
-                exclude: excludes,
-                ..Default::default()
-            },
-            &ctx.path,
-        )
-        .await?;
-    }
-    let mut named: Vec<LocalDir> = Vec::new();
-    let mut named_contexts = BTreeMap::new();
-    for (k, v) in attrs {
-        let Some(name) = k.strip_prefix("context:") else {
-            continue;
-        };
-        let ctx_value = if let Some(r) = v.strip_prefix("docker-image://") {
-            NamedContext::Image(r.to_string())
-        } else if let Some(local) = v.strip_prefix("local:") {
-            let d = local_dir(&state, &session.shared_key, local)?;
+    // An uploaded context holds its Dockerfile unless the client sends one apart.
+    let ctx;
+    let df_dir;
+    let df_root = match &source {
+        ContextSource::Upload(path) if !attrs.contains_key("dockerfilekey") => {
+            ctx = local_dir(&state, "", "upload")?;
+            load_upload(log, build, &session, path, &ctx.path).await?;
+            df_dir = None;
+            ctx.path.clone()
+        }
+        _ => {
+            let key = attrs
+                .get("dockerfilekey")
+                .cloned()
+                .unwrap_or_else(|| "dockerfile".into());
+            // The Dockerfile, and a `<Dockerfile>.dockerignore` next to it.
+            let d = local_dir(&state, "", &key)?;
             load(
                 log,
                 build,
-                &format!("[context {name}] load from client"),
-                name,
+                &format!("[internal] load build definition from {df_base}"),
+                "dockerfile",
                 &session,
                 SyncRequest {
-                    name: local.to_string(),
+                    name: key,
+                    include: vec![df_name.clone(), ignore_name.clone()],
+                    follow_paths: vec![df_name.clone(), ignore_name.clone()],
                     ..Default::default()
                 },
                 &d.path,
             )
             .await?;
             let p = d.path.clone();
-            named.push(d);
-            NamedContext::Dir(p)
-        } else {
-            return Err(bad(format!(
-                "named context {name}={v}: only local directories and docker-image:// references are supported by this builder"
-            )));
-        };
-        named_contexts.insert(name.to_ascii_lowercase(), ctx_value);
+            df_dir = Some(d);
+            ctx = match &source {
+                ContextSource::Local(key) => local_dir(&state, &session.shared_key, key)?,
+                ContextSource::Upload(path) => {
+                    let c = local_dir(&state, "", "upload")?;
+                    load_upload(log, build, &session, path, &c.path).await?;
+                    c
+                }
+            };
+            p
+        }
+    };
+    let src =
+        std::fs::read(berth_build::context::resolve_in_root(&df_root, &df_name)).map_err(|_| {
+            bad(format!(
+                "failed to read dockerfile: open {df_name}: no such file or directory"
+            ))
+        })?;
+    let src = String::from_utf8_lossy(&src).into_owned();
+    if let ContextSource::Local(key) = &source {
+        if needs_context(&src) {
+            let excludes =
+                load_ignore(log, build, &state, &session, &df_root, &ignore_name, key).await?;
+            load(
+                log,
+                build,
+                "[internal] load build context",
+                "context",
+                &session,
+                SyncRequest {
+                    name: key.clone(),
+                    exclude: excludes,
+                    ..Default::default()
+                },
+                &ctx.path,
+            )
+            .await?;
+        }
     }
-    opts.named_contexts = named_contexts;
+    drop(df_dir);
+    let named = named_contexts(log, build, &state, &session, attrs).await?;
+    opts.named_contexts = named
+        .iter()
+        .map(|(k, v, _)| (k.clone(), v.clone()))
+        .collect();
     let host = bk.host.clone();
     let rt = tokio::runtime::Handle::current();
     let log2 = log.clone();
@@ -425,6 +430,95 @@ pub async fn run(
     drop(named);
     drop(ctx);
     r
+}
+
+/// The `.dockerignore` patterns (next to the Dockerfile, or the context's), as a vertex.
+async fn load_ignore(
+    log: &StatusLog,
+    build: &str,
+    state: &Path,
+    session: &Session,
+    df_root: &Path,
+    ignore_name: &str,
+    ctx_key: &str,
+) -> Result<Vec<String>, BuildError> {
+    let step = Step::start(log, build, "[internal] load .dockerignore");
+    let own = std::fs::read_to_string(berth_build::context::resolve_in_root(df_root, ignore_name));
+    let text = match own {
+        Ok(t) => Some(t),
+        Err(_) => {
+            let d = local_dir(state, "", "dockerignore")?;
+            let r = filesync::receive(
+                session,
+                &SyncRequest {
+                    name: ctx_key.to_string(),
+                    include: vec![".dockerignore".into()],
+                    follow_paths: vec![".dockerignore".into()],
+                    ..Default::default()
+                },
+                &d.path,
+            )
+            .await;
+            if let Err(e) = r {
+                step.fail(&e.to_string());
+                return Err(e);
+            }
+            std::fs::read_to_string(d.path.join(".dockerignore")).ok()
+        }
+    };
+    step.status(
+        &format!(
+            "transferring context: {}",
+            human(text.as_ref().map_or(0, |t| t.len() as u64))
+        ),
+        0,
+        0,
+        true,
+    );
+    step.done();
+    Ok(text.map(|t| ignore_patterns(&t)).unwrap_or_default())
+}
+
+/// `context:NAME` attributes: local directories received from the client, or image
+/// references. The directories stay until the build ends.
+async fn named_contexts(
+    log: &StatusLog,
+    build: &str,
+    state: &Path,
+    session: &Session,
+    attrs: &HashMap<String, String>,
+) -> Result<Vec<(String, NamedContext, Option<LocalDir>)>, BuildError> {
+    let mut out = Vec::new();
+    for (k, v) in attrs {
+        let Some(name) = k.strip_prefix("context:") else {
+            continue;
+        };
+        let entry = if let Some(r) = v.strip_prefix("docker-image://") {
+            (NamedContext::Image(r.to_string()), None)
+        } else if let Some(local) = v.strip_prefix("local:") {
+            let d = local_dir(state, &session.shared_key, local)?;
+            load(
+                log,
+                build,
+                &format!("[context {name}] load from client"),
+                name,
+                session,
+                SyncRequest {
+                    name: local.to_string(),
+                    ..Default::default()
+                },
+                &d.path,
+            )
+            .await?;
+            (NamedContext::Dir(d.path.clone()), Some(d))
+        } else {
+            return Err(bad(format!(
+                "named context {name}={v}: only local directories and docker-image:// references are supported by this builder"
+            )));
+        };
+        out.push((name.to_ascii_lowercase(), entry.0, entry.1));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -63,6 +63,11 @@ pub mod pb {
                 tonic::include_proto!("moby.sshforward.v1");
             }
         }
+        pub mod upload {
+            pub mod v1 {
+                tonic::include_proto!("moby.upload.v1");
+            }
+        }
     }
     // BuildKit's LLB package is called `pb`.
     #[allow(clippy::module_inception)]

@@ -522,3 +522,125 @@ fn ssh_agent_forwarding() {
         "{o}"
     );
 }
+
+/// `berth registry serve` with a password file on a free loopback port, killed on drop.
+struct Registry {
+    child: std::process::Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    fn start_private(user: &str, password: &str) -> Registry {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ht = dir.path().join("htpasswd");
+        let hash = bcrypt::hash(password, 4).expect("bcrypt");
+        std::fs::write(&ht, format!("{user}:{hash}\n")).expect("htpasswd");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let child = Command::new(BIN)
+            .args(["registry", "serve", "--addr", &addr, "--storage"])
+            .arg(dir.path().join("storage"))
+            .arg("--htpasswd")
+            .arg(&ht)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn registry");
+        assert!(
+            wait_until(DEADLINE, || std::net::TcpStream::connect(&addr).is_ok()),
+            "registry did not listen on {addr}"
+        );
+        Registry {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `FROM` a private registry uses the client's login, which the session lends the build
+/// (the daemon stores no credentials).
+#[test]
+fn from_a_private_registry_uses_the_clients_login() {
+    let d = d();
+    let Some(b) = bx(d) else { return };
+    let reg = Registry::start_private("alice", "s3cret");
+    let image = format!("{}/private/bb:{}", reg.addr, unique("t"));
+    // The image goes to the registry with a login of its own, then leaves the daemon.
+    let pusher = tempfile::tempdir().unwrap();
+    let host = d.host();
+    let with_cfg = |args: &[&str]| {
+        let mut all = vec!["-H", host.as_str()];
+        all.extend_from_slice(args);
+        d.cli_env(&all, &[("DOCKER_CONFIG", pusher.path().to_str().unwrap())])
+    };
+    with_cfg(&["login", &reg.addr, "-u", "alice", "-p", "s3cret"]).ok();
+    d.cli(&["tag", "busybox", &image]).ok();
+    with_cfg(&["push", &image]).ok();
+    d.cli(&["rmi", &image]).ok();
+    let tag = unique("bk-priv");
+    let _g = Rmi(d, vec![tag.clone(), image.clone()]);
+    let c = ctx(&[(
+        "Dockerfile",
+        &format!("FROM {image}\nRUN echo pulled > /p\n"),
+    )]);
+    // Without a login the pull is refused.
+    let o = b.run(&["build", "--progress=plain", "-t", &tag, "."], c.path());
+    o.fails();
+    // With the client logged in, the build pulls with its credentials.
+    b.run(
+        &["login", &reg.addr, "-u", "alice", "-p", "s3cret"],
+        c.path(),
+    )
+    .ok();
+    let o = b.run(&["build", "--progress=plain", "-t", &tag, "."], c.path());
+    o.ok();
+    assert_eq!(run(&b, &[&tag, "cat", "/p"]), "pulled\n");
+}
+
+/// `docker build - < context.tar` (the context uploaded on the session, its Dockerfile in it)
+/// and `docker build - < Dockerfile` (no context).
+#[test]
+fn stdin_tar_context_and_stdin_dockerfile() {
+    let d = d();
+    let Some(b) = bx(d) else { return };
+    let (t1, t2) = (unique("bk-stdin-tar"), unique("bk-stdin-df"));
+    let _g = Rmi(d, vec![t1.clone(), t2.clone()]);
+    let mut tb = tar::Builder::new(Vec::new());
+    for (name, data) in [
+        ("Dockerfile", &b"FROM busybox\nCOPY f.txt /f.txt\n"[..]),
+        ("f.txt", &b"from the tar\n"[..]),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tb.append_data(&mut h, name, data).unwrap();
+    }
+    let tar = tb.into_inner().unwrap();
+    let o = berth_testkit::run_with_timeout(
+        b.cmd(&["build", "-t", &t1, "-"], Path::new("/")),
+        Some(tar),
+        Duration::from_secs(180),
+    );
+    o.ok();
+    assert_eq!(run(&b, &[&t1, "cat", "/f.txt"]), "from the tar\n");
+    let o = berth_testkit::run_with_timeout(
+        b.cmd(&["build", "-t", &t2, "-"], Path::new("/")),
+        Some(b"FROM busybox\nRUN echo no-context > /n\n".to_vec()),
+        Duration::from_secs(180),
+    );
+    o.ok();
+    assert_eq!(run(&b, &[&t2, "cat", "/n"]), "no-context\n");
+}
