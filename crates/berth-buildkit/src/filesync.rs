@@ -240,7 +240,13 @@ impl Receiver<'_> {
         self.check_parents(&rel)?;
         let full = self.dest.join(&rel);
         self.stats.entries += 1;
-        self.seen.insert(rel.clone());
+        // Each path once: a directory listed again as a symlink could redirect later writes.
+        if !self.seen.insert(rel.clone()) {
+            return Err(BuildError::BadRequest(format!(
+                "invalid transfer: {} listed twice",
+                rel.display()
+            )));
+        }
         let kind = stat.mode & MODE_TYPE;
         let existing = std::fs::symlink_metadata(&full).ok();
         if kind == MODE_DIR {
@@ -341,14 +347,28 @@ impl Receiver<'_> {
 
     /// After the transfer: hard links, stale entries removed, directory metadata.
     fn finish(&mut self) -> Result<(), BuildError> {
-        for (rel, stat) in &self.listed {
-            if stat.mode & MODE_TYPE == 0 && !stat.linkname.is_empty() {
-                let target = safe_rel(&stat.linkname)?;
-                let full = self.dest.join(rel);
-                self.remove_existing(&full);
-                if std::fs::hard_link(self.dest.join(&target), &full).is_err() {
-                    let _ = std::fs::copy(self.dest.join(&target), &full);
-                }
+        let links: Vec<(PathBuf, String)> = self
+            .listed
+            .iter()
+            .filter(|(_, s)| s.mode & MODE_TYPE == 0 && !s.linkname.is_empty())
+            .map(|(r, s)| (r.clone(), s.linkname.clone()))
+            .collect();
+        for (rel, linkname) in links {
+            // The target must be a regular file reached through real directories: a link
+            // through a symlink could reach outside the destination.
+            let target = safe_rel(&linkname)?;
+            self.check_parents(&target)?;
+            let src = self.dest.join(&target);
+            if !std::fs::symlink_metadata(&src).is_ok_and(|m| m.is_file()) {
+                return Err(BuildError::BadRequest(format!(
+                    "invalid transfer: hard link {} to {linkname}, not a file listed before",
+                    rel.display()
+                )));
+            }
+            let full = self.dest.join(&rel);
+            self.remove_existing(&full);
+            if std::fs::hard_link(&src, &full).is_err() {
+                std::fs::copy(&src, &full).map_err(|e| failed("receiving files", e))?;
             }
         }
         remove_unseen(self.dest, Path::new(""), &self.seen);

@@ -171,14 +171,21 @@ impl fpb::file_sync_server::FileSync for ClientFiles {
             let mut files = HashMap::new();
             for (i, (p, content)) in dir.iter().enumerate() {
                 let is_dir = p.ends_with('/');
-                let stat = Stat {
+                let mut stat = Stat {
                     path: p.trim_end_matches('/').to_string(),
                     mode: if is_dir { (1 << 31) | 0o755 } else { 0o644 },
                     size: content.len() as i64,
                     mod_time: 1_700_000_000_000_000_000,
                     ..Default::default()
                 };
-                if !is_dir {
+                // `->target`: a symlink; `=>target`: a hard link to an earlier entry.
+                if let Some(t) = content.strip_prefix("->") {
+                    stat.mode = (1 << 27) | 0o777;
+                    stat.linkname = t.to_string();
+                } else if let Some(t) = content.strip_prefix("=>") {
+                    stat.linkname = t.to_string();
+                    stat.size = 0;
+                } else if !is_dir {
                     files.insert(i as u32, (p.clone(), content.clone()));
                 }
                 let _ = tx
@@ -441,6 +448,44 @@ async fn a_client_path_that_escapes_is_refused() {
     assert!(s.host.seen.lock().unwrap().is_empty());
     let outside = s.host.state.join("contexts").join("escaped.txt");
     assert!(!outside.exists());
+}
+
+/// A directory listed again as a symlink, then a file through it: refused before anything
+/// is written outside; a hard link through a symlinked directory too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfers_cannot_write_through_symlinks() {
+    let s = setup();
+    let outside = tempfile::tempdir().unwrap();
+    let out = outside.path().display().to_string();
+    for (i, ctx) in [
+        entries(&[("a/", ""), ("a", "->"), ("a/x", "evil")]),
+        entries(&[("l", "->"), ("l/x", "evil")]),
+        entries(&[("l", "->"), ("h", "=>l/passwd")]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let ctx: Dir = ctx
+            .into_iter()
+            .map(|(p, c)| (p, c.replace("->", &format!("->{out}"))))
+            .collect();
+        let f = files(&[
+            (
+                "dockerfile",
+                entries(&[("Dockerfile", "FROM busybox\nCOPY . /\n")]),
+            ),
+            ("context", ctx),
+        ]);
+        let id = format!("sess-link-{i}");
+        session(&s.bk, &id, &id, &f);
+        let mut c = control(&s.bk).await;
+        let e = c
+            .solve(solve_request(&format!("build-link-{i}"), &id, &[]))
+            .await
+            .unwrap_err();
+        assert!(e.message().contains("invalid transfer"), "{i}: {e:?}");
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0, "{i}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
