@@ -8,6 +8,7 @@ mod containers;
 mod error;
 mod events;
 mod exec;
+mod grpc;
 pub mod hygiene;
 mod images;
 mod networks;

@@ -55,6 +55,8 @@ const MIN_VERSION: ApiVersion = ApiVersion(1, 24);
 #[derive(Clone)]
 pub struct AppState {
     pub engine: Engine,
+    /// BuildKit's API (`/grpc`, `/session`), over the same engine.
+    pub buildkit: Arc<berth_buildkit::BuildKit>,
 }
 
 fn parse_version(s: &str) -> Option<ApiVersion> {
@@ -162,6 +164,7 @@ fn router(state: AppState) -> Router {
     let r = crate::volumes::routes(r);
     let r = crate::networks::routes(r);
     let r = crate::build::routes(r);
+    let r = crate::grpc::routes(r);
     let r = crate::swarm::routes(r);
     r.fallback(not_found).with_state(state)
 }
@@ -442,6 +445,7 @@ async fn serve(opts: &DaemonOptions) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     let app = router(AppState {
         engine: engine.clone(),
+        buildkit: berth_buildkit::BuildKit::new(Arc::new(engine.clone())),
     });
     tracing::info!("API listening on {}", opts.hosts.join(", "));
 
