@@ -140,8 +140,8 @@ pub(crate) fn validate_host_config(hc: &HostConfig) -> Result<()> {
 /// `--network container:<name|id>` shares that container's network namespace and /etc files:
 /// what would configure a network of the container's own conflicts (dockerd's checks, words).
 pub(crate) fn validate_container_network_mode(c: &ContainerConfig, hc: &HostConfig) -> Result<()> {
-    let Some(target) = hc.network_mode.strip_prefix("container:") else {
-        if hc.network_mode == "host" && !c.mac_address.is_empty() {
+    let Some(target) = hc.network_mode.container() else {
+        if hc.network_mode.is_host() && !c.mac_address.is_empty() {
             return Err(EngineError::InvalidParameter(
                 "conflicting options: mac-address and the network mode".into(),
             ));

@@ -81,7 +81,7 @@ impl Backend for EngineBackend {
                 ..Default::default()
             },
             host_config: Some(HostConfig {
-                network_mode: spec.network.clone().unwrap_or_default(),
+                network_mode: spec.network.as_deref().unwrap_or_default().into(),
                 extra_hosts: (!spec.extra_hosts.is_empty()).then(|| spec.extra_hosts.clone()),
                 ..Default::default()
             }),
