@@ -6,6 +6,7 @@ pub mod detach;
 pub mod endpoints;
 pub mod network;
 pub mod stdcopy;
+pub mod tls;
 pub mod types;
 pub mod units;
 pub mod volume;

@@ -17,6 +17,7 @@ pub mod image;
 pub mod network;
 pub mod ops;
 pub mod runtime;
+mod sweep;
 mod system;
 mod util;
 pub mod volume;
@@ -100,6 +101,8 @@ impl Engine {
         ] {
             std::fs::create_dir_all(&d)?;
         }
+        // Before anything uses them: what a killed daemon left in its temp areas.
+        sweep::sweep(&cfg.data_root, &cfg.exec_root);
         let images = berth_image::ImageStore::open(&cfg.data_root.join("image"))
             .map_err(|e| EngineError::Internal(format!("opening image store: {e}")))?;
         let id = load_or_create_id(&cfg.data_root.join("engine-id"))?;

@@ -19,6 +19,20 @@ pub fn temp_path(path: &Path) -> PathBuf {
     dir.join(format!(".{name}.{tag:016x}.tmp"))
 }
 
+/// Whether `name` is a temp file of [`temp_path`]'s making (`.<name>.<16 hex>.tmp`): what a
+/// write interrupted by a crash leaves, which a startup sweep may remove.
+pub fn is_temp_name(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix('.').and_then(|r| r.strip_suffix(".tmp")) else {
+        return false;
+    };
+    match rest.rsplit_once('.') {
+        Some((target, tag)) => {
+            !target.is_empty() && tag.len() == 16 && tag.bytes().all(|b| b.is_ascii_hexdigit())
+        }
+        None => false,
+    }
+}
+
 /// Removes the temp file unless the write got as far as renaming it.
 struct TempGuard(Option<PathBuf>);
 
@@ -93,6 +107,17 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .filter(|n| n.ends_with(".tmp"))
             .collect()
+    }
+
+    #[test]
+    fn temp_names_are_recognised() {
+        let t = temp_path(Path::new("/x/container.json"));
+        let name = t.file_name().unwrap().to_str().unwrap();
+        assert!(is_temp_name(name), "{name}");
+        assert!(!is_temp_name("container.json"));
+        assert!(!is_temp_name(".hidden"));
+        assert!(!is_temp_name(".x.tmp"));
+        assert!(!is_temp_name(".x.0123456789abcdeg.tmp"));
     }
 
     #[test]

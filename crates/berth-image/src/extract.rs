@@ -20,14 +20,15 @@ pub(crate) fn clean_path(p: &Path) -> Result<PathBuf, ImageError> {
 pub(crate) fn fs_err(e: FsError) -> ImageError {
     match e {
         FsError::UnsafePath(m) => ImageError::UnsafePath(m),
+        // Already worded for the client (a truncated compressed stream, `BadInput`).
+        FsError::InvalidArchive(m) if m.starts_with("invalid archive: ") => {
+            ImageError::InvalidArgument(m)
+        }
         FsError::InvalidArchive(m) => {
             ImageError::InvalidArgument(format!("invalid layer archive: {m}"))
         }
         FsError::Conflict(m) => ImageError::InvalidArgument(m),
-        FsError::Io { op, path, source } => ImageError::Io {
-            context: format!("{op} {path}"),
-            source,
-        },
+        FsError::Io { op, path, source } => ImageError::io(format!("{op} {path}"), source),
     }
 }
 

@@ -335,8 +335,10 @@ impl Storage {
             check_digest(reference)?;
             reference.to_string()
         } else {
+            // No tag of that spelling can exist: unknown, as the spec and the reference
+            // registry answer (TAG_INVALID is for a PUT).
             if !valid_tag(reference) {
-                return Err(RegistryError::code(ErrorCode::TagInvalid));
+                return Err(unknown());
             }
             fs::read_to_string(self.tag_path(name, reference))
                 .map_err(|_| unknown())?

@@ -16,7 +16,8 @@ pub enum RuntimeError {
     ExecPermission(String),
     #[error("unable to find user {0}: no matching entries in passwd file")]
     UserNotFound(String),
-    #[error("unable to find group {0}: no matching entries in group file")]
+    /// dockerd's words (capitalised, unlike runc's user message).
+    #[error("Unable to find group {0}: no matching entries in group file")]
     GroupNotFound(String),
     #[error("invalid {field}: unknown capability: \"{cap}\"")]
     InvalidCapability { field: &'static str, cap: String },
@@ -110,7 +111,8 @@ impl RuntimeError {
         match self {
             RuntimeError::ExecNotFound(_) | RuntimeError::ExecNoSuchFile(_) => StartFault::NotFound,
             RuntimeError::ExecPermission(_) => StartFault::PermissionDenied,
-            RuntimeError::UserNotFound(_) => StartFault::User,
+            // dockerd resolves `GroupAdd` at start, in the image: a 400 too.
+            RuntimeError::UserNotFound(_) | RuntimeError::GroupNotFound(_) => StartFault::User,
             RuntimeError::Create { fault, .. } | RuntimeError::Exec { fault, .. } => *fault,
             _ => StartFault::Internal,
         }

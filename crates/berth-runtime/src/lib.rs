@@ -3,6 +3,7 @@
 
 mod error;
 pub mod exec;
+pub mod limits;
 pub mod seccomp;
 pub mod seccomp_bpf;
 pub mod shim;
@@ -11,4 +12,7 @@ mod user;
 
 pub use error::{RuntimeError, StartFault};
 pub use shim::{ExitStatus, ShimOptions, ShimStarted};
-pub use spec::{build_spec, resolve_executable, ContainerRunConfig, NetworkMode};
+pub use spec::{
+    build_spec, resolve_executable, CgroupNs, ContainerRunConfig, Isolation, Namespace,
+    NetworkMode, Shm,
+};

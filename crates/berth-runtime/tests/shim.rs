@@ -65,11 +65,15 @@ fn config(env: &Env, args: &[&str]) -> ContainerRunConfig {
         memory: 0,
         memory_swap: 0,
         nano_cpus: 0,
+        cpu_period: 0,
+        cpu_quota: 0,
         cpu_shares: 0,
         pids_limit: None,
         mounts: vec![],
         cgroups_path: format!("/berth-test/{}", env.opts.id),
         network: NetworkMode::New,
+        isolation: Default::default(),
+        oom_score_adj: 0,
         seccomp: Default::default(),
     }
 }

@@ -597,14 +597,13 @@ impl crate::Engine {
                     "extraction point is not a directory".into(),
                 ));
             }
-            extract(
-                &dest,
-                ChannelReader::new(body),
-                no_overwrite_dir_non_dir,
-                copy_uid_gid,
-            )
-            .map(|_| ())
-            .map_err(|e| EngineError::InvalidParameter(e.to_string()))
+            // The spec: a tar, or a tar compressed with gzip, bzip2 or xz.
+            let mut raw = ChannelReader::new(body);
+            let tar = berth_image::archive::decompress(&mut raw)
+                .map_err(|e| EngineError::InvalidParameter(e.to_string()))?;
+            extract(&dest, tar, no_overwrite_dir_non_dir, copy_uid_gid)
+                .map(|_| ())
+                .map_err(|e| EngineError::InvalidParameter(e.to_string()))
         })
         .await
     }

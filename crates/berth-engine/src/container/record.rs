@@ -167,6 +167,15 @@ impl Entry {
         }
     }
 
+    /// The container's cgroup (its `CgroupParent` is fixed at create).
+    pub fn cgroup(&self) -> crate::cgroups::Cgroup {
+        let parent = match self.record.lock() {
+            Ok(r) => r.host_config.cgroup_parent.clone(),
+            Err(p) => p.into_inner().host_config.cgroup_parent.clone(),
+        };
+        crate::cgroups::Cgroup::of(&self.id, &parent)
+    }
+
     pub fn snapshot(&self) -> ContainerRecord {
         match self.record.lock() {
             Ok(r) => r.clone(),

@@ -85,6 +85,7 @@ impl Engine {
     /// Removes what a deleted container left: its filesystem, runtime leftovers, directories.
     pub(crate) fn purge_files(&self, id: &str) {
         self.net_forget(id);
+        self.release_shm(id);
         if let Err(e) = self.images().remove_snapshot(id) {
             tracing::warn!("removing filesystem of container {id}: {e}");
             return;

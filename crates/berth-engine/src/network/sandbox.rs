@@ -76,6 +76,7 @@ impl Engine {
         let legacy = known.is_none();
         let mut cn = known.unwrap_or_default();
         cn.name = rec.name.clone();
+        self.resolve_pending(&rec.id, &mut cn)?;
         if legacy && rec.host_config.network_mode.network() == Some("bridge") {
             // A container made before networking existed: the default bridge. (One
             // disconnected from all its networks keeps none: loopback only.)

@@ -139,6 +139,10 @@ pub struct ContainerNet {
     pub name: String,
     /// network id -> attachment
     pub networks: BTreeMap<String, Attach>,
+    /// Networks named at create that did not exist yet (name as given -> endpoint settings):
+    /// dockerd accepts them and looks them up at start (`docker-compose create` relies on it).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pending: BTreeMap<String, berth_api::types::EndpointSettings>,
     #[serde(skip)]
     pub sandbox: Option<Sandbox>,
 }

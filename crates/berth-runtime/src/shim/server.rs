@@ -116,6 +116,87 @@ pub(crate) fn remove_cgroup_dirs(cgroups_path: &str) {
     }
 }
 
+/// Sets the spec's `oomScoreAdj` on the shim itself (init inherits it), before libcontainer
+/// does the same, so that the kernel's refusal reaches the user in plain words: lowering the
+/// score below the current one needs CAP_SYS_RESOURCE, which a daemon may lack.
+fn apply_oom_score_adj(bundle: &Path) -> Result<(), Failure> {
+    let Ok(spec) = oci_spec::runtime::Spec::load(bundle.join("config.json")) else {
+        return Ok(());
+    };
+    let Some(adj) = spec.process().as_ref().and_then(|p| p.oom_score_adj()) else {
+        return Ok(());
+    };
+    let file = "/proc/self/oom_score_adj";
+    let current = fs::read_to_string(file).unwrap_or_default();
+    if current.trim() == adj.to_string() {
+        return Ok(());
+    }
+    fs::write(file, adj.to_string()).map_err(|e| {
+        let (why, fault) = match e.raw_os_error() {
+            // dockerd: a 400, exit code 126 for `run`.
+            Some(libc::EACCES) | Some(libc::EPERM) => (
+                format!(
+                    "permission denied (the kernel refuses to lower it from {} to {adj} \
+                     without CAP_SYS_RESOURCE, which the daemon does not have)",
+                    current.trim()
+                ),
+                StartFault::PermissionDenied,
+            ),
+            _ => (e.to_string(), StartFault::Internal),
+        };
+        Failure {
+            message: format!("write {file}: {why}"),
+            fault,
+        }
+    })
+}
+
+/// libcontainer's intermediate process and the container's init are both in the cgroup while
+/// it is created: a pids limit below two fails the create ("failed to launch init process"),
+/// where runc manages with one. Such a limit is relaxed in the bundle's spec for the create
+/// and written to the cgroup once init is the only process left.
+struct TightPids {
+    limit: i64,
+    original: Vec<u8>,
+}
+
+const CREATE_PIDS: i64 = 2;
+
+fn relax_pids_limit(bundle: &Path) -> Result<Option<TightPids>, String> {
+    let path = bundle.join("config.json");
+    let original = fs::read(&path).map_err(|e| format!("read spec: {e}"))?;
+    let Ok(mut spec) = serde_json::from_slice::<Value>(&original) else {
+        return Ok(None);
+    };
+    let limit = match spec["linux"]["resources"]["pids"]["limit"].as_i64() {
+        Some(n) if n > 0 && n < CREATE_PIDS => n,
+        _ => return Ok(None),
+    };
+    spec["linux"]["resources"]["pids"]["limit"] = json!(CREATE_PIDS);
+    fs::write(&path, spec.to_string()).map_err(|e| format!("write spec: {e}"))?;
+    Ok(Some(TightPids { limit, original }))
+}
+
+impl TightPids {
+    fn restore_spec(&self, bundle: &Path) {
+        let _ = fs::write(bundle.join("config.json"), &self.original);
+    }
+
+    /// Writes the real limit into the container's pids cgroup (v1 or v2).
+    fn apply(&self, bundle: &Path) -> Result<(), String> {
+        let rel = cgroups_path_of(bundle);
+        let rel = rel.trim_start_matches('/');
+        let root = Path::new("/sys/fs/cgroup");
+        let file = if root.join("cgroup.controllers").exists() {
+            root.join(rel).join("pids.max")
+        } else {
+            root.join("pids").join(rel).join("pids.max")
+        };
+        fs::write(&file, self.limit.to_string())
+            .map_err(|e| format!("write {}: {e}", file.display()))
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Status {
     Created,
@@ -607,6 +688,11 @@ fn create(opts: ShimOptions) -> Result<Shim, Failure> {
             }
         }
     } else {
+        apply_oom_score_adj(&opts.bundle)?;
+        let tight_pids = match relax_pids_limit(&opts.bundle) {
+            Ok(t) => t,
+            Err(e) => fail!(e),
+        };
         let container = builder
             .with_executor(ShimExecutor {
                 filter: None,
@@ -616,10 +702,21 @@ fn create(opts: ShimOptions) -> Result<Shim, Failure> {
             .with_systemd(false)
             .with_detach(true)
             .build();
+        if let Some(t) = &tight_pids {
+            t.restore_spec(&opts.bundle);
+        }
         let container = match container {
             Ok(c) => c,
             Err(e) => return Err(Failure::runtime(e, &faults)),
         };
+        if let Some(t) = tight_pids {
+            if let Err(e) = t.apply(&opts.bundle) {
+                if let Some(pid) = container.pid() {
+                    let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+                }
+                fail!(e)
+            }
+        }
         let Some(init_pid) = container.pid().map(|p| p.as_raw()) else {
             fail!("container has no init process".to_string());
         };

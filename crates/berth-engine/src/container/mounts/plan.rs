@@ -48,6 +48,11 @@ impl Engine {
         // (which may not collide with each other), then anonymous volumes where nothing is.
         let mut by_dest: BTreeMap<String, Wanted> = BTreeMap::new();
         for from in hc.volumes_from.clone().unwrap_or_default() {
+            if from.is_empty() {
+                return Err(invalid(
+                    "volumes-from specification cannot be an empty string",
+                ));
+            }
             let (cname, mode) = match from.rsplit_once(':') {
                 Some((c, m)) if m == "ro" || m == "rw" => (c, Some(m)),
                 Some((_, m)) => return Err(invalid(format!("invalid mode: {m}"))),
@@ -337,6 +342,7 @@ impl Engine {
 
     /// The container no longer holds its volumes' driver mounts (it stopped or is removed).
     pub(crate) fn release_mounts(&self, id: &str, mounts: &[MountPoint]) {
+        self.release_shm(id);
         for mp in mounts {
             if mp.kind == MountKind::Volume {
                 self.volumes().release(&mp.name, id);
