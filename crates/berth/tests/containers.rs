@@ -75,6 +75,24 @@ fn exit_127_when_command_not_found() {
     o.code_is(127);
 }
 
+/// The image has the command but the container's own mounts hide it: found missing inside
+/// the container (by the shim, typed there), still Docker's 127 and 126.
+#[test]
+fn exit_127_and_126_when_mounts_hide_the_command() {
+    let o = d().cli(&[
+        "run", "--rm", "--tmpfs", "/bin", "busybox", "/bin/sh", "-c", "true",
+    ]);
+    o.code_is(127);
+    let f = std::env::temp_dir().join(unique("noexec"));
+    std::fs::write(&f, "#!/bin/sh\n").unwrap();
+    let bind = format!("{}:/bin/sh:ro", f.display());
+    let o = d().cli(&[
+        "run", "--rm", "-v", &bind, "busybox", "/bin/sh", "-c", "true",
+    ]);
+    let _ = std::fs::remove_file(&f);
+    o.code_is(126);
+}
+
 #[test]
 fn run_without_command_uses_image_cmd() {
     // busybox's Cmd is ["sh"]; with no stdin attached it reads EOF and exits 0.

@@ -71,12 +71,13 @@ impl Engine {
         let short = id[..12].to_string();
         if config.hostname.is_empty() {
             // dockerd: the host's name on the host's network, else the short id.
-            config.hostname = match host_config.network_mode.as_str() {
-                "host" => nix::unistd::gethostname()
+            config.hostname = if host_config.network_mode.is_host() {
+                nix::unistd::gethostname()
                     .ok()
                     .and_then(|h| h.into_string().ok())
-                    .unwrap_or_else(|| short.clone()),
-                _ => short.clone(),
+                    .unwrap_or_else(|| short.clone())
+            } else {
+                short.clone()
             };
         }
         // Reserve the name first: two concurrent creates with one name must not both win.

@@ -24,9 +24,6 @@ impl Engine {
                 hc.log_config.config = Some(Default::default());
             }
         }
-        if hc.network_mode.is_empty() {
-            hc.network_mode = "default".into();
-        }
         let merged = self
             .config()
             .data_root

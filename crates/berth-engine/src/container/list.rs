@@ -229,11 +229,7 @@ impl Engine {
                 s
             },
             host_config: SummaryHostConfig {
-                network_mode: if rec.host_config.network_mode.is_empty() {
-                    "default".into()
-                } else {
-                    rec.host_config.network_mode.clone()
-                },
+                network_mode: rec.host_config.network_mode.clone(),
                 ..Default::default()
             },
             network_settings: berth_api::types::SummaryNetworkSettings {

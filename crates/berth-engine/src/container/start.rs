@@ -83,8 +83,8 @@ impl Engine {
             .map_err(EngineError::internal)??;
         // `container:<x>`: its /etc files and hostname too, as dockerd gives them.
         let mut rec = rec;
-        if let Some(target) = rec.host_config.network_mode.strip_prefix("container:") {
-            let t = self.lookup(target)?.snapshot();
+        if let Some(target) = rec.host_config.network_mode.container().map(str::to_string) {
+            let t = self.lookup(&target)?.snapshot();
             rec.hostname_path = t.hostname_path;
             rec.hosts_path = t.hosts_path;
             rec.resolv_conf_path = t.resolv_conf_path;

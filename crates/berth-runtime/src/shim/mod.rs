@@ -26,6 +26,7 @@
 //! shim.sock and shim.pid disappear. A client that cannot connect reads exit.json.
 //! `spawn_shim` blocks: call it from `spawn_blocking` in async code.
 
+mod executor;
 mod log;
 pub mod protocol;
 mod server;
@@ -37,7 +38,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::RuntimeError;
+use crate::{RuntimeError, StartFault};
 use berth_fs::write_atomic;
 
 pub(crate) const SOCK: &str = "shim.sock";
@@ -87,6 +88,9 @@ struct Ready {
     ok: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+    /// What the shim typed a failure as (absent: internal).
+    #[serde(default)]
+    fault: StartFault,
     #[serde(default)]
     shim_pid: i32,
     #[serde(default)]
@@ -106,7 +110,12 @@ pub fn spawn_shim(
         let env = process.env().clone().unwrap_or_default();
         match args.first() {
             Some(arg0) => crate::spec::resolve_executable(root.path(), arg0, &env)?,
-            None => return Err(RuntimeError::Create("no command specified".into())),
+            None => {
+                return Err(RuntimeError::Create {
+                    message: "no command specified".into(),
+                    fault: StartFault::User,
+                })
+            }
         }
     }
     fs::create_dir_all(&opts.bundle).map_err(|e| RuntimeError::io("create bundle", e))?;
@@ -121,9 +130,9 @@ pub fn spawn_shim(
 
     match launch(berth_exe, &opts.runtime_dir)? {
         Ok(started) => Ok(started),
-        Err(Some(error)) => {
+        Err(Some((message, fault))) => {
             cleanup(&opts.runtime_dir, &opts.state_root, &opts.id);
-            Err(RuntimeError::Create(error))
+            Err(RuntimeError::Create { message, fault })
         }
         Err(None) => {
             let log = fs::read_to_string(opts.runtime_dir.join(SHIM_LOG)).unwrap_or_default();
@@ -171,12 +180,12 @@ fn prime_cgroup_migration() {
 }
 
 /// Runs `berth shim --runtime-dir D` (whose `shim.json` is written) and blocks until it
-/// reports on the ready pipe: `Ok(Ok(pids))`, `Ok(Err(Some(error)))` for a reported failure,
-/// `Ok(Err(None))` when the shim died without a word.
+/// reports on the ready pipe: `Ok(Ok(pids))`, `Ok(Err(Some((error, fault))))` for a reported
+/// failure, `Ok(Err(None))` when the shim died without a word.
 pub(crate) fn launch(
     berth_exe: &Path,
     runtime_dir: &Path,
-) -> Result<Result<ShimStarted, Option<String>>, RuntimeError> {
+) -> Result<Result<ShimStarted, Option<(String, StartFault)>>, RuntimeError> {
     prime_cgroup_migration();
     let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| RuntimeError::io("pipe", e.into()))?;
@@ -228,7 +237,7 @@ pub(crate) fn launch(
             init_pid,
             ..
         }) => Ok(ShimStarted { shim_pid, init_pid }),
-        Some(Ready { error, .. }) => Err(Some(error.unwrap_or_default())),
+        Some(Ready { error, fault, .. }) => Err(Some((error.unwrap_or_default(), fault))),
         None => Err(None),
     })
 }
@@ -388,7 +397,7 @@ pub fn main(args: Vec<String>) -> i32 {
     {
         Ok(o) => o,
         Err(e) => {
-            server::report(ready, Err(format!("shim: read {OPTSFILE}: {e}")));
+            server::report(ready, Err(format!("shim: read {OPTSFILE}: {e}").into()));
             return 1;
         }
     };
@@ -399,7 +408,7 @@ pub fn main(args: Vec<String>) -> i32 {
         Ok(nix::unistd::ForkResult::Parent { .. }) => unsafe { libc::_exit(0) },
         Ok(nix::unistd::ForkResult::Child) => {}
         Err(e) => {
-            server::report(ready, Err(format!("shim: fork: {e}")));
+            server::report(ready, Err(format!("shim: fork: {e}").into()));
             return 1;
         }
     }

@@ -105,7 +105,7 @@ fn create_body(spec: &RunSpec) -> Result<ContainerCreateBody, BuildError> {
             ..Default::default()
         },
         host_config: Some(HostConfig {
-            network_mode: spec.network.clone().unwrap_or_default(),
+            network_mode: spec.network.as_deref().unwrap_or_default().into(),
             extra_hosts: (!spec.extra_hosts.is_empty()).then(|| spec.extra_hosts.clone()),
             mounts: (!mounts.is_empty()).then_some(mounts),
             privileged: spec.insecure,
