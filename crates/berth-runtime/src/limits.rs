@@ -15,6 +15,9 @@ pub const MIN_CFS_PERIOD: i64 = 1_000;
 pub const MAX_CFS_PERIOD: i64 = 1_000_000;
 /// The kernel's smallest CFS quota: 1 ms.
 pub const MIN_CFS_QUOTA: i64 = 1_000;
+/// The kernel's largest CFS quota (`max_cfs_runtime`: 2^44-1 µs, about 203 days); a larger
+/// one is EINVAL at the cgroup write.
+pub const MAX_CFS_QUOTA: i64 = (1 << 44) - 1;
 /// The smallest `NanoCpus`: 0.01 CPU, whose quota at the default period is the 1 ms minimum.
 pub const MIN_NANO_CPUS: i64 = 10_000_000;
 /// `pids.max` takes at most `PID_MAX_LIMIT` (4 Mi on 64-bit kernels).

@@ -136,6 +136,13 @@ fn validate_with(hc: &mut HostConfig, when: When, ncpu: i64) -> Result<()> {
             "CPU cfs quota can not be less than 1ms (i.e. 1000)",
         ));
     }
+    // Docker leaves this bound to the kernel too, whose refusal would be a 500 at start.
+    if hc.cpu_quota > limits::MAX_CFS_QUOTA {
+        return Err(invalid(format!(
+            "CPU cfs quota can not be larger than {} (the kernel's limit)",
+            limits::MAX_CFS_QUOTA
+        )));
+    }
     if limits::cfs(hc.nano_cpus, hc.cpu_period, hc.cpu_quota).is_none() {
         return Err(invalid(format!(
             "Range of CPUs is from 0.01 to {ncpu}.00, as there are only {ncpu} CPUs available"
@@ -238,6 +245,9 @@ mod tests {
         assert!(check(|h| h.cpu_period = 2_000_000).is_err());
         assert!(check(|h| h.cpu_quota = 999).is_err());
         assert!(check(|h| h.cpu_quota = -1).is_ok());
+        assert!(check(|h| h.cpu_quota = limits::MAX_CFS_QUOTA).is_ok());
+        assert!(check(|h| h.cpu_quota = limits::MAX_CFS_QUOTA + 1).is_err());
+        assert!(check(|h| h.cpu_quota = i64::MAX).is_err());
         assert!(check(|h| h.blkio_weight = 5).is_err());
         assert!(check(|h| h.pids_limit = Some(-1)).is_ok());
         assert!(check(|h| h.pids_limit = Some(limits::MAX_PIDS)).is_ok());
