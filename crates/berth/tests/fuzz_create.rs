@@ -392,7 +392,7 @@ fn absurd_create_and_start_configs_are_400s_never_500s() {
     let seed: u64 = std::env::var("BERTH_FUZZ_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(0x5eed_b16);
+        .unwrap_or(0x05ee_db16);
     let next = AtomicUsize::new(0);
     let problems: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let counts: Mutex<std::collections::BTreeMap<String, usize>> = Mutex::default();

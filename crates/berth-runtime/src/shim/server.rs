@@ -720,9 +720,7 @@ fn create(opts: ShimOptions) -> Result<Shim, String> {
             }
         }
     } else {
-        if let Err(e) = apply_oom_score_adj(&opts.bundle) {
-            fail!(e)
-        }
+        apply_oom_score_adj(&opts.bundle)?;
         let tight_pids = match relax_pids_limit(&opts.bundle) {
             Ok(t) => t,
             Err(e) => fail!(e),
