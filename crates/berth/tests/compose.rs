@@ -48,6 +48,8 @@ impl Project {
             .args(args)
             .env("DOCKER_HOST", self.d.host())
             .env("DOCKER_CONFIG", self.dir.join(".docker"))
+            // Compose's own builder (docker-py's POST /build), not the docker CLI's BuildKit.
+            .env("COMPOSE_DOCKER_CLI_BUILD", "0")
             .env_remove("COMPOSE_API_VERSION")
             .env_remove("DOCKER_API_VERSION")
             .env_remove("DOCKER_CONTEXT");
