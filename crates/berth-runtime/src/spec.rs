@@ -68,6 +68,14 @@ pub struct Isolation {
     pub shm: Shm,
 }
 
+/// One `--ulimit`: Docker's name (`nofile`) and the limits (-1 is unlimited).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ulimit {
+    pub name: String,
+    pub soft: i64,
+    pub hard: i64,
+}
+
 /// Everything the engine resolved for one `docker run`.
 #[derive(Debug, Clone)]
 pub struct ContainerRunConfig {
@@ -94,6 +102,11 @@ pub struct ContainerRunConfig {
     pub cpu_quota: i64,
     pub cpu_shares: i64,
     pub pids_limit: Option<i64>,
+    /// `HostConfig.CpusetCpus`/`CpusetMems` (checked at create); empty: unset.
+    pub cpuset_cpus: String,
+    pub cpuset_mems: String,
+    /// `HostConfig.Ulimits` (checked at create); a `nofile` one replaces the default.
+    pub ulimits: Vec<Ulimit>,
     pub mounts: Vec<Mount>,
     pub cgroups_path: String,
     pub network: NetworkMode,
@@ -469,6 +482,21 @@ pub(crate) fn build_spec_for(
 
     let caps = capabilities(cfg, host)?;
     let nofile = host.nofile_hard.min(1_048_576);
+    let mut rlimits = Vec::new();
+    for u in &cfg.ulimits {
+        let kind = crate::limits::RLIMITS
+            .iter()
+            .find(|(n, _, _)| *n == u.name)
+            .map(|(_, k, _)| *k)
+            .ok_or_else(|| RuntimeError::Spec(format!("invalid ulimit type: {}", u.name)))?;
+        let (soft, hard) = crate::limits::rlimit_value(u.soft)
+            .zip(crate::limits::rlimit_value(u.hard))
+            .ok_or_else(|| RuntimeError::Spec(format!("invalid ulimit value for {}", u.name)))?;
+        rlimits.push(json!({ "type": kind, "hard": hard, "soft": soft }));
+    }
+    if !cfg.ulimits.iter().any(|u| u.name == "nofile") {
+        rlimits.push(json!({ "type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile }));
+    }
 
     let mut process = json!({
         "terminal": cfg.tty,
@@ -479,7 +507,7 @@ pub(crate) fn build_spec_for(
         "capabilities": {
             "bounding": caps, "effective": caps, "permitted": caps,
         },
-        "rlimits": [{ "type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile }],
+        "rlimits": rlimits,
         "oomScoreAdj": cfg.oom_score_adj,
     });
     // Only ever `true`: libcontainer treats a present `false` like `true` when ordering
@@ -610,6 +638,12 @@ pub(crate) fn build_spec_for(
     }
     if let Some(q) = quota {
         cpu.insert("quota".into(), json!(q));
+    }
+    if !cfg.cpuset_cpus.is_empty() {
+        cpu.insert("cpus".into(), json!(cfg.cpuset_cpus));
+    }
+    if !cfg.cpuset_mems.is_empty() {
+        cpu.insert("mems".into(), json!(cfg.cpuset_mems));
     }
     if !cpu.is_empty() {
         resources["cpu"] = Value::Object(cpu);
@@ -742,6 +776,9 @@ mod tests {
             cpu_quota: 0,
             cpu_shares: 0,
             pids_limit: None,
+            cpuset_cpus: String::new(),
+            cpuset_mems: String::new(),
+            ulimits: vec![],
             mounts: vec![],
             cgroups_path: "/berth/c1".into(),
             network: NetworkMode::New,

@@ -353,6 +353,65 @@ fn memory_limit_visible_in_cgroup() {
 }
 
 #[test]
+fn ulimits_and_cpusets_applied() {
+    let d = d();
+    let out = sh(
+        d,
+        &["--ulimit", "nofile=1000:2000", "--ulimit", "core=0"],
+        "echo $(ulimit -n) $(ulimit -Hn) $(ulimit -c)",
+    );
+    assert_eq!(out, "1000 2000 0");
+    // Without --ulimit nofile, the default stays.
+    let out = sh(d, &["--ulimit", "core=0"], "ulimit -n");
+    assert_ne!(out, "1000");
+    let out = sh(
+        d,
+        &["--cpuset-cpus", "0"],
+        &cgroup_script("cpuset", "cpuset.cpus", "cpuset.cpus.effective"),
+    );
+    assert_eq!(out, "0");
+    // Refused at create, in dockerd's words (go-units' for ulimits), not a 500 at start.
+    for (args, want) in [
+        (
+            &["--cpuset-cpus", "0-999"][..],
+            "Requested CPUs are not available",
+        ),
+        (
+            &["--cpuset-cpus", "x"][..],
+            "Invalid value x for cpuset cpus",
+        ),
+    ] {
+        let mut a = vec!["create"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&["busybox", "true"]);
+        let o = d.cli(&a);
+        assert!(!o.success() && o.stderr.contains(want), "{args:?}: {o}");
+    }
+    for (hc, want) in [
+        (
+            json!({"Ulimits": [{"Name": "bogus", "Soft": 1, "Hard": 1}]}),
+            "invalid ulimit type: bogus",
+        ),
+        (
+            json!({"CpusetMems": "77"}),
+            "Requested memory nodes are not available",
+        ),
+    ] {
+        let body = json!({"Image": "busybox", "HostConfig": hc});
+        let r = d
+            .api_with(
+                "POST",
+                "/containers/create",
+                &[("Content-Type", "application/json")],
+                Some(body.to_string().as_bytes()),
+            )
+            .expect("create");
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert!(r.text().contains(want), "{}", r.text());
+    }
+}
+
+#[test]
 fn pids_limit_visible_in_cgroup() {
     let out = sh(
         d(),

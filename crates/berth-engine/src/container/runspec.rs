@@ -108,6 +108,18 @@ impl Engine {
             cpu_quota: hc.cpu_quota,
             cpu_shares: hc.cpu_shares,
             pids_limit: hc.pids_limit.filter(|n| *n > 0),
+            cpuset_cpus: hc.cpuset_cpus.clone(),
+            cpuset_mems: hc.cpuset_mems.clone(),
+            ulimits: hc
+                .ulimits
+                .iter()
+                .flatten()
+                .map(|u| berth_runtime::spec::Ulimit {
+                    name: u.name.clone(),
+                    soft: u.soft,
+                    hard: u.hard,
+                })
+                .collect(),
             mounts,
             cgroups_path: crate::cgroups::container_path(&rec.id, &hc.cgroup_parent),
             network,

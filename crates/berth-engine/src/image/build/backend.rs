@@ -112,6 +112,13 @@ fn create_body(spec: &RunSpec) -> Result<ContainerCreateBody, BuildError> {
             shm_size: spec.shm_size.unwrap_or(0),
             ulimits: (!ulimits.is_empty()).then_some(ulimits),
             cgroup_parent: spec.cgroup_parent.clone().unwrap_or_default(),
+            memory: spec.limits.memory,
+            memory_swap: spec.limits.memory_swap,
+            cpu_shares: spec.limits.cpu_shares,
+            cpu_period: spec.limits.cpu_period,
+            cpu_quota: spec.limits.cpu_quota,
+            cpuset_cpus: spec.limits.cpuset_cpus.clone(),
+            cpuset_mems: spec.limits.cpuset_mems.clone(),
             ..Default::default()
         }),
         networking_config: None,
@@ -284,6 +291,16 @@ impl Backend for EngineBackend {
             .block_on(self.engine.remove(container_id, true, true))
         {
             tracing::warn!("removing build container {container_id}: {e}");
+        }
+    }
+
+    fn keep(&self, container_id: &str) {
+        let kept = self
+            .engine
+            .lookup(container_id)
+            .and_then(|c| Ok(c.update(|r| r.build_step = false)?));
+        if let Err(e) = kept {
+            tracing::warn!("keeping failed build container {container_id}: {e}");
         }
     }
 }
