@@ -15,6 +15,9 @@ pub const DEFAULT_CONFIG_FILE: &str = "/etc/berth/daemon.json";
 pub const KEYS: &[&str] = &[
     "bip",
     "bridge",
+    "cni-bin-dir",
+    "cni-conf-dir",
+    "cri-socket",
     "data-root",
     "debug",
     "default-address-pools",
@@ -25,6 +28,7 @@ pub const KEYS: &[&str] = &[
     "log-level",
     "log-opts",
     "pidfile",
+    "registry-config-path",
     "registry-mirrors",
 ];
 
@@ -45,6 +49,13 @@ pub struct FileConfig {
     pub log_opts: Option<BTreeMap<String, String>>,
     pub pidfile: Option<PathBuf>,
     pub registry_mirrors: Option<Vec<String>>,
+    /// `--registry-config-path`: per-registry `hosts.toml` files.
+    pub registry_config_path: Option<PathBuf>,
+    /// `--cri-socket`: the CRI server's socket (`unix://PATH`; empty: no CRI server).
+    pub cri_socket: Option<String>,
+    /// `--cni-conf-dir` and `--cni-bin-dir` (a `:`-separated list) for pod networking.
+    pub cni_conf_dir: Option<PathBuf>,
+    pub cni_bin_dir: Option<String>,
     /// The file's top-level object, for conflict messages.
     pub raw: serde_json::Map<String, Value>,
 }
@@ -117,6 +128,10 @@ pub fn parse(text: &str) -> Result<FileConfig, String> {
             "hosts" => c.hosts = Some(strings(k, v)?),
             "insecure-registries" => c.insecure_registries = Some(strings(k, v)?),
             "registry-mirrors" => c.registry_mirrors = Some(strings(k, v)?),
+            "registry-config-path" => c.registry_config_path = Some(string(k, v)?.into()),
+            "cri-socket" => c.cri_socket = Some(string(k, v)?),
+            "cni-conf-dir" => c.cni_conf_dir = Some(string(k, v)?.into()),
+            "cni-bin-dir" => c.cni_bin_dir = Some(string(k, v)?),
             "log-opts" => {
                 let Value::Object(o) = v else {
                     return Err(format!("log-opts: expected an object, got {v}"));

@@ -1,6 +1,7 @@
 //! A container's cgroup directories, for stats, top, pause and update. The runtime puts every
-//! container at `/berth/<id>`: in each v1 hierarchy on a v1/hybrid host, or in the unified tree
-//! on a cgroup v2 host.
+//! container at `/berth/<id>` (a pod's container under its pod's cgroup parent, see
+//! `ContainerRecord::cgroup_rel`): in each v1 hierarchy on a v1/hybrid host, or in the unified
+//! tree on a cgroup v2 host.
 
 use std::path::{Path, PathBuf};
 
@@ -16,12 +17,13 @@ pub fn host_is_v2(root: &Path) -> bool {
 }
 
 impl Cgroup {
-    pub fn of(container_id: &str) -> Cgroup {
-        Self::at(Path::new("/sys/fs/cgroup"), container_id)
+    /// The cgroup at `rel` (relative to the hierarchy roots, e.g. `berth/<id>`).
+    pub fn of(rel: &str) -> Cgroup {
+        Self::at(Path::new("/sys/fs/cgroup"), rel)
     }
 
-    pub fn at(root: &Path, container_id: &str) -> Cgroup {
-        let rel = format!("berth/{container_id}");
+    pub fn at(root: &Path, rel: &str) -> Cgroup {
+        let rel = rel.trim_matches('/').to_string();
         if host_is_v2(root) {
             Cgroup::V2 {
                 dir: root.join(rel),

@@ -4,10 +4,12 @@
 mod error;
 pub mod exec;
 mod fsutil;
+pub mod infra;
 pub mod seccomp;
 pub mod seccomp_bpf;
 pub mod shim;
 pub mod spec;
+pub mod spec_extras;
 mod user;
 
 pub use error::RuntimeError;

@@ -50,6 +50,8 @@ pub struct ContainerRunConfig {
     pub cgroups_path: String,
     pub network: NetworkMode,
     pub seccomp: SeccompMode,
+    /// A pod's container: shared namespaces and Kubernetes' settings (`spec_extras`).
+    pub extras: crate::spec_extras::SpecExtras,
 }
 
 /// `--security-opt seccomp=...`: Docker's default profile, none, or a profile of the user's
@@ -590,6 +592,7 @@ pub(crate) fn build_spec_for(
     if !cfg.hostname.is_empty() {
         spec["hostname"] = json!(cfg.hostname);
     }
+    cfg.extras.apply(&mut spec, cfg.privileged)?;
     serde_json::from_value(spec).map_err(|e| RuntimeError::Spec(e.to_string()))
 }
 
@@ -659,6 +662,7 @@ mod tests {
             cgroups_path: "/berth/c1".into(),
             network: NetworkMode::New,
             seccomp: Default::default(),
+            extras: Default::default(),
         }
     }
 

@@ -71,6 +71,7 @@ fn config(env: &Env, args: &[&str]) -> ContainerRunConfig {
         cgroups_path: format!("/berth-test/{}", env.opts.id),
         network: NetworkMode::New,
         seccomp: Default::default(),
+        extras: Default::default(),
     }
 }
 
@@ -90,6 +91,7 @@ fn setup(name: &str) -> Env {
         tty: false,
         open_stdin: false,
         stdin_once: false,
+        log_format: Default::default(),
         exec: None,
     };
     Env {

@@ -91,7 +91,7 @@ impl Backend for EngineBackend {
         let be = |x: EngineError| BuildError::Failed(x.to_string());
         let (id, _) = self
             .rt
-            .block_on(e.create_as(None, body, true))
+            .block_on(e.create_as(None, body, crate::container::Owner::BuildStep))
             .map_err(be)?;
         events(RunEvent::Created(&id));
         // Output is handed to `events` outside the runtime: the callback may block.

@@ -22,7 +22,7 @@ impl Engine {
         if !st.is_running() {
             return Err(not_running(&c.id));
         }
-        let cg = Cgroup::of(&c.id);
+        let cg = Cgroup::of(&c.snapshot().cgroup_rel());
         tokio::task::spawn_blocking(move || {
             cg.freeze(true)?;
             if !cg.wait_frozen(true) {
@@ -55,7 +55,7 @@ impl Engine {
 
     /// Thaws a paused container and records it running again.
     pub(crate) async fn thaw(&self, c: &Arc<Entry>) -> Result<()> {
-        let cg = Cgroup::of(&c.id);
+        let cg = Cgroup::of(&c.snapshot().cgroup_rel());
         tokio::task::spawn_blocking(move || {
             cg.freeze(false)?;
             cg.wait_frozen(false);

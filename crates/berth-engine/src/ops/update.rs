@@ -102,7 +102,7 @@ impl Engine {
             hc.restart_policy = rp.clone();
         }
         if rec.state.status.is_running() || rec.state.status == Status::Paused {
-            let cg = Cgroup::of(&c.id);
+            let cg = Cgroup::of(&c.snapshot().cgroup_rel());
             let u2 = u.clone();
             let hc2 = hc.clone();
             tokio::task::spawn_blocking(move || apply_limits(&cg, &u2, &hc2))

@@ -561,8 +561,15 @@ fn create(opts: ShimOptions) -> Result<Shim, String> {
     let log = if opts.exec.is_some() {
         None
     } else {
-        match JsonLog::open(&opts.log_path, opts.log_max_size, opts.log_max_file) {
-            Ok(l) => Some(l),
+        let opened = match opts.log_format {
+            _ if opts.log_path.as_os_str().is_empty() => Ok(None),
+            super::LogFormat::Cri => JsonLog::open_cri(&opts.log_path).map(Some),
+            super::LogFormat::JsonFile => {
+                JsonLog::open(&opts.log_path, opts.log_max_size, opts.log_max_file).map(Some)
+            }
+        };
+        match opened {
+            Ok(l) => l,
             Err(e) => fail!(format!("open log {}: {e}", opts.log_path.display())),
         }
     };
@@ -1123,6 +1130,11 @@ impl Shim {
                 req["height"].as_u64().unwrap_or(0),
                 req["width"].as_u64().unwrap_or(0),
             )),
+            "reopen_log" => Some(match self.log.as_mut().map(|l| l.reopen()) {
+                Some(Ok(())) => json!({"ok": true}),
+                Some(Err(e)) => json!({"ok": false, "error": format!("reopen log: {e}")}),
+                None => json!({"ok": false, "error": "the container has no log file"}),
+            }),
             "state" => {
                 let status = match self.status {
                     Status::Created => "created",
