@@ -5,7 +5,7 @@
 # in hosts.toml), the same CNI configuration (bridge + host-local + portmap from
 # containernetworking-plugins, in a conf dir of our own), each runtime on its own socket and
 # roots. Prints each run's counts and failed specs, and writes tests/cri/results.md
-# (CRITEST_RESULTS=FILE to write elsewhere).
+# (CRITEST_RESULTS=FILE to write elsewhere); the full critest output goes to target/critest/.
 #
 #   tests/cri/critest.sh [berth|containerd|both]     (default both)
 #
@@ -22,11 +22,11 @@ if [ ! -x "$CRITEST" ]; then
     echo "critest: skipped (set CRITEST or put cri-tools v1.32's critest on PATH)"
     exit 0
 fi
-BERTH=${BERTH:-$repo/target/debug/berth}
-IMAGE_TOOL=${BERTH_TEST_IMAGE:-$repo/target/debug/berth-test-image}
-if [ ! -x "$BERTH" ] || [ ! -x "$IMAGE_TOOL" ]; then
+if [ -z "${BERTH:-}" ]; then
     (cd "$repo" && cargo build -q -p berth -p berth-testkit)
 fi
+BERTH=${BERTH:-$repo/target/debug/berth}
+IMAGE_TOOL=${BERTH_TEST_IMAGE:-$repo/target/debug/berth-test-image}
 RESULTS=${CRITEST_RESULTS:-$here/results.md}
 
 W=$(mktemp -d /tmp/bcri.XXXX)
@@ -81,6 +81,19 @@ cat >"$W/cni/10-pods.conflist" <<EOF
 }
 EOF
 
+# A busybox shell that execs applets (Debian's `busybox` package; busybox-static's shell runs
+# them in-process, so a masked /bin/ls would still run): fetched once with apt into a cache.
+cache=${BERTH_CRI_CACHE:-/var/cache/berth-cri}
+if [ -z "${BERTH_CRI_SH:-}" ]; then
+    if [ ! -x "$cache/busybox/bin/busybox" ]; then
+        mkdir -p "$cache/deb"
+        (cd "$cache/deb" && { apt-get download busybox >/dev/null 2>&1 ||
+            { apt-get update -qq >/dev/null 2>&1 && apt-get download busybox >/dev/null 2>&1; }; } &&
+            dpkg-deb -x busybox_*.deb "$cache/busybox") ||
+            echo "critest: no Debian busybox package: the stand-in shell is busybox-static's (the MaskedPaths spec will fail)"
+    fi
+    [ -x "$cache/busybox/bin/busybox" ] && export BERTH_CRI_SH="$cache/busybox/bin/busybox"
+fi
 "$IMAGE_TOOL" cri -o "$W/images.tar"
 B="$BERTH -H unix://$W/b/berth.sock"
 start_berth() {
@@ -127,6 +140,8 @@ run_critest() { # name endpoint
     read -r p f s < <(summary "$log")
     echo "$name: ${p:-?} passed, ${f:-?} failed, ${s:-?} skipped"
     grep -E '^\s*\[FAIL\]' "$log" | sed 's/^\s*//' | sort -u >"$W/fail-$name.txt" || true
+    mkdir -p "$repo/target/critest"
+    cp "$log" "$repo/target/critest/$name.log"
     cat "$W/fail-$name.txt"
     eval "res_$name='${p:-?} passed, ${f:-?} failed, ${s:-?} skipped'"
 }

@@ -84,8 +84,9 @@ fn read(p: &Path) -> Result<Vec<u8>, Error> {
     std::fs::read(p).map_err(|e| Error::new(format!("read {}: {e}", p.display())))
 }
 
-/// A host program and the shared libraries `ldd` names for it, at their paths.
-fn host_program(l: &mut Layer, path: &str) -> Result<(), Error> {
+/// A host program (at `dest` in the layer) and the shared libraries `ldd` names for it, at
+/// their paths.
+fn host_program(l: &mut Layer, path: &str, dest: &str) -> Result<(), Error> {
     let out = Command::new("ldd")
         .arg(path)
         .output()
@@ -96,7 +97,7 @@ fn host_program(l: &mut Layer, path: &str) -> Result<(), Error> {
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
-    l.file(path.trim_start_matches('/'), 0o755, read(Path::new(path))?);
+    l.file(dest.trim_start_matches('/'), 0o755, read(Path::new(path))?);
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x…)" or "/lib64/ld-linux-x86-64.so.2 (0x…)"
         let lib = match line.split_once("=>") {
@@ -133,14 +134,24 @@ pub fn busybox_plus() -> Result<Layer, Error> {
     for d in ["lib", "lib64", "usr/lib", "var", "var/run", "var/www"] {
         l.dir(d, 0o755);
     }
-    host_program(&mut l, "/usr/bin/pgrep")?;
-    host_program(&mut l, "/usr/bin/ipcs")?;
+    host_program(&mut l, "/usr/bin/pgrep", "/usr/bin/pgrep")?;
+    host_program(&mut l, "/usr/bin/ipcs", "/usr/bin/ipcs")?;
+    // Debian's static busybox runs applets inside its shell without exec ("standalone shell"):
+    // a masked /bin/ls would still run. A busybox built without that (Debian's `busybox`
+    // package, $BERTH_CRI_SH; tests/cri/critest.sh fetches it) is the shell then.
+    if let Some(sh) = std::env::var_os("BERTH_CRI_SH") {
+        let sh = sh.to_string_lossy().into_owned();
+        host_program(&mut l, &sh, "/bin/sh")?;
+    }
     l.file("etc/passwd", 0o644, PASSWD);
     l.file("etc/group", 0o644, GROUP);
     Ok(l)
 }
 
-fn image(name: &str, config: serde_json::Value, layers: &[(&str, &Layer)]) -> Image {
+/// An image of its own (a label naming it keeps stand-ins with the same layers apart, as the
+/// real images are).
+fn image(name: &str, mut config: serde_json::Value, layers: &[(&str, &Layer)]) -> Image {
+    config["Labels"] = json!({"berth.test.stand-in": name});
     let mut img = Image::new(name, config);
     for (by, l) in layers {
         img = img.layer(by, l);
