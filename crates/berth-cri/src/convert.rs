@@ -263,6 +263,8 @@ pub(crate) fn container_spec(
             run_as_username: sc.run_as_username.clone(),
             readonly_rootfs: sc.readonly_rootfs,
             supplemental_groups: sc.supplemental_groups.clone(),
+            strict_groups: sc.supplemental_groups_policy
+                == cri::SupplementalGroupsPolicy::Strict as i32,
             no_new_privs: sc.no_new_privs,
             masked_paths: nonempty(&sc.masked_paths),
             readonly_paths: nonempty(&sc.readonly_paths),
@@ -334,7 +336,10 @@ pub(crate) fn container(rec: &ContainerRecord) -> Option<cri::Container> {
     })
 }
 
-pub(crate) fn container_status(rec: &ContainerRecord) -> Option<cri::ContainerStatus> {
+pub(crate) fn container_status(
+    rec: &ContainerRecord,
+    user: Option<(u32, u32, Vec<u32>)>,
+) -> Option<cri::ContainerStatus> {
     let p = rec.pod.as_ref()?;
     let state = container_state(rec);
     let (reason, message) = match state {
@@ -394,7 +399,13 @@ pub(crate) fn container_status(rec: &ContainerRecord) -> Option<cri::ContainerSt
             windows: None,
         }),
         image_id: rec.image_id.clone(),
-        user: None,
+        user: user.map(|(uid, gid, groups)| cri::ContainerUser {
+            linux: Some(cri::LinuxContainerUser {
+                uid: uid as i64,
+                gid: gid as i64,
+                supplemental_groups: groups.into_iter().map(i64::from).collect(),
+            }),
+        }),
     })
 }
 

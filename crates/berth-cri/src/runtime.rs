@@ -634,7 +634,7 @@ impl RuntimeService for Runtime {
             );
         }
         Ok(Response::new(cri::ContainerStatusResponse {
-            status: convert::container_status(&rec),
+            status: convert::container_status(&rec, self.engine.pod_container_user(&rec.id)),
             info,
         }))
     }
@@ -966,7 +966,7 @@ impl RuntimeService for Runtime {
                 features,
             }],
             features: Some(cri::RuntimeFeatures {
-                supplemental_groups_policy: false,
+                supplemental_groups_policy: true,
             }),
         }))
     }
@@ -1015,7 +1015,10 @@ impl RuntimeService for Runtime {
                 let status = engine
                     .container_record(&ev.actor.id)
                     .ok()
-                    .and_then(|r| convert::container_status(&r));
+                    .and_then(|r| {
+                        let user = engine.pod_container_user(&r.id);
+                        convert::container_status(&r, user)
+                    });
                 let pod = engine.pod_status(&pod_id).ok().map(|v| {
                     let r = &v.record;
                     let mut ips = r.ips.iter();

@@ -578,8 +578,9 @@ mod tests {
             .is_empty());
         let rest = &got[8 + len..];
         assert_eq!(&rest[..8], &control(PING, 0, &7u32.to_be_bytes())[..8]);
-        assert_eq!(&rest[12..25], &data_frame(1, 0, b"out")[..]);
-        assert_eq!(&rest[25..33], &data_frame(1, FLAG_FIN, b"")[..]);
-        assert_eq!(u16::from_be_bytes([rest[35], rest[36]]), GOAWAY);
+        assert_eq!(&rest[12..23], &data_frame(1, 0, b"out")[..]);
+        assert_eq!(&rest[23..31], &data_frame(1, FLAG_FIN, b"")[..]);
+        assert_eq!(u16::from_be_bytes([rest[33], rest[34]]), GOAWAY);
+        assert_eq!(rest.len(), 31 + 16);
     }
 }

@@ -50,6 +50,10 @@ pub struct SpecExtras {
     pub cpuset_mems: String,
     /// cgroup v2 files written as given (`resources.unified`).
     pub unified: BTreeMap<String, String>,
+    /// Kubernetes' supplemental groups: `Some` puts the primary gid and these into the
+    /// process's groups (sorted), with the image's groups of the user unless `strict_groups`.
+    pub supplemental_groups: Option<Vec<u32>>,
+    pub strict_groups: bool,
 }
 
 impl SpecExtras {
@@ -121,6 +125,22 @@ impl SpecExtras {
         if !self.unified.is_empty() {
             linux["resources"]["unified"] = json!(self.unified);
         }
+        if let Some(extra) = &self.supplemental_groups {
+            let user = &mut spec["process"]["user"];
+            let mut gids: Vec<u64> = if self.strict_groups {
+                Vec::new()
+            } else {
+                user["additionalGids"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(Value::as_u64).collect())
+                    .unwrap_or_default()
+            };
+            gids.extend(user["gid"].as_u64());
+            gids.extend(extra.iter().map(|g| *g as u64));
+            gids.sort_unstable();
+            gids.dedup();
+            user["additionalGids"] = json!(gids);
+        }
         if let Some(adj) = self.oom_score_adj {
             spec["process"]["oomScoreAdj"] = json!(adj);
         }
@@ -186,7 +206,7 @@ mod tests {
     fn base() -> Value {
         json!({
             "hostname": "h",
-            "process": {"oomScoreAdj": 0},
+            "process": {"oomScoreAdj": 0, "user": {"uid": 1000, "gid": 1000, "additionalGids": [50000]}},
             "linux": {
                 "namespaces": [{"type":"mount"},{"type":"uts"},{"type":"ipc"},{"type":"pid"},{"type":"network"}],
                 "maskedPaths": ["/proc/kcore"],
@@ -247,6 +267,25 @@ mod tests {
             (Some("/dev/mynull"), Some(1))
         );
         assert_eq!(v["linux"]["resources"]["devices"][1]["access"], "rw");
+    }
+
+    #[test]
+    fn supplemental_groups_merge_or_strict() {
+        let mut v = base();
+        let x = SpecExtras {
+            supplemental_groups: Some(vec![1234, 1000]),
+            ..Default::default()
+        };
+        x.apply(&mut v, false).unwrap();
+        assert_eq!(v["process"]["user"]["additionalGids"], json!([1000, 1234, 50000]));
+        let mut v = base();
+        let x = SpecExtras {
+            supplemental_groups: Some(vec![1234]),
+            strict_groups: true,
+            ..Default::default()
+        };
+        x.apply(&mut v, false).unwrap();
+        assert_eq!(v["process"]["user"]["additionalGids"], json!([1000, 1234]));
     }
 
     #[test]

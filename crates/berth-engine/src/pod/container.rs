@@ -329,6 +329,13 @@ impl Engine {
             cpuset_cpus: spec.resources.cpuset_cpus.clone(),
             cpuset_mems: spec.resources.cpuset_mems.clone(),
             unified: spec.resources.unified.clone().into_iter().collect(),
+            supplemental_groups: Some(
+                sec.supplemental_groups
+                    .iter()
+                    .filter_map(|g| u32::try_from(*g).ok())
+                    .collect(),
+            ),
+            strict_groups: sec.strict_groups,
         };
         let memory = spec.resources.memory_limit.max(0);
         let mut args = vec![rec.path.clone()];
@@ -340,11 +347,8 @@ impl Engine {
             env: rec.config.env.clone().unwrap_or_default(),
             cwd: rec.config.working_dir.clone(),
             user: rec.config.user.clone(),
-            group_add: sec
-                .supplemental_groups
-                .iter()
-                .map(|g| g.to_string())
-                .collect(),
+            // The kubelet's groups, with the policy it asks for (in `extras`).
+            group_add: Vec::new(),
             hostname: rec.config.hostname.clone(),
             tty: rec.config.tty,
             readonly_rootfs: sec.readonly_rootfs,
@@ -385,6 +389,21 @@ impl Engine {
         }
         let p = self.pod_run_dir(&pod.id).join("shm");
         berth_net::netns::is_pinned(&p).then_some(p)
+    }
+
+    /// The user a running pod container's process has (uid, gid, groups), from its spec.
+    pub fn pod_container_user(&self, id: &str) -> Option<(u32, u32, Vec<u32>)> {
+        let c = self.lookup(id).ok()?;
+        if !c.snapshot().state.status.is_running() {
+            return None;
+        }
+        let spec = oci_spec::runtime::Spec::load(self.runtime_dir(&c.id).join("config.json")).ok()?;
+        let u = spec.process().as_ref()?.user().clone();
+        Some((
+            u.uid(),
+            u.gid(),
+            u.additional_gids().clone().unwrap_or_default(),
+        ))
     }
 
     /// New resources for a pod's container: applied to its cgroup and kept in its record.

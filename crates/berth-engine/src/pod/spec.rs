@@ -165,6 +165,9 @@ pub struct SecuritySpec {
     pub readonly_rootfs: bool,
     #[serde(default)]
     pub supplemental_groups: Vec<i64>,
+    /// Only the primary and the supplemental groups, not the image's groups of the user.
+    #[serde(default)]
+    pub strict_groups: bool,
     #[serde(default)]
     pub no_new_privs: bool,
     /// `None`: the runtime's defaults.
