@@ -23,12 +23,14 @@ use crate::stream::{StreamRequest, StreamServer};
 const MAX_EXEC_OUTPUT: usize = 16 << 20;
 
 type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+/// Resizes a session's TTY (height, width).
+pub(crate) type ResizeFn = Arc<dyn Fn(u32, u32) -> BoxFuture<()> + Send + Sync>;
 
 /// An attached exec or attach, for the streaming server.
 pub(crate) struct Session {
     /// stdcopy frames out (a TTY's output all on stdout), raw stdin in.
     pub io: BufReader<UnixStream>,
-    pub resize: Option<Arc<dyn Fn(u32, u32) -> BoxFuture<()> + Send + Sync>>,
+    pub resize: Option<ResizeFn>,
     pub exit_code: Box<dyn FnOnce() -> BoxFuture<Option<i64>> + Send>,
 }
 
@@ -188,7 +190,7 @@ impl Runtime {
         });
         let u64v = |value: u64| Some(cri::UInt64Value { value });
         let running = rec.state.status.is_running();
-        let cg = berth_engine::cgroups::Cgroup::of(&rec.cgroup_rel());
+        let cg = rec.cgroup();
         let sample = if running {
             berth_engine::container::stats::sample(&cg, rec.state.pid)
         } else {
@@ -297,11 +299,7 @@ impl Runtime {
             .container_records()
             .iter()
             .filter(|c| c.pod.as_ref().is_some_and(|p| p.pod_id == r.id))
-            .map(|c| {
-                berth_engine::cgroups::Cgroup::of(&c.cgroup_rel())
-                    .pids()
-                    .len() as u64
-            })
+            .map(|c| c.cgroup().pids().len() as u64)
             .sum();
         let network = r.netns.as_ref().and_then(|ns| {
             let dev = berth_net::netns::enter(ns, || {
@@ -1012,13 +1010,10 @@ impl RuntimeService for Runtime {
                     Some(p) => p.clone(),
                     None => continue,
                 };
-                let status = engine
-                    .container_record(&ev.actor.id)
-                    .ok()
-                    .and_then(|r| {
-                        let user = engine.pod_container_user(&r.id);
-                        convert::container_status(&r, user)
-                    });
+                let status = engine.container_record(&ev.actor.id).ok().and_then(|r| {
+                    let user = engine.pod_container_user(&r.id);
+                    convert::container_status(&r, user)
+                });
                 let pod = engine.pod_status(&pod_id).ok().map(|v| {
                     let r = &v.record;
                     let mut ips = r.ips.iter();

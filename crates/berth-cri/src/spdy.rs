@@ -483,10 +483,8 @@ async fn read_loop<R: AsyncRead + Unpin>(
             PING => out.send(Out::Ping(id_at(&buf)?))?,
             GOAWAY => return Ok(()),
             // SYN_REPLY and HEADERS carry header blocks: keep the inflater in step.
-            SYN_REPLY | 8 => {
-                if buf.len() > 4 {
-                    inflater.inflate(&buf[4..])?;
-                }
+            SYN_REPLY | 8 if buf.len() > 4 => {
+                inflater.inflate(&buf[4..])?;
             }
             // SETTINGS, WINDOW_UPDATE, NOOP: nothing for us to do.
             _ => {}

@@ -72,6 +72,9 @@ fn options(q: &Query, experimental: bool) -> ApiResult<BuildOptions> {
         platform,
         quiet: q.flag("q"),
         squash,
+        // The classic builder allows RUN --network=host; nothing grants insecure mode here.
+        allow_network_host: true,
+        ..Default::default()
     })
 }
 

@@ -19,6 +19,7 @@ pub mod network;
 pub mod ops;
 pub mod pod;
 pub mod runtime;
+mod sweep;
 mod system;
 mod util;
 pub mod volume;
@@ -75,6 +76,8 @@ pub struct Inner {
     health: container::health::HealthTable,
     /// Pod sandboxes (the CRI's).
     pods: std::sync::Mutex<pod::PodIndex>,
+    /// The shims (a fake in unit tests).
+    runtime: Arc<dyn runtime::Runtime>,
 }
 
 /// Cheap to clone; every clone is the same engine.
@@ -86,6 +89,17 @@ pub struct Engine {
 impl Engine {
     /// Opens the stores and recovers containers left by a previous daemon (live restore).
     pub async fn open(cfg: EngineConfig) -> Result<Engine> {
+        let runtime = Arc::new(runtime::shim::ShimRuntime {
+            berth_exe: cfg.berth_exe.clone(),
+        });
+        Engine::open_with(cfg, runtime).await
+    }
+
+    /// `open` with the runtime given: unit tests pass a fake.
+    pub(crate) async fn open_with(
+        cfg: EngineConfig,
+        runtime: Arc<dyn runtime::Runtime>,
+    ) -> Result<Engine> {
         for d in [
             cfg.data_root.join("containers"),
             cfg.exec_root.join("containers"),
@@ -93,6 +107,8 @@ impl Engine {
         ] {
             std::fs::create_dir_all(&d)?;
         }
+        // Before anything uses them: what a killed daemon left in its temp areas.
+        sweep::sweep(&cfg.data_root, &cfg.exec_root);
         let images = berth_image::ImageStore::open(&cfg.data_root.join("image"))
             .map_err(|e| EngineError::Internal(format!("opening image store: {e}")))?;
         let id = load_or_create_id(&cfg.data_root.join("engine-id"))?;
@@ -114,6 +130,7 @@ impl Engine {
                 events: events::EventBus::default(),
                 health: container::health::HealthTable::default(),
                 pods: Default::default(),
+                runtime,
             }),
         };
         engine.restore_pods()?;
@@ -129,6 +146,10 @@ impl Engine {
     /// Daemon shutdown: networking keeps what running containers need, drops the rest.
     pub fn shutdown(&self) {
         self.inner.net.shutdown();
+    }
+
+    pub(crate) fn runtime(&self) -> &dyn runtime::Runtime {
+        self.inner.runtime.as_ref()
     }
 
     pub fn config(&self) -> &EngineConfig {

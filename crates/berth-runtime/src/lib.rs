@@ -3,8 +3,8 @@
 
 mod error;
 pub mod exec;
-mod fsutil;
 pub mod infra;
+pub mod limits;
 pub mod seccomp;
 pub mod seccomp_bpf;
 pub mod shim;
@@ -12,6 +12,9 @@ pub mod spec;
 pub mod spec_extras;
 mod user;
 
-pub use error::RuntimeError;
+pub use error::{RuntimeError, StartFault};
 pub use shim::{ExitStatus, ShimOptions, ShimStarted};
-pub use spec::{build_spec, resolve_executable, ContainerRunConfig, NetworkMode};
+pub use spec::{
+    build_spec, resolve_executable, CgroupNs, ContainerRunConfig, Isolation, Namespace,
+    NetworkMode, Shm,
+};

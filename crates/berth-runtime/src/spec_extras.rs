@@ -277,7 +277,10 @@ mod tests {
             ..Default::default()
         };
         x.apply(&mut v, false).unwrap();
-        assert_eq!(v["process"]["user"]["additionalGids"], json!([1000, 1234, 50000]));
+        assert_eq!(
+            v["process"]["user"]["additionalGids"],
+            json!([1000, 1234, 50000])
+        );
         let mut v = base();
         let x = SpecExtras {
             supplemental_groups: Some(vec![1234]),

@@ -3,15 +3,15 @@
 //! A running container is reached through `/proc/<init pid>/root`, so its mounts (volumes,
 //! binds, tmpfs) are seen as the container sees them; a stopped one through its mounted
 //! snapshot. Every path is resolved inside that root: the requested path with
-//! `openat2(RESOLVE_IN_ROOT)` (a symlink in the container is followed as the container would
+//! `berth_fs::open_in_root` (a symlink in the container is followed as the container would
 //! follow it and never leads out), and everything below it through directory descriptors with
 //! `O_NOFOLLOW`, so neither a read nor an extraction ever goes through a symlink.
 
 use std::collections::HashMap;
-use std::ffi::{CString, OsStr};
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -20,7 +20,6 @@ use bytes::Bytes;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::container::mounts::copyup::open_in_root;
 use crate::container::Status;
 use crate::error::{EngineError, Result};
 
@@ -67,57 +66,14 @@ pub fn go_mode(st_mode: u32) -> u32 {
     m
 }
 
-fn cstr(s: &[u8]) -> io::Result<CString> {
-    CString::new(s).map_err(|_| io::Error::other("path contains a NUL byte"))
-}
-
-fn openat(dir: RawFd, name: &[u8], flags: i32, mode: u32) -> io::Result<OwnedFd> {
-    let c = cstr(name)?;
-    // SAFETY: valid fd and NUL-terminated name.
-    let fd = unsafe { libc::openat(dir, c.as_ptr(), flags | libc::O_CLOEXEC, mode) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a new descriptor the kernel just gave us.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
+use berth_fs::sys::openat;
 
 fn fstat(fd: RawFd) -> io::Result<libc::stat> {
-    // SAFETY: an all-zero stat is a valid out-buffer.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    let empty = c"";
-    // SAFETY: valid fd, empty path with AT_EMPTY_PATH, valid out-pointer.
-    let r = unsafe {
-        libc::fstatat(
-            fd,
-            empty.as_ptr(),
-            &mut st,
-            libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(st)
+    berth_fs::sys::lstatat(fd, b"")
 }
 
 fn readlink_fd(fd: RawFd) -> io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; libc::PATH_MAX as usize];
-    let empty = c"";
-    // SAFETY: valid fd (an O_PATH symlink), empty path, valid buffer.
-    let n = unsafe {
-        libc::readlinkat(
-            fd,
-            empty.as_ptr(),
-            buf.as_mut_ptr() as *mut libc::c_char,
-            buf.len(),
-        )
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    buf.truncate(n as usize);
-    Ok(buf)
+    berth_fs::sys::readlinkat(fd, b"")
 }
 
 fn not_found(path: &str, container: &str) -> EngineError {
@@ -161,7 +117,7 @@ struct Target {
 
 fn open_target(root: &Path, path: &str) -> io::Result<Option<Target>> {
     let (dir, last) = split_path(path);
-    let Some(dfd) = open_in_root(root, &dir)? else {
+    let Some(dfd) = berth_fs::open_in_root(root, &dir)? else {
         return Ok(None);
     };
     let (fd, name) = match &last {
@@ -200,7 +156,9 @@ fn open_target(root: &Path, path: &str) -> io::Result<Option<Target>> {
     let link_target = if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
         // Docker reports where the link leads, resolved in the container.
         let full = format!("{}/{}", dir.trim_end_matches('/'), name);
-        crate::container::mounts::copyup::resolve_in_root(root, &full).unwrap_or_default()
+        berth_fs::resolve_in_root(root, &full)
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
     } else {
         String::new()
     };
@@ -404,214 +362,21 @@ pub(crate) fn export_root(root: &Path, tx: mpsc::Sender<Bytes>) -> io::Result<()
     b.get_mut().flush()
 }
 
-/// Where an extraction writes, opened step by step with O_NOFOLLOW.
-fn open_parent_dirs(base: RawFd, comps: &[&[u8]], create: bool) -> io::Result<OwnedFd> {
-    let mut cur = openat(base, b".", libc::O_PATH | libc::O_DIRECTORY, 0)?;
-    for c in comps {
-        let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW;
-        let next = match openat(cur.as_raw_fd(), c, flags, 0) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
-                let cc = cstr(c)?;
-                // SAFETY: valid dir fd and NUL-terminated name.
-                if unsafe { libc::mkdirat(cur.as_raw_fd(), cc.as_ptr(), 0o755) } < 0 {
-                    let e = io::Error::last_os_error();
-                    if e.kind() != io::ErrorKind::AlreadyExists {
-                        return Err(e);
-                    }
-                }
-                openat(cur.as_raw_fd(), c, flags, 0)?
-            }
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENOTDIR)) => {
-                return Err(io::Error::other(format!(
-                    "cannot extract through {:?}: not a directory",
-                    OsStr::from_bytes(c)
-                )))
-            }
-            Err(e) => return Err(e),
-        };
-        cur = next;
-    }
-    Ok(cur)
-}
-
-fn sanitize(path: &Path) -> io::Result<Vec<Vec<u8>>> {
-    let mut out = Vec::new();
-    for c in path.as_os_str().as_bytes().split(|b| *b == b'/') {
-        match c {
-            b"" | b"." => {}
-            b".." => {
-                return Err(io::Error::other(format!(
-                    "invalid path in archive: {}",
-                    path.display()
-                )))
-            }
-            c => out.push(c.to_vec()),
-        }
-    }
-    Ok(out)
-}
-
-/// The existing non-directory at `name` goes (never followed); an existing directory stays
-/// for a directory entry and is an error otherwise.
-fn clear_slot(
-    dir: RawFd,
-    name: &[u8],
-    for_dir: bool,
-    no_overwrite_dir_non_dir: bool,
-) -> io::Result<bool> {
-    let c = cstr(name)?;
-    // SAFETY: an all-zero stat is a valid out-buffer.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: valid fd, NUL-terminated name, valid out-pointer.
-    if unsafe { libc::fstatat(dir, c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) } < 0 {
-        return Ok(false);
-    }
-    let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
-    if is_dir && for_dir {
-        return Ok(true);
-    }
-    if no_overwrite_dir_non_dir && (is_dir != for_dir) {
-        return Err(io::Error::other(format!(
-            "cannot overwrite {} {:?} with a {}",
-            if is_dir { "directory" } else { "non-directory" },
-            OsStr::from_bytes(name),
-            if for_dir {
-                "directory"
-            } else {
-                "non-directory"
-            }
-        )));
-    }
-    let flags = if is_dir { libc::AT_REMOVEDIR } else { 0 };
-    // SAFETY: valid fd and NUL-terminated name.
-    if unsafe { libc::unlinkat(dir, c.as_ptr(), flags) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(false)
-}
-
+/// `PUT /archive`'s extraction: no whiteouts, the options `docker cp` gives.
 fn extract<R: Read>(
     dest: &OwnedFd,
-    reader: R,
+    mut reader: R,
     no_overwrite_dir_non_dir: bool,
     copy_uid_gid: bool,
-) -> io::Result<()> {
-    let mut ar = tar::Archive::new(reader);
-    for entry in ar.entries()? {
-        let mut entry = entry?;
-        let path = entry.path()?.into_owned();
-        let comps = sanitize(&path)?;
-        let Some((last, parents)) = comps.split_last() else {
-            continue;
-        };
-        let parents: Vec<&[u8]> = parents.iter().map(|c| c.as_slice()).collect();
-        let dir = open_parent_dirs(dest.as_raw_fd(), &parents, true)?;
-        // O_PATH descriptors cannot be written through: reopen the directory for *at calls.
-        let dir = openat(dir.as_raw_fd(), b".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
-        let d = dir.as_raw_fd();
-        let h = entry.header().clone();
-        let mode = h.mode().unwrap_or(0o644) & 0o7777;
-        let (uid, gid) = if copy_uid_gid {
-            (h.uid().unwrap_or(0) as u32, h.gid().unwrap_or(0) as u32)
-        } else {
-            (0, 0)
-        };
-        let name = cstr(last)?;
-        let kind = h.entry_type();
-        match kind {
-            tar::EntryType::Directory => {
-                if !clear_slot(d, last, true, no_overwrite_dir_non_dir)? {
-                    // SAFETY: valid fd and NUL-terminated name.
-                    if unsafe { libc::mkdirat(d, name.as_ptr(), mode) } < 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                }
-            }
-            tar::EntryType::Regular | tar::EntryType::Continuous => {
-                clear_slot(d, last, false, no_overwrite_dir_non_dir)?;
-                let f = openat(
-                    d,
-                    last,
-                    libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
-                    0o600,
-                )?;
-                let mut f = File::from(f);
-                io::copy(&mut entry, &mut f)?;
-            }
-            tar::EntryType::Symlink => {
-                clear_slot(d, last, false, no_overwrite_dir_non_dir)?;
-                let target = h
-                    .link_name_bytes()
-                    .map(|b| b.into_owned())
-                    .unwrap_or_default();
-                let t = cstr(&target)?;
-                // SAFETY: NUL-terminated strings and a valid dir fd.
-                if unsafe { libc::symlinkat(t.as_ptr(), d, name.as_ptr()) } < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            tar::EntryType::Link => {
-                clear_slot(d, last, false, no_overwrite_dir_non_dir)?;
-                let target = h
-                    .link_name_bytes()
-                    .map(|b| b.into_owned())
-                    .unwrap_or_default();
-                let tcomps = sanitize(Path::new(OsStr::from_bytes(&target)))?;
-                let Some((tlast, tparents)) = tcomps.split_last() else {
-                    return Err(io::Error::other("hard link without a target"));
-                };
-                let tparents: Vec<&[u8]> = tparents.iter().map(|c| c.as_slice()).collect();
-                let tdir = open_parent_dirs(dest.as_raw_fd(), &tparents, false)?;
-                let tn = cstr(tlast)?;
-                // SAFETY: valid fds and NUL-terminated names; flags 0 never follows a symlink.
-                if unsafe { libc::linkat(tdir.as_raw_fd(), tn.as_ptr(), d, name.as_ptr(), 0) } < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                continue;
-            }
-            tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
-                clear_slot(d, last, false, no_overwrite_dir_non_dir)?;
-                let t = match kind {
-                    tar::EntryType::Char => libc::S_IFCHR,
-                    tar::EntryType::Block => libc::S_IFBLK,
-                    _ => libc::S_IFIFO,
-                };
-                let dev = libc::makedev(
-                    h.device_major().ok().flatten().unwrap_or(0),
-                    h.device_minor().ok().flatten().unwrap_or(0),
-                );
-                // SAFETY: valid fd and NUL-terminated name.
-                if unsafe { libc::mknodat(d, name.as_ptr(), t | mode, dev) } < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            // PAX/GNU metadata entries are consumed by the tar crate; others are skipped.
-            _ => continue,
-        }
-        // SAFETY: valid fd and NUL-terminated name; never follows a symlink.
-        unsafe {
-            libc::fchownat(d, name.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW);
-        }
-        if kind != tar::EntryType::Symlink {
-            // SAFETY: as above (fchmodat has no NOFOLLOW, and this is not a symlink).
-            unsafe { libc::fchmodat(d, name.as_ptr(), mode, 0) };
-        }
-        let mtime = h.mtime().unwrap_or(0) as i64;
-        let ts = [
-            libc::timespec {
-                tv_sec: mtime,
-                tv_nsec: 0,
-            },
-            libc::timespec {
-                tv_sec: mtime,
-                tv_nsec: 0,
-            },
-        ];
-        // SAFETY: valid fd, name and two timespecs.
-        unsafe { libc::utimensat(d, name.as_ptr(), ts.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
-    }
-    Ok(())
+) -> std::result::Result<u64, berth_fs::FsError> {
+    let opts = berth_fs::ExtractOptions {
+        whiteouts: berth_fs::Whiteouts::Keep,
+        same_owner: copy_uid_gid,
+        no_overwrite_dir_non_dir,
+        xattrs: false,
+        rebase: None,
+    };
+    berth_fs::extract::extract_at(&mut reader, std::os::fd::AsFd::as_fd(dest), &opts)
 }
 
 /// The container's filesystem root for the duration of one operation.
@@ -648,14 +413,14 @@ fn mount_container_volumes(
         .collect();
     sorted.sort_by_key(|m| m.destination.matches('/').count());
     for m in sorted {
-        let dest = crate::container::mounts::copyup::resolve_in_root(root, &m.destination)?;
-        let target = root.join(dest.trim_start_matches('/'));
+        let dest = berth_fs::resolve_in_root(root, &m.destination)?;
+        let target = root.join(dest.strip_prefix("/").unwrap_or(&dest));
         let src = Path::new(&m.source);
         if src.is_dir() {
-            crate::container::mounts::copyup::mkdir_in_root(root, &dest)?;
+            berth_fs::mkdir_in_root(root, &dest)?;
         } else if !target.exists() {
-            if let Some(parent) = Path::new(&dest).parent() {
-                crate::container::mounts::copyup::mkdir_in_root(root, &parent.to_string_lossy())?;
+            if let Some(parent) = dest.parent() {
+                berth_fs::mkdir_in_root(root, parent)?;
             }
             std::fs::File::create(&target)?;
         }
@@ -821,7 +586,7 @@ impl crate::Engine {
         let p = path.to_string();
         let cname = name.to_string();
         run_in_root(g, move |root| {
-            let dest = match open_in_root(root, &p) {
+            let dest = match berth_fs::open_in_root(root, &p) {
                 Ok(Some(d)) => d,
                 Ok(None) => return Err(not_found(&p, &cname)),
                 Err(e) => return Err(EngineError::internal(e)),
@@ -832,13 +597,13 @@ impl crate::Engine {
                     "extraction point is not a directory".into(),
                 ));
             }
-            extract(
-                &dest,
-                ChannelReader::new(body),
-                no_overwrite_dir_non_dir,
-                copy_uid_gid,
-            )
-            .map_err(|e| EngineError::InvalidParameter(e.to_string()))
+            // The spec: a tar, or a tar compressed with gzip, bzip2 or xz.
+            let mut raw = ChannelReader::new(body);
+            let tar = berth_image::archive::decompress(&mut raw)
+                .map_err(|e| EngineError::InvalidParameter(e.to_string()))?;
+            extract(&dest, tar, no_overwrite_dir_non_dir, copy_uid_gid)
+                .map(|_| ())
+                .map_err(|e| EngineError::InvalidParameter(e.to_string()))
         })
         .await
     }
@@ -883,7 +648,9 @@ mod tests {
             b.append_data(&mut h, name, &b"hi"[..]).expect("append");
             b.into_inner().expect("tar")
         };
-        let dest = open_in_root(&root, "/dir").expect("open").expect("exists");
+        let dest = berth_fs::open_in_root(&root, "/dir")
+            .expect("open")
+            .expect("exists");
         let e = extract(&dest, &tarball("evil/x")[..], false, false);
         assert!(e.is_err(), "wrote through a symlink");
         assert!(!outside.join("x").exists());

@@ -7,7 +7,6 @@ use tokio::net::UnixStream;
 use tokio::sync::oneshot;
 
 use crate::error::{EngineError, Result};
-use crate::runtime::shim;
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct AttachOptions {
@@ -41,13 +40,15 @@ impl crate::Engine {
         // registration.
         let _g = c.op.lock().await;
         if c.snapshot().state.status.is_running() {
-            let io = crate::runtime::shim::attach(
-                &self.runtime_dir(&c.id),
-                opts.stdin,
-                opts.stdout,
-                opts.stderr,
-            )
-            .await?;
+            let io = self
+                .runtime()
+                .attach(
+                    &self.runtime_dir(&c.id),
+                    opts.stdin,
+                    opts.stdout,
+                    opts.stderr,
+                )
+                .await?;
             return Ok(Box::pin(async move { Ok(AttachStream { tty, io }) }));
         }
         let (tx, rx) = oneshot::channel();
@@ -74,6 +75,8 @@ impl crate::Engine {
                 c.id
             )));
         }
-        shim::resize(&self.runtime_dir(&c.id), height, width).await
+        self.runtime()
+            .resize(&self.runtime_dir(&c.id), height, width)
+            .await
     }
 }

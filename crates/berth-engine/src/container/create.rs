@@ -5,7 +5,8 @@ use std::sync::Arc;
 use berth_api::types::{ContainerConfig, ContainerCreateBody, HostConfig};
 
 use crate::container::config::{
-    merge_config, merge_default_log_opts, validate_container_network_mode, validate_host_config,
+    fill_host_config_defaults, merge_config, merge_default_log_opts, validate_config,
+    validate_container_network_mode, validate_host_config,
 };
 use crate::container::{ContainerRecord, Entry, Owner, StateRecord};
 use crate::error::{EngineError, Result};
@@ -31,8 +32,14 @@ impl Engine {
         let mut config = body.config.clone();
         let mut host_config = body.host_config.clone().unwrap_or_default();
         validate_host_config(&host_config)?;
+        validate_config(&config, &host_config)?;
+        crate::container::resources::validate(
+            &mut host_config,
+            crate::container::resources::When::Create,
+        )?;
         validate_container_network_mode(&config, &host_config)?;
         merge_default_log_opts(&mut host_config, &self.inner.cfg.log_opts);
+        fill_host_config_defaults(&mut host_config);
         crate::container::mounts::validate_tmpfs(&host_config)?;
         let image_name = config.image.clone();
         if image_name.is_empty() {
@@ -63,7 +70,14 @@ impl Engine {
         let id = util::new_id();
         let short = id[..12].to_string();
         if config.hostname.is_empty() {
-            config.hostname = short.clone();
+            // dockerd: the host's name on the host's network, else the short id.
+            config.hostname = match host_config.network_mode.as_str() {
+                "host" => nix::unistd::gethostname()
+                    .ok()
+                    .and_then(|h| h.into_string().ok())
+                    .unwrap_or_else(|| short.clone()),
+                _ => short.clone(),
+            };
         }
         // Reserve the name first: two concurrent creates with one name must not both win.
         let name = {

@@ -229,7 +229,7 @@ impl crate::Engine {
             Ok(r) => r,
             Err(_) => {
                 let dir = self.inner.cfg.exec_root.join("exec").join(&exec_id);
-                let _ = crate::runtime::shim::kill(&dir, 9).await;
+                let _ = self.runtime().kill(&dir, 9).await;
                 return fail(
                     -1,
                     format!("Health check exceeded timeout ({}s)", timeout.as_secs()),

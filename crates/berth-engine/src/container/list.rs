@@ -6,7 +6,9 @@ use berth_api::types::{ContainerSummary, SummaryHostConfig};
 
 use crate::container::{ContainerRecord, Status};
 use crate::error::{EngineError, Result};
-use crate::util::{human_duration, parse_time};
+use berth_api::units::human_duration;
+
+use crate::util::parse_time;
 use crate::Engine;
 
 #[derive(Clone, Debug, Default)]
@@ -24,7 +26,7 @@ pub fn status_text(rec: &ContainerRecord) -> String {
     match rec.state.status {
         Status::Running | Status::Paused => {
             let up = parse_time(&rec.state.started_at)
-                .map(|t| human_duration(now - t))
+                .map(|t| human_duration((now - t).num_seconds()))
                 .unwrap_or_else(|| "Less than a second".into());
             if rec.state.status == Status::Paused {
                 format!("Up {up} (Paused)")
@@ -34,7 +36,7 @@ pub fn status_text(rec: &ContainerRecord) -> String {
         }
         Status::Restarting => {
             let ago = parse_time(&rec.state.finished_at)
-                .map(|t| human_duration(now - t))
+                .map(|t| human_duration((now - t).num_seconds()))
                 .unwrap_or_else(|| "Less than a second".into());
             format!("Restarting ({}) {ago} ago", rec.state.exit_code)
         }
@@ -42,7 +44,7 @@ pub fn status_text(rec: &ContainerRecord) -> String {
             Some(t) => format!(
                 "Exited ({}) {} ago",
                 rec.state.exit_code,
-                human_duration(now - t)
+                human_duration((now - t).num_seconds())
             ),
             None => "Created".into(),
         },

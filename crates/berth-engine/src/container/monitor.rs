@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::container::config::restart_policy;
 use crate::container::{ContainerRecord, Entry, Status};
-use crate::runtime::shim;
+use crate::runtime::ExitReply;
 use crate::util::now_rfc3339;
 use crate::Engine;
 
@@ -15,16 +15,16 @@ impl Engine {
         let engine = self.clone();
         tokio::spawn(async move {
             let rt = engine.runtime_dir(&c.id);
-            let exit = match shim::wait(&rt).await {
+            let exit = match engine.runtime().wait(&rt).await {
                 Ok(Some(e)) => Some(e),
                 _ => None,
             };
-            let exit = exit.or_else(|| shim::read_exit_file(&rt));
+            let exit = exit.or_else(|| engine.runtime().exit_file(&rt));
             engine.handle_exit(c, exit).await;
         });
     }
 
-    pub(crate) async fn handle_exit(&self, c: Arc<Entry>, exit: Option<shim::ExitReply>) {
+    pub(crate) async fn handle_exit(&self, c: Arc<Entry>, exit: Option<ExitReply>) {
         let (code, finished, oom) = match exit {
             Some(e) => (
                 e.exit_code,
@@ -90,10 +90,8 @@ impl Engine {
         let rt = self.runtime_dir(&c.id);
         let state_root = self.state_root();
         let id = c.id.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            berth_runtime::shim::cleanup(&rt, &state_root, &id)
-        })
-        .await;
+        let runtime = self.inner.runtime.clone();
+        let _ = tokio::task::spawn_blocking(move || runtime.cleanup(&rt, &state_root, &id)).await;
 
         if self.should_restart(&rec, code) {
             let engine = self.clone();
@@ -137,7 +135,7 @@ impl Engine {
         }
     }
 
-    fn should_restart(&self, rec: &ContainerRecord, code: i64) -> bool {
+    pub(crate) fn should_restart(&self, rec: &ContainerRecord, code: i64) -> bool {
         if rec.manually_stopped {
             return false;
         }

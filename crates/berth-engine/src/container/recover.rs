@@ -6,7 +6,6 @@ use std::sync::Arc;
 use crate::container::config::restart_policy;
 use crate::container::{ContainerRecord, Entry, Status};
 use crate::error::Result;
-use crate::runtime::shim;
 use crate::util;
 use crate::Engine;
 
@@ -75,7 +74,7 @@ impl Engine {
             rec.state.status,
             Status::Running | Status::Paused | Status::Restarting
         );
-        if live && rec.state.status != Status::Restarting && berth_runtime::shim::shim_alive(&rt) {
+        if live && rec.state.status != Status::Restarting && self.runtime().alive(&rt) {
             for m in &rec.mount_points {
                 self.volumes().adopt(&m.name, &c.id);
             }
@@ -85,7 +84,7 @@ impl Engine {
             return;
         }
         if live && rec.state.status != Status::Restarting {
-            let exit = shim::read_exit_file(&rt);
+            let exit = self.runtime().exit_file(&rt);
             self.handle_exit(c, exit).await;
             return;
         }

@@ -5,7 +5,6 @@ use std::time::Duration;
 use crate::container::wait::wait_exit;
 use crate::container::Status;
 use crate::error::{EngineError, Result};
-use crate::runtime::shim;
 use crate::{io_err, Engine};
 
 impl Engine {
@@ -29,7 +28,7 @@ impl Engine {
             c.update(|r| r.manually_stopped = true)?;
             let mut rx = c.signal.subscribe();
             let exits = rx.borrow().exits;
-            let _ = shim::kill(&self.runtime_dir(&c.id), 9).await;
+            let _ = self.runtime().kill(&self.runtime_dir(&c.id), 9).await;
             if rec.state.status == Status::Paused {
                 let _ = self.thaw(&c).await;
             }
@@ -86,11 +85,13 @@ impl Engine {
     /// Removes what a deleted container left: its filesystem, runtime leftovers, directories.
     pub(crate) fn purge_files(&self, id: &str) {
         self.net_forget(id);
+        self.release_shm(id);
         if let Err(e) = self.images().remove_snapshot(id) {
             tracing::warn!("removing filesystem of container {id}: {e}");
             return;
         }
-        berth_runtime::shim::cleanup(&self.runtime_dir(id), &self.state_root(), id);
+        self.runtime()
+            .cleanup(&self.runtime_dir(id), &self.state_root(), id);
         let _ = std::fs::remove_dir_all(self.runtime_dir(id));
         if let Err(e) = std::fs::remove_dir_all(self.container_dir(id)) {
             if e.kind() != std::io::ErrorKind::NotFound {

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use berth_runtime::shim::ShimOptions;
-use berth_runtime::spec::{ContainerRunConfig, NetworkMode, SeccompMode};
+use berth_runtime::spec::{ContainerRunConfig, Isolation, NetworkMode, SeccompMode};
 
 use crate::container::ContainerRecord;
 use crate::Engine;
@@ -69,6 +69,7 @@ impl Engine {
         rec: &ContainerRecord,
         rootfs: std::path::PathBuf,
         network: NetworkMode,
+        isolation: Isolation,
     ) -> ContainerRunConfig {
         let hc = &rec.host_config;
         let mut args = vec![rec.path.clone()];
@@ -121,11 +122,15 @@ impl Engine {
             memory: hc.memory,
             memory_swap: hc.memory_swap,
             nano_cpus: hc.nano_cpus,
+            cpu_period: hc.cpu_period,
+            cpu_quota: hc.cpu_quota,
             cpu_shares: hc.cpu_shares,
             pids_limit: hc.pids_limit.filter(|n| *n > 0),
             mounts,
-            cgroups_path: format!("/berth/{}", rec.id),
+            cgroups_path: crate::cgroups::container_path(&rec.id, &hc.cgroup_parent),
             network,
+            isolation,
+            oom_score_adj: hc.oom_score_adj,
             seccomp,
             extras: Default::default(),
         }

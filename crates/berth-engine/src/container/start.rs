@@ -6,8 +6,7 @@ use std::sync::Arc;
 use berth_runtime::shim::ShimStarted;
 
 use crate::container::{ContainerRecord, Entry, Status};
-use crate::error::{EngineError, Result};
-use crate::runtime::shim;
+use crate::error::{EngineError, Result, StartFailure};
 use crate::util::now_rfc3339;
 use crate::Engine;
 
@@ -61,7 +60,8 @@ impl Engine {
         let t0 = std::time::Instant::now();
         let runtime_dir = self.runtime_dir(&c.id);
         // Leftovers of a previous run (its shim is gone once the container exited).
-        berth_runtime::shim::cleanup(&runtime_dir, &self.state_root(), &c.id);
+        self.runtime()
+            .cleanup(&runtime_dir, &self.state_root(), &c.id);
         std::fs::create_dir_all(&runtime_dir)?;
 
         let images = self.images();
@@ -73,32 +73,36 @@ impl Engine {
         let spec = match &rec.pod {
             Some(pc) => {
                 let run = self.pod_run_config(&rec, pc, rootfs)?;
-                berth_runtime::spec::build_spec(&run).map_err(|e| start_error(&e.to_string()))?
+                berth_runtime::spec::build_spec(&run).map_err(start_error)?
             }
             None => self.docker_spec(c, &rec, rootfs).await?,
         };
         let t_mount = t0.elapsed();
         let opts = self.shim_options(&rec, &runtime_dir);
-
-        let exe = self.inner.cfg.berth_exe.clone();
-        let started: ShimStarted = tokio::task::spawn_blocking(move || {
-            berth_runtime::shim::spawn_shim(&exe, &opts, &spec).map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(EngineError::internal)?
-        .map_err(|msg| start_error(&msg))?;
+        let started: ShimStarted = self
+            .runtime()
+            .spawn(opts, spec)
+            .await
+            .map_err(start_error)?;
         *shim_spawned = true;
         let t_created = t0.elapsed();
 
         // Clients that attached before start get their stream now, before the process runs.
         let pending = c.take_pending();
         for p in pending {
-            let r = shim::attach(&runtime_dir, p.opts.stdin, p.opts.stdout, p.opts.stderr).await;
+            let r = self
+                .runtime()
+                .attach(&runtime_dir, p.opts.stdin, p.opts.stdout, p.opts.stderr)
+                .await;
             let _ = p.tx.send(r);
         }
-        shim::start(&runtime_dir)
+        self.runtime()
+            .start(&runtime_dir)
             .await
-            .map_err(|e| start_error(&e.to_string()))?;
+            .map_err(|e| match e {
+                EngineError::Start(f) => EngineError::Start(f),
+                other => start_error(berth_runtime::RuntimeError::Runtime(other.to_string())),
+            })?;
         c.update(|r| {
             r.state.status = Status::Running;
             r.state.pid = started.init_pid as i64;
@@ -146,30 +150,26 @@ impl Engine {
             rec.config.hostname = t.config.hostname;
             rec.config.domainname = t.config.domainname;
         }
-        let mut run = self.run_config(&rec, rootfs, network);
+        let isolation = self.isolation(&rec)?;
+        let mut run = self.run_config(&rec, rootfs, network, isolation);
         add_link_env(&mut run.env, &rec.name, &links);
         run.mounts.extend(user_mounts);
         crate::container::mounts::sort_mounts(&mut run.mounts);
-        berth_runtime::spec::build_spec(&run).map_err(|e| start_error(&e.to_string()))
+        berth_runtime::spec::build_spec(&run).map_err(start_error)
     }
 
     /// The rollback point of a start: stops a shim it spawned, releases mounts and networking,
     /// records the failure and tells attached clients and waiters.
     async fn fail_start(&self, c: &Arc<Entry>, e: EngineError, shim_spawned: bool) -> Result<()> {
         if shim_spawned {
-            let _ = shim::kill(&self.runtime_dir(&c.id), 9).await;
+            let _ = self.runtime().kill(&self.runtime_dir(&c.id), 9).await;
         }
         self.release_mounts(&c.id, &c.snapshot().mount_points);
         self.nets().teardown(&c.id);
         let msg = e.to_string();
-        let code = if msg.contains("executable file not found")
-            || msg.contains("no such file or directory")
-        {
-            127
-        } else if msg.contains("permission denied") {
-            126
-        } else {
-            128
+        let code = match &e {
+            EngineError::Start(f) => f.exit_code(),
+            _ => 128,
         };
         let _ = c.update(|r| {
             r.state.error = msg.clone();
@@ -190,19 +190,9 @@ impl Engine {
     }
 }
 
-/// Start failures that clients map to exit codes keep their text; they are the user's fault.
-fn start_error(msg: &str) -> EngineError {
-    if msg.contains("executable file not found")
-        || msg.contains("no such file or directory")
-        || msg.contains("permission denied")
-        || msg.contains("unable to find user")
-    {
-        EngineError::InvalidParameter(format!(
-            "failed to create task for container: OCI runtime create failed: {msg}: unknown"
-        ))
-    } else {
-        EngineError::Internal(format!("failed to start container: {msg}"))
-    }
+/// A runtime error of a start, typed for the API (400 or 500) and the exit code (127, 126).
+fn start_error(e: berth_runtime::RuntimeError) -> EngineError {
+    EngineError::Start(StartFailure::from_runtime(&e))
 }
 
 /// Legacy links' variables come first; the container's own variables win.

@@ -7,7 +7,6 @@ use crate::container::signal::parse_signal;
 use crate::container::wait::wait_exit;
 use crate::container::{Entry, Status};
 use crate::error::{EngineError, Result};
-use crate::runtime::shim;
 use crate::Engine;
 
 const DEFAULT_STOP_TIMEOUT: i64 = 10;
@@ -58,7 +57,7 @@ impl Engine {
         let exits = rx.borrow().exits;
         if sig != 9 {
             self.emit_container(&c.id, "kill", &[("signal", sig.to_string())]);
-            let _ = shim::kill(&rt, sig).await;
+            let _ = self.runtime().kill(&rt, sig).await;
             let waited = wait_exit(
                 &mut rx,
                 exits,
@@ -70,7 +69,7 @@ impl Engine {
             }
         }
         self.emit_container(&c.id, "kill", &[("signal", "9".to_string())]);
-        let _ = shim::kill(&rt, 9).await;
+        let _ = self.runtime().kill(&rt, 9).await;
         if !wait_exit(&mut rx, exits, Some(Duration::from_secs(30))).await {
             return Err(EngineError::Internal(format!(
                 "container {} did not exit after SIGKILL",
@@ -99,7 +98,7 @@ impl Engine {
         self.emit_container(&c.id, "kill", &[("signal", sig.to_string())]);
         let mut rx = c.signal.subscribe();
         let exits = rx.borrow().exits;
-        shim::kill(&self.runtime_dir(&c.id), sig).await?;
+        self.runtime().kill(&self.runtime_dir(&c.id), sig).await?;
         if rec.state.status == Status::Paused && sig == 9 {
             self.thaw(&c).await?;
         }

@@ -50,7 +50,7 @@ impl Engine {
                 map.remove(old);
             }
         }
-        let cmdline = entry.get().config.cmd.clone().unwrap_or_default().join(" ");
+        let cmdline = super::run_cmdline(&entry.get().config);
         map.insert(id.clone(), entry);
         drop(map);
         self.emit_container(

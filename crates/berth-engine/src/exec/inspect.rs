@@ -37,7 +37,7 @@ impl Engine {
         if !e.get().running {
             return Ok(());
         }
-        crate::runtime::shim::kill(&self.exec_dir(&e), signal).await
+        self.runtime().kill(&self.exec_dir(&e), signal).await
     }
 
     /// Exec ids of a container (inspect's `ExecIDs`).

@@ -94,8 +94,14 @@ fn start_failure_code(_msg: &str) -> i64 {
     126
 }
 
+/// The command as dockerd writes it in exec events: the program, a space, its arguments
+/// (`exec_create: true ` for a bare `true`; clients match on it).
 fn run_cmdline(cfg: &ExecConfig) -> String {
-    cfg.cmd.clone().unwrap_or_default().join(" ")
+    let cmd = cfg.cmd.clone().unwrap_or_default();
+    match cmd.split_first() {
+        Some((prog, args)) => format!("{prog} {}", args.join(" ")),
+        None => " ".into(),
+    }
 }
 
 fn console_size(v: &Option<[u64; 2]>) -> Option<(u16, u16)> {

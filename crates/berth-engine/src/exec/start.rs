@@ -3,7 +3,6 @@
 use crate::container::attach::AttachStream;
 use crate::error::{EngineError, Result};
 use crate::exec::{console_size, run_cmdline, start_failure_code, ExecEntry};
-use crate::runtime::shim;
 use crate::Engine;
 
 impl Engine {
@@ -88,10 +87,14 @@ impl Engine {
         let dir = self.exec_dir(&e);
         // Attach before the monitor's wait, so held output goes to this client.
         let stream = if attach_out {
-            match shim::attach(&dir, cfg.attach_stdin, cfg.attach_stdout, cfg.attach_stderr).await {
+            match self
+                .runtime()
+                .attach(&dir, cfg.attach_stdin, cfg.attach_stdout, cfg.attach_stderr)
+                .await
+            {
                 Ok(io) => Some(AttachStream { tty: cfg.tty, io }),
                 Err(err) => {
-                    let _ = shim::kill(&dir, 9).await;
+                    let _ = self.runtime().kill(&dir, 9).await;
                     return Err(err);
                 }
             }
@@ -101,9 +104,11 @@ impl Engine {
         let engine = self.clone();
         let e2 = e.clone();
         tokio::spawn(async move {
-            let code = match shim::wait(&dir).await {
+            let code = match engine.runtime().wait(&dir).await {
                 Ok(Some(x)) => x.exit_code,
-                _ => shim::read_exit_file(&dir)
+                _ => engine
+                    .runtime()
+                    .exit_file(&dir)
                     .map(|x| x.exit_code)
                     .unwrap_or(-1),
             };
@@ -169,6 +174,8 @@ impl Engine {
                 "Exec {id} is not running in a tty, so it can not be resized."
             )));
         }
-        shim::resize(&self.exec_dir(&e), height, width).await
+        self.runtime()
+            .resize(&self.exec_dir(&e), height, width)
+            .await
     }
 }

@@ -525,6 +525,8 @@ impl Engine {
     ) -> Result<Option<berth_net::dns::Sockets>> {
         let nets = self.nets();
         let mut cn = nets.lock().containers.get(id).cloned().unwrap_or_default();
+        // Named at create before it existed: this connect is that attachment.
+        take_pending(&mut cn, n);
         if cn.networks.contains_key(&n.id) {
             return Err(EngineError::Forbidden(format!(
                 "endpoint with name {} already exists in network {}",
@@ -581,7 +583,7 @@ impl Engine {
     fn disconnect_blocking(&self, id: &str, n: &NetworkRecord) -> Result<()> {
         let nets = self.nets();
         let mut cn = nets.lock().containers.get(id).cloned().unwrap_or_default();
-        if cn.networks.remove(&n.id).is_none() {
+        if cn.networks.remove(&n.id).is_none() && !take_pending(&mut cn, n) {
             return Err(EngineError::Forbidden(format!(
                 "container {id} is not connected to network {}",
                 n.name
@@ -600,6 +602,14 @@ impl Engine {
         nets.lock().containers.insert(id.to_string(), cn);
         Ok(())
     }
+}
+
+/// Drops the container's pending attachment to `n` (named at create by its name or id before
+/// it existed); whether there was one.
+fn take_pending(cn: &mut crate::network::ContainerNet, n: &NetworkRecord) -> bool {
+    let before = cn.pending.len();
+    cn.pending.retain(|k, _| k != &n.name && k != &n.id);
+    cn.pending.len() != before
 }
 
 fn nets_pools(e: &Engine) -> Vec<(Cidr, u8)> {

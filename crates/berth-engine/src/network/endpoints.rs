@@ -11,6 +11,29 @@ use crate::network::{mode_network, Attach, ContainerNet, NetworkRecord};
 use crate::Engine;
 
 impl Engine {
+    /// At start: the attachments to networks that did not exist at create, looked up now (a
+    /// network still missing is dockerd's 404) and recorded as attachments from here on.
+    pub(crate) fn resolve_pending(&self, id: &str, cn: &mut ContainerNet) -> Result<()> {
+        if cn.pending.is_empty() {
+            return Ok(());
+        }
+        let nets = self.nets();
+        for (name, ep) in std::mem::take(&mut cn.pending) {
+            let net = nets.find(&name)?;
+            if net.driver == "host" || net.driver == "null" || cn.networks.contains_key(&net.id) {
+                continue;
+            }
+            let mut att = attach_from(&net, &ep)?;
+            if att.mac.is_none() && !ep.mac_address.is_empty() {
+                att.mac = Some(valid_mac(&ep.mac_address)?);
+            }
+            cn.networks.insert(net.id.clone(), att);
+        }
+        nets.save_container(id, cn)?;
+        nets.lock().containers.insert(id.to_string(), cn.clone());
+        Ok(())
+    }
+
     /// At create: checks the networks named and records the attachments.
     pub(crate) fn net_create(
         &self,
@@ -30,7 +53,25 @@ impl Engine {
             ..Default::default()
         };
         if let Some(netname) = mode_network(mode) {
-            let net = self.nets().find(netname)?;
+            let net = match self.nets().find(netname) {
+                Ok(n) => n,
+                // Not there yet: dockerd accepts the create and looks the networks up at start.
+                Err(EngineError::NotFound(_)) => {
+                    for (key, ep) in &endpoints {
+                        cn.pending.insert(key.clone(), ep.clone());
+                    }
+                    let ep = cn.pending.entry(netname.to_string()).or_default();
+                    let mac = body.config.mac_address.trim();
+                    if ep.mac_address.is_empty() && !mac.is_empty() {
+                        ep.mac_address = valid_mac(mac)?;
+                    }
+                    let nets = self.nets();
+                    nets.save_container(id, &cn)?;
+                    nets.lock().containers.insert(id.to_string(), cn);
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            };
             let primary_keys = [mode, netname, net.name.as_str(), net.id.as_str()];
             if net.driver == "host" || net.driver == "null" {
                 // `--network <id of host>`: nothing to attach.
@@ -54,7 +95,14 @@ impl Engine {
                 if primary_keys.contains(&key.as_str()) {
                     continue;
                 }
-                let other = self.nets().find(key)?;
+                let other = match self.nets().find(key) {
+                    Ok(n) => n,
+                    Err(EngineError::NotFound(_)) => {
+                        cn.pending.insert(key.clone(), ep.clone());
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
                 if other.driver == "host" || other.driver == "null" {
                     return Err(EngineError::InvalidParameter(format!(
                         "container cannot be connected to network endpoints: {mode}, {key}"

@@ -21,6 +21,7 @@ mod view;
 
 pub(crate) use endpoints::attach_from;
 pub(crate) use links::{link_env, LegacyLink};
+pub(crate) use ports::parse_host_ports;
 pub(crate) use state::{find_in, State};
 pub use state::{Attach, ContainerNet, Endpoint, NetworkRecord, Networks, Published, Sandbox};
 

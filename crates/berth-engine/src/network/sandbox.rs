@@ -78,6 +78,7 @@ impl Engine {
         let legacy = known.is_none();
         let mut cn = known.unwrap_or_default();
         cn.name = rec.name.clone();
+        self.resolve_pending(&rec.id, &mut cn)?;
         if legacy && mode_network(&rec.host_config.network_mode) == Some("bridge") {
             // A container made before networking existed: the default bridge. (One
             // disconnected from all its networks keeps none: loopback only.)
@@ -241,7 +242,7 @@ impl Engine {
                     matches!(
                         e.snapshot().state.status,
                         crate::container::Status::Running | crate::container::Status::Paused
-                    ) && berth_runtime::shim::shim_alive(&self.runtime_dir(id))
+                    ) && self.runtime().alive(&self.runtime_dir(id))
                 });
                 !alive
             })

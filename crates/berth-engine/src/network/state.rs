@@ -139,6 +139,10 @@ pub struct ContainerNet {
     pub name: String,
     /// network id -> attachment
     pub networks: BTreeMap<String, Attach>,
+    /// Networks named at create that did not exist yet (name as given -> endpoint settings):
+    /// dockerd accepts them and looks them up at start (`docker-compose create` relies on it).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pending: BTreeMap<String, berth_api::types::EndpointSettings>,
     #[serde(skip)]
     pub sandbox: Option<Sandbox>,
 }
@@ -310,9 +314,7 @@ impl Networks {
             },
             Some(sb) => {
                 std::fs::create_dir_all(&self.run_dir)?;
-                let tmp = self.run_dir.join(format!(".{id}.tmp"));
-                std::fs::write(&tmp, serde_json::to_vec(sb)?)?;
-                std::fs::rename(&tmp, &path)?;
+                berth_fs::write_replace(&path, &serde_json::to_vec(sb)?)?;
                 Ok(())
             }
         }

@@ -93,6 +93,10 @@ impl Engine {
             }
             networks.insert(n.name.clone(), es);
         }
+        // Named at create, not there yet: shown as given, as dockerd does.
+        for (name, ep) in &cn.pending {
+            networks.entry(name.clone()).or_insert_with(|| ep.clone());
+        }
         ns.ports = Some(ports);
         ns.networks = Some(networks);
         ns

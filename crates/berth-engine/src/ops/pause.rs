@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use crate::cgroups::Cgroup;
 use crate::container::{Entry, Status};
 use crate::error::{EngineError, Result};
 use crate::ops::not_running;
@@ -22,7 +21,7 @@ impl Engine {
         if !st.is_running() {
             return Err(not_running(&c.id));
         }
-        let cg = Cgroup::of(&c.snapshot().cgroup_rel());
+        let cg = c.cgroup();
         tokio::task::spawn_blocking(move || {
             cg.freeze(true)?;
             if !cg.wait_frozen(true) {
@@ -55,7 +54,7 @@ impl Engine {
 
     /// Thaws a paused container and records it running again.
     pub(crate) async fn thaw(&self, c: &Arc<Entry>) -> Result<()> {
-        let cg = Cgroup::of(&c.snapshot().cgroup_rel());
+        let cg = c.cgroup();
         tokio::task::spawn_blocking(move || {
             cg.freeze(false)?;
             cg.wait_frozen(false);

@@ -4,7 +4,6 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cgroups::Cgroup;
 use crate::error::{EngineError, Result};
 use crate::Engine;
 
@@ -68,10 +67,7 @@ pub fn filter_ps(output: &str, pids: &HashSet<i32>) -> Result<TopResponse> {
 impl Engine {
     pub async fn top(&self, name: &str, ps_args: &str) -> Result<TopResponse> {
         let c = self.running_entry(name)?;
-        let pids: HashSet<i32> = Cgroup::of(&c.snapshot().cgroup_rel())
-            .pids()
-            .into_iter()
-            .collect();
+        let pids: HashSet<i32> = c.cgroup().pids().into_iter().collect();
         let args: Vec<String> = if ps_args.trim().is_empty() {
             vec!["-ef".into()]
         } else {

@@ -29,7 +29,8 @@ fn shares_to_weight(shares: i64) -> i64 {
     if shares <= 0 {
         return 100;
     }
-    1 + ((shares - 2) * 9999) / 262142
+    // Clamped into 2..=262144 first, so the product cannot overflow.
+    1 + ((berth_runtime::limits::cpu_shares(shares) - 2) * 9999) / 262142
 }
 
 impl Engine {
@@ -52,26 +53,15 @@ impl Engine {
                 )));
             }
         }
-        if u.nano_cpus.is_some_and(|n| n > 0)
-            && (u.cpu_quota.is_some_and(|q| q > 0) || u.cpu_period.is_some_and(|p| p > 0))
-        {
-            return Err(EngineError::InvalidParameter(
-                "Conflicting options: Nano CPUs and CPU Period cannot both be set".into(),
-            ));
-        }
-        if let Some(m) = u.memory.filter(|m| *m > 0) {
-            if m < 6 * 1024 * 1024 {
-                return Err(EngineError::InvalidParameter(
-                    "Minimum memory limit allowed is 6MB".into(),
-                ));
-            }
-        }
         let mut hc = rec.host_config.clone();
         if let Some(m) = u.memory {
+            // The merged settings are validated below; a memory above the maximum fails there.
             hc.memory = m;
             // Docker: a new memory limit without a swap setting keeps swap at twice it.
             if u.memory_swap.is_none() && hc.memory_swap > 0 && hc.memory_swap < m {
-                hc.memory_swap = 2 * m;
+                hc.memory_swap = berth_runtime::limits::memory_swap(m, 0)
+                    .flatten()
+                    .unwrap_or(-1);
             }
         }
         if let Some(s) = u.memory_swap {
@@ -101,8 +91,9 @@ impl Engine {
         if let Some(rp) = &u.restart_policy {
             hc.restart_policy = rp.clone();
         }
+        crate::container::resources::validate(&mut hc, crate::container::resources::When::Update)?;
         if rec.state.status.is_running() || rec.state.status == Status::Paused {
-            let cg = Cgroup::of(&c.snapshot().cgroup_rel());
+            let cg = c.cgroup();
             let u2 = u.clone();
             let hc2 = hc.clone();
             tokio::task::spawn_blocking(move || apply_limits(&cg, &u2, &hc2))
@@ -192,18 +183,11 @@ fn apply_limits(
         }
     }
     if u.nano_cpus.is_some() || u.cpu_quota.is_some() || u.cpu_period.is_some() {
-        let period = if hc.cpu_period > 0 {
-            hc.cpu_period
-        } else {
-            100_000
-        };
-        let quota = if hc.nano_cpus > 0 {
-            hc.nano_cpus * period / 1_000_000_000
-        } else if hc.cpu_quota > 0 {
-            hc.cpu_quota
-        } else {
-            -1
-        };
+        // Checked arithmetic (validated before, so an overflow here is a bug, not a limit).
+        let (period, quota) = berth_runtime::limits::cfs(hc.nano_cpus, hc.cpu_period, hc.cpu_quota)
+            .ok_or_else(|| std::io::Error::other("CPU quota out of range"))?;
+        let period = period.unwrap_or(berth_runtime::limits::DEFAULT_CFS_PERIOD);
+        let quota = quota.filter(|q| *q > 0).unwrap_or(-1);
         if v2 {
             let q = if quota > 0 {
                 quota.to_string()

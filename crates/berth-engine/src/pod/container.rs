@@ -98,13 +98,11 @@ fn user_string(spec: &ContainerSpec) -> String {
 }
 
 impl PodContainer {
-    /// The container's cgroup, relative to the hierarchy roots: under the pod's cgroup parent,
-    /// or with the Docker containers when the kubelet gives none.
-    pub fn cgroup_rel(&self, id: &str) -> String {
-        match self.cgroup_parent.trim_matches('/') {
-            "" => format!("berth/{id}"),
-            p => format!("{p}/{id}"),
-        }
+    /// The container's cgroups path: under the pod's cgroup parent (a path, or a systemd slice
+    /// name as the kubelet's systemd driver gives), or with the Docker containers when the
+    /// kubelet gives none.
+    pub fn cgroups_path(&self, id: &str) -> String {
+        crate::cgroups::container_path(id, &self.cgroup_parent)
     }
 }
 
@@ -363,10 +361,13 @@ impl Engine {
                 _ => memory,
             },
             nano_cpus: 0,
+            // CPU quota and period, the OOM score and the shared namespaces are in `extras`.
+            cpu_period: 0,
+            cpu_quota: 0,
             cpu_shares: spec.resources.cpu_shares.max(0),
             pids_limit: None,
             mounts,
-            cgroups_path: format!("/{}", pc.cgroup_rel(&rec.id)),
+            cgroups_path: pc.cgroups_path(&rec.id),
             network: match (&pod.netns, host_net) {
                 (_, true) => NetworkMode::Host,
                 (Some(ns), false) => NetworkMode::Path(ns.clone()),
@@ -377,6 +378,8 @@ impl Engine {
                     )))
                 }
             },
+            isolation: Default::default(),
+            oom_score_adj: 0,
             seccomp,
             extras,
         })
@@ -397,7 +400,8 @@ impl Engine {
         if !c.snapshot().state.status.is_running() {
             return None;
         }
-        let spec = oci_spec::runtime::Spec::load(self.runtime_dir(&c.id).join("config.json")).ok()?;
+        let spec =
+            oci_spec::runtime::Spec::load(self.runtime_dir(&c.id).join("config.json")).ok()?;
         let u = spec.process().as_ref()?.user().clone();
         Some((
             u.uid(),
@@ -448,11 +452,7 @@ impl Engine {
                 rec.id
             )));
         }
-        crate::runtime::shim::simple(
-            &self.runtime_dir(&c.id),
-            serde_json::json!({"op": "reopen_log"}),
-        )
-        .await
+        self.runtime().reopen_log(&self.runtime_dir(&c.id)).await
     }
 }
 
@@ -492,8 +492,8 @@ mod tests {
             cgroup_parent: "/kubepods/pod1/".into(),
             ..Default::default()
         };
-        assert_eq!(pc.cgroup_rel("abc"), "kubepods/pod1/abc");
-        assert_eq!(PodContainer::default().cgroup_rel("abc"), "berth/abc");
+        assert_eq!(pc.cgroups_path("abc"), "/kubepods/pod1/abc");
+        assert_eq!(PodContainer::default().cgroups_path("abc"), "/berth/abc");
     }
 
     #[test]

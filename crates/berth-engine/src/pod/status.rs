@@ -29,7 +29,7 @@ impl Engine {
             .into_iter()
             .map(|p| PodView::of(p.snapshot()))
             .collect();
-        v.sort_by(|a, b| a.record.created.cmp(&b.record.created));
+        v.sort_by_key(|a| a.record.created);
         v
     }
 

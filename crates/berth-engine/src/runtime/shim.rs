@@ -1,45 +1,37 @@
-//! The daemon's side of the shim protocol (see berth-runtime's shim): one JSON request line per
-//! connection on `<runtime-dir>/shim.sock`, then a JSON reply line (and, for attach, the stream).
+//! The real runtime: the daemon's side of the shim protocol (see berth-runtime's shim). One
+//! typed request line per connection on `<runtime-dir>/shim.sock`, then a reply line (and, for
+//! attach, the stream).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use berth_runtime::shim::protocol::{ShimErrorKind, ShimReply, ShimRequest};
+use berth_runtime::shim::{ShimOptions, ShimStarted};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
+use super::{BoxFuture, ExitReply, Runtime};
 use crate::error::{EngineError, Result};
 
-#[derive(Debug, Deserialize)]
-pub struct Reply {
-    #[serde(default)]
-    pub ok: bool,
-    #[serde(default)]
-    pub error: Option<String>,
+/// Starts shims as `<berth_exe> shim` and talks to them over their sockets.
+pub struct ShimRuntime {
+    pub berth_exe: PathBuf,
 }
 
-#[derive(Debug, Deserialize, Clone)]
-pub struct ExitReply {
-    pub exit_code: i64,
-    #[serde(default)]
-    pub finished_at: String,
-    #[serde(default)]
-    pub oom_killed: bool,
-}
-
-/// The exit a shim recorded in `exit.json`, for when the shim itself is gone.
-pub fn read_exit_file(runtime_dir: &Path) -> Option<ExitReply> {
-    berth_runtime::shim::read_exit(runtime_dir).map(|e| ExitReply {
-        exit_code: e.exit_code as i64,
-        finished_at: e.finished_at,
-        oom_killed: e.oom_killed,
-    })
+/// A failed request, typed: the shim's kind decides the status, not its words.
+fn shim_error(kind: ShimErrorKind, msg: String) -> EngineError {
+    match kind {
+        ShimErrorKind::NotRunning => EngineError::Conflict(msg),
+        ShimErrorKind::InvalidSignal => EngineError::InvalidParameter(msg),
+        ShimErrorKind::NoLog => EngineError::Conflict(msg),
+        ShimErrorKind::StartFailed => EngineError::Start(crate::error::StartFailure::from_runtime(
+            &berth_runtime::RuntimeError::Runtime(msg),
+        )),
+        _ => EngineError::Internal(msg),
+    }
 }
 
 /// Opens a connection and sends one request; returns the stream positioned after the reply line.
-pub async fn request(
-    runtime_dir: &Path,
-    req: &serde_json::Value,
-) -> Result<(BufReader<UnixStream>, String)> {
+async fn request(runtime_dir: &Path, req: &ShimRequest) -> Result<(BufReader<UnixStream>, String)> {
     let sock = runtime_dir.join("shim.sock");
     let mut stream = UnixStream::connect(&sock)
         .await
@@ -53,71 +45,112 @@ pub async fn request(
     Ok((reader, reply))
 }
 
-/// A request whose reply is `{"ok":..,"error":..}`.
-pub async fn simple(runtime_dir: &Path, req: serde_json::Value) -> Result<()> {
+/// A request answered by a [`ShimReply`].
+async fn simple(runtime_dir: &Path, req: ShimRequest) -> Result<()> {
     let (_s, line) = request(runtime_dir, &req).await?;
     if line.is_empty() {
         return Err(EngineError::Internal(
             "container shim closed the connection".into(),
         ));
     }
-    let r: Reply = serde_json::from_str(line.trim())?;
-    if r.ok {
-        Ok(())
-    } else {
-        Err(EngineError::Internal(
-            r.error.unwrap_or_else(|| "shim request failed".into()),
+    let r: ShimReply = serde_json::from_str(line.trim())?;
+    r.into_result().map_err(|(kind, msg)| shim_error(kind, msg))
+}
+
+fn exit_reply(e: berth_runtime::shim::ExitStatus) -> ExitReply {
+    ExitReply {
+        exit_code: e.exit_code as i64,
+        finished_at: e.finished_at,
+        oom_killed: e.oom_killed,
+    }
+}
+
+impl Runtime for ShimRuntime {
+    fn spawn(
+        &self,
+        opts: ShimOptions,
+        spec: oci_spec::runtime::Spec,
+    ) -> BoxFuture<'_, std::result::Result<ShimStarted, berth_runtime::RuntimeError>> {
+        let exe = self.berth_exe.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || berth_runtime::shim::spawn_shim(&exe, &opts, &spec))
+                .await
+                .map_err(|e| berth_runtime::RuntimeError::Shim(e.to_string()))?
+        })
+    }
+
+    fn start<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, Result<()>> {
+        Box::pin(simple(dir, ShimRequest::Start))
+    }
+
+    fn kill<'a>(&'a self, dir: &'a Path, signal: i32) -> BoxFuture<'a, Result<()>> {
+        Box::pin(simple(
+            dir,
+            ShimRequest::Kill {
+                signal: signal as i64,
+            },
         ))
     }
-}
 
-pub async fn start(runtime_dir: &Path) -> Result<()> {
-    simple(runtime_dir, serde_json::json!({"op": "start"})).await
-}
-
-pub async fn kill(runtime_dir: &Path, signal: i32) -> Result<()> {
-    simple(
-        runtime_dir,
-        serde_json::json!({"op": "kill", "signal": signal}),
-    )
-    .await
-}
-
-pub async fn resize(runtime_dir: &Path, height: u32, width: u32) -> Result<()> {
-    simple(
-        runtime_dir,
-        serde_json::json!({"op": "resize", "height": height, "width": width}),
-    )
-    .await
-}
-
-/// Blocks until the container exits. `None` if the shim went away without answering.
-pub async fn wait(runtime_dir: &Path) -> Result<Option<ExitReply>> {
-    let (_s, line) = request(runtime_dir, &serde_json::json!({"op": "wait"})).await?;
-    if line.trim().is_empty() {
-        return Ok(None);
+    fn resize<'a>(&'a self, dir: &'a Path, height: u32, width: u32) -> BoxFuture<'a, Result<()>> {
+        Box::pin(simple(
+            dir,
+            ShimRequest::Resize {
+                height: height as u64,
+                width: width as u64,
+            },
+        ))
     }
-    Ok(serde_json::from_str(line.trim()).ok())
-}
 
-/// Attaches; the returned stream carries stdcopy frames out and raw stdin in.
-pub async fn attach(
-    runtime_dir: &Path,
-    stdin: bool,
-    stdout: bool,
-    stderr: bool,
-) -> Result<BufReader<UnixStream>> {
-    let (s, line) = request(
-        runtime_dir,
-        &serde_json::json!({"op": "attach", "stdin": stdin, "stdout": stdout, "stderr": stderr}),
-    )
-    .await?;
-    let r: Reply = serde_json::from_str(line.trim())
-        .map_err(|_| EngineError::Internal("container shim refused attach".into()))?;
-    if !r.ok {
-        return Err(EngineError::Internal(
-            r.error.unwrap_or_else(|| "attach failed".into()),
-        ));
+    fn reopen_log<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, Result<()>> {
+        Box::pin(simple(dir, ShimRequest::ReopenLog))
     }
-    Ok(s)
+
+    fn wait<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, Result<Option<ExitReply>>> {
+        Box::pin(async move {
+            let (_s, line) = request(dir, &ShimRequest::Wait).await?;
+            if line.trim().is_empty() {
+                return Ok(None);
+            }
+            Ok(
+                serde_json::from_str::<berth_runtime::shim::ExitStatus>(line.trim())
+                    .ok()
+                    .map(exit_reply),
+            )
+        })
+    }
+
+    fn attach<'a>(
+        &'a self,
+        dir: &'a Path,
+        stdin: bool,
+        stdout: bool,
+        stderr: bool,
+    ) -> BoxFuture<'a, Result<BufReader<UnixStream>>> {
+        Box::pin(async move {
+            let req = ShimRequest::Attach {
+                stdin,
+                stdout,
+                stderr,
+            };
+            let (s, line) = request(dir, &req).await?;
+            let r: ShimReply = serde_json::from_str(line.trim())
+                .map_err(|_| EngineError::Internal("container shim refused attach".into()))?;
+            r.into_result()
+                .map_err(|(kind, msg)| shim_error(kind, msg))?;
+            Ok(s)
+        })
+    }
+
+    fn exit_file(&self, dir: &Path) -> Option<ExitReply> {
+        berth_runtime::shim::read_exit(dir).map(exit_reply)
+    }
+
+    fn alive(&self, dir: &Path) -> bool {
+        berth_runtime::shim::shim_alive(dir)
+    }
+
+    fn cleanup(&self, dir: &Path, state_root: &Path, id: &str) {
+        berth_runtime::shim::cleanup(dir, state_root, id)
+    }
 }

@@ -1,7 +1,7 @@
 //! Copy-up: a new, empty volume mounted over a directory of the image is first filled with that
 //! directory's content (ownership, permissions, xattrs, times, symlinks, hardlinks, devices).
 //!
-//! The image path is resolved inside the container's rootfs with `openat2(RESOLVE_IN_ROOT)`, so
+//! The image path is resolved inside the container's rootfs with `berth_fs::open_in_root`, so
 //! a symlink in the image (`/data -> /etc`, `/x -> ../../..`) is followed as the container
 //! would see it and can never lead out of the rootfs. The walk below it never follows symlinks.
 
@@ -9,119 +9,10 @@ use std::collections::HashMap;
 use std::ffi::CString;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-
-/// The kernel's `struct open_how` (libc's is non-exhaustive).
-#[repr(C)]
-struct OpenHow {
-    flags: u64,
-    mode: u64,
-    resolve: u64,
-}
-
-/// Opens `path` (absolute, as seen in the container) below `root` with every component resolved
-/// inside `root`. `Ok(None)` when it does not exist.
-pub fn open_in_root(root: &Path, path: &str) -> io::Result<Option<OwnedFd>> {
-    let rootf = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
-        .open(root)?;
-    let rel = path.trim_start_matches('/');
-    let rel = if rel.is_empty() { "." } else { rel };
-    let c = CString::new(rel).map_err(|_| io::Error::other("path contains a NUL byte"))?;
-    let how = OpenHow {
-        flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
-        mode: 0,
-        resolve: libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
-    };
-    // SAFETY: valid fd, NUL-terminated path and a properly sized open_how.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            rootf.as_raw_fd(),
-            c.as_ptr(),
-            &how as *const OpenHow,
-            std::mem::size_of::<OpenHow>(),
-        )
-    };
-    if fd < 0 {
-        let e = io::Error::last_os_error();
-        if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) {
-            return Ok(None);
-        }
-        return Err(e);
-    }
-    // SAFETY: the kernel just gave us this descriptor.
-    Ok(Some(unsafe { OwnedFd::from_raw_fd(fd as i32) }))
-}
-
-/// Resolves `path` (absolute, as the container sees it) the way the container would, with every
-/// symlink followed inside `root` and `..` stopping at its top; the part that does not exist is
-/// kept as written. Returns the container-absolute result.
-pub fn resolve_in_root(root: &Path, path: &str) -> io::Result<String> {
-    let mut todo: Vec<String> = path
-        .split('/')
-        .filter(|c| !c.is_empty() && *c != ".")
-        .rev()
-        .map(String::from)
-        .collect();
-    let mut done: Vec<String> = Vec::new();
-    let mut links = 0;
-    let mut exists = true;
-    while let Some(c) = todo.pop() {
-        if c == ".." {
-            done.pop();
-            continue;
-        }
-        done.push(c);
-        if !exists {
-            continue;
-        }
-        let host = root.join(done.join("/"));
-        match std::fs::symlink_metadata(&host) {
-            Ok(md) if md.file_type().is_symlink() => {
-                links += 1;
-                if links > 40 {
-                    return Err(io::Error::from_raw_os_error(libc::ELOOP));
-                }
-                let target = std::fs::read_link(&host)?;
-                let t = target.to_string_lossy().into_owned();
-                done.pop();
-                if t.starts_with('/') {
-                    done.clear();
-                }
-                for part in t.split('/').filter(|p| !p.is_empty() && *p != ".").rev() {
-                    todo.push(part.to_string());
-                }
-            }
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => exists = false,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(format!("/{}", done.join("/")))
-}
-
-/// Creates the directories of a resolved container path below `root` (0755, like a mount point).
-pub fn mkdir_in_root(root: &Path, resolved: &str) -> io::Result<()> {
-    let mut cur = root.to_path_buf();
-    for c in resolved.split('/').filter(|c| !c.is_empty()) {
-        cur.push(c);
-        match std::fs::symlink_metadata(&cur) {
-            Ok(md) if md.is_dir() => {}
-            Ok(_) => return Err(io::Error::from_raw_os_error(libc::ENOTDIR)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                std::fs::create_dir(&cur)?;
-                std::fs::set_permissions(&cur, std::fs::Permissions::from_mode(0o755))?;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
 
 /// Fills `data` from `dest` in `rootfs` if `data` is empty and `dest` is a directory there.
 /// Returns whether it copied.
@@ -129,7 +20,7 @@ pub fn copy_up(rootfs: &Path, dest: &str, data: &Path) -> io::Result<bool> {
     if std::fs::read_dir(data)?.next().is_some() {
         return Ok(false);
     }
-    let Some(fd) = open_in_root(rootfs, dest)? else {
+    let Some(fd) = berth_fs::open_in_root(rootfs, dest)? else {
         return Ok(false);
     };
     let src = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
@@ -301,34 +192,6 @@ fn copy_xattrs(src: &Path, dst: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn resolves_symlinks_inside_the_root() {
-        let d = tempfile::tempdir().expect("tempdir");
-        let root = d.path().join("root");
-        std::fs::create_dir_all(root.join("etc")).expect("mkdir");
-        std::fs::write(root.join("etc/inside"), b"in").expect("write");
-        std::os::unix::fs::symlink("/etc", root.join("abs")).expect("link");
-        std::os::unix::fs::symlink("../../../../../../etc", root.join("rel")).expect("link");
-        for link in ["/abs", "/rel"] {
-            let fd = open_in_root(&root, link).expect("open").expect("exists");
-            let p = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).expect("rl");
-            assert_eq!(p, root.join("etc"), "{link} stays in the root");
-        }
-        assert!(open_in_root(&root, "/missing/x").expect("open").is_none());
-        assert_eq!(resolve_in_root(&root, "/abs/x").expect("r"), "/etc/x");
-        assert_eq!(resolve_in_root(&root, "/rel/y/../z").expect("r"), "/etc/z");
-        assert_eq!(
-            resolve_in_root(&root, "/../../nope/a").expect("r"),
-            "/nope/a"
-        );
-        std::os::unix::fs::symlink("../../../../outside", root.join("dangling")).expect("l");
-        assert_eq!(resolve_in_root(&root, "/dangling").expect("r"), "/outside");
-        std::os::unix::fs::symlink("loop", root.join("loop")).expect("l");
-        assert!(resolve_in_root(&root, "/loop").is_err());
-        mkdir_in_root(&root, "/outside/deeper").expect("mkdir");
-        assert!(root.join("outside/deeper").is_dir());
-    }
 
     #[test]
     fn copies_tree_with_metadata_once() {

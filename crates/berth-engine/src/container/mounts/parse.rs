@@ -34,8 +34,35 @@ pub(crate) fn clean_destination(dest: &str, kind: &str) -> Result<String> {
     if parts.is_empty() {
         return Err(invalid("invalid specification: destination can't be '/'"));
     }
-    Ok(format!("/{}", parts.join("/")))
+    let clean = format!("/{}", parts.join("/"));
+    // runc's rule (which the runtime shares): nothing is mounted inside the container's /proc
+    // but a few files lxcfs-style tools replace.
+    if clean.starts_with("/proc/") && !PROC_MOUNTABLE.contains(&clean.as_str()) {
+        return Err(invalid(format!(
+            "invalid mount config for type \"{kind}\": {clean:?} cannot be mounted because it is inside /proc"
+        )));
+    }
+    if clean.contains('\0') {
+        return Err(invalid(format!(
+            "invalid mount config for type \"{kind}\": invalid mount path: {clean:?}"
+        )));
+    }
+    Ok(clean)
 }
+
+/// Files under /proc a mount may cover (runc's list).
+const PROC_MOUNTABLE: [&str; 10] = [
+    "/proc/cpuinfo",
+    "/proc/diskstats",
+    "/proc/meminfo",
+    "/proc/stat",
+    "/proc/swaps",
+    "/proc/uptime",
+    "/proc/loadavg",
+    "/proc/slabinfo",
+    "/proc/net/dev",
+    "/proc/sys/kernel/ns_last_pid",
+];
 
 fn clean_host_path(p: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
@@ -431,18 +458,56 @@ pub(crate) fn tmpfs_options(opts: &str) -> Result<Vec<String>> {
             "noatime" | "relatime" | "strictatime" | "nodiratime" | "sync" | "async"
             | "dirsync" | "mand" | "nomand" | "atime" | "diratime" => flags.push(o.to_string()),
             kv if kv.contains('=') => {
-                let (k, _) = kv.split_once('=').unwrap_or((kv, ""));
-                match k {
-                    "size" | "mode" | "uid" | "gid" | "nr_inodes" | "nr_blocks" | "mpol"
-                    | "huge" | "inode64" => data.push(kv.to_string()),
-                    _ => return Err(invalid(format!("invalid tmpfs option [\"{kv}\"]"))),
+                if !tmpfs_value_ok(kv) {
+                    return Err(invalid(format!("invalid tmpfs option [\"{kv}\"]")));
                 }
+                data.push(kv.to_string());
             }
+            "inode64" | "noswap" => data.push(o.to_string()),
             other => return Err(invalid(format!("invalid tmpfs option [\"{other}\"]"))),
         }
     }
     flags.extend(data);
     Ok(flags)
+}
+
+/// Whether a tmpfs `key=value` option is one the kernel takes: sizes with the `k/m/g/t/p/e`
+/// suffixes (or `%` for `size`), an octal mode, numeric ids, a known `huge` policy, a memory
+/// policy.
+fn tmpfs_value_ok(kv: &str) -> bool {
+    let Some((k, v)) = kv.split_once('=') else {
+        return false;
+    };
+    let size = |v: &str, percent: bool| {
+        let digits =
+            v.trim_end_matches(['k', 'K', 'm', 'M', 'g', 'G', 't', 'T', 'p', 'P', 'e', 'E']);
+        let digits = if percent {
+            v.strip_suffix('%').unwrap_or(digits)
+        } else {
+            digits
+        };
+        v.len() - digits.len() <= 1 && digits.parse::<u64>().is_ok()
+    };
+    match k {
+        "size" => size(v, true),
+        "nr_blocks" | "nr_inodes" => size(v, false),
+        "mode" => u32::from_str_radix(v, 8).is_ok_and(|m| m <= 0o7777),
+        "uid" | "gid" => v.parse::<u32>().is_ok(),
+        "huge" => matches!(
+            v,
+            "never" | "always" | "within_size" | "advise" | "deny" | "force"
+        ),
+        "mpol" => {
+            let (policy, nodes) = v.split_once(':').unwrap_or((v, ""));
+            matches!(
+                policy,
+                "default" | "prefer" | "bind" | "interleave" | "local"
+            ) && nodes
+                .chars()
+                .all(|c| c.is_ascii_digit() || c == ',' || c == '-')
+        }
+        _ => false,
+    }
 }
 
 /// Validates `HostConfig.Tmpfs` at create (the options are used at start).

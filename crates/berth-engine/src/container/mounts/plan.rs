@@ -48,6 +48,11 @@ impl Engine {
         // (which may not collide with each other), then anonymous volumes where nothing is.
         let mut by_dest: BTreeMap<String, Wanted> = BTreeMap::new();
         for from in hc.volumes_from.clone().unwrap_or_default() {
+            if from.is_empty() {
+                return Err(invalid(
+                    "volumes-from specification cannot be an empty string",
+                ));
+            }
             let (cname, mode) = match from.rsplit_once(':') {
                 Some((c, m)) if m == "ro" || m == "rw" => (c, Some(m)),
                 Some((_, m)) => return Err(invalid(format!("invalid mode: {m}"))),
@@ -273,24 +278,20 @@ impl Engine {
         // the container would, never out of it) and created, so the runtime mounts on a plain
         // directory inside the rootfs.
         let place = |dest: &str, dir: bool| -> Result<String> {
-            let resolved = crate::container::mounts::copyup::resolve_in_root(rootfs, dest)
-                .map_err(|e| {
-                    EngineError::Internal(format!("resolving mount destination {dest}: {e}"))
-                })?;
+            let resolved = berth_fs::resolve_in_root(rootfs, dest).map_err(|e| {
+                EngineError::Internal(format!("resolving mount destination {dest}: {e}"))
+            })?;
             let mk = if dir {
-                resolved.clone()
+                resolved.as_path()
             } else {
-                Path::new(&resolved)
-                    .parent()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_else(|| "/".into())
+                resolved.parent().unwrap_or(Path::new("/"))
             };
-            crate::container::mounts::copyup::mkdir_in_root(rootfs, &mk).map_err(|e| {
+            berth_fs::mkdir_in_root(rootfs, mk).map_err(|e| {
                 EngineError::InvalidParameter(format!(
                     "failed to create mountpoint for {dest} mount: {e}"
                 ))
             })?;
-            Ok(resolved)
+            Ok(resolved.display().to_string())
         };
         let mut mounts: Vec<(String, oci_spec::runtime::Mount)> = Vec::new();
         for mp in &rec.mount_points {
@@ -341,6 +342,7 @@ impl Engine {
 
     /// The container no longer holds its volumes' driver mounts (it stopped or is removed).
     pub(crate) fn release_mounts(&self, id: &str, mounts: &[MountPoint]) {
+        self.release_shm(id);
         for mp in mounts {
             if mp.kind == MountKind::Volume {
                 self.volumes().release(&mp.name, id);
