@@ -283,7 +283,9 @@ mod tests {
               "bridge": "br9", "bip": "10.98.0.1/24", "experimental": true,
               "tls": true, "tlsverify": true, "tlscacert": "/etc/b/ca.pem",
               "tlscert": "/etc/b/server-cert.pem", "tlskey": "/etc/b/server-key.pem",
-              "api-cors-header": "http://ui.example"
+              "api-cors-header": "http://ui.example",
+              "registry-config-path": "/etc/b/certs.d", "cri-socket": "unix:///run/b/cri.sock",
+              "cni-conf-dir": "/etc/b/cni", "cni-bin-dir": "/opt/cni/bin:/usr/lib/cni"
             }"#,
         )
         .expect("parse");
@@ -303,6 +305,8 @@ mod tests {
         assert_eq!(c.tlsverify, Some(true));
         assert_eq!(c.tlskey, Some("/etc/b/server-key.pem".into()));
         assert_eq!(c.api_cors_header.as_deref(), Some("http://ui.example"));
+        assert_eq!(c.cri_socket.as_deref(), Some("unix:///run/b/cri.sock"));
+        assert_eq!(c.cni_bin_dir.as_deref(), Some("/opt/cni/bin:/usr/lib/cni"));
         assert_eq!(c.raw.len(), KEYS.len());
     }
 
