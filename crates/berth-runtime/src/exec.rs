@@ -154,6 +154,7 @@ pub fn spawn_exec(
         open_stdin: cfg.attach_stdin,
         // Docker: an exec's stdin closes when its attachment's stdin ends.
         stdin_once: true,
+        log_format: Default::default(),
         exec: Some(ExecShimOptions {
             privileged: cfg.privileged,
             hold_output,

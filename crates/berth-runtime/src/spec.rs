@@ -114,6 +114,8 @@ pub struct ContainerRunConfig {
     /// `HostConfig.OomScoreAdj` (-1000..1000, checked at create).
     pub oom_score_adj: i64,
     pub seccomp: SeccompMode,
+    /// A pod's container: shared namespaces and Kubernetes' settings (`spec_extras`).
+    pub extras: crate::spec_extras::SpecExtras,
 }
 
 /// `--security-opt seccomp=...`: Docker's default profile, none, or a profile of the user's
@@ -709,6 +711,7 @@ pub(crate) fn build_spec_for(
     if !cfg.hostname.is_empty() && iso.uts != Namespace::Host {
         spec["hostname"] = json!(cfg.hostname);
     }
+    cfg.extras.apply(&mut spec, cfg.privileged)?;
     serde_json::from_value(spec).map_err(|e| RuntimeError::Spec(e.to_string()))
 }
 
@@ -785,6 +788,7 @@ mod tests {
             isolation: Isolation::default(),
             oom_score_adj: 0,
             seccomp: Default::default(),
+            extras: Default::default(),
         }
     }
 

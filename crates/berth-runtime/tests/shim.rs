@@ -78,6 +78,7 @@ fn config(env: &Env, args: &[&str]) -> ContainerRunConfig {
         isolation: Default::default(),
         oom_score_adj: 0,
         seccomp: Default::default(),
+        extras: Default::default(),
     }
 }
 
@@ -97,6 +98,7 @@ fn setup(name: &str) -> Env {
         tty: false,
         open_stdin: false,
         stdin_once: false,
+        log_format: Default::default(),
         exec: None,
     };
     Env {

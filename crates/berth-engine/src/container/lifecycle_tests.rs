@@ -33,6 +33,7 @@ async fn env() -> Env {
         },
         log_opts: Default::default(),
         experimental: false,
+        cni: Default::default(),
     };
     let fake = Arc::new(FakeRuntime::default());
     let engine = Engine::open_with(cfg, fake.clone()).await.expect("open");
@@ -74,6 +75,7 @@ fn record(id: &str, status: Status, policy: &str, max: i64) -> ContainerRecord {
         resolv_conf_path: String::new(),
         mount_points: vec![],
         build_step: false,
+        pod: None,
     }
 }
 

@@ -94,6 +94,10 @@ pub struct ContainerRecord {
     /// container lists, counts and prunes (a user or a prune must not see or take it mid-build).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub build_step: bool,
+    /// A pod's container (made through the CRI): left out of Docker's lists and prunes unless
+    /// asked for (`crate::pod::container::POD_LABEL`), run in its pod's namespaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<crate::pod::PodContainer>,
 }
 
 impl ContainerRecord {
@@ -109,6 +113,21 @@ impl ContainerRecord {
 
     pub fn short_id(&self) -> &str {
         &self.id[..12.min(self.id.len())]
+    }
+
+    /// Its cgroups path (the OCI spec's `cgroupsPath`): under its pod's cgroup parent for a
+    /// pod's container, else under its `CgroupParent` (`/berth` by default).
+    pub fn cgroups_path(&self) -> String {
+        let parent = match &self.pod {
+            Some(p) => p.cgroup_parent.as_str(),
+            None => self.host_config.cgroup_parent.as_str(),
+        };
+        crate::cgroups::container_path(&self.id, parent)
+    }
+
+    /// Its cgroup directories.
+    pub fn cgroup(&self) -> crate::cgroups::Cgroup {
+        crate::cgroups::Cgroup::at(std::path::Path::new("/sys/fs/cgroup"), &self.cgroups_path())
     }
 }
 
@@ -169,11 +188,10 @@ impl Entry {
 
     /// The container's cgroup (its `CgroupParent` is fixed at create).
     pub fn cgroup(&self) -> crate::cgroups::Cgroup {
-        let parent = match self.record.lock() {
-            Ok(r) => r.host_config.cgroup_parent.clone(),
-            Err(p) => p.into_inner().host_config.cgroup_parent.clone(),
-        };
-        crate::cgroups::Cgroup::of(&self.id, &parent)
+        match self.record.lock() {
+            Ok(r) => r.cgroup(),
+            Err(p) => p.into_inner().cgroup(),
+        }
     }
 
     pub fn snapshot(&self) -> ContainerRecord {

@@ -315,7 +315,7 @@ impl crate::Engine {
                     let _ = tx.send(v).await;
                     return;
                 }
-                let cg = Cgroup::of(&rec.id, &rec.host_config.cgroup_parent);
+                let cg = rec.cgroup();
                 let pid = rec.state.pid;
                 let cur = tokio::task::spawn_blocking(move || sample(&cg, pid))
                     .await

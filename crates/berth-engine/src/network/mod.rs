@@ -25,6 +25,7 @@ pub(crate) use ports::parse_host_ports;
 pub(crate) use state::{find_in, State};
 pub use state::{Attach, ContainerNet, Endpoint, NetworkRecord, Networks, Published, Sandbox};
 
+pub use berth_net::cni::CniConfig;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 

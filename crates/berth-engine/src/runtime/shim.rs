@@ -23,6 +23,7 @@ fn shim_error(f: ShimFailure) -> EngineError {
     match f.kind {
         ShimErrorKind::NotRunning => EngineError::Conflict(f.message),
         ShimErrorKind::InvalidSignal => EngineError::InvalidParameter(f.message),
+        ShimErrorKind::NoLog => EngineError::Conflict(f.message),
         ShimErrorKind::StartFailed => {
             EngineError::Start(crate::error::StartFailure::new(f.fault, &f.message))
         }
@@ -100,6 +101,10 @@ impl Runtime for ShimRuntime {
                 width: width as u64,
             },
         ))
+    }
+
+    fn reopen_log<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, Result<()>> {
+        Box::pin(simple(dir, ShimRequest::ReopenLog))
     }
 
     fn wait<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, Result<Option<ExitReply>>> {

@@ -108,6 +108,9 @@ pub struct PullOptions {
     pub auth: Option<RegistryAuth>,
     /// Per-registry CA certificates (`<dir>/<host:port>/*.crt`); default `/etc/docker/certs.d`.
     pub certs_dir: Option<std::path::PathBuf>,
+    /// Per-registry hosts (mirrors) in containerd's format, `<dir>/<host>/hosts.toml`
+    /// (`crate::hosts`); none when unset.
+    pub hosts_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -316,6 +319,88 @@ fn endpoints(domain: &str, insecure: &[String], mirrors: &[String]) -> Vec<Strin
         out.extend(bases_for(domain, insecure));
     }
     out
+}
+
+/// A base URL to pull from, with the client it needs when its TLS settings are its own.
+pub(super) struct Endpoint {
+    pub(super) base: String,
+    pub(super) http: Option<reqwest::Client>,
+}
+
+/// The endpoints of a pull, in order: the registry's `hosts.toml` hosts (those that may serve
+/// it: `pull`, and `resolve` unless the reference is a digest), Docker Hub's mirrors, then the
+/// file's `server` or the registry itself.
+pub(super) fn pull_endpoints(
+    r: &Reference,
+    opts: &PullOptions,
+) -> Result<Vec<Endpoint>, RegistryError> {
+    let plain = |base: String| Endpoint { base, http: None };
+    let defaults = || {
+        endpoints(&r.domain, &opts.insecure_registries, &opts.mirrors)
+            .into_iter()
+            .map(plain)
+            .collect::<Vec<_>>()
+    };
+    let Some(dir) = &opts.hosts_dir else {
+        return Ok(defaults());
+    };
+    let Some(file) = crate::hosts::load(dir, &r.domain)? else {
+        return Ok(defaults());
+    };
+    let by_digest = r.digest.is_some() && r.tag.is_none();
+    let usable = |h: &crate::hosts::RegistryHost| h.pull && (h.resolve || by_digest);
+    let mut out = Vec::new();
+    for h in file.hosts.iter().filter(|h| usable(h)) {
+        out.push(host_endpoint(h)?);
+    }
+    match &file.server {
+        Some(server) => {
+            if r.domain == DOCKER_HUB {
+                out.extend(
+                    endpoints(&r.domain, &opts.insecure_registries, &opts.mirrors)
+                        .into_iter()
+                        .filter(|b| !b.ends_with(DOCKER_HUB_REGISTRY))
+                        .map(plain),
+                );
+            }
+            if usable(server) {
+                out.push(host_endpoint(server)?);
+            }
+        }
+        None => out.extend(defaults()),
+    }
+    Ok(out)
+}
+
+fn host_endpoint(h: &crate::hosts::RegistryHost) -> Result<Endpoint, RegistryError> {
+    if !h.custom_tls() {
+        return Ok(Endpoint {
+            base: h.base.clone(),
+            http: None,
+        });
+    }
+    let mut b = reqwest::Client::builder()
+        .use_rustls_tls()
+        .danger_accept_invalid_certs(h.skip_verify);
+    for p in &h.ca {
+        let pem =
+            std::fs::read(p).map_err(|e| RegistryError::io(format!("read {}", p.display()), e))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| RegistryError::Config(format!("{}: {e}", p.display())))?;
+        for c in certs {
+            b = b.add_root_certificate(c);
+        }
+    }
+    let http = b
+        .connect_timeout(std::time::Duration::from_secs(30))
+        .read_timeout(std::time::Duration::from_secs(60))
+        .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| RegistryError::Http(format!("http client: {e}")))?;
+    Ok(Endpoint {
+        base: h.base.clone(),
+        http: Some(http),
+    })
 }
 
 /// Like Docker: TLS first; for loopback and insecure registries plain HTTP as the fallback.

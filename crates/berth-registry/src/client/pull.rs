@@ -223,11 +223,11 @@ fn pull_worker<'scope>(
     let scopes = vec![format!("repository:{}:pull", r.path)];
     let mut last_err = None;
     let mut found = None;
-    for base in endpoints(&r.domain, &opts.insecure_registries, &opts.mirrors) {
+    for ep in pull_endpoints(r, opts)? {
         let res = rt.block_on(async {
             let s = Session::connect(
-                http.clone(),
-                &base,
+                ep.http.unwrap_or_else(|| http.clone()),
+                &ep.base,
                 &r.path,
                 opts.auth.clone(),
                 scopes.clone(),

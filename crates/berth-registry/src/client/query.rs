@@ -12,11 +12,11 @@ pub fn inspect_distribution(
     let http = pull_client(&r.domain, opts)?;
     let scopes = vec![format!("repository:{}:pull", r.path)];
     let mut last = None;
-    for base in endpoints(&r.domain, &opts.insecure_registries, &opts.mirrors) {
+    for ep in pull_endpoints(&r, opts)? {
         let res = rt.block_on(async {
             let s = Session::connect(
-                http.clone(),
-                &base,
+                ep.http.unwrap_or_else(|| http.clone()),
+                &ep.base,
                 &r.path,
                 opts.auth.clone(),
                 scopes.clone(),

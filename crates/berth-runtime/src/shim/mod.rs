@@ -17,6 +17,8 @@
 //! - `{"op":"kill","signal":N}` -> `{"ok":..}` ("container ID is not running" after exit).
 //! - `{"op":"resize","height":H,"width":W}` -> `{"ok":..}`.
 //! - `{"op":"state"}` -> `{"pid":N,"status":"created"|"running"|"exited","exit_code":N|null}`.
+//! - `{"op":"reopen_log"}` -> `{"ok":..}`: the log file is opened again (the kubelet rotates CRI
+//!   logs by renaming them, then asks for this).
 //!
 //! Exec mode (`exec` set in shim.json, see `crate::exec`): the same protocol for one process
 //! joined to a running container; no `start` (it runs once created), no log, and the exit
@@ -62,9 +64,21 @@ pub struct ShimOptions {
     pub tty: bool,
     pub open_stdin: bool,
     pub stdin_once: bool,
+    /// json-file (Docker's) or the CRI format; an empty `log_path` means no log at all.
+    #[serde(default)]
+    pub log_format: LogFormat,
     /// Set for an exec's shim: join the running container `id` instead of creating it.
     #[serde(default)]
     pub exec: Option<crate::exec::ExecShimOptions>,
+}
+
+/// How a container's output is logged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    #[default]
+    JsonFile,
+    Cri,
 }
 
 /// A created container: init is waiting for `{"op":"start"}`.
@@ -246,7 +260,11 @@ pub(crate) fn launch(
 /// close-on-exec), via posix_spawn: glibc runs it with `CLONE_VM | CLONE_VFORK`, where
 /// `Command` with a `pre_exec` hook would fork the whole daemon (copying the page tables of
 /// all its mappings: milliseconds per exec and per container start).
-fn spawn(exe: &Path, args: &[&std::ffi::OsStr], fds: [&fs::File; 4]) -> std::io::Result<i32> {
+pub(crate) fn spawn(
+    exe: &Path,
+    args: &[&std::ffi::OsStr],
+    fds: [&fs::File; 4],
+) -> std::io::Result<i32> {
     use std::ffi::CString;
     use std::os::unix::ffi::OsStrExt;
     let cstr = |s: &std::ffi::OsStr| {

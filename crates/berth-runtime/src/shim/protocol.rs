@@ -42,6 +42,8 @@ pub enum ShimRequest {
     },
     /// Answered with a [`ShimState`].
     State,
+    /// Open the log file again (the kubelet rotates CRI logs by renaming them, then asks).
+    ReopenLog,
 }
 
 /// Why a request failed.
@@ -62,6 +64,8 @@ pub enum ShimErrorKind {
     NoTty,
     /// The OCI runtime could not start the process.
     StartFailed,
+    /// `reopen_log` of a container that logs to no file.
+    NoLog,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]

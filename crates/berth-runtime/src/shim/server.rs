@@ -600,8 +600,15 @@ fn create(opts: ShimOptions) -> Result<Shim, Failure> {
     let log = if opts.exec.is_some() {
         None
     } else {
-        match JsonLog::open(&opts.log_path, opts.log_max_size, opts.log_max_file) {
-            Ok(l) => Some(l),
+        let opened = match opts.log_format {
+            _ if opts.log_path.as_os_str().is_empty() => Ok(None),
+            super::LogFormat::Cri => JsonLog::open_cri(&opts.log_path).map(Some),
+            super::LogFormat::JsonFile => {
+                JsonLog::open(&opts.log_path, opts.log_max_size, opts.log_max_file).map(Some)
+            }
+        };
+        match opened {
+            Ok(l) => l,
             Err(e) => fail!(format!("open log {}: {e}", opts.log_path.display())),
         }
     };
@@ -1188,6 +1195,11 @@ impl Shim {
             },
             ShimRequest::Kill { signal } => Some(json!(self.op_kill(signal))),
             ShimRequest::Resize { height, width } => Some(json!(self.op_resize(height, width))),
+            ShimRequest::ReopenLog => Some(json!(match self.log.as_mut().map(|l| l.reopen()) {
+                Some(Ok(())) => ShimReply::ok(),
+                Some(Err(e)) => ShimReply::err(ShimErrorKind::Internal, format!("reopen log: {e}")),
+                None => ShimReply::err(ShimErrorKind::NoLog, "the container has no log file"),
+            })),
             ShimRequest::State => {
                 let status = match self.status {
                     Status::Created => ProcessStatus::Created,

@@ -185,7 +185,7 @@ impl Backend for EngineBackend {
         let e = &self.engine;
         let (id, _) = self
             .rt
-            .block_on(e.create_as(None, body, true))
+            .block_on(e.create_as(None, body, crate::container::Owner::BuildStep))
             .map_err(user_error)?;
         events(RunEvent::Created(&id));
         let be = |x: EngineError| BuildError::Failed(x.to_string());
