@@ -3,7 +3,7 @@
 # StartContainer of a busybox pod, image present) against Berth's CRI server and, side by side,
 # Debian's containerd 1.6 with its CRI plugin — same CNI configuration (bridge + host-local +
 # portmap), same stand-in images from a local registry; each iteration's pod is removed in
-# hyperfine's --cleanup (not timed). Also the idle daemon's RSS with the CRI server on.
+# hyperfine's --prepare before each run (not timed). Also the idle daemon's RSS with the CRI server on.
 # Writes bench/results/cri.md. Needs crictl (CRICTL or PATH) and hyperfine.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -119,7 +119,7 @@ fi
 # One hyperfine per runtime (each has its own cleanup), then one table.
 rows=()
 for i in "${!cmds[@]}"; do
-    hyperfine -N --warmup 2 --runs "$RUNS" --cleanup "${cleanups[$i]}" \
+    hyperfine -N --warmup 2 --runs "$RUNS" --prepare "${cleanups[$i]}" --cleanup "${cleanups[$i]}" \
         --export-json "$W/h$i.json" -n "${names[$i]}" "${cmds[$i]}" >/dev/null
     rows+=("$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["results"][0]; print("%s %.1f %.1f %.1f %.1f" % (sys.argv[2], r["mean"]*1000, r["stddev"]*1000, r["min"]*1000, r["max"]*1000))' "$W/h$i.json" "${names[$i]}")")
 done
