@@ -8,8 +8,8 @@
 //! The daemon runs `berth pod-infra --ready-fd 3 ...`; that process unshares, forks the holder
 //! and reports the holder's pid on the ready pipe, then exits.
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::io::Write;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::Path;
 
 use nix::sched::{unshare, CloneFlags};
@@ -129,17 +129,7 @@ pub fn spawn_infra(berth_exe: &Path, opts: &InfraOptions) -> Result<Infra, Runti
     while let Err(nix::errno::Errno::EINTR) =
         nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None)
     {}
-    let mut pfd = libc::pollfd {
-        fd: ready_r.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd.
-    let polled = unsafe { libc::poll(&mut pfd, 1, READY_TIMEOUT_MS) };
-    let mut line = String::new();
-    if polled > 0 {
-        let _ = BufReader::new(std::fs::File::from(ready_r)).read_line(&mut line);
-    }
+    let line = crate::shim::read_ready_line(ready_r, READY_TIMEOUT_MS).unwrap_or_default();
     match serde_json::from_str::<Ready>(line.trim()) {
         Ok(Ready { ok: true, pid, .. }) => {
             let st = start_time(pid)

@@ -230,19 +230,9 @@ pub(crate) fn launch(
     {}
 
     // A wedged shim must not wedge the daemon forever.
-    let mut pfd = libc::pollfd {
-        fd: ready_r.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd.
-    let polled = unsafe { libc::poll(&mut pfd, 1, CREATE_TIMEOUT_MS) };
-    let mut line = String::new();
-    if polled > 0 {
-        let _ = BufReader::new(fs::File::from(ready_r)).read_line(&mut line);
-    } else {
-        line = serde_json::json!({"ok": false, "error": "timed out waiting for the shim to create the container"}).to_string();
-    }
+    let line = read_ready_line(ready_r, CREATE_TIMEOUT_MS).unwrap_or_else(|| {
+        serde_json::json!({"ok": false, "error": "timed out waiting for the shim to create the container"}).to_string()
+    });
     let ready: Option<Ready> = serde_json::from_str(line.trim()).ok();
     Ok(match ready {
         Some(Ready {
@@ -254,6 +244,23 @@ pub(crate) fn launch(
         Some(Ready { error, fault, .. }) => Err(Some((error.unwrap_or_default(), fault))),
         None => Err(None),
     })
+}
+
+/// The readiness line a spawned helper writes on `ready_r` (shim or pod infra), or `None` when
+/// nothing came within `timeout_ms`: a wedged child must not wedge the daemon.
+pub(crate) fn read_ready_line(ready_r: OwnedFd, timeout_ms: i32) -> Option<String> {
+    let mut pfd = libc::pollfd {
+        fd: ready_r.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    if unsafe { libc::poll(&mut pfd, 1, timeout_ms) } <= 0 {
+        return None;
+    }
+    let mut line = String::new();
+    let _ = BufReader::new(fs::File::from(ready_r)).read_line(&mut line);
+    Some(line)
 }
 
 /// Starts `exe args` with `fds` as its fds 0, 1, 2, 3 (everything else the daemon opens is
