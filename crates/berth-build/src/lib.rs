@@ -3,6 +3,7 @@
 
 pub mod builder;
 pub mod context;
+pub mod disk;
 pub mod dockerignore;
 pub mod host;
 pub mod instructions;

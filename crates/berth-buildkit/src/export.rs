@@ -174,20 +174,6 @@ fn contexts_dir(state: &Path) -> PathBuf {
     state.join("contexts")
 }
 
-fn dir_size(p: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(m) = std::fs::symlink_metadata(p) else {
-        return 0;
-    };
-    if m.is_dir() {
-        std::fs::read_dir(p)
-            .map(|rd| rd.flatten().map(|e| dir_size(&e.path())).sum())
-            .unwrap_or(0)
-    } else {
-        m.blocks() * 512
-    }
-}
-
 fn locked(dir: &Path) -> Option<std::fs::File> {
     use std::os::fd::AsRawFd;
     let f = std::fs::OpenOptions::new()
@@ -196,15 +182,6 @@ fn locked(dir: &Path) -> Option<std::fs::File> {
         .ok()?;
     // SAFETY: flock on a descriptor we own.
     (unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0).then_some(f)
-}
-
-fn mtime(p: &Path) -> i64 {
-    std::fs::metadata(p)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 /// Received contexts kept for incremental transfers (`source.local` records).
@@ -216,13 +193,13 @@ pub fn context_records(state: &Path) -> Vec<CacheRecord> {
     for e in rd.flatten() {
         let dir = e.path();
         let in_use = locked(&dir).is_none();
-        let t = mtime(&dir.join("lock"));
+        let t = berth_build::disk::mtime_secs(&dir.join("lock"));
         out.push(CacheRecord {
             id: e.file_name().to_string_lossy().into_owned(),
             kind: "source.local".into(),
             description: "local source for context".into(),
-            size: dir_size(&dir.join("data")),
-            created: mtime(&dir),
+            size: berth_build::disk::usage(&dir.join("data")),
+            created: berth_build::disk::mtime_secs(&dir),
             last_used: t,
             usage_count: 1,
             in_use,

@@ -551,20 +551,6 @@ pub struct CacheMountUsage {
     pub dir: PathBuf,
 }
 
-fn dir_size(p: &Path) -> u64 {
-    let Ok(m) = std::fs::symlink_metadata(p) else {
-        return 0;
-    };
-    if m.is_dir() {
-        std::fs::read_dir(p)
-            .map(|rd| rd.flatten().map(|e| dir_size(&e.path())).sum())
-            .unwrap_or(0)
-            + m.blocks() * 512 / 8
-    } else {
-        m.blocks() * 512
-    }
-}
-
 /// The cache mounts under `root` (`RUN --mount=type=cache`), with their sizes.
 pub fn cache_mounts_usage(root: &Path) -> Vec<CacheMountUsage> {
     let mut out = Vec::new();
@@ -592,7 +578,7 @@ pub fn cache_mounts_usage(root: &Path) -> Vec<CacheMountUsage> {
             .unwrap_or(false);
         out.push(CacheMountUsage {
             id: meta.id,
-            size: dir_size(&dir),
+            size: crate::disk::usage(&dir),
             created: meta.created,
             last_used: meta.last_used,
             uses: meta.uses,

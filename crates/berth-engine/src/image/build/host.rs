@@ -13,15 +13,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-fn mtime(p: &Path) -> i64 {
-    std::fs::metadata(p)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 /// A step result in the cache index: its record, image id and index file.
 struct StepRecord {
     record: CacheRecord,
@@ -62,7 +53,7 @@ impl Engine {
                 0
             };
             let desc = last.and_then(|h| h.created_by.clone()).unwrap_or_default();
-            let t = mtime(&file);
+            let t = berth_build::disk::mtime_secs(&file);
             out.push(StepRecord {
                 record: CacheRecord {
                     id: name[..name.len().min(25)].to_string(),
