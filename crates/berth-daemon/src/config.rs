@@ -310,7 +310,7 @@ mod tests {
         ];
         assert!(validate_socket_paths(&ok, Some("unix:///run/b/cri.sock")).is_ok());
         assert!(validate_socket_paths(&ok, None).is_ok());
-        let e = validate_socket_paths(&[long.clone()], None).unwrap_err();
+        let e = validate_socket_paths(std::slice::from_ref(&long), None).unwrap_err();
         assert!(e.starts_with("-H unix:///xxx"), "{e}");
         assert!(
             e.contains("more than a unix socket address holds (107 bytes)"),
