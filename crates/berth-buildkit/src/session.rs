@@ -173,7 +173,9 @@ impl berth_build::builder::Session for BuildSession {
             Err(s) => return Err(status_err(&format!("ssh agent {id}"), s)),
         }
         let _guard = self.rt.enter();
-        let listener = tokio::net::UnixListener::bind(path)
+        // Under the data root, whose path may be longer than a socket address holds.
+        let listener = berth_fs::SocketPath::new(path)
+            .and_then(|p| tokio::net::UnixListener::bind(p.as_path()))
             .map_err(|e| BuildError::Failed(format!("ssh agent socket: {e}")))?;
         let session = self.session.clone();
         let id = id.to_string();

@@ -52,11 +52,22 @@ fn bind(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
+    // The default lives under the exec-root, which may be longer than a socket address holds:
+    // such a path is bound through its directory (clients then need a shorter way to it, a
+    // symlink, or `--cri-socket`).
+    let short = berth_fs::SocketPath::new(path)?;
+    if !berth_fs::sock::fits(path) {
+        tracing::warn!(
+            "cri socket {} is longer than a unix socket address holds ({} bytes): clients reach it only through a shorter path (a symlink), or set --cri-socket",
+            path.display(),
+            berth_fs::sock::SUN_PATH_MAX
+        );
+    }
     // A socket left by a daemon that died: nobody answers on it.
-    if std::os::unix::net::UnixStream::connect(path).is_err() {
+    if std::os::unix::net::UnixStream::connect(short.as_path()).is_err() {
         let _ = std::fs::remove_file(path);
     }
-    let l = tokio::net::UnixListener::bind(path)?;
+    let l = tokio::net::UnixListener::bind(short.as_path())?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
     Ok(l)

@@ -267,9 +267,63 @@ pub fn validate_log_opts(opts: &BTreeMap<String, String>) -> Result<(), String> 
     Ok(())
 }
 
+/// The unix socket paths clients connect to by name (`-H unix://`, an explicit `--cri-socket`)
+/// must fit a socket address: a client cannot reach a longer one, so it is refused at startup
+/// (and by `--validate`) rather than failing later. Paths the daemon derives itself (the
+/// default CRI socket under the exec-root, shim sockets) may be of any length.
+pub fn validate_socket_paths(hosts: &[String], cri_socket: Option<&str>) -> Result<(), String> {
+    let too_long = |what: &str, p: &str| {
+        Err(format!(
+            "{what} unix://{p}: the path is {} bytes, more than a unix socket address holds \
+             ({} bytes); choose a shorter path",
+            p.len(),
+            berth_fs::sock::SUN_PATH_MAX
+        ))
+    };
+    for h in hosts {
+        if let Some(p) = h.strip_prefix("unix://") {
+            if !berth_fs::sock::fits(Path::new(p)) {
+                return too_long("-H", p);
+            }
+        }
+    }
+    if let Some(v) = cri_socket {
+        let p = v.trim();
+        let p = p.strip_prefix("unix://").unwrap_or(p);
+        if !berth_fs::sock::fits(Path::new(p)) {
+            return too_long("--cri-socket", p);
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn socket_paths_clients_connect_to_must_fit() {
+        let long = format!("unix:///{}/b.sock", "x".repeat(110));
+        let ok = vec![
+            "unix:///run/berth/berth.sock".to_string(),
+            "tcp://0:2375".into(),
+        ];
+        assert!(validate_socket_paths(&ok, Some("unix:///run/b/cri.sock")).is_ok());
+        assert!(validate_socket_paths(&ok, None).is_ok());
+        let e = validate_socket_paths(std::slice::from_ref(&long), None).unwrap_err();
+        assert!(e.starts_with("-H unix:///xxx"), "{e}");
+        assert!(
+            e.contains("more than a unix socket address holds (107 bytes)"),
+            "{e}"
+        );
+        let e = validate_socket_paths(&ok, Some(&long)).unwrap_err();
+        assert!(e.starts_with("--cri-socket"), "{e}");
+        // 107 bytes fit, 108 do not.
+        let p107 = format!("unix:///{}", "y".repeat(106));
+        assert!(validate_socket_paths(&[p107], None).is_ok());
+        let p108 = format!("unix:///{}", "y".repeat(107));
+        assert!(validate_socket_paths(&[p108], None).is_err());
+    }
 
     #[test]
     fn every_key_parses() {

@@ -410,6 +410,7 @@ async fn serve(opts: &DaemonOptions) -> Result<(), String> {
         Some(files) => Some(crate::tls::server_config(files)?),
         None => None,
     };
+    crate::config::validate_socket_paths(&opts.hosts, None)?;
     let mut listeners = Vec::new();
     let mut paths = Vec::new();
     for h in &opts.hosts {

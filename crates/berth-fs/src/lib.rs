@@ -9,17 +9,21 @@
 //!   written through a symlink; `..` is refused; overlay whiteouts on request.
 //! - [`atomic`]: write to a unique temp file beside the target, fsync, rename; the temp file is
 //!   removed when anything fails.
+//! - [`sock`]: unix socket paths longer than a socket address holds, reached through their
+//!   directory.
 //!
 //! No Berth crate is a dependency: every other crate may use this one.
 
 pub mod atomic;
 pub mod extract;
 pub mod root;
+pub mod sock;
 pub mod sys;
 
 pub use atomic::{write_atomic, write_replace};
 pub use extract::{extract, ExtractOptions, Whiteouts};
 pub use root::{mkdir_in_root, open_in_root, resolve_in_root, secure_join, MAX_SYMLINKS};
+pub use sock::SocketPath;
 
 /// Errors of the extractor. The resolver and the writer return `std::io::Error`: their callers
 /// only ever report them.

@@ -672,3 +672,89 @@ fn cpu_ticks(pid: i32) -> u64 {
         .collect();
     f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
 }
+
+fn pid_live(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            !s.rsplit_once(')')
+                .unwrap()
+                .1
+                .trim_start()
+                .starts_with(['Z', 'X'])
+        })
+        .unwrap_or(false)
+}
+
+/// A shim no longer reachable on its socket (as when its path could not be connected to) is
+/// still ended by `abort`: its container's process, then the shim; created or running.
+#[test]
+fn abort_ends_a_shim_that_does_not_answer() {
+    for start in [false, true] {
+        let env = setup(if start { "abortrun" } else { "abortcreated" });
+        let started = spawn(&env, &config(&env, &["sleep", "100"])).unwrap();
+        if start {
+            assert_eq!(call(&env, r#"{"op":"start"}"#)["ok"], true);
+        }
+        std::fs::remove_file(env.opts.runtime_dir.join("shim.sock")).unwrap();
+        assert!(call_err(&env));
+        assert!(pid_live(started.shim_pid) && pid_live(started.init_pid));
+        shim::abort(&env.opts.runtime_dir, started);
+        assert!(
+            !pid_live(started.init_pid),
+            "init {} survived",
+            started.init_pid
+        );
+        assert!(
+            !pid_live(started.shim_pid),
+            "shim {} survived",
+            started.shim_pid
+        );
+        assert!(!shim::shim_alive(&env.opts.runtime_dir));
+        shim::cleanup(&env.opts.runtime_dir, &env.opts.state_root, &env.opts.id);
+        assert!(!env.opts.state_root.join(&env.opts.id).exists());
+    }
+}
+
+/// A runtime dir deeper than a socket address holds: the shim binds its sockets by relative
+/// name (the console socket too, with a TTY) and a client reaches them through the directory.
+#[test]
+fn runtime_dir_longer_than_a_socket_address() {
+    let mut env = setup("deep");
+    let mut deep = env.opts.runtime_dir.clone();
+    while deep.as_os_str().len() < 200 {
+        deep.push("0123456789abcdef0123456789abcdef");
+    }
+    env.opts.runtime_dir = deep.clone();
+    env.opts.bundle = deep;
+    env.opts.tty = true;
+    let cfg = config(&env, &["sh", "-c", "tty; echo deep"]);
+    spawn(&env, &cfg).unwrap();
+    let sock = env.opts.runtime_dir.join("shim.sock");
+    assert!(sock.exists() && sock.as_os_str().len() > 107);
+    let req = |r: &str| {
+        let p = berth_fs::SocketPath::new(&sock).unwrap();
+        let mut s = UnixStream::connect(p.as_path()).unwrap();
+        s.write_all(r.as_bytes()).unwrap();
+        s.write_all(b"\n").unwrap();
+        s
+    };
+    let attach = req(r#"{"op":"attach","stdin":false,"stdout":true,"stderr":true}"#);
+    let mut line = String::new();
+    let mut attach = BufReader::new(attach);
+    attach.read_line(&mut line).unwrap();
+    let mut l2 = String::new();
+    BufReader::new(req(r#"{"op":"start"}"#))
+        .read_line(&mut l2)
+        .unwrap();
+    assert!(l2.contains("true"), "{l2}");
+    let mut l3 = String::new();
+    BufReader::new(req(r#"{"op":"wait"}"#))
+        .read_line(&mut l3)
+        .unwrap();
+    assert!(l3.contains(r#""exit_code":0"#), "{l3}");
+    let mut out = Vec::new();
+    attach.read_to_end(&mut out).unwrap();
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.contains("/dev/pts/") && out.contains("deep"), "{out:?}");
+    wait_gone(&env);
+}

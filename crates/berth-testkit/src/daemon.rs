@@ -57,6 +57,22 @@ pub enum Startup {
     SocketActivated,
 }
 
+/// `<root>/<name>/<segments>`, exactly `len` bytes long; `None` when `root` is too long for that.
+fn deep_path(root: &Path, name: &str, len: usize) -> Option<PathBuf> {
+    let mut p = root.join(name);
+    if p.as_os_str().len() + 2 > len {
+        return None;
+    }
+    // Segments of at most 40 bytes ("/" and a name), the last one filling up to `len`; never
+    // leaving a single byte to fill (a name needs two with its "/").
+    while p.as_os_str().len() < len {
+        let rem = len - p.as_os_str().len();
+        let take = if rem <= 40 { rem - 1 } else { 39.min(rem - 3) };
+        p.push(&"0123456789abcdefghijklmnopqrstuvwxyz0123"[..take]);
+    }
+    Some(p)
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -141,18 +157,26 @@ impl Daemon {
         bin: impl AsRef<Path>,
         extra_args: &[&str],
     ) -> Result<Daemon, String> {
-        Self::try_start_full(bin, Startup::Flags, extra_args)
+        Self::try_start_full(bin, Startup::Flags, extra_args, None)
     }
 
     /// A daemon started as `how` says (see [`Startup`]).
     pub fn try_start_with(bin: impl AsRef<Path>, how: Startup) -> Result<Daemon, String> {
-        Self::try_start_full(bin, how, &[])
+        Self::try_start_full(bin, how, &[], None)
+    }
+
+    /// A daemon whose `--exec-root` and `--data-root` are exactly `len` bytes long (deep
+    /// directories in its temp root: beyond what a unix socket address holds once a container
+    /// id is added); its API socket stays short.
+    pub fn try_start_deep(bin: impl AsRef<Path>, len: usize) -> Result<Daemon, String> {
+        Self::try_start_full(bin, Startup::Flags, &[], Some(len))
     }
 
     fn try_start_full(
         bin: impl AsRef<Path>,
         how: Startup,
         extra_args: &[&str],
+        deep: Option<usize>,
     ) -> Result<Daemon, String> {
         let bin = bin.as_ref().to_path_buf();
         let base = std::env::var_os("BERTH_TEST_TMPDIR")
@@ -176,11 +200,24 @@ impl Daemon {
                 return Err(e);
             }
         };
+        let (data_root, exec_root) = match deep {
+            None => (root.join("data"), root.join("exec")),
+            Some(len) => match (deep_path(&root, "data", len), deep_path(&root, "exec", len)) {
+                (Some(d), Some(e)) => (d, e),
+                _ => {
+                    let _ = fs::remove_dir_all(&root);
+                    return Err(format!(
+                        "temp root {} too long for {len}-byte roots",
+                        root.display()
+                    ));
+                }
+            },
+        };
         let d = Daemon {
             net,
             sock: root.join("berth.sock"),
-            data_root: root.join("data"),
-            exec_root: root.join("exec"),
+            data_root,
+            exec_root,
             log: root.join("daemon.log"),
             root,
             bin,
@@ -193,13 +230,6 @@ impl Daemon {
             activated: Mutex::new(None),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
         };
-        // <exec-root>/containers/<64 hex>/shim.sock must fit a unix socket path (108 bytes).
-        if d.exec_root.as_os_str().len() + 12 + 64 + 10 > 107 {
-            return Err(format!(
-                "temp root {} too long for shim sockets (set BERTH_TEST_TMPDIR to a short dir)",
-                d.root.display()
-            ));
-        }
         if d.sock.as_os_str().len() > 100 {
             return Err(format!(
                 "socket path too long: {} (set BERTH_TEST_TMPDIR)",

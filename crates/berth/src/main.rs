@@ -487,6 +487,10 @@ fn daemon(args: Vec<OsString>) -> i32 {
             return 1;
         }
     }
+    if let Err(e) = berth_daemon::config::validate_socket_paths(&a.host, a.cri_socket.as_deref()) {
+        eprintln!("berth daemon: {e}");
+        return 1;
+    }
     if a.validate {
         println!("configuration OK");
         return 0;

@@ -42,20 +42,20 @@ impl Engine {
             }
             _ => {}
         }
-        let mut shim_spawned = false;
-        match self.start_inner(c, rec, &mut shim_spawned).await {
+        let mut spawned = None;
+        match self.start_inner(c, rec, &mut spawned).await {
             Ok(()) => Ok(()),
-            Err(e) => self.fail_start(c, e, shim_spawned).await,
+            Err(e) => self.fail_start(c, e, spawned).await,
         }
     }
 
     /// Everything a start does once its checks passed. Any error returns to `start_locked`,
-    /// which rolls back in one place; `shim_spawned` tells it whether a shim is up.
+    /// which rolls back in one place; `spawned` tells it which shim is up, if one is.
     async fn start_inner(
         &self,
         c: &Arc<Entry>,
         rec: ContainerRecord,
-        shim_spawned: &mut bool,
+        spawned: &mut Option<ShimStarted>,
     ) -> Result<()> {
         let t0 = std::time::Instant::now();
         let runtime_dir = self.runtime_dir(&c.id);
@@ -84,7 +84,7 @@ impl Engine {
             .spawn(opts, spec)
             .await
             .map_err(start_error)?;
-        *shim_spawned = true;
+        *spawned = Some(started);
         let t_created = t0.elapsed();
 
         // Clients that attached before start get their stream now, before the process runs.
@@ -158,13 +158,28 @@ impl Engine {
         berth_runtime::spec::build_spec(&run).map_err(start_error)
     }
 
-    /// The rollback point of a start: stops a shim it spawned, releases mounts and networking,
-    /// records the failure and tells attached clients and waiters.
-    async fn fail_start(&self, c: &Arc<Entry>, e: EngineError, shim_spawned: bool) -> Result<()> {
-        if shim_spawned {
-            let _ = self.runtime().kill(&self.runtime_dir(&c.id), 9).await;
+    /// The rollback point of a start: ends a shim it spawned (and its container's process),
+    /// releases mounts, the rootfs and networking, records the failure and tells attached
+    /// clients and waiters. Nothing of the attempt stays running or mounted.
+    async fn fail_start(
+        &self,
+        c: &Arc<Entry>,
+        e: EngineError,
+        spawned: Option<ShimStarted>,
+    ) -> Result<()> {
+        if let Some(started) = spawned {
+            let dir = self.runtime_dir(&c.id);
+            // The orderly way first (the shim records the exit), then by pid if it did not go.
+            let _ = self.runtime().kill(&dir, 9).await;
+            self.runtime().abort(&dir, started).await;
+            let (runtime, state_root, id) =
+                (self.inner.runtime.clone(), self.state_root(), c.id.clone());
+            let _ =
+                tokio::task::spawn_blocking(move || runtime.cleanup(&dir, &state_root, &id)).await;
         }
         self.release_mounts(&c.id, &c.snapshot().mount_points);
+        let (images, id) = (self.images(), c.id.clone());
+        let _ = tokio::task::spawn_blocking(move || images.unmount_snapshot(&id)).await;
         self.nets().teardown(&c.id);
         let msg = e.to_string();
         let code = match &e {

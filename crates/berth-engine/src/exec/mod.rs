@@ -125,7 +125,7 @@ impl Engine {
     }
 
     fn exec_dir(&self, e: &ExecEntry) -> PathBuf {
-        // Not below the container's runtime dir: the socket path must stay under 108 bytes.
+        // A flat directory of its own, which the startup sweep empties of dead shims.
         self.inner.cfg.exec_root.join("exec").join(&e.id)
     }
 

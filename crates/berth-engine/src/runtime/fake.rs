@@ -134,4 +134,9 @@ impl Runtime for FakeRuntime {
     fn cleanup(&self, dir: &Path, _state_root: &Path, _id: &str) {
         self.call(format!("cleanup {}", dir.display()));
     }
+
+    fn abort<'a>(&'a self, dir: &'a Path, _started: ShimStarted) -> BoxFuture<'a, ()> {
+        self.call(format!("abort {}", dir.display()));
+        Box::pin(async {})
+    }
 }

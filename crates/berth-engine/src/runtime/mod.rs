@@ -61,4 +61,8 @@ pub trait Runtime: Send + Sync {
     fn alive(&self, dir: &Path) -> bool;
     /// Removes what a run left: the OCI runtime's state, cgroups, the shim's files.
     fn cleanup(&self, dir: &Path, state_root: &Path, id: &str);
+    /// Ends the shim of a start that failed after it was spawned, even one that no longer
+    /// answers on its socket: its container's process and the shim are killed; returns once
+    /// the shim is gone.
+    fn abort<'a>(&'a self, dir: &'a Path, started: ShimStarted) -> BoxFuture<'a, ()>;
 }

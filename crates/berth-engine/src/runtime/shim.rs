@@ -33,10 +33,15 @@ fn shim_error(f: ShimFailure) -> EngineError {
 
 /// Opens a connection and sends one request; returns the stream positioned after the reply line.
 async fn request(runtime_dir: &Path, req: &ShimRequest) -> Result<(BufReader<UnixStream>, String)> {
-    let sock = runtime_dir.join("shim.sock");
-    let mut stream = UnixStream::connect(&sock)
+    // Any exec-root length: a path longer than a socket address goes through its directory.
+    let unreachable =
+        |e: std::io::Error| EngineError::Internal(format!("cannot reach container shim: {e}"));
+    let sock = berth_fs::SocketPath::new(&runtime_dir.join(berth_runtime::shim::SOCK))
+        .map_err(unreachable)?;
+    let mut stream = UnixStream::connect(sock.as_path())
         .await
-        .map_err(|e| EngineError::Internal(format!("cannot reach container shim: {e}")))?;
+        .map_err(unreachable)?;
+    drop(sock);
     let mut line = serde_json::to_vec(req)?;
     line.push(b'\n');
     stream.write_all(&line).await?;
@@ -152,5 +157,13 @@ impl Runtime for ShimRuntime {
 
     fn cleanup(&self, dir: &Path, state_root: &Path, id: &str) {
         berth_runtime::shim::cleanup(dir, state_root, id)
+    }
+
+    fn abort<'a>(&'a self, dir: &'a Path, started: ShimStarted) -> BoxFuture<'a, ()> {
+        let dir = dir.to_path_buf();
+        Box::pin(async move {
+            let _ = tokio::task::spawn_blocking(move || berth_runtime::shim::abort(&dir, started))
+                .await;
+        })
     }
 }

@@ -43,7 +43,8 @@ use serde::{Deserialize, Serialize};
 use crate::{RuntimeError, StartFault};
 use berth_fs::write_atomic;
 
-pub(crate) const SOCK: &str = "shim.sock";
+/// The shim's socket, in its runtime directory.
+pub const SOCK: &str = "shim.sock";
 pub(crate) const PIDFILE: &str = "shim.pid";
 pub(crate) const EXITFILE: &str = "exit.json";
 pub(crate) const OPTSFILE: &str = "shim.json";
@@ -363,6 +364,11 @@ pub fn shim_alive(runtime_dir: &Path) -> bool {
     else {
         return false;
     };
+    pid_is_shim(pid)
+}
+
+/// `pid` is a live (not zombie) `berth shim` process.
+fn pid_is_shim(pid: i32) -> bool {
     let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return false;
     };
@@ -376,6 +382,58 @@ pub fn shim_alive(runtime_dir: &Path) -> bool {
         .split(|b| *b == 0)
         .any(|a| a == b"shim" || a.ends_with(b"shim"));
     !zombie && is_shim
+}
+
+/// Ends a shim whose container's start failed, whatever state it is in, for when asking it
+/// over its socket (`kill`) did not do it: SIGKILL to the container's init while it is still
+/// the shim's child (so its pid cannot have been reused), then to the shim itself if it
+/// lingers; returns once the shim is gone (or after a few seconds). Blocking.
+pub fn abort(runtime_dir: &Path, started: ShimStarted) {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let gone = |deadline: std::time::Instant| loop {
+        if !shim_alive_pid(runtime_dir, started.shim_pid) {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let soon = |ms| std::time::Instant::now() + std::time::Duration::from_millis(ms);
+    if parent_of(started.init_pid) == Some(started.shim_pid) {
+        let _ = kill(Pid::from_raw(started.init_pid), Signal::SIGKILL);
+    }
+    // With its container gone the shim records the exit and leaves on its own.
+    if gone(soon(2_000)) {
+        return;
+    }
+    if shim_alive_pid(runtime_dir, started.shim_pid) {
+        let _ = kill(Pid::from_raw(started.shim_pid), Signal::SIGKILL);
+    }
+    gone(soon(2_000));
+}
+
+/// The parent of a live (not zombie) process.
+fn parent_of(pid: i32) -> Option<i32> {
+    if pid <= 0 {
+        return None;
+    }
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut f = stat.rsplit_once(')')?.1.split_whitespace();
+    if matches!(f.next(), Some("Z") | Some("X")) {
+        return None;
+    }
+    f.next()?.parse().ok()
+}
+
+/// `shim_alive`, and the live shim is `pid` (not a later one of the same directory).
+fn shim_alive_pid(runtime_dir: &Path, pid: i32) -> bool {
+    let recorded = fs::read_to_string(runtime_dir.join(PIDFILE))
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok());
+    // The shim writes its pid file before it reports ready, and removes it last.
+    recorded == Some(pid) && pid_is_shim(pid)
 }
 
 /// Best-effort removal of a dead container's runtime leftovers: the shim's files in

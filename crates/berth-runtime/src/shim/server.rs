@@ -420,6 +420,21 @@ pub(crate) fn cgroups_path_of(bundle: &Path) -> String {
 }
 
 /// Receives the pty master that libcontainer sends over the console socket.
+/// Binds `name` in the current directory (the runtime dir, whatever its length: the name is
+/// relative) for the shim's user alone, whatever the daemon's umask: whoever connects may
+/// attach to, signal or hand a terminal to the container. The umask is process-wide; the
+/// shim has no other thread creating files now, and restores it at once (the container's
+/// process must get the usual one).
+fn bind_private(name: &str) -> io::Result<UnixListener> {
+    let _ = fs::remove_file(name);
+    // SAFETY: umask only swaps the process's file mode mask.
+    let old = unsafe { libc::umask(0o177) };
+    let l = UnixListener::bind(name);
+    // SAFETY: as above, restoring the previous mask.
+    unsafe { libc::umask(old) };
+    l
+}
+
 fn receive_master(listener: &UnixListener) -> Result<OwnedFd, String> {
     set_nonblocking(listener.as_raw_fd());
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -633,8 +648,7 @@ fn create(opts: ShimOptions) -> Result<Shim, Failure> {
     let mut console = None;
     let (mut out, mut err, mut stdin) = (None, None, None);
     let builder = if opts.tty {
-        let _ = fs::remove_file(CONSOLE_SOCK);
-        match UnixListener::bind(CONSOLE_SOCK) {
+        match bind_private(CONSOLE_SOCK) {
             Ok(l) => console = Some(l),
             Err(e) => fail!(format!("console socket: {e}")),
         }
@@ -818,8 +832,7 @@ fn create(opts: ShimOptions) -> Result<Shim, Failure> {
 
 impl Shim {
     fn listen(&mut self) -> Result<(), String> {
-        let _ = fs::remove_file(SOCK);
-        let l = UnixListener::bind(SOCK).map_err(|e| format!("listen {SOCK}: {e}"))?;
+        let l = bind_private(SOCK).map_err(|e| format!("listen {SOCK}: {e}"))?;
         l.set_nonblocking(true).map_err(|e| e.to_string())?;
         self.listener = Some(l);
         let write = if self.opts.exec.is_some() {
