@@ -149,14 +149,17 @@ impl Paths {
         })?;
         let exec_root = runtime.join("berth");
         let socket = exec_root.join("berth.sock");
-        // sockaddr_un's sun_path is 108 bytes with its NUL.
-        if socket.as_os_str().len() >= 108 {
+        // sockaddr_un's sun_path is 108 bytes with its NUL; the longest socket under the
+        // exec-root is a shim's, `containers/<64 hex>/shim.sock`.
+        let longest = exec_root.as_os_str().len() + "/containers/".len() + 64 + "/shim.sock".len();
+        if longest >= 108 {
             return Err(RuntimeError::RootlessSetup {
                 problem: format!(
-                    "the socket path {} is longer than a unix socket allows (107 bytes)",
-                    socket.display()
+                    "XDG_RUNTIME_DIR {} is too long: the containers' sockets under {} would exceed the 107 bytes a unix socket path may have",
+                    runtime.display(),
+                    exec_root.display()
                 ),
-                fix: "use a shorter XDG_RUNTIME_DIR".into(),
+                fix: format!("use an XDG_RUNTIME_DIR of at most {} bytes (such as /run/user/{})", 107 - (longest - runtime.as_os_str().len()), nix::unistd::getuid()),
             });
         }
         let data = var("XDG_DATA_HOME").unwrap_or_else(|| home.join(".local/share"));
