@@ -89,6 +89,12 @@ pub struct Engine {
 impl Engine {
     /// Opens the stores and recovers containers left by a previous daemon (live restore).
     pub async fn open(cfg: EngineConfig) -> Result<Engine> {
+        // Rootless behind slirp4netns: every held host port is also forwarded from the host.
+        if let Some(api) = berth_runtime::rootless::slirp_api() {
+            if let Ok(guest) = berth_runtime::rootless::SLIRP_GUEST_ADDR.parse() {
+                berth_net::slirp::set_forwarder(berth_net::slirp::Forwarder { api, guest });
+            }
+        }
         let runtime = Arc::new(runtime::shim::ShimRuntime {
             berth_exe: cfg.berth_exe.clone(),
         });

@@ -306,6 +306,11 @@ pub fn run_outer(plan: &Plan, exe: &Path, args: &[OsString]) -> Result<i32, Runt
     let rd_raw = std::os::fd::AsRawFd::as_raw_fd(&rd);
     let mut cmd = Command::new(exe);
     cmd.args(args).env(INNER_ENV, "100");
+    let slirp_api = plan.paths.exec_root.join("slirp4netns.sock");
+    let _ = std::fs::remove_file(&slirp_api);
+    if tun_access().is_ok() {
+        cmd.env(SLIRP_API_ENV, &slirp_api);
+    }
     // The read end survives the exec as fd 100 (dup2 clears CLOEXEC); the write end does not.
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
@@ -334,6 +339,10 @@ pub fn run_outer(plan: &Plan, exe: &Path, args: &[OsString]) -> Result<i32, Runt
     let _ = wr.write_all(b"1");
     drop(wr);
     forward_signals(pid);
+    match start_slirp(plan, pid) {
+        Ok(()) => {}
+        Err(e) => eprintln!("WARNING: rootless: containers have no outbound network: {e}"),
+    }
     // As subreaper we also collect the shims' short-lived intermediate processes.
     let code = loop {
         let mut status = 0;
@@ -357,6 +366,93 @@ pub fn run_outer(plan: &Plan, exe: &Path, args: &[OsString]) -> Result<i32, Runt
     drop(child);
     reap_orphans();
     Ok(code)
+}
+
+/// Set in the inner daemon's environment to slirp4netns's API socket when slirp4netns gives
+/// its network namespace outbound connectivity (and takes port forwards).
+pub const SLIRP_API_ENV: &str = "_BERTH_ROOTLESS_SLIRP_API";
+
+/// slirp4netns's API socket, when this rootless daemon's network goes through it.
+pub fn slirp_api() -> Option<PathBuf> {
+    if !Mode::current().is_rootless() {
+        return None;
+    }
+    std::env::var_os(SLIRP_API_ENV).map(PathBuf::from)
+}
+
+/// The inner daemon's address on slirp4netns's network (its default `--cidr`): port forwards
+/// from the host arrive here.
+pub const SLIRP_GUEST_ADDR: &str = "10.0.2.100";
+
+/// Outbound connectivity for the inner daemon's network namespace: slirp4netns (a user-mode
+/// TCP/IP stack on a tap device) joined to the daemon's user and network namespaces. Chosen
+/// over pasta because its API socket adds and removes host port forwards at run time, which
+/// `-p` on a running daemon needs; pasta's forwards are fixed when it starts.
+fn start_slirp(plan: &Plan, pid: u32) -> Result<(), RuntimeError> {
+    tun_access().map_err(|e| match e {
+        RuntimeError::RootlessSetup { problem, fix } => {
+            RuntimeError::Runtime(format!("{problem}; fix: {fix}"))
+        }
+        other => other,
+    })?;
+    let own = std::fs::read_link("/proc/self/ns/net")
+        .map_err(|e| RuntimeError::io("read /proc/self/ns/net", e))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_link(format!("/proc/{pid}/ns/net"))
+        .ok()
+        .as_ref()
+        == Some(&own)
+    {
+        if Instant::now() > deadline {
+            return Err(RuntimeError::Runtime(
+                "the daemon made no network namespace".into(),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| RuntimeError::io("pipe", e.into()))?;
+    let wr_raw = std::os::fd::AsRawFd::as_raw_fd(&wr);
+    let api = plan.paths.exec_root.join("slirp4netns.sock");
+    let mut cmd = Command::new("slirp4netns");
+    cmd.args([
+        "--configure",
+        "--mtu=65520",
+        "--disable-host-loopback",
+        "--ready-fd=101",
+    ])
+    .arg(format!("--api-socket={}", api.display()))
+    .arg(format!("--userns-path=/proc/{pid}/ns/user"))
+    .args(["--netns-type=path"])
+    .arg(format!("/proc/{pid}/ns/net"))
+    .arg("tap0")
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::null());
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(wr_raw, 101) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(|e| {
+        RuntimeError::Runtime(format!(
+            "cannot start slirp4netns ({e}); fix: as root: apt-get install slirp4netns"
+        ))
+    })?;
+    drop(wr);
+    // slirp4netns writes "1" once tap0 is configured (or exits, closing the pipe).
+    let mut f = std::fs::File::from(rd);
+    let mut b = [0u8; 1];
+    if f.read(&mut b).unwrap_or(0) != 1 {
+        return Err(RuntimeError::Runtime(format!(
+            "slirp4netns (pid {}) exited before configuring the network",
+            child.id()
+        )));
+    }
+    Ok(())
 }
 
 /// Waits until `pid` is in a user namespace of its own, then writes its maps.
