@@ -203,6 +203,85 @@ impl Drop for TestUser {
     }
 }
 
+/// Grants one user read/write on /dev/net/tun with a POSIX ACL entry (what an administrator
+/// would do instead of `chmod 0666`), and restores the device's ACL and mode on drop. `None`
+/// when the file system refuses ACLs.
+struct TunGrant {
+    mode: u32,
+    acl: Option<Vec<u8>>,
+}
+
+const TUN: &str = "/dev/net/tun";
+const ACL_XATTR: &str = "system.posix_acl_access";
+
+fn xattr_get(path: &str, name: &str) -> Option<Vec<u8>> {
+    let p = std::ffi::CString::new(path).ok()?;
+    let n = std::ffi::CString::new(name).ok()?;
+    let mut buf = vec![0u8; 1024];
+    // SAFETY: buf is writable for its length; both strings are NUL-terminated.
+    let r = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    (r >= 0).then(|| {
+        buf.truncate(r as usize);
+        buf
+    })
+}
+
+impl TunGrant {
+    fn new(uid: u32) -> Option<TunGrant> {
+        use std::os::unix::fs::MetadataExt;
+        let mode = std::fs::metadata(TUN).ok()?.mode() & 0o7777;
+        let acl = xattr_get(TUN, ACL_XATTR);
+        // posix_acl_xattr: version 2, then (tag, perm, id) entries in tag order.
+        let entry = |tag: u16, perm: u32, id: u32| {
+            let mut e = tag.to_le_bytes().to_vec();
+            e.extend((perm as u16).to_le_bytes());
+            e.extend(id.to_le_bytes());
+            e
+        };
+        let mut v = 2u32.to_le_bytes().to_vec();
+        v.extend(entry(0x01, (mode >> 6) & 7, u32::MAX)); // user::
+        v.extend(entry(0x02, 6, uid)); // user:<uid>:rw-
+        v.extend(entry(0x04, (mode >> 3) & 7, u32::MAX)); // group::
+        v.extend(entry(0x10, 6, u32::MAX)); // mask::rw-
+        v.extend(entry(0x20, mode & 7, u32::MAX)); // other::
+        let p = std::ffi::CString::new(TUN).ok()?;
+        let n = std::ffi::CString::new(ACL_XATTR).ok()?;
+        // SAFETY: v is readable for its length; both strings are NUL-terminated.
+        let r = unsafe { libc::setxattr(p.as_ptr(), n.as_ptr(), v.as_ptr().cast(), v.len(), 0) };
+        (r == 0).then_some(TunGrant { mode, acl })
+    }
+}
+
+impl Drop for TunGrant {
+    fn drop(&mut self) {
+        let (Ok(p), Ok(n)) = (
+            std::ffi::CString::new(TUN),
+            std::ffi::CString::new(ACL_XATTR),
+        ) else {
+            return;
+        };
+        // SAFETY: NUL-terminated strings; the old value, if any, is readable for its length.
+        unsafe {
+            match &self.acl {
+                Some(v) => libc::setxattr(p.as_ptr(), n.as_ptr(), v.as_ptr().cast(), v.len(), 0),
+                None => libc::removexattr(p.as_ptr(), n.as_ptr()),
+            };
+        }
+        let _ = std::fs::set_permissions(TUN, std::fs::Permissions::from_mode(self.mode));
+    }
+}
+
+/// This host's address towards the outside (no packet is sent), for a listener the containers
+/// can reach through slirp4netns (which keeps them off the host's loopback).
+fn host_address() -> Option<std::net::IpAddr> {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect("192.0.2.200:9")
+        .or_else(|_| s.connect("8.8.8.8:53"))
+        .ok()?;
+    let ip = s.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
 /// The rootless daemon of a test user, stopped (SIGTERM to the outer process) on drop.
 struct RootlessDaemon<'a> {
     user: &'a TestUser,
@@ -325,6 +404,12 @@ fn rootless_daemon_runs_containers_as_the_user() {
     )
     .expect("write image");
     std::fs::set_permissions(&tar, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+
+    // Networking needs /dev/net/tun (mode 0600 on some hosts): grant it to this user only.
+    let tun = TunGrant::new(user.uid);
+    if tun.is_none() {
+        eprintln!("SKIP rootless networking part: cannot grant {TUN} to the test user");
+    }
 
     let check = user.cmd(
         BIN,
@@ -478,6 +563,79 @@ fn rootless_daemon_runs_containers_as_the_user() {
         ],
     );
     assert!(ping.ok().stdout.contains("1 packets received"), "{ping}");
+
+    if tun.is_some() {
+        assert!(c.stdout.contains("[ok]      /dev/net/tun"), "{c}");
+        // Outbound: a listener on the host's own address, reached through slirp4netns.
+        if let Some(ip) = host_address() {
+            let l = std::net::TcpListener::bind((ip, 0)).expect("listener");
+            let port = l.local_addr().expect("addr").port();
+            let srv = std::thread::spawn(move || {
+                let (mut s, _) = l.accept().expect("accept");
+                s.write_all(b"hello-outside\n").expect("write");
+            });
+            let out = user.client(
+                BIN,
+                &[
+                    "run",
+                    "--rm",
+                    "busybox",
+                    "nc",
+                    "-w",
+                    "10",
+                    &ip.to_string(),
+                    &port.to_string(),
+                ],
+            );
+            assert_eq!(out.ok().stdout, "hello-outside\n", "{}", d.log());
+            srv.join().expect("server");
+        } else {
+            eprintln!("SKIP rootless outbound part: no non-loopback host address");
+        }
+        // -p: the host's 127.0.0.1:<port> reaches the container (slirp4netns's host forward,
+        // then the daemon's DNAT).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        user.client(
+            BIN,
+            &[
+                "run",
+                "-d",
+                "--name",
+                "web",
+                "-p",
+                &format!("{port}:80"),
+                "busybox",
+                "sh",
+                "-c",
+                "while true; do echo hello-published | nc -l -p 80; done",
+            ],
+        )
+        .ok();
+        let mut got = String::new();
+        let reached = wait_until(DEADLINE, || {
+            got.clear();
+            std::net::TcpStream::connect(("127.0.0.1", port))
+                .and_then(|mut s| {
+                    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+                    std::io::Read::read_to_string(&mut s, &mut got)
+                })
+                .is_ok()
+                && got == "hello-published\n"
+        });
+        assert!(reached, "127.0.0.1:{port} gave {got:?}\n{}", d.log());
+        user.client(BIN, &["rm", "-f", "web"]).ok();
+        assert!(
+            wait_until(DEADLINE, || std::net::TcpStream::connect((
+                "127.0.0.1",
+                port
+            ))
+            .is_err()),
+            "the host forward goes with the container"
+        );
+    }
 
     // The docker CLI against the rootless daemon.
     if Path::new(DOCKER).exists() {
