@@ -437,6 +437,21 @@ fn rootless_daemon_runs_containers_as_the_user() {
         d.log()
     );
 
+    // Without DOCKER_HOST the CLI of a non-root user finds its own daemon; /info says rootless.
+    let mut info = user.cmd(
+        BIN,
+        &[("XDG_RUNTIME_DIR", &user.runtime.display().to_string())],
+    );
+    info.args([
+        "info",
+        "--format",
+        "{{json .SecurityOptions}} {{.CgroupDriver}} {{.Warnings}}",
+    ]);
+    let info = berth_testkit::run_with_timeout(info, None, Duration::from_secs(30));
+    assert!(info.ok().stdout.contains("name=rootless"), "{info}");
+    assert!(info.stdout.contains(" none "), "{info}");
+    assert!(info.stdout.contains("without cgroups"), "{info}");
+
     user.client(BIN, &["load", "-i", &tar.display().to_string()])
         .ok();
 
