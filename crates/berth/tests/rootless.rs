@@ -543,6 +543,25 @@ fn rootless_daemon_runs_containers_as_the_user() {
         user.uid
     );
 
+    // A build: RUN steps are containers of the rootless daemon too.
+    let ctx = user.root.join("ctx");
+    std::fs::create_dir(&ctx).expect("ctx");
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nRUN id -u > /built\nCOPY f /f\n",
+    )
+    .expect("Dockerfile");
+    std::fs::write(ctx.join("f"), "copied\n").expect("f");
+    for f in ["", "Dockerfile", "f"] {
+        let mode = if f.is_empty() { 0o755 } else { 0o644 };
+        std::fs::set_permissions(ctx.join(f), std::fs::Permissions::from_mode(mode))
+            .expect("chmod");
+    }
+    user.client(BIN, &["build", "-t", "rlbuilt", &ctx.display().to_string()])
+        .ok();
+    let built = user.client(BIN, &["run", "--rm", "rlbuilt", "cat", "/built", "/f"]);
+    assert_eq!(built.ok().stdout, "0\ncopied\n");
+
     // A user-defined network: name resolution between containers, inside the daemon's own
     // network namespace.
     user.client(BIN, &["network", "create", "rlnet"]).ok();
