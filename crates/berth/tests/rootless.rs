@@ -660,6 +660,26 @@ fn rootless_daemon_runs_containers_as_the_user() {
                 && got == "hello-published\n"
         });
         assert!(reached, "127.0.0.1:{port} gave {got:?}\n{}", d.log());
+        // A host port someone else holds fails the start with Docker's words.
+        let taken = std::net::TcpListener::bind("0.0.0.0:0").expect("bind");
+        let tport = taken.local_addr().expect("addr").port();
+        let clash = user.client(
+            BIN,
+            &[
+                "run",
+                "--rm",
+                "-p",
+                &format!("{tport}:80"),
+                "busybox",
+                "true",
+            ],
+        );
+        assert_ne!(clash.code, 0, "{clash}");
+        assert!(
+            clash.stderr.contains("port is already allocated"),
+            "{clash}"
+        );
+        drop(taken);
         user.client(BIN, &["rm", "-f", "web"]).ok();
         assert!(
             wait_until(DEADLINE, || std::net::TcpStream::connect((
@@ -779,4 +799,25 @@ fn rootless_misconfigurations_name_the_fix() {
     assert!(out.stderr.contains("newuidmap not found"), "{out}");
     assert!(out.stderr.contains("apt-get install uidmap"), "{out}");
     assert_nothing_created(&user);
+
+    // No access to /dev/net/tun: the daemon runs, without outbound network, and says so.
+    let mut check = user.cmd(BIN, &[("XDG_RUNTIME_DIR", &rt(&user))]);
+    check.args(["rootless", "check"]);
+    let c = berth_testkit::run_with_timeout(check, None, Duration::from_secs(30));
+    if c.stdout.contains("[missing] /dev/net/tun") {
+        assert!(
+            c.stdout.contains("fix: as root: chmod 0666 /dev/net/tun"),
+            "{c}"
+        );
+        let d = RootlessDaemon::start(&user);
+        assert!(
+            d.log()
+                .contains("WARNING: rootless: containers have no outbound network"),
+            "{}",
+            d.log()
+        );
+        assert!(d.log().contains("chmod 0666 /dev/net/tun"), "{}", d.log());
+    } else {
+        eprintln!("SKIP no-tun part: /dev/net/tun is open to every user here");
+    }
 }
