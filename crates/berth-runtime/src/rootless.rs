@@ -318,6 +318,8 @@ pub fn run_outer(plan: &Plan, exe: &Path, args: &[OsString]) -> Result<i32, Runt
             if libc::dup2(rd_raw, 100) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            // Should the outer process die, the daemon shuts down as on `kill`.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0);
             Ok(())
         });
     }
