@@ -190,7 +190,7 @@ impl Flags {
         let Some(v) = self.string(name)? else {
             return Ok(None);
         };
-        parse_duration(&v)
+        parse_go_duration(&v)
             .map(Some)
             .ok_or_else(|| InstructionError {
                 line: self.line,
@@ -199,26 +199,25 @@ impl Flags {
     }
 }
 
-/// A Go duration (`1m30s`, `500ms`, `0`) in nanoseconds.
-pub fn parse_duration(s: &str) -> Option<i64> {
+/// A Go duration (`1m30s`, `500ms`, `.5s`, `0`) in nanoseconds: the workspace's one parser of
+/// them (Dockerfile flags here, the CLI's flags, the daemon's timeouts).
+pub fn parse_go_duration(s: &str) -> Option<i64> {
+    if s.is_empty() {
+        return None;
+    }
     if s == "0" {
         return Some(0);
     }
     let mut total: f64 = 0.0;
     let mut rest = s;
-    if rest.is_empty() {
-        return None;
-    }
     while !rest.is_empty() {
-        let n = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+        let n: f64 = rest[..num_end].parse().ok()?;
+        rest = &rest[num_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
             .unwrap_or(rest.len());
-        let num: f64 = rest[..n].parse().ok()?;
-        rest = &rest[n..];
-        let u = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let mult = match &rest[..u] {
+        let mult = match &rest[..unit_end] {
             "ns" => 1.0,
             "us" | "µs" => 1e3,
             "ms" => 1e6,
@@ -227,10 +226,11 @@ pub fn parse_duration(s: &str) -> Option<i64> {
             "h" => 3600e9,
             _ => return None,
         };
-        total += num * mult;
-        rest = &rest[u..];
+        total += n * mult;
+        rest = &rest[unit_end..];
     }
-    Some(total as i64)
+    // Go's limit is i64 nanoseconds (about 292 years).
+    (total < i64::MAX as f64).then_some(total as i64)
 }
 
 fn err<T>(n: &Node, m: impl Into<String>) -> Result<T, InstructionError> {
@@ -583,6 +583,12 @@ mod tests {
         assert_eq!(e.message, "Unknown flag: bogus");
         let e = parse_stages(&parse("RUN x\n").unwrap()).unwrap_err();
         assert_eq!(e.message, "no build stage in current context");
-        assert_eq!(parse_duration("1m30s"), Some(90_000_000_000));
+        assert_eq!(parse_go_duration("1m30s"), Some(90_000_000_000));
+        assert_eq!(parse_go_duration("1s.5ms"), Some(1_000_500_000));
+        assert_eq!(parse_go_duration("500ms"), Some(500_000_000));
+        assert_eq!(parse_go_duration("0"), Some(0));
+        for bad in ["", "x", "s", "10", "5x", "1.2.3s", "9999999999h"] {
+            assert_eq!(parse_go_duration(bad), None, "{bad:?}");
+        }
     }
 }

@@ -353,39 +353,9 @@ pub fn parse_ulimit(s: &str) -> Result<Ulimit, CliError> {
     })
 }
 
-/// Parse a Go-style duration (`10s`, `1m30s`, `500ms`, `1h`) into nanoseconds.
+/// Go durations (`10s`, `1m30s`, `500ms`) in nanoseconds, leading and trailing blanks allowed.
 pub fn parse_go_duration(s: &str) -> Option<i64> {
-    let mut total: f64 = 0.0;
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return None;
-    }
-    if rest == "0" {
-        return Some(0);
-    }
-    while !rest.is_empty() {
-        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-        if num_end == 0 {
-            return None;
-        }
-        let n: f64 = rest[..num_end].parse().ok()?;
-        rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let mult = match &rest[..unit_end] {
-            "ns" => 1.0,
-            "us" | "µs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return None,
-        };
-        total += n * mult;
-        rest = &rest[unit_end..];
-    }
-    Some(total as i64)
+    berth_build::instructions::parse_go_duration(s.trim())
 }
 
 /// `--since`/`--until`: a Go duration relative to now, a unix timestamp, or an RFC 3339 time;

@@ -13,6 +13,7 @@ use crate::config::ImageConfig;
 use crate::error::ImageError;
 use crate::extract::clean_path;
 use crate::fsutil::{chain_ids, digest_hex, sha256_digest, HashingReader, TempDir};
+use crate::oci::Descriptor;
 use crate::reference::Reference;
 use crate::store::{ImageRecord, ImageStore};
 use serde::{Deserialize, Serialize};
@@ -84,30 +85,6 @@ struct ManifestEntry {
     repo_tags: Option<Vec<String>>,
     #[serde(default)]
     layers: Vec<String>,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Descriptor {
-    #[serde(default)]
-    pub media_type: String,
-    pub digest: String,
-    #[serde(default)]
-    pub size: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub annotations: Option<BTreeMap<String, String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub platform: Option<Platform>,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Platform {
-    #[serde(default)]
-    pub architecture: String,
-    #[serde(default)]
-    pub os: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub variant: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -568,9 +545,9 @@ impl ImageStore {
             let desc = |annotations: Option<BTreeMap<String, String>>| Descriptor {
                 media_type: MEDIA_OCI_MANIFEST.into(),
                 digest: mdigest.clone(),
-                size: mbytes.len() as i64,
+                size: mbytes.len() as u64,
                 annotations,
-                platform: None,
+                ..Default::default()
             };
             if tags.is_empty() {
                 index_entries.push(desc(None));

@@ -24,6 +24,7 @@ pub mod extract;
 pub(crate) mod fsutil;
 pub mod import;
 pub mod layers;
+pub mod oci;
 pub mod reference;
 pub mod snapshot;
 pub mod store;

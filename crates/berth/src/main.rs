@@ -116,35 +116,13 @@ struct DaemonArgs {
 
 /// A duration as Go writes them (`60s`, `1m`, `500ms`, `1m30s`), or plain seconds (`60`).
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let bad = || format!("invalid duration {s:?}: expected e.g. 60s, 500ms, 1m");
     if let Ok(n) = s.parse::<u64>() {
         return Ok(std::time::Duration::from_secs(n));
     }
-    let mut total = std::time::Duration::ZERO;
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
-        let n: f64 = rest[..digits].parse().map_err(|_| bad())?;
-        rest = &rest[digits..];
-        let unit = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let secs = match &rest[..unit] {
-            "ms" => n / 1000.0,
-            "s" => n,
-            "m" => n * 60.0,
-            "h" => n * 3600.0,
-            _ => return Err(bad()),
-        };
-        total += std::time::Duration::try_from_secs_f64(secs).map_err(|_| bad())?;
-        rest = &rest[unit..];
-    }
-    Ok(total)
+    berth_cli::opts::parse_go_duration(s)
+        .and_then(|ns| u64::try_from(ns).ok())
+        .map(std::time::Duration::from_nanos)
+        .ok_or_else(|| format!("invalid duration {s:?}: expected e.g. 60s, 500ms, 1m"))
 }
 
 /// `$DOCKER_CERT_PATH`, else `~/.docker`: where dockerd (and the docker CLI) look for
@@ -624,6 +602,7 @@ fn daemon(args: Vec<OsString>) -> i32 {
             cors: a.api_cors_header.clone().filter(|c| !c.is_empty()),
         },
     };
+    release_memory_after_bursts();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -691,6 +670,19 @@ fn is_info_only(args: &[OsString]) -> bool {
         let a = a.to_string_lossy();
         a == "-h" || a == "--help" || a == "--validate" || a.starts_with("--tls-generate")
     })
+}
+
+/// A long-lived daemon goes back to its idle size after a pull, push or load. glibc raises its
+/// mmap threshold with each large free (up to 32 MiB), so a push's buffers end up on the heap
+/// and stay there: about 9 MB of the idle RSS after pushing two small images. A fixed threshold
+/// gives large buffers back on free, and a low trim threshold returns the heap's free top.
+fn release_memory_after_bursts() {
+    const THRESHOLD: libc::c_int = 128 * 1024;
+    // SAFETY: mallopt only sets the allocator's parameters (under its own locks).
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, THRESHOLD);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, THRESHOLD);
+    }
 }
 
 fn main() {

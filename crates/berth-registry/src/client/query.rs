@@ -50,8 +50,7 @@ pub fn inspect_distribution(
                     media_type: media,
                     digest,
                     size: body.len() as u64,
-                    platform: None,
-                    urls: None,
+                    ..Default::default()
                 },
                 platforms,
             })
