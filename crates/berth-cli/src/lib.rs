@@ -36,6 +36,21 @@ use crate::error::CliError;
 /// The default daemon address.
 pub const DEFAULT_HOST: &str = berth_api::client::DEFAULT_HOST;
 
+/// Without `-H`/`DOCKER_HOST`: a non-root user's own rootless daemon
+/// (`$XDG_RUNTIME_DIR/berth/berth.sock`) when it is there, else the system daemon.
+fn default_host() -> String {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+            let sock = std::path::Path::new(&dir).join("berth/berth.sock");
+            if sock.exists() {
+                return format!("unix://{}", sock.display());
+            }
+        }
+    }
+    DEFAULT_HOST.to_string()
+}
+
 /// The version line of `berth --version`: Berth's version, the git commit it was built from
 /// (when the build could tell) and the Engine API version it speaks.
 pub fn version_line() -> String {
@@ -110,7 +125,7 @@ pub fn run_with(args: Vec<OsString>, full: fn() -> clap::Command) -> i32 {
         .clone()
         .or_else(|| std::env::var("BERTH_HOST").ok().filter(|s| !s.is_empty()))
         .or_else(|| std::env::var("DOCKER_HOST").ok().filter(|s| !s.is_empty()))
-        .unwrap_or_else(|| DEFAULT_HOST.to_string());
+        .unwrap_or_else(default_host);
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

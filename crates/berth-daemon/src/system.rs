@@ -113,7 +113,7 @@ async fn info(State(st): State<AppState>) -> Json<SystemInfo> {
         .map(|l| l.len() as i64)
         .unwrap_or(0);
     let cfg = st.engine.config();
-    Json(SystemInfo {
+    let mut info = SystemInfo {
         id: st.engine.id().to_string(),
         containers: total,
         containers_running: running,
@@ -153,5 +153,30 @@ async fn info(State(st): State<AppState>) -> Json<SystemInfo> {
         experimental_build: cfg.experimental,
         security_options: Some(vec!["name=seccomp,profile=builtin".into()]),
         ..Default::default()
-    })
+    };
+    if st.engine.rootless() {
+        rootless_info(&mut info);
+    }
+    Json(info)
+}
+
+/// What dockerd reports rootless without cgroup v2: `name=rootless` (clients such as
+/// testcontainers look for it), no limit support, and the warning.
+fn rootless_info(info: &mut SystemInfo) {
+    if let Some(o) = info.security_options.as_mut() {
+        o.push("name=rootless".into());
+    }
+    info.memory_limit = false;
+    info.swap_limit = false;
+    info.cpu_cfs_period = false;
+    info.cpu_cfs_quota = false;
+    info.cpu_shares = false;
+    info.cpu_set = false;
+    info.pids_limit = false;
+    info.oom_kill_disable = false;
+    info.cgroup_driver = "none".into();
+    info.warnings.get_or_insert_with(Vec::new).push(format!(
+        "WARNING: {}",
+        berth_engine::ROOTLESS_CGROUP_WARNING
+    ));
 }

@@ -28,6 +28,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
+pub use berth_runtime::rootless::CGROUP_WARNING as ROOTLESS_CGROUP_WARNING;
 pub use container::attach::{AttachFuture, AttachOptions, AttachStream};
 pub use container::list::ListOptions;
 pub use container::logs::LogsOptions;
@@ -88,7 +89,18 @@ pub struct Engine {
 
 impl Engine {
     /// Opens the stores and recovers containers left by a previous daemon (live restore).
+    /// Running rootless (`berth_runtime::rootless::Mode`): no cgroup limits, no host network.
+    pub fn rootless(&self) -> bool {
+        berth_runtime::rootless::Mode::current().is_rootless()
+    }
+
     pub async fn open(cfg: EngineConfig) -> Result<Engine> {
+        // Rootless behind slirp4netns: every held host port is also forwarded from the host.
+        if let Some(api) = berth_runtime::rootless::slirp_api() {
+            if let Ok(guest) = berth_runtime::rootless::SLIRP_GUEST_ADDR.parse() {
+                berth_net::slirp::set_forwarder(berth_net::slirp::Forwarder { api, guest });
+            }
+        }
         let runtime = Arc::new(runtime::shim::ShimRuntime {
             berth_exe: cfg.berth_exe.clone(),
         });

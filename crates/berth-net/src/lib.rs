@@ -14,6 +14,7 @@ pub mod netns;
 pub mod nft;
 pub mod ports;
 pub mod setup;
+pub mod slirp;
 
 pub use cidr::{Cidr, Cidr6};
 

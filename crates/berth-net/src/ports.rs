@@ -33,6 +33,9 @@ pub struct Held {
     pub host_ip: Option<Ipv4Addr>,
     pub host_port: u16,
     pub proto: String,
+    /// Rootless with slirp4netns: the same port opened on the host (fields drop in order: the
+    /// host side goes first).
+    _fwd: Option<crate::slirp::HostFwd>,
     _fd: OwnedFd,
 }
 
@@ -83,10 +86,16 @@ pub fn hold(host_ip: Option<Ipv4Addr>, port: u16, proto: &str) -> std::io::Resul
     if r != 0 {
         return Err(std::io::Error::last_os_error());
     }
+    let host_port = u16::from_be(out.sin_port);
+    let fwd = match crate::slirp::forwarder() {
+        Some(f) => Some(crate::slirp::add(f, proto, host_ip, host_port)?),
+        None => None,
+    };
     Ok(Held {
         host_ip,
-        host_port: u16::from_be(out.sin_port),
+        host_port,
         proto: proto.to_string(),
+        _fwd: fwd,
         _fd: owned,
     })
 }

@@ -40,6 +40,9 @@ pub enum RuntimeError {
     NotRunning(String),
     #[error("shim: {0}")]
     Shim(String),
+    /// A prerequisite of rootless mode is missing; `fix` says what to do about it.
+    #[error("{problem}\n  fix: {fix}")]
+    RootlessSetup { problem: String, fix: String },
 }
 
 impl RuntimeError {

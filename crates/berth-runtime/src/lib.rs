@@ -5,6 +5,7 @@ mod error;
 pub mod exec;
 pub mod infra;
 pub mod limits;
+pub mod rootless;
 pub mod seccomp;
 pub mod seccomp_bpf;
 pub mod shim;

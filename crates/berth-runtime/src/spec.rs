@@ -140,6 +140,11 @@ pub(crate) struct HostInfo {
     /// Capabilities in our own bounding set: what "ALL" can mean here.
     pub bounding: Vec<String>,
     pub kernel: (u32, u32),
+    /// Rootless (`crate::rootless::Mode`): no cgroup limits can be applied.
+    pub rootless: bool,
+    /// The top of `net.ipv4.ping_group_range`: every gid, or (rootless) the highest gid the
+    /// user namespace maps, as the kernel refuses unmapped ones.
+    pub ping_group_max: u32,
 }
 
 impl HostInfo {
@@ -162,6 +167,8 @@ impl HostInfo {
             swap_limit,
             bounding: own_bounding_set(),
             kernel: crate::seccomp::kernel_version(),
+            rootless: crate::rootless::Mode::current().is_rootless(),
+            ping_group_max: crate::rootless::mapped_gid_max().unwrap_or(2147483647),
         }
     }
 }
@@ -614,6 +621,24 @@ pub(crate) fn build_spec_for(
     }
 
     let mut resources = json!({ "devices": device_rules(cfg.privileged) });
+    // Rootless: no cgroup of our own to put limits in (the engine warned at create); the
+    // device rules stay, the namespace's device access is the user's anyway.
+    let cfg = &if host.rootless {
+        ContainerRunConfig {
+            memory: 0,
+            memory_swap: 0,
+            cpu_shares: 0,
+            nano_cpus: 0,
+            cpu_period: 0,
+            cpu_quota: 0,
+            cpuset_cpus: String::new(),
+            cpuset_mems: String::new(),
+            pids_limit: None,
+            ..cfg.clone()
+        }
+    } else {
+        cfg.clone()
+    };
     // Limits are computed with checked arithmetic (crate::limits): an out-of-range value is an
     // error here, never a wrapped limit (the engine refuses such values at create already).
     let out_of_range = |what: &str| RuntimeError::Spec(format!("{what} out of range"));
@@ -696,7 +721,7 @@ pub(crate) fn build_spec_for(
         // As dockerd does for containers with their own network namespace.
         linux["sysctl"] = json!({
             "net.ipv4.ip_unprivileged_port_start": "0",
-            "net.ipv4.ping_group_range": "0 2147483647",
+            "net.ipv4.ping_group_range": format!("0 {}", host.ping_group_max),
         });
     }
 
@@ -799,6 +824,8 @@ mod tests {
             swap_limit: true,
             bounding: ALL_CAPS.iter().map(|s| s.to_string()).collect(),
             kernel: (6, 1),
+            rootless: false,
+            ping_group_max: 2147483647,
         }
     }
 

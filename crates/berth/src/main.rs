@@ -392,9 +392,70 @@ fn take_activated_fds() -> Vec<i32> {
     }
 }
 
+/// A non-root user's `berth daemon`: check the prerequisites (nothing is created when one is
+/// missing), then run the real daemon inside a user namespace (`berth_runtime::rootless`).
+fn rootless_outer(args: Vec<OsString>) -> i32 {
+    use berth_runtime::rootless;
+    let plan = match rootless::Plan::check() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("berth daemon: cannot run rootless: {e}");
+            eprintln!("(`berth rootless check` lists every prerequisite)");
+            return 1;
+        }
+    };
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("berth daemon: cannot find own executable: {e}");
+            return 1;
+        }
+    };
+    let mut inner = vec![OsString::from("daemon")];
+    inner.extend(args.into_iter().skip(1));
+    match rootless::run_outer(&plan, &exe, &inner) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("berth daemon: cannot run rootless: {e}");
+            1
+        }
+    }
+}
+
+/// Rootless defaults: the user's places (`berth_runtime::rootless::Paths`) for whatever the
+/// command line did not set.
+fn apply_rootless_defaults(a: &mut DaemonArgs, m: &clap::ArgMatches) -> Result<(), String> {
+    let p = berth_runtime::rootless::Paths::from_env().map_err(|e| e.to_string())?;
+    let given = |id: &str| m.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+    if !given("host") {
+        a.host = vec![format!("unix://{}", p.socket.display())];
+    }
+    if !given("data_root") {
+        a.data_root = p.data_root;
+    }
+    if !given("exec_root") {
+        a.exec_root = p.exec_root;
+    }
+    if !given("config_file") {
+        a.config_file = p.config_file;
+    }
+    Ok(())
+}
+
 fn daemon(args: Vec<OsString>) -> i32 {
     use clap::{CommandFactory, FromArgMatches};
     let activated_fds = take_activated_fds();
+    let rootless_fd = std::env::var(berth_runtime::rootless::INNER_ENV)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok());
+    if let Some(fd) = rootless_fd {
+        if let Err(e) = berth_runtime::rootless::enter_inner(fd) {
+            eprintln!("berth daemon: cannot enter the rootless namespaces: {e}");
+            return 1;
+        }
+    } else if !nix_is_root() && !is_info_only(&args) {
+        return rootless_outer(args);
+    }
     let parsed = DaemonArgs::command()
         .try_get_matches_from(args)
         .and_then(|m| DaemonArgs::from_arg_matches(&m).map(|a| (a, m)));
@@ -407,6 +468,12 @@ fn daemon(args: Vec<OsString>) -> i32 {
     };
     if let Some(dir) = &a.tls_generate {
         return tls_generate(dir, &a.tls_san);
+    }
+    if berth_runtime::rootless::Mode::current().is_rootless() {
+        if let Err(e) = apply_rootless_defaults(&mut a, &matches) {
+            eprintln!("berth daemon: {e}");
+            return 1;
+        }
     }
     let explicit_file =
         matches.value_source("config_file") == Some(clap::parser::ValueSource::CommandLine);
@@ -501,6 +568,9 @@ fn daemon(args: Vec<OsString>) -> i32 {
         )))
         .with_writer(std::io::stderr)
         .init();
+    if berth_runtime::rootless::Mode::current().is_rootless() {
+        tracing::warn!("WARNING: {}", berth_runtime::rootless::CGROUP_WARNING);
+    }
     let exe = match std::env::current_exe() {
         Ok(e) => e,
         Err(e) => {
@@ -557,6 +627,55 @@ fn daemon(args: Vec<OsString>) -> i32 {
     }
 }
 
+/// `berth rootless check`: every prerequisite of a rootless daemon for the calling user, with
+/// the fix for each missing one. Exit 0 when everything is in place.
+fn rootless_cmd(args: &[OsString]) -> i32 {
+    let sub = args.first().and_then(|s| s.to_str()).unwrap_or("");
+    match sub {
+        "check" => {
+            let checks = berth_runtime::rootless::check_all();
+            let mut missing = 0;
+            for c in &checks {
+                match &c.fix {
+                    None => println!("[ok]      {}", c.what),
+                    Some(fix) => {
+                        missing += 1;
+                        println!("[missing] {}\n          fix: {fix}", c.what);
+                    }
+                }
+            }
+            if missing == 0 {
+                println!("rootless berth can run: start it with `berth daemon` as this user");
+                0
+            } else {
+                println!("{missing} prerequisite(s) missing");
+                1
+            }
+        }
+        "-h" | "--help" | "" => {
+            println!("Usage: berth rootless check\n\nCheck the prerequisites of running `berth daemon` as this (non-root) user, and print the fix for each missing one.");
+            i32::from(sub.is_empty())
+        }
+        other => {
+            eprintln!("berth rootless: unknown command {other:?} (try `berth rootless check`)");
+            125
+        }
+    }
+}
+
+fn nix_is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// `--help`, `--version`-like and file-only invocations need no namespaces.
+fn is_info_only(args: &[OsString]) -> bool {
+    args.iter().skip(1).any(|a| {
+        let a = a.to_string_lossy();
+        a == "-h" || a == "--help" || a == "--validate" || a.starts_with("--tls-generate")
+    })
+}
+
 /// A long-lived daemon goes back to its idle size after a pull, push or load. glibc raises its
 /// mmap threshold with each large free (up to 32 MiB), so a push's buffers end up on the heap
 /// and stay there: about 9 MB of the idle RSS after pushing two small images. A fixed threshold
@@ -594,6 +713,7 @@ fn main() {
                 .map(|s| s.to_string_lossy().into_owned())
                 .collect(),
         ),
+        "rootless" => rootless_cmd(&args[2..]),
         "daemon" | "dockerd" => {
             let mut a = vec![OsString::from("berth daemon")];
             a.extend(args[2..].iter().cloned());

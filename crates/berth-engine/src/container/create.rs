@@ -38,6 +38,7 @@ impl Engine {
             crate::container::resources::When::Create,
         )?;
         validate_container_network_mode(&config, &host_config)?;
+        let warnings = crate::container::resources::discard_rootless_limits(&mut host_config);
         merge_default_log_opts(&mut host_config, &self.inner.cfg.log_opts);
         fill_host_config_defaults(&mut host_config);
         crate::container::mounts::validate_tmpfs(&host_config)?;
@@ -135,7 +136,7 @@ impl Engine {
         } else {
             self.emit_container(&id, "create", &[]);
         }
-        result.map(|_| (id, Vec::new()))
+        result.map(|_| (id, warnings))
     }
 
     #[allow(clippy::too_many_arguments)]

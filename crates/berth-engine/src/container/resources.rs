@@ -407,3 +407,72 @@ mod tests {
         .is_ok());
     }
 }
+
+/// Rootless (no cgroup of our own on a v1/hybrid host): the limits are discarded, each with
+/// dockerd's warning for a host that lacks the controller, rather than failing the create.
+pub fn discard_rootless_limits(hc: &mut HostConfig) -> Vec<String> {
+    if !berth_runtime::rootless::Mode::current().is_rootless() {
+        return Vec::new();
+    }
+    discard_limits(hc)
+}
+
+fn discard_limits(hc: &mut HostConfig) -> Vec<String> {
+    let mut w = Vec::new();
+    let mut warn = |on: bool, what: &str| {
+        if on {
+            w.push(format!(
+                "Your kernel does not support {what} or the cgroup is not mounted. Limitation discarded (rootless mode without cgroup v2)."
+            ));
+        }
+    };
+    warn(
+        hc.memory != 0 || hc.memory_reservation != 0 || hc.memory_swap != 0,
+        "memory limit capabilities",
+    );
+    warn(
+        hc.cpu_shares != 0 || hc.cpu_period != 0 || hc.cpu_quota != 0 || hc.nano_cpus != 0,
+        "CPU CFS scheduler",
+    );
+    warn(
+        !hc.cpuset_cpus.is_empty() || !hc.cpuset_mems.is_empty(),
+        "cpuset",
+    );
+    warn(
+        hc.pids_limit.is_some_and(|p| p > 0),
+        "pids limit capabilities",
+    );
+    warn(hc.blkio_weight != 0, "Block I/O weight");
+    hc.memory = 0;
+    hc.memory_reservation = 0;
+    hc.memory_swap = 0;
+    hc.cpu_shares = 0;
+    hc.cpu_period = 0;
+    hc.cpu_quota = 0;
+    hc.nano_cpus = 0;
+    hc.cpuset_cpus.clear();
+    hc.cpuset_mems.clear();
+    hc.pids_limit = None;
+    hc.blkio_weight = 0;
+    w
+}
+
+#[cfg(test)]
+mod rootless_tests {
+    use super::*;
+
+    #[test]
+    fn limits_are_discarded_with_a_warning_each() {
+        let mut hc = HostConfig {
+            memory: 64 << 20,
+            nano_cpus: 500_000_000,
+            pids_limit: Some(10),
+            ..Default::default()
+        };
+        let w = discard_limits(&mut hc);
+        assert_eq!(w.len(), 3, "{w:?}");
+        assert!(w[0].contains("memory limit"));
+        assert_eq!((hc.memory, hc.nano_cpus, hc.pids_limit), (0, 0, None));
+        assert!(discard_limits(&mut HostConfig::default()).is_empty());
+    }
+}

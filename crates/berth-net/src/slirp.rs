@@ -1,0 +1,82 @@
+//! Host port forwards through slirp4netns's API socket: a rootless daemon lives in a network
+//! namespace of its own, so a published port must also be opened on the host, by slirp4netns,
+//! towards the daemon's address on the slirp network; the daemon's DNAT does the rest.
+
+use std::io::{Read, Write};
+use std::net::Ipv4Addr;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// Where forwards go: slirp4netns's API socket and the daemon's address on its network.
+#[derive(Debug, Clone)]
+pub struct Forwarder {
+    pub api: PathBuf,
+    pub guest: Ipv4Addr,
+}
+
+static FORWARDER: OnceLock<Forwarder> = OnceLock::new();
+
+/// Set once at startup by a rootless daemon whose network goes through slirp4netns.
+pub fn set_forwarder(f: Forwarder) {
+    let _ = FORWARDER.set(f);
+}
+
+pub(crate) fn forwarder() -> Option<&'static Forwarder> {
+    FORWARDER.get()
+}
+
+/// One forward on the host, removed on drop.
+#[derive(Debug)]
+pub struct HostFwd {
+    api: PathBuf,
+    id: u64,
+}
+
+fn call(api: &std::path::Path, req: &serde_json::Value) -> std::io::Result<serde_json::Value> {
+    let mut s = UnixStream::connect(api)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(req.to_string().as_bytes())?;
+    s.shutdown(std::net::Shutdown::Write)?;
+    let mut body = String::new();
+    s.read_to_string(&mut body)?;
+    serde_json::from_str(&body).map_err(|e| std::io::Error::other(format!("slirp4netns API: {e}")))
+}
+
+/// `add_hostfwd`: `host_ip:port` on the host to the daemon's `port`.
+pub(crate) fn add(
+    f: &Forwarder,
+    proto: &str,
+    host_ip: Option<Ipv4Addr>,
+    port: u16,
+) -> std::io::Result<HostFwd> {
+    let req = serde_json::json!({
+        "execute": "add_hostfwd",
+        "arguments": {
+            "proto": proto,
+            "host_addr": host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED).to_string(),
+            "host_port": port,
+            "guest_addr": f.guest.to_string(),
+            "guest_port": port,
+        }
+    });
+    let r = call(&f.api, &req)?;
+    match r["return"]["id"].as_u64() {
+        Some(id) => Ok(HostFwd {
+            api: f.api.clone(),
+            id,
+        }),
+        // slirp4netns fails an add only when it cannot bind the host port.
+        None => Err(std::io::Error::from_raw_os_error(libc::EADDRINUSE)),
+    }
+}
+
+impl Drop for HostFwd {
+    fn drop(&mut self) {
+        let req = serde_json::json!({"execute": "remove_hostfwd", "arguments": {"id": self.id}});
+        if let Err(e) = call(&self.api, &req) {
+            tracing::warn!("slirp4netns: remove_hostfwd {}: {e}", self.id);
+        }
+    }
+}

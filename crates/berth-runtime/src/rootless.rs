@@ -1,0 +1,811 @@
+//! Rootless mode: `berth daemon` started by an ordinary user.
+//!
+//! The shape is rootlesskit's: the process the user started (the *outer* process) stays in the
+//! host's namespaces, checks the prerequisites, and re-executes the same binary as the *inner*
+//! daemon in a new user namespace. The outer process writes the inner one's uid/gid maps with
+//! the setuid `newuidmap`/`newgidmap` (the user's own id as 0, the `/etc/subuid` and
+//! `/etc/subgid` ranges as 1..); the inner daemon then becomes 0 in that namespace, unshares a
+//! mount, network and cgroup namespace, and runs the ordinary engine code: there it is "root"
+//! over everything it made, and the kernel keeps it the user everywhere else.
+//!
+//! [`Mode::current`] is the one place that tells the rest of the code whether it runs rootless
+//! (spec generation drops cgroup limits, the engine warns about them).
+
+use std::ffi::OsString;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::RuntimeError;
+
+/// Set (to "1") in the inner daemon's environment by the outer process.
+pub const INNER_ENV: &str = "_BERTH_ROOTLESS_INNER";
+
+/// Whether this process runs as root on the host or inside a rootless user namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The initial user namespace: real root, cgroups and host networking available.
+    Rootful,
+    /// A user namespace whose 0 is an ordinary user on the host: no cgroup limits (on this
+    /// cgroup v1/hybrid host nothing is delegated), no host network configuration.
+    Rootless,
+}
+
+impl Mode {
+    /// Probed once per process: a uid map other than the initial namespace's identity map
+    /// means a user namespace, which for Berth means rootless.
+    pub fn current() -> Mode {
+        static MODE: OnceLock<Mode> = OnceLock::new();
+        *MODE.get_or_init(|| match std::fs::read_to_string("/proc/self/uid_map") {
+            Ok(m) if is_initial_map(&m) => Mode::Rootful,
+            Ok(_) => Mode::Rootless,
+            Err(_) => Mode::Rootful,
+        })
+    }
+
+    pub fn is_rootless(self) -> bool {
+        self == Mode::Rootless
+    }
+}
+
+fn is_initial_map(map: &str) -> bool {
+    let f: Vec<&str> = map.split_whitespace().collect();
+    f == ["0", "0", "4294967295"]
+}
+
+/// Rootless: the highest gid of the contiguous range from 0 that this user namespace maps
+/// (`None` when rootful).
+pub fn mapped_gid_max() -> Option<u32> {
+    if !Mode::current().is_rootless() {
+        return None;
+    }
+    let map = std::fs::read_to_string("/proc/self/gid_map").ok()?;
+    let mut ranges: Vec<(u64, u64)> = map
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<u64> = l
+                .split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            (f.len() == 3).then(|| (f[0], f[2]))
+        })
+        .collect();
+    ranges.sort();
+    let mut top = 0u64;
+    for (inside, count) in ranges {
+        if inside > top {
+            break;
+        }
+        top = top.max(inside + count);
+    }
+    u32::try_from(top.checked_sub(1)?).ok()
+}
+
+/// The warning given (daemon log, `/info`, create) instead of applying limits rootless.
+pub const CGROUP_WARNING: &str = "Running in rootless mode without cgroups: resource limits \
+    (--memory, --cpus, --pids-limit, ...) are not supported and are not applied. Rootless \
+    limits need cgroup v2 with delegation (boot with systemd.unified_cgroup_hierarchy=1)";
+
+/// A subordinate id range from `/etc/subuid` or `/etc/subgid`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdRange {
+    pub start: u32,
+    pub count: u32,
+}
+
+/// The first range of `user` (by name or numeric id) in a subuid/subgid file's text.
+pub fn find_range(text: &str, user: &str, id: u32) -> Option<IdRange> {
+    let id = id.to_string();
+    text.lines().find_map(|l| {
+        let mut f = l.trim().split(':');
+        let (who, start, count) = (f.next()?, f.next()?, f.next()?);
+        if who != user && who != id {
+            return None;
+        }
+        let r = IdRange {
+            start: start.trim().parse().ok()?,
+            count: count.trim().parse().ok()?,
+        };
+        (r.count > 0).then_some(r)
+    })
+}
+
+/// The user's places, Docker rootless's: everything the daemon owns is the user's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paths {
+    /// `$XDG_RUNTIME_DIR/berth`: the exec-root, with the socket and the pid file.
+    pub exec_root: PathBuf,
+    pub socket: PathBuf,
+    /// `$XDG_DATA_HOME/berth`, default `~/.local/share/berth`.
+    pub data_root: PathBuf,
+    /// `$XDG_CONFIG_HOME/berth/daemon.json`, default `~/.config/berth/daemon.json`.
+    pub config_file: PathBuf,
+}
+
+impl Paths {
+    pub fn from_env() -> Result<Paths, RuntimeError> {
+        let var = |k: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        let runtime = var("XDG_RUNTIME_DIR").ok_or_else(|| RuntimeError::RootlessSetup {
+            problem: "XDG_RUNTIME_DIR is not set: rootless berth keeps its socket and runtime \
+                      state there"
+                .into(),
+            fix: format!(
+                "log in through a session that sets it (systemd-logind), or: mkdir -m 700 -p \
+                 /tmp/berth-{uid} && export XDG_RUNTIME_DIR=/tmp/berth-{uid}",
+                uid = nix::unistd::getuid()
+            ),
+        })?;
+        let home = var("HOME").ok_or_else(|| RuntimeError::RootlessSetup {
+            problem: "HOME is not set".into(),
+            fix: "set HOME to your home directory".into(),
+        })?;
+        let exec_root = runtime.join("berth");
+        let socket = exec_root.join("berth.sock");
+        // sockaddr_un's sun_path is 108 bytes with its NUL; the longest socket under the
+        // exec-root is a shim's, `containers/<64 hex>/shim.sock`.
+        let longest = exec_root.as_os_str().len() + "/containers/".len() + 64 + "/shim.sock".len();
+        if longest >= 108 {
+            return Err(RuntimeError::RootlessSetup {
+                problem: format!(
+                    "XDG_RUNTIME_DIR {} is too long: the containers' sockets under {} would exceed the 107 bytes a unix socket path may have",
+                    runtime.display(),
+                    exec_root.display()
+                ),
+                fix: format!("use an XDG_RUNTIME_DIR of at most {} bytes (such as /run/user/{})", 107 - (longest - runtime.as_os_str().len()), nix::unistd::getuid()),
+            });
+        }
+        let data = var("XDG_DATA_HOME").unwrap_or_else(|| home.join(".local/share"));
+        let config = var("XDG_CONFIG_HOME").unwrap_or_else(|| home.join(".config"));
+        Ok(Paths {
+            exec_root,
+            socket,
+            data_root: data.join("berth"),
+            config_file: config.join("berth/daemon.json"),
+        })
+    }
+}
+
+/// The calling user's name and subordinate ranges, or the fix when one is missing.
+pub struct Identity {
+    pub uid: u32,
+    pub gid: u32,
+    pub name: String,
+    pub subuid: IdRange,
+    pub subgid: IdRange,
+}
+
+const SUBUID: &str = "/etc/subuid";
+const SUBGID: &str = "/etc/subgid";
+
+fn user_name(uid: u32) -> String {
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| uid.to_string())
+}
+
+fn sub_range(file: &str, name: &str, id: u32) -> Result<IdRange, RuntimeError> {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    find_range(&text, name, id).ok_or_else(|| {
+        let (kind, flag) = if file == SUBUID {
+            ("subordinate user ids", "--add-subuids")
+        } else {
+            ("subordinate group ids", "--add-subgids")
+        };
+        RuntimeError::RootlessSetup {
+            problem: format!("no {kind} for {name} in {file}: rootless berth maps them into its user namespace"),
+            fix: format!("as root: usermod {flag} 100000-165535 {name}   (a range of 65536 ids no other user has)"),
+        }
+    })
+}
+
+impl Identity {
+    pub fn probe() -> Result<Identity, RuntimeError> {
+        let uid = nix::unistd::getuid().as_raw();
+        let gid = nix::unistd::getgid().as_raw();
+        let name = user_name(uid);
+        Ok(Identity {
+            subuid: sub_range(SUBUID, &name, uid)?,
+            subgid: sub_range(SUBGID, &name, uid)?,
+            uid,
+            gid,
+            name,
+        })
+    }
+}
+
+/// A setuid helper on PATH (`newuidmap`, `newgidmap`), or the fix.
+pub fn find_helper(name: &str) -> Result<PathBuf, RuntimeError> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| OsString::from("/usr/bin:/bin"));
+    let found = std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file());
+    let missing = |problem: String| RuntimeError::RootlessSetup {
+        problem,
+        fix: "as root: apt-get install uidmap   (it provides the setuid newuidmap and newgidmap)"
+            .into(),
+    };
+    let p = found.ok_or_else(|| missing(format!("{name} not found on PATH")))?;
+    let meta = std::fs::metadata(&p).map_err(|e| missing(format!("{}: {e}", p.display())))?;
+    use std::os::unix::fs::MetadataExt;
+    let setuid_root = meta.uid() == 0 && meta.permissions().mode() & 0o4000 != 0;
+    let has_caps = xattr_present(&p, "security.capability");
+    if !setuid_root && !has_caps {
+        return Err(RuntimeError::RootlessSetup {
+            problem: format!(
+                "{} is neither setuid root nor has file capabilities",
+                p.display()
+            ),
+            fix: format!("as root: chmod u+s {}   (or reinstall uidmap)", p.display()),
+        });
+    }
+    Ok(p)
+}
+
+fn xattr_present(p: &Path, name: &str) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let (Ok(path), Ok(name)) = (
+        std::ffi::CString::new(p.as_os_str().as_bytes()),
+        std::ffi::CString::new(name),
+    ) else {
+        return false;
+    };
+    // SAFETY: both strings are NUL-terminated; a zero-length buffer only asks for the size.
+    unsafe { libc::getxattr(path.as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0) >= 0 }
+}
+
+/// Everything the outer process needs before it starts anything: checked first so that a
+/// missing piece leaves no state behind.
+pub struct Plan {
+    pub paths: Paths,
+    pub id: Identity,
+    pub newuidmap: PathBuf,
+    pub newgidmap: PathBuf,
+}
+
+impl Plan {
+    pub fn check() -> Result<Plan, RuntimeError> {
+        let paths = Paths::from_env()?;
+        let id = Identity::probe()?;
+        let newuidmap = find_helper("newuidmap")?;
+        let newgidmap = find_helper("newgidmap")?;
+        Ok(Plan {
+            paths,
+            id,
+            newuidmap,
+            newgidmap,
+        })
+    }
+}
+
+/// The outer process: starts the inner daemon (`exe` with `args`) in a new user namespace,
+/// maps its ids, forwards SIGTERM/SIGINT/SIGHUP to it and returns its exit code. Containers
+/// are reaped with it: this process is their subreaper, and kills what is left of the
+/// namespace when the daemon exits (rootless has no live restore yet).
+pub fn run_outer(plan: &Plan, exe: &Path, args: &[OsString]) -> Result<i32, RuntimeError> {
+    for dir in [&plan.paths.exec_root, &plan.paths.data_root] {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| RuntimeError::io(format!("create {}", dir.display()), e))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| RuntimeError::io(format!("chmod {}", dir.display()), e))?;
+    }
+    // Orphaned shims (they double-fork) come back to us, not to the host's init.
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| RuntimeError::io("pipe", e.into()))?;
+    let rd_raw = std::os::fd::AsRawFd::as_raw_fd(&rd);
+    let mut cmd = Command::new(exe);
+    cmd.args(args).env(INNER_ENV, "100");
+    let slirp_api = plan.paths.exec_root.join("slirp4netns.sock");
+    let _ = std::fs::remove_file(&slirp_api);
+    if tun_access().is_ok() {
+        cmd.env(SLIRP_API_ENV, &slirp_api);
+    }
+    // The read end survives the exec as fd 100 (dup2 clears CLOEXEC); the write end does not.
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(rd_raw, 100) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // Should the outer process die, the daemon shuts down as on `kill`.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0);
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| RuntimeError::io(format!("start {}", exe.display()), e))?;
+    drop(rd);
+    let pid = child.id();
+    let mapped = map_ids(plan, pid);
+    let mut wr = std::fs::File::from(wr);
+    if let Err(e) = mapped {
+        // The inner process sees the pipe close without a byte and exits.
+        drop(wr);
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(e);
+    }
+    use std::io::Write;
+    let _ = wr.write_all(b"1");
+    drop(wr);
+    forward_signals(pid);
+    match start_slirp(plan, pid) {
+        Ok(()) => {}
+        Err(e) => eprintln!("WARNING: rootless: containers have no outbound network: {e}"),
+    }
+    // As subreaper we also collect the shims' short-lived intermediate processes.
+    let code = loop {
+        let mut status = 0;
+        // SAFETY: waits for any child into a local.
+        let r = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(RuntimeError::io("wait for the rootless daemon", e));
+        }
+        if r == pid as i32 {
+            break if libc::WIFEXITED(status) {
+                libc::WEXITSTATUS(status)
+            } else {
+                128 + libc::WTERMSIG(status)
+            };
+        }
+    };
+    drop(child);
+    reap_orphans();
+    Ok(code)
+}
+
+/// Set in the inner daemon's environment to slirp4netns's API socket when slirp4netns gives
+/// its network namespace outbound connectivity (and takes port forwards).
+pub const SLIRP_API_ENV: &str = "_BERTH_ROOTLESS_SLIRP_API";
+
+/// slirp4netns's API socket, when this rootless daemon's network goes through it.
+pub fn slirp_api() -> Option<PathBuf> {
+    if !Mode::current().is_rootless() {
+        return None;
+    }
+    std::env::var_os(SLIRP_API_ENV).map(PathBuf::from)
+}
+
+/// The inner daemon's address on slirp4netns's network (its default `--cidr`): port forwards
+/// from the host arrive here.
+pub const SLIRP_GUEST_ADDR: &str = "10.0.2.100";
+
+/// Outbound connectivity for the inner daemon's network namespace: slirp4netns (a user-mode
+/// TCP/IP stack on a tap device) joined to the daemon's user and network namespaces. Chosen
+/// over pasta because its API socket adds and removes host port forwards at run time, which
+/// `-p` on a running daemon needs; pasta's forwards are fixed when it starts.
+fn start_slirp(plan: &Plan, pid: u32) -> Result<(), RuntimeError> {
+    tun_access().map_err(|e| match e {
+        RuntimeError::RootlessSetup { problem, fix } => {
+            RuntimeError::Runtime(format!("{problem}; fix: {fix}"))
+        }
+        other => other,
+    })?;
+    let own = std::fs::read_link("/proc/self/ns/net")
+        .map_err(|e| RuntimeError::io("read /proc/self/ns/net", e))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_link(format!("/proc/{pid}/ns/net"))
+        .ok()
+        .as_ref()
+        == Some(&own)
+    {
+        if Instant::now() > deadline {
+            return Err(RuntimeError::Runtime(
+                "the daemon made no network namespace".into(),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| RuntimeError::io("pipe", e.into()))?;
+    let wr_raw = std::os::fd::AsRawFd::as_raw_fd(&wr);
+    let api = plan.paths.exec_root.join("slirp4netns.sock");
+    let mut cmd = Command::new("slirp4netns");
+    cmd.args([
+        "--configure",
+        "--mtu=65520",
+        "--disable-host-loopback",
+        "--ready-fd=101",
+    ])
+    .arg(format!("--api-socket={}", api.display()))
+    .arg(format!("--userns-path=/proc/{pid}/ns/user"))
+    .args(["--netns-type=path"])
+    .arg(format!("/proc/{pid}/ns/net"))
+    .arg("tap0")
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::null());
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(wr_raw, 101) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(|e| {
+        RuntimeError::Runtime(format!(
+            "cannot start slirp4netns ({e}); fix: as root: apt-get install slirp4netns"
+        ))
+    })?;
+    drop(wr);
+    // slirp4netns writes "1" once tap0 is configured (or exits, closing the pipe).
+    let mut f = std::fs::File::from(rd);
+    let mut b = [0u8; 1];
+    if f.read(&mut b).unwrap_or(0) != 1 {
+        return Err(RuntimeError::Runtime(format!(
+            "slirp4netns (pid {}) exited before configuring the network",
+            child.id()
+        )));
+    }
+    Ok(())
+}
+
+/// Waits until `pid` is in a user namespace of its own, then writes its maps.
+fn map_ids(plan: &Plan, pid: u32) -> Result<(), RuntimeError> {
+    let own = std::fs::read_link("/proc/self/ns/user")
+        .map_err(|e| RuntimeError::io("read /proc/self/ns/user", e))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match std::fs::read_link(format!("/proc/{pid}/ns/user")) {
+            Ok(ns) if ns != own => break,
+            Ok(_) => {}
+            Err(e) => {
+                return Err(RuntimeError::Runtime(format!(
+                    "rootless daemon exited before its user namespace was set up: {e}"
+                )))
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(RuntimeError::Runtime(
+                "rootless daemon did not create its user namespace in 10s".into(),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let run = |tool: &Path, own: u32, r: IdRange| -> Result<(), RuntimeError> {
+        let out = Command::new(tool)
+            .arg(pid.to_string())
+            .args(["0", &own.to_string(), "1"])
+            .args(["1", &r.start.to_string(), &r.count.to_string()])
+            .output()
+            .map_err(|e| RuntimeError::io(format!("run {}", tool.display()), e))?;
+        if !out.status.success() {
+            return Err(RuntimeError::RootlessSetup {
+                problem: format!(
+                    "{} failed: {}",
+                    tool.display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+                fix: format!(
+                    "check that {} and {} give this user ranges no other user overlaps, and that {} is setuid root",
+                    SUBUID, SUBGID, tool.display()
+                ),
+            });
+        }
+        Ok(())
+    };
+    run(&plan.newuidmap, plan.id.uid, plan.id.subuid)?;
+    run(&plan.newgidmap, plan.id.gid, plan.id.subgid)
+}
+
+static INNER_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn forward(sig: libc::c_int) {
+    let pid = INNER_PID.load(std::sync::atomic::Ordering::SeqCst);
+    if pid > 0 {
+        // SAFETY: kill is async-signal-safe.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+fn forward_signals(pid: u32) {
+    INNER_PID.store(pid as i32, std::sync::atomic::Ordering::SeqCst);
+    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+        // SAFETY: the handler only reads an atomic and calls kill.
+        unsafe {
+            libc::signal(
+                sig,
+                forward as extern "C" fn(libc::c_int) as libc::sighandler_t,
+            )
+        };
+    }
+}
+
+/// After the daemon exits: its shims and containers (re-parented to us) would otherwise keep
+/// running in namespaces no later daemon can join. Kill and reap them.
+fn reap_orphans() {
+    let me = std::process::id().to_string();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let children: Vec<i32> = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .ok()
+                    .and_then(|s| {
+                        let rest = &s[s.rfind(')')? + 2..];
+                        rest.split(' ').nth(1).map(|p| p == me)
+                    })
+                    .unwrap_or(false)
+            })
+            .collect();
+        if children.is_empty() || Instant::now() > deadline {
+            return;
+        }
+        for pid in &children {
+            // SAFETY: our own children, by pid.
+            unsafe { libc::kill(*pid, libc::SIGKILL) };
+        }
+        // SAFETY: reaps any child; WNOHANG never blocks.
+        while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } > 0 {}
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The inner daemon, first thing in `main` while single-threaded: enter the user namespace,
+/// wait for the outer process to map it, become its root, and make the private mount, network
+/// and cgroup namespaces the daemon works in.
+pub fn enter_inner(fd: i32) -> Result<(), RuntimeError> {
+    use nix::sched::{unshare, CloneFlags};
+    let sys = |what: &str, e: nix::Error| RuntimeError::io(what.to_string(), e.into());
+    unshare(CloneFlags::CLONE_NEWUSER).map_err(|e| sys("unshare(CLONE_NEWUSER)", e))?;
+    // SAFETY: fd was handed to us by the outer process and is owned by nothing else here.
+    let mut pipe = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let mut b = [0u8; 1];
+    if pipe.read(&mut b).unwrap_or(0) != 1 {
+        return Err(RuntimeError::Runtime(
+            "the outer rootless process did not map our user namespace".into(),
+        ));
+    }
+    drop(pipe);
+    std::env::remove_var(INNER_ENV);
+    let root = nix::unistd::Gid::from_raw(0);
+    nix::unistd::setgroups(&[]).map_err(|e| sys("setgroups", e))?;
+    nix::unistd::setresgid(root, root, root).map_err(|e| sys("setresgid(0)", e))?;
+    let uroot = nix::unistd::Uid::from_raw(0);
+    nix::unistd::setresuid(uroot, uroot, uroot).map_err(|e| sys("setresuid(0)", e))?;
+    unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWCGROUP)
+        .map_err(|e| sys("unshare(mount, net, cgroup)", e))?;
+    use nix::mount::{mount, MsFlags};
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| sys("make / private", e))?;
+    // A cgroup2 file system at /sys/fs/cgroup (ours to mount in our cgroup namespace): the
+    // runtime then treats cgroups as v2, where libcontainer leaves a rootless process in its
+    // parent cgroup instead of failing on the host's v1 hierarchies it may not write.
+    if let Err(e) = mount(
+        Some("cgroup2"),
+        "/sys/fs/cgroup",
+        Some("cgroup2"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    ) {
+        eprintln!("WARNING: rootless: cannot mount cgroup2 on /sys/fs/cgroup: {e}");
+    }
+    loopback_up()
+}
+
+/// `ip link set lo up` in the fresh network namespace.
+fn loopback_up() -> Result<(), RuntimeError> {
+    // SAFETY: a plain socket used for one ioctl on a zeroed, NUL-terminated ifreq.
+    unsafe {
+        let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if s < 0 {
+            return Err(RuntimeError::io("socket", std::io::Error::last_os_error()));
+        }
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo\0".iter().enumerate() {
+            req.ifr_name[i] = *b as libc::c_char;
+        }
+        let mut r = libc::ioctl(s, libc::SIOCGIFFLAGS, &mut req);
+        if r == 0 {
+            req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+            r = libc::ioctl(s, libc::SIOCSIFFLAGS, &req);
+        }
+        let err = std::io::Error::last_os_error();
+        libc::close(s);
+        if r != 0 {
+            return Err(RuntimeError::io("bring up lo", err));
+        }
+    }
+    Ok(())
+}
+
+/// One line of `berth rootless check`.
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub what: String,
+    /// None when satisfied; else what to do.
+    pub fix: Option<String>,
+}
+
+/// Every prerequisite of rootless mode for the calling user, each with its fix.
+pub fn check_all() -> Vec<Check> {
+    let mut out = Vec::new();
+    let mut push = |what: &str, r: Result<String, RuntimeError>| match r {
+        Ok(detail) => out.push(Check {
+            what: format!("{what}: {detail}"),
+            fix: None,
+        }),
+        Err(RuntimeError::RootlessSetup { problem, fix }) => out.push(Check {
+            what: format!("{what}: {problem}"),
+            fix: Some(fix),
+        }),
+        Err(e) => out.push(Check {
+            what: format!("{what}: {e}"),
+            fix: Some("see the error".into()),
+        }),
+    };
+    let uid = nix::unistd::getuid().as_raw();
+    let name = user_name(uid);
+    push(
+        "subordinate uids",
+        sub_range(SUBUID, &name, uid)
+            .map(|r| format!("{}-{}", r.start, r.start as u64 + r.count as u64 - 1)),
+    );
+    push(
+        "subordinate gids",
+        sub_range(SUBGID, &name, uid)
+            .map(|r| format!("{}-{}", r.start, r.start as u64 + r.count as u64 - 1)),
+    );
+    for tool in ["newuidmap", "newgidmap"] {
+        push(tool, find_helper(tool).map(|p| p.display().to_string()));
+    }
+    push("unprivileged user namespaces", userns_sysctls());
+    push(
+        "XDG_RUNTIME_DIR",
+        Paths::from_env().map(|p| format!("socket {}", p.socket.display())),
+    );
+    push("/dev/net/tun", tun_access());
+    push("overlayfs in a user namespace", overlay_in_userns());
+    out
+}
+
+fn userns_sysctls() -> Result<String, RuntimeError> {
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .ok()
+            .map(|s| s.trim().to_string())
+    };
+    if let Some(v) = read("/proc/sys/kernel/unprivileged_userns_clone") {
+        if v == "0" {
+            return Err(RuntimeError::RootlessSetup {
+                problem: "kernel.unprivileged_userns_clone is 0".into(),
+                fix: "as root: sysctl -w kernel.unprivileged_userns_clone=1 (and put it in /etc/sysctl.d/)".into(),
+            });
+        }
+    }
+    if read("/proc/sys/user/max_user_namespaces").as_deref() == Some("0") {
+        return Err(RuntimeError::RootlessSetup {
+            problem: "user.max_user_namespaces is 0".into(),
+            fix: "as root: sysctl -w user.max_user_namespaces=28633 (and put it in /etc/sysctl.d/)"
+                .into(),
+        });
+    }
+    if read("/proc/sys/kernel/apparmor_restrict_unprivileged_userns").as_deref() == Some("1") {
+        return Err(RuntimeError::RootlessSetup {
+            problem: "kernel.apparmor_restrict_unprivileged_userns is 1".into(),
+            fix: "as root: sysctl -w kernel.apparmor_restrict_unprivileged_userns=0".into(),
+        });
+    }
+    Ok("enabled".into())
+}
+
+fn tun_access() -> Result<String, RuntimeError> {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")
+    {
+        Ok(_) => Ok("accessible".into()),
+        Err(e) => Err(RuntimeError::RootlessSetup {
+            problem: format!("cannot open /dev/net/tun ({e}): containers get no outbound network (slirp4netns needs a tap device)"),
+            fix: "as root: chmod 0666 /dev/net/tun   (the usual mode; opening it grants nothing by itself)".into(),
+        }),
+    }
+}
+
+/// Mounts an overlay in a throwaway user+mount namespace (a forked child), so the answer is
+/// the kernel's own.
+fn overlay_in_userns() -> Result<String, RuntimeError> {
+    let dir = std::env::temp_dir().join(format!("berth-ovl-check-{}", std::process::id()));
+    let fail = |problem: String| RuntimeError::RootlessSetup {
+        problem,
+        fix: "use a kernel >= 5.11 (overlayfs in user namespaces), or install fuse-overlayfs"
+            .into(),
+    };
+    for d in ["l", "u", "w", "m"] {
+        std::fs::create_dir_all(dir.join(d))
+            .map_err(|e| fail(format!("{}: {e}", dir.display())))?;
+    }
+    let opts = format!("lowerdir={0}/l,upperdir={0}/u,workdir={0}/w", dir.display());
+    let target = dir.join("m");
+    let (uid, gid) = (nix::unistd::getuid(), nix::unistd::getgid());
+    // SAFETY: the child only makes syscalls and exits.
+    let r = match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Child) => {
+            use nix::sched::{unshare, CloneFlags};
+            // A process may map its own ids into its new namespace without a helper.
+            let ok = unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS).is_ok()
+                && std::fs::write("/proc/self/setgroups", "deny").is_ok()
+                && std::fs::write("/proc/self/uid_map", format!("0 {uid} 1")).is_ok()
+                && std::fs::write("/proc/self/gid_map", format!("0 {gid} 1")).is_ok()
+                && nix::mount::mount(
+                    Some("overlay"),
+                    &target,
+                    Some("overlay"),
+                    nix::mount::MsFlags::empty(),
+                    Some(opts.as_str()),
+                )
+                .is_ok();
+            // SAFETY: leave the forked child without running the parent's destructors.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+        }
+        Ok(nix::unistd::ForkResult::Parent { child }) => nix::sys::wait::waitpid(child, None),
+        Err(e) => Err(e),
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    match r {
+        Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => Ok("works".into()),
+        _ => Err(fail(
+            "the kernel refused an overlay mount in a user namespace".into(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_by_name_or_id() {
+        let t = "alice:100000:65536\n1001:200000:10\nbob:1:0\n";
+        assert_eq!(
+            find_range(t, "alice", 1000),
+            Some(IdRange {
+                start: 100000,
+                count: 65536
+            })
+        );
+        assert_eq!(
+            find_range(t, "carol", 1001),
+            Some(IdRange {
+                start: 200000,
+                count: 10
+            })
+        );
+        assert_eq!(find_range(t, "bob", 7), None, "an empty range is no range");
+        assert_eq!(find_range(t, "dave", 9), None);
+    }
+
+    #[test]
+    fn initial_map() {
+        assert!(is_initial_map("         0          0 4294967295\n"));
+        assert!(!is_initial_map("0 1000 1\n1 100000 65536\n"));
+    }
+}

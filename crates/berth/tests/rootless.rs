@@ -1,0 +1,823 @@
+//! Rootless Berth with a real user: the test creates an ordinary user (`useradd`, a
+//! subuid/subgid range of its own), runs `berth daemon` as that user, and drives it with the
+//! berth CLI and the docker CLI. Also the misconfigurations: no subordinate ids, no
+//! newuidmap, no XDG_RUNTIME_DIR — each a clear message naming the fix, and nothing created.
+
+mod common;
+use common::*;
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+const DOCKER: &str = "/usr/local/bin/docker";
+
+/// Why these tests cannot run here, if they cannot.
+fn skip_reason() -> Option<String> {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not root: cannot create a test user".into());
+    }
+    for t in [
+        "/usr/sbin/useradd",
+        "/usr/sbin/userdel",
+        "/usr/sbin/runuser",
+    ] {
+        if !Path::new(t).exists() {
+            return Some(format!("{t} missing"));
+        }
+    }
+    if !Path::new("/usr/bin/newuidmap").exists() {
+        return Some("newuidmap missing: apt-get install uidmap".into());
+    }
+    None
+}
+
+macro_rules! skip_unless_ready {
+    () => {
+        if let Some(why) = skip_reason() {
+            eprintln!("SKIP rootless: {why}");
+            return;
+        }
+    };
+}
+
+/// Serialises our edits of /etc/subuid and /etc/subgid between the tests of this file.
+static SUBID_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A user made for one test: its home and runtime dir under a short /tmp root, optional
+/// subordinate id lines; `Drop` removes the user, its files, and exactly the lines we added.
+struct TestUser {
+    name: String,
+    uid: u32,
+    root: PathBuf,
+    home: PathBuf,
+    runtime: PathBuf,
+    lines: Vec<(&'static str, String)>,
+}
+
+impl TestUser {
+    fn new(with_subids: bool) -> TestUser {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let pid = std::process::id();
+        let name = format!("brl{pid}x{n}");
+        let root = PathBuf::from(format!("/tmp/rl.{pid}{n}"));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).expect("test root");
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let home = root.join("h");
+        // Short: the shims' sockets live under it (`berth/containers/<id>/shim.sock`).
+        let runtime = PathBuf::from(format!("/tmp/rr{n}{}", pid % 1000));
+        // No automatic subordinate ids: the test decides which lines exist.
+        let out = Command::new("/usr/sbin/useradd")
+            .args(["-m", "-d"])
+            .arg(&home)
+            .args([
+                "-K",
+                "SUB_UID_COUNT=0",
+                "-K",
+                "SUB_GID_COUNT=0",
+                "-s",
+                "/bin/sh",
+            ])
+            .arg(&name)
+            .output()
+            .expect("useradd");
+        assert!(
+            out.status.success(),
+            "useradd: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let uid = String::from_utf8(
+            Command::new("id")
+                .args(["-u", &name])
+                .output()
+                .expect("id")
+                .stdout,
+        )
+        .expect("utf8")
+        .trim()
+        .parse()
+        .expect("uid");
+        let mut u = TestUser {
+            name,
+            uid,
+            root,
+            home,
+            runtime,
+            lines: Vec::new(),
+        };
+        let _ = std::fs::remove_dir_all(&u.runtime);
+        std::fs::create_dir(&u.runtime).expect("runtime dir");
+        std::fs::set_permissions(&u.runtime, std::fs::Permissions::from_mode(0o700))
+            .expect("chmod");
+        chown(&u.runtime, uid);
+        if with_subids {
+            // A range far above any range useradd gives (100000 + 65536·k).
+            let start = 1_000_000_000u64 + u64::from(pid % 4000) * 262_144 + u64::from(n) * 65_536;
+            let line = format!("{}:{start}:65536", u.name);
+            let _g = SUBID_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+            for f in ["/etc/subuid", "/etc/subgid"] {
+                let mut file = std::fs::OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .open(f)
+                    .expect("open subid file");
+                writeln!(file, "{line}").expect("append subid line");
+                u.lines.push((f, line.clone()));
+            }
+        }
+        u
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.runtime.join("berth/berth.sock")
+    }
+
+    fn host(&self) -> String {
+        format!("unix://{}", self.socket().display())
+    }
+
+    /// `berth <args>` as this user, with a clean environment of its own.
+    fn cmd(&self, program: &str, env: &[(&str, &str)]) -> Command {
+        let mut c = Command::new("/usr/sbin/runuser");
+        c.args(["-u", &self.name, "--", "env", "-i"]);
+        c.arg(format!("HOME={}", self.home.display()));
+        c.arg("PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin");
+        for (k, v) in env {
+            c.arg(format!("{k}={v}"));
+        }
+        c.arg(program);
+        c.current_dir("/");
+        c
+    }
+
+    /// A berth (or docker) client command as this user against its daemon.
+    fn client(&self, program: &str, args: &[&str]) -> Out {
+        let mut c = self.cmd(program, &[("DOCKER_HOST", &self.host())]);
+        c.args(args);
+        berth_testkit::run_with_timeout(c, None, Duration::from_secs(60))
+    }
+}
+
+fn chown(p: &Path, uid: u32) {
+    std::os::unix::fs::chown(p, Some(uid), None).expect("chown");
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        // Whatever the user still runs (a failed test's daemon) goes first, by pid: processes
+        // of this test's own user only.
+        for (pid, _, _) in processes_of(self.uid) {
+            // SAFETY: kill by pid.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        wait_until(Duration::from_secs(5), || processes_of(self.uid).is_empty());
+        let _ = Command::new("/usr/sbin/userdel")
+            .arg(&self.name)
+            .stderr(Stdio::null())
+            .status();
+        let _g = SUBID_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        for (f, line) in &self.lines {
+            if let Ok(text) = std::fs::read_to_string(f) {
+                if text.lines().any(|l| l == line) {
+                    let kept: String = text
+                        .lines()
+                        .filter(|l| l != line)
+                        .map(|l| format!("{l}\n"))
+                        .collect();
+                    let tmp = format!("{f}.berth-test");
+                    if std::fs::write(&tmp, kept).is_ok() {
+                        let _ =
+                            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644));
+                        let _ = std::fs::rename(&tmp, f);
+                    }
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.root);
+        let _ = std::fs::remove_dir_all(&self.runtime);
+    }
+}
+
+/// Grants one user read/write on /dev/net/tun with a POSIX ACL entry (what an administrator
+/// would do instead of `chmod 0666`), and restores the device's ACL and mode on drop. `None`
+/// when the file system refuses ACLs.
+struct TunGrant {
+    mode: u32,
+    acl: Option<Vec<u8>>,
+}
+
+const TUN: &str = "/dev/net/tun";
+const ACL_XATTR: &str = "system.posix_acl_access";
+
+fn xattr_get(path: &str, name: &str) -> Option<Vec<u8>> {
+    let p = std::ffi::CString::new(path).ok()?;
+    let n = std::ffi::CString::new(name).ok()?;
+    let mut buf = vec![0u8; 1024];
+    // SAFETY: buf is writable for its length; both strings are NUL-terminated.
+    let r = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    (r >= 0).then(|| {
+        buf.truncate(r as usize);
+        buf
+    })
+}
+
+impl TunGrant {
+    fn new(uid: u32) -> Option<TunGrant> {
+        use std::os::unix::fs::MetadataExt;
+        let mode = std::fs::metadata(TUN).ok()?.mode() & 0o7777;
+        let acl = xattr_get(TUN, ACL_XATTR);
+        // posix_acl_xattr: version 2, then (tag, perm, id) entries in tag order.
+        let entry = |tag: u16, perm: u32, id: u32| {
+            let mut e = tag.to_le_bytes().to_vec();
+            e.extend((perm as u16).to_le_bytes());
+            e.extend(id.to_le_bytes());
+            e
+        };
+        let mut v = 2u32.to_le_bytes().to_vec();
+        v.extend(entry(0x01, (mode >> 6) & 7, u32::MAX)); // user::
+        v.extend(entry(0x02, 6, uid)); // user:<uid>:rw-
+        v.extend(entry(0x04, (mode >> 3) & 7, u32::MAX)); // group::
+        v.extend(entry(0x10, 6, u32::MAX)); // mask::rw-
+        v.extend(entry(0x20, mode & 7, u32::MAX)); // other::
+        let p = std::ffi::CString::new(TUN).ok()?;
+        let n = std::ffi::CString::new(ACL_XATTR).ok()?;
+        // SAFETY: v is readable for its length; both strings are NUL-terminated.
+        let r = unsafe { libc::setxattr(p.as_ptr(), n.as_ptr(), v.as_ptr().cast(), v.len(), 0) };
+        (r == 0).then_some(TunGrant { mode, acl })
+    }
+}
+
+impl Drop for TunGrant {
+    fn drop(&mut self) {
+        let (Ok(p), Ok(n)) = (
+            std::ffi::CString::new(TUN),
+            std::ffi::CString::new(ACL_XATTR),
+        ) else {
+            return;
+        };
+        // SAFETY: NUL-terminated strings; the old value, if any, is readable for its length.
+        unsafe {
+            match &self.acl {
+                Some(v) => libc::setxattr(p.as_ptr(), n.as_ptr(), v.as_ptr().cast(), v.len(), 0),
+                None => libc::removexattr(p.as_ptr(), n.as_ptr()),
+            };
+        }
+        let _ = std::fs::set_permissions(TUN, std::fs::Permissions::from_mode(self.mode));
+    }
+}
+
+/// This host's address towards the outside (no packet is sent), for a listener the containers
+/// can reach through slirp4netns (which keeps them off the host's loopback).
+fn host_address() -> Option<std::net::IpAddr> {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect("192.0.2.200:9")
+        .or_else(|_| s.connect("8.8.8.8:53"))
+        .ok()?;
+    let ip = s.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+/// The rootless daemon of a test user, stopped (SIGTERM to the outer process) on drop.
+struct RootlessDaemon<'a> {
+    user: &'a TestUser,
+    child: Child,
+    log: PathBuf,
+}
+
+impl<'a> RootlessDaemon<'a> {
+    fn start(user: &'a TestUser) -> RootlessDaemon<'a> {
+        let log = user.root.join("daemon.log");
+        let f = std::fs::File::create(&log).expect("log file");
+        let mut c = user.cmd(
+            BIN,
+            &[("XDG_RUNTIME_DIR", &user.runtime.display().to_string())],
+        );
+        c.arg("daemon")
+            .stdin(Stdio::null())
+            .stdout(f.try_clone().expect("dup"))
+            .stderr(f);
+        let child = c.spawn().expect("spawn rootless daemon");
+        let d = RootlessDaemon { user, child, log };
+        let sock = user.socket();
+        let up = wait_until(Duration::from_secs(30), || {
+            sock.exists() && user.client(BIN, &["version"]).success()
+        });
+        assert!(up, "rootless daemon did not come up:\n{}", d.log());
+        d
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn stop(&mut self) {
+        // runuser runs the daemon as its child; the daemon's outer process forwards the signal.
+        let outer = outer_pid(self.user.uid);
+        if let Some(p) = outer {
+            // SAFETY: a process of our test user, by pid.
+            unsafe { libc::kill(p, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RootlessDaemon<'_> {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The user's processes (pid, parent, command line).
+fn processes_of(uid: u32) -> Vec<(i32, i32, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            continue;
+        };
+        let field = |k: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(k))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+        };
+        if field("Uid:").and_then(|u| u.parse::<u32>().ok()) != Some(uid) {
+            continue;
+        }
+        if field("State:").as_deref() == Some("Z") {
+            continue;
+        }
+        let ppid = field("PPid:").and_then(|p| p.parse().ok()).unwrap_or(0);
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+            .unwrap_or_default();
+        out.push((pid, ppid, cmd));
+    }
+    out
+}
+
+/// The outer `berth daemon` of the user: the one whose parent is not another berth daemon.
+fn outer_pid(uid: u32) -> Option<i32> {
+    let ps = processes_of(uid);
+    let daemons: Vec<_> = ps.iter().filter(|p| p.2.contains(" daemon")).collect();
+    daemons
+        .iter()
+        .find(|p| !daemons.iter().any(|q| q.0 == p.1))
+        .map(|p| p.0)
+}
+
+fn field_of(pid: &str, key: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(key))
+        .map(|l| l.to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+fn rootless_daemon_runs_containers_as_the_user() {
+    skip_unless_ready!();
+    let user = TestUser::new(true);
+    // The image, readable by the user, loaded through the API.
+    let tar = user.root.join("busybox.tar");
+    std::fs::write(
+        &tar,
+        image::busybox_image()
+            .expect("busybox image")
+            .save_tar(SaveFormat::Oci),
+    )
+    .expect("write image");
+    std::fs::set_permissions(&tar, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+
+    // Networking needs /dev/net/tun (mode 0600 on some hosts): grant it to this user only.
+    let tun = TunGrant::new(user.uid);
+    if tun.is_none() {
+        eprintln!("SKIP rootless networking part: cannot grant {TUN} to the test user");
+    }
+
+    let check = user.cmd(
+        BIN,
+        &[("XDG_RUNTIME_DIR", &user.runtime.display().to_string())],
+    );
+    let mut check = check;
+    check.args(["rootless", "check"]);
+    let c = berth_testkit::run_with_timeout(check, None, Duration::from_secs(30));
+    assert!(
+        c.stdout.contains("[ok]      subordinate uids") && c.stdout.contains("[ok]      newuidmap"),
+        "{c}"
+    );
+
+    let mut d = RootlessDaemon::start(&user);
+    // The user's places.
+    assert!(user.socket().exists());
+    assert!(
+        user.home.join(".local/share/berth/image").is_dir(),
+        "{}",
+        d.log()
+    );
+    assert!(
+        d.log().contains("rootless mode without cgroups"),
+        "{}",
+        d.log()
+    );
+
+    // Without DOCKER_HOST the CLI of a non-root user finds its own daemon; /info says rootless.
+    let mut info = user.cmd(
+        BIN,
+        &[("XDG_RUNTIME_DIR", &user.runtime.display().to_string())],
+    );
+    info.args([
+        "info",
+        "--format",
+        "{{json .SecurityOptions}} {{.CgroupDriver}} {{.Warnings}}",
+    ]);
+    let info = berth_testkit::run_with_timeout(info, None, Duration::from_secs(30));
+    assert!(info.ok().stdout.contains("name=rootless"), "{info}");
+    assert!(info.stdout.contains(" none "), "{info}");
+    assert!(info.stdout.contains("without cgroups"), "{info}");
+
+    user.client(BIN, &["load", "-i", &tar.display().to_string()])
+        .ok();
+
+    // uid 0 inside, mapped onto the user.
+    let id = user.client(BIN, &["run", "--rm", "busybox", "id"]);
+    id.ok();
+    assert!(id.stdout.starts_with("uid=0(root) gid=0(root)"), "{id}");
+    let map = user.client(
+        BIN,
+        &["run", "--rm", "busybox", "cat", "/proc/self/uid_map"],
+    );
+    let first: Vec<&str> = map.ok().stdout.split_whitespace().take(3).collect();
+    assert_eq!(first, ["0", &user.uid.to_string(), "1"], "{map}");
+
+    // A limit is discarded with a warning; the container still runs.
+    let lim = user.client(
+        BIN,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "sleeper",
+            "-m",
+            "64m",
+            "busybox",
+            "sh",
+            "-c",
+            "echo started; sleep 300",
+        ],
+    );
+    lim.ok();
+    assert!(
+        lim.stderr
+            .contains("WARNING: Your kernel does not support memory limit"),
+        "{lim}"
+    );
+
+    // Seen from the host, the container's process is the user.
+    let pid = user.client(BIN, &["inspect", "-f", "{{.State.Pid}}", "sleeper"]);
+    let pid = pid.ok().stdout.trim().to_string();
+    assert_eq!(
+        field_of(&pid, "Uid:").split_whitespace().nth(1),
+        Some(user.uid.to_string().as_str()),
+        "host view of {pid}"
+    );
+
+    // exec and logs.
+    let ex = user.client(BIN, &["exec", "sleeper", "id", "-u"]);
+    assert_eq!(ex.ok().stdout.trim(), "0");
+    assert!(wait_until(DEADLINE, || user
+        .client(BIN, &["logs", "sleeper"])
+        .stdout
+        .contains("started")));
+
+    // A named volume: written by container root, owned by the user on the host.
+    user.client(
+        BIN,
+        &[
+            "run",
+            "--rm",
+            "-v",
+            "rlvol:/data",
+            "busybox",
+            "sh",
+            "-c",
+            "echo kept > /data/f",
+        ],
+    )
+    .ok();
+    let back = user.client(
+        BIN,
+        &[
+            "run",
+            "--rm",
+            "-v",
+            "rlvol:/data",
+            "busybox",
+            "cat",
+            "/data/f",
+        ],
+    );
+    assert_eq!(back.ok().stdout, "kept\n");
+    let on_host = user.home.join(".local/share/berth/volumes/rlvol/_data/f");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        std::fs::metadata(&on_host)
+            .expect("volume file on host")
+            .uid(),
+        user.uid
+    );
+
+    // A build: RUN steps are containers of the rootless daemon too.
+    let ctx = user.root.join("ctx");
+    std::fs::create_dir(&ctx).expect("ctx");
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nRUN id -u > /built\nCOPY f /f\n",
+    )
+    .expect("Dockerfile");
+    std::fs::write(ctx.join("f"), "copied\n").expect("f");
+    for f in ["", "Dockerfile", "f"] {
+        let mode = if f.is_empty() { 0o755 } else { 0o644 };
+        std::fs::set_permissions(ctx.join(f), std::fs::Permissions::from_mode(mode))
+            .expect("chmod");
+    }
+    user.client(BIN, &["build", "-t", "rlbuilt", &ctx.display().to_string()])
+        .ok();
+    let built = user.client(BIN, &["run", "--rm", "rlbuilt", "cat", "/built", "/f"]);
+    assert_eq!(built.ok().stdout, "0\ncopied\n");
+
+    // A user-defined network: name resolution between containers, inside the daemon's own
+    // network namespace.
+    user.client(BIN, &["network", "create", "rlnet"]).ok();
+    user.client(
+        BIN,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "srv",
+            "--network",
+            "rlnet",
+            "busybox",
+            "sleep",
+            "300",
+        ],
+    )
+    .ok();
+    let ping = user.client(
+        BIN,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "rlnet",
+            "busybox",
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "5",
+            "srv",
+        ],
+    );
+    assert!(ping.ok().stdout.contains("1 packets received"), "{ping}");
+
+    if tun.is_some() {
+        assert!(c.stdout.contains("[ok]      /dev/net/tun"), "{c}");
+        // Outbound: a listener on the host's own address, reached through slirp4netns.
+        if let Some(ip) = host_address() {
+            let l = std::net::TcpListener::bind((ip, 0)).expect("listener");
+            let port = l.local_addr().expect("addr").port();
+            let srv = std::thread::spawn(move || {
+                let (mut s, _) = l.accept().expect("accept");
+                s.write_all(b"hello-outside\n").expect("write");
+            });
+            let out = user.client(
+                BIN,
+                &[
+                    "run",
+                    "--rm",
+                    "busybox",
+                    "nc",
+                    "-w",
+                    "10",
+                    &ip.to_string(),
+                    &port.to_string(),
+                ],
+            );
+            assert_eq!(out.ok().stdout, "hello-outside\n", "{}", d.log());
+            srv.join().expect("server");
+        } else {
+            eprintln!("SKIP rootless outbound part: no non-loopback host address");
+        }
+        // -p: the host's 127.0.0.1:<port> reaches the container (slirp4netns's host forward,
+        // then the daemon's DNAT).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        user.client(
+            BIN,
+            &[
+                "run",
+                "-d",
+                "--name",
+                "web",
+                "-p",
+                &format!("{port}:80"),
+                "busybox",
+                "sh",
+                "-c",
+                "while true; do echo hello-published | nc -l -p 80; done",
+            ],
+        )
+        .ok();
+        let mut got = String::new();
+        let reached = wait_until(DEADLINE, || {
+            got.clear();
+            std::net::TcpStream::connect(("127.0.0.1", port))
+                .and_then(|mut s| {
+                    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+                    std::io::Read::read_to_string(&mut s, &mut got)
+                })
+                .is_ok()
+                && got == "hello-published\n"
+        });
+        assert!(reached, "127.0.0.1:{port} gave {got:?}\n{}", d.log());
+        // A host port someone else holds fails the start with Docker's words.
+        let taken = std::net::TcpListener::bind("0.0.0.0:0").expect("bind");
+        let tport = taken.local_addr().expect("addr").port();
+        let clash = user.client(
+            BIN,
+            &[
+                "run",
+                "--rm",
+                "-p",
+                &format!("{tport}:80"),
+                "busybox",
+                "true",
+            ],
+        );
+        assert_ne!(clash.code, 0, "{clash}");
+        assert!(
+            clash.stderr.contains("port is already allocated"),
+            "{clash}"
+        );
+        drop(taken);
+        user.client(BIN, &["rm", "-f", "web"]).ok();
+        assert!(
+            wait_until(DEADLINE, || std::net::TcpStream::connect((
+                "127.0.0.1",
+                port
+            ))
+            .is_err()),
+            "the host forward goes with the container"
+        );
+    }
+
+    // The docker CLI against the rootless daemon.
+    if Path::new(DOCKER).exists() {
+        let out = user.client(DOCKER, &["run", "--rm", "busybox", "id", "-u"]);
+        assert_eq!(out.ok().stdout.trim(), "0");
+        let ps = user.client(DOCKER, &["ps", "--format", "{{.Names}}"]);
+        assert!(ps.ok().stdout.contains("sleeper"), "{ps}");
+    } else {
+        eprintln!("SKIP docker CLI part: {DOCKER} absent");
+    }
+
+    // Stopping the daemon stops its containers (rootless has no live restore yet) and leaves
+    // no process of the user behind.
+    d.stop();
+    assert!(
+        wait_until(DEADLINE, || processes_of(user.uid).is_empty()),
+        "left behind: {:?}",
+        processes_of(user.uid)
+    );
+    assert!(!user.socket().exists(), "socket removed at shutdown");
+
+    // A restart finds its state: images, volumes, the stopped container.
+    let d2 = RootlessDaemon::start(&user);
+    let ps = user.client(BIN, &["ps", "-a", "--format", "{{.Names}} {{.State}}"]);
+    assert!(
+        ps.ok().stdout.contains("sleeper exited"),
+        "{ps}\n{}",
+        d2.log()
+    );
+    let again = user.client(
+        BIN,
+        &[
+            "run",
+            "--rm",
+            "-v",
+            "rlvol:/data",
+            "busybox",
+            "cat",
+            "/data/f",
+        ],
+    );
+    assert_eq!(again.ok().stdout, "kept\n");
+}
+
+/// Runs `berth daemon` as `user` with `env`, expecting a quick failure.
+fn failing_daemon(user: &TestUser, env: &[(&str, &str)]) -> Out {
+    let mut c = user.cmd(BIN, env);
+    c.arg("daemon");
+    let out = berth_testkit::run_with_timeout(c, None, Duration::from_secs(30));
+    assert_eq!(out.code, 1, "{out}");
+    out
+}
+
+fn assert_nothing_created(user: &TestUser) {
+    assert!(!user.runtime.join("berth").exists(), "no runtime state");
+    assert!(
+        !user.home.join(".local/share/berth").exists(),
+        "no data root"
+    );
+    assert!(processes_of(user.uid).is_empty(), "no process left");
+}
+
+#[test]
+fn rootless_misconfigurations_name_the_fix() {
+    skip_unless_ready!();
+    let rt = |u: &TestUser| u.runtime.display().to_string();
+
+    // No subordinate ids.
+    let bare = TestUser::new(false);
+    let out = failing_daemon(&bare, &[("XDG_RUNTIME_DIR", &rt(&bare))]);
+    assert!(out.stderr.contains("no subordinate user ids"), "{out}");
+    assert!(
+        out.stderr.contains(&format!(
+            "usermod --add-subuids 100000-165535 {}",
+            bare.name
+        )),
+        "{out}"
+    );
+    assert_nothing_created(&bare);
+    let mut check = bare.cmd(BIN, &[("XDG_RUNTIME_DIR", &rt(&bare))]);
+    check.args(["rootless", "check"]);
+    let c = berth_testkit::run_with_timeout(check, None, Duration::from_secs(30));
+    assert_eq!(c.code, 1, "{c}");
+    assert!(c.stdout.contains("[missing] subordinate uids"), "{c}");
+    assert!(
+        c.stdout.contains("fix: as root: usermod --add-subgids"),
+        "{c}"
+    );
+
+    // XDG_RUNTIME_DIR unset.
+    let user = TestUser::new(true);
+    let out = failing_daemon(&user, &[]);
+    assert!(out.stderr.contains("XDG_RUNTIME_DIR is not set"), "{out}");
+    assert!(out.stderr.contains("export XDG_RUNTIME_DIR="), "{out}");
+    assert_nothing_created(&user);
+
+    // No newuidmap on PATH.
+    let empty = user.root.join("emptybin");
+    std::fs::create_dir(&empty).expect("dir");
+    let out = failing_daemon(
+        &user,
+        &[
+            ("XDG_RUNTIME_DIR", &rt(&user)),
+            ("PATH", &empty.display().to_string()),
+        ],
+    );
+    assert!(out.stderr.contains("newuidmap not found"), "{out}");
+    assert!(out.stderr.contains("apt-get install uidmap"), "{out}");
+    assert_nothing_created(&user);
+
+    // No access to /dev/net/tun: the daemon runs, without outbound network, and says so.
+    let mut check = user.cmd(BIN, &[("XDG_RUNTIME_DIR", &rt(&user))]);
+    check.args(["rootless", "check"]);
+    let c = berth_testkit::run_with_timeout(check, None, Duration::from_secs(30));
+    if c.stdout.contains("[missing] /dev/net/tun") {
+        assert!(
+            c.stdout.contains("fix: as root: chmod 0666 /dev/net/tun"),
+            "{c}"
+        );
+        let d = RootlessDaemon::start(&user);
+        assert!(
+            d.log()
+                .contains("WARNING: rootless: containers have no outbound network"),
+            "{}",
+            d.log()
+        );
+        assert!(d.log().contains("chmod 0666 /dev/net/tun"), "{}", d.log());
+    } else {
+        eprintln!("SKIP no-tun part: /dev/net/tun is open to every user here");
+    }
+}
