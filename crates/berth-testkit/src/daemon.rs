@@ -165,9 +165,10 @@ impl Daemon {
             .map_err(|e| format!("temp dir in {}: {e}", base.display()))?;
         let root = dir.keep();
         let root = root.canonicalize().unwrap_or(root);
-        let cache = bin
-            .parent()
-            .map(|p| p.join("berth-testkit"))
+        // BERTH_TEST_CACHE: for a read-only build tree (the test VM shares it read-only).
+        let cache = std::env::var_os("BERTH_TEST_CACHE")
+            .map(PathBuf::from)
+            .or_else(|| bin.parent().map(|p| p.join("berth-testkit")))
             .unwrap_or_else(|| std::env::temp_dir().join("berth-testkit"));
         let net = match crate::netlease::NetLease::take() {
             Ok(n) => n,
