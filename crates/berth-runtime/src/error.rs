@@ -18,6 +18,9 @@ pub enum RuntimeError {
     GroupNotFound(String),
     #[error("invalid {field}: unknown capability: \"{cap}\"")]
     InvalidCapability { field: &'static str, cap: String },
+    /// A setting this host or driver cannot take (Docker's words; a 400 for API clients).
+    #[error("{0}")]
+    Invalid(String),
     #[error("invalid runtime spec: {0}")]
     Spec(String),
     #[error("{context}: {source}")]

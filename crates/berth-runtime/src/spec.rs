@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::{Mount, Spec};
 use serde_json::{json, Value};
 
+use crate::cgroup::{CgroupnsMode, Resources};
 use crate::fsutil::secure_join;
 use crate::user::resolve_user;
 use crate::RuntimeError;
@@ -41,13 +42,12 @@ pub struct ContainerRunConfig {
     pub cap_add: Vec<String>,
     pub cap_drop: Vec<String>,
     pub no_new_privileges: bool,
-    pub memory: i64,
-    pub memory_swap: i64,
-    pub nano_cpus: i64,
-    pub cpu_shares: i64,
-    pub pids_limit: Option<i64>,
+    /// Memory, CPU, pids and block IO limits.
+    pub resources: Resources,
     pub mounts: Vec<Mount>,
+    /// From `CgroupDriver::cgroups_path`: `/berth/<id>` (cgroupfs) or `system.slice:berth:<id>`.
     pub cgroups_path: String,
+    pub cgroupns: CgroupnsMode,
     pub network: NetworkMode,
     pub seccomp: SeccompMode,
 }
@@ -86,7 +86,7 @@ impl HostInfo {
                 .map(|(_, hard)| hard)
                 .unwrap_or(1024);
         let swap_limit = if cgroup_v2 {
-            true
+            v2_swap_accounting()
         } else {
             Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists()
         };
@@ -98,6 +98,28 @@ impl HostInfo {
             kernel: crate::seccomp::kernel_version(),
         }
     }
+}
+
+/// memory.swap.max exists in the cgroups of a v2 host (swap accounting is on): in our own
+/// cgroup, or else in one of the root's children (the root itself has no such file).
+fn v2_swap_accounting() -> bool {
+    let root = Path::new("/sys/fs/cgroup");
+    let own = std::fs::read_to_string("/proc/self/cgroup")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("0::").map(|p| p.trim_start_matches('/').to_string()))
+        })
+        .filter(|p| !p.is_empty());
+    if let Some(own) = own {
+        return root.join(own).join("memory.swap.max").exists();
+    }
+    std::fs::read_dir(root)
+        .map(|rd| {
+            rd.flatten()
+                .any(|e| e.path().join("memory.swap.max").exists())
+        })
+        .unwrap_or(false)
 }
 
 /// Capability names by number (CAP_CHOWN = 0 ... CAP_CHECKPOINT_RESTORE = 40).
@@ -497,45 +519,15 @@ pub(crate) fn build_spec_for(
         NetworkMode::Path(p) => namespaces.push(json!({ "type": "network", "path": p })),
         NetworkMode::Host => {}
     }
-    // Docker's default cgroupns mode is "private" on v2 and "host" on v1.
-    if host.cgroup_v2 {
+    if cfg.cgroupns == CgroupnsMode::Private {
         namespaces.push(json!({ "type": "cgroup" }));
     }
 
-    let mut resources = json!({ "devices": device_rules(cfg.privileged) });
-    if cfg.memory > 0 {
-        let mut mem = json!({ "limit": cfg.memory });
-        // Docker: swap unset => twice the memory; -1 => unlimited.
-        let swap = match cfg.memory_swap {
-            0 => Some(cfg.memory * 2),
-            s if s < 0 => Some(-1),
-            s => Some(s),
-        };
-        if host.swap_limit {
-            if let Some(s) = swap {
-                mem["swap"] = json!(s);
-            }
-        }
-        resources["memory"] = mem;
-    }
-    let mut cpu = serde_json::Map::new();
-    if cfg.cpu_shares > 0 {
-        cpu.insert("shares".into(), json!(cfg.cpu_shares));
-    }
-    if cfg.nano_cpus > 0 {
-        let period: i64 = 100_000;
-        cpu.insert("period".into(), json!(period));
-        cpu.insert(
-            "quota".into(),
-            json!(cfg.nano_cpus * period / 1_000_000_000),
-        );
-    }
-    if !cpu.is_empty() {
-        resources["cpu"] = Value::Object(cpu);
-    }
-    if let Some(p) = cfg.pids_limit.filter(|p| *p > 0) {
-        resources["pids"] = json!({ "limit": p });
-    }
+    let systemd = !cfg.cgroups_path.starts_with('/');
+    let (mut resources, deferred) =
+        cfg.resources
+            .to_spec(host.cgroup_v2, host.swap_limit, systemd);
+    resources["devices"] = json!(device_rules(cfg.privileged));
 
     let mut linux = json!({
         "namespaces": namespaces,
@@ -589,6 +581,10 @@ pub(crate) fn build_spec_for(
     });
     if !cfg.hostname.is_empty() {
         spec["hostname"] = json!(cfg.hostname);
+    }
+    if let Some(d) = deferred {
+        let text = serde_json::to_string(&d).map_err(|e| RuntimeError::Spec(e.to_string()))?;
+        spec["annotations"] = json!({ crate::cgroup::DEFERRED_ANNOTATION: text });
     }
     serde_json::from_value(spec).map_err(|e| RuntimeError::Spec(e.to_string()))
 }
@@ -650,13 +646,10 @@ mod tests {
             cap_add: vec![],
             cap_drop: vec![],
             no_new_privileges: false,
-            memory: 0,
-            memory_swap: 0,
-            nano_cpus: 0,
-            cpu_shares: 0,
-            pids_limit: None,
+            resources: Resources::default(),
             mounts: vec![],
             cgroups_path: "/berth/c1".into(),
+            cgroupns: CgroupnsMode::Host,
             network: NetworkMode::New,
             seccomp: Default::default(),
         }
@@ -757,10 +750,15 @@ mod tests {
     fn v2_resources_and_namespaces() {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = test_config(dir.path());
-        cfg.memory = 64 << 20;
-        cfg.nano_cpus = 1_500_000_000;
-        cfg.cpu_shares = 512;
-        cfg.pids_limit = Some(10);
+        cfg.resources = Resources {
+            memory: 64 << 20,
+            nano_cpus: 1_500_000_000,
+            cpu_shares: 512,
+            pids_limit: Some(10),
+            blkio_weight: 300,
+            ..Default::default()
+        };
+        cfg.cgroupns = CgroupnsMode::Private;
         cfg.network = NetworkMode::Host;
         cfg.readonly_rootfs = true;
         let v = serde_json::to_value(build_spec_for(&cfg, &host(true)).unwrap()).unwrap();
@@ -771,6 +769,8 @@ mod tests {
         assert_eq!(r["cpu"]["period"], 100_000);
         assert_eq!(r["cpu"]["shares"], 512);
         assert_eq!(r["pids"]["limit"], 10);
+        assert!(r["blockIO"].is_null(), "weights go to the shim on v2: {r}");
+        assert!(v["annotations"]["org.berth.cgroup-deferred"].is_string());
         assert_eq!(v["linux"]["cgroupsPath"], "/berth/c1");
         let ns: Vec<&str> = v["linux"]["namespaces"]
             .as_array()

@@ -5,7 +5,7 @@ use std::fs::{self, File};
 use std::io::{self, IoSliceMut, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use libcontainer::container::builder::ContainerBuilder;
@@ -69,18 +69,11 @@ pub(crate) fn delete_container_state(state_root: &Path, id: &str) {
     let _ = fs::remove_dir_all(&dir);
 }
 
-/// rmdir of the container's cgroup in every hierarchy, for when libcontainer's state (which
-/// knows them) is already gone. Only empty cgroups can be removed, so this is harmless.
+/// rmdir of the container's cgroup, for when libcontainer's state (which knows it) is already
+/// gone. Only empty cgroups can be removed, so this is harmless.
 pub(crate) fn remove_cgroup_dirs(cgroups_path: &str) {
-    let rel = cgroups_path.trim_start_matches('/');
-    if rel.is_empty() || rel.split('/').any(|c| c == "..") {
-        return;
-    }
-    let _ = fs::remove_dir(Path::new("/sys/fs/cgroup").join(rel));
-    if let Ok(entries) = fs::read_dir("/sys/fs/cgroup") {
-        for e in entries.flatten() {
-            let _ = fs::remove_dir(e.path().join(rel));
-        }
+    if let Some(cg) = crate::cgroup::ContainerCgroup::from_cgroups_path(cgroups_path) {
+        cg.remove_dirs();
     }
 }
 
@@ -373,11 +366,7 @@ fn apply_bind_propagation(bundle: &Path, init_pid: i32) -> Result<(), String> {
 }
 
 pub(crate) fn cgroups_path_of(bundle: &Path) -> String {
-    fs::read(bundle.join("config.json"))
-        .ok()
-        .and_then(|d| serde_json::from_slice::<Value>(&d).ok())
-        .and_then(|v| v["linux"]["cgroupsPath"].as_str().map(str::to_string))
-        .unwrap_or_default()
+    crate::cgroup::cgroups_path_of(bundle)
 }
 
 /// Receives the pty master that libcontainer sends over the console socket.
@@ -647,7 +636,9 @@ fn create(opts: ShimOptions) -> Result<Shim, String> {
     } else {
         let container = builder
             .as_init(&opts.bundle)
-            .with_systemd(false)
+            // A systemd cgroupsPath (<slice>:<prefix>:<name>) makes libcontainer ask systemd
+            // for the scope; an absolute one is a cgroupfs path.
+            .with_systemd(!cgroups_path_of(&opts.bundle).starts_with('/'))
             .with_detach(true)
             .build();
         let container = match container {
@@ -658,6 +649,14 @@ fn create(opts: ShimOptions) -> Result<Shim, String> {
             fail!("container has no init process".to_string());
         };
         if let Err(e) = apply_bind_propagation(&opts.bundle, init_pid) {
+            let _ = nix::sys::signal::kill(Pid::from_raw(init_pid), Signal::SIGKILL);
+            fail!(e)
+        }
+        // What libcontainer leaves undone on v2 (device filter, IO weights), before start.
+        let after = oci_spec::runtime::Spec::load(opts.bundle.join("config.json"))
+            .map_err(|e| e.to_string())
+            .and_then(|spec| crate::cgroup::after_create(&spec).map_err(|e| e.to_string()));
+        if let Err(e) = after {
             let _ = nix::sys::signal::kill(Pid::from_raw(init_pid), Signal::SIGKILL);
             fail!(e)
         }
@@ -1202,30 +1201,8 @@ impl Shim {
         if self.opts.exec.is_some() {
             return false;
         }
-        let rel = self.cgroups_path.trim_start_matches('/');
-        if rel.is_empty() {
-            return false;
-        }
-        let candidates: [PathBuf; 3] = [
-            Path::new("/sys/fs/cgroup/memory")
-                .join(rel)
-                .join("memory.oom_control"),
-            Path::new("/sys/fs/cgroup").join(rel).join("memory.events"),
-            Path::new("/sys/fs/cgroup/unified")
-                .join(rel)
-                .join("memory.events"),
-        ];
-        candidates.iter().any(|p| {
-            fs::read_to_string(p)
-                .map(|s| {
-                    s.lines().any(|l| {
-                        l.strip_prefix("oom_kill ")
-                            .and_then(|n| n.trim().parse::<u64>().ok())
-                            .is_some_and(|n| n > 0)
-                    })
-                })
-                .unwrap_or(false)
-        })
+        crate::cgroup::ContainerCgroup::from_cgroups_path(&self.cgroups_path)
+            .is_some_and(|cg| cg.oom_killed())
     }
 
     /// The container is gone: record, clean up, tell everyone, and get ready to exit.
