@@ -18,6 +18,8 @@ pub const KEYS: &[&str] = &[
     "data-root",
     "debug",
     "default-address-pools",
+    "default-cgroupns-mode",
+    "exec-opts",
     "exec-root",
     "experimental",
     "hosts",
@@ -37,6 +39,10 @@ pub struct FileConfig {
     pub debug: Option<bool>,
     /// `base=CIDR,size=N`, as the `--default-address-pool` flag takes them.
     pub default_address_pools: Option<Vec<String>>,
+    /// `private` or `host`.
+    pub default_cgroupns_mode: Option<String>,
+    /// `KEY=VALUE` runtime options, as `--exec-opt` takes them (`native.cgroupdriver=systemd`).
+    pub exec_opts: Option<Vec<String>>,
     pub exec_root: Option<PathBuf>,
     pub experimental: Option<bool>,
     pub hosts: Option<Vec<String>>,
@@ -105,6 +111,8 @@ pub fn parse(text: &str) -> Result<FileConfig, String> {
             "data-root" => c.data_root = Some(string(k, v)?.into()),
             "exec-root" => c.exec_root = Some(string(k, v)?.into()),
             "pidfile" => c.pidfile = Some(string(k, v)?.into()),
+            "default-cgroupns-mode" => c.default_cgroupns_mode = Some(string(k, v)?),
+            "exec-opts" => c.exec_opts = Some(strings(k, v)?),
             "log-level" => c.log_level = Some(string(k, v)?),
             "debug" => match v {
                 Value::Bool(b) => c.debug = Some(*b),
@@ -246,7 +254,8 @@ mod tests {
               "registry-mirrors": ["http://127.0.0.1:5000"], "insecure-registries": ["reg:5000"],
               "log-opts": {"max-size": "10m", "max-file": "3"},
               "default-address-pools": [{"base": "10.99.0.0/16", "size": 24}],
-              "bridge": "br9", "bip": "10.98.0.1/24", "experimental": true
+              "bridge": "br9", "bip": "10.98.0.1/24", "experimental": true,
+              "exec-opts": ["native.cgroupdriver=systemd"], "default-cgroupns-mode": "host"
             }"#,
         )
         .expect("parse");
@@ -263,6 +272,11 @@ mod tests {
         );
         assert_eq!(c.bip.as_deref(), Some("10.98.0.1/24"));
         assert_eq!(c.experimental, Some(true));
+        assert_eq!(
+            c.exec_opts,
+            Some(vec!["native.cgroupdriver=systemd".to_string()])
+        );
+        assert_eq!(c.default_cgroupns_mode.as_deref(), Some("host"));
         assert_eq!(c.raw.len(), KEYS.len());
     }
 

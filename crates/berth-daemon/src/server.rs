@@ -36,6 +36,10 @@ pub struct DaemonOptions {
     pub activated_fds: Vec<i32>,
     /// `--experimental`: features dockerd keeps behind it (`build --squash`).
     pub experimental: bool,
+    /// `--exec-opt native.cgroupdriver=` (or the host's default), checked against the host.
+    pub cgroup_driver: berth_engine::CgroupDriver,
+    /// `--default-cgroupns-mode` (or the host's default).
+    pub default_cgroupns: berth_engine::CgroupnsMode,
 }
 
 /// The negotiated API version of a request, e.g. (1, 45).
@@ -311,6 +315,8 @@ async fn serve(opts: &DaemonOptions) -> Result<(), String> {
         network: opts.network.clone(),
         log_opts: opts.log_opts.clone(),
         experimental: opts.experimental,
+        cgroup_driver: opts.cgroup_driver,
+        default_cgroupns: opts.default_cgroupns,
     })
     .await
     .map_err(|e| e.to_string())?;

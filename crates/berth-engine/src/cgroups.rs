@@ -1,104 +1,114 @@
-//! A container's cgroup directories, for stats, top, pause and update. The runtime puts every
-//! container at `/berth/<id>`: in each v1 hierarchy on a v1/hybrid host, or in the unified tree
-//! on a cgroup v2 host.
+//! Containers' cgroups, through berth-runtime's cgroup module: the engine turns a HostConfig
+//! into `Resources` (device paths to numbers, with Docker's checks and words) and finds a
+//! container's cgroup from its bundle (the spec's cgroupsPath names it, whichever driver made
+//! it — so a daemon restarted with another driver still finds older containers).
 
-use std::path::{Path, PathBuf};
+use berth_api::types::HostConfig;
+use berth_runtime::cgroup::{CgroupDriver, CgroupnsMode, Resources, ThrottleDevice, WeightDevice};
+use serde_json::Value;
 
-#[derive(Debug, Clone)]
-pub enum Cgroup {
-    V1 { root: PathBuf, rel: String },
-    V2 { dir: PathBuf },
+pub use berth_runtime::cgroup::ContainerCgroup as Cgroup;
+
+use crate::error::{EngineError, Result};
+
+fn invalid(e: berth_runtime::RuntimeError) -> EngineError {
+    EngineError::InvalidParameter(e.to_string())
 }
 
-/// The host is cgroup v2 only (`/sys/fs/cgroup` is the unified mount).
-pub fn host_is_v2(root: &Path) -> bool {
-    root.join("cgroup.controllers").exists()
+/// `[{"Path": "/dev/sda", "Rate": 1048576}]` (or `"Weight"`), as the API gives device lists.
+fn device_list(list: &Option<Vec<Value>>, key: &str) -> Result<Vec<(String, u64)>> {
+    let mut out = Vec::new();
+    for v in list.iter().flatten() {
+        let path = v["Path"].as_str().unwrap_or_default();
+        let n = v[key].as_u64().ok_or_else(|| {
+            EngineError::InvalidParameter(format!("invalid {key} for device {path}: {}", v[key]))
+        })?;
+        out.push((path.to_string(), n));
+    }
+    Ok(out)
 }
 
-impl Cgroup {
-    pub fn of(container_id: &str) -> Cgroup {
-        Self::at(Path::new("/sys/fs/cgroup"), container_id)
-    }
+fn throttle(list: &Option<Vec<Value>>) -> Result<Vec<ThrottleDevice>> {
+    device_list(list, "Rate")?
+        .into_iter()
+        .map(|(p, r)| ThrottleDevice::from_path(&p, r).map_err(invalid))
+        .collect()
+}
 
-    pub fn at(root: &Path, container_id: &str) -> Cgroup {
-        let rel = format!("berth/{container_id}");
-        if host_is_v2(root) {
-            Cgroup::V2 {
-                dir: root.join(rel),
-            }
-        } else {
-            Cgroup::V1 {
-                root: root.to_path_buf(),
-                rel,
-            }
+/// The limits of a HostConfig.
+pub(crate) fn resources(hc: &HostConfig) -> Result<Resources> {
+    if hc.blkio_weight != 0 && !(10..=1000).contains(&hc.blkio_weight) {
+        return Err(EngineError::InvalidParameter(format!(
+            "Range of blkio weight is from 10 to 1000, got {}",
+            hc.blkio_weight
+        )));
+    }
+    let weight_device = device_list(&hc.blkio_weight_device, "Weight")?
+        .into_iter()
+        .map(|(p, w)| {
+            WeightDevice::from_path(&p, u16::try_from(w).unwrap_or(u16::MAX)).map_err(invalid)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Resources {
+        memory: hc.memory,
+        memory_swap: hc.memory_swap,
+        memory_reservation: hc.memory_reservation,
+        memory_swappiness: hc.memory_swappiness.filter(|s| *s >= 0),
+        oom_kill_disable: hc.oom_kill_disable.unwrap_or(false),
+        nano_cpus: hc.nano_cpus,
+        cpu_shares: hc.cpu_shares,
+        cpu_period: hc.cpu_period,
+        cpu_quota: hc.cpu_quota,
+        cpuset_cpus: hc.cpuset_cpus.clone(),
+        cpuset_mems: hc.cpuset_mems.clone(),
+        pids_limit: hc.pids_limit,
+        blkio_weight: hc.blkio_weight,
+        blkio_weight_device: weight_device,
+        device_read_bps: throttle(&hc.blkio_device_read_bps)?,
+        device_write_bps: throttle(&hc.blkio_device_write_bps)?,
+        device_read_iops: throttle(&hc.blkio_device_read_iops)?,
+        device_write_iops: throttle(&hc.blkio_device_write_iops)?,
+    })
+}
+
+/// Create-time checks of the cgroup settings (parent for the driver, cgroupns mode, devices)
+/// and dockerd's warnings for limits a cgroup v2 host discards.
+pub(crate) fn check(hc: &HostConfig, driver: CgroupDriver) -> Result<Vec<String>> {
+    driver
+        .cgroups_path(&hc.cgroup_parent, "x")
+        .map_err(invalid)?;
+    CgroupnsMode::parse(&hc.cgroupns_mode, CgroupnsMode::Private).map_err(invalid)?;
+    resources(hc)?;
+    let mut warnings = Vec::new();
+    if berth_runtime::cgroup::host_is_v2(std::path::Path::new(berth_runtime::cgroup::ROOT)) {
+        if hc.memory_swappiness.is_some_and(|s| s >= 0) {
+            warnings.push(
+                "Your kernel does not support memory swappiness capabilities or the cgroup is not mounted. Memory swappiness discarded."
+                    .to_string(),
+            );
+        }
+        if hc.oom_kill_disable == Some(true) {
+            warnings.push(
+                "Your kernel does not support OomKillDisable. OomKillDisable discarded."
+                    .to_string(),
+            );
         }
     }
+    Ok(warnings)
+}
 
-    /// The directory of a v1 controller (or the v2 directory).
-    pub fn dir(&self, controller: &str) -> PathBuf {
-        match self {
-            Cgroup::V1 { root, rel } => root.join(controller).join(rel),
-            Cgroup::V2 { dir } => dir.clone(),
-        }
+impl crate::Engine {
+    /// The container's cgroup, as its bundle names it (None before its first start).
+    pub(crate) fn cgroup(&self, id: &str) -> Option<Cgroup> {
+        Cgroup::of_bundle(&self.runtime_dir(id))
     }
 
-    pub fn read(&self, controller: &str, file: &str) -> Option<String> {
-        std::fs::read_to_string(self.dir(controller).join(file)).ok()
-    }
-
-    pub fn read_u64(&self, controller: &str, file: &str) -> Option<u64> {
-        self.read(controller, file)?.trim().parse().ok()
-    }
-
-    pub fn write(&self, controller: &str, file: &str, value: &str) -> std::io::Result<()> {
-        std::fs::write(self.dir(controller).join(file), value)
-    }
-
-    /// Process ids in the container's cgroup.
-    pub fn pids(&self) -> Vec<i32> {
-        let ctl = match self {
-            Cgroup::V1 { .. } => "pids",
-            Cgroup::V2 { .. } => "",
-        };
-        self.read(ctl, "cgroup.procs")
-            .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
-            .unwrap_or_default()
-    }
-
-    /// Freezes or thaws every process of the container.
-    pub fn freeze(&self, frozen: bool) -> std::io::Result<()> {
-        match self {
-            Cgroup::V1 { .. } => self.write(
-                "freezer",
-                "freezer.state",
-                if frozen { "FROZEN" } else { "THAWED" },
-            ),
-            Cgroup::V2 { .. } => self.write("", "cgroup.freeze", if frozen { "1" } else { "0" }),
-        }
-    }
-
-    /// Waits (briefly) until the freezer reports the state reached.
-    pub fn wait_frozen(&self, frozen: bool) -> bool {
-        for _ in 0..200 {
-            let done = match self {
-                Cgroup::V1 { .. } => self
-                    .read("freezer", "freezer.state")
-                    .map(|s| s.trim() == if frozen { "FROZEN" } else { "THAWED" })
-                    .unwrap_or(false),
-                Cgroup::V2 { .. } => self
-                    .read("", "cgroup.events")
-                    .map(|s| {
-                        s.lines()
-                            .any(|l| l == if frozen { "frozen 1" } else { "frozen 0" })
-                    })
-                    .unwrap_or(false),
-            };
-            if done {
-                return true;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        false
+    /// The cgroups path of a container about to start, for this daemon's driver.
+    pub(crate) fn cgroups_path(&self, hc: &HostConfig, id: &str) -> Result<String> {
+        self.config()
+            .cgroup_driver
+            .cgroups_path(&hc.cgroup_parent, id)
+            .map_err(invalid)
     }
 }
 
@@ -107,20 +117,45 @@ mod tests {
     use super::*;
 
     #[test]
-    fn v1_and_v2_layouts() {
-        let t = tempfile::tempdir().expect("tmp");
-        let c = Cgroup::at(t.path(), "abc");
-        assert_eq!(c.dir("memory"), t.path().join("memory/berth/abc"));
-        std::fs::write(t.path().join("cgroup.controllers"), "cpu memory pids\n").expect("w");
-        let c = Cgroup::at(t.path(), "abc");
-        assert_eq!(c.dir("memory"), t.path().join("berth/abc"));
-        std::fs::create_dir_all(t.path().join("berth/abc")).expect("mkdir");
-        std::fs::write(t.path().join("berth/abc/cgroup.procs"), "12\n34\n").expect("w");
-        assert_eq!(c.pids(), vec![12, 34]);
-        c.freeze(true).expect("freeze");
+    fn host_config_to_resources() {
+        let hc = HostConfig {
+            memory: 64 << 20,
+            cpuset_cpus: "0".into(),
+            blkio_weight: 300,
+            pids_limit: Some(7),
+            ..Default::default()
+        };
+        let r = resources(&hc).expect("resources");
+        assert_eq!(r.memory, 64 << 20);
+        assert_eq!(r.cpuset_cpus, "0");
+        assert_eq!(r.blkio_weight, 300);
+        assert_eq!(r.pids_limit, Some(7));
+        let bad = HostConfig {
+            blkio_weight: 5,
+            ..Default::default()
+        };
+        assert!(resources(&bad).is_err());
+        let not_block = HostConfig {
+            blkio_device_read_bps: Some(vec![serde_json::json!({"Path": "/dev/null", "Rate": 1})]),
+            ..Default::default()
+        };
         assert_eq!(
-            std::fs::read_to_string(t.path().join("berth/abc/cgroup.freeze")).expect("r"),
-            "1"
+            resources(&not_block).unwrap_err().to_string(),
+            "/dev/null is not a block device"
+        );
+        let parent = HostConfig {
+            cgroup_parent: "/not/a/slice".into(),
+            ..Default::default()
+        };
+        assert!(check(&parent, CgroupDriver::Cgroupfs).is_ok());
+        assert!(check(&parent, CgroupDriver::Systemd).is_err());
+        let ns = HostConfig {
+            cgroupns_mode: "bogus".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            check(&ns, CgroupDriver::Cgroupfs).unwrap_err().to_string(),
+            "invalid cgroup namespace mode: bogus"
         );
     }
 }

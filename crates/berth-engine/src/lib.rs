@@ -33,6 +33,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 pub use attach::{AttachFuture, AttachOptions, AttachStream};
+pub use berth_runtime::cgroup::{CgroupDriver, CgroupnsMode};
 pub use error::{EngineError, Result};
 pub use images::{RegistryConfig, Transfer};
 pub use lifecycle::WaitCondition;
@@ -55,6 +56,10 @@ pub struct EngineConfig {
     pub log_opts: berth_api::types::StringMap,
     /// `--experimental`: reported in /info and /version; allows `build --squash`.
     pub experimental: bool,
+    /// `--exec-opt native.cgroupdriver=`: cgroupfs, or systemd (scopes made over D-Bus).
+    pub cgroup_driver: CgroupDriver,
+    /// `--default-cgroupns-mode`: for containers that do not say.
+    pub default_cgroupns: CgroupnsMode,
 }
 
 #[derive(Default)]
@@ -299,6 +304,8 @@ mod tests {
             },
             log_opts: Default::default(),
             experimental: false,
+            cgroup_driver: Default::default(),
+            default_cgroupns: CgroupnsMode::Host,
         }
     }
 

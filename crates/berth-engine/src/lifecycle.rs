@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_api::types::{ContainerConfig, ContainerCreateBody, HostConfig};
+use berth_runtime::cgroup::CgroupnsMode;
 use berth_runtime::shim::{ShimOptions, ShimStarted};
 use berth_runtime::spec::{ContainerRunConfig, NetworkMode, SeccompMode};
 
@@ -299,6 +300,7 @@ impl Engine {
         let mut config = body.config.clone();
         let mut host_config = body.host_config.clone().unwrap_or_default();
         validate_host_config(&host_config)?;
+        let warnings = crate::cgroups::check(&host_config, self.config().cgroup_driver)?;
         validate_container_network_mode(&config, &host_config)?;
         merge_default_log_opts(&mut host_config, &self.inner.cfg.log_opts);
         crate::mounts::validate_tmpfs(&host_config)?;
@@ -382,7 +384,7 @@ impl Engine {
         } else {
             self.emit_container(&id, "create", &[]);
         }
-        result.map(|_| (id, Vec::new()))
+        result.map(|_| (id, warnings))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -523,7 +525,10 @@ impl Engine {
                 Err(e) => return self.fail_start(c, e),
             }
         }
-        let mut run = self.run_config(&rec, rootfs, network);
+        let mut run = match self.run_config(&rec, rootfs, network) {
+            Ok(r) => r,
+            Err(e) => return self.fail_start(c, e),
+        };
         if !links.is_empty() {
             // Link variables come first; the container's own variables win.
             let own: Vec<&str> = run
@@ -654,7 +659,7 @@ impl Engine {
         rec: &ContainerRecord,
         rootfs: std::path::PathBuf,
         network: NetworkMode,
-    ) -> ContainerRunConfig {
+    ) -> Result<ContainerRunConfig> {
         let hc = &rec.host_config;
         let mut args = vec![rec.path.clone()];
         args.extend(rec.args.iter().cloned());
@@ -688,7 +693,7 @@ impl Engine {
                 || s == "no-new-privileges=true"
                 || s == "no-new-privileges:true"
         });
-        ContainerRunConfig {
+        Ok(ContainerRunConfig {
             id: rec.id.clone(),
             rootfs,
             args,
@@ -703,16 +708,14 @@ impl Engine {
             cap_add: hc.cap_add.clone().unwrap_or_default(),
             cap_drop: hc.cap_drop.clone().unwrap_or_default(),
             no_new_privileges,
-            memory: hc.memory,
-            memory_swap: hc.memory_swap,
-            nano_cpus: hc.nano_cpus,
-            cpu_shares: hc.cpu_shares,
-            pids_limit: hc.pids_limit.filter(|n| *n > 0),
+            resources: crate::cgroups::resources(hc)?,
             mounts,
-            cgroups_path: format!("/berth/{}", rec.id),
+            cgroups_path: self.cgroups_path(hc, &rec.id)?,
+            cgroupns: CgroupnsMode::parse(&hc.cgroupns_mode, self.config().default_cgroupns)
+                .map_err(|e| EngineError::InvalidParameter(e.to_string()))?,
             network,
             seccomp,
-        }
+        })
     }
 
     fn write_etc_files(&self, rec: &ContainerRecord) -> Result<()> {

@@ -33,6 +33,8 @@ pub struct UpdateConfig {
     pub cpu_period: Option<i64>,
     pub cpu_quota: Option<i64>,
     pub cpuset_cpus: Option<String>,
+    pub cpuset_mems: Option<String>,
+    pub blkio_weight: Option<u16>,
     pub pids_limit: Option<i64>,
     pub restart_policy: Option<RestartPolicy>,
 }
@@ -103,14 +105,6 @@ fn not_running(id: &str) -> EngineError {
     EngineError::Conflict(format!("Container {id} is not running"))
 }
 
-/// Docker's cpu.shares -> cgroup v2 cpu.weight conversion.
-fn shares_to_weight(shares: i64) -> i64 {
-    if shares <= 0 {
-        return 100;
-    }
-    1 + ((shares - 2) * 9999) / 262142
-}
-
 impl crate::Engine {
     fn running_entry(&self, name: &str) -> Result<Arc<Entry>> {
         let c = self.lookup(name)?;
@@ -119,6 +113,12 @@ impl crate::Engine {
             return Err(not_running(&c.id));
         }
         Ok(c)
+    }
+
+    /// The cgroup of a container that runs (or is paused).
+    fn running_cgroup(&self, id: &str) -> Result<Cgroup> {
+        self.cgroup(id)
+            .ok_or_else(|| EngineError::Internal(format!("container {id} has no cgroup")))
     }
 
     pub async fn pause(&self, name: &str) -> Result<()> {
@@ -134,7 +134,7 @@ impl crate::Engine {
         if !st.is_running() {
             return Err(not_running(&c.id));
         }
-        let cg = Cgroup::of(&c.id);
+        let cg = self.running_cgroup(&c.id)?;
         tokio::task::spawn_blocking(move || {
             cg.freeze(true)?;
             if !cg.wait_frozen(true) {
@@ -167,7 +167,7 @@ impl crate::Engine {
 
     /// Thaws a paused container and records it running again.
     pub(crate) async fn thaw(&self, c: &Arc<Entry>) -> Result<()> {
-        let cg = Cgroup::of(&c.id);
+        let cg = self.running_cgroup(&c.id)?;
         tokio::task::spawn_blocking(move || {
             cg.freeze(false)?;
             cg.wait_frozen(false);
@@ -184,7 +184,12 @@ impl crate::Engine {
 
     pub async fn top(&self, name: &str, ps_args: &str) -> Result<TopResponse> {
         let c = self.running_entry(name)?;
-        let pids: HashSet<i32> = Cgroup::of(&c.id).pids().into_iter().collect();
+        let pids: HashSet<i32> = self
+            .cgroup(&c.id)
+            .map(|cg| cg.pids())
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
         let args: Vec<String> = if ps_args.trim().is_empty() {
             vec!["-ef".into()]
         } else {
@@ -357,17 +362,22 @@ impl crate::Engine {
         if let Some(cs) = &u.cpuset_cpus {
             hc.cpuset_cpus = cs.clone();
         }
+        if let Some(cs) = &u.cpuset_mems {
+            hc.cpuset_mems = cs.clone();
+        }
+        if let Some(w) = u.blkio_weight {
+            hc.blkio_weight = w;
+        }
         if let Some(p) = u.pids_limit {
             hc.pids_limit = Some(p);
         }
         if let Some(rp) = &u.restart_policy {
             hc.restart_policy = rp.clone();
         }
+        let res = crate::cgroups::resources(&hc)?;
         if rec.state.status.is_running() || rec.state.status == Status::Paused {
-            let cg = Cgroup::of(&c.id);
-            let u2 = u.clone();
-            let hc2 = hc.clone();
-            tokio::task::spawn_blocking(move || apply_limits(&cg, &u2, &hc2))
+            let cg = self.running_cgroup(&c.id)?;
+            tokio::task::spawn_blocking(move || cg.update(&res))
                 .await
                 .map_err(EngineError::internal)?
                 .map_err(|e| {
@@ -378,126 +388,6 @@ impl crate::Engine {
         self.emit_container(&c.id, "update", &[]);
         Ok(Vec::new())
     }
-}
-
-/// Writes the changed limits into the container's cgroup (v1 or v2).
-fn apply_limits(
-    cg: &Cgroup,
-    u: &UpdateConfig,
-    hc: &berth_api::types::HostConfig,
-) -> std::io::Result<()> {
-    let v2 = matches!(cg, Cgroup::V2 { .. });
-    let lim = |v: i64| {
-        if v <= 0 {
-            if v2 {
-                "max".to_string()
-            } else {
-                "-1".to_string()
-            }
-        } else {
-            v.to_string()
-        }
-    };
-    if u.memory.is_some() || u.memory_swap.is_some() {
-        if v2 {
-            cg.write("", "memory.max", &lim(hc.memory))?;
-            if hc.memory_swap != 0 {
-                let swap = if hc.memory_swap < 0 {
-                    "max".to_string()
-                } else {
-                    (hc.memory_swap - hc.memory).max(0).to_string()
-                };
-                let _ = cg.write("", "memory.swap.max", &swap);
-            }
-        } else {
-            let memsw = cg
-                .dir("memory")
-                .join("memory.memsw.limit_in_bytes")
-                .exists();
-            let cur_memsw = cg
-                .read_u64("memory", "memory.memsw.limit_in_bytes")
-                .unwrap_or(u64::MAX);
-            // memsw must stay >= the memory limit: order the writes accordingly.
-            let new_swap = if hc.memory_swap != 0 {
-                Some(lim(hc.memory_swap))
-            } else {
-                None
-            };
-            if memsw && hc.memory > 0 && (hc.memory as u64) > cur_memsw {
-                if let Some(s) = &new_swap {
-                    cg.write("memory", "memory.memsw.limit_in_bytes", s)?;
-                }
-                cg.write("memory", "memory.limit_in_bytes", &lim(hc.memory))?;
-            } else {
-                cg.write("memory", "memory.limit_in_bytes", &lim(hc.memory))?;
-                if memsw {
-                    if let Some(s) = &new_swap {
-                        cg.write("memory", "memory.memsw.limit_in_bytes", s)?;
-                    }
-                }
-            }
-        }
-    }
-    if u.memory_reservation.is_some() {
-        if v2 {
-            cg.write(
-                "",
-                "memory.low",
-                &lim(hc.memory_reservation).replace("max", "0"),
-            )?;
-        } else {
-            cg.write(
-                "memory",
-                "memory.soft_limit_in_bytes",
-                &lim(hc.memory_reservation),
-            )?;
-        }
-    }
-    if u.nano_cpus.is_some() || u.cpu_quota.is_some() || u.cpu_period.is_some() {
-        let period = if hc.cpu_period > 0 {
-            hc.cpu_period
-        } else {
-            100_000
-        };
-        let quota = if hc.nano_cpus > 0 {
-            hc.nano_cpus * period / 1_000_000_000
-        } else if hc.cpu_quota > 0 {
-            hc.cpu_quota
-        } else {
-            -1
-        };
-        if v2 {
-            let q = if quota > 0 {
-                quota.to_string()
-            } else {
-                "max".into()
-            };
-            cg.write("", "cpu.max", &format!("{q} {period}"))?;
-        } else {
-            cg.write("cpu", "cpu.cfs_period_us", &period.to_string())?;
-            cg.write("cpu", "cpu.cfs_quota_us", &quota.to_string())?;
-        }
-    }
-    if u.cpu_shares.is_some() {
-        if v2 {
-            cg.write(
-                "",
-                "cpu.weight",
-                &shares_to_weight(hc.cpu_shares).to_string(),
-            )?;
-        } else if hc.cpu_shares > 0 {
-            cg.write("cpu", "cpu.shares", &hc.cpu_shares.to_string())?;
-        }
-    }
-    if u.cpuset_cpus.is_some() && !hc.cpuset_cpus.is_empty() {
-        let ctl = if v2 { "" } else { "cpuset" };
-        cg.write(ctl, "cpuset.cpus", &hc.cpuset_cpus)?;
-    }
-    if let Some(p) = u.pids_limit {
-        let v = if p > 0 { p.to_string() } else { "max".into() };
-        cg.write(if v2 { "" } else { "pids" }, "pids.max", &v)?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -515,12 +405,5 @@ mod tests {
         assert_eq!(t.processes[0][1], "4242");
         assert_eq!(t.processes[0][7], "sleep 300");
         assert!(filter_ps("USER CMD\n", &HashSet::new()).is_err());
-    }
-
-    #[test]
-    fn cpu_weight_conversion() {
-        assert_eq!(shares_to_weight(1024), 39);
-        assert_eq!(shares_to_weight(2), 1);
-        assert_eq!(shares_to_weight(262144), 10000);
     }
 }
