@@ -151,10 +151,17 @@ cat >"$R/usr/local/sbin/berth-vm-run" <<'RUN'
 # Mounts the host's results folder and runs the script the host put there (tests/vm/inside.sh),
 # so that everything past this point changes without a new image.
 mkdir -p /mnt/results
-if ! mount -t 9p -o trans=virtio,version=9p2000.L,msize=524288 results /mnt/results; then
-    echo "vm: cannot mount the results folder"
-    exit 1
-fi
+# The 9p transport's module may still be on its way (udev loads it): load it and retry.
+modprobe 9pnet_virtio 2>/dev/null
+i=0
+until mount -t 9p -o trans=virtio,version=9p2000.L,msize=524288 results /mnt/results 2>/dev/null; do
+    i=$((i + 1))
+    if [ $i -ge 120 ]; then
+        echo "vm: cannot mount the results folder"
+        exit 1
+    fi
+    sleep 0.5
+done
 exec /bin/sh /mnt/results/inside.sh
 RUN
 chmod 755 "$R/usr/local/sbin/berth-vm-run"

@@ -34,7 +34,9 @@ if [ "$fs" != cgroup2fs ] || grep -q ' cgroup ' /proc/mounts; then
     echo "vm: FAILED: cgroup v1 is mounted; the VM must be cgroup v2 only"
     rc=1
 fi
+# Deadlines x4: software emulation on a shared machine is slow.
 export BERTH_TEST_TMPDIR=/tmp BERTH_TEST_CACHE=/var/tmp/berth-testkit RUST_BACKTRACE=1
+export BERTH_TEST_SLOW=${BERTH_VM_SLOW:-4}
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 cd "$BERTH_VM_REPO/crates/berth" || rc=1
 if [ $rc = 0 ]; then

@@ -13,9 +13,10 @@
 # test passed, 1 otherwise.
 #
 # Environment: BERTH_VM_CACHE (image cache), BERTH_VM_MEM (MiB, default 2048), BERTH_VM_CPUS
-# (default 2), BERTH_VM_TIMEOUT (seconds, default 1500), BERTH_VM_THREADS (test threads in the VM,
-# default 2), BERTH_VM_OUT (results and console log, default target/vm), BERTH_VM_ACCEL=kvm
-# (hardware virtualisation where it works).
+# (default 2), BERTH_VM_TIMEOUT (seconds, default 1500), BERTH_VM_THREADS (test threads in the
+# VM, default 2), BERTH_VM_SLOW (the tests' deadlines are multiplied by it, default 4),
+# BERTH_VM_OUT (results and console log, default target/vm), BERTH_VM_ACCEL=kvm (hardware
+# virtualisation where it works).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -83,6 +84,7 @@ mkdir -p "$RES"
     printf 'BERTH_VM_REPO=%q\n' "$REPO"
     printf 'BERTH_VM_TARGET=%q\n' "$TARGET"
     printf 'BERTH_VM_THREADS=%q\n' "${BERTH_VM_THREADS:-2}"
+    printf 'BERTH_VM_SLOW=%q\n' "${BERTH_VM_SLOW:-4}"
 } >"$RES/plan.env"
 printf '%s\n' "${plan[@]}" >"$RES/plan"
 cp "$REPO/tests/vm/inside.sh" "$RES/inside.sh"
