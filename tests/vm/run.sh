@@ -64,7 +64,7 @@ for spec in "${specs[@]}"; do
     [ "$file" = "$spec" ] || filters=${spec#*:}
     log "cargo test -p berth --test $file --no-run"
     exe=$(cd "$REPO" && cargo test -q -p berth --test "$file" --no-run --message-format=json 2>/dev/null |
-        grep -o '"executable":"[^"]*"' | tail -n1 | cut -d'"' -f4) || true
+        grep '"kind":\["test"\]' | grep -o '"executable":"[^"]*"' | tail -n1 | cut -d'"' -f4) || true
     [ -n "$exe" ] && [ -x "$exe" ] || die "cargo could not build the $file tests (cargo test -p berth --test $file --no-run)"
     plan+=("$exe ${filters//,/ }")
 done
@@ -119,6 +119,11 @@ timeout --foreground -k 10 "$TIMEOUT" qemu-system-x86_64 -nodefaults -no-user-co
 qemu=$!
 tail -n +1 -F --pid="$qemu" "$CONSOLE" 2>/dev/null &
 tailer=$!
+# The guest writes rc last; its power-off can lag far behind under software emulation, and
+# nothing of the guest is kept (the disk is a snapshot), so the VM is stopped soon after.
+while kill -0 "$qemu" 2>/dev/null && [ ! -s "$RES/rc" ]; do sleep 1; done
+for _ in $(seq 10); do kill -0 "$qemu" 2>/dev/null || break; sleep 1; done
+kill "$qemu" 2>/dev/null
 wait "$qemu"
 qrc=$?
 sleep 0.3
