@@ -55,7 +55,8 @@ purge() {
     rm -rf "$dir"
 }
 
-# start_daemon: a berth daemon on fresh temp roots; sets BENCH_DIR, SOCK, HOST, DAEMON_PID, B (the CLI).
+# start_daemon [DAEMON FLAGS...]: a berth daemon on fresh temp roots (plus the flags given);
+# sets BENCH_DIR, SOCK, HOST, DAEMON_PID, B (the CLI).
 start_daemon() {
     BENCH_DIR=$(mktemp -d "${BENCH_TMP:-/tmp}/bb.XXXXXX")
     SOCK=$BENCH_DIR/berth.sock
@@ -64,7 +65,7 @@ start_daemon() {
     BENCH_BRIDGE=bb$(($$ % 100000))
     echo '{}' >"$BENCH_DIR/daemon.json"
     "$BERTH" daemon -H "$HOST" --config-file "$BENCH_DIR/daemon.json" --bridge "$BENCH_BRIDGE" \
-        --data-root "$BENCH_DIR/data" --exec-root "$BENCH_DIR/exec" \
+        --data-root "$BENCH_DIR/data" --exec-root "$BENCH_DIR/exec" "$@" \
         >"$BENCH_DIR/daemon.log" 2>&1 &
     DAEMON_PID=$!
     wait_ping "$SOCK" 10 || { cat "$BENCH_DIR/daemon.log" >&2; die "daemon did not answer /_ping"; }

@@ -331,6 +331,13 @@ tutorial() {
     echo "\$ cd ${PWD#"$REPO"/}"
     ok "cat app.py Dockerfile"
     ok "$C build --tag hello_flask ." 900
+    if [ "$C" = docker ] && [ "$BUILDX_OK" = 1 ]; then
+        # With the buildx plugin, `docker build` is buildx's: BuildKit's API on Berth.
+        grep -q "using docker driver" <<<"$OUT" || fail "docker build did not use buildx's docker driver"
+        grep -q "naming to docker.io/library/hello_flask:latest" <<<"$OUT" ||
+            fail "buildx did not name the image hello_flask"
+        note "docker build ran through buildx's docker driver, on Berth's builder"
+    fi
     ok "$C run -d -p 80:8080 hello_flask" 120
     flask=$(tail -n1 <<<"$OUT")
     is_id "$flask" || fail "run -d printed \"$flask\", not a 64-hex container id"
@@ -408,6 +415,7 @@ tutorial() {
     unset PGPASSWORD
 }
 
+BUILDX_OK=0
 tutorial berth
 
 if [ "${E2E_DOCKER:-1}" = 0 ]; then
@@ -418,6 +426,18 @@ else
     step "docker CLI"
     note "the same steps with the docker CLI ($(command -v docker)), DOCKER_HOST=unix://$SOCK"
     export DOCKER_HOST=unix://$SOCK
+    # `docker build` goes through the buildx plugin when there is one: $BUILDX, or the CLI's.
+    if [ -n "${BUILDX:-}" ]; then
+        export DOCKER_CONFIG=$WORK/docker-config
+        mkdir -p "$DOCKER_CONFIG/cli-plugins"
+        ln -sf "$BUILDX" "$DOCKER_CONFIG/cli-plugins/docker-buildx"
+    fi
+    if docker buildx version >/dev/null 2>&1; then
+        BUILDX_OK=1
+        note "buildx: $(docker buildx version 2>/dev/null | head -n1): docker build uses BuildKit's API"
+    else
+        note "SKIPPED: the buildx pass of the Flask build (no buildx: set BUILDX or install the docker-buildx plugin); docker build uses the legacy builder"
+    fi
     ok "docker version --format '{{.Client.Version}} client, {{.Server.Version}} server, API {{.Server.APIVersion}}'"
     tutorial docker
 fi

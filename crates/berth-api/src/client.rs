@@ -1,7 +1,9 @@
 //! An async client for the Engine API over a unix socket or TCP.
 //!
 //! Every request opens its own connection: over a local socket that costs microseconds, and it
-//! keeps streaming responses (logs, attach) independent of each other.
+//! keeps streaming responses (logs, attach) independent of each other. Over TLS, where a
+//! connection costs a handshake, a request reuses the last connection once its response has
+//! been read; one whose response is still streaming is never shared.
 
 use std::io;
 use std::path::PathBuf;
@@ -53,6 +55,9 @@ pub enum ApiError {
     Io(#[from] io::Error),
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// TLS settings that cannot be used (unreadable CA, key without certificate, ...).
+    #[error("{0}")]
+    Tls(String),
 }
 
 impl ApiError {
@@ -90,6 +95,12 @@ pub enum Host {
 impl Host {
     /// Parse `unix:///path`, `tcp://host:port` (or `http://`), or a bare absolute socket path.
     pub fn parse(s: &str) -> Result<Host> {
+        Self::parse_with_default_port(s, 2375)
+    }
+
+    /// As [`Host::parse`], with the TCP port used when none is given (Docker's: 2375, or 2376
+    /// with TLS).
+    pub fn parse_with_default_port(s: &str, default_port: u16) -> Result<Host> {
         if let Some(p) = s.strip_prefix("unix://") {
             if p.is_empty() {
                 return Err(ApiError::InvalidHost(s.to_string()));
@@ -102,6 +113,7 @@ impl Host {
         let rest = s
             .strip_prefix("tcp://")
             .or_else(|| s.strip_prefix("http://"))
+            .or_else(|| s.strip_prefix("https://"))
             .ok_or_else(|| ApiError::InvalidHost(s.to_string()))?;
         let rest = rest.trim_end_matches('/');
         if rest.is_empty() || rest.contains('/') {
@@ -114,7 +126,7 @@ impl Host {
         {
             rest.to_string()
         } else {
-            format!("{rest}:2375")
+            format!("{rest}:{default_port}")
         };
         Ok(Host::Tcp(addr))
     }
@@ -132,6 +144,7 @@ impl Host {
 pub enum Conn {
     Unix(UnixStream),
     Tcp(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
 impl AsyncRead for Conn {
@@ -143,6 +156,7 @@ impl AsyncRead for Conn {
         match self.get_mut() {
             Conn::Unix(s) => Pin::new(s).poll_read(cx, buf),
             Conn::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Tls(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -156,12 +170,14 @@ impl AsyncWrite for Conn {
         match self.get_mut() {
             Conn::Unix(s) => Pin::new(s).poll_write(cx, buf),
             Conn::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Tls(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Conn::Unix(s) => Pin::new(s).poll_flush(cx),
             Conn::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Conn::Tls(s) => Pin::new(s).poll_flush(cx),
         }
     }
     /// Half-closes the write side: the daemon sees EOF on the container's stdin.
@@ -169,6 +185,7 @@ impl AsyncWrite for Conn {
         match self.get_mut() {
             Conn::Unix(s) => Pin::new(s).poll_shutdown(cx),
             Conn::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Tls(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }
@@ -367,18 +384,43 @@ pub fn version_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     parse(a).cmp(&parse(b))
 }
 
+/// TLS of a TCP connection: the configuration and the name the daemon's certificate is for.
+struct Tls {
+    config: std::sync::Arc<tokio_rustls::rustls::ClientConfig>,
+    name: tokio_rustls::rustls::pki_types::ServerName<'static>,
+}
+
 /// The Engine API client.
 pub struct Client {
     host: Host,
     /// The negotiated API version; `None` until the first request pings the daemon.
     version: Mutex<Option<String>>,
+    tls: Option<Tls>,
+    /// Over TLS, the last connection, kept for the next request (see `send_raw`).
+    idle: Mutex<Option<hyper::client::conn::http1::SendRequest<ReqBody>>>,
 }
 
 impl Client {
     pub fn new(host: &str) -> Result<Client> {
+        Self::new_with_tls(host, None)
+    }
+
+    /// A client that speaks TLS to a `tcp://` host when `tls` is given (default port 2376);
+    /// TLS options do not apply to unix sockets.
+    pub fn new_with_tls(host: &str, tls: Option<&crate::tls::TlsOptions>) -> Result<Client> {
+        let host = Host::parse_with_default_port(host, if tls.is_some() { 2376 } else { 2375 })?;
+        let tls = match (&host, tls) {
+            (Host::Tcp(addr), Some(opts)) => Some(Tls {
+                config: crate::tls::client_config(opts)?,
+                name: crate::tls::server_name(addr)?,
+            }),
+            _ => None,
+        };
         Ok(Client {
-            host: Host::parse(host)?,
+            host,
             version: Mutex::new(None),
+            tls,
+            idle: Mutex::new(None),
         })
     }
 
@@ -403,7 +445,24 @@ impl Client {
                 Conn::Tcp(s)
             }),
         };
-        r.map_err(|e| match e.kind() {
+        let conn = r.map_err(|e| self.connect_error(e))?;
+        match (conn, &self.tls) {
+            (Conn::Tcp(s), Some(tls)) => {
+                let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+                let s = connector.connect(tls.name.clone(), s).await.map_err(|e| {
+                    ApiError::Io(io::Error::new(
+                        e.kind(),
+                        format!("error during connect to {}: {e}", self.host.url()),
+                    ))
+                })?;
+                Ok(Conn::Tls(Box::new(s)))
+            }
+            (c, _) => Ok(c),
+        }
+    }
+
+    fn connect_error(&self, e: io::Error) -> ApiError {
+        match e.kind() {
             io::ErrorKind::PermissionDenied => ApiError::PermissionDenied(self.host.url()),
             io::ErrorKind::NotFound
             | io::ErrorKind::ConnectionRefused
@@ -413,7 +472,7 @@ impl Client {
                 e.kind(),
                 format!("error during connect to {}: {e}", self.host.url()),
             )),
-        })
+        }
     }
 
     fn host_header(&self) -> String {
@@ -484,13 +543,72 @@ impl Client {
         body: Body,
         extra: &[(&str, String)],
     ) -> Result<Response> {
+        // Over TLS a connection costs a handshake: a request reuses the previous connection when
+        // its response has been read (a `ps` is a ping then a list: one handshake, not two).
+        let mut reused = None;
+        if self.tls.is_some() {
+            reused = self.idle_sender().await;
+        }
+        let is_reused = reused.is_some();
+        let mut sender = match reused {
+            Some(s) => s,
+            None => self.new_sender().await?,
+        };
+        let req = self.build_request(method, uri, body, extra)?;
+        let resp = match sender.try_send_request(req).await {
+            Ok(r) => r,
+            Err(mut e) => match e.take_message() {
+                // The daemon closed the kept connection before the request went out (its idle
+                // timeout): the same request on a new connection.
+                Some(req) if is_reused => {
+                    sender = self.new_sender().await?;
+                    sender.send_request(req).await?
+                }
+                _ => return Err(e.into_error().into()),
+            },
+        };
+        if self.tls.is_some() {
+            if let Ok(mut g) = self.idle.lock() {
+                *g = Some(sender);
+            }
+        }
+        let (parts, body) = resp.into_parts();
+        Ok(Response {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
+    }
+
+    /// A new connection, ready for one request at a time.
+    async fn new_sender(&self) -> Result<hyper::client::conn::http1::SendRequest<ReqBody>> {
         let conn = self.connect().await?;
-        let (mut sender, connection) =
+        let (sender, connection) =
             hyper::client::conn::http1::handshake::<_, ReqBody>(TokioIo::new(conn)).await?;
         tokio::spawn(async move {
             // Errors surface through the response future; nothing to do with them here.
             let _ = connection.await;
         });
+        Ok(sender)
+    }
+
+    /// The kept connection if it is open and its last response has been read.
+    async fn idle_sender(&self) -> Option<hyper::client::conn::http1::SendRequest<ReqBody>> {
+        let s = self.idle.lock().ok()?.take()?;
+        if !s.is_ready() {
+            // The connection task may not have seen the end of the last body yet.
+            tokio::task::yield_now().await;
+        }
+        (s.is_ready() && !s.is_closed()).then_some(s)
+    }
+
+    fn build_request(
+        &self,
+        method: Method,
+        uri: String,
+        body: Body,
+        extra: &[(&str, String)],
+    ) -> Result<Request<ReqBody>> {
         let builder = Request::builder()
             .method(method)
             .uri(uri)
@@ -533,13 +651,7 @@ impl Client {
                     .body(StreamBody::new(stream).boxed_unsync())?
             }
         };
-        let resp = sender.send_request(req).await?;
-        let (parts, body) = resp.into_parts();
-        Ok(Response {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        })
+        Ok(req)
     }
 
     /// Send a request to a versioned path; non-2xx answers become [`ApiError::Status`].

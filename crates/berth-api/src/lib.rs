@@ -6,7 +6,9 @@ pub mod detach;
 pub mod endpoints;
 pub mod network;
 pub mod stdcopy;
+pub mod tls;
 pub mod types;
+pub mod units;
 pub mod volume;
 
 /// The API version Berth speaks and advertises.

@@ -40,6 +40,10 @@ pub struct CopySpec {
     pub link: bool,
     pub keep_git_dir: bool,
     pub checksum: Option<String>,
+    /// `--parents`: sources keep their path (after a `/./` pivot) under the destination.
+    pub parents: bool,
+    /// `--exclude` patterns.
+    pub exclude: Vec<String>,
     pub heredocs: Vec<Heredoc>,
 }
 
@@ -51,6 +55,8 @@ pub enum Kind {
         heredocs: Vec<Heredoc>,
         network: Option<String>,
         mounts: Vec<String>,
+        /// `--security=insecure|sandbox`.
+        security: Option<String>,
     },
     Copy(CopySpec),
     Env(Vec<(String, String)>),
@@ -273,6 +279,7 @@ fn command(n: &Node) -> Result<Command, InstructionError> {
                 heredocs: n.heredocs.clone(),
                 network: f.string("network")?,
                 mounts: f.all("mount"),
+                security: f.string("security")?,
             }
         }
         "COPY" | "ADD" => {
@@ -293,14 +300,6 @@ fn command(n: &Node) -> Result<Command, InstructionError> {
                 ]
             };
             let f = Flags::new(n, allowed)?;
-            for unsupported in ["parents", "exclude"] {
-                if f.parsed.iter().any(|(k, _)| k == unsupported) {
-                    return err(
-                        n,
-                        format!("{upper} --{unsupported} is not supported by this builder"),
-                    );
-                }
-            }
             if words.len() < 2 {
                 return err(n, format!("{upper} requires at least two arguments, but only one was provided. Destination could not be determined."));
             }
@@ -320,6 +319,8 @@ fn command(n: &Node) -> Result<Command, InstructionError> {
                 link: f.bool("link")?,
                 keep_git_dir: f.bool("keep-git-dir")?,
                 checksum: f.string("checksum")?,
+                parents: f.bool("parents")?,
+                exclude: f.all("exclude"),
                 heredocs: n.heredocs.clone(),
             })
         }

@@ -4,6 +4,7 @@
 pub mod builder;
 pub mod context;
 pub mod dockerignore;
+pub mod host;
 pub mod instructions;
 pub mod parser;
 pub mod shell;

@@ -3,7 +3,7 @@
 //! `{"auths": {"host:port": {"auth": base64("user:pass")}}}`, Docker Hub under
 //! `https://index.docker.io/v1/`. Pull and push send them as `X-Registry-Auth`.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::PathBuf;
 
 use base64::Engine;
@@ -54,29 +54,17 @@ fn load_config() -> Result<Map<String, Value>, CliError> {
 
 /// Writes `config.json` atomically (temp file, fsync, rename), mode 0600.
 fn save_config(cfg: &Map<String, Value>) -> Result<(), CliError> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::os::unix::fs::DirBuilderExt;
     let dir = config_dir()?;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(&dir)?;
     let path = dir.join("config.json");
-    let tmp = dir.join(format!(".config.json.{}.tmp", std::process::id()));
-    let data = serde_json::to_vec_pretty(&Value::Object(cfg.clone()))?;
-    let res = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(&data)?;
-        f.write_all(b"\n")?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)
-    })();
+    let mut data = serde_json::to_vec_pretty(&Value::Object(cfg.clone()))?;
+    data.push(b'\n');
+    let res = berth_fs::atomic::write_atomic_mode(&path, &data, 0o600);
     if let Err(e) = res {
-        let _ = std::fs::remove_file(&tmp);
         return Err(CliError::msg(format!(
             "error saving credentials: {}: {e}",
             path.display()

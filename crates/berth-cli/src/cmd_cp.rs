@@ -3,7 +3,7 @@
 //! directory's contents; `-` is a tar stream on stdin/stdout).
 
 use std::io::Write;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -104,61 +104,20 @@ pub async fn cp(c: Arc<Client>, a: CpArgs) -> Result<i32, CliError> {
 }
 
 /// Renames the archive's top entry (`name`) to `to` in every entry path.
-fn rebase(entry: &Path, name: &str, to: &str) -> Option<PathBuf> {
-    let mut comps = entry
-        .components()
-        .filter(|c| !matches!(c, Component::CurDir));
-    let first = comps.next()?;
-    if first.as_os_str() != name {
-        return Some(entry.to_path_buf());
-    }
-    let mut out = PathBuf::from(to);
-    for c in comps {
-        out.push(c.as_os_str());
-    }
-    Some(out)
-}
-
+/// Extracts what the daemon sent below `dest_dir` with berth-fs's extractor: nothing is written
+/// through a symlink the container put in the archive, and `..` is refused.
 fn extract_host(
-    data: impl std::io::Read,
+    mut data: impl std::io::Read,
     dest_dir: &Path,
     rename: Option<(String, String)>,
 ) -> std::io::Result<()> {
-    let mut ar = tar::Archive::new(data);
-    ar.set_preserve_permissions(true);
-    for entry in ar.entries()? {
-        let mut entry = entry?;
-        let path = entry.path()?.into_owned();
-        let rel = match &rename {
-            Some((from, to)) => rebase(&path, from, to).unwrap_or(path),
-            None => path,
-        };
-        if rel
-            .components()
-            .any(|c| matches!(c, Component::ParentDir | Component::RootDir))
-        {
-            return Err(std::io::Error::other(format!(
-                "invalid path in archive: {}",
-                rel.display()
-            )));
-        }
-        let target = dest_dir.join(&rel);
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        if entry.header().entry_type().is_dir() && target.is_dir() {
-            continue;
-        }
-        if entry.header().entry_type().is_symlink() || entry.header().entry_type().is_file() {
-            if let Ok(md) = std::fs::symlink_metadata(&target) {
-                if !md.is_dir() {
-                    std::fs::remove_file(&target)?;
-                }
-            }
-        }
-        entry.unpack(&target)?;
-    }
-    Ok(())
+    let opts = berth_fs::ExtractOptions {
+        rebase: rename,
+        ..Default::default()
+    };
+    berth_fs::extract(&mut data, dest_dir, &opts)
+        .map(|_| ())
+        .map_err(std::io::Error::other)
 }
 
 async fn from_container(c: &Client, a: &CpArgs, cont: &str, path: &str) -> Result<i32, CliError> {
@@ -440,17 +399,5 @@ mod tests {
         assert_eq!(split_container("./c:/etc"), None);
         assert_eq!(split_container("/tmp/x"), None);
         assert_eq!(split_container("dir/c:x"), None);
-    }
-
-    #[test]
-    fn rebases_the_top_entry() {
-        assert_eq!(
-            rebase(Path::new("etc/passwd"), "etc", "copy"),
-            Some(PathBuf::from("copy/passwd"))
-        );
-        assert_eq!(
-            rebase(Path::new("other/x"), "etc", "copy"),
-            Some(PathBuf::from("other/x"))
-        );
     }
 }

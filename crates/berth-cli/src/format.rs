@@ -8,44 +8,7 @@ use berth_api::types::{ContainerSummary, HistoryItem, ImageSummary, Port};
 use crate::template::{Template, TemplateError};
 use crate::value::Value;
 
-/// docker's `units.HumanDuration`.
-pub fn human_duration(secs: i64) -> String {
-    let s = secs;
-    if s < 1 {
-        return "Less than a second".into();
-    }
-    if s == 1 {
-        return "1 second".into();
-    }
-    if s < 60 {
-        return format!("{s} seconds");
-    }
-    let minutes = s / 60;
-    if minutes == 1 {
-        return "About a minute".into();
-    }
-    if minutes < 60 {
-        return format!("{minutes} minutes");
-    }
-    // Hours are rounded, not truncated.
-    let hours = (s as f64 / 3600.0 + 0.5) as i64;
-    if hours == 1 {
-        return "About an hour".into();
-    }
-    if hours < 48 {
-        return format!("{hours} hours");
-    }
-    if hours < 24 * 7 * 2 {
-        return format!("{} days", hours / 24);
-    }
-    if hours < 24 * 30 * 2 {
-        return format!("{} weeks", hours / 24 / 7);
-    }
-    if hours < 24 * 365 * 2 {
-        return format!("{} months", hours / 24 / 30);
-    }
-    format!("{} years", (s as f64 / 3600.0 / 24.0 / 365.0) as i64)
-}
+pub use berth_api::units::human_duration;
 
 /// Go's `%.<prec>g`.
 pub fn go_g(v: f64, prec: usize) -> String {

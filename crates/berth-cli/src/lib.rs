@@ -89,6 +89,7 @@ pub fn run_with(args: Vec<OsString>, full: fn() -> clap::Command) -> i32 {
         println!("{}", version_line());
         return 0;
     }
+    let tls = tls_options(&cli, &|k| std::env::var_os(k));
     let Some(cmd) = cli.cmd else {
         // docker with no command prints its usage.
         let _ = full().print_help();
@@ -122,7 +123,7 @@ pub fn run_with(args: Vec<OsString>, full: fn() -> clap::Command) -> i32 {
     };
     let (name, usage_exit) = cmd.name_and_exit();
     let code = rt.block_on(async move {
-        let client = match Client::new(&host) {
+        let client = match Client::new_with_tls(&host, tls.as_ref()) {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("{e}");
@@ -144,6 +145,46 @@ pub fn run_with(args: Vec<OsString>, full: fn() -> clap::Command) -> i32 {
     // A blocking stdin read may still be pending; do not wait for it.
     rt.shutdown_background();
     code
+}
+
+/// The docker CLI's TLS rules: `--tlsverify` (default: `DOCKER_TLS_VERIFY` is set) verifies
+/// the daemon and implies `--tls` (default: `DOCKER_TLS` is set), even as `--tlsverify=false`.
+/// Files come from `$DOCKER_CERT_PATH` (else the config dir, `~/.docker`) unless given; a
+/// default client certificate or key that does not exist is simply not sent.
+fn tls_options(
+    cli: &cli::Cli,
+    env: &dyn Fn(&str) -> Option<OsString>,
+) -> Option<berth_api::tls::TlsOptions> {
+    let set = |k: &str| env(k).is_some_and(|v| !v.is_empty());
+    let verify = cli.tlsverify.unwrap_or_else(|| set("DOCKER_TLS_VERIFY"));
+    let tls = cli.tlsverify.is_some() || verify || cli.tls.unwrap_or_else(|| set("DOCKER_TLS"));
+    if !tls {
+        return None;
+    }
+    let dir = env("DOCKER_CERT_PATH")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            env("DOCKER_CONFIG")
+                .filter(|v| !v.is_empty())
+                .map(Into::into)
+        })
+        .or_else(|| {
+            env("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| std::path::PathBuf::from(h).join(".docker"))
+        })
+        .unwrap_or_default();
+    let default_if_present = |name: &str| Some(dir.join(name)).filter(|p| p.exists());
+    Some(berth_api::tls::TlsOptions {
+        verify,
+        ca: Some(cli.tlscacert.clone().unwrap_or_else(|| dir.join("ca.pem"))),
+        cert: cli
+            .tlscert
+            .clone()
+            .or_else(|| default_if_present("cert.pem")),
+        key: cli.tlskey.clone().or_else(|| default_if_present("key.pem")),
+    })
 }
 
 /// Print an error the way docker does and pick the exit code.
@@ -220,5 +261,67 @@ async fn dispatch(c: Arc<Client>, cmd: Cmd) -> Result<i32, CliError> {
         Cmd::Network(n) => cmd_network::run(&c, n).await,
         // Handled before a client exists.
         Cmd::Completion(_) => Ok(0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(args: &[&str], env: &[(&str, &str)]) -> Option<berth_api::tls::TlsOptions> {
+        let mut a = vec!["berth"];
+        a.extend_from_slice(args);
+        a.push("ps");
+        let cli = Cli::try_parse_from(a).expect("parse");
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        tls_options(&cli, &|k| {
+            env.iter()
+                .find(|(ek, _)| ek == k)
+                .map(|(_, v)| OsString::from(v))
+        })
+    }
+
+    #[test]
+    fn tls_flags_and_environment_as_the_docker_cli() {
+        assert_eq!(opts(&[], &[]), None);
+        assert_eq!(opts(&[], &[("DOCKER_CERT_PATH", "/c")]), None);
+        let o = opts(
+            &[],
+            &[("DOCKER_TLS_VERIFY", "1"), ("DOCKER_CERT_PATH", "/c")],
+        )
+        .expect("tls");
+        assert!(o.verify);
+        assert_eq!(o.ca, Some("/c/ca.pem".into()));
+        // Default client files that do not exist are not sent.
+        assert_eq!((o.cert, o.key), (None, None));
+        // --tlsverify=false still means TLS (the docker CLI's rule), without verification.
+        let o = opts(&["--tlsverify=false"], &[("DOCKER_TLS_VERIFY", "1")]).expect("tls");
+        assert!(!o.verify);
+        let o = opts(&["--tls"], &[("HOME", "/h")]).expect("tls");
+        assert!(!o.verify);
+        assert_eq!(o.ca, Some("/h/.docker/ca.pem".into()));
+        let o = opts(&[], &[("DOCKER_TLS", "1")]).expect("tls");
+        assert!(!o.verify);
+        let o = opts(
+            &[
+                "--tlsverify",
+                "--tlscacert",
+                "/x/ca",
+                "--tlscert",
+                "/x/c",
+                "--tlskey",
+                "/x/k",
+            ],
+            &[],
+        )
+        .expect("tls");
+        assert!(o.verify);
+        assert_eq!(o.ca, Some("/x/ca".into()));
+        assert_eq!(o.cert, Some("/x/c".into()));
+        assert_eq!(o.key, Some("/x/k".into()));
+        assert_eq!(opts(&["--tls=false"], &[("DOCKER_TLS", "1")]), None);
     }
 }

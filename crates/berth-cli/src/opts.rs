@@ -54,12 +54,17 @@ fn device_list(
         let (path, v) = f
             .rsplit_once(':')
             .filter(|(p, _)| p.starts_with("/dev/"))
-            .ok_or_else(|| CliError::Usage(format!("bad format for {f}: expected DEVICE:VALUE with DEVICE under /dev")))?;
+            .ok_or_else(|| {
+                CliError::Usage(format!(
+                    "bad format for {f}: expected DEVICE:VALUE with DEVICE under /dev"
+                ))
+            })?;
         let n: i64 = if bytes {
             parse_ram(v)?
         } else {
-            v.parse()
-                .map_err(|_| CliError::Usage(format!("invalid value {v} for {f}: expected a number")))?
+            v.parse().map_err(|_| {
+                CliError::Usage(format!("invalid value {v} for {f}: expected a number"))
+            })?
         };
         if n < 0 {
             return Err(CliError::Usage(format!("invalid value {v} for {f}")));

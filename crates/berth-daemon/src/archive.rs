@@ -28,7 +28,10 @@ fn path_param(raw: &Option<String>) -> ApiResult<String> {
     }
 }
 
-fn with_stat(mut r: Response<Body>, stat: &berth_engine::archive::PathStat) -> Response<Body> {
+fn with_stat(
+    mut r: Response<Body>,
+    stat: &berth_engine::container::archive::PathStat,
+) -> Response<Body> {
     if let Ok(v) = HeaderValue::from_str(&stat.header_value()) {
         r.headers_mut().insert(STAT_HEADER, v);
     }

@@ -7,7 +7,7 @@ use axum::http::{HeaderValue, Request, Response};
 use axum::routing::post;
 use axum::Router;
 use berth_build::builder::BuildOptions;
-use berth_engine::build::BuildMessage;
+use berth_engine::image::build::BuildMessage;
 use futures_util::StreamExt;
 use std::collections::BTreeMap;
 use tokio_stream::wrappers::ReceiverStream;
@@ -72,6 +72,9 @@ fn options(q: &Query, experimental: bool) -> ApiResult<BuildOptions> {
         platform,
         quiet: q.flag("q"),
         squash,
+        // The classic builder allows RUN --network=host; nothing grants insecure mode here.
+        allow_network_host: true,
+        ..Default::default()
     })
 }
 

@@ -13,6 +13,7 @@ pub const DEFAULT_CONFIG_FILE: &str = "/etc/berth/daemon.json";
 
 /// The keys Berth understands; each has the name dockerd gives it.
 pub const KEYS: &[&str] = &[
+    "api-cors-header",
     "bip",
     "bridge",
     "data-root",
@@ -28,11 +29,17 @@ pub const KEYS: &[&str] = &[
     "log-opts",
     "pidfile",
     "registry-mirrors",
+    "tls",
+    "tlscacert",
+    "tlscert",
+    "tlskey",
+    "tlsverify",
 ];
 
 /// The settings a daemon.json file gives; `None` where the file is silent.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct FileConfig {
+    pub api_cors_header: Option<String>,
     pub bip: Option<String>,
     pub bridge: Option<String>,
     pub data_root: Option<PathBuf>,
@@ -51,6 +58,11 @@ pub struct FileConfig {
     pub log_opts: Option<BTreeMap<String, String>>,
     pub pidfile: Option<PathBuf>,
     pub registry_mirrors: Option<Vec<String>>,
+    pub tls: Option<bool>,
+    pub tlscacert: Option<PathBuf>,
+    pub tlscert: Option<PathBuf>,
+    pub tlskey: Option<PathBuf>,
+    pub tlsverify: Option<bool>,
     /// The file's top-level object, for conflict messages.
     pub raw: serde_json::Map<String, Value>,
 }
@@ -85,6 +97,13 @@ fn string(key: &str, v: &Value) -> Result<String, String> {
     }
 }
 
+fn boolean(key: &str, v: &Value) -> Result<bool, String> {
+    match v {
+        Value::Bool(b) => Ok(*b),
+        other => Err(format!("{key}: expected true or false, got {other}")),
+    }
+}
+
 /// Parses a daemon.json text: a JSON object of known keys.
 pub fn parse(text: &str) -> Result<FileConfig, String> {
     let v: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
@@ -114,14 +133,14 @@ pub fn parse(text: &str) -> Result<FileConfig, String> {
             "default-cgroupns-mode" => c.default_cgroupns_mode = Some(string(k, v)?),
             "exec-opts" => c.exec_opts = Some(strings(k, v)?),
             "log-level" => c.log_level = Some(string(k, v)?),
-            "debug" => match v {
-                Value::Bool(b) => c.debug = Some(*b),
-                other => return Err(format!("debug: expected true or false, got {other}")),
-            },
-            "experimental" => match v {
-                Value::Bool(b) => c.experimental = Some(*b),
-                other => return Err(format!("experimental: expected true or false, got {other}")),
-            },
+            "debug" => c.debug = Some(boolean(k, v)?),
+            "experimental" => c.experimental = Some(boolean(k, v)?),
+            "tls" => c.tls = Some(boolean(k, v)?),
+            "tlsverify" => c.tlsverify = Some(boolean(k, v)?),
+            "tlscacert" => c.tlscacert = Some(string(k, v)?.into()),
+            "tlscert" => c.tlscert = Some(string(k, v)?.into()),
+            "tlskey" => c.tlskey = Some(string(k, v)?.into()),
+            "api-cors-header" => c.api_cors_header = Some(string(k, v)?),
             "hosts" => c.hosts = Some(strings(k, v)?),
             "insecure-registries" => c.insecure_registries = Some(strings(k, v)?),
             "registry-mirrors" => c.registry_mirrors = Some(strings(k, v)?),
@@ -255,6 +274,9 @@ mod tests {
               "log-opts": {"max-size": "10m", "max-file": "3"},
               "default-address-pools": [{"base": "10.99.0.0/16", "size": 24}],
               "bridge": "br9", "bip": "10.98.0.1/24", "experimental": true,
+              "tls": true, "tlsverify": true, "tlscacert": "/etc/b/ca.pem",
+              "tlscert": "/etc/b/server-cert.pem", "tlskey": "/etc/b/server-key.pem",
+              "api-cors-header": "http://ui.example",
               "exec-opts": ["native.cgroupdriver=systemd"], "default-cgroupns-mode": "host"
             }"#,
         )
@@ -277,6 +299,9 @@ mod tests {
             Some(vec!["native.cgroupdriver=systemd".to_string()])
         );
         assert_eq!(c.default_cgroupns_mode.as_deref(), Some("host"));
+        assert_eq!(c.tlsverify, Some(true));
+        assert_eq!(c.tlskey, Some("/etc/b/server-key.pem".into()));
+        assert_eq!(c.api_cors_header.as_deref(), Some("http://ui.example"));
         assert_eq!(c.raw.len(), KEYS.len());
     }
 

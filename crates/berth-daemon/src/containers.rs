@@ -1,7 +1,7 @@
 //! /containers/... routes.
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::{HeaderValue, Request, Response, StatusCode};
 use axum::routing::{delete, get, post};
 use axum::Router;
@@ -12,8 +12,9 @@ use tokio::io::AsyncWriteExt;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::error::{ApiError, ApiResult};
+use crate::hygiene::JsonBody;
 use crate::params::Query;
-use crate::server::{status_only, AppState};
+use crate::server::{status_only, ApiVersion, AppState};
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
     r.route("/containers/json", get(list))
@@ -61,8 +62,9 @@ pub fn json_response<T: serde::Serialize>(v: &T) -> Response<Body> {
 
 async fn create(
     State(st): State<AppState>,
+    Extension(ver): Extension<ApiVersion>,
     RawQuery(raw): RawQuery,
-    body: Bytes,
+    JsonBody(body): JsonBody,
 ) -> ApiResult<Response<Body>> {
     let q = q(raw);
     if body.is_empty() {
@@ -70,8 +72,15 @@ async fn create(
             "config cannot be empty in order to create a container",
         ));
     }
-    let req: ContainerCreateBody = serde_json::from_slice(&body)
+    let mut req: ContainerCreateBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
+    // Clients before API 1.40 expect the IPC mode that was the default then (dockerd's rule).
+    if ver < ApiVersion(1, 40) {
+        let hc = req.host_config.get_or_insert_with(Default::default);
+        if hc.ipc_mode.is_empty() {
+            hc.ipc_mode = "shareable".into();
+        }
+    }
     let (id, warnings) = st.engine.create(q.get("name"), req).await?;
     let mut r = json_response(&ContainerCreateResponse { id, warnings });
     *r.status_mut() = StatusCode::CREATED;
@@ -246,8 +255,8 @@ async fn logs(
             _ => None,
         },
     };
-    let since = berth_engine::logs::parse_timestamp(q.get("since").unwrap_or(""))?;
-    let until = berth_engine::logs::parse_timestamp(q.get("until").unwrap_or(""))?;
+    let since = berth_engine::container::logs::parse_timestamp(q.get("since").unwrap_or(""))?;
+    let until = berth_engine::container::logs::parse_timestamp(q.get("until").unwrap_or(""))?;
     let opts = LogsOptions {
         stdout,
         stderr,

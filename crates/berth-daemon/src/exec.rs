@@ -11,6 +11,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::containers::json_response;
 use crate::error::{ApiError, ApiResult};
+use crate::hygiene::JsonBody;
 use crate::params::Query;
 use crate::server::{status_only, AppState};
 
@@ -24,7 +25,7 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
 async fn create(
     State(st): State<AppState>,
     Path(id): Path<String>,
-    body: Bytes,
+    JsonBody(body): JsonBody,
 ) -> ApiResult<Response<Body>> {
     let cfg: ExecConfig = if body.is_empty() {
         ExecConfig::default()
@@ -83,6 +84,7 @@ async fn start(
     let body = axum::body::to_bytes(std::mem::take(req.body_mut()), 1 << 20)
         .await
         .map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))?;
+    crate::hygiene::check_json(req.headers(), !body.is_empty())?;
     let cfg: ExecStartConfig = if body.is_empty() {
         ExecStartConfig::default()
     } else {

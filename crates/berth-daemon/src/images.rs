@@ -4,7 +4,7 @@
 use std::io::Write;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::{HeaderValue, Request, Response, StatusCode};
 use axum::routing::{get, post};
 use axum::Router;
@@ -13,8 +13,9 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::containers::json_response;
 use crate::error::{ApiError, ApiResult};
+use crate::hygiene::JsonBody;
 use crate::params::Query;
-use crate::server::AppState;
+use crate::server::{ApiVersion, AppState};
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
     r.route("/images/json", get(list))
@@ -179,6 +180,19 @@ async fn save_many(
     save_stream(&st, q.all("names")).await
 }
 
+/// The fields image inspect has per API version: `VirtualSize` before 1.44, as dockerd gives
+/// it. `Container` and `ContainerConfig` (an empty config for images no commit made) at every
+/// version: dockerd drops them from 1.45, but docker-compose 1.29 negotiates the daemon's
+/// highest version and then reads `ContainerConfig.Volumes` of the image on every recreate
+/// (`KeyError: 'ContainerConfig'` against dockerd 26); extra fields harm no client.
+fn inspect_for_version(img: &mut berth_api::types::ImageInspect, ver: ApiVersion) {
+    if ver >= ApiVersion(1, 44) {
+        img.virtual_size = None;
+    }
+    img.container.get_or_insert_with(String::new);
+    img.container_config.get_or_insert_with(Default::default);
+}
+
 /// Splits "library/busybox:1/json" into ("library/busybox:1", "json").
 fn split_rest(rest: &str) -> (&str, &str) {
     match rest.rsplit_once('/') {
@@ -189,12 +203,17 @@ fn split_rest(rest: &str) -> (&str, &str) {
 
 async fn get_named(
     State(st): State<AppState>,
+    Extension(ver): Extension<ApiVersion>,
     Path(rest): Path<String>,
     RawQuery(_raw): RawQuery,
 ) -> ApiResult<Response<Body>> {
     let (name, op) = split_rest(&rest);
     match op {
-        "json" => Ok(json_response(&st.engine.image_inspect(name).await?)),
+        "json" => {
+            let mut img = st.engine.image_inspect(name).await?;
+            inspect_for_version(&mut img, ver);
+            Ok(json_response(&img))
+        }
         "history" => Ok(json_response(&st.engine.image_history(name).await?)),
         "get" => save_stream(&st, vec![name.to_string()]).await,
         _ => Err(ApiError::new(
@@ -323,7 +342,7 @@ async fn distribution(
 }
 
 /// `POST /auth`: Docker answers `{"Status":"Login Succeeded","IdentityToken":""}`.
-async fn auth(State(st): State<AppState>, body: Bytes) -> ApiResult<Response<Body>> {
+async fn auth(State(st): State<AppState>, JsonBody(body): JsonBody) -> ApiResult<Response<Body>> {
     let auth: berth_registry::RegistryAuth = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
     let status = st.engine.registry_login(auth).await?;
@@ -339,7 +358,7 @@ pub(crate) fn platform_param(q: &Query) -> ApiResult<Option<String>> {
         .filter(|p| !p.is_empty())
         .map(String::from);
     if let Some(p) = &platform {
-        berth_engine::images::check_platform(p)?;
+        berth_engine::image::check_platform(p)?;
     }
     Ok(platform)
 }

@@ -8,6 +8,8 @@ mod containers;
 mod error;
 mod events;
 mod exec;
+mod grpc;
+pub mod hygiene;
 mod images;
 mod networks;
 mod ops;
@@ -16,6 +18,7 @@ mod server;
 mod stream;
 mod swarm;
 mod system;
+pub mod tls;
 mod volumes;
 mod ws;
 

@@ -9,6 +9,7 @@ use berth_api::network::{NetworkConnectRequest, NetworkCreateRequest, NetworkDis
 
 use crate::containers::json_response;
 use crate::error::{ApiError, ApiResult};
+use crate::hygiene::JsonBody;
 use crate::params::Query;
 use crate::server::{status_only, AppState};
 
@@ -39,7 +40,7 @@ async fn inspect(State(st): State<AppState>, Path(id): Path<String>) -> ApiResul
     Ok(json_response(&st.engine.network_inspect(&id)?))
 }
 
-async fn create(State(st): State<AppState>, body: Bytes) -> ApiResult<Response<Body>> {
+async fn create(State(st): State<AppState>, JsonBody(body): JsonBody) -> ApiResult<Response<Body>> {
     let req: NetworkCreateRequest = body_json(&body)?;
     let resp = st.engine.network_create(req).await?;
     let mut r = json_response(&resp);
@@ -55,7 +56,7 @@ async fn remove(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult
 async fn connect(
     State(st): State<AppState>,
     Path(id): Path<String>,
-    body: Bytes,
+    JsonBody(body): JsonBody,
 ) -> ApiResult<Response<Body>> {
     let req: NetworkConnectRequest = body_json(&body)?;
     st.engine.network_connect(&id, req).await?;
@@ -65,7 +66,7 @@ async fn connect(
 async fn disconnect(
     State(st): State<AppState>,
     Path(id): Path<String>,
-    body: Bytes,
+    JsonBody(body): JsonBody,
 ) -> ApiResult<Response<Body>> {
     let req: NetworkDisconnectRequest = body_json(&body)?;
     st.engine.network_disconnect(&id, req).await?;

@@ -11,6 +11,7 @@ use futures_util::StreamExt;
 
 use crate::containers::json_response;
 use crate::error::{ApiError, ApiResult};
+use crate::hygiene::JsonBody;
 use crate::params::Query;
 use crate::server::{status_only, AppState};
 
@@ -72,7 +73,7 @@ async fn export(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult
 async fn update(
     State(st): State<AppState>,
     Path(id): Path<String>,
-    body: Bytes,
+    JsonBody(body): JsonBody,
 ) -> ApiResult<Response<Body>> {
     let u: UpdateConfig = if body.is_empty() {
         UpdateConfig::default()
@@ -87,7 +88,7 @@ async fn update(
 async fn commit(
     State(st): State<AppState>,
     RawQuery(raw): RawQuery,
-    body: Bytes,
+    JsonBody(body): JsonBody,
 ) -> ApiResult<Response<Body>> {
     let q = Query::parse(raw.as_deref());
     let container = q.get("container").unwrap_or("").to_string();

@@ -40,6 +40,13 @@ pub struct DaemonOptions {
     pub cgroup_driver: berth_engine::CgroupDriver,
     /// `--default-cgroupns-mode` (or the host's default).
     pub default_cgroupns: berth_engine::CgroupnsMode,
+    /// TLS on the `tcp://` listeners (`--tls`, `--tlsverify`); `None`: plain HTTP there.
+    pub tls: Option<crate::tls::TlsFiles>,
+    /// `--tls=false` (or `--tlsverify=false`) given explicitly: the user accepts plain TCP on a
+    /// non-loopback address, which is refused otherwise (Docker 27's rule).
+    pub tls_explicitly_off: bool,
+    /// Timeouts and the CORS rule of every listener.
+    pub hygiene: crate::hygiene::Hygiene,
 }
 
 /// The negotiated API version of a request, e.g. (1, 45).
@@ -52,6 +59,8 @@ const MIN_VERSION: ApiVersion = ApiVersion(1, 24);
 #[derive(Clone)]
 pub struct AppState {
     pub engine: Engine,
+    /// BuildKit's API (`/grpc`, `/session`), over the same engine.
+    pub buildkit: Arc<berth_buildkit::BuildKit>,
 }
 
 fn parse_version(s: &str) -> Option<ApiVersion> {
@@ -94,28 +103,52 @@ fn add_common_headers(resp: &mut Response<Body>) {
     );
 }
 
-async fn dispatch(router: Router, mut req: Request<Body>) -> Response<Body> {
-    let path = req.uri().path().to_string();
-    let mut resp = match split_version(&path) {
-        Err(e) => axum::response::IntoResponse::into_response(e),
-        Ok((ver, tail)) => {
-            req.extensions_mut().insert(ver.unwrap_or(MAX_VERSION));
-            if ver.is_some() {
-                let pq = match req.uri().query() {
-                    Some(q) => format!("{tail}?{q}"),
-                    None => tail,
-                };
-                if let Ok(uri) = pq.parse() {
-                    *req.uri_mut() = uri;
-                }
+/// What a connection's requests are checked against: the listener's kind and the rules.
+#[derive(Clone)]
+struct ConnCtx {
+    /// A TCP listener (TLS or not): reachable by browsers, so `Origin` is checked.
+    tcp: bool,
+    cors: Option<Arc<str>>,
+}
+
+async fn dispatch(router: Router, ctx: ConnCtx, mut req: Request<Body>) -> Response<Body> {
+    let allow_origin =
+        match crate::hygiene::check_origin(ctx.cors.as_deref(), req.headers(), ctx.tcp) {
+            Ok(a) => a,
+            Err(e) => {
+                let mut resp = axum::response::IntoResponse::into_response(e);
+                add_common_headers(&mut resp);
+                return resp;
             }
-            match router.oneshot(req).await {
-                Ok(r) => r,
-                Err(e) => match e {},
+        };
+    let path = req.uri().path().to_string();
+    let mut resp = if let Some(r) = crate::hygiene::preflight(req.method()) {
+        r
+    } else {
+        match split_version(&path) {
+            Err(e) => axum::response::IntoResponse::into_response(e),
+            Ok((ver, tail)) => {
+                req.extensions_mut().insert(ver.unwrap_or(MAX_VERSION));
+                if ver.is_some() {
+                    let pq = match req.uri().query() {
+                        Some(q) => format!("{tail}?{q}"),
+                        None => tail,
+                    };
+                    if let Ok(uri) = pq.parse() {
+                        *req.uri_mut() = uri;
+                    }
+                }
+                match router.oneshot(req).await {
+                    Ok(r) => r,
+                    Err(e) => match e {},
+                }
             }
         }
     };
     add_common_headers(&mut resp);
+    if let Some(a) = allow_origin {
+        crate::hygiene::add_cors_headers(&mut resp, a);
+    }
     resp
 }
 
@@ -135,6 +168,7 @@ fn router(state: AppState) -> Router {
     let r = crate::volumes::routes(r);
     let r = crate::networks::routes(r);
     let r = crate::build::routes(r);
+    let r = crate::grpc::routes(r);
     let r = crate::swarm::routes(r);
     r.fallback(not_found).with_state(state)
 }
@@ -142,23 +176,56 @@ fn router(state: AppState) -> Router {
 /// What one `-H` address listens on.
 enum Listener {
     Unix(UnixListener),
-    Tcp(tokio::net::TcpListener),
+    /// With TLS when the daemon has `--tls`/`--tlsverify`.
+    Tcp(tokio::net::TcpListener, Option<tokio_rustls::TlsAcceptor>),
 }
 
 /// A connection of either kind, for hyper.
 trait Conn: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Conn for T {}
 
+/// An accepted connection before its TLS handshake (which runs on the connection's own task,
+/// bounded by the header timeout, so a silent client cannot stall the accept loop).
+enum Accepted {
+    Unix(tokio::net::UnixStream),
+    Tcp(tokio::net::TcpStream, Option<tokio_rustls::TlsAcceptor>),
+}
+
 impl Listener {
-    async fn accept(&self) -> std::io::Result<Box<dyn Conn>> {
+    async fn accept(&self) -> std::io::Result<Accepted> {
         Ok(match self {
-            Listener::Unix(l) => Box::new(l.accept().await?.0),
-            Listener::Tcp(l) => {
+            Listener::Unix(l) => Accepted::Unix(l.accept().await?.0),
+            Listener::Tcp(l, tls) => {
                 let (s, _) = l.accept().await?;
                 let _ = s.set_nodelay(true);
-                Box::new(s)
+                Accepted::Tcp(s, tls.clone())
             }
         })
+    }
+
+    fn is_tcp(&self) -> bool {
+        matches!(self, Listener::Tcp(..))
+    }
+}
+
+impl Accepted {
+    async fn into_conn(
+        self,
+        handshake_timeout: std::time::Duration,
+    ) -> std::io::Result<Box<dyn Conn>> {
+        match self {
+            Accepted::Unix(s) => Ok(Box::new(s)),
+            Accepted::Tcp(s, None) => Ok(Box::new(s)),
+            Accepted::Tcp(s, Some(acceptor)) => {
+                match tokio::time::timeout(handshake_timeout, acceptor.accept(s)).await {
+                    Ok(r) => Ok(Box::new(r?)),
+                    Err(_) => Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "TLS handshake timed out",
+                    )),
+                }
+            }
+        }
     }
 }
 
@@ -171,20 +238,71 @@ fn socket_path(host: &str) -> Result<PathBuf, String> {
     }
 }
 
-/// `tcp://host:port` (plain HTTP, no TLS: as with Docker, anyone who reaches it is root).
-async fn bind_tcp(addr: &str) -> Result<tokio::net::TcpListener, String> {
-    if addr.is_empty() || !addr.contains(':') {
+/// `host[:port]` with Docker's default port (2376 with TLS, 2375 without) when none is given.
+fn with_default_port(addr: &str, tls: bool) -> String {
+    let has_port = match addr.rsplit_once(':') {
+        Some((h, p)) => p.parse::<u16>().is_ok() && (!h.contains(':') || h.ends_with(']')),
+        None => false,
+    };
+    if has_port {
+        addr.to_string()
+    } else {
+        format!("{addr}:{}", if tls { 2376 } else { 2375 })
+    }
+}
+
+/// Whether every address `addr` resolves to is a loopback one.
+async fn is_loopback(addr: &str) -> bool {
+    match tokio::net::lookup_host(addr).await {
+        Ok(it) => {
+            let all: Vec<std::net::SocketAddr> = it.collect();
+            !all.is_empty() && all.iter().all(|a| a.ip().is_loopback())
+        }
+        Err(_) => false,
+    }
+}
+
+/// `tcp://host[:port]`: with TLS when configured. Plain TCP on a non-loopback address is
+/// refused unless `--tls=false` says the user means it (Docker 27's rule): anyone who reaches
+/// such a port is root on this host.
+async fn bind_tcp(
+    addr: &str,
+    tls: Option<&Arc<tokio_rustls::rustls::ServerConfig>>,
+    explicitly_plain: bool,
+) -> Result<Listener, String> {
+    if addr.is_empty() || addr.contains('/') {
         return Err(format!(
             "invalid tcp address tcp://{addr}: host:port expected"
         ));
     }
-    let l = tokio::net::TcpListener::bind(addr)
+    let addr = with_default_port(addr, tls.is_some());
+    if tls.is_none() {
+        if is_loopback(&addr).await {
+            tracing::warn!(
+                "API listening on tcp://{addr} without TLS: any local user or web page that \
+                 reaches it controls this host (cross-origin requests are refused)"
+            );
+        } else if explicitly_plain {
+            tracing::warn!(
+                "API listening on tcp://{addr} without TLS (--tls=false): anyone who can reach \
+                 it controls this host"
+            );
+        } else {
+            return Err(format!(
+                "refusing to listen on tcp://{addr} without TLS: anyone who can reach it would \
+                 control this host. Use --tlsverify with --tlscacert, --tlscert and --tlskey \
+                 (berth daemon --tls-generate DIR makes a first set), or give --tls=false to \
+                 listen without TLS anyway"
+            ));
+        }
+    }
+    let l = tokio::net::TcpListener::bind(&addr)
         .await
         .map_err(|e| format!("listening on tcp://{addr}: {e}"))?;
-    tracing::warn!(
-        "API listening on tcp://{addr} without TLS: anyone who can reach it controls this host"
-    );
-    Ok(l)
+    Ok(Listener::Tcp(
+        l,
+        tls.map(|c| tokio_rustls::TlsAcceptor::from(c.clone())),
+    ))
 }
 
 fn write_pidfile(path: &Path) -> Result<(), String> {
@@ -285,6 +403,10 @@ async fn serve(opts: &DaemonOptions) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .map_err(|e| e.to_string())?;
+    let tls = match &opts.tls {
+        Some(files) => Some(crate::tls::server_config(files)?),
+        None => None,
+    };
     let mut listeners = Vec::new();
     let mut paths = Vec::new();
     for h in &opts.hosts {
@@ -297,7 +419,14 @@ async fn serve(opts: &DaemonOptions) -> Result<(), String> {
             continue;
         }
         if let Some(addr) = h.strip_prefix("tcp://") {
-            listeners.push(Listener::Tcp(bind_tcp(addr.trim_end_matches('/')).await?));
+            listeners.push(
+                bind_tcp(
+                    addr.trim_end_matches('/'),
+                    tls.as_ref(),
+                    opts.tls_explicitly_off,
+                )
+                .await?,
+            );
             continue;
         }
         let p = socket_path(h)?;
@@ -322,20 +451,27 @@ async fn serve(opts: &DaemonOptions) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     let app = router(AppState {
         engine: engine.clone(),
+        buildkit: berth_buildkit::BuildKit::new(Arc::new(engine.clone())),
     });
     tracing::info!("API listening on {}", opts.hosts.join(", "));
 
     let shutdown = Arc::new(tokio::sync::Notify::new());
+    let hygiene = opts.hygiene.clone();
     for l in listeners {
         let app = app.clone();
         let shutdown = shutdown.clone();
+        let ctx = ConnCtx {
+            tcp: l.is_tcp(),
+            cors: hygiene.cors.as_deref().map(Arc::from),
+        };
+        let hygiene = hygiene.clone();
         tokio::spawn(async move {
             loop {
                 let conn = tokio::select! {
                     c = l.accept() => c,
                     _ = shutdown.notified() => return,
                 };
-                let stream = match conn {
+                let accepted = match conn {
                     Ok(c) => c,
                     Err(e) => {
                         tracing::warn!("accept: {e}");
@@ -343,15 +479,31 @@ async fn serve(opts: &DaemonOptions) -> Result<(), String> {
                     }
                 };
                 let app = app.clone();
+                let ctx = ctx.clone();
+                let hygiene = hygiene.clone();
                 tokio::spawn(async move {
+                    let stream = match accepted.into_conn(hygiene.header_timeout).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::debug!("connection dropped before its first request: {e}");
+                            return;
+                        }
+                    };
+                    let body_timeout = hygiene.body_timeout;
                     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                         let app = app.clone();
+                        let ctx = ctx.clone();
                         async move {
-                            let req = req.map(Body::new);
-                            Ok::<_, Infallible>(dispatch(app, req).await)
+                            let req = req
+                                .map(|b| Body::new(crate::hygiene::IdleBody::new(b, body_timeout)));
+                            Ok::<_, Infallible>(dispatch(app, ctx, req).await)
                         }
                     });
+                    // The header timeout covers the first request's head and the idle time
+                    // between requests on a kept-alive connection.
                     let _ = hyper::server::conn::http1::Builder::new()
+                        .timer(hyper_util::rt::TokioTimer::new())
+                        .header_read_timeout(hygiene.header_timeout)
                         .serve_connection(TokioIo::new(stream), svc)
                         .with_upgrades()
                         .await;

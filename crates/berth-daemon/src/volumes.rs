@@ -1,6 +1,6 @@
 //! /volumes routes.
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::{Response, StatusCode};
 use axum::routing::{get, post};
@@ -9,6 +9,7 @@ use berth_api::volume::{VolumeCreateOptions, VolumeListResponse, VolumePruneResp
 
 use crate::containers::json_response;
 use crate::error::{ApiError, ApiResult};
+use crate::hygiene::JsonBody;
 use crate::params::Query;
 use crate::server::{status_only, ApiVersion, AppState};
 
@@ -29,7 +30,7 @@ async fn list(State(st): State<AppState>, RawQuery(raw): RawQuery) -> ApiResult<
     }))
 }
 
-async fn create(State(st): State<AppState>, body: Bytes) -> ApiResult<Response<Body>> {
+async fn create(State(st): State<AppState>, JsonBody(body): JsonBody) -> ApiResult<Response<Body>> {
     let opts: VolumeCreateOptions = if body.iter().all(|b| b.is_ascii_whitespace()) {
         VolumeCreateOptions::default()
     } else {

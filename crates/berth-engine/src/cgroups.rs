@@ -74,9 +74,16 @@ pub(crate) fn resources(hc: &HostConfig) -> Result<Resources> {
 /// Create-time checks of the cgroup settings (parent for the driver, cgroupns mode, devices)
 /// and dockerd's warnings for limits a cgroup v2 host discards.
 pub(crate) fn check(hc: &HostConfig, driver: CgroupDriver) -> Result<Vec<String>> {
-    driver
-        .cgroups_path(&hc.cgroup_parent, "x")
-        .map_err(invalid)?;
+    match driver {
+        CgroupDriver::Cgroupfs => {
+            parent_path(&hc.cgroup_parent).map_err(EngineError::InvalidParameter)?;
+        }
+        CgroupDriver::Systemd => {
+            driver
+                .cgroups_path(&hc.cgroup_parent, "x")
+                .map_err(invalid)?;
+        }
+    }
     CgroupnsMode::parse(&hc.cgroupns_mode, CgroupnsMode::Private).map_err(invalid)?;
     resources(hc)?;
     let mut warnings = Vec::new();
@@ -97,6 +104,35 @@ pub(crate) fn check(hc: &HostConfig, driver: CgroupDriver) -> Result<Vec<String>
     Ok(warnings)
 }
 
+/// The cgroupfs driver's parent of a container, from `HostConfig.CgroupParent`: `/berth` when
+/// empty; a path (relative ones from the root, `..` cleaned away as runc does); a systemd slice
+/// name (`a-b.slice`) expands to systemd's path for it (`/a.slice/a-b.slice`), as there is no
+/// systemd driver to ask.
+pub fn parent_path(parent: &str) -> std::result::Result<String, String> {
+    if parent.is_empty() {
+        return Ok(berth_runtime::cgroup::DEFAULT_PARENT.into());
+    }
+    if parent.contains('\0') || parent.contains('\n') {
+        return Err(format!("invalid cgroup parent {parent:?}"));
+    }
+    if !parent.contains('/') && parent.len() > 6 && parent.ends_with(".slice") {
+        return berth_runtime::cgroup::expand_slice(parent)
+            .map(|p| p.display().to_string())
+            .map_err(|_| format!("invalid slice name: {parent}"));
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for c in parent.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    Ok(format!("/{}", parts.join("/")))
+}
+
 impl crate::Engine {
     /// The container's cgroup, as its bundle names it (None before its first start).
     pub(crate) fn cgroup(&self, id: &str) -> Option<Cgroup> {
@@ -105,10 +141,22 @@ impl crate::Engine {
 
     /// The cgroups path of a container about to start, for this daemon's driver.
     pub(crate) fn cgroups_path(&self, hc: &HostConfig, id: &str) -> Result<String> {
-        self.config()
-            .cgroup_driver
-            .cgroups_path(&hc.cgroup_parent, id)
-            .map_err(invalid)
+        match self.config().cgroup_driver {
+            CgroupDriver::Cgroupfs => {
+                let parent =
+                    parent_path(&hc.cgroup_parent).map_err(EngineError::InvalidParameter)?;
+                Ok(format!("{}/{id}", parent.trim_end_matches('/')))
+            }
+            CgroupDriver::Systemd => CgroupDriver::Systemd
+                .cgroups_path(&hc.cgroup_parent, id)
+                .map_err(invalid),
+        }
+    }
+
+    /// The cgroup of a container that runs (or is paused).
+    pub(crate) fn running_cgroup(&self, id: &str) -> Result<Cgroup> {
+        self.cgroup(id)
+            .ok_or_else(|| EngineError::Internal(format!("container {id} has no cgroup")))
     }
 }
 

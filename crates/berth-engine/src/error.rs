@@ -24,6 +24,57 @@ pub enum EngineError {
     /// 500: something failed inside.
     #[error("{0}")]
     Internal(String),
+    /// A container's process could not be created or started: the runtime's typed error,
+    /// carried to the API (400 for the user's faults, 500 otherwise) and to the exit code.
+    #[error("{}", .0.message)]
+    Start(StartFailure),
+}
+
+/// What a failed start means to a client: Docker's exit codes 127 (not found) and 126 (not
+/// executable), the user's other mistakes, or an internal failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartFault {
+    NotFound,
+    PermissionDenied,
+    User,
+    Internal,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StartFailure {
+    pub fault: StartFault,
+    pub message: String,
+}
+
+impl StartFailure {
+    /// Classifies by the runtime error's type. The OCI runtime's own create and start failures
+    /// arrive as text from the shim process (libcontainer's messages); those alone are read, in
+    /// `RuntimeError::start_fault`.
+    pub fn from_runtime(e: &berth_runtime::RuntimeError) -> StartFailure {
+        use berth_runtime::StartFault as R;
+        let fault = match e.start_fault() {
+            R::NotFound => StartFault::NotFound,
+            R::PermissionDenied => StartFault::PermissionDenied,
+            R::User => StartFault::User,
+            R::Internal => StartFault::Internal,
+        };
+        let message = match fault {
+            StartFault::Internal => format!("failed to start container: {e}"),
+            _ => format!(
+                "failed to create task for container: OCI runtime create failed: {e}: unknown"
+            ),
+        };
+        StartFailure { fault, message }
+    }
+
+    /// The container's exit code, as Docker reports a start that failed.
+    pub fn exit_code(&self) -> i64 {
+        match self.fault {
+            StartFault::NotFound => 127,
+            StartFault::PermissionDenied => 126,
+            StartFault::User | StartFault::Internal => 128,
+        }
+    }
 }
 
 impl EngineError {
@@ -35,6 +86,8 @@ impl EngineError {
             EngineError::Forbidden(_) => 403,
             EngineError::NotModified => 304,
             EngineError::Internal(_) => 500,
+            EngineError::Start(f) if f.fault == StartFault::Internal => 500,
+            EngineError::Start(_) => 400,
         }
     }
 

@@ -174,9 +174,13 @@ impl EventFilter {
                 e.typ == "network" && (e.actor.id == n || attr("name") == n)
             })
             && self.any("daemon", |d| e.typ == "daemon" && e.actor.id == d)
-            && self.any("label", |l| match l.split_once('=') {
-                Some((k, v)) => attr(k) == v,
-                None => e.actor.attributes.contains_key(l),
+            // Unlike the other keys, every `label` given must match (dockerd's MatchKVList):
+            // compose asks for its project's non-one-off containers with two labels.
+            && self.f.get("label").is_none_or(|ls| {
+                ls.iter().all(|l| match l.split_once('=') {
+                    Some((k, v)) => e.actor.attributes.get(k).is_some_and(|a| a == v),
+                    None => e.actor.attributes.contains_key(l.as_str()),
+                })
             })
     }
 }
@@ -286,6 +290,7 @@ mod tests {
         assert!(filter(&[("label", "app=x")]).matches(&e));
         assert!(filter(&[("label", "app")]).matches(&e));
         assert!(!filter(&[("label", "app=y")]).matches(&e));
+        assert!(!filter(&[("label", "app=x"), ("label", "tier=db")]).matches(&e));
         assert!(filter(&[("type", "image"), ("type", "container")]).matches(&e));
         assert!(!filter(&[("type", "image")]).matches(&e));
         assert!(!filter(&[("event", "start"), ("container", "web")]).matches(&e));

@@ -2,45 +2,40 @@
 //!
 //! The engine owns the container records, names and lifecycle, drives the image store for root
 //! filesystems and the runtime's shims for processes, and recovers all of it after a restart.
+//!
+//! One folder per resource, one file per operation: `container/` (create, start, stop, remove,
+//! wait, monitor, recover, ...), `network/`, `image/`, `volume/`, `exec/`, `ops/` (pause, top,
+//! update, commit, export); `runtime/` is the client of the shims.
 
-pub mod archive;
-pub mod attach;
-pub mod build;
 pub mod cgroups;
 pub mod container;
-mod copyup;
 pub mod error;
 pub mod events;
 pub mod exec;
-pub mod health;
-pub mod images;
-mod lifecycle;
-pub mod logs;
-pub mod mounts;
-mod names;
+mod filters;
+pub mod image;
 pub mod network;
-mod network_api;
 pub mod ops;
-mod prune;
-mod query;
-pub mod shim_client;
-pub mod stats;
+pub mod runtime;
+mod sweep;
+mod system;
 mod util;
-pub mod volumes;
+pub mod volume;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
-pub use attach::{AttachFuture, AttachOptions, AttachStream};
 pub use berth_runtime::cgroup::{CgroupDriver, CgroupnsMode};
+pub use container::attach::{AttachFuture, AttachOptions, AttachStream};
+pub use container::list::ListOptions;
+pub use container::logs::LogsOptions;
+pub use container::wait::WaitCondition;
 pub use error::{EngineError, Result};
-pub use images::{RegistryConfig, Transfer};
-pub use lifecycle::WaitCondition;
-pub use logs::LogsOptions;
-pub use query::{parse_filters, ListOptions};
+pub use filters::parse_filters;
+pub use image::{RegistryConfig, Transfer};
 
-use container::Entry;
+use container::ContainerIndex;
 
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
@@ -48,7 +43,7 @@ pub struct EngineConfig {
     pub exec_root: PathBuf,
     /// The berth binary, re-executed as `berth shim`.
     pub berth_exe: PathBuf,
-    pub registry: images::RegistryConfig,
+    pub registry: image::RegistryConfig,
     /// Bridge, subnets and pools (`--bridge`, `--bip`, `--default-address-pool`).
     pub network: network::NetConfig,
     /// The daemon's default json-file log options (`--log-opt`, daemon.json `log-opts`): a
@@ -62,23 +57,16 @@ pub struct EngineConfig {
     pub default_cgroupns: CgroupnsMode,
 }
 
-#[derive(Default)]
-struct Registry {
-    by_id: HashMap<String, Arc<Entry>>,
-    /// name (no slash) -> id
-    names: HashMap<String, String>,
-}
-
 pub struct Inner {
     cfg: EngineConfig,
     /// Stable identity of this daemon's state (`ID` in /info), kept in `<data-root>/engine-id`.
     id: String,
     images: Arc<berth_image::ImageStore>,
-    registry: RwLock<Registry>,
-    registry_config: images::RegistryConfig,
+    containers: RwLock<ContainerIndex>,
+    registry_config: image::RegistryConfig,
     /// id -> (exit code, when): removed containers a late `wait` may still ask about.
     removed: std::sync::Mutex<HashMap<String, (i64, std::time::Instant)>>,
-    volumes: volumes::VolumeStore,
+    volumes: volume::VolumeStore,
     /// Held by volume rm/prune and by container create from resolving its mounts to
     /// registering it, so a volume is never removed while a container is taking it.
     volume_lock: tokio::sync::Mutex<()>,
@@ -86,7 +74,9 @@ pub struct Inner {
     /// Exec instances (in memory, as in Docker).
     execs: exec::ExecTable,
     events: events::EventBus,
-    health: health::HealthTable,
+    health: container::health::HealthTable,
+    /// The shims (a fake in unit tests).
+    runtime: Arc<dyn runtime::Runtime>,
 }
 
 /// Cheap to clone; every clone is the same engine.
@@ -98,6 +88,17 @@ pub struct Engine {
 impl Engine {
     /// Opens the stores and recovers containers left by a previous daemon (live restore).
     pub async fn open(cfg: EngineConfig) -> Result<Engine> {
+        let runtime = Arc::new(runtime::shim::ShimRuntime {
+            berth_exe: cfg.berth_exe.clone(),
+        });
+        Engine::open_with(cfg, runtime).await
+    }
+
+    /// `open` with the runtime given: unit tests pass a fake.
+    pub(crate) async fn open_with(
+        cfg: EngineConfig,
+        runtime: Arc<dyn runtime::Runtime>,
+    ) -> Result<Engine> {
         for d in [
             cfg.data_root.join("containers"),
             cfg.exec_root.join("containers"),
@@ -105,10 +106,12 @@ impl Engine {
         ] {
             std::fs::create_dir_all(&d)?;
         }
+        // Before anything uses them: what a killed daemon left in its temp areas.
+        sweep::sweep(&cfg.data_root, &cfg.exec_root);
         let images = berth_image::ImageStore::open(&cfg.data_root.join("image"))
             .map_err(|e| EngineError::Internal(format!("opening image store: {e}")))?;
         let id = load_or_create_id(&cfg.data_root.join("engine-id"))?;
-        let volumes = volumes::VolumeStore::open(&cfg.data_root.join("volumes"))?;
+        let volumes = volume::VolumeStore::open(&cfg.data_root.join("volumes"))?;
         let net = network::Networks::open(&cfg.data_root, &cfg.exec_root, cfg.network.clone())?;
         net.bring_up()?;
         let engine = Engine {
@@ -118,13 +121,14 @@ impl Engine {
                 removed: std::sync::Mutex::new(HashMap::new()),
                 cfg,
                 images: Arc::new(images),
-                registry: RwLock::new(Registry::default()),
+                containers: RwLock::new(ContainerIndex::default()),
                 volumes,
                 volume_lock: tokio::sync::Mutex::new(()),
                 net: Arc::new(net),
                 execs: exec::ExecTable::default(),
                 events: events::EventBus::default(),
-                health: health::HealthTable::default(),
+                health: container::health::HealthTable::default(),
+                runtime,
             }),
         };
         engine.restore().await?;
@@ -139,6 +143,10 @@ impl Engine {
     /// Daemon shutdown: networking keeps what running containers need, drops the rest.
     pub fn shutdown(&self) {
         self.inner.net.shutdown();
+    }
+
+    pub(crate) fn runtime(&self) -> &dyn runtime::Runtime {
+        self.inner.runtime.as_ref()
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -159,107 +167,6 @@ impl Engine {
 
     fn state_root(&self) -> PathBuf {
         self.inner.cfg.exec_root.join("runtime")
-    }
-
-    fn read_registry(&self) -> std::sync::RwLockReadGuard<'_, Registry> {
-        match self.inner.registry.read() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
-    }
-
-    fn write_registry(&self) -> std::sync::RwLockWriteGuard<'_, Registry> {
-        match self.inner.registry.write() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
-    }
-
-    /// Docker's lookup order: full id, exact name, then a unique id prefix.
-    fn lookup(&self, name_or_id: &str) -> Result<Arc<Entry>> {
-        let reg = self.read_registry();
-        if let Some(c) = reg.by_id.get(name_or_id) {
-            return Ok(c.clone());
-        }
-        let bare = name_or_id.strip_prefix('/').unwrap_or(name_or_id);
-        if let Some(id) = reg.names.get(bare) {
-            if let Some(c) = reg.by_id.get(id) {
-                return Ok(c.clone());
-            }
-        }
-        if !name_or_id.is_empty() && name_or_id.chars().all(|c| c.is_ascii_hexdigit()) {
-            let mut found = reg
-                .by_id
-                .iter()
-                .filter(|(id, _)| id.starts_with(name_or_id));
-            if let Some((_, c)) = found.next() {
-                if found.next().is_some() {
-                    return Err(EngineError::NotFound(format!(
-                        "multiple IDs found with provided prefix: {name_or_id}"
-                    )));
-                }
-                return Ok(c.clone());
-            }
-        }
-        Err(EngineError::no_such_container(name_or_id))
-    }
-
-    fn all_entries(&self) -> Vec<Arc<Entry>> {
-        self.read_registry().by_id.values().cloned().collect()
-    }
-
-    /// Reads every container record and reconnects to the shims of those still running.
-    async fn restore(&self) -> Result<()> {
-        let dir = self.inner.cfg.data_root.join("containers");
-        let mut loaded = Vec::new();
-        for ent in std::fs::read_dir(&dir)? {
-            let ent = match ent {
-                Ok(e) => e,
-                Err(_) => continue,
-            };
-            let path = ent.path();
-            if !path.join("container.json").exists() {
-                // A removal the previous daemon did not finish.
-                if let Some(id) = path.file_name().and_then(|n| n.to_str()) {
-                    let engine = self.clone();
-                    let id = id.to_string();
-                    tokio::task::spawn_blocking(move || engine.purge_files(&id));
-                }
-                continue;
-            }
-            match container::ContainerRecord::load(&path) {
-                Ok(rec) => loaded.push((rec, path)),
-                Err(e) => {
-                    tracing::warn!(
-                        "skipping unreadable container record {}: {e}",
-                        path.display()
-                    )
-                }
-            }
-        }
-        {
-            let mut reg = self.write_registry();
-            for (rec, path) in &loaded {
-                reg.names.insert(rec.name.clone(), rec.id.clone());
-                reg.by_id.insert(
-                    rec.id.clone(),
-                    Arc::new(Entry::new(rec.clone(), path.clone())),
-                );
-            }
-        }
-        self.net_sweep();
-        for (rec, _) in loaded {
-            if let Ok(c) = self.lookup(&rec.id) {
-                self.recover(c).await;
-            }
-            if rec.build_step {
-                // Its build died with the previous daemon: nothing will ever remove it.
-                if let Err(e) = self.remove(&rec.id, true, true).await {
-                    tracing::warn!("removing build container {}: {e}", rec.id);
-                }
-            }
-        }
-        Ok(())
     }
 }
 

@@ -10,7 +10,7 @@
 //! uncompressed layers, plus manifest.json and repositories for older loaders.
 
 use crate::config::ImageConfig;
-use crate::error::{ImageError, IoContext};
+use crate::error::ImageError;
 use crate::extract::clean_path;
 use crate::fsutil::{chain_ids, digest_hex, sha256_digest, HashingReader, TempDir};
 use crate::reference::Reference;
@@ -30,22 +30,49 @@ const MEDIA_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.li
 const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 const ANNOTATION_CONTAINERD_NAME: &str = "io.containerd.image.name";
 
-/// Wraps a stream, decompressing gzip transparently (sniffed from the magic bytes).
-pub(crate) fn decompress<'a>(r: &'a mut dyn Read) -> Result<Box<dyn Read + 'a>, ImageError> {
+/// Wraps a stream, decompressing gzip, bzip2 or xz transparently (sniffed from the magic
+/// bytes, as dockerd's DecompressStream does); anything else passes through as is.
+pub fn decompress<'a>(r: &'a mut dyn Read) -> Result<Box<dyn Read + 'a>, ImageError> {
     let mut br = BufReader::with_capacity(64 * 1024, r);
     let head = br.fill_buf().map_err(|e| ImageError::io("read", e))?;
+    let marked = |format: &'static str, r: Box<dyn Read + 'a>| -> Box<dyn Read + 'a> {
+        Box::new(Marked { format, inner: r })
+    };
     if head.starts_with(&[0x1f, 0x8b]) {
-        Ok(Box::new(flate2::read::MultiGzDecoder::new(br)))
+        Ok(marked(
+            "gzip",
+            Box::new(flate2::read::MultiGzDecoder::new(br)),
+        ))
+    } else if head.starts_with(b"BZh") {
+        Ok(marked(
+            "bzip2",
+            Box::new(bzip2::read::MultiBzDecoder::new(br)),
+        ))
+    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
+        Ok(marked(
+            "xz",
+            Box::new(liblzma::read::XzDecoder::new_multi_decoder(br)),
+        ))
     } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
         Err(ImageError::InvalidArgument(
-            "zstd-compressed layers are not supported".into(),
-        ))
-    } else if head.starts_with(b"BZh") || head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z']) {
-        Err(ImageError::InvalidArgument(
-            "bzip2/xz-compressed archives are not supported".into(),
+            "zstd-compressed archives are not supported".into(),
         ))
     } else {
         Ok(Box::new(br))
+    }
+}
+
+/// A decompressing reader whose errors are the client's data's fault ([`BadInput`]).
+struct Marked<'a> {
+    format: &'static str,
+    inner: Box<dyn Read + 'a>,
+}
+
+impl Read for Marked<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner
+            .read(buf)
+            .map_err(|e| crate::error::BadInput::wrap(self.format, e))
     }
 }
 
@@ -103,7 +130,11 @@ struct Staging {
 }
 
 fn bad_archive(msg: impl std::fmt::Display) -> ImageError {
-    ImageError::InvalidArgument(format!("invalid archive: {msg}"))
+    let m = msg.to_string();
+    if m.starts_with("invalid archive: ") {
+        return ImageError::InvalidArgument(m);
+    }
+    ImageError::InvalidArgument(format!("invalid archive: {m}"))
 }
 
 impl Staging {
@@ -119,19 +150,31 @@ impl Staging {
                 continue;
             }
             let dst = dir.path.join(&rel);
+            // Errors name the archive's entry, never the staging dir.
+            let staged = |what: &str, e: std::io::Error| -> ImageError {
+                use std::io::ErrorKind::*;
+                match e.kind() {
+                    AlreadyExists | NotADirectory | IsADirectory | DirectoryNotEmpty => {
+                        bad_archive(format!("{}: {e}", rel.display()))
+                    }
+                    _ => ImageError::io(format!("{what} {}", rel.display()), e),
+                }
+            };
             match entry.header().entry_type() {
-                tar::EntryType::Directory => fs::create_dir_all(&dst).ctx("create", &dst)?,
+                tar::EntryType::Directory => {
+                    fs::create_dir_all(&dst).map_err(|e| staged("create", e))?
+                }
                 tar::EntryType::Regular | tar::EntryType::Continuous => {
                     if let Some(p) = dst.parent() {
                         // The staging tree never holds symlinks, so creating parents is safe.
-                        fs::create_dir_all(p).ctx("create", p)?;
+                        fs::create_dir_all(p).map_err(|e| staged("create", e))?;
                     }
                     let mut f = fs::OpenOptions::new()
                         .write(true)
                         .create_new(true)
                         .open(&dst)
-                        .ctx("create", &dst)?;
-                    std::io::copy(&mut entry, &mut f).ctx("write", &dst)?;
+                        .map_err(|e| staged("create", e))?;
+                    std::io::copy(&mut entry, &mut f).map_err(|e| staged("write", e))?;
                 }
                 tar::EntryType::Symlink | tar::EntryType::Link => {
                     if let Some(t) = entry.link_name().map_err(bad_archive)? {

@@ -109,6 +109,9 @@ impl ImageStore {
         let rec = self.snapshot_record(container_id)?;
         let dir = self.root.join("snapshots").join(container_id);
         let mut lower_dirs = Vec::new();
+        if rec.init {
+            lower_dirs.push(dir.join("init"));
+        }
         for c in rec.layers.iter().rev() {
             lower_dirs.push(self.layers.layer_dir(c)?.join("diff"));
         }

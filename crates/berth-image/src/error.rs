@@ -58,7 +58,12 @@ impl ImageError {
         }
     }
 
+    /// An I/O error; one that came from reading the client's archive (see [`BadInput`]) is
+    /// the client's fault: a 400 that names no path of ours.
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        if let Some(e) = BadInput::of(&source) {
+            return ImageError::InvalidArgument(e);
+        }
         ImageError::Io {
             context: context.into(),
             source,
@@ -66,6 +71,9 @@ impl ImageError {
     }
 
     pub(crate) fn io_path(what: &str, path: &std::path::Path, source: std::io::Error) -> Self {
+        if let Some(e) = BadInput::of(&source) {
+            return ImageError::InvalidArgument(e);
+        }
         ImageError::Io {
             context: format!("{what} {}", path.display()),
             source,
@@ -77,6 +85,45 @@ impl ImageError {
             context: context.into(),
             source,
         }
+    }
+}
+
+/// Marks an I/O error as coming from the data a client sent (a truncated or corrupt compressed
+/// stream), so that wherever it surfaces (copying a layer into the store, unpacking a load) it
+/// becomes a 400 about the archive rather than a 500 about the file being written.
+#[derive(Debug)]
+pub(crate) struct BadInput(pub String);
+
+impl std::fmt::Display for BadInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadInput {}
+
+impl BadInput {
+    pub(crate) fn wrap(format: &str, e: std::io::Error) -> std::io::Error {
+        if e.get_ref().is_some_and(|r| r.is::<BadInput>()) {
+            return e;
+        }
+        let what = if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            "unexpected EOF".to_string()
+        } else {
+            e.to_string()
+        };
+        std::io::Error::new(
+            e.kind(),
+            BadInput(format!(
+                "invalid archive: truncated or corrupt {format} data: {what}"
+            )),
+        )
+    }
+
+    fn of(e: &std::io::Error) -> Option<String> {
+        e.get_ref()
+            .and_then(|r| r.downcast_ref::<BadInput>())
+            .map(|b| b.0.clone())
     }
 }
 

@@ -1,172 +1,51 @@
-//! Safe extraction of a layer tarball into a directory, producing overlayfs whiteouts.
-//!
-//! Containment strategy: every entry path is normalised lexically (leading `/` stripped, `..`
-//! rejected), and each parent directory is walked with `lstat` from the target root: a missing
-//! parent is created, a symlink (or any non-directory) in the parent chain rejects the layer. The
-//! final component is created with `O_EXCL`/`lchown`/`utimensat(AT_SYMLINK_NOFOLLOW)`, so a symlink
-//! planted by an earlier entry is replaced, never followed. Hardlink targets go through the same
-//! walk, so they always name a file inside the layer. Symlink targets themselves are stored
-//! verbatim: they are only ever resolved inside the container's root.
+//! Layer extraction: a layer tarball into its diff directory, with overlayfs whiteouts. The
+//! extractor itself is `berth_fs::extract` (see its containment rules); this module maps its
+//! errors to the image store's.
 
-use crate::error::{ImageError, IoContext};
-use std::ffi::CString;
-use std::fs::{self, OpenOptions};
+use crate::error::ImageError;
+use berth_fs::{ExtractOptions, FsError, Whiteouts};
 use std::io::Read;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Component, Path, PathBuf};
-
-const WHITEOUT_PREFIX: &str = ".wh.";
-const WHITEOUT_OPAQUE: &str = ".wh..wh..opq";
-const WHITEOUT_META_PREFIX: &str = ".wh..wh.";
-const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+use std::path::{Path, PathBuf};
 
 /// Lexically normalises an archive path to a relative path with only normal components.
 pub(crate) fn clean_path(p: &Path) -> Result<PathBuf, ImageError> {
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            Component::Normal(x) => out.push(x),
-            Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
-            Component::ParentDir => {
-                return Err(ImageError::UnsafePath(format!(
-                    "{}: path contains '..'",
-                    p.display()
-                )))
-            }
+    use std::os::unix::ffi::OsStrExt;
+    let comps = berth_fs::extract::clean_components(p.as_os_str().as_bytes()).map_err(fs_err)?;
+    Ok(comps
+        .iter()
+        .map(|c| std::ffi::OsStr::from_bytes(c))
+        .collect())
+}
+
+pub(crate) fn fs_err(e: FsError) -> ImageError {
+    match e {
+        FsError::UnsafePath(m) => ImageError::UnsafePath(m),
+        // Already worded for the client (a truncated compressed stream, `BadInput`).
+        FsError::InvalidArchive(m) if m.starts_with("invalid archive: ") => {
+            ImageError::InvalidArgument(m)
         }
-    }
-    Ok(out)
-}
-
-/// Walks `rel`'s components under `root`, refusing symlinks and non-directories; creates missing
-/// directories when `create` is set. Returns the absolute directory path.
-fn safe_dir(root: &Path, rel: &Path, create: bool) -> Result<PathBuf, ImageError> {
-    let mut cur = root.to_path_buf();
-    for c in rel.components() {
-        cur.push(c);
-        match fs::symlink_metadata(&cur) {
-            Ok(m) if m.file_type().is_dir() => {}
-            Ok(m) if m.file_type().is_symlink() => {
-                return Err(ImageError::UnsafePath(format!(
-                    "{}: path goes through a symlink",
-                    rel.display()
-                )))
-            }
-            Ok(_) => {
-                return Err(ImageError::UnsafePath(format!(
-                    "{}: parent is not a directory",
-                    rel.display()
-                )))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
-                fs::create_dir(&cur).ctx("mkdir", &cur)?;
-                fs::set_permissions(&cur, fs::Permissions::from_mode(0o755)).ctx("chmod", &cur)?;
-            }
-            Err(e) => return Err(ImageError::io_path("stat", &cur, e)),
+        FsError::InvalidArchive(m) => {
+            ImageError::InvalidArgument(format!("invalid layer archive: {m}"))
         }
-    }
-    Ok(cur)
-}
-
-fn cstr(p: &Path) -> Result<CString, ImageError> {
-    CString::new(p.as_os_str().as_bytes())
-        .map_err(|_| ImageError::UnsafePath(format!("{}: NUL in path", p.display())))
-}
-
-pub(crate) fn lsetxattr(path: &Path, name: &str, value: &[u8]) -> Result<(), std::io::Error> {
-    let p = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-    let n = CString::new(name).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-    // SAFETY: both pointers are valid NUL-terminated strings; value is a valid slice.
-    let r = unsafe {
-        libc::lsetxattr(
-            p.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
+        FsError::Conflict(m) => ImageError::InvalidArgument(m),
+        FsError::Io { op, path, source } => ImageError::io(format!("{op} {path}"), source),
     }
 }
 
-fn set_times(path: &Path, mtime: u64) -> Result<(), ImageError> {
-    let c = cstr(path)?;
-    let secs = libc::time_t::try_from(mtime).unwrap_or(libc::time_t::MAX);
-    let ts = [
-        libc::timespec {
-            tv_sec: secs,
-            tv_nsec: 0,
-        },
-        libc::timespec {
-            tv_sec: secs,
-            tv_nsec: 0,
-        },
-    ];
-    // SAFETY: valid C string and a two-element timespec array as utimensat requires.
-    let r = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            ts.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    if r != 0 {
-        return Err(ImageError::io_path(
-            "set times",
-            path,
-            std::io::Error::last_os_error(),
-        ));
+fn layer_options(whiteouts: Whiteouts) -> ExtractOptions {
+    ExtractOptions {
+        whiteouts,
+        same_owner: true,
+        no_overwrite_dir_non_dir: false,
+        xattrs: true,
+        rebase: None,
     }
-    Ok(())
-}
-
-fn mknod(
-    path: &Path,
-    kind: libc::mode_t,
-    perm: u32,
-    major: u32,
-    minor: u32,
-) -> Result<(), ImageError> {
-    let c = cstr(path)?;
-    let dev = libc::makedev(major, minor);
-    // SAFETY: valid C string.
-    let r = unsafe { libc::mknod(c.as_ptr(), kind | (perm & 0o7777) as libc::mode_t, dev) };
-    if r != 0 {
-        return Err(ImageError::io_path(
-            "mknod",
-            path,
-            std::io::Error::last_os_error(),
-        ));
-    }
-    Ok(())
-}
-
-/// Removes whatever is at `path` unless it is a directory and `keep_dir` is set.
-fn clear_target(path: &Path, keep_dir: bool) -> Result<(), ImageError> {
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_dir() => {
-            if !keep_dir {
-                fs::remove_dir_all(path).ctx("remove", path)?;
-            }
-        }
-        Ok(_) => fs::remove_file(path).ctx("remove", path)?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(ImageError::io_path("stat", path, e)),
-    }
-    Ok(())
 }
 
 /// Extracts a (decompressed) layer tar into `dest`, which must exist. Returns the layer's content
 /// size (sum of regular file sizes, as Docker reports layer sizes).
 pub fn extract_layer(reader: &mut dyn Read, dest: &Path) -> Result<u64, ImageError> {
-    extract(reader, dest, false)
+    berth_fs::extract(reader, dest, &layer_options(Whiteouts::Overlay)).map_err(fs_err)
 }
 
 /// Applies a layer tar on top of `dest`, an overlay-format directory holding the merged layers
@@ -174,224 +53,16 @@ pub fn extract_layer(reader: &mut dyn Read, dest: &Path) -> Result<u64, ImageErr
 /// an opaque marker also drops what lower layers put in the directory, and a directory that
 /// replaces a whiteout or a file becomes opaque (lower layers had hidden the base's one).
 pub fn merge_layer(reader: &mut dyn Read, dest: &Path) -> Result<u64, ImageError> {
-    extract(reader, dest, true)
-}
-
-fn extract(reader: &mut dyn Read, dest: &Path, merge: bool) -> Result<u64, ImageError> {
-    // Paths this layer wrote (merge): an opaque marker keeps them, whatever their order.
-    let mut written: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
-    let mut archive = tar::Archive::new(reader);
-    let mut size = 0u64;
-    let mut dir_times: Vec<(PathBuf, u64)> = Vec::new();
-    let entries = archive
-        .entries()
-        .map_err(|e| ImageError::InvalidArgument(format!("invalid layer archive: {e}")))?;
-    for entry in entries {
-        let mut entry = entry
-            .map_err(|e| ImageError::InvalidArgument(format!("invalid layer archive: {e}")))?;
-        let raw_path = entry
-            .path()
-            .map_err(|e| ImageError::InvalidArgument(format!("invalid entry path: {e}")))?
-            .into_owned();
-        let rel = clean_path(&raw_path)?;
-        let Some(name) = rel.file_name().map(|n| n.to_os_string()) else {
-            continue; // the root directory itself
-        };
-        let parent_rel = rel.parent().unwrap_or(Path::new("")).to_path_buf();
-        let name_str = name.to_string_lossy().into_owned();
-
-        // Whiteouts.
-        if name_str == WHITEOUT_OPAQUE {
-            let dir = safe_dir(dest, &parent_rel, true)?;
-            if merge {
-                for child in fs::read_dir(&dir).ctx("read", &dir)? {
-                    let child = child.ctx("read", &dir)?;
-                    if !written.contains(&parent_rel.join(child.file_name())) {
-                        clear_target(&child.path(), false)?;
-                    }
-                }
-            }
-            lsetxattr(&dir, OPAQUE_XATTR, b"y").ctx("set opaque xattr on", &dir)?;
-            continue;
-        }
-        if name_str.starts_with(WHITEOUT_META_PREFIX) {
-            continue; // other aufs metadata: meaningless for overlay
-        }
-        if let Some(hidden) = name_str.strip_prefix(WHITEOUT_PREFIX) {
-            let hidden_rel = clean_path(Path::new(hidden))?;
-            if hidden_rel.components().count() != 1 {
-                return Err(ImageError::UnsafePath(raw_path.display().to_string()));
-            }
-            let dir = safe_dir(dest, &parent_rel, true)?;
-            let target = dir.join(&hidden_rel);
-            clear_target(&target, false)?;
-            mknod(&target, libc::S_IFCHR, 0, 0, 0)?;
-            if merge {
-                written.insert(parent_rel.join(hidden_rel));
-            }
-            continue;
-        }
-
-        let header = entry.header().clone();
-        let mut kind = header.entry_type();
-        // Old tars mark directories only by a trailing slash on a regular entry.
-        if kind == tar::EntryType::Regular && entry.path_bytes().ends_with(b"/") {
-            kind = tar::EntryType::Directory;
-        }
-        let dir = safe_dir(dest, &parent_rel, true)?;
-        let target = dir.join(&name);
-        if merge {
-            written.insert(rel.clone());
-        }
-        let mode = header.mode().unwrap_or(0o644) & 0o7777;
-        let mtime = header.mtime().unwrap_or(0);
-        use tar::EntryType as E;
-        match kind {
-            E::Directory => {
-                let replaces = fs::symlink_metadata(&target).is_ok_and(|m| !m.is_dir());
-                clear_target(&target, true)?;
-                if !target.is_dir() {
-                    fs::create_dir(&target).ctx("mkdir", &target)?;
-                }
-                if merge && replaces {
-                    lsetxattr(&target, OPAQUE_XATTR, b"y").ctx("set opaque xattr on", &target)?;
-                }
-            }
-            E::Regular | E::Continuous | E::GNUSparse => {
-                clear_target(&target, false)?;
-                let mut f = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(&target)
-                    .ctx("create", &target)?;
-                size += std::io::copy(&mut entry, &mut f).ctx("write", &target)?;
-            }
-            E::Symlink => {
-                let link = entry
-                    .link_name()
-                    .map_err(|e| ImageError::InvalidArgument(format!("invalid link name: {e}")))?
-                    .ok_or_else(|| ImageError::InvalidArgument("symlink without target".into()))?
-                    .into_owned();
-                clear_target(&target, false)?;
-                std::os::unix::fs::symlink(&link, &target).ctx("symlink", &target)?;
-            }
-            E::Link => {
-                let link = entry
-                    .link_name()
-                    .map_err(|e| ImageError::InvalidArgument(format!("invalid link name: {e}")))?
-                    .ok_or_else(|| ImageError::InvalidArgument("hardlink without target".into()))?
-                    .into_owned();
-                let link_rel = clean_path(&link)?;
-                let Some(link_name) = link_rel.file_name() else {
-                    return Err(ImageError::UnsafePath(format!(
-                        "{}: hardlink to the root",
-                        raw_path.display()
-                    )));
-                };
-                let src_dir = safe_dir(dest, link_rel.parent().unwrap_or(Path::new("")), false)
-                    .map_err(|_| {
-                        ImageError::UnsafePath(format!(
-                            "{}: hardlink target {} is not in the layer",
-                            raw_path.display(),
-                            link.display()
-                        ))
-                    })?;
-                let src = src_dir.join(link_name);
-                let meta = fs::symlink_metadata(&src).map_err(|_| {
-                    ImageError::UnsafePath(format!(
-                        "{}: hardlink target {} is not in the layer",
-                        raw_path.display(),
-                        link.display()
-                    ))
-                })?;
-                if meta.is_dir() {
-                    return Err(ImageError::UnsafePath(format!(
-                        "{}: hardlink to a directory",
-                        raw_path.display()
-                    )));
-                }
-                if src == target {
-                    continue;
-                }
-                clear_target(&target, false)?;
-                // link(2) does not follow a symlink at the source: the link stays inside.
-                fs::hard_link(&src, &target).ctx("link", &target)?;
-                // A hardlink shares the inode: its metadata is the target's.
-                continue;
-            }
-            E::Char | E::Block => {
-                let major = header.device_major().ok().flatten().unwrap_or(0);
-                let minor = header.device_minor().ok().flatten().unwrap_or(0);
-                clear_target(&target, false)?;
-                let t = if kind == E::Char {
-                    libc::S_IFCHR
-                } else {
-                    libc::S_IFBLK
-                };
-                mknod(&target, t, mode, major, minor)?;
-            }
-            E::Fifo => {
-                clear_target(&target, false)?;
-                mknod(&target, libc::S_IFIFO, mode, 0, 0)?;
-            }
-            // Pax/GNU metadata entries are consumed by the tar crate; anything else is skipped.
-            _ => continue,
-        }
-
-        // Ownership first: chown clears set-id bits, so the mode is applied after it.
-        let uid = header
-            .uid()
-            .ok()
-            .and_then(|u| u32::try_from(u).ok())
-            .unwrap_or(0);
-        let gid = header
-            .gid()
-            .ok()
-            .and_then(|g| u32::try_from(g).ok())
-            .unwrap_or(0);
-        if let Err(e) = std::os::unix::fs::lchown(&target, Some(uid), Some(gid)) {
-            // Without privilege (unit tests as non-root) keep going; as root this is real.
-            if e.raw_os_error() != Some(libc::EPERM) {
-                return Err(ImageError::io_path("chown", &target, e));
-            }
-        }
-        if kind != E::Symlink {
-            fs::set_permissions(&target, fs::Permissions::from_mode(mode)).ctx("chmod", &target)?;
-        }
-        if let Ok(Some(exts)) = entry.pax_extensions() {
-            for ext in exts.flatten() {
-                let Ok(key) = ext.key() else { continue };
-                let Some(xname) = key.strip_prefix("SCHILY.xattr.") else {
-                    continue;
-                };
-                // Overlay's own xattrs from an archive could forge redirects or opaque dirs.
-                if xname.starts_with("trusted.overlay.") {
-                    continue;
-                }
-                if let Err(e) = lsetxattr(&target, xname, ext.value_bytes()) {
-                    tracing::debug!("xattr {xname} on {}: {e}", target.display());
-                }
-            }
-        }
-        if kind == E::Directory {
-            dir_times.push((target, mtime));
-        } else {
-            set_times(&target, mtime)?;
-        }
-    }
-    // Directory mtimes last, deepest first, since creating children changes them.
-    dir_times.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
-    for (p, t) in dir_times {
-        set_times(&p, t)?;
-    }
-    Ok(size)
+    berth_fs::extract(reader, dest, &layer_options(Whiteouts::OverlayMerge)).map_err(fs_err)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ffi::CString;
+    use std::fs;
+    use std::os::unix::ffi::OsStrExt;
+    const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
     fn header(kind: tar::EntryType, size: u64, mode: u32) -> tar::Header {

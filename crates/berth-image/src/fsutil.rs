@@ -3,7 +3,7 @@
 use crate::error::{ImageError, IoContext};
 use sha2::{Digest, Sha256};
 use std::fs::{self, File};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// A random suffix for temporary names, so concurrent writers never share a temp file.
@@ -13,28 +13,14 @@ pub(crate) fn rand_suffix() -> String {
     format!("{n:016x}")
 }
 
-/// Write temp, fsync, rename, fsync the directory: a crash leaves either the old or the new file.
+/// Write temp, fsync, rename, fsync the directory (berth-fs): a crash leaves either the old or
+/// the new file.
 pub(crate) fn atomic_write(path: &Path, data: &[u8]) -> Result<(), ImageError> {
     let dir = path
         .parent()
         .ok_or_else(|| ImageError::Internal(format!("no parent for {}", path.display())))?;
     fs::create_dir_all(dir).ctx("create", dir)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", rand_suffix()));
-    let res = (|| {
-        let mut f = File::create(&tmp).ctx("create", &tmp)?;
-        f.write_all(data).ctx("write", &tmp)?;
-        f.sync_all().ctx("fsync", &tmp)?;
-        fs::rename(&tmp, path).ctx("rename", path)?;
-        sync_dir(dir)
-    })();
-    if res.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    res
+    berth_fs::write_atomic(path, data).ctx("write", path)
 }
 
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), ImageError> {

@@ -24,6 +24,60 @@ pub(crate) struct SnapshotRecord {
     pub image_id: String,
     /// Chain ids, bottom layer first.
     pub layers: Vec<String>,
+    /// The snapshot has an init layer (`init/`, between the image and the rw layer). Absent in
+    /// snapshots made before it existed.
+    #[serde(default)]
+    pub init: bool,
+}
+
+/// Docker's init layer: the mount points every container gets (and `/.dockerenv`, `/etc/mtab`),
+/// made in a layer of the container's own below its rw layer, so that `diff` and `commit` never
+/// see them (dockerd's `<id>-init`).
+const INIT_DIRS: [&str; 4] = ["dev/pts", "dev/shm", "proc", "sys"];
+const INIT_FILES: [&str; 5] = [
+    ".dockerenv",
+    "etc/resolv.conf",
+    "etc/hosts",
+    "etc/hostname",
+    "dev/console",
+];
+const INIT_LINKS: [(&str, &str); 1] = [("etc/mtab", "/proc/mounts")];
+
+fn make_init_layer(init: &Path) -> Result<(), ImageError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let mkdir = |p: &Path| {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(p)
+            .ctx("create", p)
+    };
+    mkdir(init)?;
+    for d in INIT_DIRS {
+        mkdir(&init.join(d))?;
+    }
+    for f in INIT_FILES {
+        let p = init.join(f);
+        if let Some(parent) = p.parent() {
+            mkdir(parent)?;
+        }
+        fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o755)
+            .open(&p)
+            .ctx("create", &p)?;
+    }
+    for (link, target) in INIT_LINKS {
+        let p = init.join(link);
+        match std::os::unix::fs::symlink(target, &p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(ImageError::io_path("symlink", &p, e)),
+        }
+    }
+    Ok(())
 }
 
 fn valid_container_id(id: &str) -> bool {
@@ -111,9 +165,11 @@ impl ImageStore {
             let p = dir.join(d);
             fs::create_dir_all(&p).ctx("create", &p)?;
         }
+        make_init_layer(&dir.join("init"))?;
         let sr = SnapshotRecord {
             image_id: id,
             layers: rec.layers.iter().map(|l| l.chain_id.clone()).collect(),
+            init: true,
         };
         let json = serde_json::to_vec(&sr).map_err(|e| ImageError::json("snapshot", e))?;
         // Written last: its presence marks a complete snapshot.
@@ -130,17 +186,17 @@ impl ImageStore {
         }
         let upper = dir.join("upper");
         let work = dir.join("work");
-        let lower = if rec.layers.is_empty() {
-            dir.join("empty").display().to_string()
-        } else {
-            let names: Vec<String> = rec
-                .layers
-                .iter()
-                .rev()
-                .map(|c| LayerStore::short_name(c))
-                .collect::<Result<_, _>>()?;
-            names.join(":")
-        };
+        let mut lowers: Vec<String> = Vec::new();
+        if rec.init {
+            lowers.push(dir.join("init").display().to_string());
+        }
+        for c in rec.layers.iter().rev() {
+            lowers.push(LayerStore::short_name(c)?);
+        }
+        if lowers.is_empty() {
+            lowers.push(dir.join("empty").display().to_string());
+        }
+        let lower = lowers.join(":");
         let mut opts = format!(
             "lowerdir={lower},upperdir={},workdir={}",
             upper.display(),

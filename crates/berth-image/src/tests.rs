@@ -715,7 +715,25 @@ fn commit_and_diff_snapshot() {
     assert!(m.join("bin/busybox").exists());
     assert!(!m.join("etc/motd").exists());
     assert_eq!(fs::read_link(m.join("link")).unwrap(), Path::new("/x"));
-    assert_eq!(s.snapshot_paths("d").unwrap().lower_dirs.len(), 3);
+    // The init layer on top of the image's three: the mount points, never in a diff.
+    let paths = s.snapshot_paths("d").unwrap();
+    assert_eq!(paths.lower_dirs.len(), 4);
+    assert!(paths.lower_dirs[0].ends_with("d/init"));
+    for p in [
+        "etc/hosts",
+        "etc/hostname",
+        "etc/resolv.conf",
+        ".dockerenv",
+        "proc",
+        "dev/shm",
+    ] {
+        assert!(fs::symlink_metadata(m.join(p)).is_ok(), "{p}");
+    }
+    assert_eq!(
+        fs::read_link(m.join("etc/mtab")).unwrap(),
+        Path::new("/proc/mounts")
+    );
+    assert!(s.snapshot_changes("d").unwrap().is_empty());
     s.remove_snapshot("d").unwrap();
     // The saved archive of a committed image loads elsewhere with the same id.
     let mut out = Vec::new();

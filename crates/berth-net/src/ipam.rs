@@ -47,30 +47,10 @@ pub type Ipam = AddrPool<Cidr>;
 /// The IPv6 side of a dual-stack network.
 pub type Ipam6 = AddrPool<Cidr6>;
 
-/// Writes `data` to `path` atomically: temp file, fsync, rename, fsync of the directory.
+/// Writes `data` to `path` atomically (berth-fs), creating its directory.
 pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("f"),
-        rand::random::<u32>()
-    ));
-    let r = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if r.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    r
+    std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))?;
+    berth_fs::write_atomic(path, data)
 }
 
 impl<S: Subnet> AddrPool<S> {

@@ -329,7 +329,62 @@ fn route(path: &str) -> Option<Route<'_>> {
     None
 }
 
+/// The most of a refused request's body read to keep its connection usable; past that (or a
+/// larger Content-Length) the answer says `Connection: close`.
+const DRAIN_LIMIT: u64 = 4 << 20;
+
+/// Whether the request says it has a body.
+fn has_body(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .is_some_and(|n| n > 0)
+}
+
+/// Reads and drops a refused request's body, up to `DRAIN_LIMIT`; false when it is (or says it
+/// is) larger, or broken: then the connection cannot be reused.
+async fn drain(headers: &HeaderMap, body: Body) -> bool {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > DRAIN_LIMIT) {
+        return false;
+    }
+    let mut s = body.into_data_stream();
+    let mut total = 0u64;
+    while let Some(c) = s.next().await {
+        match c {
+            Ok(c) => {
+                total += c.len() as u64;
+                if total > DRAIN_LIMIT {
+                    return false;
+                }
+            }
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
 async fn handle(st: Arc<State>, req: Request<Body>) -> Resp {
+    // Authentication comes before anything reads the body. A client that sent one without
+    // credentials (docker push, the conformance suite) retries on the same connection: the
+    // body is drained so that works, or the connection is closed, never left half-read.
+    if let Err(e) = authorize(&st, req.method(), req.headers()).await {
+        let mut resp = error_response(&e);
+        let (parts, body) = req.into_parts();
+        if has_body(&parts.headers) && !drain(&parts.headers, body).await {
+            resp.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+        }
+        return resp;
+    }
+    let with_body = has_body(req.headers());
     let session = match route(req.uri().path()) {
         Some(Route::Upload(_, uuid)) => Some(uuid.to_string()),
         _ => None,
@@ -347,7 +402,18 @@ async fn handle(st: Arc<State>, req: Request<Body>) -> Resp {
     };
     match res {
         Ok(r) => r,
-        Err(e) => error_response(&e),
+        Err(e) => {
+            // Refused before (or while) reading the body: hyper will not reuse the connection,
+            // so the client must not either.
+            let mut resp = error_response(&e);
+            if with_body {
+                resp.headers_mut().insert(
+                    header::CONNECTION,
+                    header::HeaderValue::from_static("close"),
+                );
+            }
+            resp
+        }
     }
 }
 
@@ -412,7 +478,6 @@ fn check_name(name: &str) -> Result<(), RegistryError> {
 
 async fn handle_inner(st: Arc<State>, req: Request<Body>) -> Result<Resp, RegistryError> {
     let method = req.method().clone();
-    authorize(&st, &method, req.headers()).await?;
     let path = req.uri().path().to_string();
     let q = query_map(req.uri().query());
     let Some(r) = route(&path) else {

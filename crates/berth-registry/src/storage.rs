@@ -14,7 +14,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 pub const MAX_MANIFEST_SIZE: usize = 4 * 1024 * 1024;
@@ -88,27 +88,12 @@ fn check_digest(d: &str) -> Result<&str, RegistryError> {
     })
 }
 
-/// Writes `data` to `path` atomically: temp file, fsync, rename, fsync of the directory.
+/// Writes `data` to `path` atomically (berth-fs: temp file, fsync, rename, fsync of the
+/// directory).
 pub fn atomic_write(path: &Path, data: &[u8]) -> Result<(), RegistryError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).ctx("create", dir)?;
-    let tmp = dir.join(format!(
-        ".tmp-{}-{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("f"),
-        rand::random::<u64>()
-    ));
-    let res = (|| {
-        let mut f = fs::File::create(&tmp).ctx("create", &tmp)?;
-        f.write_all(data).ctx("write", &tmp)?;
-        f.sync_all().ctx("sync", &tmp)?;
-        fs::rename(&tmp, path).ctx("rename", path)?;
-        sync_dir(dir);
-        Ok(())
-    })();
-    if res.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    res
+    berth_fs::write_atomic(path, data).ctx("write", path)
 }
 
 pub fn sync_dir(dir: &Path) {
@@ -350,8 +335,10 @@ impl Storage {
             check_digest(reference)?;
             reference.to_string()
         } else {
+            // No tag of that spelling can exist: unknown, as the spec and the reference
+            // registry answer (TAG_INVALID is for a PUT).
             if !valid_tag(reference) {
-                return Err(RegistryError::code(ErrorCode::TagInvalid));
+                return Err(unknown());
             }
             fs::read_to_string(self.tag_path(name, reference))
                 .map_err(|_| unknown())?

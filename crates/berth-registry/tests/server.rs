@@ -636,3 +636,149 @@ async fn garbage_collect_removes_unreferenced_blobs() {
     assert_eq!(code, 0);
     e.reg.shutdown().await;
 }
+
+/// One HTTP/1.1 request on an open connection; returns (status, headers lower-cased, body).
+/// Reads exactly the response (Content-Length), so the connection can carry the next one.
+async fn exchange(
+    s: &mut tokio::net::TcpStream,
+    head: &str,
+    body: &[u8],
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
+            .await
+            .expect("response in time")
+            .expect("read");
+        assert!(
+            n > 0,
+            "connection closed before a response: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let text = String::from_utf8_lossy(&buf[..end]).to_string();
+    let mut lines = text.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .expect("status line");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = buf[end..].to_vec();
+    while body.len() < len {
+        let n = s.read(&mut chunk).await.expect("read body");
+        assert!(n > 0, "connection closed mid-body");
+        body.extend_from_slice(&chunk[..n]);
+    }
+    (status, headers, body)
+}
+
+/// A client that sends a body without credentials gets its 401 and can retry on the same
+/// connection (the conformance suite does; it used to read EOF); a body too large to drain
+/// gets `Connection: close` instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_body_leaves_the_connection_usable() {
+    use base64::Engine as _;
+    let hash = bcrypt::hash("s3cret", 4).unwrap();
+    let e = start(Some(&format!("alice:{hash}\n")), false).await;
+    let auth = base64::engine::general_purpose::STANDARD.encode("alice:s3cret");
+    let host = e.reg.addr.to_string();
+    let mut s = tokio::net::TcpStream::connect(&host).await.unwrap();
+    let (st, h, _) = exchange(
+        &mut s,
+        &format!("POST /v2/keep/blobs/uploads/ HTTP/1.1\r\nHost: {host}\r\nAuthorization: Basic {auth}\r\nContent-Length: 0\r\n\r\n"),
+        b"",
+    )
+    .await;
+    assert_eq!(st, 202);
+    let loc = h
+        .iter()
+        .find(|(k, _)| k == "location")
+        .map(|(_, v)| v.clone())
+        .expect("location");
+    let path = loc.strip_prefix(&e.base).unwrap_or(&loc).to_string();
+    let data = vec![7u8; 100_000];
+    let digest = sha256_digest(&data);
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let put = |creds: bool| {
+        format!(
+            "PUT {path}{sep}digest={digest} HTTP/1.1\r\nHost: {host}\r\n{}Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+            if creds { format!("Authorization: Basic {auth}\r\n") } else { String::new() },
+            data.len()
+        )
+    };
+    let (st, h, body) = exchange(&mut s, &put(false), &data).await;
+    assert_eq!(st, 401, "{}", String::from_utf8_lossy(&body));
+    assert!(!h.iter().any(|(k, v)| k == "connection" && v == "close"));
+    let (st, _, body) = exchange(&mut s, &put(true), &data).await;
+    assert_eq!(
+        st,
+        201,
+        "retry on the same connection: {}",
+        String::from_utf8_lossy(&body)
+    );
+
+    // Too large to drain: the 401 closes the connection, and says so.
+    let mut s = tokio::net::TcpStream::connect(&host).await.unwrap();
+    let (st, h, _) = exchange(
+        &mut s,
+        &format!("PUT /v2/keep/blobs/uploads/x?digest={digest} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 1000000000\r\n\r\n"),
+        b"",
+    )
+    .await;
+    assert_eq!(st, 401);
+    assert!(
+        h.iter().any(|(k, v)| k == "connection" && v == "close"),
+        "{h:?}"
+    );
+    e.reg.shutdown().await;
+}
+
+/// GET/HEAD of a manifest by a tag no tag can be: unknown (404), as the spec and the
+/// reference registry say; a PUT by such a tag stays TAG_INVALID.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_tag_reads_are_unknown_manifests() {
+    let e = start(None, false).await;
+    let r = e
+        .http
+        .get(e.url("/v2/x/manifests/.INVALID"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(error_code(r).await, "MANIFEST_UNKNOWN");
+    let r = e
+        .http
+        .head(e.url("/v2/x/manifests/.INVALID"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = e
+        .http
+        .put(e.url("/v2/x/manifests/.INVALID"))
+        .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(error_code(r).await, "TAG_INVALID");
+    e.reg.shutdown().await;
+}

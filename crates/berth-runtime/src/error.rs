@@ -14,7 +14,8 @@ pub enum RuntimeError {
     ExecPermission(String),
     #[error("unable to find user {0}: no matching entries in passwd file")]
     UserNotFound(String),
-    #[error("unable to find group {0}: no matching entries in group file")]
+    /// dockerd's words (capitalised, unlike runc's user message).
+    #[error("Unable to find group {0}: no matching entries in group file")]
     GroupNotFound(String),
     #[error("invalid {field}: unknown capability: \"{cap}\"")]
     InvalidCapability { field: &'static str, cap: String },
@@ -47,5 +48,43 @@ impl RuntimeError {
             context: context.into(),
             source,
         }
+    }
+}
+
+/// What a failed create or start means to a client (Docker's exit codes 127 and 126).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartFault {
+    /// The executable (or a path the process needs) does not exist: 127.
+    NotFound,
+    /// It exists but cannot be executed: 126.
+    PermissionDenied,
+    /// The user's other mistakes (an unknown user).
+    User,
+    Internal,
+}
+
+impl RuntimeError {
+    /// Typed for the errors this crate makes; the OCI runtime's own failures reach the daemon as
+    /// text from the shim process, and are read here, the one place that knows its words.
+    pub fn start_fault(&self) -> StartFault {
+        match self {
+            RuntimeError::ExecNotFound(_) | RuntimeError::ExecNoSuchFile(_) => StartFault::NotFound,
+            RuntimeError::ExecPermission(_) => StartFault::PermissionDenied,
+            // dockerd resolves `GroupAdd` at start, in the image: a 400 too.
+            RuntimeError::UserNotFound(_) | RuntimeError::GroupNotFound(_) => StartFault::User,
+            other => oci_runtime_fault(&other.to_string()),
+        }
+    }
+}
+
+fn oci_runtime_fault(msg: &str) -> StartFault {
+    if msg.contains("executable file not found") || msg.contains("no such file or directory") {
+        StartFault::NotFound
+    } else if msg.contains("permission denied") {
+        StartFault::PermissionDenied
+    } else if msg.contains("unable to find user") {
+        StartFault::User
+    } else {
+        StartFault::Internal
     }
 }

@@ -19,9 +19,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::fsutil::replace_file;
 use crate::shim::{launch, ShimOptions, ShimStarted, OPTSFILE, SHIM_LOG};
 use crate::RuntimeError;
+use berth_fs::write_replace;
 
 pub(crate) const PROCESS_FILE: &str = "process.json";
 
@@ -140,7 +140,7 @@ pub fn spawn_exec(
     fs::create_dir_all(dir).map_err(|e| RuntimeError::io("create exec dir", e))?;
     let process_json =
         serde_json::to_vec(&process).map_err(|e| RuntimeError::Spec(e.to_string()))?;
-    replace_file(&dir.join(PROCESS_FILE), &process_json)
+    write_replace(&dir.join(PROCESS_FILE), &process_json)
         .map_err(|e| RuntimeError::io("write process.json", e))?;
     let opts = ShimOptions {
         id: container_id.to_string(),
@@ -160,7 +160,7 @@ pub fn spawn_exec(
         }),
     };
     let opts_json = serde_json::to_vec(&opts).map_err(|e| RuntimeError::Shim(e.to_string()))?;
-    replace_file(&dir.join(OPTSFILE), &opts_json)
+    write_replace(&dir.join(OPTSFILE), &opts_json)
         .map_err(|e| RuntimeError::io("write shim.json", e))?;
     match launch(berth_exe, dir)? {
         Ok(s) => Ok(s),

@@ -4,13 +4,16 @@
 pub mod cgroup;
 mod error;
 pub mod exec;
-mod fsutil;
+pub mod limits;
 pub mod seccomp;
 pub mod seccomp_bpf;
 pub mod shim;
 pub mod spec;
 mod user;
 
-pub use error::RuntimeError;
+pub use error::{RuntimeError, StartFault};
 pub use shim::{ExitStatus, ShimOptions, ShimStarted};
-pub use spec::{build_spec, resolve_executable, ContainerRunConfig, NetworkMode};
+pub use spec::{
+    build_spec, resolve_executable, CgroupNs, ContainerRunConfig, Isolation, Namespace,
+    NetworkMode, Shm,
+};

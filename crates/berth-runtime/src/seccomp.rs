@@ -107,6 +107,11 @@ pub fn default_profile(caps: &[String], kernel: (u32, u32)) -> Result<LinuxSecco
 
 /// A profile in Docker's format (`--security-opt seccomp=profile.json`), resolved for this
 /// container's capabilities, the host's architecture and kernel.
+/// Whether `json` is a seccomp profile in Docker's format (checked at create; resolved at start).
+pub fn check_profile(json: &str) -> Result<(), serde_json::Error> {
+    serde_json::from_str::<Profile>(json).map(|_| ())
+}
+
 pub fn profile_from_json(
     json: &str,
     caps: &[String],

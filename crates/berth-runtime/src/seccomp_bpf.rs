@@ -66,10 +66,8 @@ pub fn cached_program(bundle: &Path, s: &LinuxSeccomp) -> Result<Program, String
     data.extend_from_slice(&k.to_le_bytes());
     data.extend_from_slice(&p.flags.to_le_bytes());
     data.extend_from_slice(&p.insns);
-    let tmp = bundle.join(format!(".{CACHE_FILE}.tmp{}", std::process::id()));
-    if fs::write(&tmp, &data).is_ok() && fs::rename(&tmp, &path).is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
+    // A cache: a failed write only costs the next exec a compile.
+    let _ = berth_fs::write_replace(&path, &data);
     Ok(p)
 }
 

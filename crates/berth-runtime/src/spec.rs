@@ -6,22 +6,67 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::{Mount, Spec};
 use serde_json::{json, Value};
 
-use crate::cgroup::{CgroupnsMode, Resources};
-use crate::fsutil::secure_join;
+use crate::cgroup::Resources;
 use crate::user::resolve_user;
 use crate::RuntimeError;
+use berth_fs::secure_join;
 
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Network namespace of a container.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NetworkMode {
-    /// A fresh network namespace (loopback only until berth-net plugs a veth in).
+/// How a container gets one kind of namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Namespace {
+    /// A fresh namespace (for the network: loopback only until berth-net plugs a veth in).
+    #[default]
     New,
-    /// The host's network namespace.
+    /// The host's namespace: none is created.
     Host,
-    /// Join an existing namespace (a bind-mounted nsfs file or /proc/<pid>/ns/net).
+    /// Join an existing namespace (a bind-mounted nsfs file or /proc/<pid>/ns/<kind>).
     Path(PathBuf),
+}
+
+/// Network namespace of a container.
+pub type NetworkMode = Namespace;
+
+/// `--cgroupns`: Docker's default is private on a cgroup v2 host, the host's on v1.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CgroupNs {
+    #[default]
+    HostDefault,
+    Private,
+    Host,
+}
+
+/// What the container gets at /dev/shm, which follows its IPC mode (as with dockerd).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shm {
+    /// Its own tmpfs of this many bytes (IPC mode `private`).
+    Tmpfs(i64),
+    /// A bind of a directory the engine prepared: the container's own shareable tmpfs, the
+    /// host's /dev/shm (`host`), or that of the container whose IPC namespace it joins.
+    Bind(PathBuf),
+    /// Nothing (IPC mode `none`).
+    None,
+}
+
+impl Default for Shm {
+    fn default() -> Shm {
+        Shm::Tmpfs(DEFAULT_SHM_SIZE)
+    }
+}
+
+/// Docker's default /dev/shm size (64 MiB).
+pub const DEFAULT_SHM_SIZE: i64 = 64 * 1024 * 1024;
+
+/// The namespaces besides the network's (`--pid`, `--ipc`, `--uts`, `--cgroupns`) and /dev/shm.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Isolation {
+    pub pid: Namespace,
+    pub ipc: Namespace,
+    /// `New` or `Host` (`--uts host`: no namespace, the host's hostname).
+    pub uts: Namespace,
+    pub cgroupns: CgroupNs,
+    pub shm: Shm,
 }
 
 /// Everything the engine resolved for one `docker run`.
@@ -47,8 +92,10 @@ pub struct ContainerRunConfig {
     pub mounts: Vec<Mount>,
     /// From `CgroupDriver::cgroups_path`: `/berth/<id>` (cgroupfs) or `system.slice:berth:<id>`.
     pub cgroups_path: String,
-    pub cgroupns: CgroupnsMode,
     pub network: NetworkMode,
+    pub isolation: Isolation,
+    /// `HostConfig.OomScoreAdj` (-1000..1000, checked at create).
+    pub oom_score_adj: i64,
     pub seccomp: SeccompMode,
 }
 
@@ -107,8 +154,10 @@ fn v2_swap_accounting() -> bool {
     let own = std::fs::read_to_string("/proc/self/cgroup")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("0::").map(|p| p.trim_start_matches('/').to_string()))
+            s.lines().find_map(|l| {
+                l.strip_prefix("0::")
+                    .map(|p| p.trim_start_matches('/').to_string())
+            })
         })
         .filter(|p| !p.is_empty());
     if let Some(own) = own {
@@ -237,11 +286,21 @@ fn normalize_cap(field: &'static str, c: &str) -> Result<String, RuntimeError> {
     if ALL_CAPS.contains(&name.as_str()) {
         Ok(name)
     } else {
-        Err(RuntimeError::InvalidCapability {
-            field,
-            cap: c.to_string(),
-        })
+        // dockerd names the normalised capability: `unknown capability: "CAP_BOGUS"`.
+        Err(RuntimeError::InvalidCapability { field, cap: name })
     }
+}
+
+/// `CapAdd`/`CapDrop` as dockerd checks them at create: every name a capability (with or
+/// without `CAP_`, any case) or `ALL`.
+pub fn check_capabilities(add: &[String], drop: &[String]) -> Result<(), RuntimeError> {
+    for c in add {
+        normalize_cap("CapAdd", c)?;
+    }
+    for c in drop {
+        normalize_cap("CapDrop", c)?;
+    }
+    Ok(())
 }
 
 /// Docker's TweakCapabilities: privileged or `--cap-add ALL` get every capability the host
@@ -441,7 +500,7 @@ pub(crate) fn build_spec_for(
             "bounding": caps, "effective": caps, "permitted": caps,
         },
         "rlimits": [{ "type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile }],
-        "oomScoreAdj": 0,
+        "oomScoreAdj": cfg.oom_score_adj,
     });
     // Only ever `true`: libcontainer treats a present `false` like `true` when ordering
     // seccomp after the capability drop, and the filter then fails to load.
@@ -493,40 +552,72 @@ pub(crate) fn build_spec_for(
             "mqueue",
             &["nosuid", "noexec", "nodev"],
         ),
-        mount(
-            "/dev/shm",
-            "tmpfs",
-            "shm",
-            &["nosuid", "noexec", "nodev", "mode=1777", "size=67108864"],
-        ),
     ];
     let mut mounts: Vec<Value> = defaults
         .into_iter()
         .filter(|m| !taken(m["destination"].as_str().unwrap_or("")))
         .collect();
+    if !taken("/dev/shm") {
+        match &cfg.isolation.shm {
+            Shm::Tmpfs(size) => {
+                let size = format!("size={size}");
+                mounts.push(mount(
+                    "/dev/shm",
+                    "tmpfs",
+                    "shm",
+                    &["nosuid", "noexec", "nodev", "mode=1777", &size],
+                ));
+            }
+            Shm::Bind(src) => mounts.push(json!({
+                "destination": "/dev/shm", "type": "bind", "source": src,
+                "options": ["rbind", "rprivate", "nosuid", "noexec", "nodev"],
+            })),
+            Shm::None => {}
+        }
+    }
     for m in &cfg.mounts {
         mounts.push(serde_json::to_value(m).map_err(|e| RuntimeError::Spec(e.to_string()))?);
     }
 
-    let mut namespaces = vec![
-        json!({ "type": "mount" }),
-        json!({ "type": "uts" }),
-        json!({ "type": "ipc" }),
-        json!({ "type": "pid" }),
-    ];
-    match &cfg.network {
-        NetworkMode::New => namespaces.push(json!({ "type": "network" })),
-        NetworkMode::Path(p) => namespaces.push(json!({ "type": "network", "path": p })),
-        NetworkMode::Host => {}
+    let iso = &cfg.isolation;
+    let mut namespaces = vec![json!({ "type": "mount" })];
+    for (kind, mode) in [
+        ("uts", &iso.uts),
+        ("ipc", &iso.ipc),
+        ("pid", &iso.pid),
+        ("network", &cfg.network),
+    ] {
+        match mode {
+            Namespace::New => namespaces.push(json!({ "type": kind })),
+            Namespace::Path(p) => namespaces.push(json!({ "type": kind, "path": p })),
+            Namespace::Host => {}
+        }
     }
-    if cfg.cgroupns == CgroupnsMode::Private {
+    // Docker's default cgroupns mode is "private" on v2 and "host" on v1.
+    let cgroupns = match iso.cgroupns {
+        CgroupNs::HostDefault => host.cgroup_v2,
+        CgroupNs::Private => true,
+        CgroupNs::Host => false,
+    };
+    if cgroupns {
         namespaces.push(json!({ "type": "cgroup" }));
     }
 
+    // Limits are computed with checked arithmetic (crate::limits): an out-of-range value is an
+    // error here, never a wrapped limit (the engine refuses such values at create already).
+    let out_of_range = |what: &str| RuntimeError::Spec(format!("{what} out of range"));
+    let r = &cfg.resources;
+    crate::limits::memory_swap(r.memory, r.memory_swap)
+        .ok_or_else(|| out_of_range("memory swap limit"))?;
+    crate::limits::cfs(r.nano_cpus, r.cpu_period, r.cpu_quota)
+        .ok_or_else(|| out_of_range("CPU quota"))?;
+    if r.pids_limit.is_some_and(|p| p > crate::limits::MAX_PIDS) {
+        return Err(out_of_range("PIDs limit"));
+    }
     let systemd = !cfg.cgroups_path.starts_with('/');
-    let (mut resources, deferred) =
-        cfg.resources
-            .to_spec(host.cgroup_v2, host.swap_limit, systemd);
+    let (mut resources, deferred) = cfg
+        .resources
+        .to_spec(host.cgroup_v2, host.swap_limit, systemd);
     resources["devices"] = json!(device_rules(cfg.privileged));
 
     let mut linux = json!({
@@ -579,7 +670,8 @@ pub(crate) fn build_spec_for(
         "mounts": mounts,
         "linux": linux,
     });
-    if !cfg.hostname.is_empty() {
+    // Without a UTS namespace of its own, setting one would rename the host.
+    if !cfg.hostname.is_empty() && iso.uts != Namespace::Host {
         spec["hostname"] = json!(cfg.hostname);
     }
     if let Some(d) = deferred {
@@ -649,8 +741,9 @@ mod tests {
             resources: Resources::default(),
             mounts: vec![],
             cgroups_path: "/berth/c1".into(),
-            cgroupns: CgroupnsMode::Host,
             network: NetworkMode::New,
+            isolation: Isolation::default(),
+            oom_score_adj: 0,
             seccomp: Default::default(),
         }
     }
@@ -758,7 +851,7 @@ mod tests {
             blkio_weight: 300,
             ..Default::default()
         };
-        cfg.cgroupns = CgroupnsMode::Private;
+        cfg.isolation.cgroupns = CgroupNs::Private;
         cfg.network = NetworkMode::Host;
         cfg.readonly_rootfs = true;
         let v = serde_json::to_value(build_spec_for(&cfg, &host(true)).unwrap()).unwrap();
@@ -784,6 +877,94 @@ mod tests {
     }
 
     #[test]
+    fn namespace_modes_shm_and_oom_score() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = test_config(dir.path());
+        cfg.isolation = Isolation {
+            pid: Namespace::Host,
+            ipc: Namespace::Path("/proc/42/ns/ipc".into()),
+            uts: Namespace::Host,
+            cgroupns: CgroupNs::Private,
+            shm: Shm::Bind("/x/shm".into()),
+        };
+        cfg.oom_score_adj = 500;
+        let v = serde_json::to_value(build_spec_for(&cfg, &host(false)).unwrap()).unwrap();
+        let ns = v["linux"]["namespaces"].as_array().unwrap();
+        let kinds: Vec<&str> = ns.iter().map(|n| n["type"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["mount", "ipc", "network", "cgroup"]);
+        assert_eq!(ns[1]["path"], "/proc/42/ns/ipc");
+        assert!(
+            v.get("hostname").is_none(),
+            "uts=host must not rename the host"
+        );
+        assert_eq!(v["process"]["oomScoreAdj"], 500);
+        let shm: Vec<&Value> = v["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["destination"] == "/dev/shm")
+            .collect();
+        assert_eq!(shm.len(), 1);
+        assert_eq!(shm[0]["type"], "bind");
+        assert_eq!(shm[0]["source"], "/x/shm");
+
+        cfg.isolation.shm = Shm::None;
+        cfg.isolation.cgroupns = CgroupNs::Host;
+        let v = serde_json::to_value(build_spec_for(&cfg, &host(true)).unwrap()).unwrap();
+        assert!(!v["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["destination"] == "/dev/shm"));
+        assert!(!v["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["type"] == "cgroup"));
+
+        cfg.isolation.shm = Shm::Tmpfs(1 << 30);
+        let v = serde_json::to_value(build_spec_for(&cfg, &host(true)).unwrap()).unwrap();
+        let m = v["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == "/dev/shm")
+            .unwrap()
+            .clone();
+        assert!(m["options"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("size=1073741824")));
+    }
+
+    #[test]
+    fn out_of_range_limits_are_errors_not_wrapped_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = test_config(dir.path());
+        cfg.resources.memory = 1 << 62;
+        assert!(build_spec_for(&cfg, &host(false)).is_err());
+        cfg.resources.memory_swap = -1;
+        let v = serde_json::to_value(build_spec_for(&cfg, &host(false)).unwrap()).unwrap();
+        assert_eq!(v["linux"]["resources"]["memory"]["swap"], -1);
+        cfg.resources.memory = 0;
+        cfg.resources.nano_cpus = 92_233_720_368_548;
+        assert!(build_spec_for(&cfg, &host(false)).is_err());
+        cfg.resources.nano_cpus = 0;
+        cfg.resources.pids_limit = Some(i64::MAX);
+        assert!(build_spec_for(&cfg, &host(false)).is_err());
+        cfg.resources.pids_limit = None;
+        // CpuPeriod/CpuQuota reach the spec; huge shares are clamped as Docker does.
+        cfg.resources.cpu_period = 50_000;
+        cfg.resources.cpu_quota = 25_000;
+        cfg.resources.cpu_shares = 1 << 62;
+        let v = serde_json::to_value(build_spec_for(&cfg, &host(false)).unwrap()).unwrap();
+        let c = &v["linux"]["resources"]["cpu"];
+        assert_eq!(c["period"], 50_000);
+        assert_eq!(c["quota"], 25_000);
+        assert_eq!(c["shares"], 262_144);
+    }
+
+    #[test]
     fn capability_tweaks_and_privileged() {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = test_config(dir.path());
@@ -803,7 +984,7 @@ mod tests {
         cfg.cap_add = vec!["BOGUS".into()];
         assert_eq!(
             build_spec_for(&cfg, &host(false)).unwrap_err().to_string(),
-            "invalid CapAdd: unknown capability: \"BOGUS\""
+            "invalid CapAdd: unknown capability: \"CAP_BOGUS\""
         );
         cfg.cap_add.clear();
         cfg.privileged = true;

@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
-use crate::fsutil::secure_join;
 use crate::RuntimeError;
+use berth_fs::secure_join;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ExecUser {
@@ -189,7 +189,7 @@ mod tests {
         assert_eq!(add(&[]).unwrap(), Vec::<u32>::new());
         assert_eq!(
             add(&["nosuch"]).unwrap_err().to_string(),
-            "unable to find group nosuch: no matching entries in group file"
+            "Unable to find group nosuch: no matching entries in group file"
         );
     }
 
@@ -219,7 +219,7 @@ mod tests {
         );
         assert_eq!(
             resolve_user(r, "www:staff").unwrap_err().to_string(),
-            "unable to find group staff: no matching entries in group file"
+            "Unable to find group staff: no matching entries in group file"
         );
     }
 }

@@ -65,8 +65,9 @@ fn config(env: &Env, args: &[&str]) -> ContainerRunConfig {
         resources: Default::default(),
         mounts: vec![],
         cgroups_path: format!("/berth-test/{}", env.opts.id),
-        cgroupns: berth_runtime::cgroup::CgroupnsMode::host_default(),
         network: NetworkMode::New,
+        isolation: Default::default(),
+        oom_score_adj: 0,
         seccomp: Default::default(),
     }
 }

@@ -523,7 +523,11 @@ impl Daemon {
             .env("DOCKER_CLI_HINTS", "false")
             .env_remove("DOCKER_CONTEXT")
             .env_remove("DOCKER_API_VERSION");
-        Some(run_with_timeout(c, stdin.map(|s| s.to_vec()), crate::slow(CLI_TIMEOUT)))
+        Some(run_with_timeout(
+            c,
+            stdin.map(|s| s.to_vec()),
+            crate::slow(CLI_TIMEOUT),
+        ))
     }
 
     // ---- images

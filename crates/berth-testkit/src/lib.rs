@@ -5,6 +5,7 @@
 //! - [`Daemon`]: a `berth daemon` on private temporary roots, with a CLI runner, a raw HTTP client
 //!   for the API, `kill9`/`restart`, and a cleanup that leaks no process, mount or directory.
 //! - [`Out`], [`run_with_timeout`]: run a command with a deadline and capture its output.
+//! - [`pty::Pty`]: a command on a pseudo-terminal of its own.
 
 pub mod cleanup;
 mod cmd;
@@ -12,6 +13,7 @@ mod daemon;
 pub mod http;
 pub mod image;
 pub mod netlease;
+pub mod pty;
 
 pub use cmd::{run_with_timeout, Out};
 pub use daemon::{Daemon, Startup};

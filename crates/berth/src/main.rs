@@ -72,6 +72,131 @@ struct DaemonArgs {
     /// cgroup v2, host on v1)
     #[arg(long = "default-cgroupns-mode")]
     default_cgroupns_mode: Option<String>,
+    /// Use TLS on tcp:// listeners; implied by --tlsverify (--tls=false: plain TCP, even on a
+    /// non-loopback address)
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    tls: Option<bool>,
+    /// Use TLS and require client certificates signed by --tlscacert
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    tlsverify: Option<bool>,
+    /// Trust certs signed only by this CA (default $DOCKER_CERT_PATH/ca.pem, else ~/.docker/ca.pem)
+    #[arg(long, value_name = "PATH")]
+    tlscacert: Option<PathBuf>,
+    /// Path to the TLS certificate file (default $DOCKER_CERT_PATH/cert.pem, else ~/.docker/cert.pem)
+    #[arg(long, value_name = "PATH")]
+    tlscert: Option<PathBuf>,
+    /// Path to the TLS key file (default $DOCKER_CERT_PATH/key.pem, else ~/.docker/key.pem)
+    #[arg(long, value_name = "PATH")]
+    tlskey: Option<PathBuf>,
+    /// Write a new CA, a server and a client certificate into DIR (ca.pem, ca-key.pem,
+    /// server-cert.pem, server-key.pem, cert.pem, key.pem), print how to use them, and exit
+    #[arg(long = "tls-generate", value_name = "DIR")]
+    tls_generate: Option<PathBuf>,
+    /// Host name or IP address the generated server certificate is for (repeatable; localhost,
+    /// 127.0.0.1, ::1 and this machine's name are always included)
+    #[arg(long = "tls-san", value_name = "NAME", requires = "tls_generate")]
+    tls_san: Vec<String>,
+    /// Allowed origin for cross-origin API requests ("*" for any; a comma-separated list);
+    /// without it, requests carrying an Origin header are refused on tcp:// listeners
+    #[arg(long = "api-cors-header", value_name = "ORIGIN")]
+    api_cors_header: Option<String>,
+    /// Time a client has to send a request's headers (and the TLS handshake), also the idle
+    /// time allowed between requests on a kept-alive connection; at most 60s
+    #[arg(long = "api-header-timeout", value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    api_header_timeout: std::time::Duration,
+    /// Longest silence allowed while the daemon reads a request body
+    #[arg(long = "api-body-timeout", value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    api_body_timeout: std::time::Duration,
+}
+
+/// A duration as Go writes them (`60s`, `1m`, `500ms`, `1m30s`), or plain seconds (`60`).
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("invalid duration {s:?}: expected e.g. 60s, 500ms, 1m");
+    if let Ok(n) = s.parse::<u64>() {
+        return Ok(std::time::Duration::from_secs(n));
+    }
+    let mut total = std::time::Duration::ZERO;
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let n: f64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let secs = match &rest[..unit] {
+            "ms" => n / 1000.0,
+            "s" => n,
+            "m" => n * 60.0,
+            "h" => n * 3600.0,
+            _ => return Err(bad()),
+        };
+        total += std::time::Duration::try_from_secs_f64(secs).map_err(|_| bad())?;
+        rest = &rest[unit..];
+    }
+    Ok(total)
+}
+
+/// `$DOCKER_CERT_PATH`, else `~/.docker`: where dockerd (and the docker CLI) look for
+/// ca.pem, cert.pem and key.pem by default.
+fn default_cert_dir() -> PathBuf {
+    match std::env::var_os("DOCKER_CERT_PATH").filter(|v| !v.is_empty()) {
+        Some(p) => PathBuf::from(p),
+        None => std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/root"))
+            .join(".docker"),
+    }
+}
+
+/// dockerd's TLS rules: `--tlsverify` given at all (even `=false`) turns TLS on; `--tls` alone
+/// also verifies clients unless `--tlsverify=false`. Returns the listeners' TLS settings and
+/// whether plain TCP was asked for explicitly (`--tls=false`, `--tlsverify=false`).
+fn tls_settings(a: &DaemonArgs) -> (Option<berth_daemon::tls::TlsFiles>, bool) {
+    let tls = if a.tlsverify.is_some() {
+        true
+    } else {
+        a.tls.unwrap_or(false)
+    };
+    let verify = a.tlsverify.or(a.tls).unwrap_or(false);
+    let explicit_off = a.tls == Some(false) || a.tlsverify == Some(false);
+    if !tls {
+        return (None, explicit_off);
+    }
+    let dir = default_cert_dir();
+    let files = berth_daemon::tls::TlsFiles {
+        verify_clients: verify,
+        ca: a.tlscacert.clone().unwrap_or_else(|| dir.join("ca.pem")),
+        cert: a.tlscert.clone().unwrap_or_else(|| dir.join("cert.pem")),
+        key: a.tlskey.clone().unwrap_or_else(|| dir.join("key.pem")),
+    };
+    (Some(files), explicit_off)
+}
+
+/// `--tls-generate DIR`: the files, and what to do with them.
+fn tls_generate(dir: &std::path::Path, sans: &[String]) -> i32 {
+    match berth_daemon::tls::generate(dir, sans) {
+        Ok(g) => {
+            let d = g.dir.display();
+            println!("wrote {d}/{{ca,ca-key,server-cert,server-key,cert,key}}.pem");
+            println!("server certificate for: {}", g.names.join(", "));
+            println!();
+            println!("daemon:  berth daemon --tlsverify --tlscacert={d}/ca.pem --tlscert={d}/server-cert.pem --tlskey={d}/server-key.pem -H tcp://0.0.0.0:2376");
+            println!("clients: copy {d}/ca.pem, cert.pem and key.pem to the client, then");
+            println!("         export DOCKER_HOST=tcp://HOST:2376 DOCKER_TLS_VERIFY=1 DOCKER_CERT_PATH=<that directory>");
+            println!("keep {d}/ca-key.pem private: whoever has it can make client certificates");
+            0
+        }
+        Err(e) => {
+            eprintln!("berth daemon: {e}");
+            1
+        }
+    }
 }
 
 /// `--exec-opt`s to the cgroup driver (dockerd's words for a bad value); the host's default
@@ -203,6 +328,28 @@ fn apply_config_file(
         let m = a.default_cgroupns_mode.clone().unwrap_or_default();
         flags.push(("default-cgroupns-mode", m));
     }
+    if given("tls") {
+        flags.push(("tls", a.tls.unwrap_or(true).to_string()));
+    }
+    if given("tlsverify") {
+        flags.push(("tlsverify", a.tlsverify.unwrap_or(true).to_string()));
+    }
+    for (id, key, v) in [
+        ("tlscacert", "tlscacert", &a.tlscacert),
+        ("tlscert", "tlscert", &a.tlscert),
+        ("tlskey", "tlskey", &a.tlskey),
+    ] {
+        if given(id) {
+            let p = v.as_ref().map(|p| p.display().to_string());
+            flags.push((key, p.unwrap_or_default()));
+        }
+    }
+    if given("api_cors_header") {
+        flags.push((
+            "api-cors-header",
+            a.api_cors_header.clone().unwrap_or_default(),
+        ));
+    }
     config::conflicts(&f, &flags)?;
     if let Some(v) = f.hosts {
         a.host = v;
@@ -249,6 +396,24 @@ fn apply_config_file(
     if let Some(v) = f.default_cgroupns_mode {
         a.default_cgroupns_mode = Some(v);
     }
+    if let Some(v) = f.tls {
+        a.tls = Some(v);
+    }
+    if let Some(v) = f.tlsverify {
+        a.tlsverify = Some(v);
+    }
+    if let Some(v) = f.tlscacert {
+        a.tlscacert = Some(v);
+    }
+    if let Some(v) = f.tlscert {
+        a.tlscert = Some(v);
+    }
+    if let Some(v) = f.tlskey {
+        a.tlskey = Some(v);
+    }
+    if let Some(v) = f.api_cors_header {
+        a.api_cors_header = Some(v);
+    }
     Ok(())
 }
 
@@ -287,6 +452,9 @@ fn daemon(args: Vec<OsString>) -> i32 {
             return if e.use_stderr() { 125 } else { 0 };
         }
     };
+    if let Some(dir) = &a.tls_generate {
+        return tls_generate(dir, &a.tls_san);
+    }
     let explicit_file =
         matches.value_source("config_file") == Some(clap::parser::ValueSource::CommandLine);
     if let Err(e) = apply_config_file(&mut a, &matches, explicit_file) {
@@ -364,6 +532,22 @@ fn daemon(args: Vec<OsString>) -> i32 {
             return 1;
         }
     };
+    if a.api_header_timeout.is_zero() || a.api_header_timeout > std::time::Duration::from_secs(60) {
+        eprintln!("berth daemon: --api-header-timeout must be more than 0 and at most 60s");
+        return 125;
+    }
+    if a.api_body_timeout.is_zero() {
+        eprintln!("berth daemon: --api-body-timeout must be more than 0");
+        return 125;
+    }
+    let (tls, tls_explicitly_off) = tls_settings(&a);
+    if let Some(files) = &tls {
+        // The files are read now so that --validate (and a typo) fails before anything starts.
+        if let Err(e) = berth_daemon::tls::server_config(files) {
+            eprintln!("berth daemon: {e}");
+            return 1;
+        }
+    }
     if a.validate {
         println!("configuration OK");
         return 0;
@@ -395,6 +579,13 @@ fn daemon(args: Vec<OsString>) -> i32 {
         experimental: a.experimental,
         cgroup_driver: driver,
         default_cgroupns: cgroupns,
+        tls,
+        tls_explicitly_off,
+        hygiene: berth_daemon::hygiene::Hygiene {
+            header_timeout: a.api_header_timeout,
+            body_timeout: a.api_body_timeout,
+            cors: a.api_cors_header.clone().filter(|c| !c.is_empty()),
+        },
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -441,4 +632,44 @@ fn main() {
         _ => berth_cli::run_with(args, full_command),
     };
     std::process::exit(code);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_as_go_writes_them() {
+        assert_eq!(parse_duration("60s"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("60"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+
+    fn args(a: &[&str]) -> DaemonArgs {
+        let mut v = vec!["berth daemon"];
+        v.extend_from_slice(a);
+        DaemonArgs::try_parse_from(v).expect("parse")
+    }
+
+    #[test]
+    fn tls_rules_are_dockerds() {
+        assert_eq!(tls_settings(&args(&[])), (None, false));
+        assert_eq!(tls_settings(&args(&["--tls=false"])), (None, true));
+        // --tls alone verifies clients too (dockerd: TLSVerify defaults to TLS).
+        let (f, off) = tls_settings(&args(&["--tls", "--tlscacert", "/c/ca.pem"]));
+        let f = f.expect("tls");
+        assert!(f.verify_clients && !off);
+        assert_eq!(f.ca, PathBuf::from("/c/ca.pem"));
+        // --tlsverify=false: TLS, no client verification, and an explicit opt-out.
+        let (f, off) = tls_settings(&args(&["--tlsverify=false"]));
+        assert!(!f.expect("tls").verify_clients && off);
+        let (f, _) = tls_settings(&args(&["--tls=false", "--tlsverify"]));
+        assert!(f.expect("tlsverify turns TLS on").verify_clients);
+    }
 }

@@ -51,10 +51,26 @@ fn spec_endpoints() -> Vec<Endpoint> {
 /// (METHOD, path).
 type Endpoint = (String, String);
 
+/// The heading after which docs/api-coverage.md lists endpoints outside the spec (`/grpc`).
+const OUTSIDE: &str = "## Outside the v1.45 spec";
+
 /// The table rows of docs/api-coverage.md: (METHOD, path) -> status, in order, duplicates kept.
 fn table() -> (Vec<(Endpoint, String)>, String) {
     let p = repo().join("docs/api-coverage.md");
     let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let spec_part = text.split(OUTSIDE).next().unwrap_or("").to_string();
+    (rows_of(&spec_part), text)
+}
+
+/// The rows of the "outside the spec" table.
+fn outside_rows() -> Vec<(Endpoint, String)> {
+    let (_, text) = table();
+    text.split_once(OUTSIDE)
+        .map(|(_, t)| rows_of(t))
+        .unwrap_or_default()
+}
+
+fn rows_of(text: &str) -> Vec<(Endpoint, String)> {
     let mut rows = Vec::new();
     for l in text.lines() {
         let cells: Vec<&str> = l.split('|').map(str::trim).collect();
@@ -68,7 +84,7 @@ fn table() -> (Vec<(Endpoint, String)>, String) {
             ));
         }
     }
-    (rows, text)
+    rows
 }
 
 /// A spec path with its parameters filled in for a probe.
@@ -186,6 +202,14 @@ fn table_lists_every_spec_endpoint_once() {
     if !text.contains(&totals) {
         problems.push(format!("the totals line should read: {totals}"));
     }
+    for ((m, p), status) in outside_rows() {
+        if spec.contains(&(m.clone(), p.clone())) {
+            problems.push(format!("{m} {p}: in the spec, but listed outside it"));
+        }
+        if !["supported", "partial"].contains(&status.as_str()) {
+            problems.push(format!("{m} {p}: listed outside the spec but {status:?}"));
+        }
+    }
     assert!(
         problems.is_empty(),
         "docs/api-coverage.md:\n{}",
@@ -196,7 +220,8 @@ fn table_lists_every_spec_endpoint_once() {
 #[test]
 fn daemon_serves_exactly_what_the_table_marks_served() {
     let d = Daemon::shared(BIN);
-    let (rows, _) = table();
+    let (mut rows, _) = table();
+    rows.extend(outside_rows());
     let mut problems = Vec::new();
     for ((method, path), status) in &rows {
         let probe = probe_path(path);
@@ -255,6 +280,7 @@ fn daemon_source_routes_are_spec_paths() {
         }
     }
     assert!(routes.len() > 50, "found only {} routes", routes.len());
+    let outside = outside_rows();
     // Routes that serve a spec path whose `{id}` holds a slash: `DELETE /containers/{id}` with a
     // link name `parent/alias` (`rm --link`, docker-py's `remove_container(link=True)`).
     const SLASHED_IDS: &[(&str, &str)] = &[("/containers/{id}/{link}", "/containers/{id}")];
@@ -266,7 +292,9 @@ fn daemon_source_routes_are_spec_paths() {
                 .find(|(route, _)| route == r)
                 .map_or(r.as_str(), |(_, spec_path)| spec_path);
             // Wildcards (`/images/{*rest}`) dispatch on the spec's sub-paths: the probe covers them.
-            !r.contains("{*") && !spec.iter().any(|(_, sp)| matches(r, sp))
+            !r.contains("{*")
+                && !spec.iter().any(|(_, sp)| matches(r, sp))
+                && !outside.iter().any(|((_, p), _)| p == r)
         })
         .map(|(p, r)| format!("{}: {r}", p.display()))
         .collect();
@@ -275,4 +303,34 @@ fn daemon_source_routes_are_spec_paths() {
         "routes outside the v1.45 spec:\n{}",
         bad.join("\n")
     );
+}
+
+/// The option tables of docs/api-coverage.md (rows whose last cell names tests in backquotes)
+/// name integration tests that exist, so the doc cannot point at a test that was renamed away.
+#[test]
+fn option_tables_name_existing_tests() {
+    let (_, text) = table();
+    let mut sources = String::new();
+    for e in std::fs::read_dir(repo().join("crates/berth/tests")).expect("tests dir") {
+        let p = e.expect("entry").path();
+        if p.extension().is_some_and(|x| x == "rs") {
+            sources.push_str(&std::fs::read_to_string(&p).expect("read"));
+        }
+    }
+    let mut named = 0;
+    let mut problems = Vec::new();
+    for l in text.lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+        let Some(tests) = cells.iter().rev().find(|c| !c.is_empty()) else {
+            continue;
+        };
+        for t in tests.split(',').map(|t| t.trim().trim_matches('`')) {
+            named += 1;
+            if !sources.contains(&format!("fn {t}()")) {
+                problems.push(format!("no test fn {t}() in crates/berth/tests: {l}"));
+            }
+        }
+    }
+    assert!(named >= 10, "only {named} tests named in option tables");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }

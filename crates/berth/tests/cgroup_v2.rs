@@ -182,10 +182,17 @@ fn info_reports_v2_and_the_driver() {
     let e = Daemon::try_start_with_args(BIN, &["--exec-opt", "native.cgroupdriver=bogus"])
         .err()
         .expect("a bogus driver is refused");
-    assert!(e.contains("native.cgroupdriver option bogus not supported"), "{e}");
+    assert!(
+        e.contains("native.cgroupdriver option bogus not supported"),
+        "{e}"
+    );
     if systemd_pid1() {
         let t = setup(Driver::Systemd).expect("setup");
-        assert_eq!(info(t.d).out(), "2 systemd", "systemd is the default driver here");
+        assert_eq!(
+            info(t.d).out(),
+            "2 systemd",
+            "systemd is the default driver here"
+        );
         let out = t.d.cli(&["info"]);
         assert!(out.out().contains(" Cgroup Driver: systemd\n"), "{out}");
     }
@@ -196,11 +203,21 @@ both!(memory_and_swap, |t: &T| {
     let (name, id, dir) = run_sleep(
         t,
         &mut rm,
-        &["--memory", "64m", "--memory-swap", "96m", "--memory-reservation", "32m"],
+        &[
+            "--memory",
+            "64m",
+            "--memory-swap",
+            "96m",
+            "--memory-reservation",
+            "32m",
+        ],
     );
     assert_eq!(read(&dir, "memory.max"), "67108864");
     assert_eq!(read(&dir, "memory.low"), "33554432");
-    assert_eq!(inside(t.d, &name, "cat /sys/fs/cgroup/memory.max"), "67108864");
+    assert_eq!(
+        inside(t.d, &name, "cat /sys/fs/cgroup/memory.max"),
+        "67108864"
+    );
     let swap = dir.join("memory.swap.max").exists();
     if swap {
         assert_eq!(read(&dir, "memory.swap.max"), "33554432");
@@ -225,16 +242,32 @@ both!(cpu_quota_weight_and_cpuset, |t: &T| {
     let (name, id, dir) = run_sleep(
         t,
         &mut rm,
-        &["--cpus", "0.5", "--cpu-shares", "512", "--cpuset-cpus", "0", "--cpuset-mems", "0"],
+        &[
+            "--cpus",
+            "0.5",
+            "--cpu-shares",
+            "512",
+            "--cpuset-cpus",
+            "0",
+            "--cpuset-mems",
+            "0",
+        ],
     );
     assert_eq!(read(&dir, "cpu.max"), "50000 100000");
     // Docker's shares-to-weight conversion: 1 + (512 - 2) * 9999 / 262142.
     assert_eq!(read(&dir, "cpu.weight"), "20");
     assert_eq!(read(&dir, "cpuset.cpus"), "0");
     assert_eq!(read(&dir, "cpuset.mems"), "0");
-    assert_eq!(inside(t.d, &name, "cat /sys/fs/cgroup/cpu.max"), "50000 100000");
     assert_eq!(
-        inside(t.d, &name, "grep Cpus_allowed_list /proc/self/status | cut -f2"),
+        inside(t.d, &name, "cat /sys/fs/cgroup/cpu.max"),
+        "50000 100000"
+    );
+    assert_eq!(
+        inside(
+            t.d,
+            &name,
+            "grep Cpus_allowed_list /proc/self/status | cut -f2"
+        ),
         "0"
     );
     assert_eq!(inside(t.d, &name, "nproc"), "1");
@@ -243,7 +276,11 @@ both!(cpu_quota_weight_and_cpuset, |t: &T| {
         assert_eq!(unit_prop(&id, "CPUWeight"), "20");
         assert_eq!(unit_prop(&id, "AllowedCPUs"), "0");
     }
-    let (_, _, dir) = run_sleep(t, &mut rm, &["--cpu-quota", "20000", "--cpu-period", "50000"]);
+    let (_, _, dir) = run_sleep(
+        t,
+        &mut rm,
+        &["--cpu-quota", "20000", "--cpu-period", "50000"],
+    );
     assert_eq!(read(&dir, "cpu.max"), "20000 50000");
 });
 
@@ -260,7 +297,14 @@ both!(pids_limit, |t: &T| {
         "-c",
         "n=0; for i in $(seq 1 20); do sleep 30 & n=$((n+1)); done 2>/dev/null; cat /sys/fs/cgroup/pids.current",
     ]);
-    let current: u32 = o.out().lines().last().unwrap_or("").trim().parse().unwrap_or(99);
+    let current: u32 = o
+        .out()
+        .lines()
+        .last()
+        .unwrap_or("")
+        .trim()
+        .parse()
+        .unwrap_or(99);
     assert!(current <= 10, "pids.current {current} over the limit: {o}");
     assert!(
         read(&dir, "pids.events").contains("max "),
@@ -311,16 +355,35 @@ both!(io_weight_and_device_limits, |t: &T| {
         ("io.weight", 2930, 1920)
     };
     let weights = read(&dir, file);
-    assert!(weights.contains(&format!("default {w}")), "{file}: {weights}");
-    assert!(weights.contains(&format!("{ma}:{mi} {wd}")), "{file}: {weights}");
-    assert_eq!(inside(t.d, &name, &format!("cat /sys/fs/cgroup/{file}")), weights);
+    assert!(
+        weights.contains(&format!("default {w}")),
+        "{file}: {weights}"
+    );
+    assert!(
+        weights.contains(&format!("{ma}:{mi} {wd}")),
+        "{file}: {weights}"
+    );
+    assert_eq!(
+        inside(t.d, &name, &format!("cat /sys/fs/cgroup/{file}")),
+        weights
+    );
     if t.driver == Driver::Systemd {
         assert_eq!(unit_prop(&id, "IOWeight"), "2930");
         assert_eq!(unit_prop(&id, "IODeviceWeight"), format!("{disk} 1920"));
-        assert_eq!(unit_prop(&id, "IOReadBandwidthMax"), format!("{disk} 1048576"));
+        assert_eq!(
+            unit_prop(&id, "IOReadBandwidthMax"),
+            format!("{disk} 1048576")
+        );
         assert_eq!(unit_prop(&id, "IOWriteIOPSMax"), format!("{disk} 100"));
     }
-    let o = t.d.cli(&["run", "--rm", "--device-read-bps", "/dev/null:1mb", "busybox", "true"]);
+    let o = t.d.cli(&[
+        "run",
+        "--rm",
+        "--device-read-bps",
+        "/dev/null:1mb",
+        "busybox",
+        "true",
+    ]);
     o.fails();
     assert!(o.stderr.contains("/dev/null is not a block device"), "{o}");
 });
@@ -335,10 +398,25 @@ both!(device_filter_keeps_host_disks_out, |t: &T| {
     let o = t.d.cli(&["run", "--rm", "busybox", "sh", "-c", &script]);
     o.fails();
     assert!(o.stderr.contains("Operation not permitted"), "{o}");
-    let o = t.d.cli(&["run", "--rm", "busybox", "sh", "-c", "echo x >/dev/null && head -c 4 /dev/zero | wc -c"]);
+    let o = t.d.cli(&[
+        "run",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        "echo x >/dev/null && head -c 4 /dev/zero | wc -c",
+    ]);
     o.ok();
     assert_eq!(o.out(), "4");
-    let o = t.d.cli(&["run", "--rm", "--privileged", "busybox", "sh", "-c", &script]);
+    let o = t.d.cli(&[
+        "run",
+        "--rm",
+        "--privileged",
+        "busybox",
+        "sh",
+        "-c",
+        &script,
+    ]);
     o.ok();
 });
 
@@ -369,7 +447,10 @@ both!(update_a_running_container, |t: &T| {
     assert_eq!(read(&dir, "cpu.weight"), "79");
     assert_eq!(read(&dir, "cpuset.cpus"), "0");
     assert_eq!(read(&dir, "pids.max"), "50");
-    assert_eq!(inside(t.d, &name, "cat /sys/fs/cgroup/memory.max"), "134217728");
+    assert_eq!(
+        inside(t.d, &name, "cat /sys/fs/cgroup/memory.max"),
+        "134217728"
+    );
     assert_eq!(inside(t.d, &name, "cat /sys/fs/cgroup/pids.max"), "50");
     if dir.join("memory.swap.max").exists() {
         assert_eq!(read(&dir, "memory.swap.max"), "134217728");
@@ -399,7 +480,10 @@ both!(stats_agree_with_the_cgroup_files, |t: &T| {
         .find_map(|l| l.strip_prefix("usage_usec "))
         .and_then(|v| v.parse().ok())
         .expect("usage_usec");
-    let r = t.d.api("GET", &format!("/containers/{name}/stats?stream=false&one-shot=true"));
+    let r = t.d.api(
+        "GET",
+        &format!("/containers/{name}/stats?stream=false&one-shot=true"),
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json().expect("stats json");
     let usage_after: u64 = read(&dir, "cpu.stat")
@@ -414,18 +498,31 @@ both!(stats_agree_with_the_cgroup_files, |t: &T| {
         read(&dir, "pids.current").parse::<u64>().ok(),
         "{v}"
     );
-    let total = v["cpu_stats"]["cpu_usage"]["total_usage"].as_u64().expect("cpu usage");
+    let total = v["cpu_stats"]["cpu_usage"]["total_usage"]
+        .as_u64()
+        .expect("cpu usage");
     assert!(
         usage_before * 1000 <= total && total <= usage_after * 1000,
         "cpu usage {total} ns outside [{usage_before}, {usage_after}] µs"
     );
     let mem = v["memory_stats"]["usage"].as_u64().expect("memory usage");
-    let cur: u64 = read(&dir, "memory.current").parse().expect("memory.current");
-    assert!(mem > 0 && mem.abs_diff(cur) < cur / 2 + (1 << 20), "usage {mem} vs memory.current {cur}");
+    let cur: u64 = read(&dir, "memory.current")
+        .parse()
+        .expect("memory.current");
+    assert!(
+        mem > 0 && mem.abs_diff(cur) < cur / 2 + (1 << 20),
+        "usage {mem} vs memory.current {cur}"
+    );
     let file = v["memory_stats"]["stats"]["file"].as_u64();
     assert!(file.is_some(), "memory.stat keys: {v}");
     // The CLI's table shows the same limit.
-    let o = t.d.cli(&["stats", "--no-stream", "--format", "{{.MemUsage}} {{.PIDs}}", &name]);
+    let o = t.d.cli(&[
+        "stats",
+        "--no-stream",
+        "--format",
+        "{{.MemUsage}} {{.PIDs}}",
+        &name,
+    ]);
     o.ok();
     assert!(o.out().contains("/ 64MiB"), "{o}");
 });
@@ -436,7 +533,14 @@ both!(pause_uses_the_v2_freezer, |t: &T| {
     rm.add(&name);
     run_d(
         t.d,
-        &["--name", &name, "busybox", "sh", "-c", "i=0; while :; do i=$((i+1)); echo $i >/tmp/n; sleep 0.05; done"],
+        &[
+            "--name",
+            &name,
+            "busybox",
+            "sh",
+            "-c",
+            "i=0; while :; do i=$((i+1)); echo $i >/tmp/n; sleep 0.05; done",
+        ],
     );
     expect_status(t.d, &name, "running");
     let dir = cgroup_dir(t.d, &name);
@@ -454,7 +558,10 @@ both!(pause_uses_the_v2_freezer, |t: &T| {
     assert_eq!(read(&dir, "cgroup.freeze"), "0");
     assert!(read(&dir, "cgroup.events").contains("frozen 0"));
     assert_eq!(fmt(t.d, &name, "{{.State.Status}}"), "running");
-    assert!(wait_until(DEADLINE, || count() != a), "the counter stayed after unpause");
+    assert!(
+        wait_until(DEADLINE, || count() != a),
+        "the counter stayed after unpause"
+    );
 });
 
 both!(oom_kill_is_reported, |t: &T| {
@@ -496,13 +603,21 @@ both!(cgroupns_modes, |t: &T| {
     // The host's hierarchy is visible (read-only) in host mode.
     let top = rel.components().next().expect("a first component");
     let listing = inside(t.d, &host, "ls /sys/fs/cgroup");
-    assert!(listing.contains(top.as_os_str().to_str().unwrap_or("")), "{listing}");
-    let o = t.d.cli(&["exec", &host, "sh", "-c", "mkdir /sys/fs/cgroup/x"]);
+    assert!(
+        listing.contains(top.as_os_str().to_str().unwrap_or("")),
+        "{listing}"
+    );
+    let o =
+        t.d.cli(&["exec", &host, "sh", "-c", "mkdir /sys/fs/cgroup/x"]);
     o.fails();
     assert!(dir.exists());
-    let o = t.d.cli(&["run", "--rm", "--cgroupns", "shared", "busybox", "true"]);
+    let o =
+        t.d.cli(&["run", "--rm", "--cgroupns", "shared", "busybox", "true"]);
     o.fails();
-    assert!(o.stderr.contains("invalid cgroup namespace mode: shared"), "{o}");
+    assert!(
+        o.stderr.contains("invalid cgroup namespace mode: shared"),
+        "{o}"
+    );
 });
 
 #[test]
@@ -513,13 +628,26 @@ fn daemon_default_cgroupns_mode() {
     }
     let d = Daemon::start_with_args(
         BIN,
-        &["--exec-opt", "native.cgroupdriver=cgroupfs", "--default-cgroupns-mode", "host"],
+        &[
+            "--exec-opt",
+            "native.cgroupdriver=cgroupfs",
+            "--default-cgroupns-mode",
+            "host",
+        ],
     );
     d.load_busybox();
     let o = d.cli(&["run", "--rm", "busybox", "cat", "/proc/self/cgroup"]);
     o.ok();
     assert!(o.out().starts_with("0::/berth/"), "{o}");
-    let o = d.cli(&["run", "--rm", "--cgroupns", "private", "busybox", "cat", "/proc/self/cgroup"]);
+    let o = d.cli(&[
+        "run",
+        "--rm",
+        "--cgroupns",
+        "private",
+        "busybox",
+        "cat",
+        "/proc/self/cgroup",
+    ]);
     o.ok();
     assert_eq!(o.out(), "0::/");
 }
@@ -542,14 +670,23 @@ fn live_restore(driver: Driver) {
     let (name, id, dir) = run_sleep(&t, &mut rm, &["--memory", "64m", "-p", "127.0.0.1::80"]);
     let pid = fmt(t.d, &name, "{{.State.Pid}}");
     t.d.kill9();
-    assert!(Path::new(&format!("/proc/{pid}")).exists(), "the container died with the daemon");
-    assert_eq!(read(&dir, "cgroup.procs").lines().next(), Some(pid.as_str()));
+    assert!(
+        Path::new(&format!("/proc/{pid}")).exists(),
+        "the container died with the daemon"
+    );
+    assert_eq!(
+        read(&dir, "cgroup.procs").lines().next(),
+        Some(pid.as_str())
+    );
     if driver == Driver::Systemd {
         assert_eq!(unit_prop(&id, "ActiveState"), "active");
     }
     t.d.restart();
     expect_status(t.d, &name, "running");
-    let r = t.d.api("GET", &format!("/containers/{name}/stats?stream=false&one-shot=true"));
+    let r = t.d.api(
+        "GET",
+        &format!("/containers/{name}/stats?stream=false&one-shot=true"),
+    );
     assert_eq!(r.json().expect("stats")["memory_stats"]["limit"], 67108864);
     t.d.cli(&["update", "--memory", "96m", &name]).ok();
     assert_eq!(read(&dir, "memory.max"), "100663296");
@@ -557,7 +694,11 @@ fn live_restore(driver: Driver) {
     assert_eq!(read(&dir, "cgroup.freeze"), "1");
     t.d.cli(&["unpause", &name]).ok();
     t.d.cli(&["rm", "-f", &name]).ok();
-    assert!(wait_until(DEADLINE, || !dir.exists()), "{} stayed", dir.display());
+    assert!(
+        wait_until(DEADLINE, || !dir.exists()),
+        "{} stayed",
+        dir.display()
+    );
     drop(rm);
     t.d.cleanup();
 }
@@ -577,9 +718,28 @@ both!(published_port_and_user_network_dns, |t: &T| {
     let mut rm = Rm(t.d, vec![]);
     let web = unique("web");
     rm.add(&web);
-    run_d(t.d, &["--name", &web, "-p", "127.0.0.1::80", "busybox", "httpd", "-f", "-p", "80", "-h", "/etc"]);
+    run_d(
+        t.d,
+        &[
+            "--name",
+            &web,
+            "-p",
+            "127.0.0.1::80",
+            "busybox",
+            "httpd",
+            "-f",
+            "-p",
+            "80",
+            "-h",
+            "/etc",
+        ],
+    );
     expect_status(t.d, &web, "running");
-    let port = fmt(t.d, &web, "{{(index (index .NetworkSettings.Ports \"80/tcp\") 0).HostPort}}");
+    let port = fmt(
+        t.d,
+        &web,
+        "{{(index (index .NetworkSettings.Ports \"80/tcp\") 0).HostPort}}",
+    );
     let get = || -> Option<String> {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", port.parse::<u16>().ok()?)).ok()?;
         s.write_all(b"GET /hostname HTTP/1.0\r\n\r\n").ok()?;
@@ -598,10 +758,33 @@ both!(published_port_and_user_network_dns, |t: &T| {
     t.d.cli(&["network", "create", &net]).ok();
     let srv = unique("srv");
     rm.add(&srv);
-    run_d(t.d, &["--name", &srv, "--network", &net, "busybox", "sleep", "1000"]);
+    run_d(
+        t.d,
+        &[
+            "--name",
+            &srv,
+            "--network",
+            &net,
+            "busybox",
+            "sleep",
+            "1000",
+        ],
+    );
     expect_status(t.d, &srv, "running");
-    let ip = fmt(t.d, &srv, &format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}"));
-    let o = t.d.cli(&["run", "--rm", "--network", &net, "busybox", "nslookup", &srv]);
+    let ip = fmt(
+        t.d,
+        &srv,
+        &format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}"),
+    );
+    let o = t.d.cli(&[
+        "run",
+        "--rm",
+        "--network",
+        &net,
+        "busybox",
+        "nslookup",
+        &srv,
+    ]);
     o.ok();
     assert!(o.out().contains(&ip), "{o}");
     drop(rm);
@@ -639,7 +822,13 @@ both!(build_runs_its_steps_on_v2, |t: &T| {
     )
     .expect("write");
     let tag = format!("{}:v2", unique("cgbuild"));
-    let o = t.d.cli(&["build", "-q", "-t", &tag, dir.path().to_str().expect("utf-8")]);
+    let o = t.d.cli(&[
+        "build",
+        "-q",
+        "-t",
+        &tag,
+        dir.path().to_str().expect("utf-8"),
+    ]);
     o.ok();
     let o = t.d.cli(&["run", "--rm", &tag]);
     o.ok();
@@ -666,7 +855,10 @@ fn systemd_scope_lifecycle_and_slices() {
     assert_eq!(unit_prop(&id, "Slice"), "system.slice");
     assert_eq!(unit_prop(&id, "Delegate"), "yes");
     t.d.cli(&["rm", "-f", &name]).ok();
-    assert!(wait_until(DEADLINE, || !dir.exists()), "the scope's cgroup stayed");
+    assert!(
+        wait_until(DEADLINE, || !dir.exists()),
+        "the scope's cgroup stayed"
+    );
     let o = std::process::Command::new("systemctl")
         .args(["status", "--no-pager", &unit])
         .output()
@@ -682,11 +874,19 @@ fn systemd_scope_lifecycle_and_slices() {
         ))
     );
     assert_eq!(unit_prop(&id, "Slice"), "berth-test.slice");
-    let o = t.d.cli(&["run", "--rm", "--cgroup-parent", "/not/a/slice", "busybox", "true"]);
+    let o = t.d.cli(&[
+        "run",
+        "--rm",
+        "--cgroup-parent",
+        "/not/a/slice",
+        "busybox",
+        "true",
+    ]);
     o.fails();
     assert!(
-        o.stderr
-            .contains("cgroup-parent for systemd cgroup should be a valid slice named as \"xxx.slice\""),
+        o.stderr.contains(
+            "cgroup-parent for systemd cgroup should be a valid slice named as \"xxx.slice\""
+        ),
         "{o}"
     );
 }
@@ -695,7 +895,18 @@ fn systemd_scope_lifecycle_and_slices() {
 fn run_sleep_in(t: &T, rm: &mut Rm, parent: &str) -> (String, String, PathBuf) {
     let name = unique("cg");
     rm.add(&name);
-    let id = run_d(t.d, &["--name", &name, "--cgroup-parent", parent, "busybox", "sleep", "1000"]);
+    let id = run_d(
+        t.d,
+        &[
+            "--name",
+            &name,
+            "--cgroup-parent",
+            parent,
+            "busybox",
+            "sleep",
+            "1000",
+        ],
+    );
     expect_status(t.d, &name, "running");
     (name.clone(), id, cgroup_dir(t.d, &name))
 }
@@ -707,5 +918,8 @@ fn cgroupfs_cgroup_parent() {
     };
     let mut rm = Rm(t.d, vec![]);
     let (_, id, dir) = run_sleep_in(&t, &mut rm, "/berth-parent-test");
-    assert_eq!(dir, PathBuf::from(format!("/sys/fs/cgroup/berth-parent-test/{id}")));
+    assert_eq!(
+        dir,
+        PathBuf::from(format!("/sys/fs/cgroup/berth-parent-test/{id}"))
+    );
 }

@@ -342,6 +342,13 @@ fn pids_limit_visible_in_cgroup() {
         &cgroup_script("pids", "pids.max", "pids.max"),
     );
     assert_eq!(out, "20");
+    // A limit of one works as with runc (the runtime's create needs two processes for a moment).
+    let out = sh(
+        d(),
+        &["--pids-limit", "1"],
+        "read x < /sys/fs/cgroup/pids/pids.max 2>/dev/null || read x < /sys/fs/cgroup/pids.max; echo $x",
+    );
+    assert_eq!(out, "1");
 }
 
 #[test]
@@ -1278,7 +1285,19 @@ fn group_add_gives_the_process_more_groups() {
         "true",
     ]);
     o.fails();
-    assert!(o.stderr.contains("unable to find group nosuchgroup"), "{o}");
+    assert!(o.stderr.contains("Unable to find group nosuchgroup"), "{o}");
+    // dockerd resolves it at start, in the image; a 400, not a 500.
+    let r = d.api_with(
+        "POST",
+        "/containers/create",
+        &[("Content-Type", "application/json")],
+        Some(br#"{"Image":"busybox","Cmd":["true"],"HostConfig":{"GroupAdd":["nosuchgroup"]}}"#),
+    );
+    let id: Value = serde_json::from_slice(&r.expect("create").body).expect("json");
+    let id = id["Id"].as_str().expect("id").to_string();
+    let r = d.api("POST", &format!("/containers/{id}/start"));
+    assert_eq!(r.status, 400, "{}", r.text());
+    d.rm_f(&[&id]);
 }
 
 /// A WebSocket client over `stream`: sends the upgrade for `path`, checks the 101 and its

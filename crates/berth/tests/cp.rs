@@ -313,3 +313,59 @@ fn cp_sees_the_volumes_of_a_stopped_container() {
         "volume mount leaked into the host namespace"
     );
 }
+
+/// `PUT /containers/{id}/archive` takes a tar compressed with gzip, bzip2 or xz (the spec's
+/// list), and a corrupt one is a 400 that names no path of the daemon's.
+#[test]
+fn archive_put_accepts_compressed_tars() {
+    let d = d();
+    let name = unique("cpz");
+    let _rm = Rm(d, vec![name.clone()]);
+    run_d(d, &["--name", &name, "busybox", "sleep", "300"]);
+    for tool in ["gzip", "bzip2", "xz"] {
+        let mut b = tar::Builder::new(Vec::new());
+        let body = format!("via {tool}\n");
+        let mut h = tar::Header::new_gnu();
+        h.set_size(body.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, format!("z/{tool}.txt"), body.as_bytes())
+            .expect("append");
+        let plain = b.into_inner().expect("tar");
+        let mut c = std::process::Command::new(tool);
+        c.arg("-c");
+        let out = berth_testkit::run_with_timeout(c, Some(plain), Duration::from_secs(30));
+        assert!(out.success(), "{tool}: {out}");
+        let packed = out.stdout_bytes.clone();
+        let r = d
+            .api_with(
+                "PUT",
+                &format!("/containers/{name}/archive?path=/tmp"),
+                &[("Content-Type", "application/x-tar")],
+                Some(&packed),
+            )
+            .expect("put");
+        assert_eq!(r.status, 200, "{tool}: {}", r.text());
+        let o = d.cli(&["exec", &name, "cat", &format!("/tmp/z/{tool}.txt")]);
+        assert_eq!(o.ok().out(), body.trim(), "{tool}");
+        // Cut short: the client's data is at fault.
+        let r = d
+            .api_with(
+                "PUT",
+                &format!("/containers/{name}/archive?path=/tmp"),
+                &[("Content-Type", "application/x-tar")],
+                Some(&packed[..packed.len() / 2]),
+            )
+            .expect("put");
+        assert_eq!(r.status, 400, "{tool}: {}", r.text());
+        assert!(
+            r.text().contains(&format!("corrupt {tool} data")),
+            "{}",
+            r.text()
+        );
+        assert!(
+            !r.text().contains(&d.root().display().to_string()),
+            "{}",
+            r.text()
+        );
+    }
+}

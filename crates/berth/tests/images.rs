@@ -101,6 +101,57 @@ fn load_rejects_garbage() {
     assert!(d.ping(), "daemon died on a garbage load");
 }
 
+/// A truncated compressed archive is the client's fault: import answers 400, load its error
+/// line (dockerd's shape, docker-py's ImageLoadError), both saying what is wrong with the
+/// archive and naming none of the daemon's paths.
+#[test]
+fn truncated_compressed_archives_are_refused_clearly() {
+    let d = d();
+    let mut layer = RawTar::new();
+    layer.file("hello.txt", 0o644, &vec![b'x'; 64 * 1024]);
+    let mut gz = std::process::Command::new("gzip");
+    gz.arg("-c");
+    let packed = berth_testkit::run_with_timeout(gz, Some(layer.finish()), DEADLINE);
+    assert!(packed.success(), "{packed}");
+    let cut = &packed.stdout_bytes[..packed.stdout_bytes.len() / 2];
+    let r = d
+        .api_with(
+            "POST",
+            "/images/create?fromSrc=-&repo=truncated-import",
+            &[("Content-Type", "application/x-tar")],
+            Some(cut),
+        )
+        .expect("import");
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.text().contains("truncated or corrupt gzip data"),
+        "{}",
+        r.text()
+    );
+    let root = d.root().display().to_string();
+    assert!(!r.text().contains(&root), "{}", r.text());
+
+    let save = busybox()
+        .retag(&["truncated-load:x"])
+        .save_tar(SaveFormat::Oci);
+    let mut gz = std::process::Command::new("gzip");
+    gz.arg("-c");
+    let packed = berth_testkit::run_with_timeout(gz, Some(save), DEADLINE);
+    let cut = &packed.stdout_bytes[..packed.stdout_bytes.len() / 2];
+    let r = d
+        .api_with("POST", "/images/load", &[], Some(cut))
+        .expect("load");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("\"errorDetail\""), "{}", r.text());
+    assert!(
+        r.text().contains("truncated or corrupt gzip data"),
+        "{}",
+        r.text()
+    );
+    assert!(!r.text().contains(&root), "{}", r.text());
+    assert!(!d.cli(&["image", "inspect", "truncated-load:x"]).success());
+}
+
 // ---------------------------------------------------------------- save
 
 #[test]

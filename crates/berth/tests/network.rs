@@ -1247,13 +1247,16 @@ fn endpoint_links_and_undeclared_networks() {
     assert_eq!(links, format!("[\"{up}:baz\"]"));
     let o = d.cli(&["exec", &c, "nslookup", "baz"]);
     assert!(o.stdout.contains(&ip), "{o}");
-    // Create with an endpoint on a network that does not exist: Docker's 404.
+    // Create with an endpoint on a network that does not exist yet: dockerd accepts it (and
+    // shows it in inspect); the start is its 404 until the network exists.
+    let late = unique("late-net");
     let body = json!({
         "Image": "busybox",
+        "Cmd": ["sleep", "300"],
         "HostConfig": {"NetworkMode": n},
         "NetworkingConfig": {"EndpointsConfig": {
             n.clone(): {"Aliases": ["x"], "DriverOpts": {"k": "v"}},
-            "no-such-net-x": {"IPAMConfig": {"IPv4Address": null, "IPv6Address": null}}
+            late.clone(): {"Aliases": ["lateal"], "IPAMConfig": {"IPv4Address": null, "IPv6Address": null}}
         }}
     })
     .to_string();
@@ -1265,12 +1268,37 @@ fn endpoint_links_and_undeclared_networks() {
             Some(body.as_bytes()),
         )
         .expect("create");
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = serde_json::from_slice::<Value>(&r.body).expect("json")["Id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let _rm = Rm(d, vec![id.clone()]);
+    assert_eq!(
+        fmt(
+            d,
+            &id,
+            &format!("{{{{json (index .NetworkSettings.Networks \"{late}\").Aliases}}}}")
+        ),
+        "[\"lateal\"]"
+    );
+    let r = d.api("POST", &format!("/containers/{id}/start"));
     assert_eq!(r.status, 404, "{}", r.text());
     assert!(
-        r.text().contains("network no-such-net-x not found"),
+        r.text().contains(&format!("network {late} not found")),
         "{}",
         r.text()
     );
+    d.cli(&["network", "create", &late]).ok();
+    d.cli(&["start", &id]).ok();
+    let ip = fmt(
+        d,
+        &id,
+        &format!("{{{{(index .NetworkSettings.Networks \"{late}\").IPAddress}}}}"),
+    );
+    assert!(!ip.is_empty(), "not attached to {late} once it exists");
+    d.rm_f(&[&id]);
+    d.cli(&["network", "rm", &late]).ok();
 }
 
 #[test]

@@ -280,6 +280,55 @@ fn diff_commit_and_export() {
     assert!(!names.iter().any(|n| n == "etc/group"));
 }
 
+/// The mount points every container gets (/etc/hosts, /etc/hostname, /etc/resolv.conf, /proc,
+/// /dev/shm...) live in the snapshot's init layer, as in dockerd: `diff` and `commit` see only
+/// what the container did.
+#[test]
+fn diff_and_commit_leave_out_the_init_layer() {
+    let d = d();
+    let mut rm = Rm(d, vec![]);
+    let name = unique("init");
+    d.cli(&["run", "--name", &name, "busybox", "touch", "/test"])
+        .ok();
+    rm.add(&name);
+    assert_eq!(d.cli(&["diff", &name]).ok().out(), "A /test");
+    let tag = format!("initlayer-{}", unique("t").to_lowercase());
+    d.cli(&["commit", &name, &tag]).ok();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let saved = tmp.path().join("img.tar");
+    d.cli(&["save", "-o", saved.to_str().expect("utf8"), &tag])
+        .ok();
+    // The committed layer (the image's last): exactly /test.
+    let mut files: std::collections::BTreeMap<String, Vec<u8>> = Default::default();
+    let mut ar = tar::Archive::new(std::fs::File::open(&saved).expect("tar"));
+    for e in ar.entries().expect("entries") {
+        let mut e = e.expect("entry");
+        let path = e.path().expect("path").display().to_string();
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut b).expect("read");
+        files.insert(path, b);
+    }
+    let manifest: Value = serde_json::from_slice(&files["manifest.json"]).expect("manifest");
+    let layers = manifest[0]["Layers"].as_array().expect("layers");
+    let top = layers.last().and_then(|l| l.as_str()).expect("top layer");
+    let mut ar = tar::Archive::new(&files[top][..]);
+    let names: Vec<String> = ar
+        .entries()
+        .expect("layer entries")
+        .flatten()
+        .map(|e| e.path().expect("path").display().to_string())
+        .collect();
+    assert_eq!(names, ["test"], "committed layer");
+    // A container of the committed image still gets its mount points, and its diff is empty.
+    let again = unique("init2");
+    d.cli(&["run", "--name", &again, &tag, "cat", "/etc/hostname"])
+        .ok();
+    rm.add(&again);
+    assert_eq!(d.cli(&["diff", &again]).ok().out(), "");
+    drop(rm);
+    let _ = d.cli(&["rmi", &tag]);
+}
+
 #[test]
 fn restarting_container_needs_force_and_runtime_is_named() {
     let d = d();
@@ -356,4 +405,140 @@ fn committed_image_records_its_container_and_parent() {
     assert!(base.get("Container").is_none(), "{base}");
     assert_eq!(base["Parent"], json!(""), "{base}");
     let _ = d.cli(&["rmi", &id]);
+}
+
+/// The value of a cgroup v1 file of a running container (`cpu`, `memory`, `pids` hierarchies).
+fn cgroup_v1(pid: &str, controller: &str, file: &str) -> Option<String> {
+    let map = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let path = map.lines().find_map(|l| {
+        let mut it = l.splitn(3, ':');
+        let (_, ctl, p) = (it.next()?, it.next()?, it.next()?);
+        ctl.split(',')
+            .any(|c| c == controller)
+            .then(|| p.to_string())
+    })?;
+    let dir = std::fs::read_dir("/sys/fs/cgroup")
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.split(',').any(|c| c == controller))
+        })?;
+    std::fs::read_to_string(dir.join(path.trim_start_matches('/')).join(file))
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+#[test]
+fn out_of_range_resources_are_refused_at_create_and_update() {
+    let d = d();
+    let mut rm = Rm(d, vec![]);
+    let post = |path: &str, body: &Value| {
+        d.api_with(
+            "POST",
+            path,
+            &[("Content-Type", "application/json")],
+            Some(body.to_string().as_bytes()),
+        )
+        .expect("request")
+    };
+    let cases: [(&str, Value, &str); 5] = [
+        (
+            "Memory",
+            json!(1i64 << 62),
+            "Maximum memory limit allowed is",
+        ),
+        (
+            "NanoCpus",
+            json!(1i64 << 60),
+            "Range of CPUs is from 0.01 to",
+        ),
+        (
+            "NanoCpus",
+            json!(92_233_720_368_548i64),
+            "Range of CPUs is from 0.01 to",
+        ),
+        (
+            "CpuPeriod",
+            json!(1),
+            "CPU cfs period can not be less than 1ms (i.e. 1000) or larger than 1s (i.e. 1000000)",
+        ),
+        (
+            "PidsLimit",
+            json!(i64::MAX),
+            "Maximum PIDs limit allowed is 4194304",
+        ),
+    ];
+    for (field, value, words) in &cases {
+        let name = unique("lim");
+        rm.add(&name);
+        let r = post(
+            &format!("/containers/create?name={name}"),
+            &json!({"Image": "busybox", "Cmd": ["true"], "HostConfig": {*field: value}}),
+        );
+        assert_eq!(r.status, 400, "{field}={value}: {}", r.text());
+        let msg = r.json().expect("json")["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(msg.starts_with(words), "{field}={value}: {msg}");
+        assert_eq!(
+            d.api("GET", &format!("/containers/{name}/json")).status,
+            404,
+            "{field}={value}: a refused create leaves no container"
+        );
+    }
+
+    // Valid CFS settings reach the cgroup as given (they were dropped before); the same bad
+    // values are refused by update and leave the limits as they were.
+    let name = unique("limu");
+    running(
+        d,
+        &mut rm,
+        &name,
+        &["--cpu-period", "50000", "--cpu-quota", "25000", "-m", "64m"],
+        &["sleep", "300"],
+    );
+    let pid = fmt(d, &name, "{{.State.Pid}}");
+    let quota = cgroup_v1(&pid, "cpu", "cpu.cfs_quota_us");
+    if quota.is_none() {
+        eprintln!("no cgroup v1 cpu hierarchy here: cgroup values not checked");
+    }
+    if let Some(q) = &quota {
+        assert_eq!(q, "25000");
+        assert_eq!(
+            cgroup_v1(&pid, "cpu", "cpu.cfs_period_us").as_deref(),
+            Some("50000")
+        );
+    }
+    let mem_before = cgroup_v1(&pid, "memory", "memory.limit_in_bytes");
+    for (field, value, words) in &cases {
+        let r = post(
+            &format!("/containers/{name}/update"),
+            &json!({ *field: value }),
+        );
+        assert_eq!(r.status, 400, "update {field}={value}: {}", r.text());
+        let msg = r.json().expect("json")["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        // The merged settings may hit the CPU conflict rule first (a period is set).
+        assert!(
+            msg.starts_with(words) || msg.starts_with("Conflicting options"),
+            "update {field}={value}: {msg}"
+        );
+    }
+    assert_eq!(
+        fmt(d, &name, "{{.HostConfig.Memory}}"),
+        (64 << 20).to_string()
+    );
+    assert_eq!(fmt(d, &name, "{{.HostConfig.CpuPeriod}}"), "50000");
+    assert_eq!(fmt(d, &name, "{{.HostConfig.NanoCpus}}"), "0");
+    assert_eq!(
+        cgroup_v1(&pid, "memory", "memory.limit_in_bytes"),
+        mem_before
+    );
+    assert_eq!(cgroup_v1(&pid, "cpu", "cpu.cfs_quota_us"), quota);
 }

@@ -4,125 +4,16 @@
 mod common;
 use common::*;
 
-use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
-struct Pty {
-    master: File,
-    child: Child,
-    seen: String,
-}
+use berth_testkit::pty::Pty;
 
-fn winsize(rows: u16, cols: u16) -> libc::winsize {
-    libc::winsize {
-        ws_row: rows,
-        ws_col: cols,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    }
-}
-
-impl Pty {
-    fn spawn(d: &Daemon, args: &[&str], rows: u16, cols: u16) -> Pty {
-        let (mut m, mut s) = (0, 0);
-        let ws = winsize(rows, cols);
-        // SAFETY: out-pointers to two ints and a valid winsize.
-        let r =
-            unsafe { libc::openpty(&mut m, &mut s, std::ptr::null_mut(), std::ptr::null(), &ws) };
-        assert_eq!(r, 0, "openpty");
-        // SAFETY: openpty gave us both descriptors.
-        let (master, slave) = unsafe { (OwnedFd::from_raw_fd(m), OwnedFd::from_raw_fd(s)) };
-        let slave = File::from(slave);
-        let mut cmd = Command::new(d.bin());
-        cmd.arg("-H")
-            .arg(d.host())
-            .args(args)
-            .env("TERM", "xterm")
-            .stdin(Stdio::from(slave.try_clone().expect("dup")))
-            .stdout(Stdio::from(slave.try_clone().expect("dup")))
-            .stderr(Stdio::from(slave));
-        // SAFETY: setsid and ioctl are async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY as _, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().expect("spawn cli on a pty");
-        drop(cmd);
-        let master = File::from(master);
-        // SAFETY: plain fcntl on our descriptor.
-        unsafe {
-            let fl = libc::fcntl(master.as_raw_fd(), libc::F_GETFL);
-            libc::fcntl(master.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK);
-        }
-        Pty {
-            master,
-            child,
-            seen: String::new(),
-        }
-    }
-
-    fn send(&mut self, s: &str) {
-        self.master.write_all(s.as_bytes()).expect("write to pty");
-    }
-
-    /// Reads until `needle` shows up in what arrived after the last call; panics at the deadline.
-    #[track_caller]
-    fn expect(&mut self, needle: &str) {
-        let deadline = Instant::now() + DEADLINE;
-        let mut buf = [0u8; 4096];
-        loop {
-            if let Some(i) = self.seen.find(needle) {
-                self.seen.drain(..i + needle.len());
-                return;
-            }
-            match self.master.read(&mut buf) {
-                Ok(0) => {}
-                Ok(n) => self.seen.push_str(&String::from_utf8_lossy(&buf[..n])),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    std::thread::sleep(Duration::from_millis(10))
-                }
-                // EIO: the slave side is closed.
-                Err(_) => std::thread::sleep(Duration::from_millis(10)),
-            }
-            assert!(
-                Instant::now() < deadline,
-                "never saw {needle:?}; got {:?}",
-                self.seen
-            );
-        }
-    }
-
-    fn resize(&self, rows: u16, cols: u16) {
-        let ws = winsize(rows, cols);
-        // SAFETY: TIOCSWINSZ on our pty master with a valid winsize.
-        unsafe { libc::ioctl(self.master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
-    }
-
-    fn wait(&mut self) -> Option<i32> {
-        let deadline = Instant::now() + DEADLINE;
-        let mut buf = [0u8; 4096];
-        loop {
-            // Keep draining so the CLI never blocks on a full pty.
-            if let Ok(n) = self.master.read(&mut buf) {
-                self.seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-            if let Ok(Some(st)) = self.child.try_wait() {
-                return st.code();
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
+/// `berth -H <daemon> <args>` on a pty of `rows`×`cols`.
+fn berth_pty(d: &Daemon, args: &[&str], rows: u16, cols: u16) -> Pty {
+    let mut cmd = Command::new(d.bin());
+    cmd.arg("-H").arg(d.host()).args(args);
+    Pty::spawn(cmd, rows, cols)
 }
 
 #[test]
@@ -131,7 +22,7 @@ fn run_it_types_resizes_detaches_and_attaches_back() {
     let mut rm = Rm(d, vec![]);
     let name = unique("tty");
     rm.add(&name);
-    let mut p = Pty::spawn(d, &["run", "-it", "--name", &name, "busybox", "sh"], 30, 90);
+    let mut p = berth_pty(d, &["run", "-it", "--name", &name, "busybox", "sh"], 30, 90);
     p.expect("# ");
     // The window size at start.
     p.send("stty size\r");
@@ -169,7 +60,7 @@ fn run_it_types_resizes_detaches_and_attaches_back() {
     assert_eq!(fmt(d, &name, "{{.State.Status}}"), "running");
 
     // attach: the same shell, then exit ends the session with the container.
-    let mut a = Pty::spawn(d, &["attach", &name], 30, 90);
+    let mut a = berth_pty(d, &["attach", &name], 30, 90);
     a.send("echo back-$((1+1))\r");
     a.expect("back-2");
     a.send("exit 3\r");
@@ -177,7 +68,7 @@ fn run_it_types_resizes_detaches_and_attaches_back() {
     assert!(d.wait_status(&name, "exited", DEADLINE));
 
     // start -ai on a pty.
-    let mut s = Pty::spawn(d, &["start", "-ai", &name], 30, 90);
+    let mut s = berth_pty(d, &["start", "-ai", &name], 30, 90);
     s.expect("# ");
     s.send("echo again\r");
     s.expect("again");

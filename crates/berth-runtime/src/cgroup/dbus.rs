@@ -322,14 +322,14 @@ mod tests {
         want.extend_from_slice(b"a.scope\0");
         want.extend_from_slice(&1u32.to_le_bytes()); // runtime (offset 12)
         want.extend_from_slice(&0u32.to_le_bytes()); // array length, patched below (16)
-        // first struct at 24 (8-aligned): "MemoryMax", variant "t", pad, u64
+                                                     // first struct at 24 (8-aligned): "MemoryMax", variant "t", pad, u64
         want.extend_from_slice(&[0; 4]);
         want.extend_from_slice(&9u32.to_le_bytes());
         want.extend_from_slice(b"MemoryMax\0"); // 28..38
         want.extend_from_slice(&[1, b't', 0]); // 38..41
         want.extend_from_slice(&[0; 7]); // to 48
         want.extend_from_slice(&0x0102u64.to_le_bytes()); // 48..56
-        // second struct at 56
+                                                          // second struct at 56
         want.extend_from_slice(&11u32.to_le_bytes());
         want.extend_from_slice(b"AllowedCPUs\0"); // 60..72
         want.extend_from_slice(&[2, b'a', b'y', 0]); // 72..76

@@ -253,7 +253,13 @@ mod tests {
         }
     }
 
-    fn rule(allow: bool, typ: LinuxDeviceType, maj: Option<i64>, min: Option<i64>, acc: &str) -> LinuxDeviceCgroup {
+    fn rule(
+        allow: bool,
+        typ: LinuxDeviceType,
+        maj: Option<i64>,
+        min: Option<i64>,
+        acc: &str,
+    ) -> LinuxDeviceCgroup {
         let mut b = LinuxDeviceCgroupBuilder::default()
             .allow(allow)
             .typ(typ)
@@ -355,7 +361,10 @@ mod tests {
         let _ = std::fs::remove_dir(&dir);
         attached.expect("attach");
         assert!(null.status.success(), "{null:?}");
-        assert!(!host_disk.status.success(), "read the host's disk: {host_disk:?}");
+        assert!(
+            !host_disk.status.success(),
+            "read the host's disk: {host_disk:?}"
+        );
         assert!(
             String::from_utf8_lossy(&host_disk.stderr).contains("Operation not permitted"),
             "{host_disk:?}"

@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-pub use resources::{Resources, ThrottleDevice, WeightDevice};
 pub(crate) use resources::DEFERRED_ANNOTATION;
+pub use resources::{Resources, ThrottleDevice, WeightDevice};
 
 use crate::RuntimeError;
 
@@ -448,21 +448,36 @@ mod tests {
     fn cgroups_paths_of_both_drivers() {
         let fs = CgroupDriver::Cgroupfs;
         assert_eq!(fs.cgroups_path("", "abc").unwrap(), "/berth/abc");
-        assert_eq!(fs.cgroups_path("/my/parent/", "abc").unwrap(), "/my/parent/abc");
+        assert_eq!(
+            fs.cgroups_path("/my/parent/", "abc").unwrap(),
+            "/my/parent/abc"
+        );
         assert_eq!(fs.cgroups_path("rel", "abc").unwrap(), "/rel/abc");
         assert!(fs.cgroups_path("/a/../b", "abc").is_err());
         let sd = CgroupDriver::Systemd;
-        assert_eq!(sd.cgroups_path("", "abc").unwrap(), "system.slice:berth:abc");
-        assert_eq!(sd.cgroups_path("my-app.slice", "abc").unwrap(), "my-app.slice:berth:abc");
+        assert_eq!(
+            sd.cgroups_path("", "abc").unwrap(),
+            "system.slice:berth:abc"
+        );
+        assert_eq!(
+            sd.cgroups_path("my-app.slice", "abc").unwrap(),
+            "my-app.slice:berth:abc"
+        );
         let e = sd.cgroups_path("/berth", "abc").unwrap_err().to_string();
-        assert!(e.contains("should be a valid slice named as \"xxx.slice\""), "{e}");
+        assert!(
+            e.contains("should be a valid slice named as \"xxx.slice\""),
+            "{e}"
+        );
         assert!("bogus".parse::<CgroupDriver>().is_err());
         assert_eq!("systemd".parse::<CgroupDriver>().unwrap(), sd);
     }
 
     #[test]
     fn slices_expand_as_systemd_nests_them() {
-        assert_eq!(expand_slice("system.slice").unwrap(), Path::new("/system.slice"));
+        assert_eq!(
+            expand_slice("system.slice").unwrap(),
+            Path::new("/system.slice")
+        );
         assert_eq!(
             expand_slice("a-b-c.slice").unwrap(),
             Path::new("/a.slice/a-b.slice/a-b-c.slice")
@@ -484,7 +499,10 @@ mod tests {
         assert_eq!(c.dir("memory"), t.path().join("berth/abc"));
         assert_eq!(c.unit(), None);
         let s = ContainerCgroup::at(t.path(), "a-b.slice:berth:abc").expect("systemd");
-        assert_eq!(s.dir(""), t.path().join("a.slice/a-b.slice/berth-abc.scope"));
+        assert_eq!(
+            s.dir(""),
+            t.path().join("a.slice/a-b.slice/berth-abc.scope")
+        );
         assert_eq!(s.unit(), Some("berth-abc.scope"));
 
         std::fs::create_dir_all(t.path().join("berth/abc")).expect("mkdir");

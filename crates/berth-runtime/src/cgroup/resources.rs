@@ -32,10 +32,12 @@ pub struct ThrottleDevice {
 /// The major and minor number of a block device path (Docker's checks and words).
 pub fn block_device(path: &str) -> Result<(i64, i64), RuntimeError> {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    let md = std::fs::metadata(path)
-        .map_err(|e| RuntimeError::Invalid(format!("stat {path}: {e}")))?;
+    let md =
+        std::fs::metadata(path).map_err(|e| RuntimeError::Invalid(format!("stat {path}: {e}")))?;
     if !md.file_type().is_block_device() {
-        return Err(RuntimeError::Invalid(format!("{path} is not a block device")));
+        return Err(RuntimeError::Invalid(format!(
+            "{path} is not a block device"
+        )));
     }
     let rdev = md.rdev();
     Ok((
@@ -153,27 +155,18 @@ fn device_node(major: i64, minor: i64) -> Option<String> {
 impl Resources {
     /// The CFS (quota, period) in µs, from `--cpus` or `--cpu-quota`/`--cpu-period`.
     pub fn cfs(&self) -> (Option<i64>, Option<i64>) {
-        if self.nano_cpus > 0 {
-            let period: i64 = 100_000;
-            return (
-                Some((self.nano_cpus * period / 1_000_000_000).max(1000)),
-                Some(period),
-            );
+        // Checked arithmetic (crate::limits): the engine refuses out-of-range values at
+        // create, so an overflow here leaves the CPU unlimited rather than wrapping.
+        match crate::limits::cfs(self.nano_cpus, self.cpu_period, self.cpu_quota) {
+            Some((period, quota)) => (quota, period),
+            None => (None, None),
         }
-        (
-            (self.cpu_quota > 0).then_some(self.cpu_quota),
-            (self.cpu_period > 0).then_some(self.cpu_period),
-        )
     }
 
     /// Memory plus swap, as the spec takes it (None = not limited by us).
     fn swap_total(&self) -> Option<i64> {
         if self.memory > 0 {
-            Some(match self.memory_swap {
-                0 => self.memory * 2,
-                s if s < 0 => -1,
-                s => s,
-            })
+            crate::limits::memory_swap(self.memory, self.memory_swap).flatten()
         } else if self.memory_swap < 0 {
             Some(-1)
         } else {
@@ -222,7 +215,10 @@ impl Resources {
         }
         let mut cpu = serde_json::Map::new();
         if self.cpu_shares > 0 {
-            cpu.insert("shares".into(), json!(self.cpu_shares));
+            cpu.insert(
+                "shares".into(),
+                json!(crate::limits::cpu_shares(self.cpu_shares)),
+            );
         }
         let (quota, period) = self.cfs();
         if let Some(q) = quota {
@@ -323,7 +319,10 @@ impl Resources {
             p.push(("CPUQuotaPeriodUSec", Prop::U64(per as u64)));
         }
         if !self.cpuset_cpus.is_empty() {
-            p.push(("AllowedCPUs", Prop::Bytes(cpu_list_mask(&self.cpuset_cpus)?)));
+            p.push((
+                "AllowedCPUs",
+                Prop::Bytes(cpu_list_mask(&self.cpuset_cpus)?),
+            ));
         }
         if !self.cpuset_mems.is_empty() {
             p.push((
@@ -397,7 +396,11 @@ impl Resources {
                     _ => {}
                 }
             }
-            cg.write("", "memory.low", &self.memory_reservation.max(0).to_string())?;
+            cg.write(
+                "",
+                "memory.low",
+                &self.memory_reservation.max(0).to_string(),
+            )?;
         } else {
             let memsw = cg
                 .dir("memory")
@@ -433,7 +436,11 @@ impl Resources {
             let q = quota.map_or("max".to_string(), |q| q.to_string());
             cg.write("", "cpu.max", &format!("{q} {period}"))?;
             if self.cpu_shares > 0 {
-                cg.write("", "cpu.weight", &shares_to_weight(self.cpu_shares).to_string())?;
+                cg.write(
+                    "",
+                    "cpu.weight",
+                    &shares_to_weight(self.cpu_shares).to_string(),
+                )?;
             }
         } else {
             cg.write("cpu", "cpu.cfs_period_us", &period.to_string())?;
@@ -466,7 +473,11 @@ impl Resources {
                 ("blkio.throttle.write_iops_device", &self.device_write_iops),
             ] {
                 for d in list {
-                    cg.write("blkio", file, &format!("{}:{} {}", d.major, d.minor, d.rate))?;
+                    cg.write(
+                        "blkio",
+                        file,
+                        &format!("{}:{} {}", d.major, d.minor, d.rate),
+                    )?;
                 }
             }
         }
@@ -674,7 +685,11 @@ mod tests {
         let p = r.unit_properties(t.path().to_path_buf()).expect("props");
         let get = |n: &str| p.iter().find(|(k, _)| *k == n).map(|(_, v)| v.clone());
         assert_eq!(get("MemoryMax"), Some(Prop::U64(64 << 20)));
-        assert_eq!(get("MemorySwapMax"), None, "no memory.swap.max in the cgroup");
+        assert_eq!(
+            get("MemorySwapMax"),
+            None,
+            "no memory.swap.max in the cgroup"
+        );
         assert_eq!(get("CPUQuotaPerSecUSec"), Some(Prop::U64(1_500_000)));
         assert_eq!(get("CPUQuotaPeriodUSec"), Some(Prop::U64(100_000)));
         assert_eq!(get("AllowedCPUs"), Some(Prop::Bytes(vec![2])));

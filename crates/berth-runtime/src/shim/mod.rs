@@ -6,7 +6,8 @@
 //! libcontainer, reports "created" back through an inherited pipe, then serves the protocol on
 //! `<runtime_dir>/shim.sock` from a single-threaded poll loop until the container exits.
 //!
-//! Protocol: one JSON request line per connection, one JSON reply line:
+//! Protocol (typed in `protocol`: `ShimRequest`, `ShimReply` with a `ShimErrorKind`): one JSON
+//! request line per connection, one JSON reply line:
 //! - `{"op":"start"}` -> `{"ok":true}` | `{"ok":false,"error":".."}`
 //! - `{"op":"attach","stdin":b,"stdout":b,"stderr":b}` -> `{"ok":true}`, then stdcopy frames
 //!   (8-byte header, stream 1/2; TTY output is all stream 1) until the container exits; bytes
@@ -26,6 +27,7 @@
 //! `spawn_shim` blocks: call it from `spawn_blocking` in async code.
 
 mod log;
+pub mod protocol;
 mod server;
 
 use std::fs;
@@ -35,8 +37,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::fsutil::atomic_write;
 use crate::RuntimeError;
+use berth_fs::write_atomic;
 
 pub(crate) const SOCK: &str = "shim.sock";
 pub(crate) const PIDFILE: &str = "shim.pid";
@@ -111,10 +113,10 @@ pub fn spawn_shim(
     fs::create_dir_all(&opts.runtime_dir).map_err(|e| RuntimeError::io("create runtime dir", e))?;
     fs::create_dir_all(&opts.state_root).map_err(|e| RuntimeError::io("create state root", e))?;
     let spec_json = serde_json::to_vec(spec).map_err(|e| RuntimeError::Spec(e.to_string()))?;
-    atomic_write(&opts.bundle.join("config.json"), &spec_json)
+    write_atomic(&opts.bundle.join("config.json"), &spec_json)
         .map_err(|e| RuntimeError::io("write config.json", e))?;
     let opts_json = serde_json::to_vec(opts).map_err(|e| RuntimeError::Shim(e.to_string()))?;
-    atomic_write(&opts.runtime_dir.join(OPTSFILE), &opts_json)
+    write_atomic(&opts.runtime_dir.join(OPTSFILE), &opts_json)
         .map_err(|e| RuntimeError::io("write shim.json", e))?;
 
     match launch(berth_exe, &opts.runtime_dir)? {

@@ -18,8 +18,9 @@ use nix::unistd::Pid;
 use serde_json::{json, Value};
 
 use super::log::{now_rfc3339_nano, JsonLog};
+use super::protocol::{ProcessStatus, ShimErrorKind, ShimReply, ShimRequest, ShimState};
 use super::{ExitStatus, Ready, ShimOptions, CONSOLE_SOCK, EXITFILE, PIDFILE, SOCK};
-use crate::fsutil::{atomic_write, replace_file};
+use berth_fs::{write_atomic, write_replace};
 
 /// Output queued for one client beyond this means it is not keeping up: drop it.
 const MAX_CLIENT_BACKLOG: usize = 4 << 20;
@@ -74,6 +75,80 @@ pub(crate) fn delete_container_state(state_root: &Path, id: &str) {
 pub(crate) fn remove_cgroup_dirs(cgroups_path: &str) {
     if let Some(cg) = crate::cgroup::ContainerCgroup::from_cgroups_path(cgroups_path) {
         cg.remove_dirs();
+    }
+}
+
+/// Sets the spec's `oomScoreAdj` on the shim itself (init inherits it), before libcontainer
+/// does the same, so that the kernel's refusal reaches the user in plain words: lowering the
+/// score below the current one needs CAP_SYS_RESOURCE, which a daemon may lack.
+fn apply_oom_score_adj(bundle: &Path) -> Result<(), String> {
+    let Ok(spec) = oci_spec::runtime::Spec::load(bundle.join("config.json")) else {
+        return Ok(());
+    };
+    let Some(adj) = spec.process().as_ref().and_then(|p| p.oom_score_adj()) else {
+        return Ok(());
+    };
+    let file = "/proc/self/oom_score_adj";
+    let current = fs::read_to_string(file).unwrap_or_default();
+    if current.trim() == adj.to_string() {
+        return Ok(());
+    }
+    fs::write(file, adj.to_string()).map_err(|e| {
+        let why = match e.raw_os_error() {
+            Some(libc::EACCES) | Some(libc::EPERM) => format!(
+                "permission denied (the kernel refuses to lower it from {} to {adj} \
+                 without CAP_SYS_RESOURCE, which the daemon does not have)",
+                current.trim()
+            ),
+            _ => e.to_string(),
+        };
+        format!("write {file}: {why}")
+    })
+}
+
+/// libcontainer's intermediate process and the container's init are both in the cgroup while
+/// it is created: a pids limit below two fails the create ("failed to launch init process"),
+/// where runc manages with one. Such a limit is relaxed in the bundle's spec for the create
+/// and written to the cgroup once init is the only process left.
+struct TightPids {
+    limit: i64,
+    original: Vec<u8>,
+}
+
+const CREATE_PIDS: i64 = 2;
+
+fn relax_pids_limit(bundle: &Path) -> Result<Option<TightPids>, String> {
+    let path = bundle.join("config.json");
+    let original = fs::read(&path).map_err(|e| format!("read spec: {e}"))?;
+    let Ok(mut spec) = serde_json::from_slice::<Value>(&original) else {
+        return Ok(None);
+    };
+    let limit = match spec["linux"]["resources"]["pids"]["limit"].as_i64() {
+        Some(n) if n > 0 && n < CREATE_PIDS => n,
+        _ => return Ok(None),
+    };
+    spec["linux"]["resources"]["pids"]["limit"] = json!(CREATE_PIDS);
+    fs::write(&path, spec.to_string()).map_err(|e| format!("write spec: {e}"))?;
+    Ok(Some(TightPids { limit, original }))
+}
+
+impl TightPids {
+    fn restore_spec(&self, bundle: &Path) {
+        let _ = fs::write(bundle.join("config.json"), &self.original);
+    }
+
+    /// Writes the real limit into the container's pids cgroup (v1 or v2).
+    fn apply(&self, bundle: &Path) -> Result<(), String> {
+        let rel = cgroups_path_of(bundle);
+        let rel = rel.trim_start_matches('/');
+        let root = Path::new("/sys/fs/cgroup");
+        let file = if root.join("cgroup.controllers").exists() {
+            root.join(rel).join("pids.max")
+        } else {
+            root.join("pids").join(rel).join("pids.max")
+        };
+        fs::write(&file, self.limit.to_string())
+            .map_err(|e| format!("write {}: {e}", file.display()))
     }
 }
 
@@ -198,8 +273,8 @@ impl Client {
         self.flush();
     }
 
-    fn reply(&mut self, v: Value) {
-        let mut line = v.to_string();
+    fn reply(&mut self, v: &impl serde::Serialize) {
+        let mut line = serde_json::to_string(v).unwrap_or_default();
         line.push('\n');
         self.queue(line.as_bytes());
     }
@@ -634,6 +709,13 @@ fn create(opts: ShimOptions) -> Result<Shim, String> {
             }
         }
     } else {
+        if let Err(e) = apply_oom_score_adj(&opts.bundle) {
+            fail!(e)
+        }
+        let tight_pids = match relax_pids_limit(&opts.bundle) {
+            Ok(t) => t,
+            Err(e) => fail!(e),
+        };
         let container = builder
             .as_init(&opts.bundle)
             // A systemd cgroupsPath (<slice>:<prefix>:<name>) makes libcontainer ask systemd
@@ -641,10 +723,21 @@ fn create(opts: ShimOptions) -> Result<Shim, String> {
             .with_systemd(!cgroups_path_of(&opts.bundle).starts_with('/'))
             .with_detach(true)
             .build();
+        if let Some(t) = &tight_pids {
+            t.restore_spec(&opts.bundle);
+        }
         let container = match container {
             Ok(c) => c,
             Err(e) => fail!(e.to_string()),
         };
+        if let Some(t) = tight_pids {
+            if let Err(e) = t.apply(&opts.bundle) {
+                if let Some(pid) = container.pid() {
+                    let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+                }
+                fail!(e)
+            }
+        }
         let Some(init_pid) = container.pid().map(|p| p.as_raw()) else {
             fail!("container has no init process".to_string());
         };
@@ -752,9 +845,9 @@ impl Shim {
         l.set_nonblocking(true).map_err(|e| e.to_string())?;
         self.listener = Some(l);
         let write = if self.opts.exec.is_some() {
-            replace_file
+            write_replace
         } else {
-            atomic_write
+            write_atomic
         };
         write(
             &self.opts.runtime_dir.join(PIDFILE),
@@ -1082,104 +1175,125 @@ impl Shim {
 
     fn request(&mut self, i: usize, line: &[u8]) {
         self.code_touched = true;
-        let req: Value = match serde_json::from_slice(line) {
-            Ok(v) => v,
+        let req: ShimRequest = match serde_json::from_slice(line) {
+            Ok(r) => r,
             Err(e) => {
                 let c = &mut self.clients[i];
-                c.reply(json!({"ok": false, "error": format!("invalid request: {e}")}));
+                c.reply(&ShimReply::err(
+                    ShimErrorKind::InvalidRequest,
+                    format!("invalid request: {e}"),
+                ));
                 c.kind = Kind::Done;
                 c.close_after_flush = true;
                 return;
             }
         };
-        let op = req["op"].as_str().unwrap_or("");
-        let reply = match op {
-            "start" => Some(self.op_start()),
-            "attach" => {
-                let flag = |k: &str| req[k].as_bool().unwrap_or(false);
+        let reply: Option<Value> = match req {
+            ShimRequest::Start => Some(json!(self.op_start())),
+            ShimRequest::Attach {
+                stdin,
+                stdout,
+                stderr,
+            } => {
                 let c = &mut self.clients[i];
                 c.kind = Kind::Attach {
-                    stdin: flag("stdin") && self.opts.open_stdin,
-                    stdout: flag("stdout"),
-                    stderr: flag("stderr"),
+                    stdin: stdin && self.opts.open_stdin,
+                    stdout,
+                    stderr,
                 };
-                c.reply(json!({"ok": true}));
+                c.reply(&ShimReply::ok());
                 self.hold_output = false;
                 if self.done.is_some() {
                     c.close_after_flush = true;
                 }
                 return;
             }
-            "wait" => match &self.exit {
+            ShimRequest::Wait => match &self.exit {
                 Some(e) => Some(json!(e)),
                 None => {
                     self.clients[i].kind = Kind::Wait;
                     return;
                 }
             },
-            "kill" => Some(self.op_kill(req["signal"].as_i64().unwrap_or(15))),
-            "resize" => Some(self.op_resize(
-                req["height"].as_u64().unwrap_or(0),
-                req["width"].as_u64().unwrap_or(0),
-            )),
-            "state" => {
+            ShimRequest::Kill { signal } => Some(json!(self.op_kill(signal))),
+            ShimRequest::Resize { height, width } => Some(json!(self.op_resize(height, width))),
+            ShimRequest::State => {
                 let status = match self.status {
-                    Status::Created => "created",
-                    Status::Running => "running",
-                    Status::Exited => "exited",
+                    Status::Created => ProcessStatus::Created,
+                    Status::Running => ProcessStatus::Running,
+                    Status::Exited => ProcessStatus::Exited,
                 };
-                Some(json!({"pid": self.init_pid, "status": status, "exit_code": self.exit_code}))
+                Some(json!(ShimState {
+                    pid: self.init_pid,
+                    status,
+                    exit_code: self.exit_code,
+                }))
             }
-            other => Some(json!({"ok": false, "error": format!("unknown op {other:?}")})),
         };
         let c = &mut self.clients[i];
         if let Some(r) = reply {
-            c.reply(r);
+            c.reply(&r);
         }
         c.kind = Kind::Done;
         c.close_after_flush = true;
     }
 
-    fn op_start(&mut self) -> Value {
+    fn op_start(&mut self) -> ShimReply {
         if self.status != Status::Created {
-            let msg = if self.status == Status::Exited {
-                format!("container {} is not running", self.opts.id)
+            return if self.status == Status::Exited {
+                ShimReply::err(
+                    ShimErrorKind::NotRunning,
+                    format!("container {} is not running", self.opts.id),
+                )
             } else {
-                format!("container {} is already running", self.opts.id)
+                ShimReply::err(
+                    ShimErrorKind::AlreadyRunning,
+                    format!("container {} is already running", self.opts.id),
+                )
             };
-            return json!({"ok": false, "error": msg});
         }
         let res =
             Container::load(self.opts.state_root.join(&self.opts.id)).and_then(|mut c| c.start());
         match res {
             Ok(()) => {
                 self.status = Status::Running;
-                json!({"ok": true})
+                ShimReply::ok()
             }
-            Err(e) => json!({"ok": false, "error": format!("OCI runtime start failed: {e}")}),
+            Err(e) => ShimReply::err(
+                ShimErrorKind::StartFailed,
+                format!("OCI runtime start failed: {e}"),
+            ),
         }
     }
 
-    fn op_kill(&mut self, sig: i64) -> Value {
+    fn op_kill(&mut self, sig: i64) -> ShimReply {
         if self.exit_code.is_some() {
-            return json!({"ok": false, "error": format!("container {} is not running", self.opts.id)});
+            return ShimReply::err(
+                ShimErrorKind::NotRunning,
+                format!("container {} is not running", self.opts.id),
+            );
         }
         let sig = match i32::try_from(sig)
             .ok()
             .and_then(|s| Signal::try_from(s).ok())
         {
             Some(s) => s,
-            None => return json!({"ok": false, "error": format!("invalid signal: {sig}")}),
+            None => {
+                return ShimReply::err(
+                    ShimErrorKind::InvalidSignal,
+                    format!("invalid signal: {sig}"),
+                )
+            }
         };
         match signal::kill(Pid::from_raw(self.init_pid), sig) {
-            Ok(()) => json!({"ok": true}),
-            Err(e) => json!({"ok": false, "error": format!("kill: {e}")}),
+            Ok(()) => ShimReply::ok(),
+            Err(e) => ShimReply::err(ShimErrorKind::Internal, format!("kill: {e}")),
         }
     }
 
-    fn op_resize(&mut self, height: u64, width: u64) -> Value {
+    fn op_resize(&mut self, height: u64, width: u64) -> ShimReply {
         let Some(fd) = self.master.filter(|_| self.out.is_some()) else {
-            return json!({"ok": false, "error": "container has no tty"});
+            return ShimReply::err(ShimErrorKind::NoTty, "container has no tty");
         };
         let ws = libc::winsize {
             ws_row: height.min(u16::MAX as u64) as u16,
@@ -1190,9 +1304,12 @@ impl Shim {
         // SAFETY: TIOCSWINSZ reads a winsize from a valid pointer; fd is our open pty master.
         let r = unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &ws) };
         if r < 0 {
-            json!({"ok": false, "error": io::Error::last_os_error().to_string()})
+            ShimReply::err(
+                ShimErrorKind::Internal,
+                io::Error::last_os_error().to_string(),
+            )
         } else {
-            json!({"ok": true})
+            ShimReply::ok()
         }
     }
 
@@ -1224,9 +1341,9 @@ impl Shim {
         let data = serde_json::to_vec(&exit).unwrap_or_default();
         // An exec's exit.json needs no fsync: it outlives neither a reboot nor its container.
         let write = if self.opts.exec.is_some() {
-            replace_file
+            write_replace
         } else {
-            atomic_write
+            write_atomic
         };
         if let Err(e) = write(&self.opts.runtime_dir.join(EXITFILE), &data) {
             eprintln!("berth shim: write {EXITFILE}: {e}");
@@ -1236,7 +1353,7 @@ impl Shim {
         for c in &mut self.clients {
             match c.kind {
                 Kind::Wait => {
-                    c.reply(reply.clone());
+                    c.reply(&reply);
                     c.close_after_flush = true;
                 }
                 Kind::Attach { .. } => c.close_after_flush = true,

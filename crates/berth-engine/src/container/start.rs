@@ -1,0 +1,201 @@
+//! `start`: mount the rootfs, set up networking and mounts, spawn the shim and run the process.
+//! Every failure after the checks goes through one rollback point (`fail_start`).
+
+use std::sync::Arc;
+
+use berth_runtime::shim::ShimStarted;
+
+use crate::container::{ContainerRecord, Entry, Status};
+use crate::error::{EngineError, Result, StartFailure};
+use crate::util::now_rfc3339;
+use crate::Engine;
+
+impl Engine {
+    pub async fn start(&self, name: &str) -> Result<()> {
+        let c = self.lookup(name)?;
+        let _g = c.op.lock().await;
+        let res = self.start_locked(&c).await;
+        if res.is_err() {
+            let rec = c.snapshot();
+            if rec.host_config.auto_remove && !rec.state.status.is_running() {
+                drop(_g);
+                let _ = self.remove(&rec.id, true, true).await;
+            }
+        }
+        res
+    }
+
+    /// The caller holds `c.op`.
+    pub(crate) async fn start_locked(&self, c: &Arc<Entry>) -> Result<()> {
+        let rec = c.snapshot();
+        match rec.state.status {
+            Status::Running => return Err(EngineError::NotModified),
+            Status::Paused => {
+                return Err(EngineError::Conflict(
+                    "cannot start a paused container, try unpause instead".into(),
+                ))
+            }
+            Status::Removing | Status::Dead => {
+                return Err(EngineError::Conflict(
+                    "container is marked for removal and cannot be started".into(),
+                ))
+            }
+            _ => {}
+        }
+        let mut shim_spawned = false;
+        match self.start_inner(c, rec, &mut shim_spawned).await {
+            Ok(()) => Ok(()),
+            Err(e) => self.fail_start(c, e, shim_spawned).await,
+        }
+    }
+
+    /// Everything a start does once its checks passed. Any error returns to `start_locked`,
+    /// which rolls back in one place; `shim_spawned` tells it whether a shim is up.
+    async fn start_inner(
+        &self,
+        c: &Arc<Entry>,
+        rec: ContainerRecord,
+        shim_spawned: &mut bool,
+    ) -> Result<()> {
+        let t0 = std::time::Instant::now();
+        let runtime_dir = self.runtime_dir(&c.id);
+        // Leftovers of a previous run (its shim is gone once the container exited).
+        self.runtime()
+            .cleanup(&runtime_dir, &self.state_root(), &c.id);
+        std::fs::create_dir_all(&runtime_dir)?;
+
+        let images = self.images();
+        let cid = c.id.clone();
+        let rootfs = tokio::task::spawn_blocking(move || images.mount_snapshot(&cid))
+            .await
+            .map_err(EngineError::internal)?
+            .map_err(crate::image::image_err)?;
+        self.write_etc_files(&rec)?;
+        let links = self.legacy_links(&rec)?;
+        let network = self.net_start(&rec).await?;
+        self.net_etc_files(&rec, &links)?;
+        let t_mount = t0.elapsed();
+
+        // Volume mounts and copy-up do file I/O: off the async workers.
+        let (engine, c2, rf) = (self.clone(), c.clone(), rootfs.clone());
+        let user_mounts = tokio::task::spawn_blocking(move || engine.prepare_mounts(&c2, &rf))
+            .await
+            .map_err(EngineError::internal)??;
+        // `container:<x>`: its /etc files and hostname too, as dockerd gives them.
+        let mut rec = rec;
+        if let Some(target) = rec.host_config.network_mode.strip_prefix("container:") {
+            let t = self.lookup(target)?.snapshot();
+            rec.hostname_path = t.hostname_path;
+            rec.hosts_path = t.hosts_path;
+            rec.resolv_conf_path = t.resolv_conf_path;
+            rec.config.hostname = t.config.hostname;
+            rec.config.domainname = t.config.domainname;
+        }
+        let isolation = self.isolation(&rec)?;
+        let mut run = self.run_config(&rec, rootfs, network, isolation)?;
+        add_link_env(&mut run.env, &rec.name, &links);
+        run.mounts.extend(user_mounts);
+        crate::container::mounts::sort_mounts(&mut run.mounts);
+        let spec = berth_runtime::spec::build_spec(&run).map_err(start_error)?;
+        let opts = self.shim_options(&rec, &runtime_dir);
+        let started: ShimStarted = self
+            .runtime()
+            .spawn(opts, spec)
+            .await
+            .map_err(start_error)?;
+        *shim_spawned = true;
+        let t_created = t0.elapsed();
+
+        // Clients that attached before start get their stream now, before the process runs.
+        let pending = c.take_pending();
+        for p in pending {
+            let r = self
+                .runtime()
+                .attach(&runtime_dir, p.opts.stdin, p.opts.stdout, p.opts.stderr)
+                .await;
+            let _ = p.tx.send(r);
+        }
+        self.runtime()
+            .start(&runtime_dir)
+            .await
+            .map_err(|e| match e {
+                EngineError::Start(f) => EngineError::Start(f),
+                other => start_error(berth_runtime::RuntimeError::Runtime(other.to_string())),
+            })?;
+        c.update(|r| {
+            r.state.status = Status::Running;
+            r.state.pid = started.init_pid as i64;
+            r.state.exit_code = 0;
+            r.state.error.clear();
+            r.state.oom_killed = false;
+            r.state.started_at = now_rfc3339();
+        })?;
+        self.spawn_monitor(c.clone());
+        self.emit_container(&c.id, "start", &[]);
+        self.start_health(c);
+        tracing::debug!(
+            "started {}: rootfs {:?}, created {:?}, running {:?}",
+            c.id,
+            t_mount,
+            t_created,
+            t0.elapsed()
+        );
+        Ok(())
+    }
+
+    /// The rollback point of a start: stops a shim it spawned, releases mounts and networking,
+    /// records the failure and tells attached clients and waiters.
+    async fn fail_start(&self, c: &Arc<Entry>, e: EngineError, shim_spawned: bool) -> Result<()> {
+        if shim_spawned {
+            let _ = self.runtime().kill(&self.runtime_dir(&c.id), 9).await;
+        }
+        self.release_mounts(&c.id, &c.snapshot().mount_points);
+        self.nets().teardown(&c.id);
+        let msg = e.to_string();
+        let code = match &e {
+            EngineError::Start(f) => f.exit_code(),
+            _ => 128,
+        };
+        let _ = c.update(|r| {
+            r.state.error = msg.clone();
+            r.state.exit_code = code;
+        });
+        let pending = c.take_pending();
+        for p in pending {
+            let _ = p.tx.send(Err(EngineError::Conflict(msg.clone())));
+        }
+        // Wake `wait` callers: the start they waited for is not going to happen.
+        c.signal.send_modify(|s| {
+            s.exits += 1;
+            s.exit_code = code;
+            s.last_exit = Some(std::time::Instant::now());
+            s.exit_claimed = false;
+        });
+        Err(e)
+    }
+}
+
+/// A runtime error of a start, typed for the API (400 or 500) and the exit code (127, 126).
+fn start_error(e: berth_runtime::RuntimeError) -> EngineError {
+    EngineError::Start(StartFailure::from_runtime(&e))
+}
+
+/// Legacy links' variables come first; the container's own variables win.
+fn add_link_env(env: &mut Vec<String>, name: &str, links: &[crate::network::LegacyLink]) {
+    if links.is_empty() {
+        return;
+    }
+    let own: Vec<String> = env
+        .iter()
+        .filter_map(|kv| kv.split_once('=').map(|(k, _)| k.to_string()))
+        .collect();
+    let mut merged: Vec<String> = crate::network::link_env(name, links)
+        .into_iter()
+        .filter(|kv| {
+            kv.split_once('=')
+                .is_some_and(|(k, _)| !own.iter().any(|o| o == k))
+        })
+        .collect();
+    merged.append(env);
+    *env = merged;
+}
