@@ -45,8 +45,9 @@ elif docker_available; then
 fi
 
 # Both must really use BuildKit's API (buildx's docker driver).
-env DOCKER_HOST="$HOST" docker build -t berth-bench-buildkit "$CTX" 2>&1 | grep -q "using docker driver" ||
-    die "berth: docker build did not use buildx's docker driver"
+out=$(env DOCKER_HOST="$HOST" docker build -t berth-bench-buildkit "$CTX" 2>&1) || true
+grep -q "using docker driver" <<<"$out" ||
+    die "berth: docker build did not use buildx's docker driver: $out"
 [ -n "$DK" ] && { $DK -t berth-bench-buildkit "$CTX" >/dev/null 2>&1 || die "dockerd build failed"; }
 
 args=(-N --warmup 2 --runs "${RUNS:-15}" --export-markdown "$RESULTS/buildkit-nocache.md"

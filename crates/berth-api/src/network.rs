@@ -206,3 +206,121 @@ impl Client {
         self.post_json("/networks/prune", &q, Body::Empty).await
     }
 }
+
+/// `HostConfig.NetworkMode`, parsed once when the body is read; the wire keeps Docker's strings.
+/// An empty mode is `Default` (the daemon's default network, shown as `default`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub enum NetworkMode {
+    #[default]
+    Default,
+    Bridge,
+    Host,
+    None,
+    /// `container:<name|id>`: that container's network namespace (the target may be empty
+    /// here; create refuses it with Docker's words).
+    Container(String),
+    /// A user-defined network, by name or id.
+    Network(String),
+}
+
+impl NetworkMode {
+    pub fn parse(s: &str) -> NetworkMode {
+        match s {
+            "" | "default" => NetworkMode::Default,
+            "bridge" => NetworkMode::Bridge,
+            "host" => NetworkMode::Host,
+            "none" => NetworkMode::None,
+            m => match m.strip_prefix("container:") {
+                Some(t) => NetworkMode::Container(t.to_string()),
+                None => NetworkMode::Network(m.to_string()),
+            },
+        }
+    }
+
+    /// The network this mode attaches the container to: `bridge` for the default, none for
+    /// host, none and `container:`.
+    pub fn network(&self) -> Option<&str> {
+        match self {
+            NetworkMode::Default | NetworkMode::Bridge => Some("bridge"),
+            NetworkMode::Network(n) => Some(n),
+            NetworkMode::Host | NetworkMode::None | NetworkMode::Container(_) => None,
+        }
+    }
+
+    pub fn is_host(&self) -> bool {
+        *self == NetworkMode::Host
+    }
+
+    /// The container whose namespace this mode joins.
+    pub fn container(&self) -> Option<&str> {
+        match self {
+            NetworkMode::Container(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// Host, none or `container:`: no network of the container's own to connect to.
+    pub fn shares_namespace(&self) -> bool {
+        self.network().is_none()
+    }
+}
+
+impl std::fmt::Display for NetworkMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NetworkMode::Default => f.write_str("default"),
+            NetworkMode::Bridge => f.write_str("bridge"),
+            NetworkMode::Host => f.write_str("host"),
+            NetworkMode::None => f.write_str("none"),
+            NetworkMode::Container(t) => write!(f, "container:{t}"),
+            NetworkMode::Network(n) => f.write_str(n),
+        }
+    }
+}
+
+impl From<&str> for NetworkMode {
+    fn from(s: &str) -> Self {
+        NetworkMode::parse(s)
+    }
+}
+
+impl Serialize for NetworkMode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for NetworkMode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Ok(NetworkMode::parse(&String::deserialize(d)?))
+    }
+}
+
+#[cfg(test)]
+mod mode_tests {
+    use super::NetworkMode;
+
+    #[test]
+    fn network_modes() {
+        for (s, network, shown) in [
+            ("", Some("bridge"), "default"),
+            ("default", Some("bridge"), "default"),
+            ("bridge", Some("bridge"), "bridge"),
+            ("host", None, "host"),
+            ("none", None, "none"),
+            ("container:x", None, "container:x"),
+            ("mynet", Some("mynet"), "mynet"),
+        ] {
+            let m = NetworkMode::parse(s);
+            assert_eq!(m.network(), network, "{s}");
+            assert_eq!(m.to_string(), shown);
+            let json = serde_json::to_string(&m).unwrap();
+            assert_eq!(serde_json::from_str::<NetworkMode>(&json).unwrap(), m);
+        }
+        assert_eq!(NetworkMode::parse("container:x").container(), Some("x"));
+        assert_eq!(
+            NetworkMode::parse("container:"),
+            NetworkMode::Container(String::new())
+        );
+    }
+}

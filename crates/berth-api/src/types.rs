@@ -11,6 +11,8 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
+pub use crate::network::NetworkMode;
+
 /// `null` (as docker-py sends for unset strings) becomes the type's default.
 pub fn nullable<'de, D, T>(d: D) -> Result<T, D::Error>
 where
@@ -616,7 +618,7 @@ pub struct HostConfig {
     pub container_id_file: String,
     pub log_config: LogConfig,
     #[serde(deserialize_with = "nullable")]
-    pub network_mode: String,
+    pub network_mode: NetworkMode,
     pub port_bindings: Option<PortMap>,
     pub restart_policy: RestartPolicy,
     #[serde(deserialize_with = "nullable")]
@@ -807,7 +809,7 @@ pub struct MountPoint {
 #[serde(default, rename_all = "PascalCase")]
 pub struct SummaryHostConfig {
     #[serde(deserialize_with = "nullable")]
-    pub network_mode: String,
+    pub network_mode: NetworkMode,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub annotations: Option<StringMap>,
 }

@@ -825,12 +825,10 @@ impl ContainerOpts {
             log_config.config = Some(kv_map(&self.log_opt));
         }
 
-        let network_mode = self.network.clone().unwrap_or_else(|| "default".into());
+        let network_mode =
+            berth_api::types::NetworkMode::parse(self.network.as_deref().unwrap_or(""));
         let mut endpoints = BTreeMap::new();
-        let builtin = matches!(
-            network_mode.as_str(),
-            "default" | "bridge" | "host" | "none"
-        ) || network_mode.starts_with("container:");
+        let builtin = !matches!(network_mode, berth_api::types::NetworkMode::Network(_));
         let ipam = (self.ip.is_some() || self.ip6.is_some() || !self.link_local_ip.is_empty())
             .then(|| berth_api::types::EndpointIpamConfig {
                 ipv4_address: self.ip.clone().unwrap_or_default(),
@@ -840,7 +838,7 @@ impl ContainerOpts {
             });
         if !builtin || !self.network_alias.is_empty() || ipam.is_some() {
             endpoints.insert(
-                network_mode.clone(),
+                network_mode.to_string(),
                 EndpointSettings {
                     ipam_config: ipam,
                     aliases: (!self.network_alias.is_empty()).then(|| self.network_alias.clone()),

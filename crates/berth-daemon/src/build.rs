@@ -6,7 +6,8 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderValue, Request, Response};
 use axum::routing::post;
 use axum::Router;
-use berth_build::builder::BuildOptions;
+use berth_api::types::Ulimit;
+use berth_build::builder::{BuildOptions, StepLimits};
 use berth_engine::image::build::BuildMessage;
 use futures_util::StreamExt;
 use std::collections::BTreeMap;
@@ -28,6 +29,29 @@ fn json_map<T: serde::de::DeserializeOwned + Default>(q: &Query, key: &str) -> A
         Some(s) => serde_json::from_str(s)
             .map_err(|e| ApiError::bad_request(format!("invalid {key} parameter: {e}"))),
     }
+}
+
+/// An integer query parameter; absent or empty is 0.
+fn int(q: &Query, key: &str) -> ApiResult<i64> {
+    match q.get(key).map(str::trim) {
+        None | Some("") => Ok(0),
+        Some(v) => v
+            .parse()
+            .map_err(|_| ApiError::bad_request(format!("invalid {key} parameter: {v:?}"))),
+    }
+}
+
+/// The resource options the classic builder gives every RUN step's container.
+fn step_limits(q: &Query) -> ApiResult<StepLimits> {
+    Ok(StepLimits {
+        memory: int(q, "memory")?,
+        memory_swap: int(q, "memswap")?,
+        cpu_shares: int(q, "cpushares")?,
+        cpu_period: int(q, "cpuperiod")?,
+        cpu_quota: int(q, "cpuquota")?,
+        cpuset_cpus: q.get("cpusetcpus").unwrap_or_default().to_string(),
+        cpuset_mems: q.get("cpusetmems").unwrap_or_default().to_string(),
+    })
 }
 
 fn options(q: &Query, experimental: bool) -> ApiResult<BuildOptions> {
@@ -74,6 +98,18 @@ fn options(q: &Query, experimental: bool) -> ApiResult<BuildOptions> {
         squash,
         // The classic builder allows RUN --network=host; nothing grants insecure mode here.
         allow_network_host: true,
+        shm_size: Some(int(q, "shmsize")?).filter(|s| *s > 0),
+        ulimits: json_map::<Option<Vec<Ulimit>>>(q, "ulimits")?
+            .unwrap_or_default()
+            .into_iter()
+            .map(|u| format!("{}={}:{}", u.name, u.soft, u.hard))
+            .collect(),
+        cgroup_parent: q
+            .get("cgroupparent")
+            .filter(|c| !c.is_empty())
+            .map(String::from),
+        limits: step_limits(q)?,
+        keep_failed: !q.flag("forcerm"),
         ..Default::default()
     })
 }

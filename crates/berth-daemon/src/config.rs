@@ -16,6 +16,9 @@ pub const KEYS: &[&str] = &[
     "api-cors-header",
     "bip",
     "bridge",
+    "cni-bin-dir",
+    "cni-conf-dir",
+    "cri-socket",
     "data-root",
     "debug",
     "default-address-pools",
@@ -28,6 +31,7 @@ pub const KEYS: &[&str] = &[
     "log-level",
     "log-opts",
     "pidfile",
+    "registry-config-path",
     "registry-mirrors",
     "tls",
     "tlscacert",
@@ -58,6 +62,13 @@ pub struct FileConfig {
     pub log_opts: Option<BTreeMap<String, String>>,
     pub pidfile: Option<PathBuf>,
     pub registry_mirrors: Option<Vec<String>>,
+    /// `--registry-config-path`: per-registry `hosts.toml` files.
+    pub registry_config_path: Option<PathBuf>,
+    /// `--cri-socket`: the CRI server's socket (`unix://PATH`; empty: no CRI server).
+    pub cri_socket: Option<String>,
+    /// `--cni-conf-dir` and `--cni-bin-dir` (a `:`-separated list) for pod networking.
+    pub cni_conf_dir: Option<PathBuf>,
+    pub cni_bin_dir: Option<String>,
     pub tls: Option<bool>,
     pub tlscacert: Option<PathBuf>,
     pub tlscert: Option<PathBuf>,
@@ -144,6 +155,10 @@ pub fn parse(text: &str) -> Result<FileConfig, String> {
             "hosts" => c.hosts = Some(strings(k, v)?),
             "insecure-registries" => c.insecure_registries = Some(strings(k, v)?),
             "registry-mirrors" => c.registry_mirrors = Some(strings(k, v)?),
+            "registry-config-path" => c.registry_config_path = Some(string(k, v)?.into()),
+            "cri-socket" => c.cri_socket = Some(string(k, v)?),
+            "cni-conf-dir" => c.cni_conf_dir = Some(string(k, v)?.into()),
+            "cni-bin-dir" => c.cni_bin_dir = Some(string(k, v)?),
             "log-opts" => {
                 let Value::Object(o) = v else {
                     return Err(format!("log-opts: expected an object, got {v}"));
@@ -277,7 +292,9 @@ mod tests {
               "tls": true, "tlsverify": true, "tlscacert": "/etc/b/ca.pem",
               "tlscert": "/etc/b/server-cert.pem", "tlskey": "/etc/b/server-key.pem",
               "api-cors-header": "http://ui.example",
-              "exec-opts": ["native.cgroupdriver=systemd"], "default-cgroupns-mode": "host"
+              "exec-opts": ["native.cgroupdriver=systemd"], "default-cgroupns-mode": "host",
+              "registry-config-path": "/etc/b/certs.d", "cri-socket": "unix:///run/b/cri.sock",
+              "cni-conf-dir": "/etc/b/cni", "cni-bin-dir": "/opt/cni/bin:/usr/lib/cni"
             }"#,
         )
         .expect("parse");
@@ -302,6 +319,8 @@ mod tests {
         assert_eq!(c.tlsverify, Some(true));
         assert_eq!(c.tlskey, Some("/etc/b/server-key.pem".into()));
         assert_eq!(c.api_cors_header.as_deref(), Some("http://ui.example"));
+        assert_eq!(c.cri_socket.as_deref(), Some("unix:///run/b/cri.sock"));
+        assert_eq!(c.cni_bin_dir.as_deref(), Some("/opt/cni/bin:/usr/lib/cni"));
         assert_eq!(c.raw.len(), KEYS.len());
     }
 

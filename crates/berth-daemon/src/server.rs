@@ -40,6 +40,13 @@ pub struct DaemonOptions {
     pub cgroup_driver: berth_engine::CgroupDriver,
     /// `--default-cgroupns-mode` (or the host's default).
     pub default_cgroupns: berth_engine::CgroupnsMode,
+    /// `--registry-config-path`: per-registry `hosts.toml` (mirrors) for both APIs' pulls.
+    pub registry_config_path: PathBuf,
+    /// `--cri-socket`: `unix://PATH` of the CRI server; empty for none.
+    pub cri_socket: String,
+    /// Pod networking (CNI): configuration directory and plugin directories.
+    pub cni_conf_dir: PathBuf,
+    pub cni_bin_dirs: Vec<PathBuf>,
     /// TLS on the `tcp://` listeners (`--tls`, `--tlsverify`); `None`: plain HTTP there.
     pub tls: Option<crate::tls::TlsFiles>,
     /// `--tls=false` (or `--tlsverify=false`) given explicitly: the user accepts plain TCP on a
@@ -440,15 +447,36 @@ async fn serve(opts: &DaemonOptions) -> Result<(), String> {
         registry: berth_engine::RegistryConfig {
             insecure_registries: opts.insecure_registries.clone(),
             mirrors: opts.registry_mirrors.clone(),
+            hosts_dir: Some(opts.registry_config_path.clone()),
         },
         network: opts.network.clone(),
         log_opts: opts.log_opts.clone(),
         experimental: opts.experimental,
         cgroup_driver: opts.cgroup_driver,
         default_cgroupns: opts.default_cgroupns,
+        cni: berth_net_cni(opts),
     })
     .await
     .map_err(|e| e.to_string())?;
+    // The Kubernetes front door, on its own socket (`--cri-socket ""` turns it off).
+    let cri_stop = Arc::new(tokio::sync::Notify::new());
+    let cri = match berth_cri::socket_path(&opts.cri_socket)? {
+        Some(socket) => {
+            let stop = cri_stop.clone();
+            Some(
+                berth_cri::serve(
+                    engine.clone(),
+                    berth_cri::CriOptions {
+                        socket,
+                        stream_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+                    },
+                    async move { stop.notified().await },
+                )
+                .await?,
+            )
+        }
+        None => None,
+    };
     let app = router(AppState {
         engine: engine.clone(),
         buildkit: berth_buildkit::BuildKit::new(Arc::new(engine.clone())),
@@ -518,11 +546,23 @@ async fn serve(opts: &DaemonOptions) -> Result<(), String> {
     }
     tracing::info!("shutting down; containers keep running (live restore)");
     shutdown.notify_waiters();
+    if let Some(cri) = cri {
+        // A permit, so the CRI server stops even if it was not waiting yet.
+        cri_stop.notify_one();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), cri).await;
+    }
     engine.shutdown();
     for p in paths {
         let _ = std::fs::remove_file(p);
     }
     Ok(())
+}
+
+fn berth_net_cni(opts: &DaemonOptions) -> berth_engine::network::CniConfig {
+    berth_engine::network::CniConfig {
+        conf_dir: opts.cni_conf_dir.clone(),
+        bin_dirs: opts.cni_bin_dirs.clone(),
+    }
 }
 
 pub fn status_only(code: StatusCode) -> Response<Body> {

@@ -133,9 +133,17 @@ pub fn parent_path(parent: &str) -> std::result::Result<String, String> {
     Ok(format!("/{}", parts.join("/")))
 }
 
+/// The cgroupfs driver's cgroups path of a container under `cgroup_parent` (a pod's
+/// containers go there whichever driver the daemon uses: the kubelet names their parent).
+pub fn container_path(id: &str, cgroup_parent: &str) -> String {
+    let parent =
+        parent_path(cgroup_parent).unwrap_or_else(|_| berth_runtime::cgroup::DEFAULT_PARENT.into());
+    format!("{}/{id}", parent.trim_end_matches('/'))
+}
+
 impl crate::Engine {
     /// The container's cgroup, as its bundle names it (None before its first start).
-    pub(crate) fn cgroup(&self, id: &str) -> Option<Cgroup> {
+    pub fn cgroup(&self, id: &str) -> Option<Cgroup> {
         Cgroup::of_bundle(&self.runtime_dir(id))
     }
 

@@ -31,14 +31,9 @@ pub enum EngineError {
 }
 
 /// What a failed start means to a client: Docker's exit codes 127 (not found) and 126 (not
-/// executable), the user's other mistakes, or an internal failure.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StartFault {
-    NotFound,
-    PermissionDenied,
-    User,
-    Internal,
-}
+/// executable), the user's other mistakes, or an internal failure. Typed in berth-runtime where
+/// the failure happens (the daemon's checks, the shim), carried here as is.
+pub use berth_runtime::StartFault;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StartFailure {
@@ -47,24 +42,20 @@ pub struct StartFailure {
 }
 
 impl StartFailure {
-    /// Classifies by the runtime error's type. The OCI runtime's own create and start failures
-    /// arrive as text from the shim process (libcontainer's messages); those alone are read, in
-    /// `RuntimeError::start_fault`.
-    pub fn from_runtime(e: &berth_runtime::RuntimeError) -> StartFailure {
-        use berth_runtime::StartFault as R;
-        let fault = match e.start_fault() {
-            R::NotFound => StartFault::NotFound,
-            R::PermissionDenied => StartFault::PermissionDenied,
-            R::User => StartFault::User,
-            R::Internal => StartFault::Internal,
-        };
+    /// `what` is the runtime's message; the words around it are dockerd's.
+    pub fn new(fault: StartFault, what: &str) -> StartFailure {
         let message = match fault {
-            StartFault::Internal => format!("failed to start container: {e}"),
+            StartFault::Internal => format!("failed to start container: {what}"),
             _ => format!(
-                "failed to create task for container: OCI runtime create failed: {e}: unknown"
+                "failed to create task for container: OCI runtime create failed: {what}: unknown"
             ),
         };
         StartFailure { fault, message }
+    }
+
+    /// A runtime error, by its type (`RuntimeError::start_fault`): no message is read.
+    pub fn from_runtime(e: &berth_runtime::RuntimeError) -> StartFailure {
+        StartFailure::new(e.start_fault(), &e.to_string())
     }
 
     /// The container's exit code, as Docker reports a start that failed.

@@ -5,7 +5,8 @@
 //!
 //! One folder per resource, one file per operation: `container/` (create, start, stop, remove,
 //! wait, monitor, recover, ...), `network/`, `image/`, `volume/`, `exec/`, `ops/` (pause, top,
-//! update, commit, export); `runtime/` is the client of the shims.
+//! update, commit, export), `pod/` (the CRI's pod sandboxes); `runtime/` is the client of the
+//! shims.
 
 pub mod cgroups;
 pub mod container;
@@ -16,6 +17,7 @@ mod filters;
 pub mod image;
 pub mod network;
 pub mod ops;
+pub mod pod;
 pub mod runtime;
 mod sweep;
 mod system;
@@ -55,6 +57,8 @@ pub struct EngineConfig {
     pub cgroup_driver: CgroupDriver,
     /// `--default-cgroupns-mode`: for containers that do not say.
     pub default_cgroupns: CgroupnsMode,
+    /// Pod networking: the CNI configuration directory and plugin directories.
+    pub cni: berth_net::cni::CniConfig,
 }
 
 pub struct Inner {
@@ -75,6 +79,8 @@ pub struct Inner {
     execs: exec::ExecTable,
     events: events::EventBus,
     health: container::health::HealthTable,
+    /// Pod sandboxes (the CRI's).
+    pods: std::sync::Mutex<pod::PodIndex>,
     /// The shims (a fake in unit tests).
     runtime: Arc<dyn runtime::Runtime>,
 }
@@ -128,9 +134,11 @@ impl Engine {
                 execs: exec::ExecTable::default(),
                 events: events::EventBus::default(),
                 health: container::health::HealthTable::default(),
+                pods: Default::default(),
                 runtime,
             }),
         };
+        engine.restore_pods()?;
         engine.restore().await?;
         engine.volumes().sweep_mounts();
         Ok(engine)
@@ -213,6 +221,7 @@ mod tests {
             experimental: false,
             cgroup_driver: Default::default(),
             default_cgroupns: CgroupnsMode::Host,
+            cni: Default::default(),
         }
     }
 

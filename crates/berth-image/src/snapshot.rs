@@ -138,8 +138,25 @@ impl ImageStore {
         Ok(out)
     }
 
-    /// Prepares a container's rw layer on top of an image (by id or any name `get` accepts).
+    /// Prepares a container's rw layer on top of an image (by id or any name `get` accepts), with
+    /// Docker's init layer between them.
     pub fn create_snapshot(&self, container_id: &str, image_id: &str) -> Result<(), ImageError> {
+        self.new_snapshot(container_id, image_id, true)
+    }
+
+    /// A snapshot of the image's own tree, without the init layer: what a build mounts to read
+    /// a stage or an image from (`COPY --from`, bind mounts, exporters), where a container's
+    /// mount points would be files the image does not have.
+    pub fn create_image_snapshot(&self, id: &str, image_id: &str) -> Result<(), ImageError> {
+        self.new_snapshot(id, image_id, false)
+    }
+
+    fn new_snapshot(
+        &self,
+        container_id: &str,
+        image_id: &str,
+        init: bool,
+    ) -> Result<(), ImageError> {
         let _g = self.gc.read().unwrap_or_else(|e| e.into_inner());
         let dir = self.snapshot_dir(container_id)?;
         let id = self.resolve_id(image_id)?;
@@ -165,11 +182,13 @@ impl ImageStore {
             let p = dir.join(d);
             fs::create_dir_all(&p).ctx("create", &p)?;
         }
-        make_init_layer(&dir.join("init"))?;
+        if init {
+            make_init_layer(&dir.join("init"))?;
+        }
         let sr = SnapshotRecord {
             image_id: id,
             layers: rec.layers.iter().map(|l| l.chain_id.clone()).collect(),
-            init: true,
+            init,
         };
         let json = serde_json::to_vec(&sr).map_err(|e| ImageError::json("snapshot", e))?;
         // Written last: its presence marks a complete snapshot.

@@ -735,6 +735,15 @@ fn commit_and_diff_snapshot() {
     );
     assert!(s.snapshot_changes("d").unwrap().is_empty());
     s.remove_snapshot("d").unwrap();
+    // A build's view of an image has the image's tree only.
+    s.create_image_snapshot("v", "committed:1").unwrap();
+    let m = s.mount_snapshot("v").unwrap();
+    assert_eq!(s.snapshot_paths("v").unwrap().lower_dirs.len(), 3);
+    assert!(m.join("keep").exists());
+    for p in [".dockerenv", "etc/hosts", "etc/mtab", "dev/shm"] {
+        assert!(fs::symlink_metadata(m.join(p)).is_err(), "{p}");
+    }
+    s.remove_snapshot("v").unwrap();
     // The saved archive of a committed image loads elsewhere with the same id.
     let mut out = Vec::new();
     s.save(&["committed:1".to_string()], &mut out).unwrap();

@@ -1,10 +1,12 @@
 //! berth-net: bridges, veth pairs and network namespaces (netlink), address management, NAT and
-//! published ports (nftables), and the embedded DNS resolver of user-defined networks.
+//! published ports (nftables), the embedded DNS resolver of user-defined networks, and the CNI
+//! plugin driver of pod networks.
 //!
 //! The engine decides *what* (which networks exist, which container is on which); this crate
 //! does the kernel side and knows nothing of containers beyond an owner id.
 
 pub mod cidr;
+pub mod cni;
 pub mod dns;
 pub mod ipam;
 pub mod netlink;
@@ -33,6 +35,8 @@ pub enum NetError {
     Nft(String),
     #[error("dns: {0}")]
     Dns(String),
+    #[error("cni: {0}")]
+    Cni(String),
     #[error("{0}")]
     Other(String),
 }

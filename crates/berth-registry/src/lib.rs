@@ -3,6 +3,7 @@
 pub mod cli;
 pub mod client;
 pub mod error;
+pub mod hosts;
 pub mod server;
 pub mod storage;
 

@@ -154,6 +154,7 @@ pub fn spawn_exec(
         open_stdin: cfg.attach_stdin,
         // Docker: an exec's stdin closes when its attachment's stdin ends.
         stdin_once: true,
+        log_format: Default::default(),
         exec: Some(ExecShimOptions {
             privileged: cfg.privileged,
             hold_output,
@@ -164,9 +165,9 @@ pub fn spawn_exec(
         .map_err(|e| RuntimeError::io("write shim.json", e))?;
     match launch(berth_exe, dir)? {
         Ok(s) => Ok(s),
-        Err(Some(e)) => {
+        Err(Some((message, fault))) => {
             let _ = fs::remove_dir_all(dir);
-            Err(RuntimeError::Exec(e))
+            Err(RuntimeError::Exec { message, fault })
         }
         Err(None) => {
             let log = fs::read_to_string(dir.join(SHIM_LOG)).unwrap_or_default();

@@ -4,11 +4,13 @@
 pub mod cgroup;
 mod error;
 pub mod exec;
+pub mod infra;
 pub mod limits;
 pub mod seccomp;
 pub mod seccomp_bpf;
 pub mod shim;
 pub mod spec;
+pub mod spec_extras;
 mod user;
 
 pub use error::{RuntimeError, StartFault};

@@ -15,6 +15,9 @@ pub const MIN_CFS_PERIOD: i64 = 1_000;
 pub const MAX_CFS_PERIOD: i64 = 1_000_000;
 /// The kernel's smallest CFS quota: 1 ms.
 pub const MIN_CFS_QUOTA: i64 = 1_000;
+/// The kernel's largest CFS quota (`max_cfs_runtime`: 2^44-1 µs, about 203 days); a larger
+/// one is EINVAL at the cgroup write.
+pub const MAX_CFS_QUOTA: i64 = (1 << 44) - 1;
 /// The smallest `NanoCpus`: 0.01 CPU, whose quota at the default period is the 1 ms minimum.
 pub const MIN_NANO_CPUS: i64 = 10_000_000;
 /// `pids.max` takes at most `PID_MAX_LIMIT` (4 Mi on 64-bit kernels).
@@ -58,6 +61,72 @@ pub fn cfs(nano_cpus: i64, cpu_period: i64, cpu_quota: i64) -> Option<(Option<i6
         (cpu_period > 0).then_some(cpu_period),
         (cpu_quota != 0).then_some(cpu_quota),
     ))
+}
+
+/// `--ulimit` names (Docker's, from go-units) and the resource each sets.
+pub const RLIMITS: [(&str, &str, libc::__rlimit_resource_t); 16] = [
+    ("as", "RLIMIT_AS", libc::RLIMIT_AS),
+    ("core", "RLIMIT_CORE", libc::RLIMIT_CORE),
+    ("cpu", "RLIMIT_CPU", libc::RLIMIT_CPU),
+    ("data", "RLIMIT_DATA", libc::RLIMIT_DATA),
+    ("fsize", "RLIMIT_FSIZE", libc::RLIMIT_FSIZE),
+    ("locks", "RLIMIT_LOCKS", libc::RLIMIT_LOCKS),
+    ("memlock", "RLIMIT_MEMLOCK", libc::RLIMIT_MEMLOCK),
+    ("msgqueue", "RLIMIT_MSGQUEUE", libc::RLIMIT_MSGQUEUE),
+    ("nice", "RLIMIT_NICE", libc::RLIMIT_NICE),
+    ("nofile", "RLIMIT_NOFILE", libc::RLIMIT_NOFILE),
+    ("nproc", "RLIMIT_NPROC", libc::RLIMIT_NPROC),
+    ("rss", "RLIMIT_RSS", libc::RLIMIT_RSS),
+    ("rtprio", "RLIMIT_RTPRIO", libc::RLIMIT_RTPRIO),
+    ("rttime", "RLIMIT_RTTIME", libc::RLIMIT_RTTIME),
+    ("sigpending", "RLIMIT_SIGPENDING", libc::RLIMIT_SIGPENDING),
+    ("stack", "RLIMIT_STACK", libc::RLIMIT_STACK),
+];
+
+/// A ulimit value as setrlimit takes it: -1 is unlimited (RLIM_INFINITY), other negatives
+/// are no value.
+pub fn rlimit_value(v: i64) -> Option<u64> {
+    match v {
+        -1 => Some(u64::MAX),
+        v if v >= 0 => Some(v as u64),
+        _ => None,
+    }
+}
+
+/// The hard limit of `resource` this process has: what a container may get at most without
+/// CAP_SYS_RESOURCE (raising a hard limit needs it).
+pub fn own_hard_limit(resource: libc::__rlimit_resource_t) -> u64 {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the rlimit we own.
+    if unsafe { libc::getrlimit(resource, &mut r) } == 0 {
+        r.rlim_max
+    } else {
+        u64::MAX
+    }
+}
+
+/// A cpuset list (`0-3,5`): the numbers it names, `None` when it is not one. Empty is none.
+pub fn parse_cpuset(s: &str) -> Option<std::collections::BTreeSet<u32>> {
+    let mut out = std::collections::BTreeSet::new();
+    if s.is_empty() {
+        return Some(out);
+    }
+    for part in s.split(',') {
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (a, b),
+            None => (part, part),
+        };
+        let (a, b): (u32, u32) = (a.parse().ok()?, b.parse().ok()?);
+        // Bounded: the kernel's NR_CPUS is at most 8192, MAX_NUMNODES far less.
+        if a > b || b >= 8192 {
+            return None;
+        }
+        out.extend(a..=b);
+    }
+    Some(out)
 }
 
 /// cpu.shares as the kernel can take them: 0 (unset) stays 0, anything else is clamped into

@@ -69,6 +69,14 @@ pub struct Isolation {
     pub shm: Shm,
 }
 
+/// One `--ulimit`: Docker's name (`nofile`) and the limits (-1 is unlimited).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ulimit {
+    pub name: String,
+    pub soft: i64,
+    pub hard: i64,
+}
+
 /// Everything the engine resolved for one `docker run`.
 #[derive(Debug, Clone)]
 pub struct ContainerRunConfig {
@@ -87,8 +95,10 @@ pub struct ContainerRunConfig {
     pub cap_add: Vec<String>,
     pub cap_drop: Vec<String>,
     pub no_new_privileges: bool,
-    /// Memory, CPU, pids and block IO limits.
+    /// Memory, CPU (quota, weight, cpusets), pids and block IO limits: the cgroup's.
     pub resources: Resources,
+    /// `HostConfig.Ulimits` (checked at create); a `nofile` one replaces the default.
+    pub ulimits: Vec<Ulimit>,
     pub mounts: Vec<Mount>,
     /// From `CgroupDriver::cgroups_path`: `/berth/<id>` (cgroupfs) or `system.slice:berth:<id>`.
     pub cgroups_path: String,
@@ -97,6 +107,8 @@ pub struct ContainerRunConfig {
     /// `HostConfig.OomScoreAdj` (-1000..1000, checked at create).
     pub oom_score_adj: i64,
     pub seccomp: SeccompMode,
+    /// A pod's container: shared namespaces and Kubernetes' settings (`spec_extras`).
+    pub extras: crate::spec_extras::SpecExtras,
 }
 
 /// `--security-opt seccomp=...`: Docker's default profile, none, or a profile of the user's
@@ -489,6 +501,21 @@ pub(crate) fn build_spec_for(
 
     let caps = capabilities(cfg, host)?;
     let nofile = host.nofile_hard.min(1_048_576);
+    let mut rlimits = Vec::new();
+    for u in &cfg.ulimits {
+        let kind = crate::limits::RLIMITS
+            .iter()
+            .find(|(n, _, _)| *n == u.name)
+            .map(|(_, k, _)| *k)
+            .ok_or_else(|| RuntimeError::Spec(format!("invalid ulimit type: {}", u.name)))?;
+        let (soft, hard) = crate::limits::rlimit_value(u.soft)
+            .zip(crate::limits::rlimit_value(u.hard))
+            .ok_or_else(|| RuntimeError::Spec(format!("invalid ulimit value for {}", u.name)))?;
+        rlimits.push(json!({ "type": kind, "hard": hard, "soft": soft }));
+    }
+    if !cfg.ulimits.iter().any(|u| u.name == "nofile") {
+        rlimits.push(json!({ "type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile }));
+    }
 
     let mut process = json!({
         "terminal": cfg.tty,
@@ -499,7 +526,7 @@ pub(crate) fn build_spec_for(
         "capabilities": {
             "bounding": caps, "effective": caps, "permitted": caps,
         },
-        "rlimits": [{ "type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile }],
+        "rlimits": rlimits,
         "oomScoreAdj": cfg.oom_score_adj,
     });
     // Only ever `true`: libcontainer treats a present `false` like `true` when ordering
@@ -678,6 +705,7 @@ pub(crate) fn build_spec_for(
         let text = serde_json::to_string(&d).map_err(|e| RuntimeError::Spec(e.to_string()))?;
         spec["annotations"] = json!({ crate::cgroup::DEFERRED_ANNOTATION: text });
     }
+    cfg.extras.apply(&mut spec, cfg.privileged)?;
     serde_json::from_value(spec).map_err(|e| RuntimeError::Spec(e.to_string()))
 }
 
@@ -739,12 +767,14 @@ mod tests {
             cap_drop: vec![],
             no_new_privileges: false,
             resources: Resources::default(),
+            ulimits: vec![],
             mounts: vec![],
             cgroups_path: "/berth/c1".into(),
             network: NetworkMode::New,
             isolation: Isolation::default(),
             oom_score_adj: 0,
             seccomp: Default::default(),
+            extras: Default::default(),
         }
     }
 

@@ -63,12 +63,14 @@ fn config(env: &Env, args: &[&str]) -> ContainerRunConfig {
         cap_drop: vec![],
         no_new_privileges: false,
         resources: Default::default(),
+        ulimits: vec![],
         mounts: vec![],
         cgroups_path: format!("/berth-test/{}", env.opts.id),
         network: NetworkMode::New,
         isolation: Default::default(),
         oom_score_adj: 0,
         seccomp: Default::default(),
+        extras: Default::default(),
     }
 }
 
@@ -88,6 +90,7 @@ fn setup(name: &str) -> Env {
         tty: false,
         open_stdin: false,
         stdin_once: false,
+        log_format: Default::default(),
         exec: None,
     };
     Env {

@@ -65,18 +65,17 @@ pub fn request(
         req.push_str("Content-Length: 0\r\n");
     }
     req.push_str("\r\n");
-    s.write_all(req.as_bytes())
-        .map_err(|e| Error::new(format!("send request: {e}")))?;
-    if let Some(b) = body {
-        s.write_all(b)
-            .map_err(|e| Error::new(format!("send body: {e}")))?;
-    }
+    // Head and body in one write, as buffered clients send them.
+    let mut wire = req.into_bytes();
+    wire.extend_from_slice(body.unwrap_or_default());
+    // A server may answer (a 400, say) and close before reading the whole body; the write then
+    // fails with EPIPE or ECONNRESET but the answer is already in our receive buffer.
+    let sent = s.write_all(&wire);
     let mut raw = Vec::new();
-    // A server may answer and close before reading a whole body: keep what we got.
     let read = s.read_to_end(&mut raw);
     if raw.is_empty() {
         return Err(Error::new(format!(
-            "no response to {method} {path}: {read:?}"
+            "no response to {method} {path}: send {sent:?}, read {read:?}"
         )));
     }
     parse(&raw, method == "HEAD")

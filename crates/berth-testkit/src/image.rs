@@ -177,7 +177,14 @@ impl Layer {
                     data,
                 } => raw.file_owned(path, *mode, *uid, *gid, data),
                 Entry::Symlink { target } => raw.symlink(path, target),
-                Entry::Hardlink { target } => raw.hardlink(path, target),
+                // A hard link's header carries its target's mode and owner, as tar and
+                // docker write them (unpackers such as containerd's apply it to the inode).
+                Entry::Hardlink { target } => match self.entries.get(target) {
+                    Some(Entry::File { mode, uid, gid, .. }) => {
+                        raw.hardlink_owned(path, target, *mode, *uid, *gid)
+                    }
+                    _ => raw.hardlink(path, target),
+                },
             };
         }
         raw.finish()
@@ -274,6 +281,21 @@ impl RawTar {
 
     pub fn hardlink(&mut self, name: &str, target: &str) -> &mut Self {
         let h = Self::header(tar::EntryType::Link, 0o644, 0);
+        self.put(h, name, Some(target), &[])
+    }
+
+    /// A hard link whose header carries a mode and owner (its target's).
+    pub fn hardlink_owned(
+        &mut self,
+        name: &str,
+        target: &str,
+        mode: u32,
+        uid: u64,
+        gid: u64,
+    ) -> &mut Self {
+        let mut h = Self::header(tar::EntryType::Link, mode, 0);
+        h.set_uid(uid);
+        h.set_gid(gid);
         self.put(h, name, Some(target), &[])
     }
 

@@ -9,6 +9,7 @@
 
 pub mod cleanup;
 mod cmd;
+pub mod cri;
 mod daemon;
 pub mod http;
 pub mod image;

@@ -72,6 +72,19 @@ struct DaemonArgs {
     /// cgroup v2, host on v1)
     #[arg(long = "default-cgroupns-mode")]
     default_cgroupns_mode: Option<String>,
+    /// Per-registry hosts (mirrors) in containerd's format: `<dir>/<registry>/hosts.toml`.
+    #[arg(long = "registry-config-path", default_value = "/etc/berth/certs.d")]
+    registry_config_path: PathBuf,
+    /// The CRI (Kubernetes) server's socket, `unix://PATH` (default `<exec-root>/cri.sock`, so
+    /// `/run/berth/cri.sock`); empty to turn it off.
+    #[arg(long = "cri-socket")]
+    cri_socket: Option<String>,
+    /// Where pod networks are configured (CNI `.conflist`/`.conf` files).
+    #[arg(long = "cni-conf-dir", default_value = "/etc/cni/net.d")]
+    cni_conf_dir: PathBuf,
+    /// Where the CNI plugins are, `:`-separated.
+    #[arg(long = "cni-bin-dir", default_value = "/opt/cni/bin:/usr/lib/cni")]
+    cni_bin_dir: String,
     /// Use TLS on tcp:// listeners; implied by --tlsverify (--tls=false: plain TCP, even on a
     /// non-loopback address)
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
@@ -328,6 +341,21 @@ fn apply_config_file(
         let m = a.default_cgroupns_mode.clone().unwrap_or_default();
         flags.push(("default-cgroupns-mode", m));
     }
+    if given("registry_config_path") {
+        flags.push((
+            "registry-config-path",
+            a.registry_config_path.display().to_string(),
+        ));
+    }
+    if given("cri_socket") {
+        flags.push(("cri-socket", a.cri_socket.clone().unwrap_or_default()));
+    }
+    if given("cni_conf_dir") {
+        flags.push(("cni-conf-dir", a.cni_conf_dir.display().to_string()));
+    }
+    if given("cni_bin_dir") {
+        flags.push(("cni-bin-dir", a.cni_bin_dir.clone()));
+    }
     if given("tls") {
         flags.push(("tls", a.tls.unwrap_or(true).to_string()));
     }
@@ -395,6 +423,18 @@ fn apply_config_file(
     }
     if let Some(v) = f.default_cgroupns_mode {
         a.default_cgroupns_mode = Some(v);
+    }
+    if let Some(v) = f.registry_config_path {
+        a.registry_config_path = v;
+    }
+    if let Some(v) = f.cri_socket {
+        a.cri_socket = Some(v);
+    }
+    if let Some(v) = f.cni_conf_dir {
+        a.cni_conf_dir = v;
+    }
+    if let Some(v) = f.cni_bin_dir {
+        a.cni_bin_dir = v;
     }
     if let Some(v) = f.tls {
         a.tls = Some(v);
@@ -554,7 +594,7 @@ fn daemon(args: Vec<OsString>) -> i32 {
     }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(format!(
-            "warn,berth={level},berth_daemon={level},berth_engine={level},berth_image={level},berth_runtime={level},berth_net={level}"
+            "warn,berth={level},berth_daemon={level},berth_engine={level},berth_image={level},berth_runtime={level},berth_net={level},berth_cri={level}"
         )))
         .with_writer(std::io::stderr)
         .init();
@@ -565,6 +605,10 @@ fn daemon(args: Vec<OsString>) -> i32 {
             return 1;
         }
     };
+    let cri_socket = a
+        .cri_socket
+        .clone()
+        .unwrap_or_else(|| format!("unix://{}/cri.sock", a.exec_root.display()));
     let opts = berth_daemon::DaemonOptions {
         network,
         hosts: a.host,
@@ -579,6 +623,10 @@ fn daemon(args: Vec<OsString>) -> i32 {
         experimental: a.experimental,
         cgroup_driver: driver,
         default_cgroupns: cgroupns,
+        registry_config_path: a.registry_config_path,
+        cri_socket,
+        cni_conf_dir: a.cni_conf_dir,
+        cni_bin_dirs: std::env::split_paths(&a.cni_bin_dir).collect(),
         tls,
         tls_explicitly_off,
         hygiene: berth_daemon::hygiene::Hygiene {
@@ -613,6 +661,13 @@ fn main() {
     let code = match sub {
         // The shim must stay single-threaded: dispatch before anything starts a runtime.
         "shim" => berth_runtime::shim::main(
+            args[2..]
+                .iter()
+                .map(|s| s.to_string_lossy().into_owned())
+                .collect(),
+        ),
+        // A pod's namespace holder: single-threaded too (it unshares and forks).
+        "pod-infra" => berth_runtime::infra::main(
             args[2..]
                 .iter()
                 .map(|s| s.to_string_lossy().into_owned())

@@ -261,7 +261,8 @@ fn failing_run_reports_exit_code_and_stops() {
         "Dockerfile",
         "FROM busybox\nRUN echo before\nRUN exit 3\nRUN echo after\n",
     )]);
-    let o = build(d, c.path(), &[]);
+    // `--force-rm`: the failed step's container goes too (without it, it stays, as in Docker).
+    let o = build(d, c.path(), &["--force-rm"]);
     if o.code != 1 || !o.stderr.contains("non-zero") {
         panic!("{o}\ndaemon log:\n{}", d.log_text());
     }
@@ -273,7 +274,7 @@ fn failing_run_reports_exit_code_and_stops() {
     assert!(!o.stdout.contains("Step 4/4"), "{o}");
     // The API stream carries the code.
     let c2 = ctx(&[("Dockerfile", "FROM busybox\nRUN false\n")]);
-    let o = build(d, c2.path(), &["-q"]);
+    let o = build(d, c2.path(), &["-q", "--force-rm"]);
     o.code_is(1);
     assert!(o.stderr.contains("returned a non-zero code: 1"), "{o}");
 }
@@ -478,7 +479,7 @@ fn docker_cli_legacy_build() {
     }
     // A failing RUN: docker prints the legacy message and exits with the code.
     std::fs::write(c.path().join("Dockerfile"), "FROM busybox\nRUN exit 5\n").unwrap();
-    let o = docker_build(&[]);
+    let o = docker_build(&["--force-rm"]);
     assert!(
         o.stderr
             .contains("The command '/bin/sh -c exit 5' returned a non-zero code: 5"),
@@ -1189,5 +1190,103 @@ fn unknown_platform_is_refused_up_front() {
         r.text().contains("unknown operating system"),
         "{}",
         r.text()
+    );
+}
+
+/// The classic builder's resource options (`docker build --memory … --cgroup-parent …` with
+/// `DOCKER_BUILDKIT=0`) reach every RUN step's container, as dockerd applies them.
+#[test]
+fn legacy_build_resource_options_apply_to_run_steps() {
+    let d = d();
+    let Some(docker) = berth_testkit::which("docker") else {
+        eprintln!("SKIPPED: no `docker` CLI on PATH");
+        return;
+    };
+    if !Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists() {
+        eprintln!("SKIPPED: no cgroup v1 memory hierarchy to read the step's limits from");
+        return;
+    }
+    // Read from inside the step: its own cgroups (v1), its ulimits, its /dev/shm.
+    let script = "cg() { p=$(grep -E \":([^:]*,)?$1(,[^:]*)?:\" /proc/self/cgroup | cut -d: -f3); \
+                  for f in /sys/fs/cgroup/$1/$2 /sys/fs/cgroup/$1$p/$2; do \
+                    if [ -r $f ]; then cat $f; return; fi; done; echo none; }; \
+                  echo MEM=$(cg memory memory.limit_in_bytes) SW=$(cg memory memory.memsw.limit_in_bytes) \
+                       SHARES=$(cg cpu cpu.shares) QUOTA=$(cg cpu cpu.cfs_quota_us) \
+                       PERIOD=$(cg cpu cpu.cfs_period_us) CPUS=$(cg cpuset cpuset.cpus) \
+                       NOFILE=$(ulimit -n):$(ulimit -Hn) \
+                       SHM=$(df -k /dev/shm | tail -n 1 | awk '{print $2}') \
+                       CG=$(grep -E ':([^:]*,)?memory(,[^:]*)?:' /proc/self/cgroup | cut -d: -f3)";
+    let c = ctx(&[("Dockerfile", &format!("FROM busybox\nRUN {script}\n"))]);
+    let tag = unique("b-res");
+    let _g = Rmi(d, vec![tag.clone()]);
+    let cfg = tempfile::tempdir().unwrap();
+    let parent = unique("berth-build-cg");
+    let mut cmd = std::process::Command::new(&docker);
+    cmd.args([
+        "build",
+        "--no-cache",
+        "--memory",
+        "64m",
+        "--memory-swap",
+        "96m",
+        "--cpu-shares",
+        "512",
+        "--cpu-period",
+        "50000",
+        "--cpu-quota",
+        "25000",
+        "--cpuset-cpus",
+        "0",
+        "--ulimit",
+        "nofile=1000:2000",
+        "--shm-size",
+        "80m",
+        "--cgroup-parent",
+        &parent,
+        "-t",
+        &tag,
+        ".",
+    ])
+    .current_dir(c.path())
+    .env("DOCKER_HOST", d.host())
+    .env("DOCKER_CONFIG", cfg.path())
+    .env("DOCKER_BUILDKIT", "0")
+    .env_remove("DOCKER_CONTEXT")
+    .env_remove("DOCKER_API_VERSION");
+    let o = berth_testkit::run_with_timeout(cmd, None, Duration::from_secs(120));
+    // The parent cgroup is left, empty, as dockerd leaves it.
+    for h in [
+        "memory",
+        "cpu,cpuacct",
+        "cpu",
+        "cpuset",
+        "pids",
+        "blkio",
+        "devices",
+        "freezer",
+    ] {
+        let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup").join(h).join(&parent));
+    }
+    o.ok();
+    let line = o
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("MEM="))
+        .unwrap_or_else(|| panic!("the step printed nothing: {o}"));
+    for want in [
+        "MEM=67108864",
+        "SW=100663296",
+        "SHARES=512",
+        "QUOTA=25000",
+        "PERIOD=50000",
+        "CPUS=0",
+        "NOFILE=1000:2000",
+        &format!("SHM={}", 80 * 1024),
+    ] {
+        assert!(line.split(' ').any(|w| w == want), "no {want} in {line}");
+    }
+    assert!(
+        line.contains(&format!("CG=/{parent}/")),
+        "not under the cgroup parent {parent}: {line}"
     );
 }

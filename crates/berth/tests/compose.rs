@@ -48,6 +48,8 @@ impl Project {
             .args(args)
             .env("DOCKER_HOST", self.d.host())
             .env("DOCKER_CONFIG", self.dir.join(".docker"))
+            // Compose's own builder (docker-py's POST /build), not the docker CLI's BuildKit.
+            .env("COMPOSE_DOCKER_CLI_BUILD", "0")
             .env_remove("COMPOSE_API_VERSION")
             .env_remove("DOCKER_API_VERSION")
             .env_remove("DOCKER_CONTEXT");
@@ -276,4 +278,82 @@ fn events_carry_the_containers_labels() {
         assert_eq!(e["attributes"]["berth.test.service"], "web", "{e}");
         assert_eq!(e["attributes"]["image"], "busybox", "{e}");
     }
+}
+
+/// A compose project whose service `web` is built from `dockerfile`.
+fn build_project(prefix: &str, dockerfile: &str, build_extra: &str) -> Option<Project> {
+    let yml = format!(
+        "version: \"3.7\"\nservices:\n  web:\n    build:\n      context: .\n{build_extra}    command: sleep 300\n"
+    );
+    let p = Project::new(prefix, &yml)?;
+    std::fs::write(p.dir.join("Dockerfile"), dockerfile).expect("Dockerfile");
+    Some(p)
+}
+
+#[test]
+fn build_memory_and_shm_size_apply_to_run_steps() {
+    // What the RUN step sees: its memory cgroup's limit and the size of its /dev/shm.
+    let mem = "p=$(grep -E ':([^:]*,)?memory(,[^:]*)?:' /proc/self/cgroup | cut -d: -f3); \
+               for f in /sys/fs/cgroup/memory/memory.limit_in_bytes \
+                        /sys/fs/cgroup/memory$p/memory.limit_in_bytes /sys/fs/cgroup/memory.max; do \
+                 if [ -r $f ]; then echo MEM=$(cat $f); break; fi; done; \
+               echo SHM=$(df -k /dev/shm | tail -n 1 | awk '{print $2}')";
+    let Some(p) = build_project(
+        "cbres",
+        &format!("FROM busybox\nRUN {mem}\n"),
+        "      shm_size: '96m'\n",
+    ) else {
+        return;
+    };
+    let o = p.run(&["build", "--memory", "64m", "--no-cache", "web"]);
+    o.ok();
+    let all = format!("{}{}", o.stdout, o.stderr);
+    assert!(all.contains("MEM=67108864"), "{o}");
+    assert!(all.contains(&format!("SHM={}", 96 * 1024)), "{o}");
+}
+
+#[test]
+fn failed_build_leaves_its_step_container_unless_force_rm() {
+    let Some(p) = build_project(
+        "cbfail",
+        "FROM busybox\nLABEL berth.test.failed=\"yes\"\nRUN echo step >/marker && exit 3\n",
+        "",
+    ) else {
+        return;
+    };
+    let label = "berth.test.failed=yes";
+    let left = |d: &Daemon| -> Vec<String> {
+        let o = d.cli(&[
+            "ps",
+            "-aq",
+            "--no-trunc",
+            "--filter",
+            &format!("label={label}"),
+        ]);
+        o.ok();
+        o.out().lines().map(str::to_string).collect()
+    };
+    let before = left(p.d);
+    let o = p.run(&["build", "--no-cache", "web"]);
+    assert!(!o.success(), "the build should fail: {o}");
+    let kept: Vec<String> = left(p.d)
+        .into_iter()
+        .filter(|c| !before.contains(c))
+        .collect();
+    assert_eq!(kept.len(), 1, "the failed step's container: {kept:?}\n{o}");
+    let _rm = Rm(p.d, kept.clone());
+    // An ordinary exited container: the step's command, its exit code, its changes.
+    assert_eq!(fmt(p.d, &kept[0], "{{.State.ExitCode}}"), "3");
+    assert_eq!(fmt(p.d, &kept[0], "{{.State.Status}}"), "exited");
+    let diff = p.d.cli(&["diff", &kept[0]]);
+    diff.ok();
+    assert!(diff.out().lines().any(|l| l == "A /marker"), "{diff}");
+    // `--force-rm`: nothing new stays.
+    let o = p.run(&["build", "--no-cache", "--force-rm", "web"]);
+    assert!(!o.success(), "the build should fail: {o}");
+    let after: Vec<String> = left(p.d)
+        .into_iter()
+        .filter(|c| !before.contains(c) && !kept.contains(c))
+        .collect();
+    assert!(after.is_empty(), "--force-rm left {after:?}");
 }

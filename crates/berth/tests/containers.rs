@@ -75,6 +75,24 @@ fn exit_127_when_command_not_found() {
     o.code_is(127);
 }
 
+/// The image has the command but the container's own mounts hide it: found missing inside
+/// the container (by the shim, typed there), still Docker's 127 and 126.
+#[test]
+fn exit_127_and_126_when_mounts_hide_the_command() {
+    let o = d().cli(&[
+        "run", "--rm", "--tmpfs", "/bin", "busybox", "/bin/sh", "-c", "true",
+    ]);
+    o.code_is(127);
+    let f = std::env::temp_dir().join(unique("noexec"));
+    std::fs::write(&f, "#!/bin/sh\n").unwrap();
+    let bind = format!("{}:/bin/sh:ro", f.display());
+    let o = d().cli(&[
+        "run", "--rm", "-v", &bind, "busybox", "/bin/sh", "-c", "true",
+    ]);
+    let _ = std::fs::remove_file(&f);
+    o.code_is(126);
+}
+
 #[test]
 fn run_without_command_uses_image_cmd() {
     // busybox's Cmd is ["sh"]; with no stdin attached it reads EOF and exits 0.
@@ -332,6 +350,65 @@ fn memory_limit_visible_in_cgroup() {
     d.cli(&["create", "--name", &name, "-m", "64m", "busybox", "true"])
         .ok();
     assert_eq!(fmt(d, &name, "{{.HostConfig.Memory}}"), "67108864");
+}
+
+#[test]
+fn ulimits_and_cpusets_applied() {
+    let d = d();
+    let out = sh(
+        d,
+        &["--ulimit", "nofile=1000:2000", "--ulimit", "core=0"],
+        "echo $(ulimit -n) $(ulimit -Hn) $(ulimit -c)",
+    );
+    assert_eq!(out, "1000 2000 0");
+    // Without --ulimit nofile, the default stays.
+    let out = sh(d, &["--ulimit", "core=0"], "ulimit -n");
+    assert_ne!(out, "1000");
+    let out = sh(
+        d,
+        &["--cpuset-cpus", "0"],
+        &cgroup_script("cpuset", "cpuset.cpus", "cpuset.cpus.effective"),
+    );
+    assert_eq!(out, "0");
+    // Refused at create, in dockerd's words (go-units' for ulimits), not a 500 at start.
+    for (args, want) in [
+        (
+            &["--cpuset-cpus", "0-999"][..],
+            "Requested CPUs are not available",
+        ),
+        (
+            &["--cpuset-cpus", "x"][..],
+            "Invalid value x for cpuset cpus",
+        ),
+    ] {
+        let mut a = vec!["create"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&["busybox", "true"]);
+        let o = d.cli(&a);
+        assert!(!o.success() && o.stderr.contains(want), "{args:?}: {o}");
+    }
+    for (hc, want) in [
+        (
+            json!({"Ulimits": [{"Name": "bogus", "Soft": 1, "Hard": 1}]}),
+            "invalid ulimit type: bogus",
+        ),
+        (
+            json!({"CpusetMems": "77"}),
+            "Requested memory nodes are not available",
+        ),
+    ] {
+        let body = json!({"Image": "busybox", "HostConfig": hc});
+        let r = d
+            .api_with(
+                "POST",
+                "/containers/create",
+                &[("Content-Type", "application/json")],
+                Some(body.to_string().as_bytes()),
+            )
+            .expect("create");
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert!(r.text().contains(want), "{}", r.text());
+    }
 }
 
 #[test]

@@ -61,8 +61,8 @@ fn lifecycle_events_with_since_until_and_filters() {
             .unwrap_or_else(|| panic!("no {a} in {actions:?}"))
     };
     assert!(pos("create") < pos("start"));
-    assert!(pos("start") < pos("exec_create: true"));
-    assert!(pos("exec_start: true") < pos("exec_die"));
+    assert!(pos("start") < pos("exec_create: true "));
+    assert!(pos("exec_start: true ") < pos("exec_die"));
     assert!(pos("rename") < pos("stop"));
     assert!(pos("die") < pos("destroy"));
     let create = &evs[pos("create")];

@@ -153,6 +153,7 @@ impl StageRun<'_, '_, '_> {
             shm_size: opts.shm_size,
             ulimits: opts.ulimits.clone(),
             cgroup_parent: opts.cgroup_parent.clone(),
+            limits: opts.limits.clone(),
         };
         let progress = self.run.progress;
         let vertex = self.vertex.clone();
@@ -167,7 +168,11 @@ impl StageRun<'_, '_, '_> {
             return Err(BuildError::Cancelled);
         }
         if code != 0 {
-            self.run.b.backend.remove(&cid);
+            if opts.keep_failed {
+                self.run.b.backend.keep(&cid);
+            } else {
+                self.run.b.backend.remove(&cid);
+            }
             return Err(BuildError::RunFailed { cmd: shown, code });
         }
         let diff = self.commit_container(&cid, &prepared.stubs);

@@ -101,6 +101,21 @@ pub struct RunSpec {
     /// `--ulimit` values (`nofile=1024:2048`).
     pub ulimits: Vec<String>,
     pub cgroup_parent: Option<String>,
+    pub limits: StepLimits,
+}
+
+/// The legacy `POST /build`'s resource options (`memory`, `memswap`, `cpushares`, …), for every
+/// RUN step's container as dockerd's classic builder applies them. Zero/empty: unset.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StepLimits {
+    pub memory: i64,
+    /// Memory plus swap; -1 is unlimited swap.
+    pub memory_swap: i64,
+    pub cpu_shares: i64,
+    pub cpu_period: i64,
+    pub cpu_quota: i64,
+    pub cpuset_cpus: String,
+    pub cpuset_mems: String,
 }
 
 /// One mount of a RUN step's container.
@@ -151,6 +166,10 @@ pub trait Backend: Send + Sync {
         events: &mut dyn FnMut(RunEvent<'_>),
     ) -> Result<(String, i64), BuildError>;
     fn remove(&self, container_id: &str);
+    /// Leaves a failed step's container to the user: an ordinary container from now on.
+    fn keep(&self, container_id: &str) {
+        self.remove(container_id)
+    }
     /// Downloads `url` (ADD of a URL) into the file `dest`. Returns the server's
     /// Last-Modified time (unix seconds) when it sent one.
     fn fetch(&self, url: &str, dest: &Path) -> Result<Option<i64>, BuildError>;
@@ -219,6 +238,10 @@ pub struct BuildOptions {
     pub shm_size: Option<i64>,
     pub ulimits: Vec<String>,
     pub cgroup_parent: Option<String>,
+    pub limits: StepLimits,
+    /// The legacy builder without `forcerm`: a failed RUN step's container stays (visible to
+    /// `ps -a`, for a look at what went wrong); otherwise it is removed like the others.
+    pub keep_failed: bool,
     pub named_contexts: BTreeMap<String, NamedContext>,
 }
 

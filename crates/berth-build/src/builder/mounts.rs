@@ -327,7 +327,7 @@ impl<'s> MountedImage<'s> {
             &sha_hex(format!("{image_id}{}", unique_suffix()).as_bytes())[..32]
         );
         store
-            .create_snapshot(&id, image_id)
+            .create_image_snapshot(&id, image_id)
             .map_err(|e| failed("mounting source image", e))?;
         let mut m = MountedImage {
             store,

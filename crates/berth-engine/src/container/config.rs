@@ -416,8 +416,8 @@ pub(crate) fn validate_container_network_mode(c: &ContainerConfig, hc: &HostConf
             "conflicting options: hostname and the UTS mode".into(),
         ));
     }
-    let Some(target) = hc.network_mode.strip_prefix("container:") else {
-        if hc.network_mode == "host" && !c.mac_address.is_empty() {
+    let Some(target) = hc.network_mode.container() else {
+        if hc.network_mode.is_host() && !c.mac_address.is_empty() {
             return Err(EngineError::InvalidParameter(
                 "conflicting options: mac-address and the network mode".into(),
             ));

@@ -8,7 +8,7 @@ use crate::container::config::{
     fill_host_config_defaults, merge_config, merge_default_log_opts, validate_config,
     validate_container_network_mode, validate_host_config,
 };
-use crate::container::{ContainerRecord, Entry, StateRecord};
+use crate::container::{ContainerRecord, Entry, Owner, StateRecord};
 use crate::error::{EngineError, Result};
 use crate::util::{self, now_rfc3339};
 use crate::Engine;
@@ -19,15 +19,15 @@ impl Engine {
         name: Option<&str>,
         body: ContainerCreateBody,
     ) -> Result<(String, Vec<String>)> {
-        self.create_as(name, body, false).await
+        self.create_as(name, body, Owner::User).await
     }
 
-    /// `create`, for a build's RUN step when `build_step` (see `ContainerRecord::build_step`).
+    /// `create`, for a build's RUN step or a pod (see `Owner`).
     pub(crate) async fn create_as(
         &self,
         name: Option<&str>,
         body: ContainerCreateBody,
-        build_step: bool,
+        owner: Owner,
     ) -> Result<(String, Vec<String>)> {
         let mut config = body.config.clone();
         let mut host_config = body.host_config.clone().unwrap_or_default();
@@ -72,12 +72,13 @@ impl Engine {
         let short = id[..12].to_string();
         if config.hostname.is_empty() {
             // dockerd: the host's name on the host's network, else the short id.
-            config.hostname = match host_config.network_mode.as_str() {
-                "host" => nix::unistd::gethostname()
+            config.hostname = if host_config.network_mode.is_host() {
+                nix::unistd::gethostname()
                     .ok()
                     .and_then(|h| h.into_string().ok())
-                    .unwrap_or_else(|| short.clone()),
-                _ => short.clone(),
+                    .unwrap_or_else(|| short.clone())
+            } else {
+                short.clone()
             };
         }
         // Reserve the name first: two concurrent creates with one name must not both win.
@@ -98,7 +99,11 @@ impl Engine {
             name
         };
 
-        let net = self.net_create(&id, &name, &body);
+        // A pod's container lives in its pod's network, not in Docker's.
+        let net = match owner {
+            Owner::Pod(_) => Ok(()),
+            _ => self.net_create(&id, &name, &body),
+        };
         // Volumes are resolved (and created) and reserved for this container until it is
         // registered as their user, so no volume rm/prune can take them meanwhile.
         let result = match net {
@@ -113,7 +118,7 @@ impl Engine {
                             &image.id,
                             argv,
                             mounts.clone(),
-                            build_step,
+                            owner,
                         )
                         .await;
                     self.settle_mounts(&id, &mounts, r.is_ok()).await;
@@ -144,7 +149,7 @@ impl Engine {
         image_id: &str,
         argv: Vec<String>,
         mount_points: Vec<crate::container::mounts::MountPoint>,
-        build_step: bool,
+        owner: Owner,
     ) -> Result<()> {
         let dir = self.container_dir(id);
         std::fs::create_dir_all(&dir)?;
@@ -175,7 +180,11 @@ impl Engine {
             hosts_path: dir.join("hosts").display().to_string(),
             resolv_conf_path: dir.join("resolv.conf").display().to_string(),
             mount_points,
-            build_step,
+            build_step: matches!(owner, Owner::BuildStep),
+            pod: match owner {
+                Owner::Pod(p) => Some(*p),
+                _ => None,
+            },
         };
         if let Err(e) = rec.save(&dir) {
             let images = self.images();

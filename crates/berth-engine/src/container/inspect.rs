@@ -8,6 +8,16 @@ use crate::error::Result;
 use crate::Engine;
 
 impl Engine {
+    /// A container's record, by id, name or unique id prefix (the CRI layer reads these).
+    pub fn container_record(&self, name: &str) -> Result<crate::container::ContainerRecord> {
+        Ok(self.lookup(name)?.snapshot())
+    }
+
+    /// Every container's record.
+    pub fn container_records(&self) -> Vec<crate::container::ContainerRecord> {
+        self.all_entries().iter().map(|e| e.snapshot()).collect()
+    }
+
     pub async fn inspect(&self, name: &str, size: bool) -> Result<ContainerInspect> {
         let c = self.lookup(name)?;
         let rec = c.snapshot();
@@ -23,9 +33,6 @@ impl Engine {
             if hc.log_config.config.is_none() {
                 hc.log_config.config = Some(Default::default());
             }
-        }
-        if hc.network_mode.is_empty() {
-            hc.network_mode = "default".into();
         }
         let merged = self
             .config()

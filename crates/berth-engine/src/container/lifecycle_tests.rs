@@ -35,6 +35,7 @@ async fn env() -> Env {
         experimental: false,
         cgroup_driver: Default::default(),
         default_cgroupns: crate::CgroupnsMode::Host,
+        cni: Default::default(),
     };
     let fake = Arc::new(FakeRuntime::default());
     let engine = Engine::open_with(cfg, fake.clone()).await.expect("open");
@@ -76,6 +77,7 @@ fn record(id: &str, status: Status, policy: &str, max: i64) -> ContainerRecord {
         resolv_conf_path: String::new(),
         mount_points: vec![],
         build_step: false,
+        pod: None,
     }
 }
 

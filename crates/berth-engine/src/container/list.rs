@@ -112,11 +112,17 @@ impl Engine {
             .get("name")
             .map(|v| v.iter().filter_map(|n| regex::Regex::new(n).ok()).collect())
             .unwrap_or_default();
+        // A pod's containers are the kubelet's: listed only when a label filter names their pod
+        // label (`ps --filter label=io.berth.cri.pod[=<pod id>]`).
+        let with_pods = opts.filters.get("label").is_some_and(|v| {
+            v.iter()
+                .any(|l| l.split('=').next() == Some(crate::pod::POD_LABEL))
+        });
         let mut recs: Vec<ContainerRecord> = self
             .all_entries()
             .iter()
             .map(|e| e.snapshot())
-            .filter(|r| !r.build_step)
+            .filter(|r| !r.build_step && (r.pod.is_none() || with_pods))
             .collect();
         // Newest first, as Docker lists.
         recs.sort_by(|a, b| b.created.cmp(&a.created));
@@ -229,11 +235,7 @@ impl Engine {
                 s
             },
             host_config: SummaryHostConfig {
-                network_mode: if rec.host_config.network_mode.is_empty() {
-                    "default".into()
-                } else {
-                    rec.host_config.network_mode.clone()
-                },
+                network_mode: rec.host_config.network_mode.clone(),
                 ..Default::default()
             },
             network_settings: berth_api::types::SummaryNetworkSettings {
@@ -247,7 +249,7 @@ impl Engine {
         let mut t = (0, 0, 0, 0);
         for e in self.all_entries() {
             let r = e.snapshot();
-            if r.build_step {
+            if r.build_step || r.pod.is_some() {
                 continue;
             }
             let s = r.state.status;

@@ -32,3 +32,13 @@ pub mod wait;
 
 pub(crate) use index::ContainerIndex;
 pub use record::{ContainerRecord, Entry, Signal, StateRecord, Status};
+
+/// Who a new container is for.
+pub(crate) enum Owner {
+    /// A Docker API client.
+    User,
+    /// A build's RUN step (see `ContainerRecord::build_step`).
+    BuildStep,
+    /// A pod's container (the CRI's).
+    Pod(Box<crate::pod::PodContainer>),
+}

@@ -19,6 +19,7 @@ impl Engine {
         for e in self.all_entries() {
             let rec = e.snapshot();
             if rec.build_step
+                || rec.pod.is_some()
                 || rec.state.status.is_running()
                 || rec.state.status == Status::Removing
             {

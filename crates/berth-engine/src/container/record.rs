@@ -94,6 +94,10 @@ pub struct ContainerRecord {
     /// container lists, counts and prunes (a user or a prune must not see or take it mid-build).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub build_step: bool,
+    /// A pod's container (made through the CRI): left out of Docker's lists and prunes unless
+    /// asked for (`crate::pod::container::POD_LABEL`), run in its pod's namespaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<crate::pod::PodContainer>,
 }
 
 impl ContainerRecord {

@@ -45,7 +45,99 @@ fn num_cpus() -> i64 {
 /// Checks `hc`'s resources and normalises what Docker normalises (`CpuShares` clamped into the
 /// kernel's range). An error is the message the client gets, with status 400.
 pub(crate) fn validate(hc: &mut HostConfig, when: When) -> Result<()> {
-    validate_with(hc, when, num_cpus())
+    validate_with(hc, when, num_cpus())?;
+    let online = |v1: &str, sys: &str| {
+        std::fs::read_to_string(v1)
+            .or_else(|_| std::fs::read_to_string(sys))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "0".into())
+    };
+    cpuset(
+        &hc.cpuset_cpus,
+        &online(
+            "/sys/fs/cgroup/cpuset/cpuset.cpus",
+            "/sys/devices/system/cpu/online",
+        ),
+        "cpus",
+        "CPUs",
+    )?;
+    cpuset(
+        &hc.cpuset_mems,
+        &online(
+            "/sys/fs/cgroup/cpuset/cpuset.mems",
+            "/sys/devices/system/node/online",
+        ),
+        "mems",
+        "memory nodes",
+    )?;
+    ulimits(hc, &limits::own_hard_limit, has_sys_resource())
+}
+
+/// `CpusetCpus`/`CpusetMems`: a list the kernel parses, of CPUs (nodes) the host has, in
+/// dockerd's words.
+fn cpuset(requested: &str, available: &str, what: &str, things: &str) -> Result<()> {
+    let Some(want) = limits::parse_cpuset(requested) else {
+        return Err(invalid(format!(
+            "Invalid value {requested} for cpuset {what}"
+        )));
+    };
+    let have = limits::parse_cpuset(available).unwrap_or_default();
+    if !want.is_subset(&have) {
+        return Err(invalid(format!(
+            "Requested {things} are not available - requested {requested}, available: {available}"
+        )));
+    }
+    Ok(())
+}
+
+/// Whether this process has CAP_SYS_RESOURCE (needed to raise a hard rlimit).
+fn has_sys_resource() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1 << 24) != 0) // CAP_SYS_RESOURCE
+}
+
+/// `Ulimits`: names setrlimit knows, soft under hard (go-units' words), and, without
+/// CAP_SYS_RESOURCE, no hard limit above the daemon's own (the kernel would refuse it at
+/// start, a 500 there).
+fn ulimits(
+    hc: &HostConfig,
+    own_hard: &dyn Fn(libc::__rlimit_resource_t) -> u64,
+    may_raise: bool,
+) -> Result<()> {
+    for u in hc.ulimits.iter().flatten() {
+        let Some((_, _, resource)) = limits::RLIMITS.iter().find(|(n, _, _)| *n == u.name) else {
+            return Err(invalid(format!("invalid ulimit type: {}", u.name)));
+        };
+        let (Some(soft), Some(hard)) = (limits::rlimit_value(u.soft), limits::rlimit_value(u.hard))
+        else {
+            return Err(invalid(format!(
+                "invalid ulimit argument: {}={}:{} (-1 is unlimited, no other value is negative)",
+                u.name, u.soft, u.hard
+            )));
+        };
+        if soft > hard {
+            return Err(invalid(format!(
+                "ulimit soft limit must be less than or equal to hard limit: {} > {}",
+                u.soft, u.hard
+            )));
+        }
+        let own = own_hard(*resource);
+        if !may_raise && hard > own {
+            return Err(invalid(format!(
+                "ulimit {}: hard limit {} is above the daemon's own ({}); raising it needs CAP_SYS_RESOURCE, which the daemon does not have",
+                u.name,
+                u.hard,
+                if own == u64::MAX { "unlimited".to_string() } else { own.to_string() }
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn validate_with(hc: &mut HostConfig, when: When, ncpu: i64) -> Result<()> {
@@ -136,6 +228,13 @@ fn validate_with(hc: &mut HostConfig, when: When, ncpu: i64) -> Result<()> {
             "CPU cfs quota can not be less than 1ms (i.e. 1000)",
         ));
     }
+    // Docker leaves this bound to the kernel too, whose refusal would be a 500 at start.
+    if hc.cpu_quota > limits::MAX_CFS_QUOTA {
+        return Err(invalid(format!(
+            "CPU cfs quota can not be larger than {} (the kernel's limit)",
+            limits::MAX_CFS_QUOTA
+        )));
+    }
     if limits::cfs(hc.nano_cpus, hc.cpu_period, hc.cpu_quota).is_none() {
         return Err(invalid(format!(
             "Range of CPUs is from 0.01 to {ncpu}.00, as there are only {ncpu} CPUs available"
@@ -168,6 +267,48 @@ mod tests {
         let mut hc = HostConfig::default();
         f(&mut hc);
         validate_with(&mut hc, When::Create, 2).map(|_| hc)
+    }
+
+    #[test]
+    fn cpusets_and_ulimits() {
+        assert!(cpuset("", "0-1", "cpus", "CPUs").is_ok());
+        assert!(cpuset("0,1", "0-1", "cpus", "CPUs").is_ok());
+        assert!(cpuset("1-1", "0-1", "cpus", "CPUs").is_ok());
+        for bad in ["abc", "1-0", ",", "-1", "0-", "99999"] {
+            assert_eq!(
+                msg(cpuset(bad, "0-1", "cpus", "CPUs").map(|_| HostConfig::default())),
+                format!("Invalid value {bad} for cpuset cpus")
+            );
+        }
+        assert_eq!(
+            msg(cpuset("0-3", "0-1", "cpus", "CPUs").map(|_| HostConfig::default())),
+            "Requested CPUs are not available - requested 0-3, available: 0-1"
+        );
+        let with = |name: &str, soft: i64, hard: i64, may_raise: bool| {
+            let hc = HostConfig {
+                ulimits: Some(vec![berth_api::types::Ulimit {
+                    name: name.into(),
+                    soft,
+                    hard,
+                }]),
+                ..Default::default()
+            };
+            ulimits(&hc, &|_| 4096, may_raise).map(|_| hc)
+        };
+        assert!(with("nofile", 1000, 2000, false).is_ok());
+        assert!(with("nofile", 4096, 4096, false).is_ok());
+        assert!(with("core", 0, 0, false).is_ok());
+        assert!(with("nofile", 1, 8192, true).is_ok());
+        assert!(with("nofile", 1, -1, true).is_ok());
+        assert_eq!(
+            msg(with("bogus", 1, 1, false)),
+            "invalid ulimit type: bogus"
+        );
+        assert!(msg(with("nofile", 3, 2, false)).contains("soft limit must be less"));
+        assert!(msg(with("nofile", -1, 5, true)).contains("soft limit must be less"));
+        assert!(msg(with("nofile", -2, 5, false)).contains("invalid ulimit argument"));
+        assert!(msg(with("nofile", 1, 8192, false)).contains("CAP_SYS_RESOURCE"));
+        assert!(msg(with("nofile", 1, -1, false)).contains("CAP_SYS_RESOURCE"));
     }
 
     fn msg(r: Result<HostConfig>) -> String {
@@ -238,6 +379,9 @@ mod tests {
         assert!(check(|h| h.cpu_period = 2_000_000).is_err());
         assert!(check(|h| h.cpu_quota = 999).is_err());
         assert!(check(|h| h.cpu_quota = -1).is_ok());
+        assert!(check(|h| h.cpu_quota = limits::MAX_CFS_QUOTA).is_ok());
+        assert!(check(|h| h.cpu_quota = limits::MAX_CFS_QUOTA + 1).is_err());
+        assert!(check(|h| h.cpu_quota = i64::MAX).is_err());
         assert!(check(|h| h.blkio_weight = 5).is_err());
         assert!(check(|h| h.pids_limit = Some(-1)).is_ok());
         assert!(check(|h| h.pids_limit = Some(limits::MAX_PIDS)).is_ok());

@@ -31,6 +31,23 @@ impl Engine {
             .and_then(|s| s.parse::<u32>().ok())
             .filter(|n| *n >= 1)
             .unwrap_or(DEFAULT_LOG_MAX_FILE);
+        if let Some(pc) = &rec.pod {
+            // The kubelet's log file in the CRI format (none when it gave no path).
+            return ShimOptions {
+                id: rec.id.clone(),
+                bundle: runtime_dir.to_path_buf(),
+                state_root: self.state_root(),
+                runtime_dir: runtime_dir.to_path_buf(),
+                log_path: pc.log_file.clone().into(),
+                log_max_size: 0,
+                log_max_file: 1,
+                tty: rec.config.tty,
+                open_stdin: rec.config.open_stdin,
+                stdin_once: rec.config.stdin_once,
+                log_format: berth_runtime::shim::LogFormat::Cri,
+                exec: None,
+            };
+        }
         ShimOptions {
             id: rec.id.clone(),
             bundle: runtime_dir.to_path_buf(),
@@ -42,6 +59,7 @@ impl Engine {
             tty: rec.config.tty,
             open_stdin: rec.config.open_stdin,
             stdin_once: rec.config.stdin_once,
+            log_format: Default::default(),
             exec: None,
         }
     }
@@ -102,12 +120,23 @@ impl Engine {
             cap_drop: hc.cap_drop.clone().unwrap_or_default(),
             no_new_privileges,
             resources: crate::cgroups::resources(hc)?,
+            ulimits: hc
+                .ulimits
+                .iter()
+                .flatten()
+                .map(|u| berth_runtime::spec::Ulimit {
+                    name: u.name.clone(),
+                    soft: u.soft,
+                    hard: u.hard,
+                })
+                .collect(),
             mounts,
             cgroups_path: self.cgroups_path(hc, &rec.id)?,
             network,
             isolation,
             oom_score_adj: hc.oom_score_adj,
             seccomp,
+            extras: Default::default(),
         })
     }
 }

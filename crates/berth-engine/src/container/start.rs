@@ -70,33 +70,14 @@ impl Engine {
             .await
             .map_err(EngineError::internal)?
             .map_err(crate::image::image_err)?;
-        self.write_etc_files(&rec)?;
-        let links = self.legacy_links(&rec)?;
-        let network = self.net_start(&rec).await?;
-        self.net_etc_files(&rec, &links)?;
+        let spec = match &rec.pod {
+            Some(pc) => {
+                let run = self.pod_run_config(&rec, pc, rootfs)?;
+                berth_runtime::spec::build_spec(&run).map_err(start_error)?
+            }
+            None => self.docker_spec(c, &rec, rootfs).await?,
+        };
         let t_mount = t0.elapsed();
-
-        // Volume mounts and copy-up do file I/O: off the async workers.
-        let (engine, c2, rf) = (self.clone(), c.clone(), rootfs.clone());
-        let user_mounts = tokio::task::spawn_blocking(move || engine.prepare_mounts(&c2, &rf))
-            .await
-            .map_err(EngineError::internal)??;
-        // `container:<x>`: its /etc files and hostname too, as dockerd gives them.
-        let mut rec = rec;
-        if let Some(target) = rec.host_config.network_mode.strip_prefix("container:") {
-            let t = self.lookup(target)?.snapshot();
-            rec.hostname_path = t.hostname_path;
-            rec.hosts_path = t.hosts_path;
-            rec.resolv_conf_path = t.resolv_conf_path;
-            rec.config.hostname = t.config.hostname;
-            rec.config.domainname = t.config.domainname;
-        }
-        let isolation = self.isolation(&rec)?;
-        let mut run = self.run_config(&rec, rootfs, network, isolation)?;
-        add_link_env(&mut run.env, &rec.name, &links);
-        run.mounts.extend(user_mounts);
-        crate::container::mounts::sort_mounts(&mut run.mounts);
-        let spec = berth_runtime::spec::build_spec(&run).map_err(start_error)?;
         let opts = self.shim_options(&rec, &runtime_dir);
         let started: ShimStarted = self
             .runtime()
@@ -141,6 +122,40 @@ impl Engine {
             t0.elapsed()
         );
         Ok(())
+    }
+
+    /// A Docker container's spec: its /etc files, networks, links and volume mounts.
+    async fn docker_spec(
+        &self,
+        c: &Arc<Entry>,
+        rec: &ContainerRecord,
+        rootfs: std::path::PathBuf,
+    ) -> Result<oci_spec::runtime::Spec> {
+        self.write_etc_files(rec)?;
+        let links = self.legacy_links(rec)?;
+        let network = self.net_start(rec).await?;
+        self.net_etc_files(rec, &links)?;
+        // Volume mounts and copy-up do file I/O: off the async workers.
+        let (engine, c2, rf) = (self.clone(), c.clone(), rootfs.clone());
+        let user_mounts = tokio::task::spawn_blocking(move || engine.prepare_mounts(&c2, &rf))
+            .await
+            .map_err(EngineError::internal)??;
+        // `container:<x>`: its /etc files and hostname too, as dockerd gives them.
+        let mut rec = rec.clone();
+        if let Some(target) = rec.host_config.network_mode.container().map(str::to_string) {
+            let t = self.lookup(&target)?.snapshot();
+            rec.hostname_path = t.hostname_path;
+            rec.hosts_path = t.hosts_path;
+            rec.resolv_conf_path = t.resolv_conf_path;
+            rec.config.hostname = t.config.hostname;
+            rec.config.domainname = t.config.domainname;
+        }
+        let isolation = self.isolation(&rec)?;
+        let mut run = self.run_config(&rec, rootfs, network, isolation)?;
+        add_link_env(&mut run.env, &rec.name, &links);
+        run.mounts.extend(user_mounts);
+        crate::container::mounts::sort_mounts(&mut run.mounts);
+        berth_runtime::spec::build_spec(&run).map_err(start_error)
     }
 
     /// The rollback point of a start: stops a shim it spawned, releases mounts and networking,

@@ -31,6 +31,15 @@ impl Engine {
         })
     }
 
+    /// Signals an exec's process (the CRI's ExecSync ends one whose time is up).
+    pub async fn exec_kill(&self, id: &str, signal: i32) -> Result<()> {
+        let e = self.exec_lookup(id)?;
+        if !e.get().running {
+            return Ok(());
+        }
+        self.runtime().kill(&self.exec_dir(&e), signal).await
+    }
+
     /// Exec ids of a container (inspect's `ExecIDs`).
     pub fn exec_ids(&self, container_id: &str) -> Vec<String> {
         self.inner.execs.ids_of(container_id)

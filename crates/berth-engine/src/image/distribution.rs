@@ -11,6 +11,9 @@ use crate::Engine;
 pub struct RegistryConfig {
     pub insecure_registries: Vec<String>,
     pub mirrors: Vec<String>,
+    /// `--registry-config-path`: per-registry hosts (`<dir>/<host>/hosts.toml`), for the pulls
+    /// of both APIs.
+    pub hosts_dir: Option<std::path::PathBuf>,
 }
 
 /// What a pull or push streams back: Docker's JSON messages, then the outcome.
@@ -47,6 +50,7 @@ impl Engine {
                 platform,
                 insecure_registries: reg.insecure_registries,
                 mirrors: reg.mirrors,
+                hosts_dir: reg.hosts_dir,
                 auth,
                 ..Default::default()
             };
@@ -159,6 +163,7 @@ impl Engine {
             let opts = berth_registry::PullOptions {
                 insecure_registries: reg.insecure_registries,
                 mirrors: reg.mirrors,
+                hosts_dir: reg.hosts_dir,
                 auth,
                 ..Default::default()
             };

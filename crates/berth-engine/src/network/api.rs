@@ -494,8 +494,7 @@ impl Engine {
                     .into(),
             ));
         }
-        let mode = rec.host_config.network_mode.as_str();
-        if mode == "host" || mode == "none" || mode.starts_with("container:") {
+        if rec.host_config.network_mode.shares_namespace() {
             return Err(EngineError::Forbidden(
                 "container sharing network namespace with another container or host cannot be connected to any other network"
                     .into(),

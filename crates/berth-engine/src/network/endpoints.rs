@@ -2,12 +2,12 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use berth_api::types::{ContainerCreateBody, EndpointSettings};
+use berth_api::types::{ContainerCreateBody, EndpointSettings, NetworkMode};
 use berth_net::setup;
 
 use crate::error::{EngineError, Result};
 use crate::network::links::parse_link;
-use crate::network::{mode_network, Attach, ContainerNet, NetworkRecord};
+use crate::network::{Attach, ContainerNet, NetworkRecord};
 use crate::Engine;
 
 impl Engine {
@@ -42,7 +42,8 @@ impl Engine {
         body: &ContainerCreateBody,
     ) -> Result<()> {
         let hc = body.host_config.clone().unwrap_or_default();
-        let mode = hc.network_mode.as_str();
+        let mode_s = hc.network_mode.to_string();
+        let mode = mode_s.as_str();
         let endpoints = body
             .networking_config
             .as_ref()
@@ -52,7 +53,7 @@ impl Engine {
             name: name.to_string(),
             ..Default::default()
         };
-        if let Some(netname) = mode_network(mode) {
+        if let Some(netname) = hc.network_mode.network() {
             let net = match self.nets().find(netname) {
                 Ok(n) => n,
                 // Not there yet: dockerd accepts the create and looks the networks up at start.
@@ -117,7 +118,7 @@ impl Engine {
             if net.default_bridge {
                 self.check_legacy_links(&hc)?;
             }
-        } else if (mode == "host" || mode == "none")
+        } else if matches!(hc.network_mode, NetworkMode::Host | NetworkMode::None)
             && endpoints
                 .values()
                 .any(|e| e.aliases.as_ref().is_some_and(|a| !a.is_empty()))

@@ -14,7 +14,7 @@ impl Engine {
         let mut hosts = String::from(
             "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n",
         );
-        if rec.host_config.network_mode != "host" {
+        if !rec.host_config.network_mode.is_host() {
             hosts.push_str(&format!("127.0.1.1\t{hostname}\n"));
         }
         for extra in rec.host_config.extra_hosts.clone().unwrap_or_default() {

@@ -7,7 +7,6 @@ use berth_net::ports;
 
 use crate::container::ContainerRecord;
 use crate::error::{EngineError, Result};
-use crate::network::mode_network;
 use crate::Engine;
 
 /// A legacy link (`--link name:alias` on the default bridge) as a start resolves it.
@@ -51,7 +50,7 @@ impl Engine {
             let child = self.lookup(&name).map_err(|_| {
                 EngineError::InvalidParameter(format!("Could not get container for {name}"))
             })?;
-            if child.snapshot().host_config.network_mode == "host" {
+            if child.snapshot().host_config.network_mode.is_host() {
                 return Err(EngineError::InvalidParameter(
                     "conflicting options: host type networking can't be used with links. This would result in undefined behavior".into(),
                 ));
@@ -63,7 +62,7 @@ impl Engine {
     /// At start, on the default bridge: the linked containers, which must be running.
     /// (`DELETE /containers/{parent}/{alias}?link=1` removes one: see [`Engine::remove_link`].)
     pub(crate) fn legacy_links(&self, rec: &ContainerRecord) -> Result<Vec<LegacyLink>> {
-        if mode_network(&rec.host_config.network_mode) != Some("bridge") {
+        if rec.host_config.network_mode.network() != Some("bridge") {
             return Ok(Vec::new());
         }
         let mut out = Vec::new();

@@ -25,6 +25,7 @@ pub(crate) use ports::parse_host_ports;
 pub(crate) use state::{find_in, State};
 pub use state::{Attach, ContainerNet, Endpoint, NetworkRecord, Networks, Published, Sandbox};
 
+pub use berth_net::cni::CniConfig;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
@@ -119,16 +120,6 @@ fn not_found(name: &str) -> EngineError {
     EngineError::NotFound(format!("network {name} not found"))
 }
 
-/// The network a container's `NetworkMode` names: None for host/none/container:.
-fn mode_network(mode: &str) -> Option<&str> {
-    match mode {
-        "" | "default" | "bridge" => Some("bridge"),
-        "host" | "none" => None,
-        m if m.starts_with("container:") => None,
-        m => Some(m),
-    }
-}
-
 impl Engine {
     pub(crate) fn nets(&self) -> &Networks {
         &self.inner.net
@@ -157,15 +148,5 @@ mod tests {
         let d = default_pools();
         assert_eq!(d[0].0.to_string(), "172.17.0.0/16");
         assert_eq!(d.len(), 16);
-    }
-
-    #[test]
-    fn network_modes() {
-        assert_eq!(mode_network(""), Some("bridge"));
-        assert_eq!(mode_network("default"), Some("bridge"));
-        assert_eq!(mode_network("host"), None);
-        assert_eq!(mode_network("none"), None);
-        assert_eq!(mode_network("container:x"), None);
-        assert_eq!(mode_network("mynet"), Some("mynet"));
     }
 }

@@ -14,9 +14,7 @@ use crate::container::ContainerRecord;
 use crate::error::{EngineError, Result};
 use crate::network::ports::{hold_ports, port_rules, wanted_ports};
 use crate::network::state::find_in;
-use crate::network::{
-    mode_network, net_err, not_found, Attach, Endpoint, NetworkRecord, Networks, Sandbox,
-};
+use crate::network::{net_err, not_found, Attach, Endpoint, NetworkRecord, Networks, Sandbox};
 use crate::util;
 use crate::Engine;
 
@@ -27,11 +25,11 @@ impl Engine {
         rec: &ContainerRecord,
     ) -> Result<berth_runtime::spec::NetworkMode> {
         use berth_runtime::spec::NetworkMode;
-        let mode = rec.host_config.network_mode.as_str();
-        if mode == "host" {
+        let mode = &rec.host_config.network_mode;
+        if mode.is_host() {
             return Ok(NetworkMode::Host);
         }
-        if let Some(target) = mode.strip_prefix("container:") {
+        if let Some(target) = mode.container() {
             // The namespace of that container's process, whatever its own mode.
             let t = self.lookup(target)?.snapshot();
             if t.id == rec.id {
@@ -48,7 +46,7 @@ impl Engine {
                 format!("/proc/{}/ns/net", t.state.pid).into(),
             ));
         }
-        if mode_network(mode).is_none() {
+        if mode.network().is_none() {
             return Ok(NetworkMode::New);
         }
         let engine = self.clone();
@@ -79,7 +77,7 @@ impl Engine {
         let mut cn = known.unwrap_or_default();
         cn.name = rec.name.clone();
         self.resolve_pending(&rec.id, &mut cn)?;
-        if legacy && mode_network(&rec.host_config.network_mode) == Some("bridge") {
+        if legacy && rec.host_config.network_mode.network() == Some("bridge") {
             // A container made before networking existed: the default bridge. (One
             // disconnected from all its networks keeps none: loopback only.)
             let st = nets.lock();
@@ -97,7 +95,7 @@ impl Engine {
                 }
             }
             // The network NetworkMode names is eth0 and carries the default route.
-            let primary = mode_network(&rec.host_config.network_mode)
+            let primary = (rec.host_config.network_mode.network())
                 .and_then(|m| find_in(&st, m).ok())
                 .map(|n| n.id.clone());
             v.sort_by_key(|(n, _)| Some(&n.id) != primary.as_ref());

@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 
 use berth_api::network::{Ipam as ApiIpam, IpamConfig, NetworkContainer, NetworkInspect};
-use berth_api::types::{EndpointSettings, NetworkSettings, Port, PortBinding, PortMap};
+use berth_api::types::{
+    EndpointSettings, NetworkMode, NetworkSettings, Port, PortBinding, PortMap,
+};
 use berth_net::ports;
 
 use crate::container::ContainerRecord;
@@ -44,8 +46,9 @@ impl Engine {
                 });
             }
         }
-        let mode = rec.host_config.network_mode.as_str();
-        if mode == "host" || mode == "none" {
+        let mode = &rec.host_config.network_mode;
+        if matches!(mode, NetworkMode::Host | NetworkMode::None) {
+            let mode = mode.to_string();
             if let Some(n) = st.nets.values().find(|n| n.name == mode) {
                 networks.insert(
                     n.name.clone(),
@@ -158,7 +161,7 @@ impl Engine {
                     }
                 }
             }
-            let mode = rec.host_config.network_mode.as_str();
+            let mode = rec.host_config.network_mode.to_string();
             if let Some(n) = st
                 .nets
                 .values()

@@ -81,6 +81,11 @@ impl Runtime for FakeRuntime {
         Box::pin(async { Ok(()) })
     }
 
+    fn reopen_log<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, Result<()>> {
+        self.call(format!("reopen_log {}", dir.display()));
+        Box::pin(async { Ok(()) })
+    }
+
     fn wait<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, Result<Option<ExitReply>>> {
         self.call(format!("wait {}", dir.display()));
         let mut rx = self.slot(dir);

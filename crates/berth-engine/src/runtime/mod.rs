@@ -43,6 +43,8 @@ pub trait Runtime: Send + Sync {
     fn start<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, Result<()>>;
     fn kill<'a>(&'a self, dir: &'a Path, signal: i32) -> BoxFuture<'a, Result<()>>;
     fn resize<'a>(&'a self, dir: &'a Path, height: u32, width: u32) -> BoxFuture<'a, Result<()>>;
+    /// Opens the container's log file again (a CRI container's, after the kubelet renamed it).
+    fn reopen_log<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, Result<()>>;
     /// Waits for the exit; `None` if the shim went away without answering.
     fn wait<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, Result<Option<ExitReply>>>;
     /// A stream of stdcopy frames out and raw stdin in.

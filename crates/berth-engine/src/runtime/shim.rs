@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use berth_runtime::shim::protocol::{ShimErrorKind, ShimReply, ShimRequest};
+use berth_runtime::shim::protocol::{ShimErrorKind, ShimFailure, ShimReply, ShimRequest};
 use berth_runtime::shim::{ShimOptions, ShimStarted};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
@@ -17,15 +17,17 @@ pub struct ShimRuntime {
     pub berth_exe: PathBuf,
 }
 
-/// A failed request, typed: the shim's kind decides the status, not its words.
-fn shim_error(kind: ShimErrorKind, msg: String) -> EngineError {
-    match kind {
-        ShimErrorKind::NotRunning => EngineError::Conflict(msg),
-        ShimErrorKind::InvalidSignal => EngineError::InvalidParameter(msg),
-        ShimErrorKind::StartFailed => EngineError::Start(crate::error::StartFailure::from_runtime(
-            &berth_runtime::RuntimeError::Runtime(msg),
-        )),
-        _ => EngineError::Internal(msg),
+/// A failed request, typed: the shim's kind (and for a start, its fault) decides the status,
+/// not its words.
+fn shim_error(f: ShimFailure) -> EngineError {
+    match f.kind {
+        ShimErrorKind::NotRunning => EngineError::Conflict(f.message),
+        ShimErrorKind::InvalidSignal => EngineError::InvalidParameter(f.message),
+        ShimErrorKind::NoLog => EngineError::Conflict(f.message),
+        ShimErrorKind::StartFailed => {
+            EngineError::Start(crate::error::StartFailure::new(f.fault, &f.message))
+        }
+        _ => EngineError::Internal(f.message),
     }
 }
 
@@ -53,7 +55,7 @@ async fn simple(runtime_dir: &Path, req: ShimRequest) -> Result<()> {
         ));
     }
     let r: ShimReply = serde_json::from_str(line.trim())?;
-    r.into_result().map_err(|(kind, msg)| shim_error(kind, msg))
+    r.into_result().map_err(shim_error)
 }
 
 fn exit_reply(e: berth_runtime::shim::ExitStatus) -> ExitReply {
@@ -101,6 +103,10 @@ impl Runtime for ShimRuntime {
         ))
     }
 
+    fn reopen_log<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, Result<()>> {
+        Box::pin(simple(dir, ShimRequest::ReopenLog))
+    }
+
     fn wait<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, Result<Option<ExitReply>>> {
         Box::pin(async move {
             let (_s, line) = request(dir, &ShimRequest::Wait).await?;
@@ -131,8 +137,7 @@ impl Runtime for ShimRuntime {
             let (s, line) = request(dir, &req).await?;
             let r: ShimReply = serde_json::from_str(line.trim())
                 .map_err(|_| EngineError::Internal("container shim refused attach".into()))?;
-            r.into_result()
-                .map_err(|(kind, msg)| shim_error(kind, msg))?;
+            r.into_result().map_err(shim_error)?;
             Ok(s)
         })
     }

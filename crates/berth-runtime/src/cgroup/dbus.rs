@@ -28,7 +28,7 @@ struct Buf(Vec<u8>);
 
 impl Buf {
     fn pad(&mut self, align: usize) {
-        while self.0.len() % align != 0 {
+        while !self.0.len().is_multiple_of(align) {
             self.0.push(0);
         }
     }

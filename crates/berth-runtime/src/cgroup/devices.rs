@@ -165,7 +165,7 @@ fn load(rules: &[LinuxDeviceCgroup]) -> Result<OwnedFd, RuntimeError> {
         Ok(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) }),
         Err(e) => {
             let end = log.iter().position(|b| *b == 0).unwrap_or(log.len());
-            Err(RuntimeError::Create(format!(
+            Err(RuntimeError::create_internal(format!(
                 "loading the device cgroup filter: {e}: {}",
                 String::from_utf8_lossy(&log[..end]).trim()
             )))
@@ -206,7 +206,7 @@ pub(crate) fn attach(dir: &Path, rules: &[LinuxDeviceCgroup]) -> Result<(), Runt
     attr[8..12].copy_from_slice(&BPF_CGROUP_DEVICE.to_le_bytes());
     attr[12..16].copy_from_slice(&BPF_F_ALLOW_MULTI.to_le_bytes());
     bpf(BPF_PROG_ATTACH, &mut attr).map_err(|e| {
-        RuntimeError::Create(format!(
+        RuntimeError::create_internal(format!(
             "attaching the device cgroup filter to {}: {e}",
             dir.display()
         ))

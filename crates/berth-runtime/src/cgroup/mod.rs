@@ -435,7 +435,7 @@ pub fn after_create(spec: &oci_spec::runtime::Spec) -> Result<(), RuntimeError> 
             }
         }
         res.write_deferred(&cg)
-            .map_err(|e| RuntimeError::Create(e.to_string()))?;
+            .map_err(|e| RuntimeError::create_internal(e.to_string()))?;
     }
     Ok(())
 }

@@ -17,6 +17,8 @@
 //! - `{"op":"kill","signal":N}` -> `{"ok":..}` ("container ID is not running" after exit).
 //! - `{"op":"resize","height":H,"width":W}` -> `{"ok":..}`.
 //! - `{"op":"state"}` -> `{"pid":N,"status":"created"|"running"|"exited","exit_code":N|null}`.
+//! - `{"op":"reopen_log"}` -> `{"ok":..}`: the log file is opened again (the kubelet rotates CRI
+//!   logs by renaming them, then asks for this).
 //!
 //! Exec mode (`exec` set in shim.json, see `crate::exec`): the same protocol for one process
 //! joined to a running container; no `start` (it runs once created), no log, and the exit
@@ -26,6 +28,7 @@
 //! shim.sock and shim.pid disappear. A client that cannot connect reads exit.json.
 //! `spawn_shim` blocks: call it from `spawn_blocking` in async code.
 
+mod executor;
 mod log;
 pub mod protocol;
 mod server;
@@ -37,7 +40,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::RuntimeError;
+use crate::{RuntimeError, StartFault};
 use berth_fs::write_atomic;
 
 pub(crate) const SOCK: &str = "shim.sock";
@@ -61,9 +64,21 @@ pub struct ShimOptions {
     pub tty: bool,
     pub open_stdin: bool,
     pub stdin_once: bool,
+    /// json-file (Docker's) or the CRI format; an empty `log_path` means no log at all.
+    #[serde(default)]
+    pub log_format: LogFormat,
     /// Set for an exec's shim: join the running container `id` instead of creating it.
     #[serde(default)]
     pub exec: Option<crate::exec::ExecShimOptions>,
+}
+
+/// How a container's output is logged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    #[default]
+    JsonFile,
+    Cri,
 }
 
 /// A created container: init is waiting for `{"op":"start"}`.
@@ -87,6 +102,9 @@ struct Ready {
     ok: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+    /// What the shim typed a failure as (absent: internal).
+    #[serde(default)]
+    fault: StartFault,
     #[serde(default)]
     shim_pid: i32,
     #[serde(default)]
@@ -106,7 +124,12 @@ pub fn spawn_shim(
         let env = process.env().clone().unwrap_or_default();
         match args.first() {
             Some(arg0) => crate::spec::resolve_executable(root.path(), arg0, &env)?,
-            None => return Err(RuntimeError::Create("no command specified".into())),
+            None => {
+                return Err(RuntimeError::Create {
+                    message: "no command specified".into(),
+                    fault: StartFault::User,
+                })
+            }
         }
     }
     fs::create_dir_all(&opts.bundle).map_err(|e| RuntimeError::io("create bundle", e))?;
@@ -121,9 +144,9 @@ pub fn spawn_shim(
 
     match launch(berth_exe, &opts.runtime_dir)? {
         Ok(started) => Ok(started),
-        Err(Some(error)) => {
+        Err(Some((message, fault))) => {
             cleanup(&opts.runtime_dir, &opts.state_root, &opts.id);
-            Err(RuntimeError::Create(error))
+            Err(RuntimeError::Create { message, fault })
         }
         Err(None) => {
             let log = fs::read_to_string(opts.runtime_dir.join(SHIM_LOG)).unwrap_or_default();
@@ -171,12 +194,12 @@ fn prime_cgroup_migration() {
 }
 
 /// Runs `berth shim --runtime-dir D` (whose `shim.json` is written) and blocks until it
-/// reports on the ready pipe: `Ok(Ok(pids))`, `Ok(Err(Some(error)))` for a reported failure,
-/// `Ok(Err(None))` when the shim died without a word.
+/// reports on the ready pipe: `Ok(Ok(pids))`, `Ok(Err(Some((error, fault))))` for a reported
+/// failure, `Ok(Err(None))` when the shim died without a word.
 pub(crate) fn launch(
     berth_exe: &Path,
     runtime_dir: &Path,
-) -> Result<Result<ShimStarted, Option<String>>, RuntimeError> {
+) -> Result<Result<ShimStarted, Option<(String, StartFault)>>, RuntimeError> {
     prime_cgroup_migration();
     let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| RuntimeError::io("pipe", e.into()))?;
@@ -207,19 +230,9 @@ pub(crate) fn launch(
     {}
 
     // A wedged shim must not wedge the daemon forever.
-    let mut pfd = libc::pollfd {
-        fd: ready_r.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd.
-    let polled = unsafe { libc::poll(&mut pfd, 1, CREATE_TIMEOUT_MS) };
-    let mut line = String::new();
-    if polled > 0 {
-        let _ = BufReader::new(fs::File::from(ready_r)).read_line(&mut line);
-    } else {
-        line = serde_json::json!({"ok": false, "error": "timed out waiting for the shim to create the container"}).to_string();
-    }
+    let line = read_ready_line(ready_r, CREATE_TIMEOUT_MS).unwrap_or_else(|| {
+        serde_json::json!({"ok": false, "error": "timed out waiting for the shim to create the container"}).to_string()
+    });
     let ready: Option<Ready> = serde_json::from_str(line.trim()).ok();
     Ok(match ready {
         Some(Ready {
@@ -228,16 +241,37 @@ pub(crate) fn launch(
             init_pid,
             ..
         }) => Ok(ShimStarted { shim_pid, init_pid }),
-        Some(Ready { error, .. }) => Err(Some(error.unwrap_or_default())),
+        Some(Ready { error, fault, .. }) => Err(Some((error.unwrap_or_default(), fault))),
         None => Err(None),
     })
+}
+
+/// The readiness line a spawned helper writes on `ready_r` (shim or pod infra), or `None` when
+/// nothing came within `timeout_ms`: a wedged child must not wedge the daemon.
+pub(crate) fn read_ready_line(ready_r: OwnedFd, timeout_ms: i32) -> Option<String> {
+    let mut pfd = libc::pollfd {
+        fd: ready_r.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    if unsafe { libc::poll(&mut pfd, 1, timeout_ms) } <= 0 {
+        return None;
+    }
+    let mut line = String::new();
+    let _ = BufReader::new(fs::File::from(ready_r)).read_line(&mut line);
+    Some(line)
 }
 
 /// Starts `exe args` with `fds` as its fds 0, 1, 2, 3 (everything else the daemon opens is
 /// close-on-exec), via posix_spawn: glibc runs it with `CLONE_VM | CLONE_VFORK`, where
 /// `Command` with a `pre_exec` hook would fork the whole daemon (copying the page tables of
 /// all its mappings: milliseconds per exec and per container start).
-fn spawn(exe: &Path, args: &[&std::ffi::OsStr], fds: [&fs::File; 4]) -> std::io::Result<i32> {
+pub(crate) fn spawn(
+    exe: &Path,
+    args: &[&std::ffi::OsStr],
+    fds: [&fs::File; 4],
+) -> std::io::Result<i32> {
     use std::ffi::CString;
     use std::os::unix::ffi::OsStrExt;
     let cstr = |s: &std::ffi::OsStr| {
@@ -388,7 +422,7 @@ pub fn main(args: Vec<String>) -> i32 {
     {
         Ok(o) => o,
         Err(e) => {
-            server::report(ready, Err(format!("shim: read {OPTSFILE}: {e}")));
+            server::report(ready, Err(format!("shim: read {OPTSFILE}: {e}").into()));
             return 1;
         }
     };
@@ -399,7 +433,7 @@ pub fn main(args: Vec<String>) -> i32 {
         Ok(nix::unistd::ForkResult::Parent { .. }) => unsafe { libc::_exit(0) },
         Ok(nix::unistd::ForkResult::Child) => {}
         Err(e) => {
-            server::report(ready, Err(format!("shim: fork: {e}")));
+            server::report(ready, Err(format!("shim: fork: {e}").into()));
             return 1;
         }
     }

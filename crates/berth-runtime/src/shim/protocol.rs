@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 pub use super::ExitStatus;
+pub use crate::StartFault;
 
 fn default_signal() -> i64 {
     15
@@ -41,6 +42,8 @@ pub enum ShimRequest {
     },
     /// Answered with a [`ShimState`].
     State,
+    /// Open the log file again (the kubelet rotates CRI logs by renaming them, then asks).
+    ReopenLog,
 }
 
 /// Why a request failed.
@@ -61,6 +64,8 @@ pub enum ShimErrorKind {
     NoTty,
     /// The OCI runtime could not start the process.
     StartFailed,
+    /// `reopen_log` of a container that logs to no file.
+    NoLog,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -71,14 +76,24 @@ pub struct ShimReply {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<ShimErrorKind>,
+    /// With `StartFailed`: what the failure means to a client (127, 126, internal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<StartFault>,
+}
+
+/// A failed request as the daemon sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShimFailure {
+    pub kind: ShimErrorKind,
+    pub fault: StartFault,
+    pub message: String,
 }
 
 impl ShimReply {
     pub fn ok() -> Self {
         ShimReply {
             ok: true,
-            error: None,
-            kind: None,
+            ..Default::default()
         }
     }
 
@@ -87,18 +102,28 @@ impl ShimReply {
             ok: false,
             error: Some(msg.into()),
             kind: Some(kind),
+            fault: None,
         }
     }
 
-    /// `Ok(())`, or the failure's kind and message.
-    pub fn into_result(self) -> Result<(), (ShimErrorKind, String)> {
+    /// `start` failed in the OCI runtime, typed as `fault`.
+    pub fn start_failed(fault: StartFault, msg: impl Into<String>) -> Self {
+        ShimReply {
+            fault: Some(fault),
+            ..ShimReply::err(ShimErrorKind::StartFailed, msg)
+        }
+    }
+
+    /// `Ok(())`, or the failure's kind, fault and message.
+    pub fn into_result(self) -> Result<(), ShimFailure> {
         if self.ok {
             Ok(())
         } else {
-            Err((
-                self.kind.unwrap_or_default(),
-                self.error.unwrap_or_else(|| "shim request failed".into()),
-            ))
+            Err(ShimFailure {
+                kind: self.kind.unwrap_or_default(),
+                fault: self.fault.unwrap_or_default(),
+                message: self.error.unwrap_or_else(|| "shim request failed".into()),
+            })
         }
     }
 }
@@ -148,7 +173,22 @@ mod tests {
         assert!(serde_json::from_str::<ShimRequest>(r#"{"op":"nope"}"#).is_err());
         // A reply of an older shim, without a kind.
         let r: ShimReply = serde_json::from_str(r#"{"ok":false,"error":"x"}"#).unwrap();
-        assert_eq!(r.into_result(), Err((ShimErrorKind::Internal, "x".into())));
+        assert_eq!(
+            r.into_result(),
+            Err(ShimFailure {
+                kind: ShimErrorKind::Internal,
+                fault: StartFault::Internal,
+                message: "x".into()
+            })
+        );
+        let r = ShimReply::start_failed(StartFault::NotFound, "gone");
+        let wire = serde_json::to_string(&r).unwrap();
+        assert_eq!(
+            wire,
+            r#"{"ok":false,"error":"gone","kind":"start_failed","fault":"not_found"}"#
+        );
+        let back: ShimReply = serde_json::from_str(&wire).unwrap();
+        assert_eq!(back.into_result().unwrap_err().fault, StartFault::NotFound);
         let r = ShimReply::err(ShimErrorKind::NotRunning, "container x is not running");
         assert_eq!(
             serde_json::to_string(&r).unwrap(),

@@ -17,9 +17,11 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
 
+use super::executor::{exec_filter, FaultPipe, ShimExecutor};
 use super::log::{now_rfc3339_nano, JsonLog};
 use super::protocol::{ProcessStatus, ShimErrorKind, ShimReply, ShimRequest, ShimState};
 use super::{ExitStatus, Ready, ShimOptions, CONSOLE_SOCK, EXITFILE, PIDFILE, SOCK};
+use crate::StartFault;
 use berth_fs::{write_atomic, write_replace};
 
 /// Output queued for one client beyond this means it is not keeping up: drop it.
@@ -34,19 +36,48 @@ const HOLD_TIMEOUT: Duration = Duration::from_secs(10);
 /// After exit, how long attached clients get to take the rest of the output.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A failed create: its message, and its fault as typed where it happened.
+pub(crate) struct Failure {
+    message: String,
+    fault: StartFault,
+}
+
+impl From<String> for Failure {
+    /// The shim's own trouble (a pipe, a socket): internal.
+    fn from(message: String) -> Self {
+        Failure {
+            message,
+            fault: StartFault::Internal,
+        }
+    }
+}
+
+impl Failure {
+    /// libcontainer's failure: the fault the container's process wrote to the fault pipe
+    /// (its command is missing or not executable), else by the errno in the error's chain.
+    fn runtime(e: libcontainer::error::LibcontainerError, faults: &FaultPipe) -> Failure {
+        Failure {
+            fault: faults.take().unwrap_or_else(|| StartFault::of_error(&e)),
+            message: e.to_string(),
+        }
+    }
+}
+
 /// Writes the one ready line for spawn_shim.
-pub(crate) fn report(ready: Option<OwnedFd>, res: Result<(i32, i32), String>) {
+pub(crate) fn report(ready: Option<OwnedFd>, res: Result<(i32, i32), Failure>) {
     let Some(fd) = ready else { return };
     let msg = match res {
         Ok((shim_pid, init_pid)) => Ready {
             ok: true,
             error: None,
+            fault: StartFault::Internal,
             shim_pid,
             init_pid,
         },
         Err(e) => Ready {
             ok: false,
-            error: Some(e),
+            error: Some(e.message),
+            fault: e.fault,
             shim_pid: 0,
             init_pid: 0,
         },
@@ -81,7 +112,7 @@ pub(crate) fn remove_cgroup_dirs(cgroups_path: &str) {
 /// Sets the spec's `oomScoreAdj` on the shim itself (init inherits it), before libcontainer
 /// does the same, so that the kernel's refusal reaches the user in plain words: lowering the
 /// score below the current one needs CAP_SYS_RESOURCE, which a daemon may lack.
-fn apply_oom_score_adj(bundle: &Path) -> Result<(), String> {
+fn apply_oom_score_adj(bundle: &Path) -> Result<(), Failure> {
     let Ok(spec) = oci_spec::runtime::Spec::load(bundle.join("config.json")) else {
         return Ok(());
     };
@@ -94,15 +125,22 @@ fn apply_oom_score_adj(bundle: &Path) -> Result<(), String> {
         return Ok(());
     }
     fs::write(file, adj.to_string()).map_err(|e| {
-        let why = match e.raw_os_error() {
-            Some(libc::EACCES) | Some(libc::EPERM) => format!(
-                "permission denied (the kernel refuses to lower it from {} to {adj} \
-                 without CAP_SYS_RESOURCE, which the daemon does not have)",
-                current.trim()
+        let (why, fault) = match e.raw_os_error() {
+            // dockerd: a 400, exit code 126 for `run`.
+            Some(libc::EACCES) | Some(libc::EPERM) => (
+                format!(
+                    "permission denied (the kernel refuses to lower it from {} to {adj} \
+                     without CAP_SYS_RESOURCE, which the daemon does not have)",
+                    current.trim()
+                ),
+                StartFault::PermissionDenied,
             ),
-            _ => e.to_string(),
+            _ => (e.to_string(), StartFault::Internal),
         };
-        format!("write {file}: {why}")
+        Failure {
+            message: format!("write {file}: {why}"),
+            fault,
+        }
     })
 }
 
@@ -149,80 +187,6 @@ impl TightPids {
         };
         fs::write(&file, self.limit.to_string())
             .map_err(|e| format!("write {}: {e}", file.display()))
-    }
-}
-
-/// The container's seccomp profile, from its bundle.
-fn container_seccomp(bundle: &Path) -> Option<oci_spec::runtime::LinuxSeccomp> {
-    let spec = oci_spec::runtime::Spec::load(bundle.join("config.json")).ok()?;
-    spec.linux().as_ref()?.seccomp().clone()
-}
-
-/// The filter an exec loads: the container's profile compiled to BPF (cached in its bundle,
-/// see `crate::seccomp_bpf`), or the profile itself for libcontainer to compile in the
-/// process when it cannot be cached (notify actions) or compiling here failed.
-#[derive(Clone)]
-enum ExecFilter {
-    Bpf(crate::seccomp_bpf::Program),
-    Profile(oci_spec::runtime::LinuxSeccomp),
-}
-
-impl ExecFilter {
-    fn load(&self) -> Result<(), String> {
-        match self {
-            ExecFilter::Bpf(p) => crate::seccomp_bpf::load(p).map_err(|e| e.to_string()),
-            ExecFilter::Profile(s) => libcontainer::seccomp::initialize_seccomp(s)
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
-        }
-    }
-}
-
-/// The exec's filter for the container's profile (None: the container has none).
-fn exec_filter(bundle: &Path) -> Option<ExecFilter> {
-    let s = container_seccomp(bundle)?;
-    if crate::seccomp_bpf::cacheable(&s) {
-        match crate::seccomp_bpf::cached_program(bundle, &s) {
-            Ok(p) => return Some(ExecFilter::Bpf(p)),
-            Err(e) => eprintln!("berth shim: seccomp program: {e}; compiling in the process"),
-        }
-    }
-    Some(ExecFilter::Profile(s))
-}
-
-/// libcontainer's tenant builder keeps only namespaces and cgroups of the container's
-/// `linux` section, so an exec would run without the container's seccomp filter. This
-/// executor loads it right before execve. Capabilities are dropped by then, so loading a
-/// filter needs no_new_privs unless the process kept CAP_SYS_ADMIN: it is set only then.
-#[derive(Clone)]
-struct SeccompExecutor {
-    filter: Option<ExecFilter>,
-}
-
-impl libcontainer::workload::Executor for SeccompExecutor {
-    fn exec(
-        &self,
-        spec: &oci_spec::runtime::Spec,
-    ) -> Result<(), libcontainer::workload::ExecutorError> {
-        if let Some(f) = &self.filter {
-            if f.load().is_err() {
-                // SAFETY: prctl with integer arguments.
-                unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
-                if let Err(e) = f.load() {
-                    return Err(libcontainer::workload::ExecutorError::Other(format!(
-                        "load seccomp filter: {e}"
-                    )));
-                }
-            }
-        }
-        libcontainer::workload::default::DefaultExecutor {}.exec(spec)
-    }
-
-    fn validate(
-        &self,
-        spec: &oci_spec::runtime::Spec,
-    ) -> Result<(), libcontainer::workload::ExecutorValidationError> {
-        libcontainer::workload::default::DefaultExecutor {}.validate(spec)
     }
 }
 
@@ -600,7 +564,7 @@ pub(crate) fn run(opts: ShimOptions, ready: Option<OwnedFd>) -> i32 {
     let mut shim = shim;
     if let Err(e) = shim.listen() {
         delete_container_state(&shim.opts.state_root, &shim.opts.id);
-        report(ready, Err(e));
+        report(ready, Err(e.into()));
         return 1;
     }
     report(ready, Ok((std::process::id() as i32, shim.init_pid)));
@@ -608,10 +572,10 @@ pub(crate) fn run(opts: ShimOptions, ready: Option<OwnedFd>) -> i32 {
     0
 }
 
-fn create(opts: ShimOptions) -> Result<Shim, String> {
+fn create(opts: ShimOptions) -> Result<Shim, Failure> {
     macro_rules! fail {
         ($e:expr) => {{
-            return Err($e);
+            return Err(Failure::from($e));
         }};
     }
     // libcontainer clones init with CLONE_PARENT, so it is our child; being a subreaper also
@@ -625,8 +589,15 @@ fn create(opts: ShimOptions) -> Result<Shim, String> {
     let log = if opts.exec.is_some() {
         None
     } else {
-        match JsonLog::open(&opts.log_path, opts.log_max_size, opts.log_max_file) {
-            Ok(l) => Some(l),
+        let opened = match opts.log_format {
+            _ if opts.log_path.as_os_str().is_empty() => Ok(None),
+            super::LogFormat::Cri => JsonLog::open_cri(&opts.log_path).map(Some),
+            super::LogFormat::JsonFile => {
+                JsonLog::open(&opts.log_path, opts.log_max_size, opts.log_max_file).map(Some)
+            }
+        };
+        match opened {
+            Ok(l) => l,
             Err(e) => fail!(format!("open log {}: {e}", opts.log_path.display())),
         }
     };
@@ -639,11 +610,12 @@ fn create(opts: ShimOptions) -> Result<Shim, String> {
         }
     }
     reset_rt_signals();
+    let faults = FaultPipe::new()?;
     let builder = match ContainerBuilder::new(opts.id.clone(), SyscallType::default())
         .with_root_path(&opts.state_root)
     {
         Ok(b) => b,
-        Err(e) => fail!(e.to_string()),
+        Err(e) => return Err(Failure::runtime(e, &faults)),
     };
     let pipe =
         || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"));
@@ -692,7 +664,10 @@ fn create(opts: ShimOptions) -> Result<Shim, String> {
             exec_filter(&opts.bundle)
         };
         let built = builder
-            .with_executor(SeccompExecutor { filter })
+            .with_executor(ShimExecutor {
+                filter,
+                fault_fd: faults.writer(),
+            })
             .as_tenant()
             .with_process(Some(opts.runtime_dir.join(crate::exec::PROCESS_FILE)))
             .with_detach(true)
@@ -705,18 +680,20 @@ fn create(opts: ShimOptions) -> Result<Shim, String> {
                     let _ = std::os::unix::net::UnixStream::connect(CONSOLE_SOCK);
                     let _ = t.join();
                 }
-                fail!(e.to_string())
+                return Err(Failure::runtime(e, &faults));
             }
         }
     } else {
-        if let Err(e) = apply_oom_score_adj(&opts.bundle) {
-            fail!(e)
-        }
+        apply_oom_score_adj(&opts.bundle)?;
         let tight_pids = match relax_pids_limit(&opts.bundle) {
             Ok(t) => t,
             Err(e) => fail!(e),
         };
         let container = builder
+            .with_executor(ShimExecutor {
+                filter: None,
+                fault_fd: faults.writer(),
+            })
             .as_init(&opts.bundle)
             // A systemd cgroupsPath (<slice>:<prefix>:<name>) makes libcontainer ask systemd
             // for the scope; an absolute one is a cgroupfs path.
@@ -728,7 +705,7 @@ fn create(opts: ShimOptions) -> Result<Shim, String> {
         }
         let container = match container {
             Ok(c) => c,
-            Err(e) => fail!(e.to_string()),
+            Err(e) => return Err(Failure::runtime(e, &faults)),
         };
         if let Some(t) = tight_pids {
             if let Err(e) = t.apply(&opts.bundle) {
@@ -1217,6 +1194,11 @@ impl Shim {
             },
             ShimRequest::Kill { signal } => Some(json!(self.op_kill(signal))),
             ShimRequest::Resize { height, width } => Some(json!(self.op_resize(height, width))),
+            ShimRequest::ReopenLog => Some(json!(match self.log.as_mut().map(|l| l.reopen()) {
+                Some(Ok(())) => ShimReply::ok(),
+                Some(Err(e)) => ShimReply::err(ShimErrorKind::Internal, format!("reopen log: {e}")),
+                None => ShimReply::err(ShimErrorKind::NoLog, "the container has no log file"),
+            })),
             ShimRequest::State => {
                 let status = match self.status {
                     Status::Created => ProcessStatus::Created,
@@ -1259,8 +1241,8 @@ impl Shim {
                 self.status = Status::Running;
                 ShimReply::ok()
             }
-            Err(e) => ShimReply::err(
-                ShimErrorKind::StartFailed,
+            Err(e) => ShimReply::start_failed(
+                StartFault::of_error(&e),
                 format!("OCI runtime start failed: {e}"),
             ),
         }

@@ -1,9 +1,10 @@
 //! Writes one of Berth's offline test images as a `docker save` tarball.
 //!
-//! usage: berth-test-image busybox|hello-world|layered [--legacy] [--tag NAME:TAG] [-o FILE]
+//! usage: berth-test-image busybox|hello-world|layered|cri [--legacy] [--tag NAME:TAG] [-o FILE]
 //!        berth-test-image layers TAR... [--tag NAME:TAG] [-o FILE]
 //! (to stdout without -o). Then: `berth load -i FILE`. `layers` makes an image whose layers are
-//! the given tar files, in order (the pull benchmark's many-layer image).
+//! the given tar files, in order (the pull benchmark's many-layer image). `cri` writes every
+//! stand-in of critest's images under their real names (`berth_testkit::cri`).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -31,7 +32,7 @@ fn run() -> Result<(), String> {
             "-o" | "--output" => out = Some(it.next().ok_or("-o needs a file")?.into()),
             "--tag" => tag = Some(it.next().ok_or("--tag needs NAME:TAG")?.clone()),
             "-h" | "--help" => {
-                println!("usage: berth-test-image busybox|hello-world|layered [--legacy] [--tag NAME:TAG] [-o FILE]");
+                println!("usage: berth-test-image busybox|hello-world|layered|cri [--legacy] [--tag NAME:TAG] [-o FILE]");
                 println!("       berth-test-image layers TAR... [--tag NAME:TAG] [-o FILE]");
                 return Ok(());
             }
@@ -41,6 +42,12 @@ fn run() -> Result<(), String> {
         }
     }
     let cache = std::env::temp_dir().join("berth-testkit");
+    if which.as_deref() == Some("cri") {
+        // Every stand-in of critest's images, in one archive.
+        let imgs = berth_testkit::cri::images(&cache).map_err(|e| e.to_string())?;
+        let refs: Vec<&image::Image> = imgs.iter().collect();
+        return write_out(out, &image::save_tar(&refs, format));
+    }
     let img = match which.as_deref().unwrap_or("busybox") {
         "busybox" => image::busybox_image(),
         "hello-world" | "hello" => image::hello_image(&cache),
@@ -70,12 +77,14 @@ fn run() -> Result<(), String> {
         Some(t) => img.retag(&[t]),
         None => img,
     };
-    let tar = img.save_tar(format);
+    write_out(out, &img.save_tar(format))
+}
+
+fn write_out(out: Option<PathBuf>, tar: &[u8]) -> Result<(), String> {
     match out {
-        Some(p) => std::fs::write(&p, &tar).map_err(|e| format!("write {}: {e}", p.display()))?,
+        Some(p) => std::fs::write(&p, tar).map_err(|e| format!("write {}: {e}", p.display())),
         None => std::io::stdout()
-            .write_all(&tar)
-            .map_err(|e| format!("write stdout: {e}"))?,
+            .write_all(tar)
+            .map_err(|e| format!("write stdout: {e}")),
     }
-    Ok(())
 }

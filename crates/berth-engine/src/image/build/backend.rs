@@ -105,13 +105,20 @@ fn create_body(spec: &RunSpec) -> Result<ContainerCreateBody, BuildError> {
             ..Default::default()
         },
         host_config: Some(HostConfig {
-            network_mode: spec.network.clone().unwrap_or_default(),
+            network_mode: spec.network.as_deref().unwrap_or_default().into(),
             extra_hosts: (!spec.extra_hosts.is_empty()).then(|| spec.extra_hosts.clone()),
             mounts: (!mounts.is_empty()).then_some(mounts),
             privileged: spec.insecure,
             shm_size: spec.shm_size.unwrap_or(0),
             ulimits: (!ulimits.is_empty()).then_some(ulimits),
             cgroup_parent: spec.cgroup_parent.clone().unwrap_or_default(),
+            memory: spec.limits.memory,
+            memory_swap: spec.limits.memory_swap,
+            cpu_shares: spec.limits.cpu_shares,
+            cpu_period: spec.limits.cpu_period,
+            cpu_quota: spec.limits.cpu_quota,
+            cpuset_cpus: spec.limits.cpuset_cpus.clone(),
+            cpuset_mems: spec.limits.cpuset_mems.clone(),
             ..Default::default()
         }),
         networking_config: None,
@@ -178,7 +185,7 @@ impl Backend for EngineBackend {
         let e = &self.engine;
         let (id, _) = self
             .rt
-            .block_on(e.create_as(None, body, true))
+            .block_on(e.create_as(None, body, crate::container::Owner::BuildStep))
             .map_err(user_error)?;
         events(RunEvent::Created(&id));
         let be = |x: EngineError| BuildError::Failed(x.to_string());
@@ -284,6 +291,16 @@ impl Backend for EngineBackend {
             .block_on(self.engine.remove(container_id, true, true))
         {
             tracing::warn!("removing build container {container_id}: {e}");
+        }
+    }
+
+    fn keep(&self, container_id: &str) {
+        let kept = self
+            .engine
+            .lookup(container_id)
+            .and_then(|c| Ok(c.update(|r| r.build_step = false)?));
+        if let Err(e) = kept {
+            tracing::warn!("keeping failed build container {container_id}: {e}");
         }
     }
 }

@@ -228,7 +228,7 @@ impl BuildHost for Engine {
         let store = self.images();
         let sid = format!("export-{}", crate::util::new_id());
         let fail = |e: berth_image::ImageError| BuildError::Failed(format!("mounting image: {e}"));
-        store.create_snapshot(&sid, image).map_err(fail)?;
+        store.create_image_snapshot(&sid, image).map_err(fail)?;
         let r = match store.mount_snapshot(&sid) {
             Ok(p) => f(&p),
             Err(e) => Err(fail(e)),
