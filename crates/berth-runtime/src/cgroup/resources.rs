@@ -106,13 +106,21 @@ impl Resources {
     }
 }
 
-/// v1 CPU shares (2..262144) to the v2 weight (1..10000), as runc converts them.
+/// v1 CPU shares (2..262144) to the v2 weight (1..10000), as runc 1.3.2+ (opencontainers/cgroups
+/// 0.0.3+), crun 1.23+ and libcontainer 0.7 convert them, so Docker's default of 1024 shares is
+/// the v2 default weight of 100 (the older linear formula made it 39): a curve through
+/// (2, 1), (1024, 100) and (262144, 10000) in log space.
 pub fn shares_to_weight(shares: i64) -> u64 {
-    if shares <= 0 {
-        return 100;
+    match shares {
+        s if s <= 0 => 100,
+        s if s <= 2 => 1,
+        s if s >= 262_144 => 10_000,
+        s => {
+            let l = (s as f64).log2();
+            let exponent = (l * l + 125.0 * l) / 612.0 - 7.0 / 34.0;
+            (10f64.powf(exponent).ceil() as u64).clamp(1, 10_000)
+        }
     }
-    let s = shares.clamp(2, 262_144) as u64;
-    1 + ((s - 2) * 9999) / 262_142
 }
 
 /// A blkio weight (10..1000) to an io.weight (1..10000), as runc converts it.
@@ -347,9 +355,11 @@ impl Resources {
                 })
                 .collect()
         };
+        // Per-device weights only for devices BFQ schedules (see `write_io_weights`).
         let weights: Vec<(i64, i64, u64)> = self
             .blkio_weight_device
             .iter()
+            .filter(|d| bfq_schedules(d.major, d.minor))
             .map(|d| (d.major, d.minor, blkio_to_io_weight(d.weight)))
             .collect();
         if !weights.is_empty() {
@@ -553,15 +563,26 @@ impl Resources {
         if self.blkio_weight > 0 {
             cg.write("", file, &format!("default {}", conv(self.blkio_weight)))?;
         }
-        for d in &self.blkio_weight_device {
-            cg.write(
-                "",
-                file,
-                &format!("{}:{} {}", d.major, d.minor, conv(d.weight)),
-            )?;
+        // Only BFQ weighs a device's IO per cgroup (io.weight's per-device lines need iocost
+        // enabled on the device, and fail otherwise): as runc, per-device weights go to
+        // io.bfq.weight for the devices BFQ schedules and are left out for the others.
+        for d in self.blkio_weight_device.iter() {
+            if bfq && bfq_schedules(d.major, d.minor) {
+                cg.write(
+                    "",
+                    "io.bfq.weight",
+                    &format!("{}:{} {}", d.major, d.minor, d.weight),
+                )?;
+            }
         }
         Ok(())
     }
+}
+
+/// The block device `major:minor` is scheduled by BFQ (`[bfq]` in its queue's scheduler).
+pub(crate) fn bfq_schedules(major: i64, minor: i64) -> bool {
+    std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/queue/scheduler"))
+        .is_ok_and(|s| s.contains("[bfq]"))
 }
 
 #[cfg(test)]
@@ -577,8 +598,13 @@ mod tests {
 
     #[test]
     fn conversions_match_runc() {
-        assert_eq!(shares_to_weight(1024), 39);
+        // As runc 1.3.2+ computes them.
+        assert_eq!(shares_to_weight(1024), 100);
+        assert_eq!(shares_to_weight(512), 59);
         assert_eq!(shares_to_weight(2), 1);
+        assert_eq!(shares_to_weight(3), 2);
+        assert_eq!(shares_to_weight(2048), 174);
+        assert_eq!(shares_to_weight(262_143), 10_000);
         assert_eq!(shares_to_weight(262_144), 10_000);
         assert_eq!(blkio_to_io_weight(10), 1);
         assert_eq!(blkio_to_io_weight(500), 4950);
@@ -665,7 +691,7 @@ mod tests {
         assert_eq!(rd("memory.max"), (128u64 << 20).to_string());
         assert_eq!(rd("memory.swap.max"), (64u64 << 20).to_string());
         assert_eq!(rd("cpu.max"), "20000 50000");
-        assert_eq!(rd("cpu.weight"), "39");
+        assert_eq!(rd("cpu.weight"), "100");
         assert_eq!(rd("pids.max"), "max");
         assert_eq!(rd("io.weight"), "default 4950");
         assert_eq!(rd("io.max"), "254:0 rbps=1000 wiops=10");
