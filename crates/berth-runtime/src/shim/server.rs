@@ -297,6 +297,10 @@ struct Shim {
     exit: Option<ExitStatus>,
     /// A request ran since the last drop_code_pages().
     code_touched: bool,
+    /// inotify on the container's v2 `memory.events`: an OOM kill is seen as it happens, as a
+    /// systemd scope's cgroup (and its counters) goes away once its last process is gone.
+    oom_watch: Option<OwnedFd>,
+    oom_seen: bool,
 }
 
 fn set_nonblocking(fd: RawFd) {
@@ -466,6 +470,28 @@ fn set_winsize(fd: RawFd, height: u16, width: u16) -> io::Result<()> {
     } else {
         Ok(())
     }
+}
+
+/// An inotify fd that is readable when the v2 cgroup's `memory.events` changes (None on v1, or
+/// when the cgroup has no memory controller).
+fn watch_memory_events(cgroups_path: &str) -> Option<OwnedFd> {
+    use std::os::unix::ffi::OsStringExt;
+    let cg = crate::cgroup::ContainerCgroup::from_cgroups_path(cgroups_path)?;
+    if !cg.is_v2() {
+        return None;
+    }
+    let file = std::ffi::CString::new(cg.dir("").join("memory.events").into_os_string().into_vec())
+        .ok()?;
+    // SAFETY: inotify_init1 takes flags and returns a new fd or -1.
+    let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: a new fd the kernel handed us.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: fd is our inotify fd; file is a NUL-terminated path that outlives the call.
+    let wd = unsafe { libc::inotify_add_watch(fd.as_raw_fd(), file.as_ptr(), libc::IN_MODIFY) };
+    (wd >= 0).then_some(fd)
 }
 
 fn open_pidfd(pid: i32) -> Option<OwnedFd> {
@@ -809,7 +835,12 @@ fn create(opts: ShimOptions) -> Result<Shim, Failure> {
         done: None,
         exit: None,
         code_touched: false,
+        oom_watch: None,
+        oom_seen: false,
     };
+    if shim.opts.exec.is_none() {
+        shim.oom_watch = watch_memory_events(&shim.cgroups_path);
+    }
     // init may already have died before SIGCHLD was blocked.
     shim.reap();
     Ok(shim)
@@ -838,6 +869,7 @@ impl Shim {
         enum Tag {
             Sig,
             Pidfd,
+            Oom,
             Listen,
             Out,
             Err,
@@ -858,6 +890,9 @@ impl Shim {
             add(self.sfd.as_fd().as_raw_fd(), libc::POLLIN, Tag::Sig);
             if let (Some(p), None) = (&self.pidfd, self.exit_code) {
                 add(p.as_raw_fd(), libc::POLLIN, Tag::Pidfd);
+            }
+            if let Some(w) = &self.oom_watch {
+                add(w.as_raw_fd(), libc::POLLIN, Tag::Oom);
             }
             if let Some(l) = &self.listener {
                 add(l.as_raw_fd(), libc::POLLIN, Tag::Listen);
@@ -921,6 +956,7 @@ impl Shim {
                         self.reap();
                     }
                     Tag::Pidfd => self.reap(),
+                    Tag::Oom => self.memory_event(),
                     Tag::Listen => self.accept(),
                     Tag::Out => self.pump(1),
                     Tag::Err => self.pump(2),
@@ -953,6 +989,22 @@ impl Shim {
         }
     }
 
+    /// `memory.events` changed: drain the inotify fd and look for an OOM kill.
+    fn memory_event(&mut self) {
+        if let Some(w) = &self.oom_watch {
+            let mut buf = [0u8; 1024];
+            // SAFETY: reads into a buffer we own, of its length, from our nonblocking fd.
+            while unsafe { libc::read(w.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
+        }
+        if !self.oom_seen && self.oom_killed() {
+            self.oom_seen = true;
+        }
+        if self.exit_code.is_some() {
+            // The cgroup may go now (a systemd scope): nothing more to watch.
+            self.oom_watch = None;
+        }
+    }
+
     fn reap(&mut self) {
         loop {
             // __WALL: init is a "clone" child (exit_signal 0) until it execs.
@@ -976,6 +1028,8 @@ impl Shim {
 
     fn on_exit(&mut self, code: i32) {
         if self.exit_code.is_none() {
+            // Before the cgroup can go (see `oom_watch`).
+            self.oom_seen = self.oom_seen || self.oom_killed();
             self.exit_code = Some(code);
             self.exited_at = Some(Instant::now());
             self.finished_at = Some(now_rfc3339_nano());
@@ -1300,8 +1354,9 @@ impl Shim {
         if self.opts.exec.is_some() {
             return false;
         }
-        crate::cgroup::ContainerCgroup::from_cgroups_path(&self.cgroups_path)
-            .is_some_and(|cg| cg.oom_killed())
+        self.oom_seen
+            || crate::cgroup::ContainerCgroup::from_cgroups_path(&self.cgroups_path)
+                .is_some_and(|cg| cg.oom_killed())
     }
 
     /// The container is gone: record, clean up, tell everyone, and get ready to exit.
