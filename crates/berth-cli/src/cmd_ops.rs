@@ -179,6 +179,12 @@ pub async fn update(c: Arc<Client>, a: UpdateArgs) -> Result<i32, CliError> {
     if let Some(s) = &a.cpuset_cpus {
         body.insert("CpusetCpus".into(), s.clone().into());
     }
+    if let Some(s) = &a.cpuset_mems {
+        body.insert("CpusetMems".into(), s.clone().into());
+    }
+    if let Some(w) = a.blkio_weight {
+        body.insert("BlkioWeight".into(), w.into());
+    }
     if let Some(p) = a.pids_limit {
         body.insert("PidsLimit".into(), p.into());
     }

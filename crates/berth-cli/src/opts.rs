@@ -39,6 +39,41 @@ pub fn parse_ram(s: &str) -> Result<i64, CliError> {
     Ok((n * mult) as i64)
 }
 
+/// `DEVICE:VALUE` flags (`--device-read-bps /dev/sda:1mb`, `--blkio-weight-device
+/// /dev/sda:200`) as the API's `[{"Path": ..., key: n}]`; `bytes` takes sizes (kb, mb, gb).
+fn device_list(
+    flags: &[String],
+    key: &str,
+    bytes: bool,
+) -> Result<Option<Vec<serde_json::Value>>, CliError> {
+    if flags.is_empty() {
+        return Ok(None);
+    }
+    let mut out = Vec::new();
+    for f in flags {
+        let (path, v) = f
+            .rsplit_once(':')
+            .filter(|(p, _)| p.starts_with("/dev/"))
+            .ok_or_else(|| {
+                CliError::Usage(format!(
+                    "bad format for {f}: expected DEVICE:VALUE with DEVICE under /dev"
+                ))
+            })?;
+        let n: i64 = if bytes {
+            parse_ram(v)?
+        } else {
+            v.parse().map_err(|_| {
+                CliError::Usage(format!("invalid value {v} for {f}: expected a number"))
+            })?
+        };
+        if n < 0 {
+            return Err(CliError::Usage(format!("invalid value {v} for {f}")));
+        }
+        out.push(serde_json::json!({ "Path": path, key: n }));
+    }
+    Ok(Some(out))
+}
+
 /// `--memory-swap`: a size, or -1 for unlimited.
 pub fn parse_swap(s: &str) -> Result<i64, CliError> {
     if s.trim() == "-1" {
@@ -469,6 +504,30 @@ pub struct ContainerOpts {
     /// CPUs in which to allow execution (0-3, 0,1)
     #[arg(long = "cpuset-cpus")]
     pub cpuset_cpus: Option<String>,
+    /// MEMs in which to allow execution (0-3, 0,1)
+    #[arg(long = "cpuset-mems")]
+    pub cpuset_mems: Option<String>,
+    /// Tune container memory swappiness (0 to 100)
+    #[arg(long = "memory-swappiness", allow_hyphen_values = true)]
+    pub memory_swappiness: Option<i64>,
+    /// Block IO (relative weight), between 10 and 1000, or 0 to disable
+    #[arg(long = "blkio-weight")]
+    pub blkio_weight: Option<u16>,
+    /// Block IO weight (relative device weight): DEVICE:WEIGHT
+    #[arg(long = "blkio-weight-device")]
+    pub blkio_weight_device: Vec<String>,
+    /// Limit read rate (bytes per second) from a device: DEVICE:RATE[kb|mb|gb]
+    #[arg(long = "device-read-bps")]
+    pub device_read_bps: Vec<String>,
+    /// Limit write rate (bytes per second) to a device: DEVICE:RATE[kb|mb|gb]
+    #[arg(long = "device-write-bps")]
+    pub device_write_bps: Vec<String>,
+    /// Limit read rate (IO per second) from a device: DEVICE:RATE
+    #[arg(long = "device-read-iops")]
+    pub device_read_iops: Vec<String>,
+    /// Limit write rate (IO per second) to a device: DEVICE:RATE
+    #[arg(long = "device-write-iops")]
+    pub device_write_iops: Vec<String>,
     /// Tune container pids limit (set -1 for unlimited)
     #[arg(long = "pids-limit", allow_hyphen_values = true)]
     pub pids_limit: Option<i64>,
@@ -893,6 +952,14 @@ impl ContainerOpts {
             cpu_period: self.cpu_period.unwrap_or(0),
             cpu_quota: self.cpu_quota.unwrap_or(0),
             cpuset_cpus: self.cpuset_cpus.clone().unwrap_or_default(),
+            cpuset_mems: self.cpuset_mems.clone().unwrap_or_default(),
+            memory_swappiness: self.memory_swappiness,
+            blkio_weight: self.blkio_weight.unwrap_or(0),
+            blkio_weight_device: device_list(&self.blkio_weight_device, "Weight", false)?,
+            blkio_device_read_bps: device_list(&self.device_read_bps, "Rate", true)?,
+            blkio_device_write_bps: device_list(&self.device_write_bps, "Rate", true)?,
+            blkio_device_read_iops: device_list(&self.device_read_iops, "Rate", false)?,
+            blkio_device_write_iops: device_list(&self.device_write_iops, "Rate", false)?,
             pids_limit: self.pids_limit,
             oom_kill_disable: self.oom_kill_disable.then_some(true),
             ulimits: if self.ulimit.is_empty() {

@@ -190,11 +190,9 @@ impl Runtime {
         });
         let u64v = |value: u64| Some(cri::UInt64Value { value });
         let running = rec.state.status.is_running();
-        let cg = rec.cgroup();
-        let sample = if running {
-            berth_engine::container::stats::sample(&cg, rec.state.pid)
-        } else {
-            serde_json::Value::Null
+        let sample = match self.engine.cgroup(&rec.id) {
+            Some(cg) if running => berth_engine::container::stats::sample(&cg, rec.state.pid),
+            _ => serde_json::Value::Null,
         };
         let num = |p: &[&str]| {
             let mut v = &sample;
@@ -299,7 +297,8 @@ impl Runtime {
             .container_records()
             .iter()
             .filter(|c| c.pod.as_ref().is_some_and(|p| p.pod_id == r.id))
-            .map(|c| c.cgroup().pids().len() as u64)
+            .filter_map(|c| self.engine.cgroup(&c.id))
+            .map(|cg| cg.pids().len() as u64)
             .sum();
         let network = r.netns.as_ref().and_then(|ns| {
             let dev = berth_net::netns::enter(ns, || {

@@ -22,6 +22,8 @@ pub const KEYS: &[&str] = &[
     "data-root",
     "debug",
     "default-address-pools",
+    "default-cgroupns-mode",
+    "exec-opts",
     "exec-root",
     "experimental",
     "hosts",
@@ -48,6 +50,10 @@ pub struct FileConfig {
     pub debug: Option<bool>,
     /// `base=CIDR,size=N`, as the `--default-address-pool` flag takes them.
     pub default_address_pools: Option<Vec<String>>,
+    /// `private` or `host`.
+    pub default_cgroupns_mode: Option<String>,
+    /// `KEY=VALUE` runtime options, as `--exec-opt` takes them (`native.cgroupdriver=systemd`).
+    pub exec_opts: Option<Vec<String>>,
     pub exec_root: Option<PathBuf>,
     pub experimental: Option<bool>,
     pub hosts: Option<Vec<String>>,
@@ -135,6 +141,8 @@ pub fn parse(text: &str) -> Result<FileConfig, String> {
             "data-root" => c.data_root = Some(string(k, v)?.into()),
             "exec-root" => c.exec_root = Some(string(k, v)?.into()),
             "pidfile" => c.pidfile = Some(string(k, v)?.into()),
+            "default-cgroupns-mode" => c.default_cgroupns_mode = Some(string(k, v)?),
+            "exec-opts" => c.exec_opts = Some(strings(k, v)?),
             "log-level" => c.log_level = Some(string(k, v)?),
             "debug" => c.debug = Some(boolean(k, v)?),
             "experimental" => c.experimental = Some(boolean(k, v)?),
@@ -338,6 +346,7 @@ mod tests {
               "tls": true, "tlsverify": true, "tlscacert": "/etc/b/ca.pem",
               "tlscert": "/etc/b/server-cert.pem", "tlskey": "/etc/b/server-key.pem",
               "api-cors-header": "http://ui.example",
+              "exec-opts": ["native.cgroupdriver=systemd"], "default-cgroupns-mode": "host",
               "registry-config-path": "/etc/b/certs.d", "cri-socket": "unix:///run/b/cri.sock",
               "cni-conf-dir": "/etc/b/cni", "cni-bin-dir": "/opt/cni/bin:/usr/lib/cni"
             }"#,
@@ -356,6 +365,11 @@ mod tests {
         );
         assert_eq!(c.bip.as_deref(), Some("10.98.0.1/24"));
         assert_eq!(c.experimental, Some(true));
+        assert_eq!(
+            c.exec_opts,
+            Some(vec!["native.cgroupdriver=systemd".to_string()])
+        );
+        assert_eq!(c.default_cgroupns_mode.as_deref(), Some("host"));
         assert_eq!(c.tlsverify, Some(true));
         assert_eq!(c.tlskey, Some("/etc/b/server-key.pem".into()));
         assert_eq!(c.api_cors_header.as_deref(), Some("http://ui.example"));

@@ -36,6 +36,10 @@ pub struct DaemonOptions {
     pub activated_fds: Vec<i32>,
     /// `--experimental`: features dockerd keeps behind it (`build --squash`).
     pub experimental: bool,
+    /// `--exec-opt native.cgroupdriver=` (or the host's default), checked against the host.
+    pub cgroup_driver: berth_engine::CgroupDriver,
+    /// `--default-cgroupns-mode` (or the host's default).
+    pub default_cgroupns: berth_engine::CgroupnsMode,
     /// `--registry-config-path`: per-registry `hosts.toml` (mirrors) for both APIs' pulls.
     pub registry_config_path: PathBuf,
     /// `--cri-socket`: `unix://PATH` of the CRI server; empty for none.
@@ -449,6 +453,8 @@ async fn serve(opts: &DaemonOptions) -> Result<(), String> {
         network: opts.network.clone(),
         log_opts: opts.log_opts.clone(),
         experimental: opts.experimental,
+        cgroup_driver: opts.cgroup_driver,
+        default_cgroupns: opts.default_cgroupns,
         cni: berth_net_cni(opts),
     })
     .await

@@ -133,7 +133,7 @@ async fn info(State(st): State<AppState>) -> Json<SystemInfo> {
         oom_kill_disable: true,
         system_time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
         logging_driver: "json-file".into(),
-        cgroup_driver: "cgroupfs".into(),
+        cgroup_driver: cfg.cgroup_driver.to_string(),
         cgroup_version: cgroup_version().into(),
         kernel_version: kernel_version(),
         operating_system: os_name(),

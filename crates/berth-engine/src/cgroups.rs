@@ -1,51 +1,124 @@
-//! A container's cgroup directories, for stats, top, pause and update. The runtime puts every
-//! container at `<parent>/<id>` (`/berth/<id>` unless `--cgroup-parent`): in each v1 hierarchy
-//! on a v1/hybrid host, or in the unified tree on a cgroup v2 host.
+//! Containers' cgroups, through berth-runtime's cgroup module: the engine turns a HostConfig
+//! into `Resources` (device paths to numbers, with Docker's checks and words) and finds a
+//! container's cgroup from its bundle (the spec's cgroupsPath names it, whichever driver made
+//! it — so a daemon restarted with another driver still finds older containers).
 
-use std::path::{Path, PathBuf};
+use berth_api::types::HostConfig;
+use berth_runtime::cgroup::{CgroupDriver, CgroupnsMode, Resources, ThrottleDevice, WeightDevice};
+use serde_json::Value;
 
-#[derive(Debug, Clone)]
-pub enum Cgroup {
-    V1 { root: PathBuf, rel: String },
-    V2 { dir: PathBuf },
+pub use berth_runtime::cgroup::ContainerCgroup as Cgroup;
+
+use crate::error::{EngineError, Result};
+
+fn invalid(e: berth_runtime::RuntimeError) -> EngineError {
+    EngineError::InvalidParameter(e.to_string())
 }
 
-/// The host is cgroup v2 only (`/sys/fs/cgroup` is the unified mount).
-pub fn host_is_v2(root: &Path) -> bool {
-    root.join("cgroup.controllers").exists()
+/// `[{"Path": "/dev/sda", "Rate": 1048576}]` (or `"Weight"`), as the API gives device lists.
+fn device_list(list: &Option<Vec<Value>>, key: &str) -> Result<Vec<(String, u64)>> {
+    let mut out = Vec::new();
+    for v in list.iter().flatten() {
+        let path = v["Path"].as_str().unwrap_or_default();
+        let n = v[key].as_u64().ok_or_else(|| {
+            EngineError::InvalidParameter(format!("invalid {key} for device {path}: {}", v[key]))
+        })?;
+        out.push((path.to_string(), n));
+    }
+    Ok(out)
 }
 
-/// The cgroup under which a container goes, from `HostConfig.CgroupParent`: `/berth` when
-/// empty; a path (relative ones from the root, `..` cleaned away as runc does) on either cgroup
-/// version; a systemd slice name (`a-b.slice`) expands to systemd's path for it
-/// (`/a.slice/a-b.slice`), as there is no systemd here to ask.
-pub fn parent_path(parent: &str) -> Result<String, String> {
+fn throttle(list: &Option<Vec<Value>>) -> Result<Vec<ThrottleDevice>> {
+    device_list(list, "Rate")?
+        .into_iter()
+        .map(|(p, r)| ThrottleDevice::from_path(&p, r).map_err(invalid))
+        .collect()
+}
+
+/// The limits of a HostConfig.
+pub(crate) fn resources(hc: &HostConfig) -> Result<Resources> {
+    if hc.blkio_weight != 0 && !(10..=1000).contains(&hc.blkio_weight) {
+        return Err(EngineError::InvalidParameter(format!(
+            "Range of blkio weight is from 10 to 1000, got {}",
+            hc.blkio_weight
+        )));
+    }
+    let weight_device = device_list(&hc.blkio_weight_device, "Weight")?
+        .into_iter()
+        .map(|(p, w)| {
+            WeightDevice::from_path(&p, u16::try_from(w).unwrap_or(u16::MAX)).map_err(invalid)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Resources {
+        memory: hc.memory,
+        memory_swap: hc.memory_swap,
+        memory_reservation: hc.memory_reservation,
+        memory_swappiness: hc.memory_swappiness.filter(|s| *s >= 0),
+        oom_kill_disable: hc.oom_kill_disable.unwrap_or(false),
+        nano_cpus: hc.nano_cpus,
+        cpu_shares: hc.cpu_shares,
+        cpu_period: hc.cpu_period,
+        cpu_quota: hc.cpu_quota,
+        cpuset_cpus: hc.cpuset_cpus.clone(),
+        cpuset_mems: hc.cpuset_mems.clone(),
+        pids_limit: hc.pids_limit,
+        blkio_weight: hc.blkio_weight,
+        blkio_weight_device: weight_device,
+        device_read_bps: throttle(&hc.blkio_device_read_bps)?,
+        device_write_bps: throttle(&hc.blkio_device_write_bps)?,
+        device_read_iops: throttle(&hc.blkio_device_read_iops)?,
+        device_write_iops: throttle(&hc.blkio_device_write_iops)?,
+    })
+}
+
+/// Create-time checks of the cgroup settings (parent for the driver, cgroupns mode, devices)
+/// and dockerd's warnings for limits a cgroup v2 host discards.
+pub(crate) fn check(hc: &HostConfig, driver: CgroupDriver) -> Result<Vec<String>> {
+    match driver {
+        CgroupDriver::Cgroupfs => {
+            parent_path(&hc.cgroup_parent).map_err(EngineError::InvalidParameter)?;
+        }
+        CgroupDriver::Systemd => {
+            driver
+                .cgroups_path(&hc.cgroup_parent, "x")
+                .map_err(invalid)?;
+        }
+    }
+    CgroupnsMode::parse(&hc.cgroupns_mode, CgroupnsMode::Private).map_err(invalid)?;
+    resources(hc)?;
+    let mut warnings = Vec::new();
+    if berth_runtime::cgroup::host_is_v2(std::path::Path::new(berth_runtime::cgroup::ROOT)) {
+        if hc.memory_swappiness.is_some_and(|s| s >= 0) {
+            warnings.push(
+                "Your kernel does not support memory swappiness capabilities or the cgroup is not mounted. Memory swappiness discarded."
+                    .to_string(),
+            );
+        }
+        if hc.oom_kill_disable == Some(true) {
+            warnings.push(
+                "Your kernel does not support OomKillDisable. OomKillDisable discarded."
+                    .to_string(),
+            );
+        }
+    }
+    Ok(warnings)
+}
+
+/// The cgroupfs driver's parent of a container, from `HostConfig.CgroupParent`: `/berth` when
+/// empty; a path (relative ones from the root, `..` cleaned away as runc does); a systemd slice
+/// name (`a-b.slice`) expands to systemd's path for it (`/a.slice/a-b.slice`), as there is no
+/// systemd driver to ask.
+pub fn parent_path(parent: &str) -> std::result::Result<String, String> {
     if parent.is_empty() {
-        return Ok("/berth".into());
+        return Ok(berth_runtime::cgroup::DEFAULT_PARENT.into());
     }
     if parent.contains('\0') || parent.contains('\n') {
         return Err(format!("invalid cgroup parent {parent:?}"));
     }
     if !parent.contains('/') && parent.len() > 6 && parent.ends_with(".slice") {
-        let name = parent.trim_end_matches(".slice");
-        if name == "-" {
-            return Ok("/".into());
-        }
-        if name.is_empty() || name.starts_with('-') || name.ends_with('-') || name.contains("--") {
-            return Err(format!("invalid slice name: {parent}"));
-        }
-        let mut path = String::new();
-        let mut prefix = String::new();
-        for part in name.split('-') {
-            if !prefix.is_empty() {
-                prefix.push('-');
-            }
-            prefix.push_str(part);
-            path.push('/');
-            path.push_str(&prefix);
-            path.push_str(".slice");
-        }
-        return Ok(path);
+        return berth_runtime::cgroup::expand_slice(parent)
+            .map(|p| p.display().to_string())
+            .map_err(|_| format!("invalid slice name: {parent}"));
     }
     let mut parts: Vec<&str> = Vec::new();
     for c in parent.split('/') {
@@ -60,101 +133,38 @@ pub fn parent_path(parent: &str) -> Result<String, String> {
     Ok(format!("/{}", parts.join("/")))
 }
 
-/// The container's cgroups path (the OCI spec's `cgroupsPath`).
+/// The cgroupfs driver's cgroups path of a container under `cgroup_parent` (a pod's
+/// containers go there whichever driver the daemon uses: the kubelet names their parent).
 pub fn container_path(id: &str, cgroup_parent: &str) -> String {
-    let parent = parent_path(cgroup_parent).unwrap_or_else(|_| "/berth".into());
+    let parent =
+        parent_path(cgroup_parent).unwrap_or_else(|_| berth_runtime::cgroup::DEFAULT_PARENT.into());
     format!("{}/{id}", parent.trim_end_matches('/'))
 }
 
-impl Cgroup {
-    /// The cgroup of a container (its record's id and `CgroupParent`).
-    pub fn of(container_id: &str, cgroup_parent: &str) -> Cgroup {
-        Self::at(
-            Path::new("/sys/fs/cgroup"),
-            &container_path(container_id, cgroup_parent),
-        )
+impl crate::Engine {
+    /// The container's cgroup, as its bundle names it (None before its first start).
+    pub fn cgroup(&self, id: &str) -> Option<Cgroup> {
+        Cgroup::of_bundle(&self.runtime_dir(id))
     }
 
-    /// The cgroup at `cgroups_path` below the cgroup root `root`.
-    pub fn at(root: &Path, cgroups_path: &str) -> Cgroup {
-        let rel = cgroups_path.trim_start_matches('/').to_string();
-        if host_is_v2(root) {
-            Cgroup::V2 {
-                dir: root.join(rel),
+    /// The cgroups path of a container about to start, for this daemon's driver.
+    pub(crate) fn cgroups_path(&self, hc: &HostConfig, id: &str) -> Result<String> {
+        match self.config().cgroup_driver {
+            CgroupDriver::Cgroupfs => {
+                let parent =
+                    parent_path(&hc.cgroup_parent).map_err(EngineError::InvalidParameter)?;
+                Ok(format!("{}/{id}", parent.trim_end_matches('/')))
             }
-        } else {
-            Cgroup::V1 {
-                root: root.to_path_buf(),
-                rel,
-            }
+            CgroupDriver::Systemd => CgroupDriver::Systemd
+                .cgroups_path(&hc.cgroup_parent, id)
+                .map_err(invalid),
         }
     }
 
-    /// The directory of a v1 controller (or the v2 directory).
-    pub fn dir(&self, controller: &str) -> PathBuf {
-        match self {
-            Cgroup::V1 { root, rel } => root.join(controller).join(rel),
-            Cgroup::V2 { dir } => dir.clone(),
-        }
-    }
-
-    pub fn read(&self, controller: &str, file: &str) -> Option<String> {
-        std::fs::read_to_string(self.dir(controller).join(file)).ok()
-    }
-
-    pub fn read_u64(&self, controller: &str, file: &str) -> Option<u64> {
-        self.read(controller, file)?.trim().parse().ok()
-    }
-
-    pub fn write(&self, controller: &str, file: &str, value: &str) -> std::io::Result<()> {
-        std::fs::write(self.dir(controller).join(file), value)
-    }
-
-    /// Process ids in the container's cgroup.
-    pub fn pids(&self) -> Vec<i32> {
-        let ctl = match self {
-            Cgroup::V1 { .. } => "pids",
-            Cgroup::V2 { .. } => "",
-        };
-        self.read(ctl, "cgroup.procs")
-            .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
-            .unwrap_or_default()
-    }
-
-    /// Freezes or thaws every process of the container.
-    pub fn freeze(&self, frozen: bool) -> std::io::Result<()> {
-        match self {
-            Cgroup::V1 { .. } => self.write(
-                "freezer",
-                "freezer.state",
-                if frozen { "FROZEN" } else { "THAWED" },
-            ),
-            Cgroup::V2 { .. } => self.write("", "cgroup.freeze", if frozen { "1" } else { "0" }),
-        }
-    }
-
-    /// Waits (briefly) until the freezer reports the state reached.
-    pub fn wait_frozen(&self, frozen: bool) -> bool {
-        for _ in 0..200 {
-            let done = match self {
-                Cgroup::V1 { .. } => self
-                    .read("freezer", "freezer.state")
-                    .map(|s| s.trim() == if frozen { "FROZEN" } else { "THAWED" })
-                    .unwrap_or(false),
-                Cgroup::V2 { .. } => self
-                    .read("", "cgroup.events")
-                    .map(|s| {
-                        s.lines()
-                            .any(|l| l == if frozen { "frozen 1" } else { "frozen 0" })
-                    })
-                    .unwrap_or(false),
-            };
-            if done {
-                return true;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        false
+    /// The cgroup of a container that runs (or is paused).
+    pub(crate) fn running_cgroup(&self, id: &str) -> Result<Cgroup> {
+        self.cgroup(id)
+            .ok_or_else(|| EngineError::Internal(format!("container {id} has no cgroup")))
     }
 }
 
@@ -163,36 +173,45 @@ mod tests {
     use super::*;
 
     #[test]
-    fn v1_and_v2_layouts() {
-        let t = tempfile::tempdir().expect("tmp");
-        let c = Cgroup::at(t.path(), &container_path("abc", ""));
-        assert_eq!(c.dir("memory"), t.path().join("memory/berth/abc"));
-        std::fs::write(t.path().join("cgroup.controllers"), "cpu memory pids\n").expect("w");
-        let c = Cgroup::at(t.path(), "/berth/abc");
-        assert_eq!(c.dir("memory"), t.path().join("berth/abc"));
-        std::fs::create_dir_all(t.path().join("berth/abc")).expect("mkdir");
-        std::fs::write(t.path().join("berth/abc/cgroup.procs"), "12\n34\n").expect("w");
-        assert_eq!(c.pids(), vec![12, 34]);
-        c.freeze(true).expect("freeze");
+    fn host_config_to_resources() {
+        let hc = HostConfig {
+            memory: 64 << 20,
+            cpuset_cpus: "0".into(),
+            blkio_weight: 300,
+            pids_limit: Some(7),
+            ..Default::default()
+        };
+        let r = resources(&hc).expect("resources");
+        assert_eq!(r.memory, 64 << 20);
+        assert_eq!(r.cpuset_cpus, "0");
+        assert_eq!(r.blkio_weight, 300);
+        assert_eq!(r.pids_limit, Some(7));
+        let bad = HostConfig {
+            blkio_weight: 5,
+            ..Default::default()
+        };
+        assert!(resources(&bad).is_err());
+        let not_block = HostConfig {
+            blkio_device_read_bps: Some(vec![serde_json::json!({"Path": "/dev/null", "Rate": 1})]),
+            ..Default::default()
+        };
         assert_eq!(
-            std::fs::read_to_string(t.path().join("berth/abc/cgroup.freeze")).expect("r"),
-            "1"
+            resources(&not_block).unwrap_err().to_string(),
+            "/dev/null is not a block device"
         );
-    }
-
-    #[test]
-    fn cgroup_parents() {
-        assert_eq!(container_path("c", ""), "/berth/c");
-        assert_eq!(container_path("c", "/a/b/"), "/a/b/c");
-        assert_eq!(container_path("c", "rel"), "/rel/c");
-        assert_eq!(container_path("c", "../../x/./y"), "/x/y/c");
-        assert_eq!(container_path("c", "/"), "/c");
-        assert_eq!(container_path("c", "app.slice"), "/app.slice/c");
+        let parent = HostConfig {
+            cgroup_parent: "/not/a/slice".into(),
+            ..Default::default()
+        };
+        assert!(check(&parent, CgroupDriver::Cgroupfs).is_ok());
+        assert!(check(&parent, CgroupDriver::Systemd).is_err());
+        let ns = HostConfig {
+            cgroupns_mode: "bogus".into(),
+            ..Default::default()
+        };
         assert_eq!(
-            container_path("c", "my-app-web.slice"),
-            "/my.slice/my-app.slice/my-app-web.slice/c"
+            check(&ns, CgroupDriver::Cgroupfs).unwrap_err().to_string(),
+            "invalid cgroup namespace mode: bogus"
         );
-        assert!(parent_path("bad--name.slice").is_err());
-        assert!(parent_path("nul\0").is_err());
     }
 }

@@ -28,6 +28,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
+pub use berth_runtime::cgroup::{CgroupDriver, CgroupnsMode};
 pub use berth_runtime::rootless::CGROUP_WARNING as ROOTLESS_CGROUP_WARNING;
 pub use container::attach::{AttachFuture, AttachOptions, AttachStream};
 pub use container::list::ListOptions;
@@ -53,6 +54,10 @@ pub struct EngineConfig {
     pub log_opts: berth_api::types::StringMap,
     /// `--experimental`: reported in /info and /version; allows `build --squash`.
     pub experimental: bool,
+    /// `--exec-opt native.cgroupdriver=`: cgroupfs, or systemd (scopes made over D-Bus).
+    pub cgroup_driver: CgroupDriver,
+    /// `--default-cgroupns-mode`: for containers that do not say.
+    pub default_cgroupns: CgroupnsMode,
     /// Pod networking: the CNI configuration directory and plugin directories.
     pub cni: berth_net::cni::CniConfig,
 }
@@ -226,6 +231,8 @@ mod tests {
             },
             log_opts: Default::default(),
             experimental: false,
+            cgroup_driver: Default::default(),
+            default_cgroupns: CgroupnsMode::Host,
             cni: Default::default(),
         }
     }

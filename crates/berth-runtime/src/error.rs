@@ -21,6 +21,9 @@ pub enum RuntimeError {
     GroupNotFound(String),
     #[error("invalid {field}: unknown capability: \"{cap}\"")]
     InvalidCapability { field: &'static str, cap: String },
+    /// A setting this host or driver cannot take (Docker's words; a 400 for API clients).
+    #[error("{0}")]
+    Invalid(String),
     #[error("invalid runtime spec: {0}")]
     Spec(String),
     #[error("{context}: {source}")]
@@ -46,6 +49,14 @@ pub enum RuntimeError {
 }
 
 impl RuntimeError {
+    /// A create failure that is the host's or Berth's, not the user's (a 500).
+    pub(crate) fn create_internal(message: impl Into<String>) -> Self {
+        RuntimeError::Create {
+            message: message.into(),
+            fault: StartFault::Internal,
+        }
+    }
+
     pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
         RuntimeError::Io {
             context: context.into(),

@@ -1,6 +1,7 @@
 //! berth-runtime: OCI runtime spec generation with Docker's security defaults, and the
 //! per-container shim (`berth shim`) that runs one container with youki's `libcontainer`.
 
+pub mod cgroup;
 mod error;
 pub mod exec;
 pub mod infra;

@@ -149,13 +149,14 @@ impl Paths {
         })?;
         let exec_root = runtime.join("berth");
         let socket = exec_root.join("berth.sock");
-        // sockaddr_un's sun_path is 108 bytes with its NUL; the longest socket under the
-        // exec-root is a shim's, `containers/<64 hex>/shim.sock`.
-        let longest = exec_root.as_os_str().len() + "/containers/".len() + 64 + "/shim.sock".len();
+        // sockaddr_un's sun_path is 108 bytes with its NUL. Shim sockets are reached through
+        // their directory at any length (berth_fs::SocketPath); the sockets named by path are
+        // the daemon's own and slirp4netns's API socket, the longer of the two.
+        let longest = exec_root.join("slirp4netns.sock").as_os_str().len();
         if longest >= 108 {
             return Err(RuntimeError::RootlessSetup {
                 problem: format!(
-                    "XDG_RUNTIME_DIR {} is too long: the containers' sockets under {} would exceed the 107 bytes a unix socket path may have",
+                    "XDG_RUNTIME_DIR {} is too long: the sockets under {} would exceed the 107 bytes a unix socket path may have",
                     runtime.display(),
                     exec_root.display()
                 ),

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::{Mount, Spec};
 use serde_json::{json, Value};
 
+use crate::cgroup::Resources;
 use crate::user::resolve_user;
 use crate::RuntimeError;
 use berth_fs::secure_join;
@@ -94,20 +95,12 @@ pub struct ContainerRunConfig {
     pub cap_add: Vec<String>,
     pub cap_drop: Vec<String>,
     pub no_new_privileges: bool,
-    pub memory: i64,
-    pub memory_swap: i64,
-    pub nano_cpus: i64,
-    /// `CpuPeriod`/`CpuQuota` (µs), used when `nano_cpus` is 0.
-    pub cpu_period: i64,
-    pub cpu_quota: i64,
-    pub cpu_shares: i64,
-    pub pids_limit: Option<i64>,
-    /// `HostConfig.CpusetCpus`/`CpusetMems` (checked at create); empty: unset.
-    pub cpuset_cpus: String,
-    pub cpuset_mems: String,
+    /// Memory, CPU (quota, weight, cpusets), pids and block IO limits: the cgroup's.
+    pub resources: Resources,
     /// `HostConfig.Ulimits` (checked at create); a `nofile` one replaces the default.
     pub ulimits: Vec<Ulimit>,
     pub mounts: Vec<Mount>,
+    /// From `CgroupDriver::cgroups_path`: `/berth/<id>` (cgroupfs) or `system.slice:berth:<id>`.
     pub cgroups_path: String,
     pub network: NetworkMode,
     pub isolation: Isolation,
@@ -157,7 +150,7 @@ impl HostInfo {
                 .map(|(_, hard)| hard)
                 .unwrap_or(1024);
         let swap_limit = if cgroup_v2 {
-            true
+            v2_swap_accounting()
         } else {
             Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists()
         };
@@ -171,6 +164,30 @@ impl HostInfo {
             ping_group_max: crate::rootless::mapped_gid_max().unwrap_or(2147483647),
         }
     }
+}
+
+/// memory.swap.max exists in the cgroups of a v2 host (swap accounting is on): in our own
+/// cgroup, or else in one of the root's children (the root itself has no such file).
+fn v2_swap_accounting() -> bool {
+    let root = Path::new("/sys/fs/cgroup");
+    let own = std::fs::read_to_string("/proc/self/cgroup")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("0::")
+                    .map(|p| p.trim_start_matches('/').to_string())
+            })
+        })
+        .filter(|p| !p.is_empty());
+    if let Some(own) = own {
+        return root.join(own).join("memory.swap.max").exists();
+    }
+    std::fs::read_dir(root)
+        .map(|rd| {
+            rd.flatten()
+                .any(|e| e.path().join("memory.swap.max").exists())
+        })
+        .unwrap_or(false)
 }
 
 /// Capability names by number (CAP_CHOWN = 0 ... CAP_CHECKPOINT_RESTORE = 40).
@@ -620,20 +637,11 @@ pub(crate) fn build_spec_for(
         namespaces.push(json!({ "type": "cgroup" }));
     }
 
-    let mut resources = json!({ "devices": device_rules(cfg.privileged) });
     // Rootless: no cgroup of our own to put limits in (the engine warned at create); the
     // device rules stay, the namespace's device access is the user's anyway.
     let cfg = &if host.rootless {
         ContainerRunConfig {
-            memory: 0,
-            memory_swap: 0,
-            cpu_shares: 0,
-            nano_cpus: 0,
-            cpu_period: 0,
-            cpu_quota: 0,
-            cpuset_cpus: String::new(),
-            cpuset_mems: String::new(),
-            pids_limit: None,
+            resources: Default::default(),
             ..cfg.clone()
         }
     } else {
@@ -642,45 +650,19 @@ pub(crate) fn build_spec_for(
     // Limits are computed with checked arithmetic (crate::limits): an out-of-range value is an
     // error here, never a wrapped limit (the engine refuses such values at create already).
     let out_of_range = |what: &str| RuntimeError::Spec(format!("{what} out of range"));
-    if cfg.memory > 0 {
-        let mut mem = json!({ "limit": cfg.memory });
-        let swap = crate::limits::memory_swap(cfg.memory, cfg.memory_swap)
-            .ok_or_else(|| out_of_range("memory swap limit"))?;
-        if host.swap_limit {
-            if let Some(s) = swap {
-                mem["swap"] = json!(s);
-            }
-        }
-        resources["memory"] = mem;
-    }
-    let mut cpu = serde_json::Map::new();
-    let shares = crate::limits::cpu_shares(cfg.cpu_shares);
-    if shares > 0 {
-        cpu.insert("shares".into(), json!(shares));
-    }
-    let (period, quota) = crate::limits::cfs(cfg.nano_cpus, cfg.cpu_period, cfg.cpu_quota)
+    let r = &cfg.resources;
+    crate::limits::memory_swap(r.memory, r.memory_swap)
+        .ok_or_else(|| out_of_range("memory swap limit"))?;
+    crate::limits::cfs(r.nano_cpus, r.cpu_period, r.cpu_quota)
         .ok_or_else(|| out_of_range("CPU quota"))?;
-    if let Some(p) = period {
-        cpu.insert("period".into(), json!(p));
+    if r.pids_limit.is_some_and(|p| p > crate::limits::MAX_PIDS) {
+        return Err(out_of_range("PIDs limit"));
     }
-    if let Some(q) = quota {
-        cpu.insert("quota".into(), json!(q));
-    }
-    if !cfg.cpuset_cpus.is_empty() {
-        cpu.insert("cpus".into(), json!(cfg.cpuset_cpus));
-    }
-    if !cfg.cpuset_mems.is_empty() {
-        cpu.insert("mems".into(), json!(cfg.cpuset_mems));
-    }
-    if !cpu.is_empty() {
-        resources["cpu"] = Value::Object(cpu);
-    }
-    if let Some(p) = cfg.pids_limit.filter(|p| *p > 0) {
-        if p > crate::limits::MAX_PIDS {
-            return Err(out_of_range("PIDs limit"));
-        }
-        resources["pids"] = json!({ "limit": p });
-    }
+    let systemd = !cfg.cgroups_path.starts_with('/');
+    let (mut resources, deferred) = cfg
+        .resources
+        .to_spec(host.cgroup_v2, host.swap_limit, systemd);
+    resources["devices"] = json!(device_rules(cfg.privileged));
 
     let mut linux = json!({
         "namespaces": namespaces,
@@ -735,6 +717,10 @@ pub(crate) fn build_spec_for(
     // Without a UTS namespace of its own, setting one would rename the host.
     if !cfg.hostname.is_empty() && iso.uts != Namespace::Host {
         spec["hostname"] = json!(cfg.hostname);
+    }
+    if let Some(d) = deferred {
+        let text = serde_json::to_string(&d).map_err(|e| RuntimeError::Spec(e.to_string()))?;
+        spec["annotations"] = json!({ crate::cgroup::DEFERRED_ANNOTATION: text });
     }
     cfg.extras.apply(&mut spec, cfg.privileged)?;
     serde_json::from_value(spec).map_err(|e| RuntimeError::Spec(e.to_string()))
@@ -797,15 +783,7 @@ mod tests {
             cap_add: vec![],
             cap_drop: vec![],
             no_new_privileges: false,
-            memory: 0,
-            memory_swap: 0,
-            nano_cpus: 0,
-            cpu_period: 0,
-            cpu_quota: 0,
-            cpu_shares: 0,
-            pids_limit: None,
-            cpuset_cpus: String::new(),
-            cpuset_mems: String::new(),
+            resources: Resources::default(),
             ulimits: vec![],
             mounts: vec![],
             cgroups_path: "/berth/c1".into(),
@@ -914,10 +892,15 @@ mod tests {
     fn v2_resources_and_namespaces() {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = test_config(dir.path());
-        cfg.memory = 64 << 20;
-        cfg.nano_cpus = 1_500_000_000;
-        cfg.cpu_shares = 512;
-        cfg.pids_limit = Some(10);
+        cfg.resources = Resources {
+            memory: 64 << 20,
+            nano_cpus: 1_500_000_000,
+            cpu_shares: 512,
+            pids_limit: Some(10),
+            blkio_weight: 300,
+            ..Default::default()
+        };
+        cfg.isolation.cgroupns = CgroupNs::Private;
         cfg.network = NetworkMode::Host;
         cfg.readonly_rootfs = true;
         let v = serde_json::to_value(build_spec_for(&cfg, &host(true)).unwrap()).unwrap();
@@ -928,6 +911,8 @@ mod tests {
         assert_eq!(r["cpu"]["period"], 100_000);
         assert_eq!(r["cpu"]["shares"], 512);
         assert_eq!(r["pids"]["limit"], 10);
+        assert!(r["blockIO"].is_null(), "weights go to the shim on v2: {r}");
+        assert!(v["annotations"]["org.berth.cgroup-deferred"].is_string());
         assert_eq!(v["linux"]["cgroupsPath"], "/berth/c1");
         let ns: Vec<&str> = v["linux"]["namespaces"]
             .as_array()
@@ -1005,22 +990,22 @@ mod tests {
     fn out_of_range_limits_are_errors_not_wrapped_values() {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = test_config(dir.path());
-        cfg.memory = 1 << 62;
+        cfg.resources.memory = 1 << 62;
         assert!(build_spec_for(&cfg, &host(false)).is_err());
-        cfg.memory_swap = -1;
+        cfg.resources.memory_swap = -1;
         let v = serde_json::to_value(build_spec_for(&cfg, &host(false)).unwrap()).unwrap();
         assert_eq!(v["linux"]["resources"]["memory"]["swap"], -1);
-        cfg.memory = 0;
-        cfg.nano_cpus = 92_233_720_368_548;
+        cfg.resources.memory = 0;
+        cfg.resources.nano_cpus = 92_233_720_368_548;
         assert!(build_spec_for(&cfg, &host(false)).is_err());
-        cfg.nano_cpus = 0;
-        cfg.pids_limit = Some(i64::MAX);
+        cfg.resources.nano_cpus = 0;
+        cfg.resources.pids_limit = Some(i64::MAX);
         assert!(build_spec_for(&cfg, &host(false)).is_err());
-        cfg.pids_limit = None;
+        cfg.resources.pids_limit = None;
         // CpuPeriod/CpuQuota reach the spec; huge shares are clamped as Docker does.
-        cfg.cpu_period = 50_000;
-        cfg.cpu_quota = 25_000;
-        cfg.cpu_shares = 1 << 62;
+        cfg.resources.cpu_period = 50_000;
+        cfg.resources.cpu_quota = 25_000;
+        cfg.resources.cpu_shares = 1 << 62;
         let v = serde_json::to_value(build_spec_for(&cfg, &host(false)).unwrap()).unwrap();
         let c = &v["linux"]["resources"]["cpu"];
         assert_eq!(c["period"], 50_000);

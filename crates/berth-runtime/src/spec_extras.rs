@@ -44,10 +44,6 @@ pub struct SpecExtras {
     pub sysctls: Option<BTreeMap<String, String>>,
     pub oom_score_adj: Option<i32>,
     pub devices: Vec<DeviceMap>,
-    pub cpu_quota: Option<i64>,
-    pub cpu_period: Option<u64>,
-    pub cpuset_cpus: String,
-    pub cpuset_mems: String,
     /// cgroup v2 files written as given (`resources.unified`).
     pub unified: BTreeMap<String, String>,
     /// Kubernetes' supplemental groups: `Some` puts the primary gid and these into the
@@ -103,24 +99,6 @@ impl SpecExtras {
             }
             linux["devices"] = json!(nodes);
             linux["resources"]["devices"] = json!(rules);
-        }
-        let cpu = &mut linux["resources"]["cpu"];
-        if let Some(q) = self.cpu_quota.filter(|q| *q > 0) {
-            cpu["quota"] = json!(q);
-        }
-        if let Some(p) = self.cpu_period.filter(|p| *p > 0) {
-            cpu["period"] = json!(p);
-        }
-        if !self.cpuset_cpus.is_empty() {
-            cpu["cpus"] = json!(self.cpuset_cpus);
-        }
-        if !self.cpuset_mems.is_empty() {
-            cpu["mems"] = json!(self.cpuset_mems);
-        }
-        if cpu.is_null() {
-            if let Some(r) = linux["resources"].as_object_mut() {
-                r.remove("cpu");
-            }
         }
         if !self.unified.is_empty() {
             linux["resources"]["unified"] = json!(self.unified);
@@ -235,9 +213,6 @@ mod tests {
             readonly_paths: Some(vec![]),
             sysctls: Some([("kernel.shm_rmid_forced".to_string(), "1".to_string())].into()),
             oom_score_adj: Some(500),
-            cpu_quota: Some(50_000),
-            cpu_period: Some(100_000),
-            cpuset_cpus: "0".into(),
             devices: vec![DeviceMap {
                 host_path: "/dev/null".into(),
                 container_path: "/dev/mynull".into(),
@@ -259,8 +234,6 @@ mod tests {
         assert_eq!(v["linux"]["readonlyPaths"], json!([]));
         assert_eq!(v["linux"]["sysctl"], json!({"kernel.shm_rmid_forced": "1"}));
         assert_eq!(v["process"]["oomScoreAdj"], 500);
-        assert_eq!(v["linux"]["resources"]["cpu"]["quota"], 50_000);
-        assert_eq!(v["linux"]["resources"]["cpu"]["cpus"], "0");
         let d = &v["linux"]["devices"][0];
         assert_eq!(
             (d["path"].as_str(), d["major"].as_u64()),

@@ -62,15 +62,7 @@ fn config(env: &Env, args: &[&str]) -> ContainerRunConfig {
         cap_add: vec![],
         cap_drop: vec![],
         no_new_privileges: false,
-        memory: 0,
-        memory_swap: 0,
-        nano_cpus: 0,
-        cpu_period: 0,
-        cpu_quota: 0,
-        cpu_shares: 0,
-        pids_limit: None,
-        cpuset_cpus: String::new(),
-        cpuset_mems: String::new(),
+        resources: Default::default(),
         ulimits: vec![],
         mounts: vec![],
         cgroups_path: format!("/berth-test/{}", env.opts.id),
@@ -385,10 +377,10 @@ fn cgroup_limits() {
             "for i in 1 2 3 4 5 6 7 8; do sleep 2 & done; wait; echo done",
         ],
     );
-    cfg.memory = 64 << 20;
-    cfg.pids_limit = Some(4);
-    cfg.nano_cpus = 500_000_000;
-    cfg.cpu_shares = 512;
+    cfg.resources.memory = 64 << 20;
+    cfg.resources.pids_limit = Some(4);
+    cfg.resources.nano_cpus = 500_000_000;
+    cfg.resources.cpu_shares = 512;
     spawn(&env, &cfg).unwrap();
     let cpu = Path::new("/sys/fs/cgroup/cpu").join(cfg.cgroups_path.trim_start_matches('/'));
     if cpu.exists() {
@@ -608,8 +600,8 @@ fn oom_kill_is_reported() {
             "x=$(head -c 67108864 /dev/zero | tr '\\0' x); echo survived",
         ],
     );
-    cfg.memory = 16 << 20;
-    cfg.memory_swap = 16 << 20;
+    cfg.resources.memory = 16 << 20;
+    cfg.resources.memory_swap = 16 << 20;
     spawn(&env, &cfg).unwrap();
     assert_eq!(call(&env, r#"{"op":"start"}"#)["ok"], true);
     let w = call(&env, r#"{"op":"wait"}"#);

@@ -121,22 +121,26 @@ impl Daemon {
     /// failure to start is remembered, so every test fails fast with the same message.
     #[track_caller]
     pub fn shared(bin: impl AsRef<Path>) -> &'static Daemon {
-        let r = SHARED.get_or_init(|| {
-            let d: &'static Daemon = Box::leak(Box::new(Self::try_start(bin)?));
-            let mut list = lock(&AT_EXIT);
-            if list.is_empty() {
-                // SAFETY: registering a plain extern "C" fn with atexit(3).
-                unsafe {
-                    libc::atexit(cleanup_at_exit);
-                }
-            }
-            list.push(d);
-            Ok(d)
-        });
+        let r = SHARED.get_or_init(|| Ok(Self::try_start(bin)?.keep()));
         match r {
             Ok(d) => d,
             Err(e) => panic!("shared daemon did not start: {e}"),
         }
+    }
+
+    /// Keeps the daemon for the rest of the process (for tests sharing it); it is cleaned up
+    /// when the process exits.
+    pub fn keep(self) -> &'static Daemon {
+        let d: &'static Daemon = Box::leak(Box::new(self));
+        let mut list = lock(&AT_EXIT);
+        if list.is_empty() {
+            // SAFETY: registering a plain extern "C" fn with atexit(3).
+            unsafe {
+                libc::atexit(cleanup_at_exit);
+            }
+        }
+        list.push(d);
+        d
     }
 
     pub fn try_start(bin: impl AsRef<Path>) -> Result<Daemon, String> {
@@ -189,9 +193,10 @@ impl Daemon {
             .map_err(|e| format!("temp dir in {}: {e}", base.display()))?;
         let root = dir.keep();
         let root = root.canonicalize().unwrap_or(root);
-        let cache = bin
-            .parent()
-            .map(|p| p.join("berth-testkit"))
+        // BERTH_TEST_CACHE: for a read-only build tree (the test VM shares it read-only).
+        let cache = std::env::var_os("BERTH_TEST_CACHE")
+            .map(PathBuf::from)
+            .or_else(|| bin.parent().map(|p| p.join("berth-testkit")))
             .unwrap_or_else(|| std::env::temp_dir().join("berth-testkit"));
         let net = match crate::netlease::NetLease::take() {
             Ok(n) => n,
@@ -329,7 +334,7 @@ impl Daemon {
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", self.bin.display()))?;
         *lock(&self.child) = Some(child);
-        let deadline = started + START_TIMEOUT;
+        let deadline = started + crate::slow(START_TIMEOUT);
         loop {
             if let Some(status) = lock(&self.child)
                 .as_mut()
@@ -350,7 +355,7 @@ impl Daemon {
                 return Err(format!(
                     "berth daemon did not answer /_ping on {} within {:?}; its output:\n{}",
                     self.sock.display(),
-                    START_TIMEOUT,
+                    crate::slow(START_TIMEOUT),
                     self.log_text()
                 ));
             }
@@ -502,7 +507,7 @@ impl Daemon {
 
     /// `berth -H unix://<sock> <args>`, 30 s deadline.
     pub fn cli(&self, args: &[&str]) -> Out {
-        run_with_timeout(self.berth_cmd(args, true), None, CLI_TIMEOUT)
+        run_with_timeout(self.berth_cmd(args, true), None, crate::slow(CLI_TIMEOUT))
     }
     /// Same with a deadline of your own.
     pub fn cli_timeout(&self, args: &[&str], timeout: Duration) -> Out {
@@ -513,14 +518,14 @@ impl Daemon {
         run_with_timeout(
             self.berth_cmd(args, true),
             Some(stdin.to_vec()),
-            CLI_TIMEOUT,
+            crate::slow(CLI_TIMEOUT),
         )
     }
     /// `berth <args>` without `-H`, with extra environment variables (e.g. `BERTH_HOST`).
     pub fn cli_env(&self, args: &[&str], envs: &[(&str, &str)]) -> Out {
         let mut c = self.berth_cmd(args, false);
         c.envs(envs.iter().copied());
-        run_with_timeout(c, None, CLI_TIMEOUT)
+        run_with_timeout(c, None, crate::slow(CLI_TIMEOUT))
     }
     /// Starts `berth -H … <args>` in the background with piped stdout/stderr (e.g. `logs -f`).
     /// The caller must kill and wait it.
@@ -548,7 +553,11 @@ impl Daemon {
             .env("DOCKER_CLI_HINTS", "false")
             .env_remove("DOCKER_CONTEXT")
             .env_remove("DOCKER_API_VERSION");
-        Some(run_with_timeout(c, stdin.map(|s| s.to_vec()), CLI_TIMEOUT))
+        Some(run_with_timeout(
+            c,
+            stdin.map(|s| s.to_vec()),
+            crate::slow(CLI_TIMEOUT),
+        ))
     }
 
     // ---- images

@@ -43,8 +43,23 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {}
 
 /// Polls `cond` every 20 ms until it holds or `timeout` passes; returns whether it held.
+/// `d` times `BERTH_TEST_SLOW` (default 1): deadlines for slow machines, such as the test VM
+/// under software emulation (tests/vm/run.sh sets it).
+pub fn slow(d: Duration) -> Duration {
+    static FACTOR: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let f = *FACTOR.get_or_init(|| {
+        std::env::var("BERTH_TEST_SLOW")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|f| *f >= 1)
+            .unwrap_or(1)
+    });
+    d * f
+}
+
+/// Polls `cond` until it holds (true) or `timeout` (scaled by [`slow`]) passes (false).
 pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
+    let deadline = Instant::now() + slow(timeout);
     loop {
         if cond() {
             return true;

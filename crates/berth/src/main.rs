@@ -64,6 +64,14 @@ struct DaemonArgs {
     /// Subnets for user networks: base=CIDR,size=N (repeatable)
     #[arg(long = "default-address-pool")]
     default_address_pool: Vec<String>,
+    /// Runtime execution option: native.cgroupdriver=cgroupfs|systemd (default: systemd on
+    /// hosts booted with systemd on cgroup v2, else cgroupfs)
+    #[arg(long = "exec-opt", value_name = "KEY=VALUE")]
+    exec_opt: Vec<String>,
+    /// Cgroup namespace of containers that do not choose: private|host (default: private on
+    /// cgroup v2, host on v1)
+    #[arg(long = "default-cgroupns-mode")]
+    default_cgroupns_mode: Option<String>,
     /// Per-registry hosts (mirrors) in containerd's format: `<dir>/<registry>/hosts.toml`.
     #[arg(long = "registry-config-path", default_value = "/etc/berth/certs.d")]
     registry_config_path: PathBuf,
@@ -182,6 +190,50 @@ fn tls_generate(dir: &std::path::Path, sans: &[String]) -> i32 {
     }
 }
 
+/// `--exec-opt`s to the cgroup driver (dockerd's words for a bad value); the host's default
+/// when none names one. Refused when the host cannot use it.
+fn cgroup_driver(opts: &[String]) -> Result<berth_runtime::cgroup::CgroupDriver, String> {
+    let mut driver = None;
+    for o in opts {
+        let (k, v) = o
+            .split_once('=')
+            .ok_or_else(|| format!("invalid exec-opt {o:?}: expected KEY=VALUE"))?;
+        match k.trim().to_ascii_lowercase().as_str() {
+            "native.cgroupdriver" => {
+                driver = Some(
+                    v.trim()
+                        .parse::<berth_runtime::cgroup::CgroupDriver>()
+                        .map_err(|e| e.to_string())?,
+                )
+            }
+            other => {
+                return Err(format!(
+                    "unknown exec-opt {other}: Berth knows native.cgroupdriver"
+                ))
+            }
+        }
+    }
+    match driver {
+        Some(d) => {
+            d.check_host().map_err(|e| e.to_string())?;
+            Ok(d)
+        }
+        None => Ok(berth_runtime::cgroup::CgroupDriver::host_default()),
+    }
+}
+
+/// `--default-cgroupns-mode` (dockerd's words), or the host's default.
+fn default_cgroupns(mode: Option<&str>) -> Result<berth_runtime::cgroup::CgroupnsMode, String> {
+    match mode {
+        None => Ok(berth_runtime::cgroup::CgroupnsMode::host_default()),
+        Some("private") => Ok(berth_runtime::cgroup::CgroupnsMode::Private),
+        Some("host") => Ok(berth_runtime::cgroup::CgroupnsMode::Host),
+        Some(other) => Err(format!(
+            "default cgroup namespace mode ({other}) is invalid; use \"host\" or \"private\""
+        )),
+    }
+}
+
 /// The whole command tree, for help, completions and man pages: the CLI's, plus the commands
 /// this binary dispatches itself.
 fn full_command() -> clap::Command {
@@ -260,6 +312,13 @@ fn apply_config_file(
     if given("default_address_pool") {
         flags.push(("default-address-pools", go_list(&a.default_address_pool)));
     }
+    if given("exec_opt") {
+        flags.push(("exec-opts", go_list(&a.exec_opt)));
+    }
+    if given("default_cgroupns_mode") {
+        let m = a.default_cgroupns_mode.clone().unwrap_or_default();
+        flags.push(("default-cgroupns-mode", m));
+    }
     if given("registry_config_path") {
         flags.push((
             "registry-config-path",
@@ -336,6 +395,12 @@ fn apply_config_file(
     }
     if let Some(v) = f.default_address_pools {
         a.default_address_pool = v;
+    }
+    if let Some(v) = f.exec_opts {
+        a.exec_opt = v;
+    }
+    if let Some(v) = f.default_cgroupns_mode {
+        a.default_cgroupns_mode = Some(v);
     }
     if let Some(v) = f.registry_config_path {
         a.registry_config_path = v;
@@ -538,6 +603,20 @@ fn daemon(args: Vec<OsString>) -> i32 {
         }
         network.pools = pools;
     }
+    let driver = match cgroup_driver(&a.exec_opt) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("berth daemon: {e}");
+            return 1;
+        }
+    };
+    let cgroupns = match default_cgroupns(a.default_cgroupns_mode.as_deref()) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("berth daemon: {e}");
+            return 1;
+        }
+    };
     if a.api_header_timeout.is_zero() || a.api_header_timeout > std::time::Duration::from_secs(60) {
         eprintln!("berth daemon: --api-header-timeout must be more than 0 and at most 60s");
         return 125;
@@ -594,6 +673,8 @@ fn daemon(args: Vec<OsString>) -> i32 {
         log_opts,
         activated_fds,
         experimental: a.experimental,
+        cgroup_driver: driver,
+        default_cgroupns: cgroupns,
         registry_config_path: a.registry_config_path,
         cri_socket,
         cni_conf_dir: a.cni_conf_dir,

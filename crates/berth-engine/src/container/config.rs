@@ -395,13 +395,13 @@ fn validate_namespace_modes(hc: &HostConfig) -> Result<()> {
 /// What dockerd fills in at create when the client left it empty (inspect shows it): the
 /// IPC mode (`private`), the cgroup namespace mode (`private` on a cgroup v2 host, else
 /// `host`) and the /dev/shm size (64 MiB).
-pub(crate) fn fill_host_config_defaults(hc: &mut HostConfig) {
+pub(crate) fn fill_host_config_defaults(hc: &mut HostConfig, cgroupns: crate::CgroupnsMode) {
     if hc.ipc_mode.is_empty() {
         hc.ipc_mode = "private".into();
     }
     if hc.cgroupns_mode.is_empty() {
-        let v2 = crate::cgroups::host_is_v2(std::path::Path::new("/sys/fs/cgroup"));
-        hc.cgroupns_mode = if v2 { "private" } else { "host" }.into();
+        // The daemon's --default-cgroupns-mode (Docker's default: private on v2, host on v1).
+        hc.cgroupns_mode = cgroupns.to_string();
     }
     if hc.shm_size == 0 {
         hc.shm_size = berth_runtime::spec::DEFAULT_SHM_SIZE;

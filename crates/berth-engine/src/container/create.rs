@@ -38,9 +38,14 @@ impl Engine {
             crate::container::resources::When::Create,
         )?;
         validate_container_network_mode(&config, &host_config)?;
-        let warnings = crate::container::resources::discard_rootless_limits(&mut host_config);
+        // Rootless drops the limits first (one warning for them), then the driver's checks.
+        let mut warnings = crate::container::resources::discard_rootless_limits(&mut host_config);
+        warnings.extend(crate::cgroups::check(
+            &host_config,
+            self.config().cgroup_driver,
+        )?);
         merge_default_log_opts(&mut host_config, &self.inner.cfg.log_opts);
-        fill_host_config_defaults(&mut host_config);
+        fill_host_config_defaults(&mut host_config, self.config().default_cgroupns);
         crate::container::mounts::validate_tmpfs(&host_config)?;
         let image_name = config.image.clone();
         if image_name.is_empty() {

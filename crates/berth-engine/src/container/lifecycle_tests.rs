@@ -33,6 +33,8 @@ async fn env() -> Env {
         },
         log_opts: Default::default(),
         experimental: false,
+        cgroup_driver: Default::default(),
+        default_cgroupns: crate::CgroupnsMode::Host,
         cni: Default::default(),
     };
     let fake = Arc::new(FakeRuntime::default());

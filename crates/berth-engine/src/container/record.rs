@@ -114,21 +114,6 @@ impl ContainerRecord {
     pub fn short_id(&self) -> &str {
         &self.id[..12.min(self.id.len())]
     }
-
-    /// Its cgroups path (the OCI spec's `cgroupsPath`): under its pod's cgroup parent for a
-    /// pod's container, else under its `CgroupParent` (`/berth` by default).
-    pub fn cgroups_path(&self) -> String {
-        let parent = match &self.pod {
-            Some(p) => p.cgroup_parent.as_str(),
-            None => self.host_config.cgroup_parent.as_str(),
-        };
-        crate::cgroups::container_path(&self.id, parent)
-    }
-
-    /// Its cgroup directories.
-    pub fn cgroup(&self) -> crate::cgroups::Cgroup {
-        crate::cgroups::Cgroup::at(std::path::Path::new("/sys/fs/cgroup"), &self.cgroups_path())
-    }
 }
 
 /// What waiters watch: bumped on every state change.
@@ -183,14 +168,6 @@ impl Entry {
         match self.pending_attach.lock() {
             Ok(mut p) => std::mem::take(&mut *p),
             Err(p) => std::mem::take(&mut *p.into_inner()),
-        }
-    }
-
-    /// The container's cgroup (its `CgroupParent` is fixed at create).
-    pub fn cgroup(&self) -> crate::cgroups::Cgroup {
-        match self.record.lock() {
-            Ok(r) => r.cgroup(),
-            Err(p) => p.into_inner().cgroup(),
         }
     }
 

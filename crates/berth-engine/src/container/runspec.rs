@@ -70,7 +70,7 @@ impl Engine {
         rootfs: std::path::PathBuf,
         network: NetworkMode,
         isolation: Isolation,
-    ) -> ContainerRunConfig {
+    ) -> crate::Result<ContainerRunConfig> {
         let hc = &rec.host_config;
         let mut args = vec![rec.path.clone()];
         args.extend(rec.args.iter().cloned());
@@ -104,7 +104,7 @@ impl Engine {
                 || s == "no-new-privileges=true"
                 || s == "no-new-privileges:true"
         });
-        ContainerRunConfig {
+        Ok(ContainerRunConfig {
             id: rec.id.clone(),
             rootfs,
             args,
@@ -119,15 +119,7 @@ impl Engine {
             cap_add: hc.cap_add.clone().unwrap_or_default(),
             cap_drop: hc.cap_drop.clone().unwrap_or_default(),
             no_new_privileges,
-            memory: hc.memory,
-            memory_swap: hc.memory_swap,
-            nano_cpus: hc.nano_cpus,
-            cpu_period: hc.cpu_period,
-            cpu_quota: hc.cpu_quota,
-            cpu_shares: hc.cpu_shares,
-            pids_limit: hc.pids_limit.filter(|n| *n > 0),
-            cpuset_cpus: hc.cpuset_cpus.clone(),
-            cpuset_mems: hc.cpuset_mems.clone(),
+            resources: crate::cgroups::resources(hc)?,
             ulimits: hc
                 .ulimits
                 .iter()
@@ -139,13 +131,13 @@ impl Engine {
                 })
                 .collect(),
             mounts,
-            cgroups_path: crate::cgroups::container_path(&rec.id, &hc.cgroup_parent),
+            cgroups_path: self.cgroups_path(hc, &rec.id)?,
             network,
             isolation,
             oom_score_adj: hc.oom_score_adj,
             seccomp,
             extras: Default::default(),
-        }
+        })
     }
 }
 

@@ -151,7 +151,7 @@ impl Engine {
             rec.config.domainname = t.config.domainname;
         }
         let isolation = self.isolation(&rec)?;
-        let mut run = self.run_config(&rec, rootfs, network, isolation);
+        let mut run = self.run_config(&rec, rootfs, network, isolation)?;
         add_link_env(&mut run.env, &rec.name, &links);
         run.mounts.extend(user_mounts);
         crate::container::mounts::sort_mounts(&mut run.mounts);

@@ -315,11 +315,14 @@ impl crate::Engine {
                     let _ = tx.send(v).await;
                     return;
                 }
-                let cg = rec.cgroup();
+                let cg = engine.cgroup(&rec.id);
                 let pid = rec.state.pid;
-                let cur = tokio::task::spawn_blocking(move || sample(&cg, pid))
-                    .await
-                    .unwrap_or(Value::Null);
+                let cur = match cg {
+                    Some(cg) => tokio::task::spawn_blocking(move || sample(&cg, pid))
+                        .await
+                        .unwrap_or(Value::Null),
+                    None => empty_sample(),
+                };
                 if !stream && !one_shot && prev.is_none() {
                     prev = Some(cur);
                     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
@@ -362,7 +365,7 @@ mod tests {
             "8:0 rbytes=100 wbytes=200 rios=1 wios=2\n",
         )
         .expect("w");
-        let v = sample(&Cgroup::at(t.path(), "/berth/c"), 0);
+        let v = sample(&Cgroup::at(t.path(), "/berth/c").expect("cg"), 0);
         assert_eq!(v["cpu_stats"]["cpu_usage"]["total_usage"], 1_500_000);
         assert_eq!(v["cpu_stats"]["throttling_data"]["throttled_time"], 7000);
         assert_eq!(v["memory_stats"]["usage"], 4096);
@@ -399,7 +402,7 @@ mod tests {
             std::fs::create_dir_all(&d).expect("mkdir");
             std::fs::write(d.join(file), val).expect("w");
         }
-        let v = sample(&Cgroup::at(t.path(), "/berth/c"), 0);
+        let v = sample(&Cgroup::at(t.path(), "/berth/c").expect("cg"), 0);
         assert_eq!(v["cpu_stats"]["cpu_usage"]["total_usage"], 123456);
         assert_eq!(
             v["cpu_stats"]["cpu_usage"]["percpu_usage"],

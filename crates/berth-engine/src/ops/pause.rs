@@ -21,7 +21,7 @@ impl Engine {
         if !st.is_running() {
             return Err(not_running(&c.id));
         }
-        let cg = c.cgroup();
+        let cg = self.running_cgroup(&c.id)?;
         tokio::task::spawn_blocking(move || {
             cg.freeze(true)?;
             if !cg.wait_frozen(true) {
@@ -54,7 +54,7 @@ impl Engine {
 
     /// Thaws a paused container and records it running again.
     pub(crate) async fn thaw(&self, c: &Arc<Entry>) -> Result<()> {
-        let cg = c.cgroup();
+        let cg = self.running_cgroup(&c.id)?;
         tokio::task::spawn_blocking(move || {
             cg.freeze(false)?;
             cg.wait_frozen(false);

@@ -67,7 +67,12 @@ pub fn filter_ps(output: &str, pids: &HashSet<i32>) -> Result<TopResponse> {
 impl Engine {
     pub async fn top(&self, name: &str, ps_args: &str) -> Result<TopResponse> {
         let c = self.running_entry(name)?;
-        let pids: HashSet<i32> = c.cgroup().pids().into_iter().collect();
+        let pids: HashSet<i32> = self
+            .cgroup(&c.id)
+            .map(|cg| cg.pids())
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
         let args: Vec<String> = if ps_args.trim().is_empty() {
             vec!["-ef".into()]
         } else {

@@ -322,10 +322,6 @@ impl Engine {
                     permissions: d.permissions.clone(),
                 })
                 .collect(),
-            cpu_quota: Some(spec.resources.cpu_quota),
-            cpu_period: Some(spec.resources.cpu_period as u64),
-            cpuset_cpus: spec.resources.cpuset_cpus.clone(),
-            cpuset_mems: spec.resources.cpuset_mems.clone(),
             unified: spec.resources.unified.clone().into_iter().collect(),
             supplemental_groups: Some(
                 sec.supplemental_groups
@@ -354,21 +350,23 @@ impl Engine {
             cap_add: sec.add_capabilities.clone(),
             cap_drop: sec.drop_capabilities.clone(),
             no_new_privileges: sec.no_new_privs,
-            memory,
-            // No swap beyond the limit unless the kubelet says so.
-            memory_swap: match spec.resources.memory_swap_limit {
-                s if s > 0 => s,
-                _ => memory,
+            // The kubelet's limits are the same cgroup limits as Docker's (the v2 weight from
+            // its shares, as runc converts them); its unified map and the OOM score are extras.
+            resources: berth_runtime::cgroup::Resources {
+                memory,
+                // No swap beyond the limit unless the kubelet says so.
+                memory_swap: match spec.resources.memory_swap_limit {
+                    s if s > 0 => s,
+                    _ => memory,
+                },
+                cpu_shares: spec.resources.cpu_shares.max(0),
+                cpu_period: spec.resources.cpu_period.max(0),
+                cpu_quota: spec.resources.cpu_quota.max(0),
+                cpuset_cpus: spec.resources.cpuset_cpus.clone(),
+                cpuset_mems: spec.resources.cpuset_mems.clone(),
+                ..Default::default()
             },
-            nano_cpus: 0,
-            // CPU quota and period, the OOM score and the shared namespaces are in `extras`.
-            cpu_period: 0,
-            cpu_quota: 0,
-            cpu_shares: spec.resources.cpu_shares.max(0),
-            pids_limit: None,
-            // Cpusets are in `extras` too; the kubelet sets no rlimits (the runtime's defaults).
-            cpuset_cpus: String::new(),
-            cpuset_mems: String::new(),
+            // The kubelet sets no rlimits (the runtime's defaults).
             ulimits: Vec::new(),
             mounts,
             cgroups_path: pc.cgroups_path(&rec.id),

@@ -5,7 +5,7 @@ use std::fs::{self, File};
 use std::io::{self, IoSliceMut, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use libcontainer::container::builder::ContainerBuilder;
@@ -101,18 +101,11 @@ pub(crate) fn delete_container_state(state_root: &Path, id: &str) {
     let _ = fs::remove_dir_all(&dir);
 }
 
-/// rmdir of the container's cgroup in every hierarchy, for when libcontainer's state (which
-/// knows them) is already gone. Only empty cgroups can be removed, so this is harmless.
+/// rmdir of the container's cgroup, for when libcontainer's state (which knows it) is already
+/// gone. Only empty cgroups can be removed, so this is harmless.
 pub(crate) fn remove_cgroup_dirs(cgroups_path: &str) {
-    let rel = cgroups_path.trim_start_matches('/');
-    if rel.is_empty() || rel.split('/').any(|c| c == "..") {
-        return;
-    }
-    let _ = fs::remove_dir(Path::new("/sys/fs/cgroup").join(rel));
-    if let Ok(entries) = fs::read_dir("/sys/fs/cgroup") {
-        for e in entries.flatten() {
-            let _ = fs::remove_dir(e.path().join(rel));
-        }
+    if let Some(cg) = crate::cgroup::ContainerCgroup::from_cgroups_path(cgroups_path) {
+        cg.remove_dirs();
     }
 }
 
@@ -304,6 +297,10 @@ struct Shim {
     exit: Option<ExitStatus>,
     /// A request ran since the last drop_code_pages().
     code_touched: bool,
+    /// inotify on the container's v2 `memory.events`: an OOM kill is seen as it happens, as a
+    /// systemd scope's cgroup (and its counters) goes away once its last process is gone.
+    oom_watch: Option<OwnedFd>,
+    oom_seen: bool,
 }
 
 fn set_nonblocking(fd: RawFd) {
@@ -412,11 +409,7 @@ fn apply_bind_propagation(bundle: &Path, init_pid: i32) -> Result<(), String> {
 }
 
 pub(crate) fn cgroups_path_of(bundle: &Path) -> String {
-    fs::read(bundle.join("config.json"))
-        .ok()
-        .and_then(|d| serde_json::from_slice::<Value>(&d).ok())
-        .and_then(|v| v["linux"]["cgroupsPath"].as_str().map(str::to_string))
-        .unwrap_or_default()
+    crate::cgroup::cgroups_path_of(bundle)
 }
 
 /// Receives the pty master that libcontainer sends over the console socket.
@@ -492,6 +485,28 @@ fn set_winsize(fd: RawFd, height: u16, width: u16) -> io::Result<()> {
     } else {
         Ok(())
     }
+}
+
+/// An inotify fd that is readable when the v2 cgroup's `memory.events` changes (None on v1, or
+/// when the cgroup has no memory controller).
+fn watch_memory_events(cgroups_path: &str) -> Option<OwnedFd> {
+    use std::os::unix::ffi::OsStringExt;
+    let cg = crate::cgroup::ContainerCgroup::from_cgroups_path(cgroups_path)?;
+    if !cg.is_v2() {
+        return None;
+    }
+    let file = std::ffi::CString::new(cg.dir("").join("memory.events").into_os_string().into_vec())
+        .ok()?;
+    // SAFETY: inotify_init1 takes flags and returns a new fd or -1.
+    let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: a new fd the kernel handed us.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: fd is our inotify fd; file is a NUL-terminated path that outlives the call.
+    let wd = unsafe { libc::inotify_add_watch(fd.as_raw_fd(), file.as_ptr(), libc::IN_MODIFY) };
+    (wd >= 0).then_some(fd)
 }
 
 fn open_pidfd(pid: i32) -> Option<OwnedFd> {
@@ -720,7 +735,9 @@ fn create(opts: ShimOptions) -> Result<Shim, Failure> {
                 fault_fd: faults.writer(),
             })
             .as_init(&opts.bundle)
-            .with_systemd(false)
+            // A systemd cgroupsPath (<slice>:<prefix>:<name>) makes libcontainer ask systemd
+            // for the scope; an absolute one is a cgroupfs path.
+            .with_systemd(!cgroups_path_of(&opts.bundle).starts_with('/'))
             .with_detach(true)
             .build();
         if let Some(t) = &tight_pids {
@@ -742,6 +759,14 @@ fn create(opts: ShimOptions) -> Result<Shim, Failure> {
             fail!("container has no init process".to_string());
         };
         if let Err(e) = apply_bind_propagation(&opts.bundle, init_pid) {
+            let _ = nix::sys::signal::kill(Pid::from_raw(init_pid), Signal::SIGKILL);
+            fail!(e)
+        }
+        // What libcontainer leaves undone on v2 (device filter, IO weights), before start.
+        let after = oci_spec::runtime::Spec::load(opts.bundle.join("config.json"))
+            .map_err(|e| e.to_string())
+            .and_then(|spec| crate::cgroup::after_create(&spec).map_err(|e| e.to_string()));
+        if let Err(e) = after {
             let _ = nix::sys::signal::kill(Pid::from_raw(init_pid), Signal::SIGKILL);
             fail!(e)
         }
@@ -824,7 +849,12 @@ fn create(opts: ShimOptions) -> Result<Shim, Failure> {
         done: None,
         exit: None,
         code_touched: false,
+        oom_watch: None,
+        oom_seen: false,
     };
+    if shim.opts.exec.is_none() {
+        shim.oom_watch = watch_memory_events(&shim.cgroups_path);
+    }
     // init may already have died before SIGCHLD was blocked.
     shim.reap();
     Ok(shim)
@@ -852,6 +882,7 @@ impl Shim {
         enum Tag {
             Sig,
             Pidfd,
+            Oom,
             Listen,
             Out,
             Err,
@@ -872,6 +903,9 @@ impl Shim {
             add(self.sfd.as_fd().as_raw_fd(), libc::POLLIN, Tag::Sig);
             if let (Some(p), None) = (&self.pidfd, self.exit_code) {
                 add(p.as_raw_fd(), libc::POLLIN, Tag::Pidfd);
+            }
+            if let Some(w) = &self.oom_watch {
+                add(w.as_raw_fd(), libc::POLLIN, Tag::Oom);
             }
             if let Some(l) = &self.listener {
                 add(l.as_raw_fd(), libc::POLLIN, Tag::Listen);
@@ -935,6 +969,7 @@ impl Shim {
                         self.reap();
                     }
                     Tag::Pidfd => self.reap(),
+                    Tag::Oom => self.memory_event(),
                     Tag::Listen => self.accept(),
                     Tag::Out => self.pump(1),
                     Tag::Err => self.pump(2),
@@ -967,6 +1002,22 @@ impl Shim {
         }
     }
 
+    /// `memory.events` changed: drain the inotify fd and look for an OOM kill.
+    fn memory_event(&mut self) {
+        if let Some(w) = &self.oom_watch {
+            let mut buf = [0u8; 1024];
+            // SAFETY: reads into a buffer we own, of its length, from our nonblocking fd.
+            while unsafe { libc::read(w.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
+        }
+        if !self.oom_seen && self.oom_killed() {
+            self.oom_seen = true;
+        }
+        if self.exit_code.is_some() {
+            // The cgroup may go now (a systemd scope): nothing more to watch.
+            self.oom_watch = None;
+        }
+    }
+
     fn reap(&mut self) {
         loop {
             // __WALL: init is a "clone" child (exit_signal 0) until it execs.
@@ -990,6 +1041,8 @@ impl Shim {
 
     fn on_exit(&mut self, code: i32) {
         if self.exit_code.is_none() {
+            // Before the cgroup can go (see `oom_watch`).
+            self.oom_seen = self.oom_seen || self.oom_killed();
             self.exit_code = Some(code);
             self.exited_at = Some(Instant::now());
             self.finished_at = Some(now_rfc3339_nano());
@@ -1314,30 +1367,9 @@ impl Shim {
         if self.opts.exec.is_some() {
             return false;
         }
-        let rel = self.cgroups_path.trim_start_matches('/');
-        if rel.is_empty() {
-            return false;
-        }
-        let candidates: [PathBuf; 3] = [
-            Path::new("/sys/fs/cgroup/memory")
-                .join(rel)
-                .join("memory.oom_control"),
-            Path::new("/sys/fs/cgroup").join(rel).join("memory.events"),
-            Path::new("/sys/fs/cgroup/unified")
-                .join(rel)
-                .join("memory.events"),
-        ];
-        candidates.iter().any(|p| {
-            fs::read_to_string(p)
-                .map(|s| {
-                    s.lines().any(|l| {
-                        l.strip_prefix("oom_kill ")
-                            .and_then(|n| n.trim().parse::<u64>().ok())
-                            .is_some_and(|n| n > 0)
-                    })
-                })
-                .unwrap_or(false)
-        })
+        self.oom_seen
+            || crate::cgroup::ContainerCgroup::from_cgroups_path(&self.cgroups_path)
+                .is_some_and(|cg| cg.oom_killed())
     }
 
     /// The container is gone: record, clean up, tell everyone, and get ready to exit.
