@@ -141,18 +141,30 @@ impl Daemon {
         bin: impl AsRef<Path>,
         extra_args: &[&str],
     ) -> Result<Daemon, String> {
-        Self::try_start_full(bin, Startup::Flags, extra_args)
+        Self::try_start_full(bin, Startup::Flags, extra_args, None)
+    }
+
+    /// A daemon whose `--data-root` is `data_root` (a filesystem of the test's own, e.g. a
+    /// small loop-mounted one) rather than a directory of its temp root. The test owns that
+    /// directory: the daemon's cleanup stops its processes but leaves `data_root` alone.
+    pub fn try_start_on(
+        bin: impl AsRef<Path>,
+        data_root: &Path,
+        extra_args: &[&str],
+    ) -> Result<Daemon, String> {
+        Self::try_start_full(bin, Startup::Flags, extra_args, Some(data_root.to_path_buf()))
     }
 
     /// A daemon started as `how` says (see [`Startup`]).
     pub fn try_start_with(bin: impl AsRef<Path>, how: Startup) -> Result<Daemon, String> {
-        Self::try_start_full(bin, how, &[])
+        Self::try_start_full(bin, how, &[], None)
     }
 
     fn try_start_full(
         bin: impl AsRef<Path>,
         how: Startup,
         extra_args: &[&str],
+        data_root: Option<PathBuf>,
     ) -> Result<Daemon, String> {
         let bin = bin.as_ref().to_path_buf();
         let base = std::env::var_os("BERTH_TEST_TMPDIR")
@@ -179,7 +191,7 @@ impl Daemon {
         let d = Daemon {
             net,
             sock: root.join("berth.sock"),
-            data_root: root.join("data"),
+            data_root: data_root.unwrap_or_else(|| root.join("data")),
             exec_root: root.join("exec"),
             log: root.join("daemon.log"),
             root,
