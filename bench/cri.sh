@@ -123,6 +123,39 @@ for i in "${!cmds[@]}"; do
         --export-json "$W/h$i.json" -n "${names[$i]}" "${cmds[$i]}" >/dev/null
     rows+=("$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["results"][0]; print("%s %.1f %.1f %.1f %.1f" % (sys.argv[2], r["mean"]*1000, r["stddev"]*1000, r["min"]*1000, r["max"]*1000))' "$W/h$i.json" "${names[$i]}")")
 done
+# The floor both runtimes stand on: the crictl client's own start (one Version RPC to Berth)
+# and the CNI chain's ADD (the same conflist's plugins run in order, as a runtime runs them,
+# in a fresh netns; the DEL is not timed). Neither runtime can start a pod faster than this sum.
+crictl_ms=$(hyperfine -N --warmup 3 --runs "$RUNS" --export-json "$W/hv.json" "$(c "$BEP") version" >/dev/null &&
+    python3 -c 'import json,sys; print("%.1f" % (json.load(open(sys.argv[1]))["results"][0]["mean"]*1000))' "$W/hv.json")
+cni_ms=$(python3 - "$W/cni/10-pods.conflist" "$RUNS" <<'PY'
+import json, os, subprocess, sys, time
+conf, runs = json.load(open(sys.argv[1])), int(sys.argv[2])
+def run(cmd, plugin, ns, prev):
+    net = dict(plugin, cniVersion=conf["cniVersion"], name=conf["name"])
+    if prev is not None:
+        net["prevResult"] = prev
+    env = dict(os.environ, CNI_COMMAND=cmd, CNI_CONTAINERID=ns, CNI_NETNS=f"/var/run/netns/{ns}",
+               CNI_IFNAME="eth0", CNI_PATH="/usr/lib/cni")
+    out = subprocess.run([f"/usr/lib/cni/{plugin['type']}"], input=json.dumps(net).encode(),
+                         env=env, stdout=subprocess.PIPE, check=True).stdout
+    return json.loads(out) if out.strip() else None
+total = 0.0
+for i in range(runs):
+    ns = f"bcbfloor{os.getpid()}x{i}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    t0 = time.monotonic()
+    prev = None
+    for p in conf["plugins"]:
+        prev = run("ADD", p, ns, prev)
+    total += time.monotonic() - t0
+    for p in reversed(conf["plugins"]):
+        run("DEL", p, ns, prev)
+    subprocess.run(["ip", "netns", "del", ns], check=True)
+print("%.1f" % (total / runs * 1000))
+PY
+)
+
 {
     echo "Pod start through the CRI (\`crictl run\`: RunPodSandbox + CreateContainer + StartContainer, busybox, image present, bridge CNI), $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg), $RUNS runs:"
     echo
@@ -139,5 +172,9 @@ done
         echo "berth / containerd: $(python3 -c "print('%.2f' % ($bm / $cm))")×"
     fi
     echo
-    echo "Idle berth daemon RSS with the CRI server on: ${rss} kB."
+    echo "The floor neither runtime can go under: crictl's own start (\`crictl version\` against Berth)"
+    echo "$crictl_ms ms + the CNI chain's ADD run directly (bridge with ipMasq, host-local, portmap)"
+    echo "$cni_ms ms = $(python3 -c "print('%.1f' % ($crictl_ms + $cni_ms))") ms."
+    echo
+    echo "Idle berth daemon RSS with the CRI server on (after loading and pushing the stand-in images): ${rss} kB."
 } | tee "$RESULTS/cri.md"

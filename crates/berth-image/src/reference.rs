@@ -185,8 +185,9 @@ fn split_docker_domain(name: &str) -> (String, String) {
     (domain, remainder)
 }
 
-/// `[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*`
-fn valid_path_component(c: &str) -> bool {
+/// One path component of a repository name, `[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*`; the
+/// registry server checks names by the same grammar.
+pub fn valid_path_component(c: &str) -> bool {
     let b = c.as_bytes();
     let alnum = |x: u8| x.is_ascii_lowercase() || x.is_ascii_digit();
     if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {

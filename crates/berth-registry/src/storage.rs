@@ -25,33 +25,9 @@ pub fn valid_name(name: &str) -> bool {
     if name.is_empty() || name.len() > 255 {
         return false;
     }
-    name.split('/').all(valid_component)
-}
-
-fn valid_component(c: &str) -> bool {
-    let b = c.as_bytes();
-    let alnum = |x: u8| x.is_ascii_lowercase() || x.is_ascii_digit();
-    if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {
-        return false;
-    }
-    let mut i = 0;
-    while i < b.len() {
-        if alnum(b[i]) {
-            i += 1;
-            continue;
-        }
-        // a separator run: ".", "_", "__" or "-+"
-        let start = i;
-        while i < b.len() && !alnum(b[i]) {
-            i += 1;
-        }
-        let sep = &c[start..i];
-        let ok = sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|x| x == b'-');
-        if !ok {
-            return false;
-        }
-    }
-    true
+    name
+        .split('/')
+        .all(berth_image::reference::valid_path_component)
 }
 
 /// Tag grammar: `[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}`.

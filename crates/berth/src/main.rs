@@ -554,6 +554,7 @@ fn daemon(args: Vec<OsString>) -> i32 {
             cors: a.api_cors_header.clone().filter(|c| !c.is_empty()),
         },
     };
+    release_memory_after_bursts();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -571,6 +572,19 @@ fn daemon(args: Vec<OsString>) -> i32 {
             eprintln!("berth daemon: {e}");
             1
         }
+    }
+}
+
+/// A long-lived daemon goes back to its idle size after a pull, push or load. glibc raises its
+/// mmap threshold with each large free (up to 32 MiB), so a push's buffers end up on the heap
+/// and stay there: about 9 MB of the idle RSS after pushing two small images. A fixed threshold
+/// gives large buffers back on free, and a low trim threshold returns the heap's free top.
+fn release_memory_after_bursts() {
+    const THRESHOLD: libc::c_int = 128 * 1024;
+    // SAFETY: mallopt only sets the allocator's parameters (under its own locks).
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, THRESHOLD);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, THRESHOLD);
     }
 }
 
