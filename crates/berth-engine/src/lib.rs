@@ -167,7 +167,11 @@ impl Engine {
     }
 
     /// A container's in-memory entry, its record written through the data root's guard.
-    pub(crate) fn new_entry(&self, rec: container::ContainerRecord, dir: PathBuf) -> container::Entry {
+    pub(crate) fn new_entry(
+        &self,
+        rec: container::ContainerRecord,
+        dir: PathBuf,
+    ) -> container::Entry {
         container::Entry::new(rec, dir, self.inner.disk.clone())
     }
 

@@ -152,7 +152,12 @@ impl Daemon {
         data_root: &Path,
         extra_args: &[&str],
     ) -> Result<Daemon, String> {
-        Self::try_start_full(bin, Startup::Flags, extra_args, Some(data_root.to_path_buf()))
+        Self::try_start_full(
+            bin,
+            Startup::Flags,
+            extra_args,
+            Some(data_root.to_path_buf()),
+        )
     }
 
     /// A daemon started as `how` says (see [`Startup`]).

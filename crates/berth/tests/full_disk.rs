@@ -128,9 +128,16 @@ fn records_match(d: &Daemon, data_root: &Path) -> Vec<(String, String)> {
             disk["state"]
         );
         assert_eq!(disk["name"].as_str(), Some(name), "{name}: name on disk");
-        assert_eq!(disk["state"]["pid"].as_i64(), Some(pid), "{name}: pid on disk");
+        assert_eq!(
+            disk["state"]["pid"].as_i64(),
+            Some(pid),
+            "{name}: pid on disk"
+        );
         if running {
-            assert!(pid_alive(pid), "{name}: shown running, process {pid} is dead");
+            assert!(
+                pid_alive(pid),
+                "{name}: shown running, process {pid} is dead"
+            );
         } else {
             assert_eq!(pid, 0, "{name}: not running but a pid");
         }

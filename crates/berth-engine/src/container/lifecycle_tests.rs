@@ -389,7 +389,10 @@ async fn a_rename_that_cannot_be_written_keeps_the_old_name() {
         .await
         .expect_err("the write fails");
     assert!(err.to_string().contains("No space left"), "{err}");
-    assert!(t.engine.lookup("newname").is_err(), "the new name is not live");
+    assert!(
+        t.engine.lookup("newname").is_err(),
+        "the new name is not live"
+    );
     assert_eq!(t.engine.lookup(&old).expect("old name").id, c.id);
     assert_eq!(c.snapshot().name, old);
     assert_eq!(on_disk(&c).name, old);
@@ -412,7 +415,10 @@ async fn kill_and_exit_on_a_full_disk_are_kept_and_written_later() {
     // The signal is delivered and the stop remembered, though the disk refuses the record.
     t.engine.kill(&c.id, Some("TERM")).await.expect("kill");
     let dir = t.engine.runtime_dir(&c.id);
-    assert!(t.fake.calls().contains(&format!("kill {} 15", dir.display())));
+    assert!(t
+        .fake
+        .calls()
+        .contains(&format!("kill {} 15", dir.display())));
     assert!(c.snapshot().manually_stopped);
     assert!(c.is_dirty());
     assert!(!on_disk(&c).manually_stopped);

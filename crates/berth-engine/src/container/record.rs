@@ -234,7 +234,10 @@ impl Entry {
             .map_err(|e| {
                 std::io::Error::new(
                     e.kind(),
-                    format!("cannot record the state of container {}: {e}", rec.short_id()),
+                    format!(
+                        "cannot record the state of container {}: {e}",
+                        rec.short_id()
+                    ),
                 )
             })?;
         self.dirty.store(false, Ordering::SeqCst);
