@@ -25,8 +25,7 @@ pub fn valid_name(name: &str) -> bool {
     if name.is_empty() || name.len() > 255 {
         return false;
     }
-    name
-        .split('/')
+    name.split('/')
         .all(berth_image::reference::valid_path_component)
 }
 

@@ -1,5 +1,6 @@
 //! A full data root (issue 15): the daemon runs with `--data-root` on a real 64 MB ext4 image,
-//! loop-mounted, which the test fills to ENOSPC. `stop`, `kill` and `rm -f` of running
+//! loop-mounted (`mkfs -m 0`, ext4's reserved clusters set to 0, so it can really be filled),
+//! which the test fills to ENOSPC — asserted by a write that fails, not by free bytes. `stop`, `kill` and `rm -f` of running
 //! containers succeed; a `rename` fails cleanly (the old name stays, the new one is not live);
 //! the records on disk agree with the API and with the processes' real liveness, before and
 //! after a daemon restart on the still-full disk; the daemon reports the condition (`/info`
@@ -49,34 +50,69 @@ impl LoopFs {
             .arg("-s")
             .arg(format!("{mb}M"))
             .arg(&fs.img))?;
-        sh(Command::new("mkfs.ext4").arg("-q").arg("-F").arg(&fs.img))?;
+        // `-m 0`: no blocks kept for root, so filling as root really fills it.
+        sh(Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-m", "0"])
+            .arg(&fs.img))?;
         let dev = sh(Command::new("losetup")
             .args(["--find", "--show"])
             .arg(&fs.img))?;
         fs.dev = Some(dev.clone());
         sh(Command::new("mount").arg(&dev).arg(&fs.mnt))?;
+        // Nor the clusters ext4 keeps back from everyone (min(2%, 4096)), which statvfs counts
+        // as free though no write may have them.
+        let base = dev.rsplit('/').next().unwrap_or(&dev);
+        let resv = format!("/sys/fs/ext4/{base}/reserved_clusters");
+        if Path::new(&resv).exists() {
+            std::fs::write(&resv, "0").map_err(|e| format!("{resv}: {e}"))?;
+        }
         Ok(fs)
     }
 
-    /// Writes zeros into `name` on the filesystem until it is full (dd ends with ENOSPC).
+    /// Writes zeros into `name` on the filesystem until it is full (dd ends with ENOSPC), then
+    /// into `name.tailN` by blocks, for the blocks the big writes' reservations gave back,
+    /// until a round gets none.
     fn fill(&self, name: &str) {
-        let _ = Command::new("dd")
-            .arg("if=/dev/zero")
-            .arg(format!("of={}", self.mnt.join(name).display()))
-            .args(["bs=1M", "status=none"])
-            .status();
-        let _ = Command::new("sync").arg("-f").arg(&self.mnt).status();
+        let dd = |file: String, bs: &str| {
+            let p = self.mnt.join(file);
+            let _ = Command::new("dd")
+                .arg("if=/dev/zero")
+                .arg(format!("of={}", p.display()))
+                .arg(format!("bs={bs}"))
+                .arg("status=none")
+                .status();
+            let _ = Command::new("sync").arg("-f").arg(&self.mnt).status();
+            std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0)
+        };
+        dd(name.to_string(), "1M");
+        for i in 0..8 {
+            if dd(format!("{name}.tail{i}"), "4k") == 0 {
+                break;
+            }
+        }
     }
 
-    fn free_bytes(&self) -> u64 {
-        let o = Command::new("stat")
-            .args(["-f", "-c", "%f %S"])
-            .arg(&self.mnt)
-            .output()
-            .expect("stat -f");
-        let t = String::from_utf8_lossy(&o.stdout);
-        let mut it = t.split_whitespace().map(|s| s.parse::<u64>().unwrap_or(0));
-        it.next().unwrap_or(0) * it.next().unwrap_or(0)
+    /// Whether the filesystem is full: a small new file cannot be written (ENOSPC).
+    fn is_full(&self) -> Result<bool, String> {
+        use std::io::Write;
+        let p = self.mnt.join("full-check");
+        let r = std::fs::File::create(&p).and_then(|mut f| {
+            f.write_all(&[0u8; 4096])?;
+            f.sync_all()
+        });
+        let _ = std::fs::remove_file(&p);
+        match r {
+            Ok(()) => Ok(false),
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => Ok(true),
+            Err(e) => Err(format!("writing {}: {e}", p.display())),
+        }
+    }
+
+    fn remove_fill(&self, name: &str) {
+        let _ = std::fs::remove_file(self.mnt.join(name));
+        for i in 0..8 {
+            let _ = std::fs::remove_file(self.mnt.join(format!("{name}.tail{i}")));
+        }
     }
 }
 
@@ -194,6 +230,7 @@ fn stop_kill_and_rm_work_on_a_full_data_root_and_state_stays_true() {
     };
     let d = Daemon::try_start_on(BIN, &fs.mnt, &[]).expect("daemon");
     d.load_busybox();
+    assert_eq!(fs.is_full(), Ok(false), "room at first");
     let loop_cmd = "trap 'exit 0' TERM; while :; do sleep 0.1; done";
     for n in ["a", "b", "c", "p", "r"] {
         run_d(&d, &["--name", n, "busybox", "sh", "-c", loop_cmd]);
@@ -203,9 +240,18 @@ fn stop_kill_and_rm_work_on_a_full_data_root_and_state_stays_true() {
     assert!(!out_of_space(&d), "{:?}", info_warnings(&d));
 
     fs.fill("filler");
-    assert!(fs.free_bytes() < 512 << 10, "filled: {}", fs.free_bytes());
+    assert_eq!(fs.is_full(), Ok(true), "the filesystem is full");
+
+    // A change asked for fails, and changes nothing: the old name stays, the new is not live.
+    let o = d.cli(&["rename", "r", "r2"]);
+    assert!(!o.success(), "rename on a full disk: {o}");
+    assert!(o.stderr.contains("No space left"), "a clear error: {o}");
+    assert_eq!(fmt(&d, "r", "{{.Name}}"), "/r");
+    assert!(!d.cli(&["inspect", "r2"]).success(), "r2 is not live");
+
+    // The write that met ENOSPC made the daemon report the full disk.
     assert!(
-        wait_until(Duration::from_secs(10), || out_of_space(&d)),
+        out_of_space(&d),
         "no warning in /info on a full data root: {:?}",
         info_warnings(&d)
     );
@@ -216,13 +262,6 @@ fn stop_kill_and_rm_work_on_a_full_data_root_and_state_stays_true() {
         "no disk-full event: {:?}",
         daemon_events(&d)
     );
-
-    // A change asked for fails, and changes nothing: the old name stays, the new is not live.
-    let o = d.cli(&["rename", "r", "r2"]);
-    assert!(!o.success(), "rename on a full disk: {o}");
-    assert!(o.stderr.contains("No space left"), "a clear error: {o}");
-    assert_eq!(fmt(&d, "r", "{{.Name}}"), "/r");
-    assert!(!d.cli(&["inspect", "r2"]).success(), "r2 is not live");
 
     // Signals are delivered.
     d.cli(&["stop", "-t", "5", "a"]).ok();
@@ -252,17 +291,17 @@ fn stop_kill_and_rm_work_on_a_full_data_root_and_state_stays_true() {
 
     // Whatever the reserve gave back is taken too, and the daemon restarts on the full disk.
     fs.fill("filler2");
+    assert_eq!(fs.is_full(), Ok(true), "full again");
     d.restart();
-    assert!(
-        wait_until(Duration::from_secs(10), || out_of_space(&d)),
-        "no warning after the restart: {:?}",
-        info_warnings(&d)
-    );
+    // Whatever the restart found free (the startup probe may have had its block) is taken too.
+    fs.fill("filler3");
+    assert_eq!(fs.is_full(), Ok(true), "full after the restart");
     let after = records_match(&d, &fs.mnt);
     assert_eq!(after, before, "the same state after a restart");
     assert_eq!(pid("p"), pp);
     assert_eq!(pid("r"), pr);
-    // And a signal still goes through after the restart.
+    // And a signal still goes through after the restart; its record write meets ENOSPC,
+    // which the daemon reports.
     d.cli(&["kill", "p"]).ok();
     assert!(wait_until(Duration::from_secs(10), || !pid_alive(pp)));
     assert!(wait_until(Duration::from_secs(5), || fmt(
@@ -270,10 +309,17 @@ fn stop_kill_and_rm_work_on_a_full_data_root_and_state_stays_true() {
         "p",
         "{{.State.Status}}"
     ) == "exited"));
+    assert!(
+        wait_until(Duration::from_secs(5), || out_of_space(&d)),
+        "no warning after the restart: {:?}",
+        info_warnings(&d)
+    );
 
     // Space again: the warning goes, the records catch up, and changes work.
-    std::fs::remove_file(fs.mnt.join("filler")).expect("rm filler");
-    std::fs::remove_file(fs.mnt.join("filler2")).expect("rm filler2");
+    fs.remove_fill("filler");
+    fs.remove_fill("filler2");
+    fs.remove_fill("filler3");
+    assert_eq!(fs.is_full(), Ok(false), "space again");
     assert!(
         wait_until(Duration::from_secs(15), || !out_of_space(&d)),
         "the warning stays: {:?}",
