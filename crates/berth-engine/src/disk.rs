@@ -57,7 +57,7 @@ pub struct DiskGuard {
 
 impl DiskGuard {
     pub(crate) fn new(root: &Path) -> DiskGuard {
-        let g = DiskGuard::with_io(root, Box::new(|p, d| crate::util::write_atomic(p, d)));
+        let g = DiskGuard::with_io(root, Box::new(crate::util::write_atomic));
         // A daemon started on a full disk knows it before the first record write fails.
         if g.probe().is_ok() {
             g.make_reserve();

@@ -266,6 +266,7 @@ fn stop_kill_and_rm_work_on_a_full_data_root_and_state_stays_true() {
     // Signals are delivered.
     d.cli(&["stop", "-t", "5", "a"]).ok();
     d.cli(&["kill", "b"]).ok();
+    let cid = fmt(&d, "c", "{{.Id}}");
     d.cli(&["rm", "-f", "c"]).ok();
     assert!(
         wait_until(Duration::from_secs(10), || !pid_alive(pa)
@@ -273,7 +274,8 @@ fn stop_kill_and_rm_work_on_a_full_data_root_and_state_stays_true() {
             && !pid_alive(pc)),
         "processes still alive"
     );
-    assert!(!d.cli(&["inspect", "c"]).success(), "c is gone");
+    // By its full id: a bare "c" could be another container's id prefix.
+    assert!(!d.cli(&["inspect", &cid]).success(), "c is gone");
     assert_eq!(fmt(&d, "a", "{{.State.Status}}"), "exited");
     assert!(wait_until(Duration::from_secs(5), || fmt(
         &d,
