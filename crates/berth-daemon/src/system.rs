@@ -152,6 +152,8 @@ async fn info(State(st): State<AppState>) -> Json<SystemInfo> {
         live_restore_enabled: true,
         experimental_build: cfg.experimental,
         security_options: Some(vec!["name=seccomp,profile=builtin".into()]),
+        // A full data root (`berth_engine::disk`): the docker CLI prints these under `info`.
+        warnings: st.engine.disk_warning().map(|w| vec![w]),
         ..Default::default()
     };
     if st.engine.rootless() {

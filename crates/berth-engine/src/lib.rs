@@ -10,6 +10,7 @@
 
 pub mod cgroups;
 pub mod container;
+pub mod disk;
 pub mod error;
 pub mod events;
 pub mod exec;
@@ -84,6 +85,8 @@ pub struct Inner {
     pods: std::sync::Mutex<pod::PodIndex>,
     /// The shims (a fake in unit tests).
     runtime: Arc<dyn runtime::Runtime>,
+    /// The data root's free space and the writer of container records (`disk.rs`).
+    disk: Arc<disk::DiskGuard>,
 }
 
 /// Cheap to clone; every clone is the same engine.
@@ -132,6 +135,7 @@ impl Engine {
         let volumes = volume::VolumeStore::open(&cfg.data_root.join("volumes"))?;
         let net = network::Networks::open(&cfg.data_root, &cfg.exec_root, cfg.network.clone())?;
         net.bring_up()?;
+        let disk = Arc::new(disk::DiskGuard::new(&cfg.data_root));
         let engine = Engine {
             inner: Arc::new(Inner {
                 id,
@@ -148,11 +152,13 @@ impl Engine {
                 health: container::health::HealthTable::default(),
                 pods: Default::default(),
                 runtime,
+                disk,
             }),
         };
         engine.restore_pods()?;
         engine.restore().await?;
         engine.volumes().sweep_mounts();
+        engine.spawn_disk_watch();
         Ok(engine)
     }
 
@@ -175,6 +181,15 @@ impl Engine {
 
     pub fn images(&self) -> Arc<berth_image::ImageStore> {
         self.inner.images.clone()
+    }
+
+    /// A container's in-memory entry, its record written through the data root's guard.
+    pub(crate) fn new_entry(
+        &self,
+        rec: container::ContainerRecord,
+        dir: PathBuf,
+    ) -> container::Entry {
+        container::Entry::new(rec, dir, self.inner.disk.clone())
     }
 
     fn container_dir(&self, id: &str) -> PathBuf {

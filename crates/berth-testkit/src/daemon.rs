@@ -161,19 +161,36 @@ impl Daemon {
         bin: impl AsRef<Path>,
         extra_args: &[&str],
     ) -> Result<Daemon, String> {
-        Self::try_start_full(bin, Startup::Flags, extra_args, None)
+        Self::try_start_full(bin, Startup::Flags, extra_args, None, None)
+    }
+
+    /// A daemon whose `--data-root` is `data_root` (a filesystem of the test's own, e.g. a
+    /// small loop-mounted one) rather than a directory of its temp root. The test owns that
+    /// directory: the daemon's cleanup stops its processes but leaves `data_root` alone.
+    pub fn try_start_on(
+        bin: impl AsRef<Path>,
+        data_root: &Path,
+        extra_args: &[&str],
+    ) -> Result<Daemon, String> {
+        Self::try_start_full(
+            bin,
+            Startup::Flags,
+            extra_args,
+            None,
+            Some(data_root.to_path_buf()),
+        )
     }
 
     /// A daemon started as `how` says (see [`Startup`]).
     pub fn try_start_with(bin: impl AsRef<Path>, how: Startup) -> Result<Daemon, String> {
-        Self::try_start_full(bin, how, &[], None)
+        Self::try_start_full(bin, how, &[], None, None)
     }
 
     /// A daemon whose `--exec-root` and `--data-root` are exactly `len` bytes long (deep
     /// directories in its temp root: beyond what a unix socket address holds once a container
     /// id is added); its API socket stays short.
     pub fn try_start_deep(bin: impl AsRef<Path>, len: usize) -> Result<Daemon, String> {
-        Self::try_start_full(bin, Startup::Flags, &[], Some(len))
+        Self::try_start_full(bin, Startup::Flags, &[], Some(len), None)
     }
 
     fn try_start_full(
@@ -181,6 +198,7 @@ impl Daemon {
         how: Startup,
         extra_args: &[&str],
         deep: Option<usize>,
+        own_data_root: Option<PathBuf>,
     ) -> Result<Daemon, String> {
         let bin = bin.as_ref().to_path_buf();
         let base = std::env::var_os("BERTH_TEST_TMPDIR")
@@ -221,7 +239,7 @@ impl Daemon {
         let d = Daemon {
             net,
             sock: root.join("berth.sock"),
-            data_root,
+            data_root: own_data_root.unwrap_or(data_root),
             exec_root,
             log: root.join("daemon.log"),
             root,

@@ -8,7 +8,7 @@ use crate::container::config::{
     fill_host_config_defaults, merge_config, merge_default_log_opts, validate_config,
     validate_container_network_mode, validate_host_config,
 };
-use crate::container::{ContainerRecord, Entry, Owner, StateRecord};
+use crate::container::{ContainerRecord, Owner, StateRecord};
 use crate::error::{EngineError, Result};
 use crate::util::{self, now_rfc3339};
 use crate::Engine;
@@ -200,7 +200,7 @@ impl Engine {
         }
         self.write_index()
             .by_id
-            .insert(id.to_string(), Arc::new(Entry::new(rec, dir)));
+            .insert(id.to_string(), Arc::new(self.new_entry(rec, dir)));
         Ok(())
     }
 }

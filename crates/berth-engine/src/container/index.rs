@@ -15,7 +15,7 @@ pub(crate) struct ContainerIndex {
 }
 
 impl Engine {
-    fn read_index(&self) -> std::sync::RwLockReadGuard<'_, ContainerIndex> {
+    pub(crate) fn read_index(&self) -> std::sync::RwLockReadGuard<'_, ContainerIndex> {
         match self.inner.containers.read() {
             Ok(g) => g,
             Err(p) => p.into_inner(),

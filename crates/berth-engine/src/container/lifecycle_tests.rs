@@ -85,7 +85,7 @@ fn add(e: &Engine, rec: ContainerRecord) -> Arc<Entry> {
     let dir = e.container_dir(&rec.id);
     std::fs::create_dir_all(&dir).expect("dir");
     rec.save(&dir).expect("save");
-    let c = Arc::new(Entry::new(rec.clone(), dir));
+    let c = Arc::new(e.new_entry(rec.clone(), dir));
     let mut idx = e.write_index();
     idx.names.insert(rec.name.clone(), rec.id.clone());
     idx.by_id.insert(rec.id.clone(), c.clone());
@@ -302,4 +302,141 @@ async fn recovery_records_what_happened_while_no_daemon_watched() {
     })
     .await;
     assert!(f.snapshot().state.error.is_empty(), "not started");
+}
+
+/// A record writer that fails with ENOSPC while `full` is set, as a full data root does.
+#[derive(Default)]
+struct FullDisk {
+    full: std::sync::atomic::AtomicBool,
+}
+
+impl FullDisk {
+    fn set(&self, full: bool) {
+        self.full.store(full, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl crate::disk::RecordWriter for FullDisk {
+    fn write(&self, path: &std::path::Path, data: &[u8], _critical: bool) -> std::io::Result<()> {
+        if self.full.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        crate::util::write_atomic(path, data)
+    }
+}
+
+/// `add`, with the record written through `w`.
+fn add_with(e: &Engine, rec: ContainerRecord, w: Arc<FullDisk>) -> Arc<Entry> {
+    let dir = e.container_dir(&rec.id);
+    std::fs::create_dir_all(&dir).expect("dir");
+    rec.save(&dir).expect("save");
+    let c = Arc::new(Entry::new(rec.clone(), dir, w));
+    let mut idx = e.write_index();
+    idx.names.insert(rec.name.clone(), rec.id.clone());
+    idx.by_id.insert(rec.id.clone(), c.clone());
+    c
+}
+
+fn on_disk(c: &Entry) -> ContainerRecord {
+    ContainerRecord::load(&c.dir).expect("load")
+}
+
+#[tokio::test]
+async fn a_change_that_cannot_be_written_changes_nothing() {
+    let t = env().await;
+    let disk = Arc::new(FullDisk::default());
+    let c = add_with(
+        &t.engine,
+        record(&id(14), Status::Exited, "", 0),
+        disk.clone(),
+    );
+    let mut rx = c.signal.subscribe();
+    rx.borrow_and_update();
+    disk.set(true);
+    let err = c
+        .update(|r| {
+            r.state.status = Status::Running;
+            r.config.hostname = "changed".into();
+        })
+        .expect_err("the write fails");
+    assert_eq!(err.raw_os_error(), None, "wrapped with context: {err}");
+    assert!(err.to_string().contains("No space left"), "{err}");
+    assert_eq!(c.snapshot().state.status, Status::Exited);
+    assert_eq!(c.snapshot().config.hostname, "");
+    assert!(!rx.has_changed().expect("watch"), "nobody was told of it");
+    assert_eq!(on_disk(&c).state.status, Status::Exited);
+    assert!(!c.is_dirty());
+    // Space again: the same change goes through, memory and disk alike.
+    disk.set(false);
+    c.update(|r| r.config.hostname = "changed".into())
+        .expect("update");
+    assert_eq!(on_disk(&c).config.hostname, "changed");
+    assert_eq!(c.snapshot().config.hostname, "changed");
+}
+
+#[tokio::test]
+async fn a_rename_that_cannot_be_written_keeps_the_old_name() {
+    let t = env().await;
+    let disk = Arc::new(FullDisk::default());
+    let c = add_with(
+        &t.engine,
+        record(&id(15), Status::Running, "", 0),
+        disk.clone(),
+    );
+    let old = c.snapshot().name;
+    disk.set(true);
+    let err = t
+        .engine
+        .rename(&old, "newname")
+        .await
+        .expect_err("the write fails");
+    assert!(err.to_string().contains("No space left"), "{err}");
+    assert!(
+        t.engine.lookup("newname").is_err(),
+        "the new name is not live"
+    );
+    assert_eq!(t.engine.lookup(&old).expect("old name").id, c.id);
+    assert_eq!(c.snapshot().name, old);
+    assert_eq!(on_disk(&c).name, old);
+    disk.set(false);
+    t.engine.rename(&old, "newname").await.expect("rename");
+    assert!(t.engine.lookup(&old).is_err(), "the old name is free");
+    assert_eq!(on_disk(&c).name, "newname");
+}
+
+#[tokio::test]
+async fn kill_and_exit_on_a_full_disk_are_kept_and_written_later() {
+    let t = env().await;
+    let disk = Arc::new(FullDisk::default());
+    let c = add_with(
+        &t.engine,
+        record(&id(16), Status::Running, "always", 0),
+        disk.clone(),
+    );
+    disk.set(true);
+    // The signal is delivered and the stop remembered, though the disk refuses the record.
+    t.engine.kill(&c.id, Some("TERM")).await.expect("kill");
+    let dir = t.engine.runtime_dir(&c.id);
+    assert!(t
+        .fake
+        .calls()
+        .contains(&format!("kill {} 15", dir.display())));
+    assert!(c.snapshot().manually_stopped);
+    assert!(c.is_dirty());
+    assert!(!on_disk(&c).manually_stopped);
+    // The exit is published (never a dead process shown running) and the policy respects
+    // the stop that only memory holds.
+    t.engine.handle_exit(c.clone(), exit(143)).await;
+    assert_eq!(c.snapshot().state.status, Status::Exited);
+    assert_eq!(on_disk(&c).state.status, Status::Running);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(c.snapshot().restart_count, 0, "not restarted");
+    // Space again: the watcher's flush writes what memory held.
+    disk.set(false);
+    assert!(t.engine.flush_records());
+    let d = on_disk(&c);
+    assert_eq!(d.state.status, Status::Exited);
+    assert_eq!(d.state.exit_code, 143);
+    assert!(d.manually_stopped);
+    assert!(!c.is_dirty());
 }

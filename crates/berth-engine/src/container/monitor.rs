@@ -56,13 +56,8 @@ impl Engine {
         let rec = if c.snapshot().host_config.auto_remove {
             c.update_volatile(record_exit)
         } else {
-            match c.update(record_exit) {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::error!("recording exit of {}: {e}", c.id);
-                    c.snapshot()
-                }
-            }
+            // The exit happened: memory says so even if the disk is full (written later).
+            c.record(record_exit)
         };
         // Restarting is recorded before waiters hear of the exit, so a client acting on its
         // wait (rm, inspect) never sees an always-restart container as plainly exited.
@@ -99,7 +94,7 @@ impl Engine {
             tokio::spawn(async move {
                 // Restarting was recorded with the exit (above); a stop since then cleared it.
                 if c.snapshot().state.status == Status::Restarting {
-                    let _ = c.update(|r| r.state.status = Status::Restarting);
+                    let _ = c.record(|r| r.state.status = Status::Restarting);
                 }
                 tokio::time::sleep(delay).await;
                 let _g = c.op.lock().await;
@@ -108,7 +103,7 @@ impl Engine {
                 if cur.manually_stopped || cur.state.status != Status::Restarting {
                     return;
                 }
-                let _ = c.update(|r| {
+                let _ = c.record(|r| {
                     r.restart_count += 1;
                     r.state.status = Status::Exited;
                 });

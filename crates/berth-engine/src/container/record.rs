@@ -2,12 +2,14 @@
 //! in-memory entry.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use berth_api::types::{ContainerConfig, HostConfig};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::disk::RecordWriter;
 use crate::util::{self, ZERO_TIME};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -139,10 +141,15 @@ pub struct Entry {
     pub pending_attach: Mutex<Vec<crate::container::attach::PendingAttach>>,
     /// Set once removal has begun: late updates must not write the record back to disk.
     pub removed: std::sync::atomic::AtomicBool,
+    /// How the record reaches the disk (the data root's guard; a failing one in unit tests).
+    writer: Arc<dyn RecordWriter>,
+    /// Memory holds a fact the disk does not yet (a write of `record` failed): written by the
+    /// next successful write of this record, or by the disk watcher's `flush`.
+    dirty: AtomicBool,
 }
 
 impl Entry {
-    pub fn new(record: ContainerRecord, dir: PathBuf) -> Entry {
+    pub fn new(record: ContainerRecord, dir: PathBuf, writer: Arc<dyn RecordWriter>) -> Entry {
         let sig = Signal {
             exits: 0,
             running: record.state.status.is_running(),
@@ -160,6 +167,8 @@ impl Entry {
             signal: tx,
             pending_attach: Mutex::new(Vec::new()),
             removed: std::sync::atomic::AtomicBool::new(false),
+            writer,
+            dirty: AtomicBool::new(false),
         }
     }
 
@@ -178,48 +187,102 @@ impl Entry {
         }
     }
 
-    /// Mutate the record in memory only, and wake watchers: for states that need not survive a
-    /// crash because recovery re-derives them (an `--rm` container's exit, removal).
-    pub fn update_volatile<F: FnOnce(&mut ContainerRecord)>(&self, f: F) -> ContainerRecord {
-        let rec = {
-            let mut guard = match self.record.lock() {
-                Ok(g) => g,
-                Err(p) => p.into_inner(),
-            };
-            f(&mut guard);
-            guard.clone()
-        };
+    fn lock(&self) -> std::sync::MutexGuard<'_, ContainerRecord> {
+        match self.record.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Whether memory holds a fact the disk does not yet.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty.load(Ordering::SeqCst)
+    }
+
+    /// Writes `rec` as this container's record (nothing once removal began). The caller holds
+    /// the record lock, so two writes never land on disk out of order.
+    fn persist(&self, rec: &ContainerRecord, critical: bool) -> std::io::Result<()> {
+        if self.removed.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let data = serde_json::to_vec_pretty(rec).map_err(std::io::Error::other)?;
+        self.writer
+            .write(&self.dir.join("container.json"), &data, critical)
+            .map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "cannot record the state of container {}: {e}",
+                        rec.short_id()
+                    ),
+                )
+            })?;
+        self.dirty.store(false, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn publish(&self, rec: &ContainerRecord) {
         self.signal.send_modify(|s| {
             s.running = rec.state.status.is_running();
             s.exit_code = rec.state.exit_code;
         });
+    }
+
+    /// Mutate the record in memory only, and wake watchers: for states that need not survive a
+    /// crash because recovery re-derives them (an `--rm` container's exit, removal).
+    pub fn update_volatile<F: FnOnce(&mut ContainerRecord)>(&self, f: F) -> ContainerRecord {
+        let rec = {
+            let mut guard = self.lock();
+            f(&mut guard);
+            guard.clone()
+        };
+        self.publish(&rec);
         rec
     }
 
-    /// Mutate the record, persist it, and wake watchers.
+    /// A change asked for (start, rename, update, pause...): computes the new record, persists
+    /// it, and only then publishes it in memory. If the write fails nothing changes and the
+    /// caller gets the error.
     pub fn update<F: FnOnce(&mut ContainerRecord)>(
         &self,
         f: F,
     ) -> std::io::Result<ContainerRecord> {
         let rec = {
-            let mut guard = match self.record.lock() {
-                Ok(g) => g,
-                Err(p) => p.into_inner(),
-            };
-            f(&mut guard);
-            // Saved under the lock so two updates can never land on disk out of order.
-            let saved = if self.removed.load(std::sync::atomic::Ordering::SeqCst) {
-                Ok(())
-            } else {
-                guard.save(&self.dir)
-            };
-            (saved, guard.clone())
+            let mut guard = self.lock();
+            let mut next = guard.clone();
+            f(&mut next);
+            self.persist(&next, false)?;
+            *guard = next.clone();
+            next
         };
-        let (res, rec) = rec;
-        self.signal.send_modify(|s| {
-            s.running = rec.state.status.is_running();
-            s.exit_code = rec.state.exit_code;
-        });
-        res.map(|_| rec)
+        self.publish(&rec);
+        Ok(rec)
+    }
+
+    /// A fact that already happened (a stop asked for and signalled, an exit): published in
+    /// memory whatever the disk says, persisted best effort (with the space reserve). A failed
+    /// write leaves the entry dirty, written later by `flush` or the next write; until then
+    /// recovery re-derives the state from the shim (a dead process is never shown running).
+    pub fn record<F: FnOnce(&mut ContainerRecord)>(&self, f: F) -> ContainerRecord {
+        let rec = {
+            let mut guard = self.lock();
+            f(&mut guard);
+            if let Err(e) = self.persist(&guard, true) {
+                self.dirty.store(true, Ordering::SeqCst);
+                tracing::warn!("{e} (kept in memory, written when the disk allows)");
+            }
+            guard.clone()
+        };
+        self.publish(&rec);
+        rec
+    }
+
+    /// Writes the record if memory is ahead of the disk.
+    pub fn flush(&self) -> std::io::Result<()> {
+        let guard = self.lock();
+        if !self.is_dirty() {
+            return Ok(());
+        }
+        self.persist(&guard, true)
     }
 }

@@ -45,7 +45,7 @@ impl Engine {
                 reg.names.insert(rec.name.clone(), rec.id.clone());
                 reg.by_id.insert(
                     rec.id.clone(),
-                    Arc::new(Entry::new(rec.clone(), path.clone())),
+                    Arc::new(self.new_entry(rec.clone(), path.clone())),
                 );
             }
         }
@@ -102,7 +102,7 @@ impl Engine {
             tokio::spawn(async move {
                 let _g = c.op.lock().await;
                 // A restart the policy had scheduled when the daemon died still counts as one.
-                let _ = c.update(|r| {
+                let _ = c.record(|r| {
                     if r.state.status == Status::Restarting {
                         r.restart_count += 1;
                     }

@@ -25,7 +25,8 @@ impl Engine {
                     rec.name
                 )));
             }
-            c.update(|r| r.manually_stopped = true)?;
+            // Best effort: `rm -f` works on a full disk.
+            c.record(|r| r.manually_stopped = true);
             let mut rx = c.signal.subscribe();
             let exits = rx.borrow().exits;
             let _ = self.runtime().kill(&self.runtime_dir(&c.id), 9).await;
@@ -48,7 +49,7 @@ impl Engine {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
                 c.removed.store(false, std::sync::atomic::Ordering::SeqCst);
-                let _ = c.update(|r| r.state.status = Status::Exited);
+                let _ = c.record(|r| r.state.status = Status::Exited);
                 return Err(io_err("removing container record", e));
             }
         }

@@ -14,6 +14,8 @@ impl Engine {
                 "Renaming a container with the same name as its current name".into(),
             ));
         }
+        // The new name is reserved (both names lead to the container meanwhile), the record
+        // written, and only then the old name let go: a failed write leaves the old name alone.
         {
             let mut reg = self.write_index();
             if let Some(other) = reg.names.get(&new) {
@@ -21,10 +23,17 @@ impl Engine {
                     "Conflict. The container name \"/{new}\" is already in use by container \"{other}\". You have to remove (or rename) that container to be able to reuse that name."
                 )));
             }
-            reg.names.remove(&old);
             reg.names.insert(new.clone(), c.id.clone());
         }
-        c.update(|r| r.name = new.clone())?;
+        let saved = c.update(|r| r.name = new.clone());
+        {
+            let mut reg = self.write_index();
+            let gone = if saved.is_ok() { &old } else { &new };
+            if reg.names.get(gone) == Some(&c.id) {
+                reg.names.remove(gone);
+            }
+        }
+        saved?;
         self.net_rename(&c.id, &new);
         self.emit_container(&c.id, "rename", &[("oldName", format!("/{old}"))]);
         Ok(())

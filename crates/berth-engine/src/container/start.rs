@@ -43,9 +43,10 @@ impl Engine {
             _ => {}
         }
         let mut spawned = None;
+        let before = rec.state.clone();
         match self.start_inner(c, rec, &mut spawned).await {
             Ok(()) => Ok(()),
-            Err(e) => self.fail_start(c, e, spawned).await,
+            Err(e) => self.fail_start(c, e, spawned, before).await,
         }
     }
 
@@ -96,13 +97,9 @@ impl Engine {
                 .await;
             let _ = p.tx.send(r);
         }
-        self.runtime()
-            .start(&runtime_dir)
-            .await
-            .map_err(|e| match e {
-                EngineError::Start(f) => EngineError::Start(f),
-                other => start_error(berth_runtime::RuntimeError::Runtime(other.to_string())),
-            })?;
+        // The record says running before the process runs: if it cannot be written (a full
+        // disk), the created container is killed before any of its code ran, and a process
+        // only ever runs under a record that says so (what recovery relies on).
         c.update(|r| {
             r.state.status = Status::Running;
             r.state.pid = started.init_pid as i64;
@@ -111,6 +108,13 @@ impl Engine {
             r.state.oom_killed = false;
             r.state.started_at = now_rfc3339();
         })?;
+        self.runtime()
+            .start(&runtime_dir)
+            .await
+            .map_err(|e| match e {
+                EngineError::Start(f) => EngineError::Start(f),
+                other => start_error(berth_runtime::RuntimeError::Runtime(other.to_string())),
+            })?;
         self.spawn_monitor(c.clone());
         self.emit_container(&c.id, "start", &[]);
         self.start_health(c);
@@ -159,13 +163,15 @@ impl Engine {
     }
 
     /// The rollback point of a start: ends a shim it spawned (and its container's process),
-    /// releases mounts, the rootfs and networking, records the failure and tells attached
-    /// clients and waiters. Nothing of the attempt stays running or mounted.
+    /// releases mounts, the rootfs and networking, records the failure on the state from
+    /// `before` the start (best effort: the process is gone whatever the disk says) and tells
+    /// attached clients and waiters. Nothing of the attempt stays running or mounted.
     async fn fail_start(
         &self,
         c: &Arc<Entry>,
         e: EngineError,
         spawned: Option<ShimStarted>,
+        before: crate::container::StateRecord,
     ) -> Result<()> {
         if let Some(started) = spawned {
             let dir = self.runtime_dir(&c.id);
@@ -186,7 +192,8 @@ impl Engine {
             EngineError::Start(f) => f.exit_code(),
             _ => 128,
         };
-        let _ = c.update(|r| {
+        let _ = c.record(|r| {
+            r.state = before;
             r.state.error = msg.clone();
             r.state.exit_code = code;
         });

@@ -28,10 +28,11 @@ impl Engine {
     ) -> Result<()> {
         let rec = c.snapshot();
         if rec.state.status == Status::Restarting {
-            c.update(|r| {
+            // A fact from here on: the pending restart is cancelled even if the disk is full.
+            c.record(|r| {
                 r.manually_stopped = true;
                 r.state.status = Status::Exited;
-            })?;
+            });
             return Ok(());
         }
         if !rec.state.status.is_running() {
@@ -41,7 +42,8 @@ impl Engine {
             // A frozen process cannot act on a signal: thaw first, as Docker does.
             self.thaw(c).await?;
         }
-        c.update(|r| r.manually_stopped = true)?;
+        // Best effort: a full disk must not keep a container from being stopped.
+        c.record(|r| r.manually_stopped = true);
         let sig = match signal.filter(|s| !s.is_empty()) {
             Some(s) => parse_signal(s)?,
             None => match Some(rec.config.stop_signal.as_str()).filter(|s| !s.is_empty()) {
@@ -93,7 +95,8 @@ impl Engine {
             )));
         }
         if sig == 9 || sig == 15 {
-            c.update(|r| r.manually_stopped = true)?;
+            // Best effort: a full disk must not keep the signal from being delivered.
+            c.record(|r| r.manually_stopped = true);
         }
         self.emit_container(&c.id, "kill", &[("signal", sig.to_string())]);
         let mut rx = c.signal.subscribe();

@@ -33,7 +33,17 @@ impl Engine {
         .await
         .map_err(EngineError::internal)?
         .map_err(|e| EngineError::Internal(format!("Cannot pause container {}: {e}", c.id)))?;
-        c.update(|r| r.state.status = Status::Paused)?;
+        // Persisted before it is published: if the record cannot say paused, thaw again.
+        if let Err(e) = c.update(|r| r.state.status = Status::Paused) {
+            if let Some(cg) = self.cgroup(&c.id) {
+                let _ = tokio::task::spawn_blocking(move || {
+                    let _ = cg.freeze(false);
+                    cg.wait_frozen(false);
+                })
+                .await;
+            }
+            return Err(e.into());
+        }
         self.emit_container(&c.id, "pause", &[]);
         Ok(())
     }
@@ -64,7 +74,8 @@ impl Engine {
         .map_err(EngineError::internal)?
         .map_err(|e| EngineError::Internal(format!("Cannot unpause container {}: {e}", c.id)))?;
         if c.snapshot().state.status == Status::Paused {
-            c.update(|r| r.state.status = Status::Running)?;
+            // A fact (the process runs again): stop and kill thaw first, also on a full disk.
+            c.record(|r| r.state.status = Status::Running);
         }
         Ok(())
     }

@@ -411,7 +411,12 @@ pub fn cgroups_path_of(bundle: &Path) -> String {
 /// the device filter (libcontainer applies none on v2 without its eBPF feature, which leaves
 /// every host device readable through mknod) and the limits `Resources::to_spec` deferred
 /// (block IO weights; the cpuset with the systemd driver), as unit properties too for a scope.
+/// Rootless there is nothing to do: the container has no cgroup of its own (it stays in the
+/// daemon's), and loading a device filter needs privileges the user does not have.
 pub fn after_create(spec: &oci_spec::runtime::Spec) -> Result<(), RuntimeError> {
+    if crate::rootless::Mode::current().is_rootless() {
+        return Ok(());
+    }
     let Some(linux) = spec.linux() else {
         return Ok(());
     };

@@ -391,8 +391,9 @@ fn pid_is_shim(pid: i32) -> bool {
 pub fn abort(runtime_dir: &Path, started: ShimStarted) {
     use nix::sys::signal::{kill, Signal};
     use nix::unistd::Pid;
+    // Gone means the process, not only its pid file (removed last, but before it exits).
     let gone = |deadline: std::time::Instant| loop {
-        if !shim_alive_pid(runtime_dir, started.shim_pid) {
+        if !pid_is_shim(started.shim_pid) {
             return true;
         }
         if std::time::Instant::now() >= deadline {
