@@ -1,5 +1,6 @@
 //! Interactive sessions through a real pseudo-terminal: `run -it` typed into, resized and
-//! detached with ctrl-p ctrl-q; `attach` back; daemon-side detach keys on a raw API attach.
+//! detached with ctrl-p ctrl-q; `attach` back; daemon-side detach keys on a raw API attach;
+//! attach over a WebSocket.
 
 mod common;
 use common::*;
@@ -185,4 +186,132 @@ fn attach_logs_without_stream() {
         all.ends_with(b"\x01\x00\x00\x00\x00\x00\x00\x06hello\n"),
         "{text}"
     );
+}
+
+/// A WebSocket client over `stream`: sends the upgrade for `path`, checks the 101 and its
+/// `Sec-WebSocket-Accept`; returns whatever followed the headers.
+fn ws_handshake<S: std::io::Read + std::io::Write>(s: &mut S, path: &str) -> Vec<u8> {
+    // RFC 6455's example key and its accept value.
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nOrigin: http://localhost\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).expect("send upgrade");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = s.read(&mut buf).expect("read 101");
+        assert!(
+            n > 0,
+            "closed during handshake: {}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+    let end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0) + 4;
+    let head = String::from_utf8_lossy(&got[..end]).to_string();
+    let lower = head.to_lowercase();
+    assert!(lower.starts_with("http/1.1 101"), "{head}");
+    assert!(lower.contains("upgrade: websocket"), "{head}");
+    assert!(
+        lower.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo=")
+            && head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+        "{head}"
+    );
+    got[end..].to_vec()
+}
+
+/// Reads server frames until a close frame: the binary messages' payloads.
+fn ws_messages<S: std::io::Read>(s: &mut S, mut pending: Vec<u8>) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        // A whole frame in `pending`?
+        if pending.len() >= 2 {
+            assert_eq!(pending[1] & 0x80, 0, "server frames are not masked");
+            let (len, hdr) = match pending[1] & 0x7f {
+                126 if pending.len() >= 4 => {
+                    (u16::from_be_bytes([pending[2], pending[3]]) as usize, 4)
+                }
+                127 if pending.len() >= 10 => (
+                    u64::from_be_bytes(pending[2..10].try_into().unwrap()) as usize,
+                    10,
+                ),
+                n if n < 126 => (n as usize, 2),
+                _ => (usize::MAX, 0),
+            };
+            if len != usize::MAX && pending.len() >= hdr + len {
+                let op = pending[0] & 0x0f;
+                let payload = pending[hdr..hdr + len].to_vec();
+                pending.drain(..hdr + len);
+                match op {
+                    0x8 => return out,
+                    0x2 => out.push(payload),
+                    other => panic!("unexpected opcode {other}"),
+                }
+                continue;
+            }
+        }
+        let n = s.read(&mut buf).expect("read frame");
+        if n == 0 {
+            return out;
+        }
+        pending.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[test]
+fn attach_over_websocket_streams_output_and_takes_stdin() {
+    let d = d();
+    let mut rm = Rm(d, vec![]);
+    // Output only, attached before start (docker-py's test_run_container_reading_socket_ws).
+    let name = unique("ws");
+    d.cli(&[
+        "create",
+        "--name",
+        &name,
+        "busybox",
+        "printf",
+        "hi there, words!",
+    ])
+    .ok();
+    rm.add(&name);
+    let mut s = std::os::unix::net::UnixStream::connect(d.socket()).expect("connect");
+    s.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    let rest = ws_handshake(
+        &mut s,
+        &format!("/v1.45/containers/{name}/attach/ws?stdout=1&stream=1&logs=1"),
+    );
+    d.cli(&["start", &name]).ok();
+    let msgs = ws_messages(&mut s, rest);
+    assert_eq!(msgs, vec![b"hi there, words!".to_vec()]);
+
+    // stdin: a masked client message reaches the process.
+    let name = unique("wsin");
+    d.cli(&[
+        "create", "-i", "--name", &name, "busybox", "head", "-c", "5",
+    ])
+    .ok();
+    rm.add(&name);
+    let mut s = std::os::unix::net::UnixStream::connect(d.socket()).expect("connect");
+    s.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    let rest = ws_handshake(
+        &mut s,
+        &format!("/v1.45/containers/{name}/attach/ws?stdin=1&stdout=1&stream=1"),
+    );
+    d.cli(&["start", &name]).ok();
+    let payload = b"hello";
+    let mask = [9u8, 8, 7, 6];
+    let mut f = vec![0x82, 0x80 | payload.len() as u8];
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    std::io::Write::write_all(&mut s, &f).expect("send stdin");
+    let msgs = ws_messages(&mut s, rest);
+    assert_eq!(msgs.concat(), b"hello".to_vec());
+
+    // Not a websocket handshake: Docker's 400.
+    let r = d.api(
+        "GET",
+        &format!("/v1.45/containers/{name}/attach/ws?stream=1"),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
 }
