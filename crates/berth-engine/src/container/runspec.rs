@@ -80,7 +80,12 @@ impl Engine {
             ("/etc/hosts", &rec.hosts_path),
             ("/etc/resolv.conf", &rec.resolv_conf_path),
         ] {
-            if let Ok(m) = oci_bind(dest, src, hc.readonly_rootfs) {
+            if let Ok(m) = crate::container::mounts::oci_bind(
+                dest,
+                src,
+                &["rbind", "rprivate"],
+                hc.readonly_rootfs,
+            ) {
                 mounts.push(m);
             }
         }
@@ -154,24 +159,6 @@ pub(crate) fn parse_size(s: &str) -> Option<u64> {
         .parse::<f64>()
         .ok()
         .map(|n| (n * mult as f64) as u64)
-}
-
-fn oci_bind(
-    dest: &str,
-    src: &str,
-    ro: bool,
-) -> std::result::Result<oci_spec::runtime::Mount, String> {
-    let mut options = vec!["rbind".to_string(), "rprivate".to_string()];
-    if ro {
-        options.push("ro".into());
-    }
-    oci_spec::runtime::MountBuilder::default()
-        .destination(dest)
-        .source(src)
-        .typ("bind")
-        .options(options)
-        .build()
-        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

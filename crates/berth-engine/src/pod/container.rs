@@ -2,6 +2,7 @@
 //! as Docker's) that carry their pod (`ContainerRecord::pod`), and started with a spec that
 //! joins the pod's namespaces and follows Kubernetes' settings instead of Docker's.
 
+use crate::container::mounts::oci_bind;
 use std::path::{Path, PathBuf};
 
 use berth_api::types::{ContainerConfig, ContainerCreateBody, HostConfig};
@@ -226,9 +227,9 @@ impl Engine {
             ("/etc/resolv.conf", "resolv.conf"),
         ] {
             if !given(dest) {
-                mounts.push(bind(
+                mounts.push(oci_bind(
                     dest,
-                    &pod_dir.join(file),
+                    pod_dir.join(file),
                     &["rbind", "rprivate"],
                     sec.readonly_rootfs,
                 )?);
@@ -237,7 +238,7 @@ impl Engine {
         let shm = self.pod_shm(&pod);
         if !given("/dev/shm") {
             if let Some(shm) = shm {
-                mounts.push(bind("/dev/shm", &shm, &["rbind", "rprivate"], false)?);
+                mounts.push(oci_bind("/dev/shm", &shm, &["rbind", "rprivate"], false)?);
             }
         }
         for m in &spec.mounts {
@@ -258,7 +259,7 @@ impl Engine {
             if m.recursive_read_only {
                 opts.push("rro");
             }
-            mounts.push(bind(&m.container_path, &src, &opts, m.readonly)?);
+            mounts.push(oci_bind(&m.container_path, &src, &opts, m.readonly)?);
         }
         crate::container::mounts::sort_mounts(&mut mounts);
 
@@ -456,20 +457,6 @@ impl Engine {
         }
         self.runtime().reopen_log(&self.runtime_dir(&c.id)).await
     }
-}
-
-fn bind(dest: &str, src: &Path, opts: &[&str], ro: bool) -> Result<oci_spec::runtime::Mount> {
-    let mut options: Vec<String> = opts.iter().map(|s| s.to_string()).collect();
-    if ro {
-        options.push("ro".into());
-    }
-    oci_spec::runtime::MountBuilder::default()
-        .destination(dest)
-        .source(src)
-        .typ("bind")
-        .options(options)
-        .build()
-        .map_err(|e| EngineError::Internal(e.to_string()))
 }
 
 #[cfg(test)]

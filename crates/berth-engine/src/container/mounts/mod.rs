@@ -110,3 +110,23 @@ fn depth(p: &str) -> usize {
 pub(crate) fn sort_mounts(m: &mut [oci_spec::runtime::Mount]) {
     m.sort_by_key(|m| depth(&m.destination().to_string_lossy()));
 }
+
+/// An OCI bind mount of `src` at `dest` with `opts`, plus `ro` when read-only.
+pub(crate) fn oci_bind(
+    dest: &str,
+    src: impl AsRef<std::path::Path>,
+    opts: &[&str],
+    ro: bool,
+) -> crate::error::Result<oci_spec::runtime::Mount> {
+    let mut options: Vec<String> = opts.iter().map(|s| s.to_string()).collect();
+    if ro {
+        options.push("ro".into());
+    }
+    oci_spec::runtime::MountBuilder::default()
+        .destination(dest)
+        .source(src.as_ref())
+        .typ("bind")
+        .options(options)
+        .build()
+        .map_err(|e| crate::error::EngineError::Internal(e.to_string()))
+}
