@@ -5,7 +5,7 @@
 # (scripts/debian-mirror), so no registry host is written anywhere.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-need=(debootstrap kmod cpio e2fsprogs busybox-static)
+need=(debootstrap kmod cpio e2fsprogs busybox-static xz-utils)
 missing=()
 for p in "${need[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -53,7 +53,7 @@ if [ $rc = 0 ]; then
         fi
         echo "vm: $(basename "$exe") ${filters}"
         # shellcheck disable=SC2086 # the filters are words
-        "$exe" --test-threads="${BERTH_VM_THREADS:-2}" $filters </dev/null || rc=1
+        "$exe" --test-threads="${BERTH_VM_THREADS:-4}" $filters </dev/null || rc=1
     done <$R/plan
 fi
 echo "vm: done after $(cut -d' ' -f1 /proc/uptime)s, exit $rc"

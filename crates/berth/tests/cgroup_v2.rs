@@ -601,7 +601,11 @@ both!(cgroupns_modes, |t: &T| {
     // Private by default on v2: the container's cgroup is its root.
     assert_eq!(inside(t.d, &name, "cat /proc/self/cgroup"), "0::/");
     assert!(inside(t.d, &name, "ls /sys/fs/cgroup").contains("memory.max"));
-    assert_eq!(fmt(t.d, &name, "{{.HostConfig.CgroupnsMode}}"), "");
+    // Filled in at create, as dockerd does: the daemon's default, private on v2.
+    assert_eq!(
+        fmt(t.d, &name, "{{.HostConfig.CgroupnsMode}}"),
+        "private"
+    );
     let (host, hid, hdir) = run_sleep(t, &mut rm, &["--cgroupns", "host"]);
     let rel = hdir.strip_prefix("/sys/fs/cgroup").expect("under the root");
     assert_eq!(

@@ -260,6 +260,19 @@ impl ContainerCgroup {
         Self::from_cgroups_path(&cgroups_path_of(bundle))
     }
 
+    /// Creates the parent directories of a v2 cgroupfs cgroup (`/sys/fs/cgroup/berth`).
+    /// libcontainer creates each missing directory of the path after checking it is absent,
+    /// so two containers starting at once raced on the first one's parent and one failed
+    /// with "failed to create dir /sys/fs/cgroup/berth: File exists"; create_dir_all takes
+    /// an existing directory as done. An error is left for libcontainer to report.
+    pub fn create_parent(&self) {
+        if let ContainerCgroup::V2 { dir, unit: None } = self {
+            if let Some(parent) = dir.parent() {
+                let _ = std::fs::create_dir_all(parent);
+            }
+        }
+    }
+
     pub fn is_v2(&self) -> bool {
         matches!(self, ContainerCgroup::V2 { .. })
     }
@@ -491,6 +504,30 @@ mod tests {
         for bad in ["foo", ".slice", "a--b.slice", "a/b.slice", "-a.slice"] {
             assert!(expand_slice(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn parents_of_cgroupfs_cgroups_are_created_once_by_many() {
+        let t = tempfile::tempdir().expect("tmp");
+        std::fs::write(t.path().join("cgroup.controllers"), "cpu memory pids\n").expect("w");
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let root = t.path().to_path_buf();
+                std::thread::spawn(move || {
+                    let c = ContainerCgroup::at(&root, &format!("/berth/sub/c{i}")).expect("v2");
+                    c.create_parent();
+                })
+            })
+            .collect();
+        for th in threads {
+            th.join().expect("thread");
+        }
+        assert!(t.path().join("berth/sub").is_dir());
+        assert!(!t.path().join("berth/sub/c0").exists(), "the leaf is libcontainer's");
+        // A scope's parents are systemd's to create.
+        let s = ContainerCgroup::at(t.path(), "a-b.slice:berth:abc").expect("systemd");
+        s.create_parent();
+        assert!(!t.path().join("a.slice").exists());
     }
 
     #[test]

@@ -725,6 +725,11 @@ fn create(opts: ShimOptions) -> Result<Shim, Failure> {
         }
     } else {
         apply_oom_score_adj(&opts.bundle)?;
+        if !crate::rootless::Mode::current().is_rootless() {
+            if let Some(cg) = crate::cgroup::ContainerCgroup::of_bundle(&opts.bundle) {
+                cg.create_parent();
+            }
+        }
         let tight_pids = match relax_pids_limit(&opts.bundle) {
             Ok(t) => t,
             Err(e) => fail!(e),
