@@ -18,8 +18,26 @@ pub struct Forwarder {
 
 static FORWARDER: OnceLock<Forwarder> = OnceLock::new();
 
-/// Set once at startup by a rootless daemon whose network goes through slirp4netns.
+/// Set once at startup by a rootless daemon whose network goes through slirp4netns. A
+/// slirp4netns kept from the previous daemon still has that daemon's forwards: they are
+/// removed here, and live restore adds those of the containers still running again.
 pub fn set_forwarder(f: Forwarder) {
+    let list = call(&f.api, &serde_json::json!({"execute": "list_hostfwd"}));
+    match list {
+        Ok(r) => {
+            // slirp4netns 1.2 answers `{"entries": [...]}`; its manual shows a "return" around it.
+            let entries = r.get("return").unwrap_or(&r)["entries"].as_array().cloned();
+            for e in entries.into_iter().flatten() {
+                if let Some(id) = e["id"].as_u64() {
+                    drop(HostFwd {
+                        api: f.api.clone(),
+                        id,
+                    });
+                }
+            }
+        }
+        Err(e) => tracing::warn!("slirp4netns: list_hostfwd: {e}"),
+    }
     let _ = FORWARDER.set(f);
 }
 
@@ -72,8 +90,20 @@ pub(crate) fn add(
     }
 }
 
+/// Set at daemon shutdown: the forwards of running containers stay with slirp4netns, which
+/// outlives the daemon, so published ports keep working until the next daemon takes them back.
+static KEEP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Daemon shutdown: forwards dropped from now on stay open on the host.
+pub fn keep_forwards() {
+    KEEP.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
 impl Drop for HostFwd {
     fn drop(&mut self) {
+        if KEEP.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         let req = serde_json::json!({"execute": "remove_hostfwd", "arguments": {"id": self.id}});
         if let Err(e) = call(&self.api, &req) {
             tracing::warn!("slirp4netns: remove_hostfwd {}: {e}", self.id);

@@ -288,10 +288,52 @@ impl Plan {
     }
 }
 
-/// The outer process: starts the inner daemon (`exe` with `args`) in a new user namespace,
-/// maps its ids, forwards SIGTERM/SIGINT/SIGHUP to it and returns its exit code. Containers
-/// are reaped with it: this process is their subreaper, and kills what is left of the
-/// namespace when the daemon exits (rootless has no live restore yet).
+/// Set in the inner daemon's environment by the outer process: the pid of the namespace holder
+/// whose user, mount, network and cgroup namespaces the daemon joins.
+pub const JOIN_ENV: &str = "_BERTH_ROOTLESS_JOIN";
+
+/// The namespace holder's and slirp4netns's pid files (`<pid> <start time>`), in the exec-root.
+const HOLDER_PID: &str = "rootless-ns.pid";
+const SLIRP_PID: &str = "slirp4netns.pid";
+
+/// A process's start time (clock ticks since boot, field 22 of `/proc/<pid>/stat`): with the
+/// pid it names one process, never a later one that reuses the pid.
+fn start_time(pid: i32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    s[s.rfind(')')? + 2..].split(' ').nth(19)?.parse().ok()
+}
+
+fn record_pid(path: &Path, pid: i32) -> Result<(), RuntimeError> {
+    let t = start_time(pid).unwrap_or(0);
+    std::fs::write(path, format!("{pid} {t}\n"))
+        .map_err(|e| RuntimeError::io(format!("write {}", path.display()), e))
+}
+
+/// The process a pid file names, if it still runs (same start time) as this user.
+fn recorded_pid(path: &Path) -> Option<i32> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut f = text.split_whitespace();
+    let pid: i32 = f.next()?.parse().ok()?;
+    let t: u64 = f.next()?.parse().ok()?;
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata(format!("/proc/{pid}")).ok()?.uid();
+    (start_time(pid) == Some(t) && uid == nix::unistd::getuid().as_raw()).then_some(pid)
+}
+
+/// The live namespace holder of this user's rootless berth, if any (`None` after a reboot, a
+/// `berth rootless uninstall`, or when nothing ever started).
+pub fn live_holder(paths: &Paths) -> Option<i32> {
+    recorded_pid(&paths.exec_root.join(HOLDER_PID))
+}
+
+/// The outer process. The namespaces live in a *holder* process (`berth rootless holder`, in a
+/// session of its own) that outlives every daemon, as Podman's pause process does: a daemon
+/// restart joins them again and finds its containers, their mounts, network namespaces,
+/// bridges and firewall where it left them (live restore). The first start creates the holder
+/// (mapping its ids) and slirp4netns on its network namespace; later starts reuse both. Then the
+/// daemon (`exe` with `args`) starts, joins the holder's namespaces, and this process forwards
+/// SIGTERM/SIGINT/SIGHUP to it and returns its exit code, reaping the orphans (shim
+/// intermediates) it collects as subreaper meanwhile.
 pub fn run_outer(plan: &Plan, exe: &Path, args: &[OsString]) -> Result<i32, RuntimeError> {
     for dir in [&plan.paths.exec_root, &plan.paths.data_root] {
         std::fs::create_dir_all(dir)
@@ -299,54 +341,53 @@ pub fn run_outer(plan: &Plan, exe: &Path, args: &[OsString]) -> Result<i32, Runt
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| RuntimeError::io(format!("chmod {}", dir.display()), e))?;
     }
-    // Orphaned shims (they double-fork) come back to us, not to the host's init.
+    // Orphaned shims (they double-fork) come back to us while we run, not to the host's init.
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| RuntimeError::io("pipe", e.into()))?;
-    let rd_raw = std::os::fd::AsRawFd::as_raw_fd(&rd);
-    let mut cmd = Command::new(exe);
-    cmd.args(args).env(INNER_ENV, "100");
+    let slirp_pid_file = plan.paths.exec_root.join(SLIRP_PID);
     let slirp_api = plan.paths.exec_root.join("slirp4netns.sock");
-    let _ = std::fs::remove_file(&slirp_api);
-    if tun_access().is_ok() {
+    let (holder, fresh) = match live_holder(&plan.paths) {
+        Some(pid) => (pid, false),
+        None => (start_holder(plan, exe)?, true),
+    };
+    let mut network = false;
+    match recorded_pid(&slirp_pid_file) {
+        // slirp4netns of these namespaces: keeps the containers' connections across restarts.
+        Some(_) if !fresh && slirp_api.exists() => network = true,
+        old => {
+            if let Some(pid) = old {
+                // Attached to namespaces that are gone.
+                // SAFETY: our own slirp4netns, by pid (checked: same start time, our uid).
+                unsafe { libc::kill(pid, libc::SIGTERM) };
+            }
+            let _ = std::fs::remove_file(&slirp_pid_file);
+            match start_slirp(plan, holder as u32) {
+                Ok(pid) => {
+                    record_pid(&slirp_pid_file, pid as i32)?;
+                    network = true;
+                }
+                Err(e) => eprintln!("WARNING: rootless: containers have no outbound network: {e}"),
+            }
+        }
+    }
+    let mut cmd = Command::new(exe);
+    cmd.args(args).env(JOIN_ENV, holder.to_string());
+    if network {
         cmd.env(SLIRP_API_ENV, &slirp_api);
     }
-    // The read end survives the exec as fd 100 (dup2 clears CLOEXEC); the write end does not.
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
-        cmd.pre_exec(move || {
-            if libc::dup2(rd_raw, 100) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+        cmd.pre_exec(|| {
             // Should the outer process die, the daemon shuts down as on `kill`.
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0);
             Ok(())
         });
     }
-    let mut child = cmd
+    let child = cmd
         .spawn()
         .map_err(|e| RuntimeError::io(format!("start {}", exe.display()), e))?;
-    drop(rd);
     let pid = child.id();
-    let mapped = map_ids(plan, pid);
-    let mut wr = std::fs::File::from(wr);
-    if let Err(e) = mapped {
-        // The inner process sees the pipe close without a byte and exits.
-        drop(wr);
-        let _ = child.kill();
-        let _ = child.wait();
-        return Err(e);
-    }
-    use std::io::Write;
-    let _ = wr.write_all(b"1");
-    drop(wr);
     forward_signals(pid);
-    match start_slirp(plan, pid) {
-        Ok(()) => {}
-        Err(e) => eprintln!("WARNING: rootless: containers have no outbound network: {e}"),
-    }
-    // As subreaper we also collect the shims' short-lived intermediate processes.
     let code = loop {
         let mut status = 0;
         // SAFETY: waits for any child into a local.
@@ -367,8 +408,164 @@ pub fn run_outer(plan: &Plan, exe: &Path, args: &[OsString]) -> Result<i32, Runt
         }
     };
     drop(child);
-    reap_orphans();
     Ok(code)
+}
+
+/// Starts the namespace holder: `exe rootless holder` unshares a user namespace, which we map
+/// with newuidmap/newgidmap, then its mount, network and cgroup namespaces; it says so on a
+/// pipe and sleeps. Nothing is left behind when any step fails.
+fn start_holder(plan: &Plan, exe: &Path) -> Result<i32, RuntimeError> {
+    let pipe = || {
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| RuntimeError::io("pipe", e.into()))
+    };
+    let (map_rd, map_wr) = pipe()?;
+    let (ready_rd, ready_wr) = pipe()?;
+    let (m, r) = (
+        std::os::fd::AsRawFd::as_raw_fd(&map_rd),
+        std::os::fd::AsRawFd::as_raw_fd(&ready_wr),
+    );
+    let mut cmd = Command::new(exe);
+    cmd.args(["rootless", "holder"])
+        .env(INNER_ENV, "100")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null());
+    // The pipes survive the exec as fds 100 and 101 (dup2 clears CLOEXEC). A session of its
+    // own: a ^C to the daemon's terminal must not reach it.
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(m, 100) < 0 || libc::dup2(r, 101) < 0 || libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| RuntimeError::io(format!("start {}", exe.display()), e))?;
+    drop((map_rd, ready_wr));
+    let pid = child.id();
+    let fail = |child: &mut std::process::Child, e: RuntimeError| {
+        let _ = child.kill();
+        let _ = child.wait();
+        Err(e)
+    };
+    let mut map_wr = std::fs::File::from(map_wr);
+    if let Err(e) = map_ids(plan, pid) {
+        // The holder sees the pipe close without a byte and exits.
+        drop(map_wr);
+        return fail(&mut child, e);
+    }
+    use std::io::Write;
+    let _ = map_wr.write_all(b"1");
+    drop(map_wr);
+    let mut b = [0u8; 1];
+    if std::fs::File::from(ready_rd).read(&mut b).unwrap_or(0) != 1 {
+        return fail(
+            &mut child,
+            RuntimeError::Runtime(
+                "the rootless namespace holder could not set up its namespaces".into(),
+            ),
+        );
+    }
+    // Its exit is reaped by whoever is its parent then (us, or init once we are gone).
+    std::mem::forget(child);
+    let pid = pid as i32;
+    if let Err(e) = record_pid(&plan.paths.exec_root.join(HOLDER_PID), pid) {
+        // SAFETY: the holder we just started, by pid.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        return Err(e);
+    }
+    Ok(pid)
+}
+
+/// `berth rootless holder`: the process that keeps the rootless namespaces (see [`run_outer`]).
+pub fn holder_main() -> i32 {
+    let fd = std::env::var(INNER_ENV)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok());
+    let Some(fd) = fd else {
+        eprintln!("berth rootless holder: started by `berth daemon` only");
+        return 125;
+    };
+    if let Err(e) = enter_inner(fd) {
+        eprintln!("berth rootless holder: {e}");
+        return 1;
+    }
+    // SAFETY: fd 101 was handed to us by the outer process; owned by nothing else here.
+    let mut ready = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(101) };
+    use std::io::Write;
+    let _ = ready.write_all(b"1");
+    drop(ready);
+    loop {
+        // SAFETY: pause only waits for a signal.
+        unsafe { libc::pause() };
+    }
+}
+
+/// The daemon, first thing in `main` while single-threaded: join the holder's user namespace
+/// (as its root: the user owns it), then its mount, network and cgroup namespaces.
+pub fn join_inner(holder: i32) -> Result<(), RuntimeError> {
+    use nix::sched::{setns, CloneFlags};
+    let open = |ns: &str| {
+        std::fs::File::open(format!("/proc/{holder}/ns/{ns}"))
+            .map_err(|e| RuntimeError::io(format!("open the namespace holder's {ns} namespace"), e))
+    };
+    let (user, mnt, net, cg) = (open("user")?, open("mnt")?, open("net")?, open("cgroup")?);
+    let sys = |what: &str, e: nix::Error| RuntimeError::io(what.to_string(), e.into());
+    setns(&user, CloneFlags::CLONE_NEWUSER).map_err(|e| sys("setns(user)", e))?;
+    let root = nix::unistd::Gid::from_raw(0);
+    nix::unistd::setgroups(&[]).map_err(|e| sys("setgroups", e))?;
+    nix::unistd::setresgid(root, root, root).map_err(|e| sys("setresgid(0)", e))?;
+    let uroot = nix::unistd::Uid::from_raw(0);
+    nix::unistd::setresuid(uroot, uroot, uroot).map_err(|e| sys("setresuid(0)", e))?;
+    setns(&mnt, CloneFlags::CLONE_NEWNS).map_err(|e| sys("setns(mnt)", e))?;
+    setns(&net, CloneFlags::CLONE_NEWNET).map_err(|e| sys("setns(net)", e))?;
+    setns(&cg, CloneFlags::CLONE_NEWCGROUP).map_err(|e| sys("setns(cgroup)", e))?;
+    std::env::set_current_dir("/").map_err(|e| RuntimeError::io("chdir /", e))?;
+    std::env::remove_var(JOIN_ENV);
+    Ok(())
+}
+
+/// Ends this user's rootless namespaces: every process in the holder's user namespace (the
+/// holder, shims, containers) and slirp4netns. For `berth rootless uninstall`, with the daemon
+/// stopped. Returns how many processes were signalled.
+pub fn stop_namespaces(paths: &Paths) -> usize {
+    let mut n = 0;
+    if let Some(holder) = live_holder(paths) {
+        if let Ok(ns) = std::fs::read_link(format!("/proc/{holder}/ns/user")) {
+            for pid in all_pids() {
+                if std::fs::read_link(format!("/proc/{pid}/ns/user"))
+                    .ok()
+                    .as_ref()
+                    == Some(&ns)
+                {
+                    // SAFETY: a process of our own user namespace, by pid.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    n += 1;
+                }
+            }
+        }
+    }
+    if let Some(slirp) = recorded_pid(&paths.exec_root.join(SLIRP_PID)) {
+        // SAFETY: our own slirp4netns, by pid.
+        unsafe { libc::kill(slirp, libc::SIGTERM) };
+        n += 1;
+    }
+    for f in [HOLDER_PID, SLIRP_PID, "slirp4netns.sock"] {
+        let _ = std::fs::remove_file(paths.exec_root.join(f));
+    }
+    n
+}
+
+fn all_pids() -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .collect()
 }
 
 /// Set in the inner daemon's environment to slirp4netns's API socket when slirp4netns gives
@@ -391,7 +588,7 @@ pub const SLIRP_GUEST_ADDR: &str = "10.0.2.100";
 /// TCP/IP stack on a tap device) joined to the daemon's user and network namespaces. Chosen
 /// over pasta because its API socket adds and removes host port forwards at run time, which
 /// `-p` on a running daemon needs; pasta's forwards are fixed when it starts.
-fn start_slirp(plan: &Plan, pid: u32) -> Result<(), RuntimeError> {
+fn start_slirp(plan: &Plan, pid: u32) -> Result<u32, RuntimeError> {
     tun_access().map_err(|e| match e {
         RuntimeError::RootlessSetup { problem, fix } => {
             RuntimeError::Runtime(format!("{problem}; fix: {fix}"))
@@ -417,6 +614,7 @@ fn start_slirp(plan: &Plan, pid: u32) -> Result<(), RuntimeError> {
         .map_err(|e| RuntimeError::io("pipe", e.into()))?;
     let wr_raw = std::os::fd::AsRawFd::as_raw_fd(&wr);
     let api = plan.paths.exec_root.join("slirp4netns.sock");
+    let _ = std::fs::remove_file(&api);
     let mut cmd = Command::new("slirp4netns");
     cmd.args([
         "--configure",
@@ -434,7 +632,8 @@ fn start_slirp(plan: &Plan, pid: u32) -> Result<(), RuntimeError> {
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::dup2(wr_raw, 101) < 0 {
+            // A session of its own: it outlives this daemon (and a ^C to its terminal).
+            if libc::dup2(wr_raw, 101) < 0 || libc::setsid() < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
@@ -455,7 +654,10 @@ fn start_slirp(plan: &Plan, pid: u32) -> Result<(), RuntimeError> {
             child.id()
         )));
     }
-    Ok(())
+    let pid = child.id();
+    // Reaped by whoever is its parent when it exits (us, or init once we are gone).
+    std::mem::forget(child);
+    Ok(pid)
 }
 
 /// Waits until `pid` is in a user namespace of its own, then writes its maps.
@@ -529,43 +731,9 @@ fn forward_signals(pid: u32) {
     }
 }
 
-/// After the daemon exits: its shims and containers (re-parented to us) would otherwise keep
-/// running in namespaces no later daemon can join. Kill and reap them.
-fn reap_orphans() {
-    let me = std::process::id().to_string();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let children: Vec<i32> = std::fs::read_dir("/proc")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-            .filter(|pid| {
-                std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                    .ok()
-                    .and_then(|s| {
-                        let rest = &s[s.rfind(')')? + 2..];
-                        rest.split(' ').nth(1).map(|p| p == me)
-                    })
-                    .unwrap_or(false)
-            })
-            .collect();
-        if children.is_empty() || Instant::now() > deadline {
-            return;
-        }
-        for pid in &children {
-            // SAFETY: our own children, by pid.
-            unsafe { libc::kill(*pid, libc::SIGKILL) };
-        }
-        // SAFETY: reaps any child; WNOHANG never blocks.
-        while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } > 0 {}
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// The inner daemon, first thing in `main` while single-threaded: enter the user namespace,
-/// wait for the outer process to map it, become its root, and make the private mount, network
-/// and cgroup namespaces the daemon works in.
+/// The namespace holder, first thing while single-threaded: enter a new user namespace, wait
+/// for the outer process to map it, become its root, and make the private mount, network and
+/// cgroup namespaces every daemon of this user then joins (`join_inner`).
 pub fn enter_inner(fd: i32) -> Result<(), RuntimeError> {
     use nix::sched::{unshare, CloneFlags};
     let sys = |what: &str, e: nix::Error| RuntimeError::io(what.to_string(), e.into());

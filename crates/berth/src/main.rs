@@ -510,11 +510,11 @@ fn apply_rootless_defaults(a: &mut DaemonArgs, m: &clap::ArgMatches) -> Result<(
 fn daemon(args: Vec<OsString>) -> i32 {
     use clap::{CommandFactory, FromArgMatches};
     let activated_fds = take_activated_fds();
-    let rootless_fd = std::env::var(berth_runtime::rootless::INNER_ENV)
+    let holder = std::env::var(berth_runtime::rootless::JOIN_ENV)
         .ok()
         .and_then(|v| v.parse::<i32>().ok());
-    if let Some(fd) = rootless_fd {
-        if let Err(e) = berth_runtime::rootless::enter_inner(fd) {
+    if let Some(pid) = holder {
+        if let Err(e) = berth_runtime::rootless::join_inner(pid) {
             eprintln!("berth daemon: cannot enter the rootless namespaces: {e}");
             return 1;
         }
@@ -733,6 +733,8 @@ fn rootless_cmd(args: &[OsString]) -> i32 {
                 1
             }
         }
+        // The process that keeps the rootless namespaces; started by the outer daemon only.
+        "holder" => berth_runtime::rootless::holder_main(),
         "-h" | "--help" | "" => {
             println!("Usage: berth rootless check\n\nCheck the prerequisites of running `berth daemon` as this (non-root) user, and print the fix for each missing one.");
             i32::from(sub.is_empty())

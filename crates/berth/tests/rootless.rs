@@ -290,7 +290,7 @@ struct RootlessDaemon<'a> {
 }
 
 impl<'a> RootlessDaemon<'a> {
-    fn start(user: &'a TestUser) -> RootlessDaemon<'a> {
+    fn start(user: &'a TestUser, args: &[&str]) -> RootlessDaemon<'a> {
         let log = user.root.join("daemon.log");
         let f = std::fs::File::create(&log).expect("log file");
         let mut c = user.cmd(
@@ -298,6 +298,7 @@ impl<'a> RootlessDaemon<'a> {
             &[("XDG_RUNTIME_DIR", &user.runtime.display().to_string())],
         );
         c.arg("daemon")
+            .args(args)
             .stdin(Stdio::null())
             .stdout(f.try_clone().expect("dup"))
             .stderr(f);
@@ -394,6 +395,13 @@ fn field_of(pid: &str, key: &str) -> String {
 fn rootless_daemon_runs_containers_as_the_user() {
     skip_unless_ready!();
     let user = TestUser::new(true);
+    // The docker CLI drives the daemon (the berth CLI where docker is absent).
+    let cli = if Path::new(DOCKER).exists() {
+        DOCKER
+    } else {
+        eprintln!("SKIP docker CLI: {DOCKER} absent, the berth CLI drives the test");
+        BIN
+    };
     // The image, readable by the user, loaded through the API.
     let tar = user.root.join("busybox.tar");
     std::fs::write(
@@ -410,6 +418,9 @@ fn rootless_daemon_runs_containers_as_the_user() {
     if tun.is_none() {
         eprintln!("SKIP rootless networking part: cannot grant {TUN} to the test user");
     }
+    // A registry on the host's own address: the daemon's network namespace reaches the host
+    // through slirp4netns, which keeps it off the host's loopback.
+    let reg = tun.as_ref().and(host_address()).map(Registry::start);
 
     let check = user.cmd(
         BIN,
@@ -423,7 +434,12 @@ fn rootless_daemon_runs_containers_as_the_user() {
         "{c}"
     );
 
-    let mut d = RootlessDaemon::start(&user);
+    let daemon_args: Vec<String> = match &reg {
+        Some(r) => vec!["--insecure-registry".into(), r.addr.clone()],
+        None => Vec::new(),
+    };
+    let daemon_args: Vec<&str> = daemon_args.iter().map(String::as_str).collect();
+    let mut d = RootlessDaemon::start(&user, &daemon_args);
     // The user's places.
     assert!(user.socket().exists());
     assert!(
@@ -452,15 +468,15 @@ fn rootless_daemon_runs_containers_as_the_user() {
     assert!(info.stdout.contains(" none "), "{info}");
     assert!(info.stdout.contains("without cgroups"), "{info}");
 
-    user.client(BIN, &["load", "-i", &tar.display().to_string()])
+    user.client(cli, &["load", "-i", &tar.display().to_string()])
         .ok();
 
     // uid 0 inside, mapped onto the user.
-    let id = user.client(BIN, &["run", "--rm", "busybox", "id"]);
+    let id = user.client(cli, &["run", "--rm", "busybox", "id"]);
     id.ok();
     assert!(id.stdout.starts_with("uid=0(root) gid=0(root)"), "{id}");
     let map = user.client(
-        BIN,
+        cli,
         &["run", "--rm", "busybox", "cat", "/proc/self/uid_map"],
     );
     let first: Vec<&str> = map.ok().stdout.split_whitespace().take(3).collect();
@@ -468,7 +484,7 @@ fn rootless_daemon_runs_containers_as_the_user() {
 
     // A limit is discarded with a warning; the container still runs.
     let lim = user.client(
-        BIN,
+        cli,
         &[
             "run",
             "-d",
@@ -490,7 +506,7 @@ fn rootless_daemon_runs_containers_as_the_user() {
     );
 
     // Seen from the host, the container's process is the user.
-    let pid = user.client(BIN, &["inspect", "-f", "{{.State.Pid}}", "sleeper"]);
+    let pid = user.client(cli, &["inspect", "-f", "{{.State.Pid}}", "sleeper"]);
     let pid = pid.ok().stdout.trim().to_string();
     assert_eq!(
         field_of(&pid, "Uid:").split_whitespace().nth(1),
@@ -498,17 +514,31 @@ fn rootless_daemon_runs_containers_as_the_user() {
         "host view of {pid}"
     );
 
-    // exec and logs.
-    let ex = user.client(BIN, &["exec", "sleeper", "id", "-u"]);
+    // exec, exec -it on a pseudo-terminal (`script` gives the CLI one), logs.
+    let ex = user.client(cli, &["exec", "sleeper", "id", "-u"]);
     assert_eq!(ex.ok().stdout.trim(), "0");
+    let it = user.client(
+        "/usr/bin/script",
+        &[
+            "-qec",
+            &format!("{cli} exec -it sleeper sh -c 'tty; id -u'"),
+            "/dev/null",
+        ],
+    );
+    assert!(it.ok().stdout.contains("/dev/pts/"), "{it}");
+    assert!(
+        it.stdout.contains("\r\n0\r\n"),
+        "a terminal's line ends: {it}"
+    );
     assert!(wait_until(DEADLINE, || user
-        .client(BIN, &["logs", "sleeper"])
+        .client(cli, &["logs", "sleeper"])
         .stdout
         .contains("started")));
+    logs_follow(&user, cli);
 
     // A named volume: written by container root, owned by the user on the host.
     user.client(
-        BIN,
+        cli,
         &[
             "run",
             "--rm",
@@ -522,7 +552,7 @@ fn rootless_daemon_runs_containers_as_the_user() {
     )
     .ok();
     let back = user.client(
-        BIN,
+        cli,
         &[
             "run",
             "--rm",
@@ -557,16 +587,16 @@ fn rootless_daemon_runs_containers_as_the_user() {
         std::fs::set_permissions(ctx.join(f), std::fs::Permissions::from_mode(mode))
             .expect("chmod");
     }
-    user.client(BIN, &["build", "-t", "rlbuilt", &ctx.display().to_string()])
+    user.client(cli, &["build", "-t", "rlbuilt", &ctx.display().to_string()])
         .ok();
-    let built = user.client(BIN, &["run", "--rm", "rlbuilt", "cat", "/built", "/f"]);
+    let built = user.client(cli, &["run", "--rm", "rlbuilt", "cat", "/built", "/f"]);
     assert_eq!(built.ok().stdout, "0\ncopied\n");
 
     // A user-defined network: name resolution between containers, inside the daemon's own
     // network namespace.
-    user.client(BIN, &["network", "create", "rlnet"]).ok();
+    user.client(cli, &["network", "create", "rlnet"]).ok();
     user.client(
-        BIN,
+        cli,
         &[
             "run",
             "-d",
@@ -581,7 +611,7 @@ fn rootless_daemon_runs_containers_as_the_user() {
     )
     .ok();
     let ping = user.client(
-        BIN,
+        cli,
         &[
             "run",
             "--rm",
@@ -598,6 +628,7 @@ fn rootless_daemon_runs_containers_as_the_user() {
     );
     assert!(ping.ok().stdout.contains("1 packets received"), "{ping}");
 
+    let mut published = None;
     if tun.is_some() {
         assert!(c.stdout.contains("[ok]      /dev/net/tun"), "{c}");
         // Outbound: a listener on the host's own address, reached through slirp4netns.
@@ -609,7 +640,7 @@ fn rootless_daemon_runs_containers_as_the_user() {
                 s.write_all(b"hello-outside\n").expect("write");
             });
             let out = user.client(
-                BIN,
+                cli,
                 &[
                     "run",
                     "--rm",
@@ -626,6 +657,20 @@ fn rootless_daemon_runs_containers_as_the_user() {
         } else {
             eprintln!("SKIP rootless outbound part: no non-loopback host address");
         }
+        // push and pull through a registry on the host.
+        if let Some(r) = &reg {
+            let name = format!("{}/rl/busybox:1", r.addr);
+            user.client(cli, &["tag", "busybox", &name]).ok();
+            user.client(cli, &["push", &name]).ok();
+            user.client(cli, &["rmi", &name]).ok();
+            let pull = user.client(cli, &["pull", &name]);
+            assert!(
+                pull.ok().stdout.contains("Downloaded newer image"),
+                "{pull}"
+            );
+            let out = user.client(cli, &["run", "--rm", &name, "echo", "pulled"]);
+            assert_eq!(out.ok().stdout, "pulled\n");
+        }
         // -p: the host's 127.0.0.1:<port> reaches the container (slirp4netns's host forward,
         // then the daemon's DNAT).
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -633,7 +678,7 @@ fn rootless_daemon_runs_containers_as_the_user() {
             .expect("free port")
             .port();
         user.client(
-            BIN,
+            cli,
             &[
                 "run",
                 "-d",
@@ -648,23 +693,12 @@ fn rootless_daemon_runs_containers_as_the_user() {
             ],
         )
         .ok();
-        let mut got = String::new();
-        let reached = wait_until(DEADLINE, || {
-            got.clear();
-            std::net::TcpStream::connect(("127.0.0.1", port))
-                .and_then(|mut s| {
-                    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-                    std::io::Read::read_to_string(&mut s, &mut got)
-                })
-                .is_ok()
-                && got == "hello-published\n"
-        });
-        assert!(reached, "127.0.0.1:{port} gave {got:?}\n{}", d.log());
+        assert!(reaches(port), "127.0.0.1:{port}\n{}", d.log());
         // A host port someone else holds fails the start with Docker's words.
         let taken = std::net::TcpListener::bind("0.0.0.0:0").expect("bind");
         let tport = taken.local_addr().expect("addr").port();
         let clash = user.client(
-            BIN,
+            cli,
             &[
                 "run",
                 "--rm",
@@ -680,47 +714,98 @@ fn rootless_daemon_runs_containers_as_the_user() {
             "{clash}"
         );
         drop(taken);
-        user.client(BIN, &["rm", "-f", "web"]).ok();
+        // Published and removed: the host forward goes with the container.
+        let p2 = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        user.client(
+            cli,
+            &[
+                "run",
+                "-d",
+                "--name",
+                "web2",
+                "-p",
+                &format!("{p2}:80"),
+                "busybox",
+                "sh",
+                "-c",
+                "while true; do echo hello-published | nc -l -p 80; done",
+            ],
+        )
+        .ok();
+        assert!(reaches(p2), "127.0.0.1:{p2}");
+        user.client(cli, &["rm", "-f", "web2"]).ok();
+        assert!(
+            wait_until(DEADLINE, || std::net::TcpStream::connect(("127.0.0.1", p2))
+                .is_err()),
+            "the host forward goes with the container"
+        );
+        published = Some(port);
+    }
+
+    let ps = user.client(cli, &["ps", "--format", "{{.Names}}"]);
+    assert!(ps.ok().stdout.contains("sleeper"), "{ps}");
+
+    // Live restore: the namespaces stay with their holder process, so stopping the daemon
+    // leaves the containers running, and the next daemon joins them and takes them back.
+    d.stop();
+    assert!(!user.socket().exists(), "socket removed at shutdown");
+    assert!(
+        Path::new(&format!("/proc/{pid}")).exists(),
+        "the container outlives the daemon"
+    );
+    if let Some(port) = published {
+        assert!(reaches(port), "the published port while no daemon runs");
+    }
+    let d2 = RootlessDaemon::start(&user, &daemon_args);
+    let ps = user.client(cli, &["ps", "--format", "{{.Names}} {{.State}}"]);
+    assert!(
+        ps.ok().stdout.contains("sleeper running"),
+        "{ps}\n{}",
+        d2.log()
+    );
+    let again = user.client(cli, &["inspect", "-f", "{{.State.Pid}}", "sleeper"]);
+    assert_eq!(again.ok().stdout.trim(), pid, "the same process");
+    let ex = user.client(cli, &["exec", "sleeper", "cat", "/proc/1/cmdline"]);
+    assert!(ex.ok().stdout.starts_with("sleep"), "{ex}");
+    let ping = user.client(
+        cli,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "rlnet",
+            "busybox",
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "5",
+            "srv",
+        ],
+    );
+    assert!(ping.ok().stdout.contains("1 packets received"), "{ping}");
+    if let Some(port) = published {
+        assert!(
+            reaches(port),
+            "127.0.0.1:{port} after the restart\n{}",
+            d2.log()
+        );
+        user.client(cli, &["rm", "-f", "web"]).ok();
         assert!(
             wait_until(DEADLINE, || std::net::TcpStream::connect((
                 "127.0.0.1",
                 port
             ))
             .is_err()),
-            "the host forward goes with the container"
+            "the restored forward goes with its container\n{}",
+            d2.log()
         );
     }
-
-    // The docker CLI against the rootless daemon.
-    if Path::new(DOCKER).exists() {
-        let out = user.client(DOCKER, &["run", "--rm", "busybox", "id", "-u"]);
-        assert_eq!(out.ok().stdout.trim(), "0");
-        let ps = user.client(DOCKER, &["ps", "--format", "{{.Names}}"]);
-        assert!(ps.ok().stdout.contains("sleeper"), "{ps}");
-    } else {
-        eprintln!("SKIP docker CLI part: {DOCKER} absent");
-    }
-
-    // Stopping the daemon stops its containers (rootless has no live restore yet) and leaves
-    // no process of the user behind.
-    d.stop();
-    assert!(
-        wait_until(DEADLINE, || processes_of(user.uid).is_empty()),
-        "left behind: {:?}",
-        processes_of(user.uid)
-    );
-    assert!(!user.socket().exists(), "socket removed at shutdown");
-
-    // A restart finds its state: images, volumes, the stopped container.
-    let d2 = RootlessDaemon::start(&user);
-    let ps = user.client(BIN, &["ps", "-a", "--format", "{{.Names}} {{.State}}"]);
-    assert!(
-        ps.ok().stdout.contains("sleeper exited"),
-        "{ps}\n{}",
-        d2.log()
-    );
     let again = user.client(
-        BIN,
+        cli,
         &[
             "run",
             "--rm",
@@ -732,6 +817,110 @@ fn rootless_daemon_runs_containers_as_the_user() {
         ],
     );
     assert_eq!(again.ok().stdout, "kept\n");
+    user.client(cli, &["stop", "-t", "1", "sleeper"]).ok();
+    assert!(
+        wait_until(DEADLINE, || !Path::new(&format!("/proc/{pid}")).exists()),
+        "stopped after the restart"
+    );
+}
+
+/// Whether 127.0.0.1:`port` answers "hello-published" (within the deadline).
+fn reaches(port: u16) -> bool {
+    wait_until(DEADLINE, || {
+        let mut got = String::new();
+        std::net::TcpStream::connect(("127.0.0.1", port))
+            .and_then(|mut s| {
+                s.set_read_timeout(Some(Duration::from_secs(5)))?;
+                std::io::Read::read_to_string(&mut s, &mut got)
+            })
+            .is_ok()
+            && got == "hello-published\n"
+    })
+}
+
+/// `logs -f`: a line written after the follow started arrives, and the follow ends with the
+/// container.
+fn logs_follow(user: &TestUser, cli: &str) {
+    user.client(
+        cli,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "follow",
+            "busybox",
+            "sh",
+            "-c",
+            "echo first; while [ ! -e /tmp/go ]; do sleep 0.1; done; echo second",
+        ],
+    )
+    .ok();
+    let mut c = user.cmd(cli, &[("DOCKER_HOST", &user.host())]);
+    c.args(["logs", "-f", "follow"]).stdout(Stdio::piped());
+    let mut child = c.spawn().expect("logs -f");
+    let out = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let line = rx.recv_timeout(DEADLINE);
+    assert_eq!(line.as_deref(), Ok("first"));
+    user.client(cli, &["exec", "follow", "touch", "/tmp/go"])
+        .ok();
+    let line = rx.recv_timeout(DEADLINE);
+    assert_eq!(line.as_deref(), Ok("second"));
+    let ended = wait_until(DEADLINE, || matches!(child.try_wait(), Ok(Some(_))));
+    if !ended {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+    assert!(ended, "logs -f ends when the container does");
+    user.client(cli, &["rm", "follow"]).ok();
+}
+
+/// `berth registry serve` on `ip` (a free port), killed on drop.
+struct Registry {
+    addr: String,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    fn start(ip: std::net::IpAddr) -> Registry {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = std::net::TcpListener::bind((ip, 0))
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let addr = format!("{ip}:{port}");
+        let child = Command::new(BIN)
+            .args(["registry", "serve", "--addr", &addr, "--storage"])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("registry");
+        let r = Registry {
+            addr,
+            child,
+            _dir: dir,
+        };
+        assert!(wait_until(DEADLINE, || std::net::TcpStream::connect(
+            &r.addr
+        )
+        .is_ok()));
+        r
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Runs `berth daemon` as `user` with `env`, expecting a quick failure.
@@ -809,7 +998,7 @@ fn rootless_misconfigurations_name_the_fix() {
             c.stdout.contains("fix: as root: chmod 0666 /dev/net/tun"),
             "{c}"
         );
-        let d = RootlessDaemon::start(&user);
+        let d = RootlessDaemon::start(&user, &[]);
         assert!(
             d.log()
                 .contains("WARNING: rootless: containers have no outbound network"),
