@@ -335,7 +335,11 @@ pub fn live_holder(paths: &Paths) -> Option<i32> {
 /// SIGTERM/SIGINT/SIGHUP to it and returns its exit code, reaping the orphans (shim
 /// intermediates) it collects as subreaper meanwhile.
 pub fn run_outer(plan: &Plan, exe: &Path, args: &[OsString]) -> Result<i32, RuntimeError> {
+    let mut created = Vec::new();
     for dir in [&plan.paths.exec_root, &plan.paths.data_root] {
+        if !dir.exists() {
+            created.push(dir.clone());
+        }
         std::fs::create_dir_all(dir)
             .map_err(|e| RuntimeError::io(format!("create {}", dir.display()), e))?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
@@ -348,7 +352,16 @@ pub fn run_outer(plan: &Plan, exe: &Path, args: &[OsString]) -> Result<i32, Runt
     let slirp_api = plan.paths.exec_root.join("slirp4netns.sock");
     let (holder, fresh) = match live_holder(&plan.paths) {
         Some(pid) => (pid, false),
-        None => (start_holder(plan, exe)?, true),
+        None => match start_holder(plan, exe) {
+            Ok(pid) => (pid, true),
+            Err(e) => {
+                // Nothing left behind: the directories this start made go (empty ones only).
+                for d in created {
+                    let _ = std::fs::remove_dir(d);
+                }
+                return Err(e);
+            }
+        },
     };
     let mut network = false;
     match recorded_pid(&slirp_pid_file) {

@@ -989,6 +989,33 @@ fn rootless_misconfigurations_name_the_fix() {
     assert!(out.stderr.contains("apt-get install uidmap"), "{out}");
     assert_nothing_created(&user);
 
+    // newuidmap refuses the mapping (as it does for a range the user is not granted): the
+    // half-made namespace holder goes, and so do the directories this start created.
+    let fake = user.root.join("fakebin");
+    std::fs::create_dir(&fake).expect("dir");
+    std::fs::write(
+        fake.join("newuidmap"),
+        "#!/bin/sh\necho 'newuidmap: uid range [1-65537) -> [7-65543) not allowed' >&2\nexit 1\n",
+    )
+    .expect("fake newuidmap");
+    // Root-owned and setuid, as the real one (the kernel ignores the bit on a script).
+    std::fs::set_permissions(
+        fake.join("newuidmap"),
+        std::fs::Permissions::from_mode(0o4755),
+    )
+    .expect("chmod");
+    let out = failing_daemon(
+        &user,
+        &[
+            ("XDG_RUNTIME_DIR", &rt(&user)),
+            ("PATH", &format!("{}:/usr/bin:/bin", fake.display())),
+        ],
+    );
+    assert!(out.stderr.contains("newuidmap failed"), "{out}");
+    assert!(out.stderr.contains("not allowed"), "{out}");
+    assert!(out.stderr.contains("check that /etc/subuid"), "{out}");
+    assert_nothing_created(&user);
+
     // No access to /dev/net/tun: the daemon runs, without outbound network, and says so.
     let mut check = user.cmd(BIN, &[("XDG_RUNTIME_DIR", &rt(&user))]);
     check.args(["rootless", "check"]);
