@@ -186,7 +186,7 @@ pub struct Identity {
 const SUBUID: &str = "/etc/subuid";
 const SUBGID: &str = "/etc/subgid";
 
-fn user_name(uid: u32) -> String {
+pub fn user_name(uid: u32) -> String {
     nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
         .ok()
         .flatten()
@@ -572,6 +572,61 @@ pub fn stop_namespaces(paths: &Paths) -> usize {
     n
 }
 
+/// Removes the data root, whose files belong to the user's subordinate ids as well as to the
+/// user: `exe rootless purge-data` runs as root of a fresh holder's namespaces (the daemon's
+/// mapping), where it may remove them all. For `berth rootless uninstall --purge`, with the
+/// namespaces stopped.
+pub fn purge_data(plan: &Plan, exe: &Path) -> Result<(), RuntimeError> {
+    if !plan.paths.data_root.exists() {
+        return Ok(());
+    }
+    let holder = start_holder(plan, exe)?;
+    let out = Command::new(exe)
+        .args(["rootless", "purge-data"])
+        .env(JOIN_ENV, holder.to_string())
+        .output();
+    // SAFETY: the holder we just started, by pid.
+    unsafe { libc::kill(holder, libc::SIGKILL) };
+    let _ = std::fs::remove_file(plan.paths.exec_root.join(HOLDER_PID));
+    let out = out.map_err(|e| RuntimeError::io(format!("start {}", exe.display()), e))?;
+    if !out.status.success() {
+        return Err(RuntimeError::Runtime(format!(
+            "removing {}: {}",
+            plan.paths.data_root.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+/// `berth rootless purge-data`, started by [`purge_data`] only.
+pub fn purge_data_main() -> i32 {
+    let holder = std::env::var(JOIN_ENV).ok().and_then(|v| v.parse().ok());
+    let Some(holder) = holder else {
+        eprintln!("berth rootless purge-data: started by `berth rootless uninstall --purge` only");
+        return 125;
+    };
+    // The paths before joining: the environment is the user's.
+    let paths = match Paths::from_env() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{e}");
+            return 1;
+        }
+    };
+    if let Err(e) = join_inner(holder) {
+        eprintln!("{e}");
+        return 1;
+    }
+    match std::fs::remove_dir_all(&paths.data_root) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("{}: {e}", paths.data_root.display());
+            1
+        }
+    }
+}
+
 fn all_pids() -> Vec<i32> {
     std::fs::read_dir("/proc")
         .into_iter()
@@ -824,6 +879,8 @@ pub struct Check {
     pub what: String,
     /// None when satisfied; else what to do.
     pub fix: Option<String>,
+    /// Whether the daemon cannot start without it (`/dev/net/tun` only costs the network).
+    pub required: bool,
 }
 
 /// Every prerequisite of rootless mode for the calling user, each with its fix.
@@ -833,14 +890,17 @@ pub fn check_all() -> Vec<Check> {
         Ok(detail) => out.push(Check {
             what: format!("{what}: {detail}"),
             fix: None,
+            required: true,
         }),
         Err(RuntimeError::RootlessSetup { problem, fix }) => out.push(Check {
             what: format!("{what}: {problem}"),
             fix: Some(fix),
+            required: true,
         }),
         Err(e) => out.push(Check {
             what: format!("{what}: {e}"),
             fix: Some("see the error".into()),
+            required: true,
         }),
     };
     let uid = nix::unistd::getuid().as_raw();
@@ -865,6 +925,10 @@ pub fn check_all() -> Vec<Check> {
     );
     push("/dev/net/tun", tun_access());
     push("overlayfs in a user namespace", overlay_in_userns());
+    // Without a tap device the daemon runs with no outbound network and no host ports.
+    if let Some(c) = out.iter_mut().find(|c| c.what.starts_with("/dev/net/tun")) {
+        c.required = false;
+    }
     out
 }
 

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
+mod rootless_setup;
+
 /// berth daemon: serves the Docker Engine API.
 #[derive(Parser, Debug)]
 #[command(
@@ -712,6 +714,11 @@ fn daemon(args: Vec<OsString>) -> i32 {
 /// the fix for each missing one. Exit 0 when everything is in place.
 fn rootless_cmd(args: &[OsString]) -> i32 {
     let sub = args.first().and_then(|s| s.to_str()).unwrap_or("");
+    let rest: Vec<String> = args
+        .iter()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     match sub {
         "check" => {
             let checks = berth_runtime::rootless::check_all();
@@ -733,14 +740,24 @@ fn rootless_cmd(args: &[OsString]) -> i32 {
                 1
             }
         }
+        "setup" | "install" => rootless_setup::setup(&rest),
+        "uninstall" => rootless_setup::uninstall(&rest),
         // The process that keeps the rootless namespaces; started by the outer daemon only.
         "holder" => berth_runtime::rootless::holder_main(),
+        // Started by `uninstall --purge` only.
+        "purge-data" => berth_runtime::rootless::purge_data_main(),
         "-h" | "--help" | "" => {
-            println!("Usage: berth rootless check\n\nCheck the prerequisites of running `berth daemon` as this (non-root) user, and print the fix for each missing one.");
+            println!(
+                "Usage: berth rootless COMMAND\n\n\
+                 Commands:\n  \
+                 check               Check the prerequisites of running `berth daemon` as this (non-root)\n                      user, and print the fix for each missing one\n  \
+                 setup               Check, install the systemd user unit berth.service (enabled and\n                      started when a user systemd manager is reachable), make the docker CLI\n                      context \"rootless\", and print the DOCKER_HOST line\n  \
+                 uninstall [--purge] Stop the daemon, its containers and namespaces; remove the unit and\n                      the context (--purge: the data too)"
+            );
             i32::from(sub.is_empty())
         }
         other => {
-            eprintln!("berth rootless: unknown command {other:?} (try `berth rootless check`)");
+            eprintln!("berth rootless: unknown command {other:?} (try `berth rootless --help`)");
             125
         }
     }

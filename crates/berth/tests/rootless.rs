@@ -1037,3 +1037,148 @@ fn rootless_misconfigurations_name_the_fix() {
         eprintln!("SKIP no-tun part: /dev/net/tun is open to every user here");
     }
 }
+
+/// `berth <args>` as `user`, with its XDG_RUNTIME_DIR and no DOCKER_HOST.
+fn as_user(user: &TestUser, program: &str, args: &[&str]) -> Out {
+    let mut c = user.cmd(
+        program,
+        &[("XDG_RUNTIME_DIR", &user.runtime.display().to_string())],
+    );
+    c.args(args);
+    berth_testkit::run_with_timeout(c, None, Duration::from_secs(60))
+}
+
+#[test]
+fn rootless_setup_and_uninstall() {
+    skip_unless_ready!();
+    if !Path::new(DOCKER).exists() {
+        eprintln!("SKIP rootless setup: {DOCKER} absent");
+        return;
+    }
+    // A missing piece: what the administrator must run, and nothing installed.
+    let bare = TestUser::new(false);
+    let out = as_user(&bare, BIN, &["rootless", "setup"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stdout.contains("[ERROR] Missing system requirements"),
+        "{out}"
+    );
+    assert!(out.stdout.contains("usermod --add-subuids"), "{out}");
+    assert!(out.stdout.contains("usermod --add-subgids"), "{out}");
+    assert!(!bare.home.join(".config").exists(), "nothing installed");
+    drop(bare);
+
+    let user = TestUser::new(true);
+    let out = as_user(&user, BIN, &["rootless", "setup"]);
+    out.ok();
+    let unit = user.home.join(".config/systemd/user/berth.service");
+    let text = std::fs::read_to_string(&unit).expect("unit installed");
+    for line in [
+        format!("ExecStart={BIN} daemon"),
+        format!(
+            "Environment=PATH={}:/usr/local/bin",
+            Path::new(BIN).parent().expect("dir").display()
+        ),
+        "KillMode=process".into(),
+        "Delegate=yes".into(),
+        "Restart=always".into(),
+        "WantedBy=default.target".into(),
+    ] {
+        assert!(text.contains(&line), "{line} in:\n{text}");
+    }
+    // PID 1 is not systemd here: the no-systemd path.
+    if !Path::new("/run/systemd/system").exists() {
+        assert!(
+            out.stdout.contains("No systemd user manager is reachable")
+                && out
+                    .stdout
+                    .contains(&format!("start the daemon yourself: {BIN} daemon")),
+            "{out}"
+        );
+    }
+    assert!(
+        out.stdout
+            .contains(&format!("export DOCKER_HOST={}", user.host())),
+        "{out}"
+    );
+    let ctx = as_user(
+        &user,
+        DOCKER,
+        &[
+            "context",
+            "inspect",
+            "rootless",
+            "--format",
+            "{{.Endpoints.docker.Host}}",
+        ],
+    );
+    assert_eq!(ctx.ok().stdout.trim(), user.host());
+    assert_eq!(
+        as_user(&user, DOCKER, &["context", "show"])
+            .ok()
+            .stdout
+            .trim(),
+        "rootless"
+    );
+    let again = as_user(&user, BIN, &["rootless", "setup"]);
+    assert!(
+        again
+            .ok()
+            .stdout
+            .contains("CLI context \"rootless\" already exists"),
+        "{again}"
+    );
+
+    // The daemon as the unit starts it; the docker CLI reaches it through the context alone.
+    let d = RootlessDaemon::start(&user, &[]);
+    let tar = user.root.join("busybox.tar");
+    std::fs::write(
+        &tar,
+        image::busybox_image()
+            .expect("busybox image")
+            .save_tar(SaveFormat::Oci),
+    )
+    .expect("write image");
+    std::fs::set_permissions(&tar, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    as_user(&user, DOCKER, &["load", "-i", &tar.display().to_string()]).ok();
+    as_user(
+        &user,
+        DOCKER,
+        &["run", "-d", "--name", "s", "busybox", "sleep", "300"],
+    )
+    .ok();
+    assert!(user.home.join(".local/share/berth").is_dir());
+
+    // Uninstall: the daemon, its containers and namespaces stop; unit and context go; --purge
+    // removes the data, files of subordinate ids included.
+    let out = as_user(&user, BIN, &["rootless", "uninstall", "--purge"]);
+    out.ok();
+    for s in [
+        "Stopped the daemon",
+        "Stopped the rootless namespaces",
+        "Removed CLI context \"rootless\"",
+        "berth.service",
+    ] {
+        assert!(out.stdout.contains(s), "{s}: {out}");
+    }
+    assert!(
+        wait_until(DEADLINE, || processes_of(user.uid).is_empty()),
+        "left behind: {:?}",
+        processes_of(user.uid)
+    );
+    assert!(!unit.exists(), "unit removed");
+    assert!(
+        !user.home.join(".local/share/berth").exists(),
+        "data purged\n{out}"
+    );
+    let ctx = as_user(&user, DOCKER, &["context", "inspect", "rootless"]);
+    assert_ne!(ctx.code, 0, "{ctx}");
+    assert_eq!(
+        as_user(&user, DOCKER, &["context", "show"])
+            .ok()
+            .stdout
+            .trim(),
+        "default"
+    );
+    drop(d);
+}
