@@ -292,9 +292,53 @@ impl Plan {
 /// whose user, mount, network and cgroup namespaces the daemon joins.
 pub const JOIN_ENV: &str = "_BERTH_ROOTLESS_JOIN";
 
-/// The namespace holder's and slirp4netns's pid files (`<pid> <start time>`), in the exec-root.
+/// The namespace holder's, slirp4netns's and pasta's pid files (`<pid> <start time>`), in the
+/// exec-root.
 const HOLDER_PID: &str = "rootless-ns.pid";
 const SLIRP_PID: &str = "slirp4netns.pid";
+const PASTA_PID: &str = "pasta.pid";
+
+/// Set (to "pasta") in the daemon's environment when pasta gives its namespace its network.
+pub const NET_ENV: &str = "_BERTH_ROOTLESS_NET";
+
+/// What connects the daemon's network namespace to the host (`berth daemon --rootless-net`).
+///
+/// slirp4netns is the default: its API socket adds and removes each host forward while it
+/// runs, at the host address `-p` names, and reports a host port someone else holds, so `-p`
+/// behaves as Docker's ("port is already allocated", `-p 127.0.0.1:8080:80` on loopback only).
+/// pasta (passt) moves data with less copying (it splices loopback connections), but has no
+/// API to add forwards to a running namespace: they are fixed at start or found by its `-t auto`
+/// scan of listening ports, which in Debian 12's passt (2023-03) finds none in a namespace
+/// joined by path. So with pasta containers get outbound network only, and `-p` fails saying so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetDriver {
+    Slirp4netns,
+    Pasta,
+}
+
+impl std::str::FromStr for NetDriver {
+    type Err = String;
+    fn from_str(s: &str) -> Result<NetDriver, String> {
+        match s {
+            "slirp4netns" => Ok(NetDriver::Slirp4netns),
+            "pasta" => Ok(NetDriver::Pasta),
+            other => Err(format!(
+                "invalid --rootless-net {other:?}: slirp4netns (the default) or pasta"
+            )),
+        }
+    }
+}
+
+/// The daemon's network driver, as the outer process chose it (`None` rootful or without one).
+pub fn net_driver() -> Option<NetDriver> {
+    if !Mode::current().is_rootless() {
+        return None;
+    }
+    if std::env::var_os(NET_ENV).is_some_and(|v| v == "pasta") {
+        return Some(NetDriver::Pasta);
+    }
+    slirp_api().map(|_| NetDriver::Slirp4netns)
+}
 
 /// A process's start time (clock ticks since boot, field 22 of `/proc/<pid>/stat`): with the
 /// pid it names one process, never a later one that reuses the pid.
@@ -334,7 +378,12 @@ pub fn live_holder(paths: &Paths) -> Option<i32> {
 /// daemon (`exe` with `args`) starts, joins the holder's namespaces, and this process forwards
 /// SIGTERM/SIGINT/SIGHUP to it and returns its exit code, reaping the orphans (shim
 /// intermediates) it collects as subreaper meanwhile.
-pub fn run_outer(plan: &Plan, exe: &Path, args: &[OsString]) -> Result<i32, RuntimeError> {
+pub fn run_outer(
+    plan: &Plan,
+    exe: &Path,
+    args: &[OsString],
+    net: NetDriver,
+) -> Result<i32, RuntimeError> {
     let mut created = Vec::new();
     for dir in [&plan.paths.exec_root, &plan.paths.data_root] {
         if !dir.exists() {
@@ -363,20 +412,37 @@ pub fn run_outer(plan: &Plan, exe: &Path, args: &[OsString]) -> Result<i32, Runt
             }
         },
     };
+    let pasta_pid_file = plan.paths.exec_root.join(PASTA_PID);
+    let (mine, other) = match net {
+        NetDriver::Slirp4netns => (&slirp_pid_file, &pasta_pid_file),
+        NetDriver::Pasta => (&pasta_pid_file, &slirp_pid_file),
+    };
+    // The other driver's process, from a start with the other flag: its namespace gets ours.
+    if let Some(pid) = recorded_pid(other) {
+        // SAFETY: our own slirp4netns or pasta, by pid (same start time, our uid).
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        wait_gone(pid);
+    }
+    let _ = std::fs::remove_file(other);
     let mut network = false;
-    match recorded_pid(&slirp_pid_file) {
-        // slirp4netns of these namespaces: keeps the containers' connections across restarts.
-        Some(_) if !fresh && slirp_api.exists() => network = true,
+    match recorded_pid(mine) {
+        // The driver of these namespaces: keeps the containers' connections across restarts.
+        Some(_) if !fresh && (net == NetDriver::Pasta || slirp_api.exists()) => network = true,
         old => {
             if let Some(pid) = old {
                 // Attached to namespaces that are gone.
-                // SAFETY: our own slirp4netns, by pid (checked: same start time, our uid).
+                // SAFETY: our own slirp4netns or pasta, by pid (same start time, our uid).
                 unsafe { libc::kill(pid, libc::SIGTERM) };
+                wait_gone(pid);
             }
-            let _ = std::fs::remove_file(&slirp_pid_file);
-            match start_slirp(plan, holder as u32) {
+            let _ = std::fs::remove_file(mine);
+            let started = match net {
+                NetDriver::Slirp4netns => start_slirp(plan, holder as u32).map(|p| p as i32),
+                NetDriver::Pasta => start_pasta(plan, holder),
+            };
+            match started {
                 Ok(pid) => {
-                    record_pid(&slirp_pid_file, pid as i32)?;
+                    record_pid(mine, pid)?;
                     network = true;
                 }
                 Err(e) => eprintln!("WARNING: rootless: containers have no outbound network: {e}"),
@@ -385,8 +451,14 @@ pub fn run_outer(plan: &Plan, exe: &Path, args: &[OsString]) -> Result<i32, Runt
     }
     let mut cmd = Command::new(exe);
     cmd.args(args).env(JOIN_ENV, holder.to_string());
-    if network {
-        cmd.env(SLIRP_API_ENV, &slirp_api);
+    match net {
+        NetDriver::Slirp4netns if network => {
+            cmd.env(SLIRP_API_ENV, &slirp_api);
+        }
+        NetDriver::Pasta if network => {
+            cmd.env(NET_ENV, "pasta");
+        }
+        _ => {}
     }
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
@@ -561,12 +633,14 @@ pub fn stop_namespaces(paths: &Paths) -> usize {
             }
         }
     }
-    if let Some(slirp) = recorded_pid(&paths.exec_root.join(SLIRP_PID)) {
-        // SAFETY: our own slirp4netns, by pid.
-        unsafe { libc::kill(slirp, libc::SIGTERM) };
-        n += 1;
+    for f in [SLIRP_PID, PASTA_PID] {
+        if let Some(pid) = recorded_pid(&paths.exec_root.join(f)) {
+            // SAFETY: our own slirp4netns or pasta, by pid.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            n += 1;
+        }
     }
-    for f in [HOLDER_PID, SLIRP_PID, "slirp4netns.sock"] {
+    for f in [HOLDER_PID, SLIRP_PID, PASTA_PID, "slirp4netns.sock"] {
         let _ = std::fs::remove_file(paths.exec_root.join(f));
     }
     n
@@ -652,10 +726,100 @@ pub fn slirp_api() -> Option<PathBuf> {
 /// from the host arrive here.
 pub const SLIRP_GUEST_ADDR: &str = "10.0.2.100";
 
+/// Waits (briefly) until `pid` is gone, so its tap device is gone before another driver's.
+fn wait_gone(pid: i32) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+        // Our own child while we run: reap it, or it stays a zombie in /proc.
+        // SAFETY: WNOHANG never blocks; a pid that is not our child only fails.
+        unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The network through pasta (`--rootless-net=pasta`, see [`NetDriver`]): joined to the
+/// holder's user and network namespaces, it configures a tap device there (`--config-net`,
+/// slirp4netns's 10.0.2.100/24 via 10.0.2.2) for outbound traffic. No port forwarding either
+/// way (`-t none -u none -T none -U none`: `auto` would also expose whatever listens in the
+/// namespace, such as the CRI streaming server) and no gateway mapped to the host's loopback
+/// (`--no-map-gw`): containers reach the host's loopback no more than through slirp4netns's
+/// `--disable-host-loopback`. pasta forks into the background once the namespace is
+/// configured: its exit status is the readiness.
+fn start_pasta(plan: &Plan, holder: i32) -> Result<i32, RuntimeError> {
+    tun_access().map_err(|e| match e {
+        RuntimeError::RootlessSetup { problem, fix } => {
+            RuntimeError::Runtime(format!("{problem}; fix: {fix}"))
+        }
+        other => other,
+    })?;
+    let pidfile = plan.paths.exec_root.join("pasta.pid.new");
+    let _ = std::fs::remove_file(&pidfile);
+    let mut cmd = Command::new("pasta");
+    cmd.args([
+        "--config-net",
+        // Not the host's interface name (eth0 here): the daemon makes containers' eth0 in
+        // this namespace before moving them. tap0, as slirp4netns's.
+        "--ns-ifname",
+        "tap0",
+        // slirp4netns's addresses rather than a copy of the host's: with the host's own
+        // address inside, the host itself would be unreachable from the namespace.
+        "--address",
+        SLIRP_GUEST_ADDR,
+        "--netmask",
+        "24",
+        "--gateway",
+        "10.0.2.2",
+        "--no-map-gw",
+        "--quiet",
+        "-t",
+        "none",
+        "-u",
+        "none",
+        "-T",
+        "none",
+        "-U",
+        "none",
+    ])
+    .arg("--pid")
+    .arg(&pidfile)
+    .arg("--userns")
+    .arg(format!("/proc/{holder}/ns/user"))
+    .arg("--netns")
+    .arg(format!("/proc/{holder}/ns/net"))
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::null());
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            // A session of its own: it outlives this daemon (and a ^C to its terminal).
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().map_err(|e| {
+        RuntimeError::Runtime(format!(
+            "cannot start pasta ({e}); fix: as root: apt-get install passt"
+        ))
+    })?;
+    let pid = std::fs::read_to_string(&pidfile)
+        .ok()
+        .and_then(|t| t.trim().parse::<i32>().ok());
+    let _ = std::fs::remove_file(&pidfile);
+    match pid {
+        Some(pid) if out.status.success() => Ok(pid),
+        _ => Err(RuntimeError::Runtime(format!(
+            "pasta failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))),
+    }
+}
+
 /// Outbound connectivity for the inner daemon's network namespace: slirp4netns (a user-mode
-/// TCP/IP stack on a tap device) joined to the daemon's user and network namespaces. Chosen
-/// over pasta because its API socket adds and removes host port forwards at run time, which
-/// `-p` on a running daemon needs; pasta's forwards are fixed when it starts.
+/// TCP/IP stack on a tap device) joined to the daemon's user and network namespaces; the
+/// default driver (why: [`NetDriver`]).
 fn start_slirp(plan: &Plan, pid: u32) -> Result<u32, RuntimeError> {
     tun_access().map_err(|e| match e {
         RuntimeError::RootlessSetup { problem, fix } => {

@@ -54,6 +54,15 @@ struct DaemonArgs {
     /// Registry reached over plain HTTP (repeatable; localhost and 127.0.0.0/8 always are)
     #[arg(long = "insecure-registry")]
     insecure_registry: Vec<String>,
+    /// Rootless only: what connects the daemon's network namespace to the host
+    /// ("slirp4netns", the default: exact `-p` forwards, taken ports reported; or "pasta":
+    /// faster, forwards every listening port on all host addresses)
+    #[arg(
+        long = "rootless-net",
+        value_name = "DRIVER",
+        default_value = "slirp4netns"
+    )]
+    rootless_net: berth_runtime::rootless::NetDriver,
     /// Docker Hub mirror, tried before Docker Hub (repeatable)
     #[arg(long = "registry-mirror")]
     registry_mirror: Vec<String>,
@@ -478,9 +487,26 @@ fn rootless_outer(args: Vec<OsString>) -> i32 {
             return 1;
         }
     };
+    // The one daemon flag the outer process needs (the daemon parses and checks it too).
+    let mut net = Ok(rootless::NetDriver::Slirp4netns);
+    let mut it = args.iter().skip(1).map(|a| a.to_string_lossy());
+    while let Some(a) = it.next() {
+        if let Some(v) = a.strip_prefix("--rootless-net=") {
+            net = v.parse();
+        } else if a == "--rootless-net" {
+            net = it.next().unwrap_or_default().parse();
+        }
+    }
+    let net = match net {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("berth daemon: {e}");
+            return 125;
+        }
+    };
     let mut inner = vec![OsString::from("daemon")];
     inner.extend(args.into_iter().skip(1));
-    match rootless::run_outer(&plan, &exe, &inner) {
+    match rootless::run_outer(&plan, &exe, &inner, net) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("berth daemon: cannot run rootless: {e}");

@@ -291,12 +291,16 @@ struct RootlessDaemon<'a> {
 
 impl<'a> RootlessDaemon<'a> {
     fn start(user: &'a TestUser, args: &[&str]) -> RootlessDaemon<'a> {
+        Self::start_env(user, args, &[])
+    }
+
+    fn start_env(user: &'a TestUser, args: &[&str], env: &[(&str, &str)]) -> RootlessDaemon<'a> {
         let log = user.root.join("daemon.log");
         let f = std::fs::File::create(&log).expect("log file");
-        let mut c = user.cmd(
-            BIN,
-            &[("XDG_RUNTIME_DIR", &user.runtime.display().to_string())],
-        );
+        let rt = user.runtime.display().to_string();
+        let mut e = vec![("XDG_RUNTIME_DIR", rt.as_str())];
+        e.extend_from_slice(env);
+        let mut c = user.cmd(BIN, &e);
         c.arg("daemon")
             .args(args)
             .stdin(Stdio::null())
@@ -1181,4 +1185,97 @@ fn rootless_setup_and_uninstall() {
         "default"
     );
     drop(d);
+}
+
+/// busybox saved where `user` can read it.
+fn busybox_tar(user: &TestUser) -> String {
+    let tar = user.root.join("busybox.tar");
+    std::fs::write(
+        &tar,
+        image::busybox_image()
+            .expect("busybox image")
+            .save_tar(SaveFormat::Oci),
+    )
+    .expect("write image");
+    std::fs::set_permissions(&tar, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    tar.display().to_string()
+}
+
+#[test]
+fn rootless_pasta_by_flag() {
+    skip_unless_ready!();
+    if !Path::new("/usr/bin/pasta").exists() {
+        eprintln!("SKIP rootless pasta: /usr/bin/pasta absent (apt-get install passt)");
+        return;
+    }
+    let user = TestUser::new(true);
+    let Some(_tun) = TunGrant::new(user.uid) else {
+        eprintln!("SKIP rootless pasta: cannot grant {TUN} to the test user");
+        return;
+    };
+    let bad = as_user(&user, BIN, &["daemon", "--rootless-net=x"]);
+    assert_eq!(bad.code, 125, "{bad}");
+    assert!(
+        bad.stderr.contains("slirp4netns (the default) or pasta"),
+        "{bad}"
+    );
+    assert_nothing_created(&user);
+
+    let pasta_pid = || {
+        processes_of(user.uid)
+            .into_iter()
+            .find(|p| p.2.starts_with("pasta"))
+            .map(|p| p.0)
+    };
+    let mut d = RootlessDaemon::start(&user, &["--rootless-net=pasta"]);
+    let first = pasta_pid().expect("pasta runs");
+    assert!(
+        !processes_of(user.uid)
+            .iter()
+            .any(|p| p.2.contains("slirp4netns")),
+        "no slirp4netns"
+    );
+    user.client(BIN, &["load", "-i", &busybox_tar(&user)]).ok();
+    let outbound = |d: &RootlessDaemon| {
+        let Some(ip) = host_address() else {
+            eprintln!("SKIP rootless pasta outbound: no non-loopback host address");
+            return;
+        };
+        let l = std::net::TcpListener::bind((ip, 0)).expect("listener");
+        let port = l.local_addr().expect("addr").port();
+        let srv = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().expect("accept");
+            s.write_all(b"hello-outside\n").expect("write");
+        });
+        let out = user.client(
+            BIN,
+            &[
+                "run",
+                "--rm",
+                "busybox",
+                "nc",
+                "-w",
+                "10",
+                &ip.to_string(),
+                &port.to_string(),
+            ],
+        );
+        assert_eq!(out.ok().stdout, "hello-outside\n", "{}", d.log());
+        srv.join().expect("server");
+    };
+    outbound(&d);
+    // -p cannot be honoured through pasta: refused with the reason, nothing half-made.
+    let p = user.client(BIN, &["run", "--rm", "-p", "28080:80", "busybox", "true"]);
+    assert_ne!(p.code, 0, "{p}");
+    assert!(p.stderr.contains("without --rootless-net=pasta"), "{p}");
+    // A restart keeps the same pasta (its namespace is the holder's).
+    d.stop();
+    let d2 = RootlessDaemon::start(&user, &["--rootless-net=pasta"]);
+    assert_eq!(pasta_pid(), Some(first), "the same pasta after a restart");
+    outbound(&d2);
+    drop(d2);
+    // Back to the default: pasta goes, slirp4netns takes the namespace over.
+    let d3 = RootlessDaemon::start(&user, &[]);
+    assert_eq!(pasta_pid(), None, "pasta stopped");
+    outbound(&d3);
 }
