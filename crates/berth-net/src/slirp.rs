@@ -14,6 +14,9 @@ use std::time::Duration;
 pub struct Forwarder {
     pub api: PathBuf,
     pub guest: Ipv4Addr,
+    /// TCP forwards go to this API instead when set: the rootless port forwarder, which
+    /// speaks slirp4netns's API and connects to the guest port on the daemon's loopback.
+    pub tcp_api: Option<PathBuf>,
 }
 
 static FORWARDER: OnceLock<Forwarder> = OnceLock::new();
@@ -22,7 +25,14 @@ static FORWARDER: OnceLock<Forwarder> = OnceLock::new();
 /// slirp4netns kept from the previous daemon still has that daemon's forwards: they are
 /// removed here, and live restore adds those of the containers still running again.
 pub fn set_forwarder(f: Forwarder) {
-    let list = call(&f.api, &serde_json::json!({"execute": "list_hostfwd"}));
+    for api in std::iter::once(&f.api).chain(f.tcp_api.as_ref()) {
+        clear(api);
+    }
+    let _ = FORWARDER.set(f);
+}
+
+fn clear(api: &std::path::Path) {
+    let list = call(api, &serde_json::json!({"execute": "list_hostfwd"}));
     match list {
         Ok(r) => {
             // slirp4netns 1.2 answers `{"entries": [...]}`; its manual shows a "return" around it.
@@ -30,15 +40,14 @@ pub fn set_forwarder(f: Forwarder) {
             for e in entries.into_iter().flatten() {
                 if let Some(id) = e["id"].as_u64() {
                     drop(HostFwd {
-                        api: f.api.clone(),
+                        api: api.to_path_buf(),
                         id,
                     });
                 }
             }
         }
-        Err(e) => tracing::warn!("slirp4netns: list_hostfwd: {e}"),
+        Err(e) => tracing::warn!("{}: list_hostfwd: {e}", api.display()),
     }
-    let _ = FORWARDER.set(f);
 }
 
 pub(crate) fn forwarder() -> Option<&'static Forwarder> {
@@ -79,10 +88,14 @@ pub(crate) fn add(
             "guest_port": port,
         }
     });
-    let r = call(&f.api, &req)?;
+    let api = match (&f.tcp_api, proto) {
+        (Some(t), "tcp") => t,
+        _ => &f.api,
+    };
+    let r = call(api, &req)?;
     match r["return"]["id"].as_u64() {
         Some(id) => Ok(HostFwd {
-            api: f.api.clone(),
+            api: api.clone(),
             id,
         }),
         // slirp4netns fails an add only when it cannot bind the host port.

@@ -297,6 +297,19 @@ pub const JOIN_ENV: &str = "_BERTH_ROOTLESS_JOIN";
 const HOLDER_PID: &str = "rootless-ns.pid";
 const SLIRP_PID: &str = "slirp4netns.pid";
 const PASTA_PID: &str = "pasta.pid";
+const PORTD_PID: &str = "portd.pid";
+
+/// Set in the daemon's environment to the TCP port forwarder's API socket
+/// ([`crate::portd`]), when it runs.
+pub const PORTD_ENV: &str = "_BERTH_ROOTLESS_PORTD";
+
+/// The TCP port forwarder's API socket, when this rootless daemon has one.
+pub fn portd_api() -> Option<PathBuf> {
+    if !Mode::current().is_rootless() {
+        return None;
+    }
+    std::env::var_os(PORTD_ENV).map(PathBuf::from)
+}
 
 /// Set (to "pasta") in the daemon's environment when pasta gives its namespace its network.
 pub const NET_ENV: &str = "_BERTH_ROOTLESS_NET";
@@ -449,8 +462,36 @@ pub fn run_outer(
             }
         }
     }
+    // TCP host ports through our own forwarder (slirp4netns keeps UDP and outbound).
+    let portd_sock = plan.paths.exec_root.join("portd.sock");
+    let portd_pid_file = plan.paths.exec_root.join(PORTD_PID);
+    let mut portd = false;
+    if network && net == NetDriver::Slirp4netns {
+        match recorded_pid(&portd_pid_file) {
+            Some(_) if !fresh && crate::portd::answers(&portd_sock) => portd = true,
+            old => {
+                if let Some(pid) = old {
+                    // SAFETY: our own forwarder, by pid (same start time, our uid).
+                    unsafe { libc::kill(pid, libc::SIGTERM) };
+                    wait_gone(pid);
+                }
+                match start_portd(exe, holder, &portd_sock) {
+                    Ok(pid) => {
+                        record_pid(&portd_pid_file, pid)?;
+                        portd = true;
+                    }
+                    Err(e) => eprintln!(
+                        "WARNING: rootless: TCP host ports go through slirp4netns (slower): {e}"
+                    ),
+                }
+            }
+        }
+    }
     let mut cmd = Command::new(exe);
     cmd.args(args).env(JOIN_ENV, holder.to_string());
+    if portd {
+        cmd.env(PORTD_ENV, &portd_sock);
+    }
     match net {
         NetDriver::Slirp4netns if network => {
             cmd.env(SLIRP_API_ENV, &slirp_api);
@@ -633,14 +674,21 @@ pub fn stop_namespaces(paths: &Paths) -> usize {
             }
         }
     }
-    for f in [SLIRP_PID, PASTA_PID] {
+    for f in [SLIRP_PID, PASTA_PID, PORTD_PID] {
         if let Some(pid) = recorded_pid(&paths.exec_root.join(f)) {
             // SAFETY: our own slirp4netns or pasta, by pid.
             unsafe { libc::kill(pid, libc::SIGTERM) };
             n += 1;
         }
     }
-    for f in [HOLDER_PID, SLIRP_PID, PASTA_PID, "slirp4netns.sock"] {
+    for f in [
+        HOLDER_PID,
+        SLIRP_PID,
+        PASTA_PID,
+        PORTD_PID,
+        "slirp4netns.sock",
+        "portd.sock",
+    ] {
         let _ = std::fs::remove_file(paths.exec_root.join(f));
     }
     n
@@ -725,6 +773,45 @@ pub fn slirp_api() -> Option<PathBuf> {
 /// The inner daemon's address on slirp4netns's network (its default `--cidr`): port forwards
 /// from the host arrive here.
 pub const SLIRP_GUEST_ADDR: &str = "10.0.2.100";
+
+/// Starts the TCP port forwarder ([`crate::portd`]) on the holder's namespaces, in a session
+/// of its own (it outlives the daemon); ready when it writes a byte on fd 101.
+fn start_portd(exe: &Path, holder: i32, sock: &Path) -> Result<i32, RuntimeError> {
+    let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| RuntimeError::io("pipe", e.into()))?;
+    let w = std::os::fd::AsRawFd::as_raw_fd(&wr);
+    let mut cmd = Command::new(exe);
+    cmd.args(["rootless", "portd"])
+        .env(JOIN_ENV, holder.to_string())
+        .env(crate::portd::SOCK_ENV, sock)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null());
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(w, 101) < 0 || libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| RuntimeError::io(format!("start {}", exe.display()), e))?;
+    drop(wr);
+    let mut b = [0u8; 1];
+    if std::fs::File::from(rd).read(&mut b).unwrap_or(0) != 1 {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(RuntimeError::Runtime(
+            "the port forwarder exited before it was ready".into(),
+        ));
+    }
+    let pid = child.id() as i32;
+    // Reaped by whoever is its parent when it exits (us, or init once we are gone).
+    std::mem::forget(child);
+    Ok(pid)
+}
 
 /// Waits (briefly) until `pid` is gone, so its tap device is gone before another driver's.
 fn wait_gone(pid: i32) {

@@ -770,6 +770,8 @@ fn rootless_cmd(args: &[OsString]) -> i32 {
         "uninstall" => rootless_setup::uninstall(&rest),
         // The process that keeps the rootless namespaces; started by the outer daemon only.
         "holder" => berth_runtime::rootless::holder_main(),
+        // The TCP port forwarder; started by the outer daemon only.
+        "portd" => berth_runtime::portd::main(),
         // Started by `uninstall --purge` only.
         "purge-data" => berth_runtime::rootless::purge_data_main(),
         "-h" | "--help" | "" => {
