@@ -2,7 +2,8 @@
 # Rootless Berth side by side with Debian's rootless dockerd (dockerd-rootless.sh: rootlesskit,
 # slirp4netns, its builtin port driver), both run by one throwaway user made here:
 #   - `run --rm busybox true` through each CLI (hyperfine);
-#   - iperf3 through a published port, host client at 127.0.0.1 → container server.
+#   - iperf3 through a published port, host client at 127.0.0.1 → container server (TCP: Berth
+#     forwards with `berth rootless portd`, dockerd with rootlesskit's builtin port driver).
 # Run as root: it creates the user (useradd, a subuid/subgid range far above useradd's), grants
 # it /dev/net/tun with an ACL entry, and undoes all of it on exit. Needs: hyperfine, iperf3,
 # uidmap, slirp4netns, rootlesskit, docker.io (dockerd, /usr/share/docker.io/contrib).
@@ -139,7 +140,7 @@ as_user docker -H "$DH" rm -f iperf >/dev/null
     echo
     echo "iperf3, ${SECS} s, host client → 127.0.0.1:port → container server (Gbit/s, receiver side)"
     echo
-    echo "| rootless berth (slirp4netns API forward + DNAT) | rootless dockerd (rootlesskit builtin port driver) |"
+    echo "| rootless berth (berth rootless portd + DNAT) | rootless dockerd (rootlesskit builtin port driver) |"
     echo "|---|---|"
     echo "| $b | $d |"
 } | tee "$RESULTS/rootless.md"
