@@ -1018,7 +1018,7 @@ fn the_tag_index_is_rewritten_only_when_a_reference_moves() {
     let index = t.path().join("image").join("repositories.json");
     let tag: Reference = Reference::parse("x:1").unwrap();
     let a = s
-        .create_image(&config_for(&[], "a"), &[tag.clone()])
+        .create_image(&config_for(&[], "a"), std::slice::from_ref(&tag))
         .unwrap();
     let ino = || std::fs::metadata(&index).unwrap().ino();
     let first = ino();
@@ -1026,7 +1026,7 @@ fn the_tag_index_is_rewritten_only_when_a_reference_moves() {
     s.create_image(&config_for(&[], "step"), &[]).unwrap();
     assert_eq!(ino(), first, "an untagged image rewrote the index");
     // The same tag on the same image: nothing moved.
-    s.create_image(&config_for(&[], "a"), &[tag.clone()])
+    s.create_image(&config_for(&[], "a"), std::slice::from_ref(&tag))
         .unwrap();
     assert_eq!(ino(), first, "an unchanged tag rewrote the index");
     // The tag moving to another image is written, and read back by a new store.
