@@ -602,10 +602,7 @@ both!(cgroupns_modes, |t: &T| {
     assert_eq!(inside(t.d, &name, "cat /proc/self/cgroup"), "0::/");
     assert!(inside(t.d, &name, "ls /sys/fs/cgroup").contains("memory.max"));
     // Filled in at create, as dockerd does: the daemon's default, private on v2.
-    assert_eq!(
-        fmt(t.d, &name, "{{.HostConfig.CgroupnsMode}}"),
-        "private"
-    );
+    assert_eq!(fmt(t.d, &name, "{{.HostConfig.CgroupnsMode}}"), "private");
     let (host, hid, hdir) = run_sleep(t, &mut rm, &["--cgroupns", "host"]);
     let rel = hdir.strip_prefix("/sys/fs/cgroup").expect("under the root");
     assert_eq!(

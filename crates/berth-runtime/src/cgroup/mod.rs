@@ -523,7 +523,10 @@ mod tests {
             th.join().expect("thread");
         }
         assert!(t.path().join("berth/sub").is_dir());
-        assert!(!t.path().join("berth/sub/c0").exists(), "the leaf is libcontainer's");
+        assert!(
+            !t.path().join("berth/sub/c0").exists(),
+            "the leaf is libcontainer's"
+        );
         // A scope's parents are systemd's to create.
         let s = ContainerCgroup::at(t.path(), "a-b.slice:berth:abc").expect("systemd");
         s.create_parent();
