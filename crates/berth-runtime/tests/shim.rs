@@ -734,15 +734,16 @@ fn runtime_dir_longer_than_a_socket_address() {
     let mut line = String::new();
     let mut attach = BufReader::new(attach);
     attach.read_line(&mut line).unwrap();
+    // The wait goes in before the start, as the daemon's does: once the process has exited
+    // and its output is out, the shim takes no new connection.
+    let wait = req(r#"{"op":"wait"}"#);
     let mut l2 = String::new();
     BufReader::new(req(r#"{"op":"start"}"#))
         .read_line(&mut l2)
         .unwrap();
     assert!(l2.contains("true"), "{l2}");
     let mut l3 = String::new();
-    BufReader::new(req(r#"{"op":"wait"}"#))
-        .read_line(&mut l3)
-        .unwrap();
+    BufReader::new(wait).read_line(&mut l3).unwrap();
     assert!(l3.contains(r#""exit_code":0"#), "{l3}");
     let mut out = Vec::new();
     attach.read_to_end(&mut out).unwrap();
