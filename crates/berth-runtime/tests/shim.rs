@@ -115,10 +115,23 @@ fn connect(env: &Env, req: &str) -> UnixStream {
 }
 
 fn call(env: &Env, req: &str) -> serde_json::Value {
-    let s = connect(env, req);
+    reply(connect(env, req))
+}
+
+/// The one-line answer to a request already sent on `s`.
+fn reply(s: UnixStream) -> serde_json::Value {
     let mut line = String::new();
     BufReader::new(s).read_line(&mut line).unwrap();
     serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"))
+}
+
+/// Starts the process with a wait registered first, as the daemon does (once the process
+/// has exited and its output is out, the shim takes no new connection), and returns the
+/// wait's answer.
+fn start_and_wait(env: &Env) -> serde_json::Value {
+    let waiter = connect(env, r#"{"op":"wait"}"#);
+    assert_eq!(call(env, r#"{"op":"start"}"#)["ok"], true);
+    reply(waiter)
 }
 
 /// Reads the attach reply line, then every stdcopy frame until the shim closes.
@@ -152,8 +165,7 @@ fn run_to_exit(env: &Env, cfg: &ContainerRunConfig) -> (i32, String, String) {
         r#"{"op":"attach","stdin":false,"stdout":true,"stderr":true}"#,
     );
     let reader = std::thread::spawn(move || read_attach(att));
-    assert_eq!(call(env, r#"{"op":"start"}"#)["ok"], true);
-    let w = call(env, r#"{"op":"wait"}"#);
+    let w = start_and_wait(env);
     let (out, err) = reader.join().unwrap();
     (
         w["exit_code"].as_i64().unwrap() as i32,
@@ -296,8 +308,7 @@ fn stdin_once_and_tty() {
     att.write_all(b"hello stdin\n").unwrap();
     att.shutdown(std::net::Shutdown::Write).unwrap();
     let reader = std::thread::spawn(move || read_attach(att));
-    assert_eq!(call(&env, r#"{"op":"start"}"#)["ok"], true);
-    assert_eq!(call(&env, r#"{"op":"wait"}"#)["exit_code"], 0);
+    assert_eq!(start_and_wait(&env)["exit_code"], 0);
     assert_eq!(reader.join().unwrap().0, b"hello stdin\n");
 
     let mut env = setup("tty");
@@ -314,8 +325,7 @@ fn stdin_once_and_tty() {
             r#"{"op":"attach","stdin":false,"stdout":true,"stderr":true}"#,
         );
         let reader = std::thread::spawn(move || read_attach(att));
-        assert_eq!(call(&env, r#"{"op":"start"}"#)["ok"], true);
-        let w = call(&env, r#"{"op":"wait"}"#);
+        let w = start_and_wait(&env);
         let (o, e) = reader.join().unwrap();
         (
             w["exit_code"].clone(),
@@ -400,8 +410,7 @@ fn cgroup_limits() {
         r#"{"op":"attach","stdin":false,"stdout":true,"stderr":true}"#,
     );
     let reader = std::thread::spawn(move || read_attach(att));
-    assert_eq!(call(&env, r#"{"op":"start"}"#)["ok"], true);
-    call(&env, r#"{"op":"wait"}"#);
+    start_and_wait(&env);
     let (_, err) = reader.join().unwrap();
     let err = String::from_utf8_lossy(&err);
     assert!(
@@ -535,8 +544,7 @@ fn slow_client_never_blocks_the_container() {
         r#"{"op":"attach","stdin":false,"stdout":true,"stderr":true}"#,
     );
     let reader = std::thread::spawn(move || read_attach(good));
-    assert_eq!(call(&env, r#"{"op":"start"}"#)["ok"], true);
-    assert_eq!(call(&env, r#"{"op":"wait"}"#)["exit_code"], 0);
+    assert_eq!(start_and_wait(&env)["exit_code"], 0);
     let (out, _) = reader.join().unwrap();
     assert_eq!(out.len(), 12582912 + 1 + 4);
     assert!(out.ends_with(b"\nend\n"));
@@ -603,8 +611,7 @@ fn oom_kill_is_reported() {
     cfg.resources.memory = 16 << 20;
     cfg.resources.memory_swap = 16 << 20;
     spawn(&env, &cfg).unwrap();
-    assert_eq!(call(&env, r#"{"op":"start"}"#)["ok"], true);
-    let w = call(&env, r#"{"op":"wait"}"#);
+    let w = start_and_wait(&env);
     assert_eq!(w["oom_killed"], true, "{w}");
     assert_ne!(w["exit_code"], 0, "{w}");
 }
