@@ -630,6 +630,18 @@ fn stat_of(root: &Path, rel: &Path) -> Option<Stat> {
     Some(st)
 }
 
+/// The client's FileSend method, which both exporters stream to; an error when its session
+/// has none.
+fn file_send_method(session: &Session) -> Result<&'static str, BuildError> {
+    let method = "/moby.filesync.v1.FileSend/DiffCopy";
+    if !session.supports(method) {
+        return Err(BuildError::BadRequest(
+            "the client does not accept files (no FileSend service in its session)".into(),
+        ));
+    }
+    Ok(method)
+}
+
 /// Sends `root` to the client's local exporter `exporter_id` (the FileSend service, fsutil
 /// packets on the wire).
 pub async fn send_dir(
@@ -637,12 +649,7 @@ pub async fn send_dir(
     exporter_id: usize,
     root: PathBuf,
 ) -> Result<(), BuildError> {
-    let method = "/moby.filesync.v1.FileSend/DiffCopy";
-    if !session.supports(method) {
-        return Err(BuildError::BadRequest(
-            "the client does not accept files (no FileSend service in its session)".into(),
-        ));
-    }
+    let method = file_send_method(session)?;
     let entries = {
         let root = root.clone();
         tokio::task::spawn_blocking(move || {
@@ -777,12 +784,7 @@ pub async fn send_tar(
     exporter_id: usize,
     root: PathBuf,
 ) -> Result<(), BuildError> {
-    let method = "/moby.filesync.v1.FileSend/DiffCopy";
-    if !session.supports(method) {
-        return Err(BuildError::BadRequest(
-            "the client does not accept files (no FileSend service in its session)".into(),
-        ));
-    }
+    let method = file_send_method(session)?;
     let (tx, rx) = mpsc::channel::<BytesMessage>(16);
     let writer = tokio::task::spawn_blocking(move || -> Result<(), BuildError> {
         struct ChanWriter(mpsc::Sender<BytesMessage>, Vec<u8>);
