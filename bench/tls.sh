@@ -28,6 +28,18 @@ echo "bench: load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 hyperfine "${args[@]}"
 echo "bench: load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 
+# hyperfine runs one command's rounds, then the other's: a change of load between the two
+# blocks shows as a difference. Paired rounds (both commands per round, order alternating) give
+# the cost of TLS itself with a confidence interval.
+{
+    echo
+    echo "Paired rounds, berth CLI:"
+    echo
+    python3 "$(dirname "$0")/paired.py" "${PAIRED_RUNS:-1000}" \
+        "berth ps -a (unix socket)" "env DOCKER_HOST=$HOST $BERTH ps -a" \
+        "berth ps -a (TLS)" "$tls_env $BERTH ps -a"
+} | tee -a "$RESULTS/tls.md"
+
 # Wall-clock figures on a shared, loaded machine are mostly scheduling delay. CPU time is not:
 # per `ps`, the client's (rusage of the children) and the daemon's (/proc/<pid>/stat), each
 # variant run CPU_RUNS times. On an idle machine the wall-clock cost of TLS is about this CPU

@@ -34,7 +34,10 @@ pub(crate) const CLEAR_BYTES: u64 = RESERVE_BYTES + (1 << 20);
 /// How a container record reaches the disk: the seam that lets unit tests fail the writes.
 pub trait RecordWriter: Send + Sync {
     /// Replaces `path` with `data` atomically. `critical`: a fact that may use the reserve.
-    fn write(&self, path: &Path, data: &[u8], critical: bool) -> std::io::Result<()>;
+    /// `durable`: fsynced (file and directory) before it returns, so a power loss keeps it;
+    /// otherwise only a crash of the daemon is survived (see `ContainerRecord::durable`).
+    fn write(&self, path: &Path, data: &[u8], critical: bool, durable: bool)
+        -> std::io::Result<()>;
 }
 
 pub(crate) fn is_enospc(e: &std::io::Error) -> bool {
@@ -42,8 +45,17 @@ pub(crate) fn is_enospc(e: &std::io::Error) -> bool {
         || e.kind() == std::io::ErrorKind::StorageFull
 }
 
-/// The file write underneath (`write_atomic`; unit tests put a failing one in).
-type WriteFn = dyn Fn(&Path, &[u8]) -> std::io::Result<()> + Send + Sync;
+/// The file write underneath (`write_atomic`, or `write_replace` when not durable; unit tests
+/// put a failing one in).
+type WriteFn = dyn Fn(&Path, &[u8], bool) -> std::io::Result<()> + Send + Sync;
+
+fn write_file(path: &Path, data: &[u8], durable: bool) -> std::io::Result<()> {
+    if durable {
+        crate::util::write_atomic(path, data)
+    } else {
+        berth_fs::write_replace(path, data)
+    }
+}
 
 pub struct DiskGuard {
     root: PathBuf,
@@ -57,7 +69,7 @@ pub struct DiskGuard {
 
 impl DiskGuard {
     pub(crate) fn new(root: &Path) -> DiskGuard {
-        let g = DiskGuard::with_io(root, Box::new(crate::util::write_atomic));
+        let g = DiskGuard::with_io(root, Box::new(write_file));
         // A daemon started on a full disk knows it before the first record write fails.
         if g.probe().is_ok() {
             g.make_reserve();
@@ -97,7 +109,7 @@ impl DiskGuard {
     /// A small write where the records live; an ENOSPC marks the data root full.
     fn probe(&self) -> std::io::Result<()> {
         let p = self.root.join(".space-probe");
-        let r = (self.io)(&p, b"probe\n");
+        let r = (self.io)(&p, b"probe\n", true);
         let _ = std::fs::remove_file(&p);
         if let Err(e) = &r {
             if is_enospc(e) {
@@ -169,12 +181,18 @@ impl DiskGuard {
 }
 
 impl RecordWriter for DiskGuard {
-    fn write(&self, path: &Path, data: &[u8], critical: bool) -> std::io::Result<()> {
-        match (self.io)(path, data) {
+    fn write(
+        &self,
+        path: &Path,
+        data: &[u8],
+        critical: bool,
+        durable: bool,
+    ) -> std::io::Result<()> {
+        match (self.io)(path, data, durable) {
             Err(e) if is_enospc(&e) => {
                 self.mark_full();
                 if critical && self.release_reserve() {
-                    (self.io)(path, data)
+                    (self.io)(path, data, durable)
                 } else {
                     Err(e)
                 }
@@ -278,11 +296,11 @@ mod tests {
             dir,
             Box::new({
                 let fail = fail.clone();
-                move |p, d| {
+                move |p, d, durable| {
                     if fail.load(Ordering::SeqCst) {
                         return Err(std::io::Error::from_raw_os_error(errno));
                     }
-                    crate::util::write_atomic(p, d)
+                    write_file(p, d, durable)
                 }
             }),
         ));
@@ -301,17 +319,17 @@ mod tests {
         let t = tempfile::tempdir().expect("tmp");
         let (g, fail, told) = guard(t.path(), libc::ENOSPC);
         let rec = t.path().join("rec.json");
-        g.write(&rec, b"1", false).expect("write");
+        g.write(&rec, b"1", false, true).expect("write");
         assert!(!g.is_full());
         assert!(g.warning().is_none());
         fail.store(true, Ordering::SeqCst);
-        let e = g.write(&rec, b"2", false).expect_err("full");
+        let e = g.write(&rec, b"2", false, true).expect_err("full");
         assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
         assert!(g.is_full());
         assert_eq!(told.load(Ordering::SeqCst), 1, "told once");
         assert!(g.warning().expect("warning").contains("out of space"));
         // Told once per fullness, however many writes fail.
-        g.write(&rec, b"3", false).expect_err("full");
+        g.write(&rec, b"3", false, true).expect_err("full");
         assert_eq!(told.load(Ordering::SeqCst), 1);
         assert_eq!(std::fs::read(&rec).expect("read"), b"1");
         // statvfs says the temp dir has room, but the probe write fails: not back yet.
@@ -330,14 +348,14 @@ mod tests {
         let t = tempfile::tempdir().expect("tmp");
         let (g, fail, told) = guard(t.path(), libc::EDQUOT);
         fail.store(true, Ordering::SeqCst);
-        g.write(&t.path().join("r"), b"x", false)
+        g.write(&t.path().join("r"), b"x", false, true)
             .expect_err("quota");
         assert!(g.is_full());
         assert_eq!(told.load(Ordering::SeqCst), 1);
 
         let (g, fail, told) = guard(t.path(), libc::EIO);
         fail.store(true, Ordering::SeqCst);
-        g.write(&t.path().join("r"), b"x", true)
+        g.write(&t.path().join("r"), b"x", true, true)
             .expect_err("io error");
         assert!(!g.is_full());
         assert_eq!(told.load(Ordering::SeqCst), 0);
@@ -355,10 +373,12 @@ mod tests {
         );
         fail.store(true, Ordering::SeqCst);
         // A user's change never takes the reserve.
-        g.write(&t.path().join("r"), b"x", false).expect_err("full");
+        g.write(&t.path().join("r"), b"x", false, true)
+            .expect_err("full");
         assert!(reserve.exists());
         // A fact does: the reserve goes (this writer still fails the retry).
-        g.write(&t.path().join("r"), b"x", true).expect_err("full");
+        g.write(&t.path().join("r"), b"x", true, true)
+            .expect_err("full");
         assert!(!reserve.exists());
     }
 }

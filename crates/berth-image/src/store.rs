@@ -580,13 +580,20 @@ impl ImageStore {
             let json = serde_json::to_vec(rec).map_err(|e| ImageError::json("image record", e))?;
             atomic_write(&self.root.join("images").join(format!("{hex}.json")), &json)?;
         }
+        // The index is rewritten (and fsynced) only when a reference moves: a build's
+        // untagged step images leave it as it is.
+        let mut refs_changed = false;
         for (rec, tags) in images {
             for t in &tags {
-                st.refs.insert(t.full(), rec.id.clone());
+                let old = st.refs.insert(t.full(), rec.id.clone());
+                refs_changed |= old.as_deref() != Some(rec.id.as_str());
             }
             st.images.insert(rec.id.clone(), rec);
         }
-        self.persist_refs(&st)
+        if refs_changed {
+            self.persist_refs(&st)?;
+        }
+        Ok(())
     }
 
     /// `docker history`: newest first.

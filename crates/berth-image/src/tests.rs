@@ -1010,3 +1010,29 @@ fn a_layer_added_for_an_unrecorded_image_survives_rmi_of_another_image_sharing_i
         .unwrap();
     assert!(!s.has_layer(&i1.chain_id));
 }
+
+#[test]
+fn the_tag_index_is_rewritten_only_when_a_reference_moves() {
+    use std::os::unix::fs::MetadataExt;
+    let (t, s) = open_store();
+    let index = t.path().join("image").join("repositories.json");
+    let tag: Reference = Reference::parse("x:1").unwrap();
+    let a = s
+        .create_image(&config_for(&[], "a"), std::slice::from_ref(&tag))
+        .unwrap();
+    let ino = || std::fs::metadata(&index).unwrap().ino();
+    let first = ino();
+    // An untagged image (a build step's) leaves the index as it is: no rewrite, no fsync.
+    s.create_image(&config_for(&[], "step"), &[]).unwrap();
+    assert_eq!(ino(), first, "an untagged image rewrote the index");
+    // The same tag on the same image: nothing moved.
+    s.create_image(&config_for(&[], "a"), std::slice::from_ref(&tag))
+        .unwrap();
+    assert_eq!(ino(), first, "an unchanged tag rewrote the index");
+    // The tag moving to another image is written, and read back by a new store.
+    let b = s.create_image(&config_for(&[], "b"), &[tag]).unwrap();
+    assert_ne!(ino(), first);
+    assert_ne!(a, b);
+    let again = ImageStore::open(&t.path().join("image")).unwrap();
+    assert_eq!(again.resolve_id("x:1").unwrap(), b);
+}

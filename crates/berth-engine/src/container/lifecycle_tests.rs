@@ -304,10 +304,12 @@ async fn recovery_records_what_happened_while_no_daemon_watched() {
     assert!(f.snapshot().state.error.is_empty(), "not started");
 }
 
-/// A record writer that fails with ENOSPC while `full` is set, as a full data root does.
+/// A record writer that fails with ENOSPC while `full` is set, as a full data root does;
+/// it notes whether each write was asked to be durable.
 #[derive(Default)]
 struct FullDisk {
     full: std::sync::atomic::AtomicBool,
+    durable: std::sync::Mutex<Vec<bool>>,
 }
 
 impl FullDisk {
@@ -317,7 +319,14 @@ impl FullDisk {
 }
 
 impl crate::disk::RecordWriter for FullDisk {
-    fn write(&self, path: &std::path::Path, data: &[u8], _critical: bool) -> std::io::Result<()> {
+    fn write(
+        &self,
+        path: &std::path::Path,
+        data: &[u8],
+        _critical: bool,
+        durable: bool,
+    ) -> std::io::Result<()> {
+        self.durable.lock().expect("lock").push(durable);
         if self.full.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
         }
@@ -439,4 +448,29 @@ async fn kill_and_exit_on_a_full_disk_are_kept_and_written_later() {
     assert_eq!(d.state.exit_code, 143);
     assert!(d.manually_stopped);
     assert!(!c.is_dirty());
+}
+
+#[tokio::test]
+async fn a_build_steps_changes_are_not_fsynced_a_users_are() {
+    let t = env().await;
+    let disk = Arc::new(FullDisk::default());
+    let user = add_with(
+        &t.engine,
+        record(&id(7), Status::Created, "", 0),
+        disk.clone(),
+    );
+    let mut step_rec = record(&id(8), Status::Created, "", 0);
+    step_rec.build_step = true;
+    let step = add_with(&t.engine, step_rec, disk.clone());
+    user.update(|r| r.state.status = Status::Running)
+        .expect("update");
+    user.record(|r| r.state.status = Status::Exited);
+    assert_eq!(*disk.durable.lock().expect("lock"), vec![true, true]);
+    disk.durable.lock().expect("lock").clear();
+    step.update(|r| r.state.status = Status::Running)
+        .expect("update");
+    step.record(|r| r.state.status = Status::Exited);
+    assert_eq!(*disk.durable.lock().expect("lock"), vec![false, false]);
+    // Written all the same: a daemon restart reads what happened.
+    assert_eq!(on_disk(&step).state.status, Status::Exited);
 }

@@ -108,6 +108,14 @@ impl ContainerRecord {
         util::write_atomic(&dir.join("container.json"), &data)
     }
 
+    /// Whether a change of the record must survive a power loss (fsynced). A build step's
+    /// need not: a boot ends its build, and the startup sweep removes it whatever its state
+    /// says. (Its first record, `save` at create, is fsynced: a new file's rename is what a
+    /// power loss may leave empty, and an unreadable record is never removed.)
+    pub fn durable(&self) -> bool {
+        !self.build_step
+    }
+
     pub fn load(dir: &Path) -> std::io::Result<ContainerRecord> {
         let data = std::fs::read(dir.join("container.json"))?;
         serde_json::from_slice(&data).map_err(std::io::Error::other)
@@ -207,7 +215,12 @@ impl Entry {
         }
         let data = serde_json::to_vec_pretty(rec).map_err(std::io::Error::other)?;
         self.writer
-            .write(&self.dir.join("container.json"), &data, critical)
+            .write(
+                &self.dir.join("container.json"),
+                &data,
+                critical,
+                rec.durable(),
+            )
             .map_err(|e| {
                 std::io::Error::new(
                     e.kind(),

@@ -41,7 +41,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::{RuntimeError, StartFault};
-use berth_fs::write_atomic;
+use berth_fs::write_replace;
 
 /// The shim's socket, in its runtime directory.
 pub const SOCK: &str = "shim.sock";
@@ -137,10 +137,12 @@ pub fn spawn_shim(
     fs::create_dir_all(&opts.runtime_dir).map_err(|e| RuntimeError::io("create runtime dir", e))?;
     fs::create_dir_all(&opts.state_root).map_err(|e| RuntimeError::io("create state root", e))?;
     let spec_json = serde_json::to_vec(spec).map_err(|e| RuntimeError::Spec(e.to_string()))?;
-    write_atomic(&opts.bundle.join("config.json"), &spec_json)
+    // The exec root holds what no reboot keeps (processes, namespaces): its files need to
+    // survive a daemon's crash, which the page cache gives, not a power loss. No fsync.
+    write_replace(&opts.bundle.join("config.json"), &spec_json)
         .map_err(|e| RuntimeError::io("write config.json", e))?;
     let opts_json = serde_json::to_vec(opts).map_err(|e| RuntimeError::Shim(e.to_string()))?;
-    write_atomic(&opts.runtime_dir.join(OPTSFILE), &opts_json)
+    write_replace(&opts.runtime_dir.join(OPTSFILE), &opts_json)
         .map_err(|e| RuntimeError::io("write shim.json", e))?;
 
     match launch(berth_exe, &opts.runtime_dir)? {

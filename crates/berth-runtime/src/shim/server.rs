@@ -22,7 +22,7 @@ use super::log::{now_rfc3339_nano, JsonLog};
 use super::protocol::{ProcessStatus, ShimErrorKind, ShimReply, ShimRequest, ShimState};
 use super::{ExitStatus, Ready, ShimOptions, CONSOLE_SOCK, EXITFILE, PIDFILE, SOCK};
 use crate::StartFault;
-use berth_fs::{write_atomic, write_replace};
+use berth_fs::write_replace;
 
 /// Output queued for one client beyond this means it is not keeping up: drop it.
 const MAX_CLIENT_BACKLOG: usize = 4 << 20;
@@ -865,12 +865,8 @@ impl Shim {
         let l = bind_private(SOCK).map_err(|e| format!("listen {SOCK}: {e}"))?;
         l.set_nonblocking(true).map_err(|e| e.to_string())?;
         self.listener = Some(l);
-        let write = if self.opts.exec.is_some() {
-            write_replace
-        } else {
-            write_atomic
-        };
-        write(
+        // Exec-root files are not fsynced (see `spawn_shim`): no reboot keeps a shim.
+        write_replace(
             &self.opts.runtime_dir.join(PIDFILE),
             std::process::id().to_string().as_bytes(),
         )
@@ -1389,13 +1385,9 @@ impl Shim {
             oom_killed: self.oom_killed(),
         };
         let data = serde_json::to_vec(&exit).unwrap_or_default();
-        // An exec's exit.json needs no fsync: it outlives neither a reboot nor its container.
-        let write = if self.opts.exec.is_some() {
-            write_replace
-        } else {
-            write_atomic
-        };
-        if let Err(e) = write(&self.opts.runtime_dir.join(EXITFILE), &data) {
+        // No fsync: exit.json must outlive the daemon (the page cache keeps it), not a reboot,
+        // which ends the container anyway; the daemon copies the exit into its durable record.
+        if let Err(e) = write_replace(&self.opts.runtime_dir.join(EXITFILE), &data) {
             eprintln!("berth shim: write {EXITFILE}: {e}");
         }
         let reply = json!(exit);
