@@ -369,8 +369,9 @@ pub async fn run(
             p
         }
     };
-    let src =
-        std::fs::read(berth_build::context::resolve_in_root(&df_root, &df_name)).map_err(|_| {
+    let src = berth_fs::secure_join(&df_root, &df_name)
+        .and_then(std::fs::read)
+        .map_err(|_| {
             bad(format!(
                 "failed to read dockerfile: open {df_name}: no such file or directory"
             ))
@@ -434,7 +435,7 @@ async fn load_ignore(
     ctx_key: &str,
 ) -> Result<Vec<String>, BuildError> {
     let step = Step::start(log, build, "[internal] load .dockerignore");
-    let own = std::fs::read_to_string(berth_build::context::resolve_in_root(df_root, ignore_name));
+    let own = berth_fs::secure_join(df_root, ignore_name).and_then(std::fs::read_to_string);
     let text = match own {
         Ok(t) => Some(t),
         Err(_) => {
