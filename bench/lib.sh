@@ -62,7 +62,7 @@ start_daemon() {
     SOCK=$BENCH_DIR/berth.sock
     HOST=unix://$SOCK
     # A bridge of its own and an empty config file: no clash with another daemon on this host.
-    BENCH_BRIDGE=bb$(($$ % 100000))
+    BENCH_BRIDGE=${BENCH_BRIDGE_NAME:-bb$(($$ % 100000))}
     echo '{}' >"$BENCH_DIR/daemon.json"
     "$BERTH" daemon -H "$HOST" --config-file "$BENCH_DIR/daemon.json" --bridge "$BENCH_BRIDGE" \
         --data-root "$BENCH_DIR/data" --exec-root "$BENCH_DIR/exec" "$@" \

@@ -103,10 +103,19 @@ impl Engine {
     }
 
     pub async fn open(cfg: EngineConfig) -> Result<Engine> {
+        // Rootless behind pasta: no host ports (`berth_net::ports::refuse_host_ports`).
+        if berth_runtime::rootless::net_driver() == Some(berth_runtime::rootless::NetDriver::Pasta)
+        {
+            berth_net::ports::refuse_host_ports();
+        }
         // Rootless behind slirp4netns: every held host port is also forwarded from the host.
         if let Some(api) = berth_runtime::rootless::slirp_api() {
             if let Ok(guest) = berth_runtime::rootless::SLIRP_GUEST_ADDR.parse() {
-                berth_net::slirp::set_forwarder(berth_net::slirp::Forwarder { api, guest });
+                berth_net::slirp::set_forwarder(berth_net::slirp::Forwarder {
+                    api,
+                    guest,
+                    tcp_api: berth_runtime::rootless::portd_api(),
+                });
             }
         }
         let runtime = Arc::new(runtime::shim::ShimRuntime {

@@ -39,8 +39,25 @@ pub struct Held {
     _fd: OwnedFd,
 }
 
+/// Set by a rootless daemon behind pasta: no host port can be opened. pasta has no API to add
+/// a forward to a running namespace, and the `-t auto` detection of listening ports finds none
+/// in a namespace joined by path with Debian 12's passt (2023-03; tried: nothing is bound on
+/// the host), so `-p` fails with the reason rather than publishing nothing.
+static NO_HOST_PORTS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub fn refuse_host_ports() {
+    NO_HOST_PORTS.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
 /// Binds `ip:port` (`port` 0: the kernel picks one from `ip_local_port_range`).
 pub fn hold(host_ip: Option<Ipv4Addr>, port: u16, proto: &str) -> std::io::Result<Held> {
+    if NO_HOST_PORTS.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "published ports need the rootless daemon's default network: restart it without \
+             --rootless-net=pasta (pasta cannot forward host ports to a running daemon)",
+        ));
+    }
     let ty = if proto == "udp" {
         libc::SOCK_DGRAM
     } else {

@@ -6,6 +6,7 @@ mod error;
 pub mod exec;
 pub mod infra;
 pub mod limits;
+pub mod portd;
 pub mod rootless;
 pub mod seccomp;
 pub mod seccomp_bpf;

@@ -186,7 +186,7 @@ pub struct Identity {
 const SUBUID: &str = "/etc/subuid";
 const SUBGID: &str = "/etc/subgid";
 
-fn user_name(uid: u32) -> String {
+pub fn user_name(uid: u32) -> String {
     nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
         .ok()
         .flatten()
@@ -288,65 +288,232 @@ impl Plan {
     }
 }
 
-/// The outer process: starts the inner daemon (`exe` with `args`) in a new user namespace,
-/// maps its ids, forwards SIGTERM/SIGINT/SIGHUP to it and returns its exit code. Containers
-/// are reaped with it: this process is their subreaper, and kills what is left of the
-/// namespace when the daemon exits (rootless has no live restore yet).
-pub fn run_outer(plan: &Plan, exe: &Path, args: &[OsString]) -> Result<i32, RuntimeError> {
+/// Set in the inner daemon's environment by the outer process: the pid of the namespace holder
+/// whose user, mount, network and cgroup namespaces the daemon joins.
+pub const JOIN_ENV: &str = "_BERTH_ROOTLESS_JOIN";
+
+/// The namespace holder's, slirp4netns's and pasta's pid files (`<pid> <start time>`), in the
+/// exec-root.
+const HOLDER_PID: &str = "rootless-ns.pid";
+const SLIRP_PID: &str = "slirp4netns.pid";
+const PASTA_PID: &str = "pasta.pid";
+const PORTD_PID: &str = "portd.pid";
+
+/// Set in the daemon's environment to the TCP port forwarder's API socket
+/// ([`crate::portd`]), when it runs.
+pub const PORTD_ENV: &str = "_BERTH_ROOTLESS_PORTD";
+
+/// The TCP port forwarder's API socket, when this rootless daemon has one.
+pub fn portd_api() -> Option<PathBuf> {
+    if !Mode::current().is_rootless() {
+        return None;
+    }
+    std::env::var_os(PORTD_ENV).map(PathBuf::from)
+}
+
+/// Set (to "pasta") in the daemon's environment when pasta gives its namespace its network.
+pub const NET_ENV: &str = "_BERTH_ROOTLESS_NET";
+
+/// What connects the daemon's network namespace to the host (`berth daemon --rootless-net`).
+///
+/// slirp4netns is the default: its API socket adds and removes each host forward while it
+/// runs, at the host address `-p` names, and reports a host port someone else holds, so `-p`
+/// behaves as Docker's ("port is already allocated", `-p 127.0.0.1:8080:80` on loopback only).
+/// pasta (passt) moves data with less copying (it splices loopback connections), but has no
+/// API to add forwards to a running namespace: they are fixed at start or found by its `-t auto`
+/// scan of listening ports, which in Debian 12's passt (2023-03) finds none in a namespace
+/// joined by path. So with pasta containers get outbound network only, and `-p` fails saying so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetDriver {
+    Slirp4netns,
+    Pasta,
+}
+
+impl std::str::FromStr for NetDriver {
+    type Err = String;
+    fn from_str(s: &str) -> Result<NetDriver, String> {
+        match s {
+            "slirp4netns" => Ok(NetDriver::Slirp4netns),
+            "pasta" => Ok(NetDriver::Pasta),
+            other => Err(format!(
+                "invalid --rootless-net {other:?}: slirp4netns (the default) or pasta"
+            )),
+        }
+    }
+}
+
+/// The daemon's network driver, as the outer process chose it (`None` rootful or without one).
+pub fn net_driver() -> Option<NetDriver> {
+    if !Mode::current().is_rootless() {
+        return None;
+    }
+    if std::env::var_os(NET_ENV).is_some_and(|v| v == "pasta") {
+        return Some(NetDriver::Pasta);
+    }
+    slirp_api().map(|_| NetDriver::Slirp4netns)
+}
+
+/// A process's start time (clock ticks since boot, field 22 of `/proc/<pid>/stat`): with the
+/// pid it names one process, never a later one that reuses the pid.
+fn start_time(pid: i32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    s[s.rfind(')')? + 2..].split(' ').nth(19)?.parse().ok()
+}
+
+fn record_pid(path: &Path, pid: i32) -> Result<(), RuntimeError> {
+    let t = start_time(pid).unwrap_or(0);
+    std::fs::write(path, format!("{pid} {t}\n"))
+        .map_err(|e| RuntimeError::io(format!("write {}", path.display()), e))
+}
+
+/// The process a pid file names, if it still runs (same start time) as this user.
+fn recorded_pid(path: &Path) -> Option<i32> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut f = text.split_whitespace();
+    let pid: i32 = f.next()?.parse().ok()?;
+    let t: u64 = f.next()?.parse().ok()?;
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata(format!("/proc/{pid}")).ok()?.uid();
+    (start_time(pid) == Some(t) && uid == nix::unistd::getuid().as_raw()).then_some(pid)
+}
+
+/// The live namespace holder of this user's rootless berth, if any (`None` after a reboot, a
+/// `berth rootless uninstall`, or when nothing ever started).
+pub fn live_holder(paths: &Paths) -> Option<i32> {
+    recorded_pid(&paths.exec_root.join(HOLDER_PID))
+}
+
+/// The outer process. The namespaces live in a *holder* process (`berth rootless holder`, in a
+/// session of its own) that outlives every daemon, as Podman's pause process does: a daemon
+/// restart joins them again and finds its containers, their mounts, network namespaces,
+/// bridges and firewall where it left them (live restore). The first start creates the holder
+/// (mapping its ids) and slirp4netns on its network namespace; later starts reuse both. Then the
+/// daemon (`exe` with `args`) starts, joins the holder's namespaces, and this process forwards
+/// SIGTERM/SIGINT/SIGHUP to it and returns its exit code, reaping the orphans (shim
+/// intermediates) it collects as subreaper meanwhile.
+pub fn run_outer(
+    plan: &Plan,
+    exe: &Path,
+    args: &[OsString],
+    net: NetDriver,
+) -> Result<i32, RuntimeError> {
+    let mut created = Vec::new();
     for dir in [&plan.paths.exec_root, &plan.paths.data_root] {
+        if !dir.exists() {
+            created.push(dir.clone());
+        }
         std::fs::create_dir_all(dir)
             .map_err(|e| RuntimeError::io(format!("create {}", dir.display()), e))?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| RuntimeError::io(format!("chmod {}", dir.display()), e))?;
     }
-    // Orphaned shims (they double-fork) come back to us, not to the host's init.
+    // Orphaned shims (they double-fork) come back to us while we run, not to the host's init.
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| RuntimeError::io("pipe", e.into()))?;
-    let rd_raw = std::os::fd::AsRawFd::as_raw_fd(&rd);
-    let mut cmd = Command::new(exe);
-    cmd.args(args).env(INNER_ENV, "100");
+    let slirp_pid_file = plan.paths.exec_root.join(SLIRP_PID);
     let slirp_api = plan.paths.exec_root.join("slirp4netns.sock");
-    let _ = std::fs::remove_file(&slirp_api);
-    if tun_access().is_ok() {
-        cmd.env(SLIRP_API_ENV, &slirp_api);
+    let (holder, fresh) = match live_holder(&plan.paths) {
+        Some(pid) => (pid, false),
+        None => match start_holder(plan, exe) {
+            Ok(pid) => (pid, true),
+            Err(e) => {
+                // Nothing left behind: the directories this start made go (empty ones only).
+                for d in created {
+                    let _ = std::fs::remove_dir(d);
+                }
+                return Err(e);
+            }
+        },
+    };
+    let pasta_pid_file = plan.paths.exec_root.join(PASTA_PID);
+    let (mine, other) = match net {
+        NetDriver::Slirp4netns => (&slirp_pid_file, &pasta_pid_file),
+        NetDriver::Pasta => (&pasta_pid_file, &slirp_pid_file),
+    };
+    // The other driver's process, from a start with the other flag: its namespace gets ours.
+    if let Some(pid) = recorded_pid(other) {
+        // SAFETY: our own slirp4netns or pasta, by pid (same start time, our uid).
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        wait_gone(pid);
     }
-    // The read end survives the exec as fd 100 (dup2 clears CLOEXEC); the write end does not.
+    let _ = std::fs::remove_file(other);
+    let mut network = false;
+    match recorded_pid(mine) {
+        // The driver of these namespaces: keeps the containers' connections across restarts.
+        Some(_) if !fresh && (net == NetDriver::Pasta || slirp_api.exists()) => network = true,
+        old => {
+            if let Some(pid) = old {
+                // Attached to namespaces that are gone.
+                // SAFETY: our own slirp4netns or pasta, by pid (same start time, our uid).
+                unsafe { libc::kill(pid, libc::SIGTERM) };
+                wait_gone(pid);
+            }
+            let _ = std::fs::remove_file(mine);
+            let started = match net {
+                NetDriver::Slirp4netns => start_slirp(plan, holder as u32).map(|p| p as i32),
+                NetDriver::Pasta => start_pasta(plan, holder),
+            };
+            match started {
+                Ok(pid) => {
+                    record_pid(mine, pid)?;
+                    network = true;
+                }
+                Err(e) => eprintln!("WARNING: rootless: containers have no outbound network: {e}"),
+            }
+        }
+    }
+    // TCP host ports through our own forwarder (slirp4netns keeps UDP and outbound).
+    let portd_sock = plan.paths.exec_root.join("portd.sock");
+    let portd_pid_file = plan.paths.exec_root.join(PORTD_PID);
+    let mut portd = false;
+    if network && net == NetDriver::Slirp4netns {
+        match recorded_pid(&portd_pid_file) {
+            Some(_) if !fresh && crate::portd::answers(&portd_sock) => portd = true,
+            old => {
+                if let Some(pid) = old {
+                    // SAFETY: our own forwarder, by pid (same start time, our uid).
+                    unsafe { libc::kill(pid, libc::SIGTERM) };
+                    wait_gone(pid);
+                }
+                match start_portd(exe, holder, &portd_sock) {
+                    Ok(pid) => {
+                        record_pid(&portd_pid_file, pid)?;
+                        portd = true;
+                    }
+                    Err(e) => eprintln!(
+                        "WARNING: rootless: TCP host ports go through slirp4netns (slower): {e}"
+                    ),
+                }
+            }
+        }
+    }
+    let mut cmd = Command::new(exe);
+    cmd.args(args).env(JOIN_ENV, holder.to_string());
+    if portd {
+        cmd.env(PORTD_ENV, &portd_sock);
+    }
+    match net {
+        NetDriver::Slirp4netns if network => {
+            cmd.env(SLIRP_API_ENV, &slirp_api);
+        }
+        NetDriver::Pasta if network => {
+            cmd.env(NET_ENV, "pasta");
+        }
+        _ => {}
+    }
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
-        cmd.pre_exec(move || {
-            if libc::dup2(rd_raw, 100) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+        cmd.pre_exec(|| {
             // Should the outer process die, the daemon shuts down as on `kill`.
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0);
             Ok(())
         });
     }
-    let mut child = cmd
+    let child = cmd
         .spawn()
         .map_err(|e| RuntimeError::io(format!("start {}", exe.display()), e))?;
-    drop(rd);
     let pid = child.id();
-    let mapped = map_ids(plan, pid);
-    let mut wr = std::fs::File::from(wr);
-    if let Err(e) = mapped {
-        // The inner process sees the pipe close without a byte and exits.
-        drop(wr);
-        let _ = child.kill();
-        let _ = child.wait();
-        return Err(e);
-    }
-    use std::io::Write;
-    let _ = wr.write_all(b"1");
-    drop(wr);
     forward_signals(pid);
-    match start_slirp(plan, pid) {
-        Ok(()) => {}
-        Err(e) => eprintln!("WARNING: rootless: containers have no outbound network: {e}"),
-    }
-    // As subreaper we also collect the shims' short-lived intermediate processes.
     let code = loop {
         let mut status = 0;
         // SAFETY: waits for any child into a local.
@@ -367,8 +534,228 @@ pub fn run_outer(plan: &Plan, exe: &Path, args: &[OsString]) -> Result<i32, Runt
         }
     };
     drop(child);
-    reap_orphans();
     Ok(code)
+}
+
+/// Starts the namespace holder: `exe rootless holder` unshares a user namespace, which we map
+/// with newuidmap/newgidmap, then its mount, network and cgroup namespaces; it says so on a
+/// pipe and sleeps. Nothing is left behind when any step fails.
+fn start_holder(plan: &Plan, exe: &Path) -> Result<i32, RuntimeError> {
+    let pipe = || {
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| RuntimeError::io("pipe", e.into()))
+    };
+    let (map_rd, map_wr) = pipe()?;
+    let (ready_rd, ready_wr) = pipe()?;
+    let (m, r) = (
+        std::os::fd::AsRawFd::as_raw_fd(&map_rd),
+        std::os::fd::AsRawFd::as_raw_fd(&ready_wr),
+    );
+    let mut cmd = Command::new(exe);
+    cmd.args(["rootless", "holder"])
+        .env(INNER_ENV, "100")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null());
+    // The pipes survive the exec as fds 100 and 101 (dup2 clears CLOEXEC). A session of its
+    // own: a ^C to the daemon's terminal must not reach it.
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(m, 100) < 0 || libc::dup2(r, 101) < 0 || libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| RuntimeError::io(format!("start {}", exe.display()), e))?;
+    drop((map_rd, ready_wr));
+    let pid = child.id();
+    let fail = |child: &mut std::process::Child, e: RuntimeError| {
+        let _ = child.kill();
+        let _ = child.wait();
+        Err(e)
+    };
+    let mut map_wr = std::fs::File::from(map_wr);
+    if let Err(e) = map_ids(plan, pid) {
+        // The holder sees the pipe close without a byte and exits.
+        drop(map_wr);
+        return fail(&mut child, e);
+    }
+    use std::io::Write;
+    let _ = map_wr.write_all(b"1");
+    drop(map_wr);
+    let mut b = [0u8; 1];
+    if std::fs::File::from(ready_rd).read(&mut b).unwrap_or(0) != 1 {
+        return fail(
+            &mut child,
+            RuntimeError::Runtime(
+                "the rootless namespace holder could not set up its namespaces".into(),
+            ),
+        );
+    }
+    // Its exit is reaped by whoever is its parent then (us, or init once we are gone).
+    std::mem::forget(child);
+    let pid = pid as i32;
+    if let Err(e) = record_pid(&plan.paths.exec_root.join(HOLDER_PID), pid) {
+        // SAFETY: the holder we just started, by pid.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        return Err(e);
+    }
+    Ok(pid)
+}
+
+/// `berth rootless holder`: the process that keeps the rootless namespaces (see [`run_outer`]).
+pub fn holder_main() -> i32 {
+    let fd = std::env::var(INNER_ENV)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok());
+    let Some(fd) = fd else {
+        eprintln!("berth rootless holder: started by `berth daemon` only");
+        return 125;
+    };
+    if let Err(e) = enter_inner(fd) {
+        eprintln!("berth rootless holder: {e}");
+        return 1;
+    }
+    // SAFETY: fd 101 was handed to us by the outer process; owned by nothing else here.
+    let mut ready = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(101) };
+    use std::io::Write;
+    let _ = ready.write_all(b"1");
+    drop(ready);
+    loop {
+        // SAFETY: pause only waits for a signal.
+        unsafe { libc::pause() };
+    }
+}
+
+/// The daemon, first thing in `main` while single-threaded: join the holder's user namespace
+/// (as its root: the user owns it), then its mount, network and cgroup namespaces.
+pub fn join_inner(holder: i32) -> Result<(), RuntimeError> {
+    use nix::sched::{setns, CloneFlags};
+    let open = |ns: &str| {
+        std::fs::File::open(format!("/proc/{holder}/ns/{ns}"))
+            .map_err(|e| RuntimeError::io(format!("open the namespace holder's {ns} namespace"), e))
+    };
+    let (user, mnt, net, cg) = (open("user")?, open("mnt")?, open("net")?, open("cgroup")?);
+    let sys = |what: &str, e: nix::Error| RuntimeError::io(what.to_string(), e.into());
+    setns(&user, CloneFlags::CLONE_NEWUSER).map_err(|e| sys("setns(user)", e))?;
+    let root = nix::unistd::Gid::from_raw(0);
+    nix::unistd::setgroups(&[]).map_err(|e| sys("setgroups", e))?;
+    nix::unistd::setresgid(root, root, root).map_err(|e| sys("setresgid(0)", e))?;
+    let uroot = nix::unistd::Uid::from_raw(0);
+    nix::unistd::setresuid(uroot, uroot, uroot).map_err(|e| sys("setresuid(0)", e))?;
+    setns(&mnt, CloneFlags::CLONE_NEWNS).map_err(|e| sys("setns(mnt)", e))?;
+    setns(&net, CloneFlags::CLONE_NEWNET).map_err(|e| sys("setns(net)", e))?;
+    setns(&cg, CloneFlags::CLONE_NEWCGROUP).map_err(|e| sys("setns(cgroup)", e))?;
+    std::env::set_current_dir("/").map_err(|e| RuntimeError::io("chdir /", e))?;
+    std::env::remove_var(JOIN_ENV);
+    Ok(())
+}
+
+/// Ends this user's rootless namespaces: every process in the holder's user namespace (the
+/// holder, shims, containers) and slirp4netns. For `berth rootless uninstall`, with the daemon
+/// stopped. Returns how many processes were signalled.
+pub fn stop_namespaces(paths: &Paths) -> usize {
+    let mut n = 0;
+    if let Some(holder) = live_holder(paths) {
+        if let Ok(ns) = std::fs::read_link(format!("/proc/{holder}/ns/user")) {
+            for pid in all_pids() {
+                if std::fs::read_link(format!("/proc/{pid}/ns/user"))
+                    .ok()
+                    .as_ref()
+                    == Some(&ns)
+                {
+                    // SAFETY: a process of our own user namespace, by pid.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    n += 1;
+                }
+            }
+        }
+    }
+    for f in [SLIRP_PID, PASTA_PID, PORTD_PID] {
+        if let Some(pid) = recorded_pid(&paths.exec_root.join(f)) {
+            // SAFETY: our own slirp4netns or pasta, by pid.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            n += 1;
+        }
+    }
+    for f in [
+        HOLDER_PID,
+        SLIRP_PID,
+        PASTA_PID,
+        PORTD_PID,
+        "slirp4netns.sock",
+        "portd.sock",
+    ] {
+        let _ = std::fs::remove_file(paths.exec_root.join(f));
+    }
+    n
+}
+
+/// Removes the data root, whose files belong to the user's subordinate ids as well as to the
+/// user: `exe rootless purge-data` runs as root of a fresh holder's namespaces (the daemon's
+/// mapping), where it may remove them all. For `berth rootless uninstall --purge`, with the
+/// namespaces stopped.
+pub fn purge_data(plan: &Plan, exe: &Path) -> Result<(), RuntimeError> {
+    if !plan.paths.data_root.exists() {
+        return Ok(());
+    }
+    let holder = start_holder(plan, exe)?;
+    let out = Command::new(exe)
+        .args(["rootless", "purge-data"])
+        .env(JOIN_ENV, holder.to_string())
+        .output();
+    // SAFETY: the holder we just started, by pid.
+    unsafe { libc::kill(holder, libc::SIGKILL) };
+    let _ = std::fs::remove_file(plan.paths.exec_root.join(HOLDER_PID));
+    let out = out.map_err(|e| RuntimeError::io(format!("start {}", exe.display()), e))?;
+    if !out.status.success() {
+        return Err(RuntimeError::Runtime(format!(
+            "removing {}: {}",
+            plan.paths.data_root.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+/// `berth rootless purge-data`, started by [`purge_data`] only.
+pub fn purge_data_main() -> i32 {
+    let holder = std::env::var(JOIN_ENV).ok().and_then(|v| v.parse().ok());
+    let Some(holder) = holder else {
+        eprintln!("berth rootless purge-data: started by `berth rootless uninstall --purge` only");
+        return 125;
+    };
+    // The paths before joining: the environment is the user's.
+    let paths = match Paths::from_env() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{e}");
+            return 1;
+        }
+    };
+    if let Err(e) = join_inner(holder) {
+        eprintln!("{e}");
+        return 1;
+    }
+    match std::fs::remove_dir_all(&paths.data_root) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("{}: {e}", paths.data_root.display());
+            1
+        }
+    }
+}
+
+fn all_pids() -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .collect()
 }
 
 /// Set in the inner daemon's environment to slirp4netns's API socket when slirp4netns gives
@@ -387,11 +774,140 @@ pub fn slirp_api() -> Option<PathBuf> {
 /// from the host arrive here.
 pub const SLIRP_GUEST_ADDR: &str = "10.0.2.100";
 
+/// Starts the TCP port forwarder ([`crate::portd`]) on the holder's namespaces, in a session
+/// of its own (it outlives the daemon); ready when it writes a byte on fd 101.
+fn start_portd(exe: &Path, holder: i32, sock: &Path) -> Result<i32, RuntimeError> {
+    let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| RuntimeError::io("pipe", e.into()))?;
+    let w = std::os::fd::AsRawFd::as_raw_fd(&wr);
+    let mut cmd = Command::new(exe);
+    cmd.args(["rootless", "portd"])
+        .env(JOIN_ENV, holder.to_string())
+        .env(crate::portd::SOCK_ENV, sock)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null());
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(w, 101) < 0 || libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| RuntimeError::io(format!("start {}", exe.display()), e))?;
+    drop(wr);
+    let mut b = [0u8; 1];
+    if std::fs::File::from(rd).read(&mut b).unwrap_or(0) != 1 {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(RuntimeError::Runtime(
+            "the port forwarder exited before it was ready".into(),
+        ));
+    }
+    let pid = child.id() as i32;
+    // Reaped by whoever is its parent when it exits (us, or init once we are gone).
+    std::mem::forget(child);
+    Ok(pid)
+}
+
+/// Waits (briefly) until `pid` is gone, so its tap device is gone before another driver's.
+fn wait_gone(pid: i32) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+        // Our own child while we run: reap it, or it stays a zombie in /proc.
+        // SAFETY: WNOHANG never blocks; a pid that is not our child only fails.
+        unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The network through pasta (`--rootless-net=pasta`, see [`NetDriver`]): joined to the
+/// holder's user and network namespaces, it configures a tap device there (`--config-net`,
+/// slirp4netns's 10.0.2.100/24 via 10.0.2.2) for outbound traffic. No port forwarding either
+/// way (`-t none -u none -T none -U none`: `auto` would also expose whatever listens in the
+/// namespace, such as the CRI streaming server) and no gateway mapped to the host's loopback
+/// (`--no-map-gw`): containers reach the host's loopback no more than through slirp4netns's
+/// `--disable-host-loopback`. pasta forks into the background once the namespace is
+/// configured: its exit status is the readiness.
+fn start_pasta(plan: &Plan, holder: i32) -> Result<i32, RuntimeError> {
+    tun_access().map_err(|e| match e {
+        RuntimeError::RootlessSetup { problem, fix } => {
+            RuntimeError::Runtime(format!("{problem}; fix: {fix}"))
+        }
+        other => other,
+    })?;
+    let pidfile = plan.paths.exec_root.join("pasta.pid.new");
+    let _ = std::fs::remove_file(&pidfile);
+    let mut cmd = Command::new("pasta");
+    cmd.args([
+        "--config-net",
+        // Not the host's interface name (eth0 here): the daemon makes containers' eth0 in
+        // this namespace before moving them. tap0, as slirp4netns's.
+        "--ns-ifname",
+        "tap0",
+        // slirp4netns's addresses rather than a copy of the host's: with the host's own
+        // address inside, the host itself would be unreachable from the namespace.
+        "--address",
+        SLIRP_GUEST_ADDR,
+        "--netmask",
+        "24",
+        "--gateway",
+        "10.0.2.2",
+        "--no-map-gw",
+        "--quiet",
+        "-t",
+        "none",
+        "-u",
+        "none",
+        "-T",
+        "none",
+        "-U",
+        "none",
+    ])
+    .arg("--pid")
+    .arg(&pidfile)
+    .arg("--userns")
+    .arg(format!("/proc/{holder}/ns/user"))
+    .arg("--netns")
+    .arg(format!("/proc/{holder}/ns/net"))
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::null());
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            // A session of its own: it outlives this daemon (and a ^C to its terminal).
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().map_err(|e| {
+        RuntimeError::Runtime(format!(
+            "cannot start pasta ({e}); fix: as root: apt-get install passt"
+        ))
+    })?;
+    let pid = std::fs::read_to_string(&pidfile)
+        .ok()
+        .and_then(|t| t.trim().parse::<i32>().ok());
+    let _ = std::fs::remove_file(&pidfile);
+    match pid {
+        Some(pid) if out.status.success() => Ok(pid),
+        _ => Err(RuntimeError::Runtime(format!(
+            "pasta failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))),
+    }
+}
+
 /// Outbound connectivity for the inner daemon's network namespace: slirp4netns (a user-mode
-/// TCP/IP stack on a tap device) joined to the daemon's user and network namespaces. Chosen
-/// over pasta because its API socket adds and removes host port forwards at run time, which
-/// `-p` on a running daemon needs; pasta's forwards are fixed when it starts.
-fn start_slirp(plan: &Plan, pid: u32) -> Result<(), RuntimeError> {
+/// TCP/IP stack on a tap device) joined to the daemon's user and network namespaces; the
+/// default driver (why: [`NetDriver`]).
+fn start_slirp(plan: &Plan, pid: u32) -> Result<u32, RuntimeError> {
     tun_access().map_err(|e| match e {
         RuntimeError::RootlessSetup { problem, fix } => {
             RuntimeError::Runtime(format!("{problem}; fix: {fix}"))
@@ -417,6 +933,7 @@ fn start_slirp(plan: &Plan, pid: u32) -> Result<(), RuntimeError> {
         .map_err(|e| RuntimeError::io("pipe", e.into()))?;
     let wr_raw = std::os::fd::AsRawFd::as_raw_fd(&wr);
     let api = plan.paths.exec_root.join("slirp4netns.sock");
+    let _ = std::fs::remove_file(&api);
     let mut cmd = Command::new("slirp4netns");
     cmd.args([
         "--configure",
@@ -434,7 +951,8 @@ fn start_slirp(plan: &Plan, pid: u32) -> Result<(), RuntimeError> {
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::dup2(wr_raw, 101) < 0 {
+            // A session of its own: it outlives this daemon (and a ^C to its terminal).
+            if libc::dup2(wr_raw, 101) < 0 || libc::setsid() < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
@@ -455,7 +973,10 @@ fn start_slirp(plan: &Plan, pid: u32) -> Result<(), RuntimeError> {
             child.id()
         )));
     }
-    Ok(())
+    let pid = child.id();
+    // Reaped by whoever is its parent when it exits (us, or init once we are gone).
+    std::mem::forget(child);
+    Ok(pid)
 }
 
 /// Waits until `pid` is in a user namespace of its own, then writes its maps.
@@ -529,43 +1050,9 @@ fn forward_signals(pid: u32) {
     }
 }
 
-/// After the daemon exits: its shims and containers (re-parented to us) would otherwise keep
-/// running in namespaces no later daemon can join. Kill and reap them.
-fn reap_orphans() {
-    let me = std::process::id().to_string();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let children: Vec<i32> = std::fs::read_dir("/proc")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-            .filter(|pid| {
-                std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                    .ok()
-                    .and_then(|s| {
-                        let rest = &s[s.rfind(')')? + 2..];
-                        rest.split(' ').nth(1).map(|p| p == me)
-                    })
-                    .unwrap_or(false)
-            })
-            .collect();
-        if children.is_empty() || Instant::now() > deadline {
-            return;
-        }
-        for pid in &children {
-            // SAFETY: our own children, by pid.
-            unsafe { libc::kill(*pid, libc::SIGKILL) };
-        }
-        // SAFETY: reaps any child; WNOHANG never blocks.
-        while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } > 0 {}
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// The inner daemon, first thing in `main` while single-threaded: enter the user namespace,
-/// wait for the outer process to map it, become its root, and make the private mount, network
-/// and cgroup namespaces the daemon works in.
+/// The namespace holder, first thing while single-threaded: enter a new user namespace, wait
+/// for the outer process to map it, become its root, and make the private mount, network and
+/// cgroup namespaces every daemon of this user then joins (`join_inner`).
 pub fn enter_inner(fd: i32) -> Result<(), RuntimeError> {
     use nix::sched::{unshare, CloneFlags};
     let sys = |what: &str, e: nix::Error| RuntimeError::io(what.to_string(), e.into());
@@ -643,6 +1130,8 @@ pub struct Check {
     pub what: String,
     /// None when satisfied; else what to do.
     pub fix: Option<String>,
+    /// Whether the daemon cannot start without it (`/dev/net/tun` only costs the network).
+    pub required: bool,
 }
 
 /// Every prerequisite of rootless mode for the calling user, each with its fix.
@@ -652,14 +1141,17 @@ pub fn check_all() -> Vec<Check> {
         Ok(detail) => out.push(Check {
             what: format!("{what}: {detail}"),
             fix: None,
+            required: true,
         }),
         Err(RuntimeError::RootlessSetup { problem, fix }) => out.push(Check {
             what: format!("{what}: {problem}"),
             fix: Some(fix),
+            required: true,
         }),
         Err(e) => out.push(Check {
             what: format!("{what}: {e}"),
             fix: Some("see the error".into()),
+            required: true,
         }),
     };
     let uid = nix::unistd::getuid().as_raw();
@@ -684,6 +1176,10 @@ pub fn check_all() -> Vec<Check> {
     );
     push("/dev/net/tun", tun_access());
     push("overlayfs in a user namespace", overlay_in_userns());
+    // Without a tap device the daemon runs with no outbound network and no host ports.
+    if let Some(c) = out.iter_mut().find(|c| c.what.starts_with("/dev/net/tun")) {
+        c.required = false;
+    }
     out
 }
 

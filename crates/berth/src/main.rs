@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
+mod rootless_setup;
+
 /// berth daemon: serves the Docker Engine API.
 #[derive(Parser, Debug)]
 #[command(
@@ -52,6 +54,15 @@ struct DaemonArgs {
     /// Registry reached over plain HTTP (repeatable; localhost and 127.0.0.0/8 always are)
     #[arg(long = "insecure-registry")]
     insecure_registry: Vec<String>,
+    /// Rootless only: what connects the daemon's network namespace to the host
+    /// ("slirp4netns", the default: exact `-p` forwards, taken ports reported; or "pasta":
+    /// faster, forwards every listening port on all host addresses)
+    #[arg(
+        long = "rootless-net",
+        value_name = "DRIVER",
+        default_value = "slirp4netns"
+    )]
+    rootless_net: berth_runtime::rootless::NetDriver,
     /// Docker Hub mirror, tried before Docker Hub (repeatable)
     #[arg(long = "registry-mirror")]
     registry_mirror: Vec<String>,
@@ -476,9 +487,26 @@ fn rootless_outer(args: Vec<OsString>) -> i32 {
             return 1;
         }
     };
+    // The one daemon flag the outer process needs (the daemon parses and checks it too).
+    let mut net = Ok(rootless::NetDriver::Slirp4netns);
+    let mut it = args.iter().skip(1).map(|a| a.to_string_lossy());
+    while let Some(a) = it.next() {
+        if let Some(v) = a.strip_prefix("--rootless-net=") {
+            net = v.parse();
+        } else if a == "--rootless-net" {
+            net = it.next().unwrap_or_default().parse();
+        }
+    }
+    let net = match net {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("berth daemon: {e}");
+            return 125;
+        }
+    };
     let mut inner = vec![OsString::from("daemon")];
     inner.extend(args.into_iter().skip(1));
-    match rootless::run_outer(&plan, &exe, &inner) {
+    match rootless::run_outer(&plan, &exe, &inner, net) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("berth daemon: cannot run rootless: {e}");
@@ -510,11 +538,11 @@ fn apply_rootless_defaults(a: &mut DaemonArgs, m: &clap::ArgMatches) -> Result<(
 fn daemon(args: Vec<OsString>) -> i32 {
     use clap::{CommandFactory, FromArgMatches};
     let activated_fds = take_activated_fds();
-    let rootless_fd = std::env::var(berth_runtime::rootless::INNER_ENV)
+    let holder = std::env::var(berth_runtime::rootless::JOIN_ENV)
         .ok()
         .and_then(|v| v.parse::<i32>().ok());
-    if let Some(fd) = rootless_fd {
-        if let Err(e) = berth_runtime::rootless::enter_inner(fd) {
+    if let Some(pid) = holder {
+        if let Err(e) = berth_runtime::rootless::join_inner(pid) {
             eprintln!("berth daemon: cannot enter the rootless namespaces: {e}");
             return 1;
         }
@@ -712,6 +740,11 @@ fn daemon(args: Vec<OsString>) -> i32 {
 /// the fix for each missing one. Exit 0 when everything is in place.
 fn rootless_cmd(args: &[OsString]) -> i32 {
     let sub = args.first().and_then(|s| s.to_str()).unwrap_or("");
+    let rest: Vec<String> = args
+        .iter()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     match sub {
         "check" => {
             let checks = berth_runtime::rootless::check_all();
@@ -733,12 +766,26 @@ fn rootless_cmd(args: &[OsString]) -> i32 {
                 1
             }
         }
+        "setup" | "install" => rootless_setup::setup(&rest),
+        "uninstall" => rootless_setup::uninstall(&rest),
+        // The process that keeps the rootless namespaces; started by the outer daemon only.
+        "holder" => berth_runtime::rootless::holder_main(),
+        // The TCP port forwarder; started by the outer daemon only.
+        "portd" => berth_runtime::portd::main(),
+        // Started by `uninstall --purge` only.
+        "purge-data" => berth_runtime::rootless::purge_data_main(),
         "-h" | "--help" | "" => {
-            println!("Usage: berth rootless check\n\nCheck the prerequisites of running `berth daemon` as this (non-root) user, and print the fix for each missing one.");
+            println!(
+                "Usage: berth rootless COMMAND\n\n\
+                 Commands:\n  \
+                 check               Check the prerequisites of running `berth daemon` as this (non-root)\n                      user, and print the fix for each missing one\n  \
+                 setup               Check, install the systemd user unit berth.service (enabled and\n                      started when a user systemd manager is reachable), make the docker CLI\n                      context \"rootless\", and print the DOCKER_HOST line\n  \
+                 uninstall [--purge] Stop the daemon, its containers and namespaces; remove the unit and\n                      the context (--purge: the data too)"
+            );
             i32::from(sub.is_empty())
         }
         other => {
-            eprintln!("berth rootless: unknown command {other:?} (try `berth rootless check`)");
+            eprintln!("berth rootless: unknown command {other:?} (try `berth rootless --help`)");
             125
         }
     }

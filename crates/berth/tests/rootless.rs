@@ -209,7 +209,11 @@ impl Drop for TestUser {
 struct TunGrant {
     mode: u32,
     acl: Option<Vec<u8>>,
+    // One grant at a time: a second would save the first's ACL mask as the device's mode.
+    _one: std::sync::MutexGuard<'static, ()>,
 }
+
+static TUN_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 const TUN: &str = "/dev/net/tun";
 const ACL_XATTR: &str = "system.posix_acl_access";
@@ -229,6 +233,7 @@ fn xattr_get(path: &str, name: &str) -> Option<Vec<u8>> {
 impl TunGrant {
     fn new(uid: u32) -> Option<TunGrant> {
         use std::os::unix::fs::MetadataExt;
+        let one = TUN_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let mode = std::fs::metadata(TUN).ok()?.mode() & 0o7777;
         let acl = xattr_get(TUN, ACL_XATTR);
         // posix_acl_xattr: version 2, then (tag, perm, id) entries in tag order.
@@ -248,7 +253,11 @@ impl TunGrant {
         let n = std::ffi::CString::new(ACL_XATTR).ok()?;
         // SAFETY: v is readable for its length; both strings are NUL-terminated.
         let r = unsafe { libc::setxattr(p.as_ptr(), n.as_ptr(), v.as_ptr().cast(), v.len(), 0) };
-        (r == 0).then_some(TunGrant { mode, acl })
+        (r == 0).then_some(TunGrant {
+            mode,
+            acl,
+            _one: one,
+        })
     }
 }
 
@@ -290,14 +299,19 @@ struct RootlessDaemon<'a> {
 }
 
 impl<'a> RootlessDaemon<'a> {
-    fn start(user: &'a TestUser) -> RootlessDaemon<'a> {
+    fn start(user: &'a TestUser, args: &[&str]) -> RootlessDaemon<'a> {
+        Self::start_env(user, args, &[])
+    }
+
+    fn start_env(user: &'a TestUser, args: &[&str], env: &[(&str, &str)]) -> RootlessDaemon<'a> {
         let log = user.root.join("daemon.log");
         let f = std::fs::File::create(&log).expect("log file");
-        let mut c = user.cmd(
-            BIN,
-            &[("XDG_RUNTIME_DIR", &user.runtime.display().to_string())],
-        );
+        let rt = user.runtime.display().to_string();
+        let mut e = vec![("XDG_RUNTIME_DIR", rt.as_str())];
+        e.extend_from_slice(env);
+        let mut c = user.cmd(BIN, &e);
         c.arg("daemon")
+            .args(args)
             .stdin(Stdio::null())
             .stdout(f.try_clone().expect("dup"))
             .stderr(f);
@@ -394,6 +408,13 @@ fn field_of(pid: &str, key: &str) -> String {
 fn rootless_daemon_runs_containers_as_the_user() {
     skip_unless_ready!();
     let user = TestUser::new(true);
+    // The docker CLI drives the daemon (the berth CLI where docker is absent).
+    let cli = if Path::new(DOCKER).exists() {
+        DOCKER
+    } else {
+        eprintln!("SKIP docker CLI: {DOCKER} absent, the berth CLI drives the test");
+        BIN
+    };
     // The image, readable by the user, loaded through the API.
     let tar = user.root.join("busybox.tar");
     std::fs::write(
@@ -410,6 +431,9 @@ fn rootless_daemon_runs_containers_as_the_user() {
     if tun.is_none() {
         eprintln!("SKIP rootless networking part: cannot grant {TUN} to the test user");
     }
+    // A registry on the host's own address: the daemon's network namespace reaches the host
+    // through slirp4netns, which keeps it off the host's loopback.
+    let reg = tun.as_ref().and(host_address()).map(Registry::start);
 
     let check = user.cmd(
         BIN,
@@ -423,7 +447,12 @@ fn rootless_daemon_runs_containers_as_the_user() {
         "{c}"
     );
 
-    let mut d = RootlessDaemon::start(&user);
+    let daemon_args: Vec<String> = match &reg {
+        Some(r) => vec!["--insecure-registry".into(), r.addr.clone()],
+        None => Vec::new(),
+    };
+    let daemon_args: Vec<&str> = daemon_args.iter().map(String::as_str).collect();
+    let mut d = RootlessDaemon::start(&user, &daemon_args);
     // The user's places.
     assert!(user.socket().exists());
     assert!(
@@ -452,15 +481,15 @@ fn rootless_daemon_runs_containers_as_the_user() {
     assert!(info.stdout.contains(" none "), "{info}");
     assert!(info.stdout.contains("without cgroups"), "{info}");
 
-    user.client(BIN, &["load", "-i", &tar.display().to_string()])
+    user.client(cli, &["load", "-i", &tar.display().to_string()])
         .ok();
 
     // uid 0 inside, mapped onto the user.
-    let id = user.client(BIN, &["run", "--rm", "busybox", "id"]);
+    let id = user.client(cli, &["run", "--rm", "busybox", "id"]);
     id.ok();
     assert!(id.stdout.starts_with("uid=0(root) gid=0(root)"), "{id}");
     let map = user.client(
-        BIN,
+        cli,
         &["run", "--rm", "busybox", "cat", "/proc/self/uid_map"],
     );
     let first: Vec<&str> = map.ok().stdout.split_whitespace().take(3).collect();
@@ -468,7 +497,7 @@ fn rootless_daemon_runs_containers_as_the_user() {
 
     // A limit is discarded with a warning; the container still runs.
     let lim = user.client(
-        BIN,
+        cli,
         &[
             "run",
             "-d",
@@ -490,7 +519,7 @@ fn rootless_daemon_runs_containers_as_the_user() {
     );
 
     // Seen from the host, the container's process is the user.
-    let pid = user.client(BIN, &["inspect", "-f", "{{.State.Pid}}", "sleeper"]);
+    let pid = user.client(cli, &["inspect", "-f", "{{.State.Pid}}", "sleeper"]);
     let pid = pid.ok().stdout.trim().to_string();
     assert_eq!(
         field_of(&pid, "Uid:").split_whitespace().nth(1),
@@ -498,17 +527,31 @@ fn rootless_daemon_runs_containers_as_the_user() {
         "host view of {pid}"
     );
 
-    // exec and logs.
-    let ex = user.client(BIN, &["exec", "sleeper", "id", "-u"]);
+    // exec, exec -it on a pseudo-terminal (`script` gives the CLI one), logs.
+    let ex = user.client(cli, &["exec", "sleeper", "id", "-u"]);
     assert_eq!(ex.ok().stdout.trim(), "0");
+    let it = user.client(
+        "/usr/bin/script",
+        &[
+            "-qec",
+            &format!("{cli} exec -it sleeper sh -c 'tty; id -u'"),
+            "/dev/null",
+        ],
+    );
+    assert!(it.ok().stdout.contains("/dev/pts/"), "{it}");
+    assert!(
+        it.stdout.contains("\r\n0\r\n"),
+        "a terminal's line ends: {it}"
+    );
     assert!(wait_until(DEADLINE, || user
-        .client(BIN, &["logs", "sleeper"])
+        .client(cli, &["logs", "sleeper"])
         .stdout
         .contains("started")));
+    logs_follow(&user, cli);
 
     // A named volume: written by container root, owned by the user on the host.
     user.client(
-        BIN,
+        cli,
         &[
             "run",
             "--rm",
@@ -522,7 +565,7 @@ fn rootless_daemon_runs_containers_as_the_user() {
     )
     .ok();
     let back = user.client(
-        BIN,
+        cli,
         &[
             "run",
             "--rm",
@@ -557,16 +600,16 @@ fn rootless_daemon_runs_containers_as_the_user() {
         std::fs::set_permissions(ctx.join(f), std::fs::Permissions::from_mode(mode))
             .expect("chmod");
     }
-    user.client(BIN, &["build", "-t", "rlbuilt", &ctx.display().to_string()])
+    user.client(cli, &["build", "-t", "rlbuilt", &ctx.display().to_string()])
         .ok();
-    let built = user.client(BIN, &["run", "--rm", "rlbuilt", "cat", "/built", "/f"]);
+    let built = user.client(cli, &["run", "--rm", "rlbuilt", "cat", "/built", "/f"]);
     assert_eq!(built.ok().stdout, "0\ncopied\n");
 
     // A user-defined network: name resolution between containers, inside the daemon's own
     // network namespace.
-    user.client(BIN, &["network", "create", "rlnet"]).ok();
+    user.client(cli, &["network", "create", "rlnet"]).ok();
     user.client(
-        BIN,
+        cli,
         &[
             "run",
             "-d",
@@ -581,7 +624,7 @@ fn rootless_daemon_runs_containers_as_the_user() {
     )
     .ok();
     let ping = user.client(
-        BIN,
+        cli,
         &[
             "run",
             "--rm",
@@ -598,6 +641,7 @@ fn rootless_daemon_runs_containers_as_the_user() {
     );
     assert!(ping.ok().stdout.contains("1 packets received"), "{ping}");
 
+    let mut published = None;
     if tun.is_some() {
         assert!(c.stdout.contains("[ok]      /dev/net/tun"), "{c}");
         // Outbound: a listener on the host's own address, reached through slirp4netns.
@@ -609,7 +653,7 @@ fn rootless_daemon_runs_containers_as_the_user() {
                 s.write_all(b"hello-outside\n").expect("write");
             });
             let out = user.client(
-                BIN,
+                cli,
                 &[
                     "run",
                     "--rm",
@@ -626,6 +670,20 @@ fn rootless_daemon_runs_containers_as_the_user() {
         } else {
             eprintln!("SKIP rootless outbound part: no non-loopback host address");
         }
+        // push and pull through a registry on the host.
+        if let Some(r) = &reg {
+            let name = format!("{}/rl/busybox:1", r.addr);
+            user.client(cli, &["tag", "busybox", &name]).ok();
+            user.client(cli, &["push", &name]).ok();
+            user.client(cli, &["rmi", &name]).ok();
+            let pull = user.client(cli, &["pull", &name]);
+            assert!(
+                pull.ok().stdout.contains("Downloaded newer image"),
+                "{pull}"
+            );
+            let out = user.client(cli, &["run", "--rm", &name, "echo", "pulled"]);
+            assert_eq!(out.ok().stdout, "pulled\n");
+        }
         // -p: the host's 127.0.0.1:<port> reaches the container (slirp4netns's host forward,
         // then the daemon's DNAT).
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -633,7 +691,7 @@ fn rootless_daemon_runs_containers_as_the_user() {
             .expect("free port")
             .port();
         user.client(
-            BIN,
+            cli,
             &[
                 "run",
                 "-d",
@@ -648,23 +706,16 @@ fn rootless_daemon_runs_containers_as_the_user() {
             ],
         )
         .ok();
-        let mut got = String::new();
-        let reached = wait_until(DEADLINE, || {
-            got.clear();
-            std::net::TcpStream::connect(("127.0.0.1", port))
-                .and_then(|mut s| {
-                    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-                    std::io::Read::read_to_string(&mut s, &mut got)
-                })
-                .is_ok()
-                && got == "hello-published\n"
-        });
-        assert!(reached, "127.0.0.1:{port} gave {got:?}\n{}", d.log());
+        assert!(reaches(port), "127.0.0.1:{port}\n{}", d.log());
+        // TCP through Berth's own forwarder (rootlesskit's builtin driver in shape), not
+        // slirp4netns's user-mode stack.
+        let ps = processes_of(user.uid);
+        assert!(ps.iter().any(|p| p.2.contains("rootless portd")), "{ps:?}");
         // A host port someone else holds fails the start with Docker's words.
         let taken = std::net::TcpListener::bind("0.0.0.0:0").expect("bind");
         let tport = taken.local_addr().expect("addr").port();
         let clash = user.client(
-            BIN,
+            cli,
             &[
                 "run",
                 "--rm",
@@ -680,47 +731,98 @@ fn rootless_daemon_runs_containers_as_the_user() {
             "{clash}"
         );
         drop(taken);
-        user.client(BIN, &["rm", "-f", "web"]).ok();
+        // Published and removed: the host forward goes with the container.
+        let p2 = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        user.client(
+            cli,
+            &[
+                "run",
+                "-d",
+                "--name",
+                "web2",
+                "-p",
+                &format!("{p2}:80"),
+                "busybox",
+                "sh",
+                "-c",
+                "while true; do echo hello-published | nc -l -p 80; done",
+            ],
+        )
+        .ok();
+        assert!(reaches(p2), "127.0.0.1:{p2}");
+        user.client(cli, &["rm", "-f", "web2"]).ok();
+        assert!(
+            wait_until(DEADLINE, || std::net::TcpStream::connect(("127.0.0.1", p2))
+                .is_err()),
+            "the host forward goes with the container"
+        );
+        published = Some(port);
+    }
+
+    let ps = user.client(cli, &["ps", "--format", "{{.Names}}"]);
+    assert!(ps.ok().stdout.contains("sleeper"), "{ps}");
+
+    // Live restore: the namespaces stay with their holder process, so stopping the daemon
+    // leaves the containers running, and the next daemon joins them and takes them back.
+    d.stop();
+    assert!(!user.socket().exists(), "socket removed at shutdown");
+    assert!(
+        Path::new(&format!("/proc/{pid}")).exists(),
+        "the container outlives the daemon"
+    );
+    if let Some(port) = published {
+        assert!(reaches(port), "the published port while no daemon runs");
+    }
+    let d2 = RootlessDaemon::start(&user, &daemon_args);
+    let ps = user.client(cli, &["ps", "--format", "{{.Names}} {{.State}}"]);
+    assert!(
+        ps.ok().stdout.contains("sleeper running"),
+        "{ps}\n{}",
+        d2.log()
+    );
+    let again = user.client(cli, &["inspect", "-f", "{{.State.Pid}}", "sleeper"]);
+    assert_eq!(again.ok().stdout.trim(), pid, "the same process");
+    let ex = user.client(cli, &["exec", "sleeper", "cat", "/proc/1/cmdline"]);
+    assert!(ex.ok().stdout.starts_with("sleep"), "{ex}");
+    let ping = user.client(
+        cli,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "rlnet",
+            "busybox",
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "5",
+            "srv",
+        ],
+    );
+    assert!(ping.ok().stdout.contains("1 packets received"), "{ping}");
+    if let Some(port) = published {
+        assert!(
+            reaches(port),
+            "127.0.0.1:{port} after the restart\n{}",
+            d2.log()
+        );
+        user.client(cli, &["rm", "-f", "web"]).ok();
         assert!(
             wait_until(DEADLINE, || std::net::TcpStream::connect((
                 "127.0.0.1",
                 port
             ))
             .is_err()),
-            "the host forward goes with the container"
+            "the restored forward goes with its container\n{}",
+            d2.log()
         );
     }
-
-    // The docker CLI against the rootless daemon.
-    if Path::new(DOCKER).exists() {
-        let out = user.client(DOCKER, &["run", "--rm", "busybox", "id", "-u"]);
-        assert_eq!(out.ok().stdout.trim(), "0");
-        let ps = user.client(DOCKER, &["ps", "--format", "{{.Names}}"]);
-        assert!(ps.ok().stdout.contains("sleeper"), "{ps}");
-    } else {
-        eprintln!("SKIP docker CLI part: {DOCKER} absent");
-    }
-
-    // Stopping the daemon stops its containers (rootless has no live restore yet) and leaves
-    // no process of the user behind.
-    d.stop();
-    assert!(
-        wait_until(DEADLINE, || processes_of(user.uid).is_empty()),
-        "left behind: {:?}",
-        processes_of(user.uid)
-    );
-    assert!(!user.socket().exists(), "socket removed at shutdown");
-
-    // A restart finds its state: images, volumes, the stopped container.
-    let d2 = RootlessDaemon::start(&user);
-    let ps = user.client(BIN, &["ps", "-a", "--format", "{{.Names}} {{.State}}"]);
-    assert!(
-        ps.ok().stdout.contains("sleeper exited"),
-        "{ps}\n{}",
-        d2.log()
-    );
     let again = user.client(
-        BIN,
+        cli,
         &[
             "run",
             "--rm",
@@ -732,6 +834,110 @@ fn rootless_daemon_runs_containers_as_the_user() {
         ],
     );
     assert_eq!(again.ok().stdout, "kept\n");
+    user.client(cli, &["stop", "-t", "1", "sleeper"]).ok();
+    assert!(
+        wait_until(DEADLINE, || !Path::new(&format!("/proc/{pid}")).exists()),
+        "stopped after the restart"
+    );
+}
+
+/// Whether 127.0.0.1:`port` answers "hello-published" (within the deadline).
+fn reaches(port: u16) -> bool {
+    wait_until(DEADLINE, || {
+        let mut got = String::new();
+        std::net::TcpStream::connect(("127.0.0.1", port))
+            .and_then(|mut s| {
+                s.set_read_timeout(Some(Duration::from_secs(5)))?;
+                std::io::Read::read_to_string(&mut s, &mut got)
+            })
+            .is_ok()
+            && got == "hello-published\n"
+    })
+}
+
+/// `logs -f`: a line written after the follow started arrives, and the follow ends with the
+/// container.
+fn logs_follow(user: &TestUser, cli: &str) {
+    user.client(
+        cli,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "follow",
+            "busybox",
+            "sh",
+            "-c",
+            "echo first; while [ ! -e /tmp/go ]; do sleep 0.1; done; echo second",
+        ],
+    )
+    .ok();
+    let mut c = user.cmd(cli, &[("DOCKER_HOST", &user.host())]);
+    c.args(["logs", "-f", "follow"]).stdout(Stdio::piped());
+    let mut child = c.spawn().expect("logs -f");
+    let out = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let line = rx.recv_timeout(DEADLINE);
+    assert_eq!(line.as_deref(), Ok("first"));
+    user.client(cli, &["exec", "follow", "touch", "/tmp/go"])
+        .ok();
+    let line = rx.recv_timeout(DEADLINE);
+    assert_eq!(line.as_deref(), Ok("second"));
+    let ended = wait_until(DEADLINE, || matches!(child.try_wait(), Ok(Some(_))));
+    if !ended {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+    assert!(ended, "logs -f ends when the container does");
+    user.client(cli, &["rm", "follow"]).ok();
+}
+
+/// `berth registry serve` on `ip` (a free port), killed on drop.
+struct Registry {
+    addr: String,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    fn start(ip: std::net::IpAddr) -> Registry {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = std::net::TcpListener::bind((ip, 0))
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let addr = format!("{ip}:{port}");
+        let child = Command::new(BIN)
+            .args(["registry", "serve", "--addr", &addr, "--storage"])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("registry");
+        let r = Registry {
+            addr,
+            child,
+            _dir: dir,
+        };
+        assert!(wait_until(DEADLINE, || std::net::TcpStream::connect(
+            &r.addr
+        )
+        .is_ok()));
+        r
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Runs `berth daemon` as `user` with `env`, expecting a quick failure.
@@ -800,6 +1006,33 @@ fn rootless_misconfigurations_name_the_fix() {
     assert!(out.stderr.contains("apt-get install uidmap"), "{out}");
     assert_nothing_created(&user);
 
+    // newuidmap refuses the mapping (as it does for a range the user is not granted): the
+    // half-made namespace holder goes, and so do the directories this start created.
+    let fake = user.root.join("fakebin");
+    std::fs::create_dir(&fake).expect("dir");
+    std::fs::write(
+        fake.join("newuidmap"),
+        "#!/bin/sh\necho 'newuidmap: uid range [1-65537) -> [7-65543) not allowed' >&2\nexit 1\n",
+    )
+    .expect("fake newuidmap");
+    // Root-owned and setuid, as the real one (the kernel ignores the bit on a script).
+    std::fs::set_permissions(
+        fake.join("newuidmap"),
+        std::fs::Permissions::from_mode(0o4755),
+    )
+    .expect("chmod");
+    let out = failing_daemon(
+        &user,
+        &[
+            ("XDG_RUNTIME_DIR", &rt(&user)),
+            ("PATH", &format!("{}:/usr/bin:/bin", fake.display())),
+        ],
+    );
+    assert!(out.stderr.contains("newuidmap failed"), "{out}");
+    assert!(out.stderr.contains("not allowed"), "{out}");
+    assert!(out.stderr.contains("check that /etc/subuid"), "{out}");
+    assert_nothing_created(&user);
+
     // No access to /dev/net/tun: the daemon runs, without outbound network, and says so.
     let mut check = user.cmd(BIN, &[("XDG_RUNTIME_DIR", &rt(&user))]);
     check.args(["rootless", "check"]);
@@ -809,7 +1042,7 @@ fn rootless_misconfigurations_name_the_fix() {
             c.stdout.contains("fix: as root: chmod 0666 /dev/net/tun"),
             "{c}"
         );
-        let d = RootlessDaemon::start(&user);
+        let d = RootlessDaemon::start(&user, &[]);
         assert!(
             d.log()
                 .contains("WARNING: rootless: containers have no outbound network"),
@@ -820,4 +1053,242 @@ fn rootless_misconfigurations_name_the_fix() {
     } else {
         eprintln!("SKIP no-tun part: /dev/net/tun is open to every user here");
     }
+}
+
+/// `berth <args>` as `user`, with its XDG_RUNTIME_DIR and no DOCKER_HOST.
+fn as_user(user: &TestUser, program: &str, args: &[&str]) -> Out {
+    let mut c = user.cmd(
+        program,
+        &[("XDG_RUNTIME_DIR", &user.runtime.display().to_string())],
+    );
+    c.args(args);
+    berth_testkit::run_with_timeout(c, None, Duration::from_secs(60))
+}
+
+#[test]
+fn rootless_setup_and_uninstall() {
+    skip_unless_ready!();
+    if !Path::new(DOCKER).exists() {
+        eprintln!("SKIP rootless setup: {DOCKER} absent");
+        return;
+    }
+    // A missing piece: what the administrator must run, and nothing installed.
+    let bare = TestUser::new(false);
+    let out = as_user(&bare, BIN, &["rootless", "setup"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stdout.contains("[ERROR] Missing system requirements"),
+        "{out}"
+    );
+    assert!(out.stdout.contains("usermod --add-subuids"), "{out}");
+    assert!(out.stdout.contains("usermod --add-subgids"), "{out}");
+    assert!(!bare.home.join(".config").exists(), "nothing installed");
+    drop(bare);
+
+    let user = TestUser::new(true);
+    let out = as_user(&user, BIN, &["rootless", "setup"]);
+    out.ok();
+    let unit = user.home.join(".config/systemd/user/berth.service");
+    let text = std::fs::read_to_string(&unit).expect("unit installed");
+    for line in [
+        format!("ExecStart={BIN} daemon"),
+        format!(
+            "Environment=PATH={}:/usr/local/bin",
+            Path::new(BIN).parent().expect("dir").display()
+        ),
+        "KillMode=process".into(),
+        "Delegate=yes".into(),
+        "Restart=always".into(),
+        "WantedBy=default.target".into(),
+    ] {
+        assert!(text.contains(&line), "{line} in:\n{text}");
+    }
+    // PID 1 is not systemd here: the no-systemd path.
+    if !Path::new("/run/systemd/system").exists() {
+        assert!(
+            out.stdout.contains("No systemd user manager is reachable")
+                && out
+                    .stdout
+                    .contains(&format!("start the daemon yourself: {BIN} daemon")),
+            "{out}"
+        );
+    }
+    assert!(
+        out.stdout
+            .contains(&format!("export DOCKER_HOST={}", user.host())),
+        "{out}"
+    );
+    let ctx = as_user(
+        &user,
+        DOCKER,
+        &[
+            "context",
+            "inspect",
+            "rootless",
+            "--format",
+            "{{.Endpoints.docker.Host}}",
+        ],
+    );
+    assert_eq!(ctx.ok().stdout.trim(), user.host());
+    assert_eq!(
+        as_user(&user, DOCKER, &["context", "show"])
+            .ok()
+            .stdout
+            .trim(),
+        "rootless"
+    );
+    let again = as_user(&user, BIN, &["rootless", "setup"]);
+    assert!(
+        again
+            .ok()
+            .stdout
+            .contains("CLI context \"rootless\" already exists"),
+        "{again}"
+    );
+
+    // The daemon as the unit starts it; the docker CLI reaches it through the context alone.
+    let d = RootlessDaemon::start(&user, &[]);
+    let tar = user.root.join("busybox.tar");
+    std::fs::write(
+        &tar,
+        image::busybox_image()
+            .expect("busybox image")
+            .save_tar(SaveFormat::Oci),
+    )
+    .expect("write image");
+    std::fs::set_permissions(&tar, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    as_user(&user, DOCKER, &["load", "-i", &tar.display().to_string()]).ok();
+    as_user(
+        &user,
+        DOCKER,
+        &["run", "-d", "--name", "s", "busybox", "sleep", "300"],
+    )
+    .ok();
+    assert!(user.home.join(".local/share/berth").is_dir());
+
+    // Uninstall: the daemon, its containers and namespaces stop; unit and context go; --purge
+    // removes the data, files of subordinate ids included.
+    let out = as_user(&user, BIN, &["rootless", "uninstall", "--purge"]);
+    out.ok();
+    for s in [
+        "Stopped the daemon",
+        "Stopped the rootless namespaces",
+        "Removed CLI context \"rootless\"",
+        "berth.service",
+    ] {
+        assert!(out.stdout.contains(s), "{s}: {out}");
+    }
+    assert!(
+        wait_until(DEADLINE, || processes_of(user.uid).is_empty()),
+        "left behind: {:?}",
+        processes_of(user.uid)
+    );
+    assert!(!unit.exists(), "unit removed");
+    assert!(
+        !user.home.join(".local/share/berth").exists(),
+        "data purged\n{out}"
+    );
+    let ctx = as_user(&user, DOCKER, &["context", "inspect", "rootless"]);
+    assert_ne!(ctx.code, 0, "{ctx}");
+    assert_eq!(
+        as_user(&user, DOCKER, &["context", "show"])
+            .ok()
+            .stdout
+            .trim(),
+        "default"
+    );
+    drop(d);
+}
+
+/// busybox saved where `user` can read it.
+fn busybox_tar(user: &TestUser) -> String {
+    let tar = user.root.join("busybox.tar");
+    std::fs::write(
+        &tar,
+        image::busybox_image()
+            .expect("busybox image")
+            .save_tar(SaveFormat::Oci),
+    )
+    .expect("write image");
+    std::fs::set_permissions(&tar, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    tar.display().to_string()
+}
+
+#[test]
+fn rootless_pasta_by_flag() {
+    skip_unless_ready!();
+    if !Path::new("/usr/bin/pasta").exists() {
+        eprintln!("SKIP rootless pasta: /usr/bin/pasta absent (apt-get install passt)");
+        return;
+    }
+    let user = TestUser::new(true);
+    let Some(_tun) = TunGrant::new(user.uid) else {
+        eprintln!("SKIP rootless pasta: cannot grant {TUN} to the test user");
+        return;
+    };
+    let bad = as_user(&user, BIN, &["daemon", "--rootless-net=x"]);
+    assert_eq!(bad.code, 125, "{bad}");
+    assert!(
+        bad.stderr.contains("slirp4netns (the default) or pasta"),
+        "{bad}"
+    );
+    assert_nothing_created(&user);
+
+    let pasta_pid = || {
+        processes_of(user.uid)
+            .into_iter()
+            .find(|p| p.2.starts_with("pasta"))
+            .map(|p| p.0)
+    };
+    let mut d = RootlessDaemon::start(&user, &["--rootless-net=pasta"]);
+    let first = pasta_pid().expect("pasta runs");
+    assert!(
+        !processes_of(user.uid)
+            .iter()
+            .any(|p| p.2.contains("slirp4netns")),
+        "no slirp4netns"
+    );
+    user.client(BIN, &["load", "-i", &busybox_tar(&user)]).ok();
+    let outbound = |d: &RootlessDaemon| {
+        let Some(ip) = host_address() else {
+            eprintln!("SKIP rootless pasta outbound: no non-loopback host address");
+            return;
+        };
+        let l = std::net::TcpListener::bind((ip, 0)).expect("listener");
+        let port = l.local_addr().expect("addr").port();
+        let srv = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().expect("accept");
+            s.write_all(b"hello-outside\n").expect("write");
+        });
+        // Debian 12's pasta does not always pass the server's close on: the client stops by
+        // itself after a few seconds; the bytes are what counts.
+        let out = user.client(
+            BIN,
+            &[
+                "run",
+                "--rm",
+                "busybox",
+                "sh",
+                "-c",
+                &format!("timeout 5 nc {ip} {port}; true"),
+            ],
+        );
+        assert_eq!(out.ok().stdout, "hello-outside\n", "{}", d.log());
+        srv.join().expect("server");
+    };
+    outbound(&d);
+    // -p cannot be honoured through pasta: refused with the reason, nothing half-made.
+    let p = user.client(BIN, &["run", "--rm", "-p", "28080:80", "busybox", "true"]);
+    assert_ne!(p.code, 0, "{p}");
+    assert!(p.stderr.contains("without --rootless-net=pasta"), "{p}");
+    // A restart keeps the same pasta (its namespace is the holder's).
+    d.stop();
+    let d2 = RootlessDaemon::start(&user, &["--rootless-net=pasta"]);
+    assert_eq!(pasta_pid(), Some(first), "the same pasta after a restart");
+    outbound(&d2);
+    drop(d2);
+    // Back to the default: pasta goes, slirp4netns takes the namespace over.
+    let d3 = RootlessDaemon::start(&user, &[]);
+    assert_eq!(pasta_pid(), None, "pasta stopped");
+    outbound(&d3);
 }

@@ -583,6 +583,7 @@ impl Networks {
     /// Daemon shutdown: with no container networked, removes our table, rules and bridges;
     /// otherwise leaves everything the running containers need.
     pub fn shutdown(&self) {
+        berth_net::slirp::keep_forwards();
         let st = self.lock();
         for h in st.dns.values() {
             h.abort();
