@@ -1,5 +1,5 @@
-//! The build context: safe extraction of the context tar the client sends, and safe lookups of
-//! COPY sources inside it (nothing may resolve outside the context root).
+//! The build context: safe extraction of the context tar the client sends. Lookups inside it
+//! (nothing may resolve outside the context root) go through `berth_fs::secure_join`.
 
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
@@ -127,45 +127,6 @@ pub fn extract(reader: &mut dyn Read, dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Resolves `rel` (a path the Dockerfile names) inside `root`, following symlinks as if `root`
-/// were `/`. The result is always under `root`.
-pub fn resolve_in_root(root: &Path, rel: &str) -> PathBuf {
-    let mut out = PathBuf::new(); // relative to root
-    let mut pending: Vec<String> = rel
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .map(String::from)
-        .rev()
-        .collect();
-    let mut hops = 0;
-    while let Some(part) = pending.pop() {
-        match part.as_str() {
-            "." => continue,
-            ".." => {
-                out.pop();
-                continue;
-            }
-            _ => {}
-        }
-        let cand = out.join(&part);
-        match std::fs::symlink_metadata(root.join(&cand)) {
-            Ok(m) if m.file_type().is_symlink() && hops < 40 => {
-                hops += 1;
-                let target = std::fs::read_link(root.join(&cand)).unwrap_or_default();
-                let t = target.to_string_lossy().into_owned();
-                if t.starts_with('/') {
-                    out = PathBuf::new();
-                }
-                for p in t.split('/').filter(|s| !s.is_empty()).rev() {
-                    pending.push(p.to_string());
-                }
-            }
-            _ => out = cand,
-        }
-    }
-    root.join(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,11 +173,10 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink("/etc", d.path().join("e")).unwrap();
         std::os::unix::fs::symlink("../../..", d.path().join("up")).unwrap();
-        assert_eq!(
-            resolve_in_root(d.path(), "e/passwd"),
-            d.path().join("etc/passwd")
-        );
-        assert_eq!(resolve_in_root(d.path(), "up/x"), d.path().join("x"));
-        assert_eq!(resolve_in_root(d.path(), "../../x"), d.path().join("x"));
+        // The build's lookups (berth-fs): an absolute link restarts at the context root.
+        let join = |p| berth_fs::secure_join(d.path(), p).unwrap();
+        assert_eq!(join("e/passwd"), d.path().join("etc/passwd"));
+        assert_eq!(join("up/x"), d.path().join("x"));
+        assert_eq!(join("../../x"), d.path().join("x"));
     }
 }

@@ -539,60 +539,39 @@ pub fn parse_words(rest: &str, escape: char) -> Vec<String> {
     let mut i = 0;
     while i < chars.len() {
         let c = chars[i];
-        if let Some(q) = quote {
-            if c == q {
-                quote = None;
-            }
-            if c == escape && q != '\'' {
-                if i + 1 == chars.len() {
-                    // An escape token at the very end is dropped.
-                    quote = None;
-                    i += 1;
-                    continue;
+        i += 1;
+        match quote {
+            None if c.is_whitespace() => {
+                if in_word && (blank_ok || !word.is_empty()) {
+                    words.push(std::mem::take(&mut word));
                 }
-                word.push(c);
-                i += 1;
-                word.push(chars[i]);
-                i += 1;
+                blank_ok = false;
+                in_word = false;
                 continue;
             }
-            word.push(c);
-            i += 1;
-            continue;
-        }
-        if !in_word {
-            if c.is_whitespace() {
-                i += 1;
-                continue;
+            None => {
+                in_word = true;
+                if c == '\'' || c == '"' {
+                    quote = Some(c);
+                    blank_ok = true;
+                }
             }
-            in_word = true;
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
         }
-        if c.is_whitespace() {
-            if blank_ok || !word.is_empty() {
-                words.push(std::mem::take(&mut word));
+        if c == escape && quote != Some('\'') {
+            match chars.get(i) {
+                Some(&next) => {
+                    word.push(c);
+                    word.push(next);
+                    i += 1;
+                }
+                // An escape token at the very end is dropped.
+                None => quote = None,
             }
-            blank_ok = false;
-            in_word = false;
-            i += 1;
-            continue;
-        }
-        if c == '\'' || c == '"' {
-            quote = Some(c);
-            blank_ok = true;
-        }
-        if c == escape {
-            if i + 1 == chars.len() {
-                i += 1;
-                continue;
-            }
-            word.push(c);
-            i += 1;
-            word.push(chars[i]);
-            i += 1;
             continue;
         }
         word.push(c);
-        i += 1;
     }
     if in_word && (blank_ok || !word.is_empty()) {
         words.push(word);

@@ -630,6 +630,43 @@ fn stat_of(root: &Path, rel: &Path) -> Option<Stat> {
     Some(st)
 }
 
+/// The client's FileSend method, which both exporters stream to; an error when its session
+/// has none.
+fn file_send_method(session: &Session) -> Result<&'static str, BuildError> {
+    let method = "/moby.filesync.v1.FileSend/DiffCopy";
+    if !session.supports(method) {
+        return Err(BuildError::BadRequest(
+            "the client does not accept files (no FileSend service in its session)".into(),
+        ));
+    }
+    Ok(method)
+}
+
+/// A client ready to call the session's FileSend, and the request streaming `rx` to exporter
+/// `exporter_id`.
+async fn exporter_call<M>(
+    session: &Session,
+    exporter_id: usize,
+    rx: mpsc::Receiver<M>,
+    what: &str,
+) -> Result<
+    (
+        tonic::client::Grpc<crate::transport::H2Channel>,
+        tonic::Request<ReceiverStream<M>>,
+    ),
+    BuildError,
+> {
+    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    if let Ok(v) = exporter_id.to_string().parse() {
+        request
+            .metadata_mut()
+            .insert("buildkit-attachable-exporter-id", v);
+    }
+    let mut grpc = tonic::client::Grpc::with_origin(session.channel.clone(), session.uri());
+    grpc.ready().await.map_err(|e| failed(what, e))?;
+    Ok((grpc, request))
+}
+
 /// Sends `root` to the client's local exporter `exporter_id` (the FileSend service, fsutil
 /// packets on the wire).
 pub async fn send_dir(
@@ -637,12 +674,7 @@ pub async fn send_dir(
     exporter_id: usize,
     root: PathBuf,
 ) -> Result<(), BuildError> {
-    let method = "/moby.filesync.v1.FileSend/DiffCopy";
-    if !session.supports(method) {
-        return Err(BuildError::BadRequest(
-            "the client does not accept files (no FileSend service in its session)".into(),
-        ));
-    }
+    let method = file_send_method(session)?;
     let entries = {
         let root = root.clone();
         tokio::task::spawn_blocking(move || {
@@ -655,16 +687,7 @@ pub async fn send_dir(
         .map_err(|e| failed("walking result", e))?
     };
     let (tx, rx) = mpsc::channel::<Packet>(64);
-    let mut request = tonic::Request::new(ReceiverStream::new(rx));
-    if let Ok(v) = exporter_id.to_string().parse() {
-        request
-            .metadata_mut()
-            .insert("buildkit-attachable-exporter-id", v);
-    }
-    let mut grpc = tonic::client::Grpc::with_origin(session.channel.clone(), session.uri());
-    grpc.ready()
-        .await
-        .map_err(|e| failed("exporting files", e))?;
+    let (mut grpc, request) = exporter_call(session, exporter_id, rx, "exporting files").await?;
     let path = http::uri::PathAndQuery::from_static(method);
     let codec: tonic::codec::ProstCodec<Packet, Packet> = tonic::codec::ProstCodec::default();
     // The listing goes out while the client asks for files.
@@ -777,12 +800,7 @@ pub async fn send_tar(
     exporter_id: usize,
     root: PathBuf,
 ) -> Result<(), BuildError> {
-    let method = "/moby.filesync.v1.FileSend/DiffCopy";
-    if !session.supports(method) {
-        return Err(BuildError::BadRequest(
-            "the client does not accept files (no FileSend service in its session)".into(),
-        ));
-    }
+    let method = file_send_method(session)?;
     let (tx, rx) = mpsc::channel::<BytesMessage>(16);
     let writer = tokio::task::spawn_blocking(move || -> Result<(), BuildError> {
         struct ChanWriter(mpsc::Sender<BytesMessage>, Vec<u8>);
@@ -843,14 +861,7 @@ pub async fn send_tar(
         }
         w.flush().map_err(|e| failed("exporting tar", e))
     });
-    let mut request = tonic::Request::new(ReceiverStream::new(rx));
-    if let Ok(v) = exporter_id.to_string().parse() {
-        request
-            .metadata_mut()
-            .insert("buildkit-attachable-exporter-id", v);
-    }
-    let mut grpc = tonic::client::Grpc::with_origin(session.channel.clone(), session.uri());
-    grpc.ready().await.map_err(|e| failed("exporting tar", e))?;
+    let (mut grpc, request) = exporter_call(session, exporter_id, rx, "exporting tar").await?;
     let codec: tonic::codec::ProstCodec<BytesMessage, BytesMessage> =
         tonic::codec::ProstCodec::default();
     let resp = grpc

@@ -239,11 +239,17 @@ async fn load(
     dest: &Path,
 ) -> Result<(), BuildError> {
     let step = Step::start(log, build, vertex);
-    match filesync::receive(session, &req, dest).await {
-        Ok(stats) => {
+    let r = filesync::receive(session, &req, dest).await;
+    transferred(step, what, r.map(|stats| stats.bytes))
+}
+
+/// Ends a transfer's vertex: its size as the last status, or its error.
+fn transferred(step: Step<'_>, what: &str, r: Result<u64, BuildError>) -> Result<(), BuildError> {
+    match r {
+        Ok(n) => {
             step.status(
-                &format!("transferring {what}: {}", human(stats.bytes)),
-                stats.bytes as i64,
+                &format!("transferring {what}: {}", human(n)),
+                n as i64,
                 0,
                 true,
             );
@@ -293,22 +299,7 @@ async fn load_upload(
 ) -> Result<(), BuildError> {
     let step = Step::start(log, build, "[internal] load remote build context");
     let r = filesync::receive_upload(session, path, dest).await;
-    match r {
-        Ok(n) => {
-            step.status(
-                &format!("transferring context: {}", human(n)),
-                n as i64,
-                0,
-                true,
-            );
-            step.done();
-            Ok(())
-        }
-        Err(e) => {
-            step.fail(&e.to_string());
-            Err(e)
-        }
-    }
+    transferred(step, "context", r)
 }
 
 /// Runs a `dockerfile.v0` solve: returns the built image's id.
@@ -378,8 +369,9 @@ pub async fn run(
             p
         }
     };
-    let src =
-        std::fs::read(berth_build::context::resolve_in_root(&df_root, &df_name)).map_err(|_| {
+    let src = berth_fs::secure_join(&df_root, &df_name)
+        .and_then(std::fs::read)
+        .map_err(|_| {
             bad(format!(
                 "failed to read dockerfile: open {df_name}: no such file or directory"
             ))
@@ -443,7 +435,7 @@ async fn load_ignore(
     ctx_key: &str,
 ) -> Result<Vec<String>, BuildError> {
     let step = Step::start(log, build, "[internal] load .dockerignore");
-    let own = std::fs::read_to_string(berth_build::context::resolve_in_root(df_root, ignore_name));
+    let own = berth_fs::secure_join(df_root, ignore_name).and_then(std::fs::read_to_string);
     let text = match own {
         Ok(t) => Some(t),
         Err(_) => {

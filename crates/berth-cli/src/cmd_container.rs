@@ -118,19 +118,15 @@ pub async fn ps(c: &Client, a: PsArgs) -> Result<i32, CliError> {
     let now = now_unix();
     let trunc = !a.no_trunc;
     let rows: Vec<_> = list.iter().map(|s| format::ps_row(s, trunc, now)).collect();
-    let fmt = if a.quiet {
-        "{{.ID}}".to_string()
-    } else if let Some(f) = a
-        .format
-        .clone()
-        .filter(|f| !f.trim().is_empty() && f.trim() != "table")
-    {
-        f
-    } else if a.size {
-        "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}\t{{.Size}}".into()
-    } else {
-        "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}".into()
-    };
+    let fmt = format::listing_format(
+        a.quiet.then_some("{{.ID}}"),
+        a.format.as_deref(),
+        if a.size {
+            "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}\t{{.Size}}"
+        } else {
+            "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}"
+        },
+    );
     print!("{}", render_rows(&fmt, format::PS_HEADERS, &rows)?);
     Ok(0)
 }
@@ -213,21 +209,7 @@ pub async fn inspect(c: &Client, a: InspectArgs) -> Result<i32, CliError> {
             Err(e) => errors.push(e.to_string()),
         }
     }
-    match &tmpl {
-        Some(t) => {
-            let mut out = String::new();
-            for v in &found {
-                out.push_str(&t.render(v)?);
-                out.push('\n');
-            }
-            print!("{out}");
-        }
-        None => println!("{}", Value::Array(found).to_json_pretty()),
-    }
-    for e in &errors {
-        eprintln!("{e}");
-    }
-    Ok(if errors.is_empty() { 0 } else { 1 })
+    Ok(format::print_inspected(tmpl.as_ref(), found, &errors)?)
 }
 
 /// `port` lines for one mapping list: `80/tcp -> 0.0.0.0:8080`.

@@ -77,19 +77,15 @@ pub async fn images(c: &Client, a: ImagesArgs) -> Result<i32, CliError> {
         .flat_map(|i| format::image_rows(i, trunc, a.digests, now))
         .filter(|r| a.reference.as_deref().is_none_or(|p| row_matches(r, p)))
         .collect();
-    let fmt = if a.quiet {
-        "{{.ID}}".to_string()
-    } else if let Some(f) = a
-        .format
-        .clone()
-        .filter(|f| !f.trim().is_empty() && f.trim() != "table")
-    {
-        f
-    } else if a.digests {
-        "table {{.Repository}}\t{{.Tag}}\t{{.Digest}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}".into()
-    } else {
-        "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}".into()
-    };
+    let fmt = format::listing_format(
+        a.quiet.then_some("{{.ID}}"),
+        a.format.as_deref(),
+        if a.digests {
+            "table {{.Repository}}\t{{.Tag}}\t{{.Digest}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}"
+        } else {
+            "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}"
+        },
+    );
     print!("{}", render_rows(&fmt, format::IMAGE_HEADERS, &rows)?);
     Ok(0)
 }
@@ -135,17 +131,11 @@ pub async fn history(c: &Client, a: HistoryArgs) -> Result<i32, CliError> {
         .iter()
         .map(|h| format::history_row(h, !a.no_trunc, a.human, now))
         .collect();
-    let fmt = if a.quiet {
-        "{{.ID}}".to_string()
-    } else if let Some(f) = a
-        .format
-        .clone()
-        .filter(|f| !f.trim().is_empty() && f.trim() != "table")
-    {
-        f
-    } else {
-        "table {{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}".into()
-    };
+    let fmt = format::listing_format(
+        a.quiet.then_some("{{.ID}}"),
+        a.format.as_deref(),
+        "table {{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}",
+    );
     print!("{}", render_rows(&fmt, format::HISTORY_HEADERS, &rows)?);
     Ok(0)
 }
@@ -163,13 +153,11 @@ pub async fn search(c: &Client, a: SearchArgs) -> Result<i32, CliError> {
         .iter()
         .map(|r| format::search_row(r, !a.no_trunc))
         .collect();
-    let fmt = a
-        .format
-        .clone()
-        .filter(|f| !f.trim().is_empty() && f.trim() != "table")
-        .unwrap_or_else(|| {
-            "table {{.Name}}\t{{.Description}}\t{{.StarCount}}\t{{.IsOfficial}}".into()
-        });
+    let fmt = format::listing_format(
+        None,
+        a.format.as_deref(),
+        "table {{.Name}}\t{{.Description}}\t{{.StarCount}}\t{{.IsOfficial}}",
+    );
     print!("{}", render_rows(&fmt, format::SEARCH_HEADERS, &rows)?);
     Ok(0)
 }

@@ -353,17 +353,11 @@ async fn ls(c: &Client, a: LsArgs) -> Result<i32, CliError> {
             ])
         })
         .collect();
-    let fmt = if a.quiet {
-        "{{.ID}}".to_string()
-    } else if let Some(f) = a
-        .format
-        .clone()
-        .filter(|f| !f.trim().is_empty() && f.trim() != "table")
-    {
-        f
-    } else {
-        "table {{.ID}}\t{{.Name}}\t{{.Driver}}\t{{.Scope}}".into()
-    };
+    let fmt = crate::format::listing_format(
+        a.quiet.then_some("{{.ID}}"),
+        a.format.as_deref(),
+        "table {{.ID}}\t{{.Name}}\t{{.Driver}}\t{{.Scope}}",
+    );
     let headers: &[(&str, &str)] = &[
         ("ID", "NETWORK ID"),
         ("Name", "NAME"),
@@ -396,21 +390,11 @@ async fn inspect(c: &Client, a: InspectArgs) -> Result<i32, CliError> {
             Err(e) => errors.push(e.to_string()),
         }
     }
-    match &tmpl {
-        Some(t) => {
-            let mut out = String::new();
-            for v in &found {
-                out.push_str(&t.render(v)?);
-                out.push('\n');
-            }
-            print!("{out}");
-        }
-        None => println!("{}", Value::Array(found).to_json_pretty()),
-    }
-    for e in &errors {
-        eprintln!("{e}");
-    }
-    Ok(if errors.is_empty() { 0 } else { 1 })
+    Ok(crate::format::print_inspected(
+        tmpl.as_ref(),
+        found,
+        &errors,
+    )?)
 }
 
 async fn rm(c: &Client, a: RmArgs) -> Result<i32, CliError> {

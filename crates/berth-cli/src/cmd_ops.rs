@@ -16,15 +16,26 @@ fn seg(s: &str) -> String {
     berth_api::client::encode_query_component(s)
 }
 
-async fn post_each(c: &Client, names: &[String], what: &str) -> Result<i32, CliError> {
+/// `POST /containers/{name}/{what}` (with `body` as JSON) for each name: prints the names that
+/// succeeded, the errors of the others; exit status 1 if any failed.
+async fn post_each(
+    c: &Client,
+    names: &[String],
+    what: &str,
+    body: Option<&Json>,
+) -> Result<i32, CliError> {
     let mut failed = false;
     for n in names {
+        let body = match body {
+            Some(b) => Body::json(b)?,
+            None => Body::Empty,
+        };
         let r = c
             .request(
                 Method::POST,
                 &format!("/containers/{}/{what}", seg(n)),
                 &[],
-                Body::Empty,
+                body,
             )
             .await;
         match r {
@@ -39,11 +50,11 @@ async fn post_each(c: &Client, names: &[String], what: &str) -> Result<i32, CliE
 }
 
 pub async fn pause(c: Arc<Client>, a: ContainersArgs) -> Result<i32, CliError> {
-    post_each(&c, &a.containers, "pause").await
+    post_each(&c, &a.containers, "pause", None).await
 }
 
 pub async fn unpause(c: Arc<Client>, a: ContainersArgs) -> Result<i32, CliError> {
-    post_each(&c, &a.containers, "unpause").await
+    post_each(&c, &a.containers, "unpause", None).await
 }
 
 pub async fn top(c: Arc<Client>, a: TopArgs) -> Result<i32, CliError> {
@@ -207,25 +218,7 @@ pub async fn update(c: Arc<Client>, a: UpdateArgs) -> Result<i32, CliError> {
             "you must provide one or more flags when using this command".into(),
         ));
     }
-    let mut failed = false;
-    for n in &a.containers {
-        let r = c
-            .request(
-                Method::POST,
-                &format!("/containers/{}/update", seg(n)),
-                &[],
-                Body::json(&Json::Object(body.clone()))?,
-            )
-            .await;
-        match r {
-            Ok(_) => println!("{n}"),
-            Err(e) => {
-                eprintln!("{e}");
-                failed = true;
-            }
-        }
-    }
-    Ok(if failed { 1 } else { 0 })
+    post_each(&c, &a.containers, "update", Some(&Json::Object(body))).await
 }
 
 /// CPU % the way the docker CLI computes it (v1 and v2 shapes alike).

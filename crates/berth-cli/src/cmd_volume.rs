@@ -202,14 +202,11 @@ async fn ls(c: &Client, a: VolumeLsArgs) -> Result<i32, CliError> {
     let mut vols = resp.volumes;
     vols.sort_by(|x, y| x.name.cmp(&y.name));
     let rows: Vec<Value> = vols.iter().map(row).collect();
-    let fmt = if a.quiet {
-        "{{.Name}}".to_string()
-    } else {
-        a.format
-            .clone()
-            .filter(|f| !f.trim().is_empty() && f.trim() != "table")
-            .unwrap_or_else(|| "table {{.Driver}}\t{{.Name}}".into())
-    };
+    let fmt = crate::format::listing_format(
+        a.quiet.then_some("{{.Name}}"),
+        a.format.as_deref(),
+        "table {{.Driver}}\t{{.Name}}",
+    );
     print!("{}", render_rows(&fmt, VOLUME_HEADERS, &rows)?);
     Ok(0)
 }
@@ -220,7 +217,7 @@ async fn inspect(c: &Client, a: VolumeInspectArgs) -> Result<i32, CliError> {
         Some(f) => Some(Template::parse(f)?),
     };
     let mut found = Vec::new();
-    let mut failed = false;
+    let mut errors = Vec::new();
     for n in &a.names {
         let path = format!("/volumes/{}", berth_api::client::encode_query_component(n));
         let r = match c
@@ -238,24 +235,10 @@ async fn inspect(c: &Client, a: VolumeInspectArgs) -> Result<i32, CliError> {
         match r {
             Ok(b) => found.push(Value::from_json(&b)?),
             Err(e) if e.status().is_none() => return Err(e.into()),
-            Err(e) => {
-                eprintln!("{e}");
-                failed = true;
-            }
+            Err(e) => errors.push(e.to_string()),
         }
     }
-    match tmpl {
-        Some(t) => {
-            let mut out = String::new();
-            for v in &found {
-                out.push_str(&t.render(v)?);
-                out.push('\n');
-            }
-            print!("{out}");
-        }
-        None => println!("{}", Value::Array(found).to_json_pretty()),
-    }
-    Ok(if failed { 1 } else { 0 })
+    Ok(format::print_inspected(tmpl.as_ref(), found, &errors)?)
 }
 
 async fn rm(c: &Client, a: VolumeRmArgs) -> Result<i32, CliError> {

@@ -584,6 +584,39 @@ pub fn history_row(h: &HistoryItem, trunc: bool, human: bool, now: i64) -> Value
     ])
 }
 
+/// The template a listing renders: `quiet` (`-q`'s, when given), else the user's `--format`
+/// (an empty one or a plain `table` means the default), else `default`.
+pub fn listing_format(quiet: Option<&str>, format: Option<&str>, default: &str) -> String {
+    quiet
+        .or_else(|| format.filter(|f| !f.trim().is_empty() && f.trim() != "table"))
+        .unwrap_or(default)
+        .to_string()
+}
+
+/// Prints what an `inspect` found (each through `tmpl`, or all as one JSON array), then the
+/// errors of the names it did not find; exit status 1 if there were any.
+pub fn print_inspected(
+    tmpl: Option<&Template>,
+    found: Vec<Value>,
+    errors: &[String],
+) -> Result<i32, TemplateError> {
+    match tmpl {
+        Some(t) => {
+            let mut out = String::new();
+            for v in &found {
+                out.push_str(&t.render(v)?);
+                out.push('\n');
+            }
+            print!("{out}");
+        }
+        None => println!("{}", Value::Array(found).to_json_pretty()),
+    }
+    for e in errors {
+        eprintln!("{e}");
+    }
+    Ok(if errors.is_empty() { 0 } else { 1 })
+}
+
 /// Render rows with a docker `--format` (`table ...`, `json`, or a plain template).
 pub fn render_rows(
     format: &str,

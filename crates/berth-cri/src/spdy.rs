@@ -286,7 +286,7 @@ pub struct Stream {
     pub id: u32,
     pub headers: HashMap<String, String>,
     data: mpsc::UnboundedReceiver<Bytes>,
-    out: Writer,
+    tx: StreamSender,
 }
 
 impl Stream {
@@ -301,28 +301,21 @@ impl Stream {
     }
 
     pub fn write(&self, data: &[u8]) -> io::Result<()> {
-        for chunk in data.chunks(DATA_CHUNK) {
-            self.out
-                .send(Out::Data(self.id, Bytes::copy_from_slice(chunk), false))?;
-        }
-        Ok(())
+        self.tx.write(data)
     }
 
     /// Our side is done (DATA with FIN).
     pub fn close(&self) {
-        let _ = self.out.send(Out::Data(self.id, Bytes::new(), true));
+        self.tx.close()
     }
 
     pub fn reset(&self) {
-        let _ = self.out.send(Out::Reset(self.id));
+        let _ = self.tx.out.send(Out::Reset(self.id));
     }
 
     /// Splits off the sending side, for a task of its own.
     pub fn sender(&self) -> StreamSender {
-        StreamSender {
-            id: self.id,
-            out: self.out.clone(),
-        }
+        self.tx.clone()
     }
 }
 
@@ -470,7 +463,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     id,
                     headers,
                     data: rx,
-                    out: out.clone(),
+                    tx: StreamSender {
+                        id,
+                        out: out.clone(),
+                    },
                 };
                 if new_streams.send(s).is_err() {
                     // Nobody takes streams any more.

@@ -18,8 +18,17 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
         .route("/session", post(session))
 }
 
-/// The 101 answer, after checking the client asked for h2c.
-fn switching(req: &Request<Body>) -> ApiResult<Response<Body>> {
+/// Answers 101 (after checking the client asked for h2c) and hands the upgraded connection
+/// to `serve`.
+fn upgrade<F, Fut>(
+    what: &'static str,
+    mut req: Request<Body>,
+    serve: F,
+) -> ApiResult<Response<Body>>
+where
+    F: FnOnce(hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     let h2c = req
         .headers()
         .get("Upgrade")
@@ -30,6 +39,13 @@ fn switching(req: &Request<Body>) -> ApiResult<Response<Body>> {
             "this endpoint needs a connection upgrade to h2c (Upgrade: h2c)",
         ));
     }
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(u) => serve(hyper_util::rt::TokioIo::new(u)).await,
+            Err(e) => tracing::debug!("{what} upgrade failed: {e}"),
+        }
+    });
     let mut r = Response::new(Body::empty());
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = r.headers_mut();
@@ -38,37 +54,17 @@ fn switching(req: &Request<Body>) -> ApiResult<Response<Body>> {
     Ok(r)
 }
 
-async fn grpc(State(st): State<AppState>, mut req: Request<Body>) -> ApiResult<Response<Body>> {
-    let r = switching(&req)?;
-    let on_upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(async move {
-        match on_upgrade.await {
-            Ok(u) => {
-                st.buildkit
-                    .serve_grpc(hyper_util::rt::TokioIo::new(u))
-                    .await
-            }
-            Err(e) => tracing::debug!("grpc upgrade failed: {e}"),
-        }
-    });
-    Ok(r)
+async fn grpc(State(st): State<AppState>, req: Request<Body>) -> ApiResult<Response<Body>> {
+    upgrade("grpc", req, move |io| async move {
+        st.buildkit.serve_grpc(io).await
+    })
 }
 
-async fn session(State(st): State<AppState>, mut req: Request<Body>) -> ApiResult<Response<Body>> {
+async fn session(State(st): State<AppState>, req: Request<Body>) -> ApiResult<Response<Body>> {
     let headers = SessionHeaders::from_headers(req.headers()).ok_or_else(|| {
         ApiError::bad_request("a session needs the X-Docker-Expose-Session-Uuid header")
     })?;
-    let r = switching(&req)?;
-    let on_upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(async move {
-        match on_upgrade.await {
-            Ok(u) => {
-                st.buildkit
-                    .attach_session(hyper_util::rt::TokioIo::new(u), headers)
-                    .await
-            }
-            Err(e) => tracing::debug!("session upgrade failed: {e}"),
-        }
-    });
-    Ok(r)
+    upgrade("session", req, move |io| async move {
+        st.buildkit.attach_session(io, headers).await
+    })
 }

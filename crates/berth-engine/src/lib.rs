@@ -225,16 +225,7 @@ fn load_or_create_id(path: &std::path::Path) -> Result<String> {
             return Ok(s.to_string());
         }
     }
-    let b: [u8; 16] = rand::random();
-    let h = hex::encode(b);
-    let id = format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    );
+    let id = berth_registry::random_uuid();
     util::write_atomic(path, id.as_bytes())?;
     Ok(id)
 }

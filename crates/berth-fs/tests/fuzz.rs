@@ -404,7 +404,8 @@ fn cpu_seconds() -> f64 {
 
 /// Runs `strategy`/`test` in batches with fresh seeds until this process has used
 /// `FUZZ_CPU_SECONDS` of CPU (default 10), or `FUZZ_SECONDS` of wall time have passed (default:
-/// no limit); prints the count. Run one such test per process (`--test-threads=1`).
+/// no limit); prints the count (and a running count every 30 CPU-seconds). Run one such test
+/// per process (`--test-threads=1`).
 fn long_run<S: Strategy>(
     name: &str,
     strategy: S,
@@ -417,6 +418,7 @@ fn long_run<S: Strategy>(
     let wall_limit = env("FUZZ_SECONDS").unwrap_or(f64::MAX);
     let (t0, c0) = (std::time::Instant::now(), cpu_seconds());
     let mut cases = 0u64;
+    let mut last = c0;
     let mut failures = BTreeMap::new();
     while cpu_seconds() - c0 < cpu_limit && t0.elapsed().as_secs_f64() < wall_limit {
         let mut runner = TestRunner::new(Config {
@@ -425,7 +427,18 @@ fn long_run<S: Strategy>(
             ..Config::default()
         });
         match runner.run(&strategy, &test) {
-            Ok(()) => cases += 200,
+            Ok(()) => {
+                cases += 200;
+                // A running count, so a run stopped early still has its figures.
+                if cpu_seconds() - last >= 30.0 {
+                    last = cpu_seconds();
+                    println!(
+                        "{name}: {cases} cases so far, {:.0} CPU-seconds, {:.0} s wall",
+                        last - c0,
+                        t0.elapsed().as_secs_f64()
+                    );
+                }
+            }
             Err(e) => {
                 failures.insert(cases, format!("{e}"));
                 break;

@@ -20,10 +20,8 @@ const ALLOWED: &[(&str, &str, &str)] = &[
     ),
     // `docker save -o`: streamed from the daemon into a temp file, renamed when complete.
     ("berth-cli/src/cmd_image.rs", "atomic", "streamed download"),
-    // berth-build is being switched to berth-fs (issue 13); remove these lines with it.
-    ("berth-build/src/context.rs", "resolver", "issue 13"),
+    // berth-build's context extractor is still its own (issue 13); remove this line with it.
     ("berth-build/src/context.rs", "extractor", "issue 13"),
-    ("berth-build/src/builder.rs", "atomic", "issue 13"),
 ];
 
 fn sources(dir: &Path, out: &mut Vec<PathBuf>) {

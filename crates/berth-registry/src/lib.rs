@@ -13,3 +13,4 @@ pub use client::{
     PushOptions, PushResult, RegistryAuth, SearchResult,
 };
 pub use error::{ErrorCode, RegistryError};
+pub use storage::random_uuid;

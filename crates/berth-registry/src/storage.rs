@@ -77,6 +77,20 @@ pub fn sync_dir(dir: &Path) {
     }
 }
 
+/// 128 random bits in the UUID text form (`8-4-4-4-12` hex digits): an upload session's name
+/// here, the daemon's ID in the engine.
+pub fn random_uuid() -> String {
+    let h = hex::encode(rand::random::<[u8; 16]>());
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Descriptor {
@@ -226,16 +240,7 @@ impl Storage {
     }
 
     pub fn new_upload(&self, name: &str) -> Result<String, RegistryError> {
-        let b: [u8; 16] = rand::random();
-        let h = hex::encode(b);
-        let uuid = format!(
-            "{}-{}-{}-{}-{}",
-            &h[0..8],
-            &h[8..12],
-            &h[12..16],
-            &h[16..20],
-            &h[20..32]
-        );
+        let uuid = random_uuid();
         let dir = self.upload_dir(&uuid)?;
         fs::create_dir_all(&dir).ctx("create", &dir)?;
         fs::File::create(dir.join("data")).ctx("create", &dir)?;

@@ -5,8 +5,28 @@ use super::util::{expand, json_list, with_shell};
 use super::BuildError;
 use crate::context::clean_rel;
 use crate::instructions::{Command, Kind};
+use crate::shell::Lexer;
 use berth_image::config::{EmptyObject, HealthConfig};
 use std::path::Path;
+
+/// ENV's or LABEL's `key=value` pairs with variables expanded, and their `k=v k=v` text for
+/// the history line.
+fn expand_pairs(
+    lx: &Lexer,
+    pairs: &[(String, String)],
+    env: &[String],
+) -> Result<(Vec<(String, String)>, String), BuildError> {
+    let mut kv = Vec::new();
+    for (k, v) in pairs {
+        kv.push((expand(lx, k, env)?, expand(lx, v, env)?));
+    }
+    let text = kv
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    Ok((kv, text))
+}
 
 fn nop(s: &str) -> String {
     format!("/bin/sh -c #(nop)  {s}")
@@ -18,15 +38,7 @@ impl StageRun<'_, '_, '_> {
         let env = self.st.subst_env();
         match &c.kind {
             Kind::Env(pairs) => {
-                let mut kv = Vec::new();
-                for (k, v) in pairs {
-                    kv.push((expand(&lx, k, &env)?, expand(&lx, v, &env)?));
-                }
-                let text = kv
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join(" ");
+                let (kv, text) = expand_pairs(&lx, pairs, &env)?;
                 self.meta_step(nop(&format!("ENV {text}")), |st| {
                     let cc = st.cc();
                     let mut list = cc.env.take().unwrap_or_default();
@@ -38,15 +50,7 @@ impl StageRun<'_, '_, '_> {
                 })
             }
             Kind::Label(pairs) => {
-                let mut kv = Vec::new();
-                for (k, v) in pairs {
-                    kv.push((expand(&lx, k, &env)?, expand(&lx, v, &env)?));
-                }
-                let text = kv
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join(" ");
+                let (kv, text) = expand_pairs(&lx, pairs, &env)?;
                 self.meta_step(nop(&format!("LABEL {text}")), |st| {
                     let labels = st.cc().labels.get_or_insert_with(Default::default);
                     for (k, v) in kv {

@@ -32,7 +32,6 @@ mod tests;
 pub use mounts::{cache_mounts_usage, prune_cache_mounts, CacheMountUsage};
 pub use progress::{LegacyProgress, Progress, Vertex, VertexState};
 
-use crate::context::resolve_in_root;
 use berth_image::ImageStore;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -313,9 +312,10 @@ fn remove_ignored_dockerfile(context: &Path, dockerfile: &str) {
     let ignore = crate::dockerignore::Ignore::parse(&text);
     for name in [".dockerignore", dockerfile] {
         if ignore.excluded(name) {
-            let p = resolve_in_root(context, name);
-            if p.starts_with(context) && p != context {
-                let _ = std::fs::remove_file(&p);
+            if let Ok(p) = berth_fs::secure_join(context, name) {
+                if p.starts_with(context) && p != context {
+                    let _ = std::fs::remove_file(&p);
+                }
             }
         }
     }
@@ -335,8 +335,7 @@ impl Builder<'_> {
         } else {
             opts.dockerfile.as_str()
         };
-        let path = resolve_in_root(context, name);
-        let src = match std::fs::read(&path) {
+        let src = match berth_fs::secure_join(context, name).and_then(std::fs::read) {
             Ok(b) => String::from_utf8_lossy(&b).into_owned(),
             Err(_) => {
                 return Err(BuildError::BadRequest(format!(

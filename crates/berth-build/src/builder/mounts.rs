@@ -7,7 +7,7 @@
 use super::stage::StageRun;
 use super::util::{failed, sha_hex, unique_suffix, TempDir};
 use super::{BuildError, NamedContext, RunMount, RunMountKind};
-use crate::context::{clean_rel, resolve_in_root};
+use crate::context::clean_rel;
 use berth_image::ImageStore;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
@@ -747,13 +747,13 @@ impl<'a> StageRun<'_, '_, 'a> {
     ) -> Result<(), BuildError> {
         let (root, what) = self.mount_source_root(m.from.as_deref(), p)?;
         let src_rel = m.source.clone().unwrap_or_default();
-        let host = resolve_in_root(&root, &src_rel);
-        if std::fs::symlink_metadata(&host).is_err() {
+        let host = berth_fs::secure_join(&root, &src_rel);
+        let Some(host) = host.ok().filter(|h| std::fs::symlink_metadata(h).is_ok()) else {
             return Err(BuildError::BadRequest(format!(
                 "failed to compute cache key: failed to calculate checksum of ref: \"/{}\": not found",
                 src_rel.trim_start_matches('/')
             )));
-        }
+        };
         let digest = if what == "context" || what.starts_with("context:") {
             tree_digest(&host)
         } else {
@@ -802,7 +802,10 @@ impl<'a> StageRun<'_, '_, 'a> {
         let seed = match &m.from {
             Some(_) => {
                 let (root, _) = self.mount_source_root(m.from.as_deref(), p)?;
-                Some(resolve_in_root(&root, m.source.as_deref().unwrap_or("")))
+                let src = m.source.as_deref().unwrap_or("");
+                Some(berth_fs::secure_join(&root, src).map_err(|e| {
+                    BuildError::BadRequest(format!("cache mount source {src:?}: {e}"))
+                })?)
             }
             None => None,
         };

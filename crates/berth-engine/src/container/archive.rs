@@ -250,6 +250,33 @@ fn header_for(st: &libc::stat, kind: tar::EntryType) -> tar::Header {
     h
 }
 
+/// The names in the directory `dfd` (without `.` and `..`), sorted so archives are
+/// reproducible, and the open directory to reach them through.
+fn sorted_entries(dfd: OwnedFd) -> io::Result<(nix::dir::Dir, Vec<Vec<u8>>)> {
+    let mut dir = nix::dir::Dir::from_fd(dfd.as_raw_fd()).map_err(io::Error::from)?;
+    std::mem::forget(dfd); // Dir owns it now.
+    let mut names: Vec<Vec<u8>> = dir
+        .iter()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_bytes().to_vec())
+        .filter(|n| n != b"." && n != b"..")
+        .collect();
+    names.sort();
+    Ok((dir, names))
+}
+
+/// `name` in `dir` as an O_PATH handle that does not follow it, with its stat; `None` when it
+/// went away since it was listed.
+fn open_entry(dir: &nix::dir::Dir, name: &[u8]) -> io::Result<Option<(OwnedFd, libc::stat)>> {
+    let child = match openat(dir.as_raw_fd(), name, libc::O_PATH | libc::O_NOFOLLOW, 0) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let st = fstat(child.as_raw_fd())?;
+    Ok(Some((child, st)))
+}
+
 /// Writes `fd` (O_PATH) and everything below it as `name` into the tar.
 fn tar_tree<W: Write>(
     b: &mut tar::Builder<W>,
@@ -264,22 +291,11 @@ fn tar_tree<W: Write>(
             let dname = format!("{}/", name.trim_end_matches('/'));
             b.append_data(&mut h, &dname, io::empty())?;
             let dfd = openat(fd.as_raw_fd(), b".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
-            let mut dir = nix::dir::Dir::from_fd(dfd.as_raw_fd()).map_err(io::Error::from)?;
-            std::mem::forget(dfd); // Dir owns it now.
-            let mut names: Vec<Vec<u8>> = dir
-                .iter()
-                .filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_bytes().to_vec())
-                .filter(|n| n != b"." && n != b"..")
-                .collect();
-            names.sort();
+            let (dir, names) = sorted_entries(dfd)?;
             for n in names {
-                let child = match openat(dir.as_raw_fd(), &n, libc::O_PATH | libc::O_NOFOLLOW, 0) {
-                    Ok(f) => f,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(e),
+                let Some((child, cst)) = open_entry(&dir, &n)? else {
+                    continue;
                 };
-                let cst = fstat(child.as_raw_fd())?;
                 let cname = format!(
                     "{}/{}",
                     name.trim_end_matches('/'),
@@ -338,23 +354,12 @@ pub(crate) fn export_root(root: &Path, tx: mpsc::Sender<Bytes>) -> io::Result<()
         tx,
         buf: Vec::new(),
     });
-    let mut dir = nix::dir::Dir::from_fd(rootf.as_raw_fd()).map_err(io::Error::from)?;
-    std::mem::forget(rootf); // Dir owns it now.
-    let mut names: Vec<Vec<u8>> = dir
-        .iter()
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_bytes().to_vec())
-        .filter(|n| n != b"." && n != b"..")
-        .collect();
-    names.sort();
+    let (dir, names) = sorted_entries(rootf)?;
     let mut links = HashMap::new();
     for n in names {
-        let child = match openat(dir.as_raw_fd(), &n, libc::O_PATH | libc::O_NOFOLLOW, 0) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
+        let Some((child, st)) = open_entry(&dir, &n)? else {
+            continue;
         };
-        let st = fstat(child.as_raw_fd())?;
         let name = OsStr::from_bytes(&n).to_string_lossy().into_owned();
         tar_tree(&mut b, &child, &st, &name, &mut links)?;
     }

@@ -52,6 +52,7 @@ impl Engine {
             "WorkDir".to_string(),
             merged.join("work").display().to_string(),
         );
+        let (size_rw, size_root_fs) = self.container_sizes(&rec, size);
         Ok(ContainerInspect {
             id: rec.id.clone(),
             created: rec.created.clone(),
@@ -85,15 +86,8 @@ impl Engine {
                 name: "overlay2".into(),
                 data: Some(gd),
             },
-            size_rw: size.then(|| self.images().snapshot_size(&rec.id).unwrap_or(0) as i64),
-            size_root_fs: size.then(|| {
-                let base = self
-                    .images()
-                    .get(&rec.image_id)
-                    .map(|i| i.size)
-                    .unwrap_or(0);
-                (base + self.images().snapshot_size(&rec.id).unwrap_or(0)) as i64
-            }),
+            size_rw,
+            size_root_fs,
             mounts: rec.mount_points.iter().map(|m| m.to_api()).collect(),
             config: rec.config.clone(),
             network_settings: self.net_settings(&rec),

@@ -201,8 +201,28 @@ impl Engine {
         Ok(out)
     }
 
+    /// `SizeRw` and `SizeRootFs` when `size` is asked for: the writable layer, and that plus
+    /// the image.
+    pub(crate) fn container_sizes(
+        &self,
+        rec: &ContainerRecord,
+        size: bool,
+    ) -> (Option<i64>, Option<i64>) {
+        if !size {
+            return (None, None);
+        }
+        let rw = self.images().snapshot_size(&rec.id).unwrap_or(0);
+        let base = self
+            .images()
+            .get(&rec.image_id)
+            .map(|i| i.size)
+            .unwrap_or(0);
+        (Some(rw as i64), Some((base + rw) as i64))
+    }
+
     fn summary(&self, rec: &ContainerRecord, size: bool) -> ContainerSummary {
         let created = parse_time(&rec.created).map(|t| t.timestamp()).unwrap_or(0);
+        let (size_rw, size_root_fs) = self.container_sizes(rec, size);
         ContainerSummary {
             id: rec.id.clone(),
             names: vec![format!("/{}", rec.name)],
@@ -211,15 +231,8 @@ impl Engine {
             command: command_text(rec),
             created,
             ports: self.net_ps_ports(rec),
-            size_rw: size.then(|| self.images().snapshot_size(&rec.id).unwrap_or(0) as i64),
-            size_root_fs: size.then(|| {
-                let base = self
-                    .images()
-                    .get(&rec.image_id)
-                    .map(|i| i.size)
-                    .unwrap_or(0);
-                (base + self.images().snapshot_size(&rec.id).unwrap_or(0)) as i64
-            }),
+            size_rw,
+            size_root_fs,
             labels: rec.config.labels.clone().unwrap_or_default(),
             mounts: rec.mount_points.iter().map(|m| m.to_api()).collect(),
             state: state_text(rec).to_string(),

@@ -91,7 +91,7 @@ fn cpuset(requested: &str, available: &str, what: &str, things: &str) -> Result<
 }
 
 /// Whether this process has CAP_SYS_RESOURCE (needed to raise a hard rlimit).
-fn has_sys_resource() -> bool {
+pub(crate) fn has_sys_resource() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

@@ -18,7 +18,7 @@ impl Engine {
             ));
         }
         self.check_exec_target(&c)?;
-        let id = hex::encode(rand::random::<[u8; 32]>());
+        let id = crate::util::new_id();
         let (done, _) = tokio::sync::watch::channel(false);
         let entry = Arc::new(ExecEntry {
             id: id.clone(),

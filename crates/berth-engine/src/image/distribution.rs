@@ -41,33 +41,18 @@ impl Engine {
         platform: Option<String>,
         auth: Option<berth_registry::RegistryAuth>,
     ) -> mpsc::Receiver<Transfer> {
-        let (tx, rx) = mpsc::channel(64);
-        let store = self.images();
         let reg = self.inner.registry_config.clone();
-        let engine = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let opts = berth_registry::PullOptions {
-                platform,
-                insecure_registries: reg.insecure_registries,
-                mirrors: reg.mirrors,
-                hosts_dir: reg.hosts_dir,
-                auth,
-                ..Default::default()
-            };
-            let mut progress = |p: berth_registry::Progress| {
-                let _ = tx.blocking_send(Transfer::Message(p.to_json_message()));
-            };
-            match berth_registry::pull(&store, &reference, &opts, &mut progress) {
-                Ok(_) => {
-                    let name = familiar(&reference);
-                    engine.emit("image", "pull", &name, &[("name", name.clone())]);
-                }
-                Err(e) => {
-                    let _ = tx.blocking_send(Transfer::Failed(registry_err(e)));
-                }
-            }
-        });
-        rx
+        let opts = berth_registry::PullOptions {
+            platform,
+            insecure_registries: reg.insecure_registries,
+            mirrors: reg.mirrors,
+            hosts_dir: reg.hosts_dir,
+            auth,
+            ..Default::default()
+        };
+        self.transfer("pull", reference, move |store, r, progress| {
+            berth_registry::pull(store, r, &opts, progress).map(drop)
+        })
     }
 
     /// `GET /images/search`: Docker's limit range and filters (`is-official`, `is-automated`,
@@ -126,23 +111,41 @@ impl Engine {
         reference: String,
         auth: Option<berth_registry::RegistryAuth>,
     ) -> mpsc::Receiver<Transfer> {
+        let opts = berth_registry::PushOptions {
+            insecure_registries: self.inner.registry_config.insecure_registries.clone(),
+            auth,
+            ..Default::default()
+        };
+        self.transfer("push", reference, move |store, r, progress| {
+            berth_registry::push(store, r, &opts, progress).map(drop)
+        })
+    }
+
+    /// Runs a pull or push on a blocking thread: its progress streams back as Docker's JSON
+    /// messages; success is announced as the image event `action`, failure as the last item.
+    fn transfer(
+        &self,
+        action: &'static str,
+        reference: String,
+        run: impl FnOnce(
+                &berth_image::ImageStore,
+                &str,
+                &mut dyn FnMut(berth_registry::Progress),
+            ) -> std::result::Result<(), berth_registry::RegistryError>
+            + Send
+            + 'static,
+    ) -> mpsc::Receiver<Transfer> {
         let (tx, rx) = mpsc::channel(64);
         let store = self.images();
-        let reg = self.inner.registry_config.clone();
         let engine = self.clone();
         tokio::task::spawn_blocking(move || {
-            let opts = berth_registry::PushOptions {
-                insecure_registries: reg.insecure_registries,
-                auth,
-                ..Default::default()
-            };
             let mut progress = |p: berth_registry::Progress| {
                 let _ = tx.blocking_send(Transfer::Message(p.to_json_message()));
             };
-            match berth_registry::push(&store, &reference, &opts, &mut progress) {
-                Ok(_) => {
+            match run(&store, &reference, &mut progress) {
+                Ok(()) => {
                     let name = familiar(&reference);
-                    engine.emit("image", "push", &name, &[("name", name.clone())]);
+                    engine.emit("image", action, &name, &[("name", name.clone())]);
                 }
                 Err(e) => {
                     let _ = tx.blocking_send(Transfer::Failed(registry_err(e)));

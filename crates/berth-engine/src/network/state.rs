@@ -326,27 +326,19 @@ impl Networks {
         net: &NetworkRecord,
         f: impl FnOnce(&mut Ipam) -> Result<T>,
     ) -> Result<T> {
-        let mut m = self.ipams.lock().unwrap_or_else(|p| p.into_inner());
-        if !m.contains_key(&net.id) {
+        let open = || {
             let (Some(subnet), Some(gw)) = (net.subnet, net.gateway) else {
                 return Err(EngineError::Internal(format!(
                     "network {} has no subnet",
                     net.name
                 )));
             };
-            let ipam = Ipam::open(
-                &self.dir.join("ipam").join(format!("{}.json", net.id)),
-                subnet,
-                gw,
-            )
-            .map_err(net_err)?
-            .with_limits(net.ip_range, net.aux.values().copied().collect());
-            m.insert(net.id.clone(), ipam);
-        }
-        match m.get_mut(&net.id) {
-            Some(i) => f(i),
-            None => Err(EngineError::Internal("ipam".into())),
-        }
+            let path = self.dir.join("ipam").join(format!("{}.json", net.id));
+            Ok(Ipam::open(&path, subnet, gw)
+                .map_err(net_err)?
+                .with_limits(net.ip_range, net.aux.values().copied().collect()))
+        };
+        with_opened(&self.ipams, &net.id, open, f)
     }
 
     /// Runs `f` on the IPv6 allocations of a dual-stack `net`.
@@ -355,27 +347,19 @@ impl Networks {
         net: &NetworkRecord,
         f: impl FnOnce(&mut Ipam6) -> Result<T>,
     ) -> Result<T> {
-        let mut m = self.ipams6.lock().unwrap_or_else(|p| p.into_inner());
-        if !m.contains_key(&net.id) {
+        let open = || {
             let (Some(subnet), Some(gw)) = (net.subnet6, net.gateway6) else {
                 return Err(EngineError::Internal(format!(
                     "network {} has no IPv6 subnet",
                     net.name
                 )));
             };
-            let ipam = Ipam6::open(
-                &self.dir.join("ipam").join(format!("{}.v6.json", net.id)),
-                subnet,
-                gw,
-            )
-            .map_err(net_err)?
-            .with_limits(net.ip_range6, net.aux6.values().copied().collect());
-            m.insert(net.id.clone(), ipam);
-        }
-        match m.get_mut(&net.id) {
-            Some(i) => f(i),
-            None => Err(EngineError::Internal("ipam".into())),
-        }
+            let path = self.dir.join("ipam").join(format!("{}.v6.json", net.id));
+            Ok(Ipam6::open(&path, subnet, gw)
+                .map_err(net_err)?
+                .with_limits(net.ip_range6, net.aux6.values().copied().collect()))
+        };
+        with_opened(&self.ipams6, &net.id, open, f)
     }
 
     /// Forgets a removed network's allocations (and their file).
@@ -655,4 +639,19 @@ pub(crate) fn find_in<'a>(st: &'a State, name_or_id: &str) -> Result<&'a Network
         }
     }
     Err(not_found(name_or_id))
+}
+
+/// Runs `f` on the entry `id` of `map`, opened with `open` on first use.
+fn with_opened<I, T>(
+    map: &Mutex<HashMap<String, I>>,
+    id: &str,
+    open: impl FnOnce() -> Result<I>,
+    f: impl FnOnce(&mut I) -> Result<T>,
+) -> Result<T> {
+    let mut m = map.lock().unwrap_or_else(|p| p.into_inner());
+    let entry = match m.entry(id.to_string()) {
+        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+        std::collections::hash_map::Entry::Vacant(e) => e.insert(open()?),
+    };
+    f(entry)
 }

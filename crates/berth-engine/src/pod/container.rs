@@ -218,66 +218,9 @@ impl Engine {
         };
         let spec = &pc.spec;
         let sec = &spec.security;
-        let pod_dir = self.pod_dir(&pod.id);
-        let mut mounts = Vec::new();
-        let given = |dest: &str| spec.mounts.iter().any(|m| m.container_path == dest);
-        for (dest, file) in [
-            ("/etc/hostname", "hostname"),
-            ("/etc/hosts", "hosts"),
-            ("/etc/resolv.conf", "resolv.conf"),
-        ] {
-            if !given(dest) {
-                mounts.push(oci_bind(
-                    dest,
-                    pod_dir.join(file),
-                    &["rbind", "rprivate"],
-                    sec.readonly_rootfs,
-                )?);
-            }
-        }
-        let shm = self.pod_shm(&pod);
-        if !given("/dev/shm") {
-            if let Some(shm) = shm {
-                mounts.push(oci_bind("/dev/shm", &shm, &["rbind", "rprivate"], false)?);
-            }
-        }
-        for m in &spec.mounts {
-            let src = PathBuf::from(&m.host_path);
-            if !src.exists() {
-                std::fs::create_dir_all(&src).map_err(|e| {
-                    EngineError::InvalidParameter(format!("failed to mkdir {:?}: {e}", m.host_path))
-                })?;
-            }
-            // Symlinks in the source are the host's to follow.
-            let src = std::fs::canonicalize(&src).unwrap_or(src);
-            let prop = match m.propagation {
-                Propagation::Private => "rprivate",
-                Propagation::HostToContainer => "rslave",
-                Propagation::Bidirectional => "rshared",
-            };
-            let mut opts = vec!["rbind", prop];
-            if m.recursive_read_only {
-                opts.push("rro");
-            }
-            mounts.push(oci_bind(&m.container_path, &src, &opts, m.readonly)?);
-        }
-        crate::container::mounts::sort_mounts(&mut mounts);
+        let mounts = self.pod_container_mounts(&pod, spec)?;
 
-        let seccomp = if sec.privileged {
-            SeccompMode::Unconfined
-        } else {
-            match &sec.seccomp {
-                SeccompSpec::Unconfined => SeccompMode::Unconfined,
-                SeccompSpec::RuntimeDefault => SeccompMode::Default,
-                SeccompSpec::Localhost(p) => {
-                    SeccompMode::Profile(std::fs::read_to_string(p).map_err(|e| {
-                        EngineError::InvalidParameter(format!(
-                            "failed to load seccomp profile {p:?}: {e}"
-                        ))
-                    })?)
-                }
-            }
-        };
+        let seccomp = seccomp_mode(sec)?;
         let host_net = pod.host_network();
         let pid = match sec.namespaces.pid {
             NsMode::Node => NsJoin::Host,
@@ -389,6 +332,61 @@ impl Engine {
     }
 
     /// The pod's shared `/dev/shm`: its own tmpfs, or the host's with the host's IPC.
+    /// A pod container's mounts: the pod's /etc files and /dev/shm unless the kubelet mounts
+    /// its own there, then the kubelet's, sorted so parents come first.
+    fn pod_container_mounts(
+        &self,
+        pod: &PodRecord,
+        spec: &ContainerSpec,
+    ) -> Result<Vec<oci_spec::runtime::Mount>> {
+        let sec = &spec.security;
+        let pod_dir = self.pod_dir(&pod.id);
+        let mut mounts = Vec::new();
+        let given = |dest: &str| spec.mounts.iter().any(|m| m.container_path == dest);
+        for (dest, file) in [
+            ("/etc/hostname", "hostname"),
+            ("/etc/hosts", "hosts"),
+            ("/etc/resolv.conf", "resolv.conf"),
+        ] {
+            if !given(dest) {
+                mounts.push(oci_bind(
+                    dest,
+                    pod_dir.join(file),
+                    &["rbind", "rprivate"],
+                    sec.readonly_rootfs,
+                )?);
+            }
+        }
+        let shm = self.pod_shm(pod);
+        if !given("/dev/shm") {
+            if let Some(shm) = shm {
+                mounts.push(oci_bind("/dev/shm", &shm, &["rbind", "rprivate"], false)?);
+            }
+        }
+        for m in &spec.mounts {
+            let src = PathBuf::from(&m.host_path);
+            if !src.exists() {
+                std::fs::create_dir_all(&src).map_err(|e| {
+                    EngineError::InvalidParameter(format!("failed to mkdir {:?}: {e}", m.host_path))
+                })?;
+            }
+            // Symlinks in the source are the host's to follow.
+            let src = std::fs::canonicalize(&src).unwrap_or(src);
+            let prop = match m.propagation {
+                Propagation::Private => "rprivate",
+                Propagation::HostToContainer => "rslave",
+                Propagation::Bidirectional => "rshared",
+            };
+            let mut opts = vec!["rbind", prop];
+            if m.recursive_read_only {
+                opts.push("rro");
+            }
+            mounts.push(oci_bind(&m.container_path, &src, &opts, m.readonly)?);
+        }
+        crate::container::mounts::sort_mounts(&mut mounts);
+        Ok(mounts)
+    }
+
     fn pod_shm(&self, pod: &PodRecord) -> Option<PathBuf> {
         if pod.spec.namespaces.ipc == NsMode::Node {
             return Some(PathBuf::from("/dev/shm"));
@@ -457,6 +455,25 @@ impl Engine {
         }
         self.runtime().reopen_log(&self.runtime_dir(&c.id)).await
     }
+}
+
+/// The seccomp profile the kubelet asks for (none for a privileged container).
+fn seccomp_mode(sec: &crate::pod::SecuritySpec) -> Result<SeccompMode> {
+    Ok(if sec.privileged {
+        SeccompMode::Unconfined
+    } else {
+        match &sec.seccomp {
+            SeccompSpec::Unconfined => SeccompMode::Unconfined,
+            SeccompSpec::RuntimeDefault => SeccompMode::Default,
+            SeccompSpec::Localhost(p) => {
+                SeccompMode::Profile(std::fs::read_to_string(p).map_err(|e| {
+                    EngineError::InvalidParameter(format!(
+                        "failed to load seccomp profile {p:?}: {e}"
+                    ))
+                })?)
+            }
+        }
+    })
 }
 
 #[cfg(test)]

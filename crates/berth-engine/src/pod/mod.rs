@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use berth_runtime::infra::Infra;
 use serde::{Deserialize, Serialize};
 
+use crate::container::resources::has_sys_resource;
 use crate::error::{EngineError, Result};
 use crate::Engine;
 
@@ -181,18 +182,6 @@ pub fn clamp_oom_score_adj(want: i64) -> i32 {
         .unwrap_or(0);
     let floor = if has_sys_resource() { -1000 } else { own };
     want.clamp(floor, 1000) as i32
-}
-
-fn has_sys_resource() -> bool {
-    const CAP_SYS_RESOURCE: u32 = 24;
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        })
-        .is_some_and(|caps| caps & (1 << CAP_SYS_RESOURCE) != 0)
 }
 
 #[cfg(test)]

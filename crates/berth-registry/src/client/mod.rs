@@ -362,15 +362,9 @@ fn host_endpoint(h: &crate::hosts::RegistryHost) -> Result<Endpoint, RegistryErr
             b = b.add_root_certificate(c);
         }
     }
-    let http = b
-        .connect_timeout(std::time::Duration::from_secs(30))
-        .read_timeout(std::time::Duration::from_secs(60))
-        .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| RegistryError::Http(format!("http client: {e}")))?;
     Ok(Endpoint {
         base: h.base.clone(),
-        http: Some(http),
+        http: Some(finish_client(b)?),
     })
 }
 
@@ -380,6 +374,41 @@ fn bases_for(domain: &str, insecure: &[String]) -> Vec<String> {
         "http" => vec![format!("https://{domain}"), format!("http://{domain}")],
         _ => vec![format!("https://{domain}")],
     }
+}
+
+/// Connects a pull session to each of `r`'s pull endpoints in turn (see [`pull_endpoints`])
+/// and runs `f` on it; the first success wins, else the most telling error.
+fn on_pull_endpoints<T, F, Fut>(
+    rt: &tokio::runtime::Runtime,
+    r: &Reference,
+    opts: &PullOptions,
+    mut f: F,
+) -> Result<T, RegistryError>
+where
+    F: FnMut(Session) -> Fut,
+    Fut: std::future::Future<Output = Result<T, RegistryError>>,
+{
+    let http = pull_client(&r.domain, opts)?;
+    let scopes = vec![format!("repository:{}:pull", r.path)];
+    let mut last = None;
+    for ep in pull_endpoints(r, opts)? {
+        let res = rt.block_on(async {
+            let s = Session::connect(
+                ep.http.unwrap_or_else(|| http.clone()),
+                &ep.base,
+                &r.path,
+                opts.auth.clone(),
+                scopes.clone(),
+            )
+            .await?;
+            f(s).await
+        });
+        match res {
+            Ok(v) => return Ok(v),
+            Err(e) => keep_error(&mut last, e),
+        }
+    }
+    Err(last.unwrap_or_else(|| RegistryError::Http("no endpoint".into())))
 }
 
 /// Keeps the most telling error of several endpoint attempts: a registry's answer beats a
@@ -418,6 +447,11 @@ fn http_client(
             }
         }
     }
+    finish_client(b)
+}
+
+/// Berth's timeouts and user agent on a client whose TLS trust is set.
+fn finish_client(b: reqwest::ClientBuilder) -> Result<reqwest::Client, RegistryError> {
     b.connect_timeout(std::time::Duration::from_secs(30))
         // A stalled transfer is an error (a blob download then resumes where it stopped).
         .read_timeout(std::time::Duration::from_secs(60))

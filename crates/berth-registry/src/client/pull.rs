@@ -217,23 +217,12 @@ fn pull_worker<'scope>(
     ptx: mpsc::Sender<Progress>,
 ) -> Result<String, RegistryError> {
     let rt = runtime()?;
-    let http = pull_client(&r.domain, opts)?;
     let platform = wanted_platform(opts.platform.as_deref())?;
     let tag_or_digest = r.tag.clone().or(r.digest.clone()).unwrap_or_default();
-    let scopes = vec![format!("repository:{}:pull", r.path)];
-    let mut last_err = None;
-    let mut found = None;
-    for ep in pull_endpoints(r, opts)? {
-        let res = rt.block_on(async {
-            let s = Session::connect(
-                ep.http.unwrap_or_else(|| http.clone()),
-                &ep.base,
-                &r.path,
-                opts.auth.clone(),
-                scopes.clone(),
-            )
-            .await?;
-            let resolved = match resolve(&s, r, &platform).await {
+    let (session, resolved) = on_pull_endpoints(&rt, r, opts, |s| {
+        let platform = &platform;
+        async move {
+            let resolved = match resolve(&s, r, platform).await {
                 // Docker Hub answers a pull of a repository it does not have with "pull access
                 // denied" (it cannot tell a missing repository from a private one); a mirror
                 // standing in for it says "manifest unknown". Clients rely on Hub's wording
@@ -251,18 +240,8 @@ fn pull_worker<'scope>(
                 res => res,
             }?;
             Ok::<_, RegistryError>((s, resolved))
-        });
-        match res {
-            Ok(v) => {
-                found = Some(v);
-                break;
-            }
-            Err(e) => keep_error(&mut last_err, e),
         }
-    }
-    let Some((session, resolved)) = found else {
-        return Err(last_err.unwrap_or_else(|| RegistryError::Http("no endpoint".into())));
-    };
+    })?;
     let _ = ptx.send(Progress {
         message: true,
         ..Progress::line(

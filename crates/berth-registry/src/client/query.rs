@@ -9,58 +9,41 @@ pub fn inspect_distribution(
 ) -> Result<DistributionInspect, RegistryError> {
     let r = parse_ref(reference)?;
     let rt = runtime()?;
-    let http = pull_client(&r.domain, opts)?;
-    let scopes = vec![format!("repository:{}:pull", r.path)];
-    let mut last = None;
-    for ep in pull_endpoints(&r, opts)? {
-        let res = rt.block_on(async {
-            let s = Session::connect(
-                ep.http.unwrap_or_else(|| http.clone()),
-                &ep.base,
-                &r.path,
-                opts.auth.clone(),
-                scopes.clone(),
-            )
-            .await?;
-            let target = r.digest.clone().or(r.tag.clone()).unwrap_or_default();
-            let (digest, media, body) = get_manifest(&s, &target, &r.familiar()).await?;
-            let m: Manifest = serde_json::from_slice(&body)
-                .map_err(|e| RegistryError::Unsupported(format!("invalid manifest: {e}")))?;
-            let platforms = if is_index(&media, &m) {
-                m.manifests
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter_map(|d| d.platform)
-                    .collect()
-            } else if let Some(c) = &m.config {
-                let cfg = get_blob_bytes(&s, &c.digest, MAX_CONFIG).await?;
-                let p: ConfigPeek = serde_json::from_slice(&cfg)
-                    .map_err(|e| RegistryError::Unsupported(format!("invalid config: {e}")))?;
-                vec![Platform {
-                    architecture: p.architecture,
-                    os: p.os,
-                    variant: p.variant,
-                    os_version: None,
-                }]
-            } else {
-                Vec::new()
-            };
-            Ok::<_, RegistryError>(DistributionInspect {
-                descriptor: Descriptor {
-                    media_type: media,
-                    digest,
-                    size: body.len() as u64,
-                    ..Default::default()
-                },
-                platforms,
-            })
-        });
-        match res {
-            Ok(v) => return Ok(v),
-            Err(e) => keep_error(&mut last, e),
-        }
-    }
-    Err(last.unwrap_or_else(|| RegistryError::Http("no endpoint".into())))
+    let r = &r;
+    on_pull_endpoints(&rt, r, opts, |s| async move {
+        let target = r.digest.clone().or(r.tag.clone()).unwrap_or_default();
+        let (digest, media, body) = get_manifest(&s, &target, &r.familiar()).await?;
+        let m: Manifest = serde_json::from_slice(&body)
+            .map_err(|e| RegistryError::Unsupported(format!("invalid manifest: {e}")))?;
+        let platforms = if is_index(&media, &m) {
+            m.manifests
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|d| d.platform)
+                .collect()
+        } else if let Some(c) = &m.config {
+            let cfg = get_blob_bytes(&s, &c.digest, MAX_CONFIG).await?;
+            let p: ConfigPeek = serde_json::from_slice(&cfg)
+                .map_err(|e| RegistryError::Unsupported(format!("invalid config: {e}")))?;
+            vec![Platform {
+                architecture: p.architecture,
+                os: p.os,
+                variant: p.variant,
+                os_version: None,
+            }]
+        } else {
+            Vec::new()
+        };
+        Ok::<_, RegistryError>(DistributionInspect {
+            descriptor: Descriptor {
+                media_type: media,
+                digest,
+                size: body.len() as u64,
+                ..Default::default()
+            },
+            platforms,
+        })
+    })
 }
 
 /// One repository a registry's search found (the v1 search API's result, Docker's API shape).

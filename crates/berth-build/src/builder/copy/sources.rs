@@ -7,7 +7,8 @@ use crate::builder::imagefs::ImageFs;
 use crate::builder::stage::StageRun;
 use crate::builder::util::{failed, has_glob};
 use crate::builder::BuildError;
-use crate::context::{clean_rel, resolve_in_root};
+use crate::context::clean_rel;
+use berth_fs::secure_join;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -78,8 +79,8 @@ impl StageRun<'_, '_, '_> {
             let mut next = Vec::new();
             for base in &cands {
                 if has_glob(&c) {
-                    let dir = resolve_in_root(root, &base.to_string_lossy());
-                    let Ok(rd) = std::fs::read_dir(&dir) else {
+                    let dir = secure_join(root, &base.to_string_lossy());
+                    let Ok(rd) = dir.and_then(std::fs::read_dir) else {
                         continue;
                     };
                     let mut names: Vec<String> = rd
@@ -99,7 +100,9 @@ impl StageRun<'_, '_, '_> {
             cands = next;
         }
         cands.retain(|c| {
-            std::fs::symlink_metadata(resolve_in_root(root, &c.to_string_lossy())).is_ok()
+            secure_join(root, &c.to_string_lossy())
+                .and_then(std::fs::symlink_metadata)
+                .is_ok()
         });
         Ok(cands)
     }
@@ -125,12 +128,12 @@ impl StageRun<'_, '_, '_> {
                 if !rel_s.is_empty() && args.exclude.excluded(&rel_s) {
                     continue;
                 }
-                let host = resolve_in_root(root, &rel_s);
-                if std::fs::metadata(&host).is_err() {
+                let host = secure_join(root, &rel_s);
+                let Some(host) = host.ok().filter(|h| std::fs::metadata(h).is_ok()) else {
                     return Err(BuildError::BadRequest(format!(
                         "{cmd} failed: file not found in build context or excluded by .dockerignore: stat {s}: file does not exist"
                     )));
-                }
+                };
                 let parent_path = args.parents.then(|| {
                     rel.components()
                         .skip(depth)
