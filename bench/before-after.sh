@@ -51,4 +51,12 @@ for what in run-rm exec create; do
     echo >>"$out"
     rm -f "$RESULTS/.ba-$what.md"
 done
+# exec's difference is within hyperfine's spread: paired rounds settle it.
+{
+    echo "exec, paired rounds (bench/paired.py):"
+    echo
+    python3 "$(dirname "$0")/paired.py" "${PAIRED_RUNS:-300}" \
+        "before: exec" "$Z_B exec bench-exec true" "after: exec" "$A_B exec bench-exec true"
+    echo
+} >>"$out"
 printf 'load average before %s, after %s\n' "$before" "$(cut -d" " -f1-3 /proc/loadavg)" >>"$out"
