@@ -22,109 +22,23 @@ pub fn clean_rel(p: &Path) -> Option<PathBuf> {
     Some(out)
 }
 
-/// Whether any existing ancestor of `rel` under `root` is a symlink (writing there could
-/// leave the root).
-fn through_symlink(root: &Path, rel: &Path) -> bool {
-    let mut cur = root.to_path_buf();
-    let comps: Vec<_> = rel.components().collect();
-    for c in comps.iter().take(comps.len().saturating_sub(1)) {
-        cur.push(c);
-        match std::fs::symlink_metadata(&cur) {
-            Ok(m) if m.file_type().is_symlink() => return true,
-            _ => {}
-        }
-    }
-    false
-}
-
-/// Unpacks a (plain or gzip) context tar into `dir`. Entries with absolute paths or `..` are
-/// confined to `dir`; entries that would be written through a symlink are refused; hard links
-/// must point inside.
+/// Unpacks a (plain or gzip) context tar into `dir`, with the workspace's one extractor
+/// (berth-fs): nothing is written outside `dir` — `..` is refused, absolute paths start at
+/// `dir`, no entry is written through a symbolic link and hard links must point inside.
+/// `.wh.` names are ordinary files here, and every entry is 0:0 as the builder's copies are.
 pub fn extract(reader: &mut dyn Read, dir: &Path) -> Result<(), String> {
-    let mut head = [0u8; 2];
     let mut buf = std::io::BufReader::new(reader);
     use std::io::BufRead;
     let peek = buf.fill_buf().map_err(|e| e.to_string())?;
-    let n = peek.len().min(2);
-    head[..n].copy_from_slice(&peek[..n]);
-    let r: Box<dyn Read> = if head == [0x1f, 0x8b] {
+    let gzip = peek.starts_with(&[0x1f, 0x8b]);
+    let mut r: Box<dyn Read> = if gzip {
         Box::new(flate2::read::GzDecoder::new(buf))
     } else {
         Box::new(buf)
     };
-    let mut ar = tar::Archive::new(r);
-    ar.set_preserve_permissions(true);
-    ar.set_preserve_mtime(true);
-    ar.set_unpack_xattrs(false);
-    ar.set_overwrite(true);
-    let entries = ar
-        .entries()
-        .map_err(|e| format!("Error processing tar file: {e}"))?;
-    for e in entries {
-        let mut e = e.map_err(|e| format!("Error processing tar file: {e}"))?;
-        let path = e
-            .path()
-            .map_err(|e| format!("Error processing tar file: {e}"))?
-            .into_owned();
-        let Some(rel) = clean_rel(&path) else {
-            return Err(format!(
-                "Error processing tar file: path {} escapes the context",
-                path.display()
-            ));
-        };
-        if rel.as_os_str().is_empty() {
-            continue;
-        }
-        if through_symlink(dir, &rel) {
-            return Err(format!(
-                "Error processing tar file: {} is below a symbolic link",
-                rel.display()
-            ));
-        }
-        let kind = e.header().entry_type();
-        if kind.is_hard_link() {
-            let target = e
-                .link_name()
-                .map_err(|e| e.to_string())?
-                .map(|t| t.into_owned())
-                .unwrap_or_default();
-            let Some(t) = clean_rel(&target) else {
-                return Err("Error processing tar file: hard link escapes the context".into());
-            };
-            if through_symlink(dir, &t)
-                || std::fs::symlink_metadata(dir.join(&t)).is_ok_and(|m| m.file_type().is_symlink())
-            {
-                return Err("Error processing tar file: hard link to a symbolic link".into());
-            }
-            if let Some(p) = dir.join(&rel).parent() {
-                std::fs::create_dir_all(p).map_err(|e| e.to_string())?;
-            }
-            let _ = std::fs::remove_file(dir.join(&rel));
-            std::fs::hard_link(dir.join(&t), dir.join(&rel))
-                .map_err(|e| format!("Error processing tar file: {e}"))?;
-            continue;
-        }
-        if !(kind.is_file()
-            || kind.is_dir()
-            || kind.is_symlink()
-            || kind == tar::EntryType::Continuous)
-        {
-            continue; // devices and fifos have no place in a context
-        }
-        if let Some(p) = dir.join(&rel).parent() {
-            std::fs::create_dir_all(p).map_err(|e| e.to_string())?;
-        }
-        let ok = e
-            .unpack_in(dir)
-            .map_err(|e| format!("Error processing tar file: {e}"))?;
-        if !ok {
-            return Err(format!(
-                "Error processing tar file: {} escapes the context",
-                rel.display()
-            ));
-        }
-    }
-    Ok(())
+    berth_fs::extract::extract(&mut r, dir, &berth_fs::extract::ExtractOptions::default())
+        .map(|_| ())
+        .map_err(|e| format!("Error processing tar file: {e}"))
 }
 
 #[cfg(test)]

@@ -20,8 +20,6 @@ const ALLOWED: &[(&str, &str, &str)] = &[
     ),
     // `docker save -o`: streamed from the daemon into a temp file, renamed when complete.
     ("berth-cli/src/cmd_image.rs", "atomic", "streamed download"),
-    // berth-build's context extractor is still its own (issue 13); remove this line with it.
-    ("berth-build/src/context.rs", "extractor", "issue 13"),
 ];
 
 fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
