@@ -373,7 +373,12 @@ fn errors_are_clear_and_leave_nothing_behind() {
     );
     // Nothing was tagged, no build container is left.
     assert!(!d.cli(&["image", "inspect", &tag]).success());
-    assert!(no_build_containers(d), "a build container was left");
+    // A removal finishes its directories after it answers, and the other tests' builds run
+    // steps on the same daemon meanwhile: a leftover is one that never goes.
+    assert!(
+        wait_until(Duration::from_secs(20), || no_build_containers(d)),
+        "a build container was left"
+    );
 }
 
 /// No container of a build's RUN steps on the daemon (they are internal: look at the runtime
