@@ -1275,7 +1275,7 @@ fn rootless_pasta_by_flag() {
         );
         // Debian 12's passt at times repeats the data before the close reaches the container
         // (its bug, seen only with pasta): what is tested here is that traffic gets out.
-        let got = out.ok().stdout;
+        let got = &out.ok().stdout;
         assert!(
             !got.is_empty() && got.lines().all(|l| l == "hello-outside"),
             "{got:?} {}",
