@@ -411,10 +411,14 @@ pub fn abort(runtime_dir: &Path, started: ShimStarted) {
     if gone(soon(2_000)) {
         return;
     }
-    if shim_alive_pid(runtime_dir, started.shim_pid) {
+    // Still there: its pid file names it, or (removed last, just before the exit) the shim
+    // process of that pid is still alive seconds after `started` — on a loaded machine its
+    // own teardown can take that long. (Another shim with a reused pid would need the pid
+    // space to wrap within those seconds.)
+    if shim_alive_pid(runtime_dir, started.shim_pid) || pid_is_shim(started.shim_pid) {
         let _ = kill(Pid::from_raw(started.shim_pid), Signal::SIGKILL);
     }
-    gone(soon(2_000));
+    gone(soon(5_000));
 }
 
 /// The parent of a live (not zombie) process.

@@ -1397,6 +1397,13 @@ impl Shim {
         }
         let reply = json!(exit);
         self.exit = Some(exit);
+        // Before anyone hears of the exit: a waiter may start the container again at once
+        // (restart, a restart policy), and its new shim creates state and cgroups under the
+        // same names, which a teardown after the reply would delete from under it.
+        if self.opts.exec.is_none() {
+            delete_container_state(&self.opts.state_root, &self.opts.id);
+            remove_cgroup_dirs(&self.cgroups_path);
+        }
         for c in &mut self.clients {
             match c.kind {
                 Kind::Wait => {
@@ -1406,13 +1413,7 @@ impl Shim {
                 Kind::Attach { .. } => c.close_after_flush = true,
                 _ => {}
             }
-            // Waiters hear of the exit now (exit.json is durable); tearing down the cgroups
-            // takes milliseconds and nobody needs to wait for it.
             c.flush();
-        }
-        if self.opts.exec.is_none() {
-            delete_container_state(&self.opts.state_root, &self.opts.id);
-            remove_cgroup_dirs(&self.cgroups_path);
         }
         // Serve whoever already connected; later connects fail and read exit.json instead.
         self.accept();
