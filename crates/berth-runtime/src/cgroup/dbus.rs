@@ -1,7 +1,9 @@
 //! Just enough D-Bus to change a systemd unit's properties: `SetUnitProperties(s name,
 //! b runtime, a(sv) properties)` on the system bus, with the property types the cgroup limits
 //! need. libcontainer's systemd manager talks to systemd itself when it creates a container's
-//! scope; this is for what it does not set (block IO weights) and for `update`.
+//! scope; this is for what it does not set (block IO weights) and for `update`. And, for
+//! rootless mode, `StartTransientUnit` on the user's own systemd manager: a scope with
+//! `Delegate=yes` for the namespace holder (`crate::rootless`).
 //!
 //! The wire format (D-Bus specification, "Message Protocol"): little-endian messages of a
 //! 12-byte fixed header, an array of header fields `a(yv)`, padding to 8, and the body; every
@@ -21,6 +23,9 @@ pub(crate) enum Prop {
     U64(u64),
     Bytes(Vec<u8>),
     DevU64(Vec<(String, u64)>),
+    Bool(bool),
+    Str(String),
+    U32s(Vec<u32>),
 }
 
 #[derive(Default)]
@@ -74,6 +79,22 @@ impl Buf {
             Prop::Bytes(b) => {
                 self.signature("ay");
                 self.array(1, |a| a.0.extend_from_slice(b));
+            }
+            Prop::Bool(b) => {
+                self.signature("b");
+                self.u32(u32::from(*b));
+            }
+            Prop::Str(v) => {
+                self.signature("s");
+                self.string(v);
+            }
+            Prop::U32s(l) => {
+                self.signature("au");
+                self.array(4, |a| {
+                    for v in l {
+                        a.u32(*v);
+                    }
+                });
             }
             Prop::DevU64(l) => {
                 self.signature("a(st)");
@@ -139,6 +160,23 @@ fn set_properties_body(unit: &str, props: &[(&str, Prop)]) -> Vec<u8> {
             a.variant(v);
         }
     });
+    b.0
+}
+
+/// The body of `StartTransientUnit(unit, "fail", props, [])`.
+fn start_transient_body(unit: &str, props: &[(&str, Prop)]) -> Vec<u8> {
+    let mut b = Buf::default();
+    b.string(unit);
+    b.string("fail");
+    b.array(8, |a| {
+        for (name, v) in props {
+            a.pad(8);
+            a.string(name);
+            a.variant(v);
+        }
+    });
+    // No auxiliary units: an empty a(sa(sv)).
+    b.array(8, |_| {});
     b.0
 }
 
@@ -250,11 +288,13 @@ fn call(
     }
 }
 
-/// Sets `props` on `unit` (for the runtime only), as `systemctl set-property --runtime` does.
-pub(crate) fn set_unit_properties(unit: &str, props: &[(&str, Prop)]) -> Result<(), RuntimeError> {
+/// A connection to a bus (`hello`: a bus daemon, which wants `Hello` first) or straight to a
+/// systemd manager's private socket (no bus daemon: no `Hello`), authenticated as our uid.
+fn connect(path: &std::path::Path, hello: bool) -> Result<BufReader<UnixStream>, RuntimeError> {
     let err = |e: std::io::Error| RuntimeError::Runtime(format!("systemd over D-Bus: {e}"));
-    let sock = UnixStream::connect(SYSTEM_BUS)
-        .map_err(|e| RuntimeError::Runtime(format!("systemd over D-Bus: {SYSTEM_BUS}: {e}")))?;
+    let sock = UnixStream::connect(path).map_err(|e| {
+        RuntimeError::Runtime(format!("systemd over D-Bus: {}: {e}", path.display()))
+    })?;
     sock.set_read_timeout(Some(Duration::from_secs(25)))
         .map_err(err)?;
     let mut stream = BufReader::new(sock);
@@ -274,26 +314,44 @@ pub(crate) fn set_unit_properties(unit: &str, props: &[(&str, Prop)]) -> Result<
         )));
     }
     stream.get_mut().write_all(b"BEGIN\r\n").map_err(err)?;
-    let bus = "org.freedesktop.DBus";
-    let hello = method_call(1, bus, "/org/freedesktop/DBus", bus, "Hello", "", &[]);
-    let r = call(&mut stream, 1, &hello)?;
-    if r.kind == 3 {
-        return Err(RuntimeError::Runtime(format!(
-            "systemd over D-Bus: Hello: {}",
-            r.message
-        )));
+    if hello {
+        let bus = "org.freedesktop.DBus";
+        let hello = method_call(1, bus, "/org/freedesktop/DBus", bus, "Hello", "", &[]);
+        let r = call(&mut stream, 1, &hello)?;
+        if r.kind == 3 {
+            return Err(RuntimeError::Runtime(format!(
+                "systemd over D-Bus: Hello: {}",
+                r.message
+            )));
+        }
     }
-    let body = set_properties_body(unit, props);
+    Ok(stream)
+}
+
+/// Calls a method of systemd's manager object.
+fn manager_call(
+    stream: &mut BufReader<UnixStream>,
+    member: &str,
+    sig: &str,
+    body: &[u8],
+) -> Result<Reply, RuntimeError> {
     let msg = method_call(
         2,
         "org.freedesktop.systemd1",
         "/org/freedesktop/systemd1",
         "org.freedesktop.systemd1.Manager",
-        "SetUnitProperties",
-        "sba(sv)",
-        &body,
+        member,
+        sig,
+        body,
     );
-    let r = call(&mut stream, 2, &msg)?;
+    call(stream, 2, &msg)
+}
+
+/// Sets `props` on `unit` (for the runtime only), as `systemctl set-property --runtime` does.
+pub(crate) fn set_unit_properties(unit: &str, props: &[(&str, Prop)]) -> Result<(), RuntimeError> {
+    let mut stream = connect(std::path::Path::new(SYSTEM_BUS), true)?;
+    let body = set_properties_body(unit, props);
+    let r = manager_call(&mut stream, "SetUnitProperties", "sba(sv)", &body)?;
     if r.kind == 3 {
         return Err(RuntimeError::Runtime(format!(
             "systemd: setting properties of {unit}: {}: {}",
@@ -301,6 +359,62 @@ pub(crate) fn set_unit_properties(unit: &str, props: &[(&str, Prop)]) -> Result<
         )));
     }
     Ok(())
+}
+
+/// Asks the calling user's systemd manager for a transient scope `unit` holding `pid`, with
+/// `Delegate=yes` (the cgroup subtree and its controllers are the user's to manage), as
+/// `systemd-run --user --scope -p Delegate=yes` does. The user's bus when there is one
+/// (`$DBUS_SESSION_BUS_ADDRESS`, `$XDG_RUNTIME_DIR/bus`: dbus-user-session), else the
+/// manager's own socket `$XDG_RUNTIME_DIR/systemd/private`, which `systemctl --user` uses too.
+/// Returns when systemd accepted the job; the move of `pid` follows shortly.
+pub(crate) fn start_user_scope(unit: &str, pid: u32, what: &str) -> Result<(), RuntimeError> {
+    let runtime = std::env::var_os("XDG_RUNTIME_DIR")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+        .ok_or_else(|| RuntimeError::Runtime("XDG_RUNTIME_DIR is not set".into()))?;
+    let mut ways: Vec<(std::path::PathBuf, bool)> = Vec::new();
+    if let Some(p) = std::env::var("DBUS_SESSION_BUS_ADDRESS")
+        .ok()
+        .and_then(|a| {
+            a.strip_prefix("unix:path=")
+                .map(|p| p.split(',').next().unwrap_or(p).to_string())
+        })
+    {
+        ways.push((p.into(), true));
+    }
+    ways.push((runtime.join("bus"), true));
+    ways.push((runtime.join("systemd/private"), false));
+    let mut last = RuntimeError::Runtime("no systemd user manager".into());
+    for (path, hello) in ways {
+        if !path.exists() {
+            continue;
+        }
+        let mut stream = match connect(&path, hello) {
+            Ok(s) => s,
+            Err(e) => {
+                last = e;
+                continue;
+            }
+        };
+        let body = start_transient_body(
+            unit,
+            &[
+                ("Description", Prop::Str(what.into())),
+                ("PIDs", Prop::U32s(vec![pid])),
+                ("Delegate", Prop::Bool(true)),
+                ("CollectMode", Prop::Str("inactive-or-failed".into())),
+            ],
+        );
+        let r = manager_call(&mut stream, "StartTransientUnit", "ssa(sv)a(sa(sv))", &body)?;
+        if r.kind == 3 {
+            return Err(RuntimeError::Runtime(format!(
+                "systemd --user: starting {unit}: {}: {}",
+                r.error, r.message
+            )));
+        }
+        return Ok(());
+    }
+    Err(last)
 }
 
 #[cfg(test)]
@@ -342,6 +456,39 @@ mod tests {
         want.extend_from_slice(&7u64.to_le_bytes()); // 104..112
         let len = (want.len() - 24) as u32;
         want[16..20].copy_from_slice(&len.to_le_bytes());
+        assert_eq!(body, want);
+    }
+
+    #[test]
+    fn encodes_start_transient_unit() {
+        let body = start_transient_body(
+            "s.scope",
+            &[
+                ("PIDs", Prop::U32s(vec![7])),
+                ("Delegate", Prop::Bool(true)),
+            ],
+        );
+        let mut want: Vec<u8> = Vec::new();
+        want.extend_from_slice(&7u32.to_le_bytes());
+        want.extend_from_slice(b"s.scope\0"); // ..12
+        want.extend_from_slice(&4u32.to_le_bytes());
+        want.extend_from_slice(b"fail\0"); // 12..21
+        want.extend_from_slice(&[0; 3]); // to 24
+        want.extend_from_slice(&0u32.to_le_bytes()); // array length (24), patched below
+        want.extend_from_slice(&[0; 4]); // first struct at 32
+        want.extend_from_slice(&4u32.to_le_bytes());
+        want.extend_from_slice(b"PIDs\0"); // 36..41
+        want.extend_from_slice(&[2, b'a', b'u', 0]); // 41..45
+        want.extend_from_slice(&[0; 3]); // to 48
+        want.extend_from_slice(&4u32.to_le_bytes()); // 48..52
+        want.extend_from_slice(&7u32.to_le_bytes()); // 52..56
+        want.extend_from_slice(&8u32.to_le_bytes()); // second struct at 56
+        want.extend_from_slice(b"Delegate\0"); // 60..69
+        want.extend_from_slice(&[1, b'b', 0]); // 69..72
+        want.extend_from_slice(&1u32.to_le_bytes()); // 72..76
+        let len = (want.len() - 32) as u32;
+        want[24..28].copy_from_slice(&len.to_le_bytes());
+        want.extend_from_slice(&0u32.to_le_bytes()); // the empty a(sa(sv)) at 76, 80 aligned
         assert_eq!(body, want);
     }
 

@@ -402,6 +402,12 @@ impl ContainerCgroup {
     }
 }
 
+/// Rootless: asks the user's systemd manager for a transient scope `unit` holding `pid`, with
+/// `Delegate=yes` (see `crate::rootless`).
+pub fn start_user_scope(unit: &str, pid: u32, what: &str) -> Result<(), RuntimeError> {
+    dbus::start_user_scope(unit, pid, what)
+}
+
 /// A bundle's cgroupsPath (empty when unreadable).
 pub fn cgroups_path_of(bundle: &Path) -> String {
     #[derive(serde::Deserialize)]
@@ -424,10 +430,12 @@ pub fn cgroups_path_of(bundle: &Path) -> String {
 /// the device filter (libcontainer applies none on v2 without its eBPF feature, which leaves
 /// every host device readable through mknod) and the limits `Resources::to_spec` deferred
 /// (block IO weights; the cpuset with the systemd driver), as unit properties too for a scope.
-/// Rootless there is nothing to do: the container has no cgroup of its own (it stays in the
-/// daemon's), and loading a device filter needs privileges the user does not have.
+/// Rootless there is no device filter (loading one needs privileges the user does not have),
+/// and without a delegated subtree nothing at all: the container has no cgroup of its own (it
+/// stays in the daemon's).
 pub fn after_create(spec: &oci_spec::runtime::Spec) -> Result<(), RuntimeError> {
-    if crate::rootless::Mode::current().is_rootless() {
+    let rootless = crate::rootless::Mode::current().is_rootless();
+    if rootless && crate::rootless::Cgroups::probe().controllers.is_empty() {
         return Ok(());
     }
     let Some(linux) = spec.linux() else {
@@ -443,7 +451,9 @@ pub fn after_create(spec: &oci_spec::runtime::Spec) -> Result<(), RuntimeError> 
         return Ok(());
     }
     if let Some(rules) = linux.resources().as_ref().and_then(|r| r.devices().clone()) {
-        devices::attach(&cg.dir(""), &rules)?;
+        if !rootless {
+            devices::attach(&cg.dir(""), &rules)?;
+        }
     }
     if let Some(res) = Resources::from_annotations(spec.annotations().as_ref()) {
         if let Some(unit) = cg.unit() {
