@@ -162,23 +162,27 @@ async fn info(State(st): State<AppState>) -> Json<SystemInfo> {
     Json(info)
 }
 
-/// What dockerd reports rootless without cgroup v2: `name=rootless` (clients such as
-/// testcontainers look for it), no limit support, and the warning.
+/// What dockerd reports rootless: `name=rootless` (clients such as testcontainers look for
+/// it), the limits the delegated cgroup controllers support (none on a v1 host or without a
+/// delegated subtree), the cgroup version of the host, and a warning for the rest.
 fn rootless_info(info: &mut SystemInfo) {
     if let Some(o) = info.security_options.as_mut() {
         o.push("name=rootless".into());
     }
-    info.memory_limit = false;
-    info.swap_limit = false;
-    info.cpu_cfs_period = false;
-    info.cpu_cfs_quota = false;
-    info.cpu_shares = false;
-    info.cpu_set = false;
-    info.pids_limit = false;
+    let cg = berth_engine::RootlessCgroups::probe();
+    info.memory_limit = cg.has("memory");
+    info.swap_limit = info.swap_limit && cg.has("memory");
+    info.cpu_cfs_period = cg.has("cpu");
+    info.cpu_cfs_quota = cg.has("cpu");
+    info.cpu_shares = cg.has("cpu");
+    info.cpu_set = cg.has("cpuset");
+    info.pids_limit = cg.has("pids");
     info.oom_kill_disable = false;
-    info.cgroup_driver = "none".into();
-    info.warnings.get_or_insert_with(Vec::new).push(format!(
-        "WARNING: {}",
-        berth_engine::ROOTLESS_CGROUP_WARNING
-    ));
+    info.cgroup_driver = cg.driver().into();
+    info.cgroup_version = if cg.v2 { "2" } else { "1" }.into();
+    if let Some(w) = cg.warning() {
+        info.warnings
+            .get_or_insert_with(Vec::new)
+            .push(format!("WARNING: {w}"));
+    }
 }

@@ -30,7 +30,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 pub use berth_runtime::cgroup::{CgroupDriver, CgroupnsMode};
-pub use berth_runtime::rootless::CGROUP_WARNING as ROOTLESS_CGROUP_WARNING;
+pub use berth_runtime::rootless::Cgroups as RootlessCgroups;
 pub use container::attach::{AttachFuture, AttachOptions, AttachStream};
 pub use container::list::ListOptions;
 pub use container::logs::LogsOptions;

@@ -8,8 +8,20 @@
 //! mount, network and cgroup namespace, and runs the ordinary engine code: there it is "root"
 //! over everything it made, and the kernel keeps it the user everywhere else.
 //!
-//! [`Mode::current`] is the one place that tells the rest of the code whether it runs rootless
-//! (spec generation drops cgroup limits, the engine warns about them).
+//! [`Mode::current`] is the one place that tells the rest of the code whether it runs rootless;
+//! [`Cgroups::probe`] says which cgroup controllers it may use there (spec generation drops the
+//! limits of the others, the engine warns about them).
+//!
+//! Cgroups: on a cgroup v2 host with a systemd user manager, the outer process asks that
+//! manager (D-Bus, `StartTransientUnit`) for a scope with `Delegate=yes` holding the namespace
+//! holder, before the holder makes its cgroup namespace: the scope is then the root of the
+//! daemon's `/sys/fs/cgroup`. The holder moves into the leaf `/daemon` (cgroup v2 allows no
+//! processes in a cgroup that hands controllers to its children), where each daemon and its
+//! shims join it; it enables the delegated controllers in the scope's `cgroup.subtree_control`,
+//! and containers get cgroupfs cgroups `/berth/<id>` beside that leaf, limits and all. A scope,
+//! not the `berth.service` unit's own cgroup: systemd starts a restarted unit's process in the
+//! unit's cgroup, which it cannot do while that cgroup hands controllers down (EBUSY), and
+//! containers outlive daemon restarts here (live restore).
 
 use std::ffi::OsString;
 use std::io::Read;
@@ -85,10 +97,267 @@ pub fn mapped_gid_max() -> Option<u32> {
     u32::try_from(top.checked_sub(1)?).ok()
 }
 
-/// The warning given (daemon log, `/info`, create) instead of applying limits rootless.
-pub const CGROUP_WARNING: &str = "Running in rootless mode without cgroups: resource limits \
-    (--memory, --cpus, --pids-limit, ...) are not supported and are not applied. Rootless \
-    limits need cgroup v2 with delegation (boot with systemd.unified_cgroup_hierarchy=1)";
+/// The cgroup v2 controllers that carry container limits, and the flags that need each.
+pub const LIMIT_CONTROLLERS: [(&str, &str); 5] = [
+    ("cpu", "--cpus, --cpu-shares, --cpu-quota"),
+    ("cpuset", "--cpuset-cpus, --cpuset-mems"),
+    ("io", "--blkio-weight, --device-read-bps and the like"),
+    ("memory", "--memory, --memory-reservation, --memory-swap"),
+    ("pids", "--pids-limit"),
+];
+
+/// The leaf cgroup of the holder, the daemon and its shims, beside the containers' `/berth`
+/// in the delegated subtree (the root of the daemon's cgroup namespace).
+pub const CGROUP_LEAF: &str = "daemon";
+
+/// What the administrator runs to delegate every limit controller to users (the drop-in
+/// rootless Docker documents; systemd 252 delegates only cpu, memory and pids by default).
+pub const DELEGATE_FIX: &str = "as root: mkdir -p /etc/systemd/system/user@.service.d && printf \
+    '[Service]\\nDelegate=cpu cpuset io memory pids\\n' > \
+    /etc/systemd/system/user@.service.d/delegate.conf && systemctl daemon-reload; then log in \
+    again (or restart user@UID.service)";
+
+/// Rootless: the cgroups this daemon may use.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cgroups {
+    /// The host mounts cgroup v2 only (no v1 hierarchies beside it).
+    pub v2: bool,
+    /// The controllers enabled for containers in the delegated subtree (empty: nothing is
+    /// delegated, no limits).
+    pub controllers: Vec<String>,
+}
+
+impl Cgroups {
+    /// From this process's view (the daemon or a shim, inside the namespaces): the host's
+    /// cgroup v1 mounts stay listed in mountinfo under our cgroup2 mount; a delegated subtree
+    /// is one whose root (`/sys/fs/cgroup` here) hands controllers to its children while we sit
+    /// in a cgroup below it.
+    pub fn probe() -> Cgroups {
+        let v1 = std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|m| {
+            m.lines().any(|l| {
+                l.split(" - ")
+                    .nth(1)
+                    .and_then(|t| t.split_whitespace().next())
+                    == Some("cgroup")
+            })
+        });
+        let own = std::fs::read_to_string("/proc/self/cgroup")
+            .ok()
+            .and_then(|c| {
+                c.lines()
+                    .find_map(|l| l.strip_prefix("0::").map(str::to_string))
+            })
+            .unwrap_or_default();
+        let inside = own.starts_with('/') && own != "/" && !own.starts_with("/..");
+        let controllers = if inside && !v1 {
+            std::fs::read_to_string("/sys/fs/cgroup/cgroup.subtree_control")
+                .map(|s| s.split_whitespace().map(str::to_string).collect())
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        Cgroups {
+            v2: !v1,
+            controllers,
+        }
+    }
+
+    pub fn has(&self, controller: &str) -> bool {
+        self.controllers.iter().any(|c| c == controller)
+    }
+
+    /// `info`'s cgroup driver: ours inside the delegated scope, or none.
+    pub fn driver(&self) -> &'static str {
+        if self.controllers.is_empty() {
+            "none"
+        } else {
+            "cgroupfs"
+        }
+    }
+
+    /// The limit controllers that are not delegated.
+    pub fn missing(&self) -> Vec<&'static str> {
+        LIMIT_CONTROLLERS
+            .iter()
+            .map(|(c, _)| *c)
+            .filter(|c| !self.has(c))
+            .collect()
+    }
+
+    /// The warning given (daemon log, `/info`) for the limits that are not applied, if any.
+    pub fn warning(&self) -> Option<String> {
+        let missing = self.missing();
+        if missing.is_empty() {
+            return None;
+        }
+        if self.controllers.is_empty() {
+            let why = if self.v2 {
+                "Rootless limits need a cgroup delegated by the systemd user manager: start the \
+                 daemon in a systemd user session (`berth rootless setup` installs the unit)"
+            } else {
+                "Rootless limits need cgroup v2 with delegation (boot with \
+                 systemd.unified_cgroup_hierarchy=1)"
+            };
+            return Some(format!(
+                "Running in rootless mode without cgroups: resource limits (--memory, --cpus, \
+                 --pids-limit, ...) are not supported and are not applied. {why}"
+            ));
+        }
+        let flags: Vec<&str> = LIMIT_CONTROLLERS
+            .iter()
+            .filter(|(c, _)| missing.contains(c))
+            .map(|(_, f)| *f)
+            .collect();
+        Some(format!(
+            "Running in rootless mode with the cgroup controllers {} only: the {} controllers \
+             are not delegated to this user, so {} are not applied. To delegate them, {DELEGATE_FIX}",
+            self.controllers.join(" "),
+            missing.join(" "),
+            flags.join("; ")
+        ))
+    }
+}
+
+/// Our cgroup v2 path on the host (`/proc/<pid>/cgroup`'s `0::` line).
+fn cgroup_of(pid: &str) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("0::").map(str::to_string))
+}
+
+/// The host mounts cgroup v2 only and was booted with systemd (a user manager may delegate).
+fn host_v2_systemd() -> bool {
+    crate::cgroup::host_is_v2(Path::new(crate::cgroup::ROOT)) && crate::cgroup::systemd_booted()
+}
+
+/// The outer process, for a new holder: asks the user's systemd manager for a delegated scope
+/// holding it, and waits until the holder is in it.
+fn delegate_scope(pid: u32) -> Result<String, RuntimeError> {
+    let unit = format!("berth-rootless-{pid}.scope");
+    crate::cgroup::start_user_scope(&unit, pid, "Berth rootless namespaces and containers")?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match cgroup_of(&pid.to_string()) {
+            Some(cg) if cg.ends_with(&format!("/{unit}")) => return Ok(cg),
+            _ if Instant::now() > deadline => {
+                return Err(RuntimeError::Runtime(format!(
+                    "systemd did not move the holder into {unit}"
+                )))
+            }
+            _ => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// The holder, in a delegated scope at the root of its new cgroup namespace: moves into the
+/// leaf [`CGROUP_LEAF`] and enables the delegated controllers for the containers' cgroups.
+fn enter_cgroup_leaf() -> Result<(), RuntimeError> {
+    let root = Path::new(crate::cgroup::ROOT);
+    let leaf = root.join(CGROUP_LEAF);
+    match std::fs::create_dir(&leaf) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(RuntimeError::io(format!("create {}", leaf.display()), e)),
+    }
+    let procs = leaf.join("cgroup.procs");
+    std::fs::write(&procs, "0")
+        .map_err(|e| RuntimeError::io(format!("write {}", procs.display()), e))?;
+    enable_controllers();
+    Ok(())
+}
+
+/// Enables every controller the delegated root has in its `cgroup.subtree_control` (one at a
+/// time: one the kernel refuses does not stop the others; what is enabled is what
+/// [`Cgroups::probe`] reports). The daemon calls it at each start too, from the leaf only.
+pub fn enable_controllers() {
+    let root = Path::new(crate::cgroup::ROOT);
+    if cgroup_of("self").as_deref() != Some(&format!("/{CGROUP_LEAF}")) {
+        return;
+    }
+    let Ok(have) = std::fs::read_to_string(root.join("cgroup.controllers")) else {
+        return;
+    };
+    for c in have.split_whitespace() {
+        let _ = std::fs::write(root.join("cgroup.subtree_control"), format!("+{c}"));
+    }
+}
+
+/// The outer process: the holder's cgroup.procs when the holder sits in its delegated leaf
+/// (the daemon joins it there: inside the cgroup namespace's root, beside the containers).
+fn holder_leaf(holder: i32) -> Result<Option<std::fs::File>, RuntimeError> {
+    let Some(cg) = cgroup_of(&holder.to_string()) else {
+        return Ok(None);
+    };
+    if !cg.ends_with(&format!("/{CGROUP_LEAF}")) || Some(&cg) == cgroup_of("self").as_ref() {
+        return Ok(None);
+    }
+    let procs = format!("{}{cg}/cgroup.procs", crate::cgroup::ROOT);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&procs)
+        .map(Some)
+        .map_err(|e| RuntimeError::io(format!("open {procs} (the rootless cgroup)"), e))
+}
+
+/// `berth rootless setup`'s cgroup line (as the user, on the host): which limit controllers a
+/// user manager delegates here.
+fn delegation_check(uid: u32) -> Check {
+    let what = |s: String| format!("cgroup limits: {s}");
+    if !crate::cgroup::host_is_v2(Path::new(crate::cgroup::ROOT)) {
+        return Check {
+            what: what("this host mounts cgroup v1: limits are not applied rootless".into()),
+            fix: Some(
+                "boot with systemd.unified_cgroup_hierarchy=1 (cgroup v2) and systemd".into(),
+            ),
+            required: false,
+        };
+    }
+    let user = format!(
+        "{}/user.slice/user-{uid}.slice/user@{uid}.service/cgroup.controllers",
+        crate::cgroup::ROOT
+    );
+    let Ok(have) = std::fs::read_to_string(&user) else {
+        return Check {
+            what: what("no systemd user manager (user@UID.service): limits are not applied".into()),
+            fix: Some(
+                "run the daemon in a systemd login session (or as root: loginctl enable-linger USER)"
+                    .into(),
+            ),
+            required: false,
+        };
+    };
+    let have: Vec<&str> = have.split_whitespace().collect();
+    let missing: Vec<&str> = LIMIT_CONTROLLERS
+        .iter()
+        .map(|(c, _)| *c)
+        .filter(|c| !have.contains(c))
+        .collect();
+    if missing.is_empty() {
+        return Check {
+            what: what(format!(
+                "cgroup v2, delegated controllers: {}",
+                have.join(" ")
+            )),
+            fix: None,
+            required: false,
+        };
+    }
+    let flags: Vec<&str> = LIMIT_CONTROLLERS
+        .iter()
+        .filter(|(c, _)| missing.contains(c))
+        .map(|(_, f)| *f)
+        .collect();
+    Check {
+        what: what(format!(
+            "cgroup v2, but the {} controllers are not delegated to you ({} are not applied)",
+            missing.join(" "),
+            flags.join("; ")
+        )),
+        fix: Some(DELEGATE_FIX.replace("user@UID", &format!("user@{uid}"))),
+        required: false,
+    }
+}
 
 /// A subordinate id range from `/etc/subuid` or `/etc/subgid`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -487,6 +756,10 @@ pub fn run_outer(
             }
         }
     }
+    // The daemon joins the holder's leaf cgroup (in its pre-exec: before it can start
+    // anything), inside the delegated subtree its containers' cgroups are made in.
+    let leaf = holder_leaf(holder)?;
+    let leaf_fd = leaf.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
     let mut cmd = Command::new(exe);
     cmd.args(args).env(JOIN_ENV, holder.to_string());
     if portd {
@@ -503,15 +776,21 @@ pub fn run_outer(
     }
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             // Should the outer process die, the daemon shuts down as on `kill`.
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0);
+            if let Some(fd) = leaf_fd {
+                if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             Ok(())
         });
     }
     let child = cmd
         .spawn()
         .map_err(|e| RuntimeError::io(format!("start {}", exe.display()), e))?;
+    drop(leaf);
     let pid = child.id();
     forward_signals(pid);
     let code = loop {
@@ -583,8 +862,19 @@ fn start_holder(plan: &Plan, exe: &Path) -> Result<i32, RuntimeError> {
         drop(map_wr);
         return fail(&mut child, e);
     }
+    // A delegated scope first, so that the holder's cgroup namespace is rooted there. Not
+    // on this host: the warning, and no limits (the daemon says so again).
+    let mut delegated = false;
+    if host_v2_systemd() {
+        match delegate_scope(pid) {
+            Ok(_) => delegated = true,
+            Err(e) => eprintln!(
+                "WARNING: rootless: no delegated cgroup, resource limits are not applied: {e}"
+            ),
+        }
+    }
     use std::io::Write;
-    let _ = map_wr.write_all(b"1");
+    let _ = map_wr.write_all(if delegated { b"2" } else { b"1" });
     drop(map_wr);
     let mut b = [0u8; 1];
     if std::fs::File::from(ready_rd).read(&mut b).unwrap_or(0) != 1 {
@@ -659,6 +949,7 @@ pub fn join_inner(holder: i32) -> Result<(), RuntimeError> {
 /// stopped. Returns how many processes were signalled.
 pub fn stop_namespaces(paths: &Paths) -> usize {
     let mut n = 0;
+    let mut signalled = Vec::new();
     if let Some(holder) = live_holder(paths) {
         if let Ok(ns) = std::fs::read_link(format!("/proc/{holder}/ns/user")) {
             for pid in all_pids() {
@@ -669,6 +960,7 @@ pub fn stop_namespaces(paths: &Paths) -> usize {
                 {
                     // SAFETY: a process of our own user namespace, by pid.
                     unsafe { libc::kill(pid, libc::SIGKILL) };
+                    signalled.push(pid);
                     n += 1;
                 }
             }
@@ -678,8 +970,14 @@ pub fn stop_namespaces(paths: &Paths) -> usize {
         if let Some(pid) = recorded_pid(&paths.exec_root.join(f)) {
             // SAFETY: our own slirp4netns or pasta, by pid.
             unsafe { libc::kill(pid, libc::SIGTERM) };
+            signalled.push(pid);
             n += 1;
         }
+    }
+    // Gone before we return: the caller then removes the unit, and systemd removes a stopped
+    // unit's cgroup only once it is empty.
+    for pid in signalled {
+        wait_gone(pid);
     }
     for f in [
         HOLDER_PID,
@@ -1066,6 +1364,8 @@ pub fn enter_inner(fd: i32) -> Result<(), RuntimeError> {
         ));
     }
     drop(pipe);
+    // "2": we are in a delegated scope (`delegate_scope`).
+    let delegated = b[0] == b'2';
     std::env::remove_var(INNER_ENV);
     let root = nix::unistd::Gid::from_raw(0);
     nix::unistd::setgroups(&[]).map_err(|e| sys("setgroups", e))?;
@@ -1085,7 +1385,20 @@ pub fn enter_inner(fd: i32) -> Result<(), RuntimeError> {
     .map_err(|e| sys("make / private", e))?;
     // A cgroup2 file system at /sys/fs/cgroup (ours to mount in our cgroup namespace): the
     // runtime then treats cgroups as v2, where libcontainer leaves a rootless process in its
-    // parent cgroup instead of failing on the host's v1 hierarchies it may not write.
+    // parent cgroup instead of failing on the host's v1 hierarchies it may not write. On a v2
+    // host /sys/fs/cgroup is already the root of a cgroup2 mount, and the kernel refuses the
+    // same file system on the same mount point (EBUSY): a tmpfs goes between.
+    if crate::cgroup::host_is_v2(Path::new(crate::cgroup::ROOT)) {
+        if let Err(e) = mount(
+            Some("tmpfs"),
+            "/sys/fs/cgroup",
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            Some("mode=755"),
+        ) {
+            eprintln!("WARNING: rootless: cannot mount a tmpfs on /sys/fs/cgroup: {e}");
+        }
+    }
     if let Err(e) = mount(
         Some("cgroup2"),
         "/sys/fs/cgroup",
@@ -1094,6 +1407,10 @@ pub fn enter_inner(fd: i32) -> Result<(), RuntimeError> {
         None::<&str>,
     ) {
         eprintln!("WARNING: rootless: cannot mount cgroup2 on /sys/fs/cgroup: {e}");
+    } else if delegated {
+        if let Err(e) = enter_cgroup_leaf() {
+            eprintln!("WARNING: rootless: resource limits are not applied: {e}");
+        }
     }
     loopback_up()
 }
@@ -1176,6 +1493,7 @@ pub fn check_all() -> Vec<Check> {
     );
     push("/dev/net/tun", tun_access());
     push("overlayfs in a user namespace", overlay_in_userns());
+    out.push(delegation_check(uid));
     // Without a tap device the daemon runs with no outbound network and no host ports.
     if let Some(c) = out.iter_mut().find(|c| c.what.starts_with("/dev/net/tun")) {
         c.required = false;

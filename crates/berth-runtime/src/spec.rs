@@ -133,8 +133,10 @@ pub(crate) struct HostInfo {
     /// Capabilities in our own bounding set: what "ALL" can mean here.
     pub bounding: Vec<String>,
     pub kernel: (u32, u32),
-    /// Rootless (`crate::rootless::Mode`): no cgroup limits can be applied.
+    /// Rootless (`crate::rootless::Mode`): only the limits of the delegated controllers can
+    /// be applied (`rootless_controllers`; none on a v1 host or without delegation).
     pub rootless: bool,
+    pub rootless_controllers: Vec<String>,
     /// The top of `net.ipv4.ping_group_range`: every gid, or (rootless) the highest gid the
     /// user namespace maps, as the kernel refuses unmapped ones.
     pub ping_group_max: u32,
@@ -161,9 +163,29 @@ impl HostInfo {
             bounding: own_bounding_set(),
             kernel: crate::seccomp::kernel_version(),
             rootless: crate::rootless::Mode::current().is_rootless(),
+            rootless_controllers: if crate::rootless::Mode::current().is_rootless() {
+                crate::rootless::Cgroups::probe().controllers
+            } else {
+                Vec::new()
+            },
             ping_group_max: crate::rootless::mapped_gid_max().unwrap_or(2147483647),
         }
     }
+}
+
+/// The container's oom_score_adj. Rootless, never below our own (as dockerd's rootless spec
+/// conversion does): lowering it needs CAP_SYS_RESOURCE in the initial user namespace, and a
+/// systemd user manager starts its services at 100 or 200, so Docker's default of 0 would fail
+/// every create there.
+fn oom_score_adj(want: i64, host: &HostInfo) -> i64 {
+    if !host.rootless {
+        return want;
+    }
+    let own = std::fs::read_to_string("/proc/self/oom_score_adj")
+        .ok()
+        .and_then(|s| s.trim().parse::<i64>().ok())
+        .unwrap_or(0);
+    want.max(own)
 }
 
 /// memory.swap.max exists in the cgroups of a v2 host (swap accounting is on): in our own
@@ -534,7 +556,7 @@ pub(crate) fn build_spec_for(
             "bounding": caps, "effective": caps, "permitted": caps,
         },
         "rlimits": rlimits,
-        "oomScoreAdj": cfg.oom_score_adj,
+        "oomScoreAdj": oom_score_adj(cfg.oom_score_adj, host),
     });
     // Only ever `true`: libcontainer treats a present `false` like `true` when ordering
     // seccomp after the capability drop, and the filter then fails to load.
@@ -637,11 +659,14 @@ pub(crate) fn build_spec_for(
         namespaces.push(json!({ "type": "cgroup" }));
     }
 
-    // Rootless: no cgroup of our own to put limits in (the engine warned at create); the
-    // device rules stay, the namespace's device access is the user's anyway.
+    // Rootless: only the limits of the delegated controllers (the engine warned about the
+    // others at create); the device rules stay, the namespace's device access is the user's
+    // anyway.
     let cfg = &if host.rootless {
+        let mut resources = cfg.resources.clone();
+        resources.retain_controllers(|c| host.rootless_controllers.iter().any(|h| h == c));
         ContainerRunConfig {
-            resources: Default::default(),
+            resources,
             ..cfg.clone()
         }
     } else {
@@ -803,6 +828,7 @@ mod tests {
             bounding: ALL_CAPS.iter().map(|s| s.to_string()).collect(),
             kernel: (6, 1),
             rootless: false,
+            rootless_controllers: Vec::new(),
             ping_group_max: 2147483647,
         }
     }

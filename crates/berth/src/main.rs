@@ -224,12 +224,25 @@ fn cgroup_driver(opts: &[String]) -> Result<berth_runtime::cgroup::CgroupDriver,
             }
         }
     }
+    use berth_runtime::cgroup::CgroupDriver;
+    // Rootless, containers get cgroupfs cgroups in the daemon's delegated subtree (its cgroup
+    // namespace's root); the system manager's scopes are not the user's to make.
+    if berth_runtime::rootless::Mode::current().is_rootless() {
+        return match driver {
+            Some(CgroupDriver::Systemd) => Err(
+                "native.cgroupdriver=systemd is not supported rootless: containers get cgroups \
+                 in the rootless daemon's delegated subtree (cgroupfs)"
+                    .into(),
+            ),
+            _ => Ok(CgroupDriver::Cgroupfs),
+        };
+    }
     match driver {
         Some(d) => {
             d.check_host().map_err(|e| e.to_string())?;
             Ok(d)
         }
-        None => Ok(berth_runtime::cgroup::CgroupDriver::host_default()),
+        None => Ok(CgroupDriver::host_default()),
     }
 }
 
@@ -676,7 +689,16 @@ fn daemon(args: Vec<OsString>) -> i32 {
         .with_writer(std::io::stderr)
         .init();
     if berth_runtime::rootless::Mode::current().is_rootless() {
-        tracing::warn!("WARNING: {}", berth_runtime::rootless::CGROUP_WARNING);
+        // A holder started by an older daemon did not enable them; idempotent otherwise.
+        berth_runtime::rootless::enable_controllers();
+        let cg = berth_runtime::rootless::Cgroups::probe();
+        match cg.warning() {
+            Some(w) => tracing::warn!("WARNING: {w}"),
+            None => tracing::info!(
+                "rootless: cgroup controllers {} delegated: limits are applied",
+                cg.controllers.join(" ")
+            ),
+        }
     }
     let exe = match std::env::current_exe() {
         Ok(e) => e,

@@ -408,52 +408,65 @@ mod tests {
     }
 }
 
-/// Rootless (no cgroup of our own on a v1/hybrid host): the limits are discarded, each with
-/// dockerd's warning for a host that lacks the controller, rather than failing the create.
+/// Rootless: the limits whose cgroup controller is not delegated to the daemon (all of them on
+/// a v1/hybrid host, or without a delegated subtree) are discarded, each with dockerd's warning
+/// for a host that lacks the controller, rather than failing the create.
 pub fn discard_rootless_limits(hc: &mut HostConfig) -> Vec<String> {
     if !berth_runtime::rootless::Mode::current().is_rootless() {
         return Vec::new();
     }
-    discard_limits(hc)
+    let cg = berth_runtime::rootless::Cgroups::probe();
+    discard_limits(hc, &|c| cg.has(c))
 }
 
-fn discard_limits(hc: &mut HostConfig) -> Vec<String> {
+fn discard_limits(hc: &mut HostConfig, delegated: &dyn Fn(&str) -> bool) -> Vec<String> {
     let mut w = Vec::new();
-    let mut warn = |on: bool, what: &str| {
-        if on {
+    let mut gone = |controller: &str, on: bool, what: &str| {
+        let discard = on && !delegated(controller);
+        if discard {
             w.push(format!(
-                "Your kernel does not support {what} or the cgroup is not mounted. Limitation discarded (rootless mode without cgroup v2)."
+                "Your kernel does not support {what} or the cgroup is not mounted. Limitation discarded (rootless mode: the {controller} cgroup controller is not delegated to this user)."
             ));
         }
+        discard
     };
-    warn(
+    if gone(
+        "memory",
         hc.memory != 0 || hc.memory_reservation != 0 || hc.memory_swap != 0,
         "memory limit capabilities",
-    );
-    warn(
+    ) {
+        hc.memory = 0;
+        hc.memory_reservation = 0;
+        hc.memory_swap = 0;
+    }
+    if gone(
+        "cpu",
         hc.cpu_shares != 0 || hc.cpu_period != 0 || hc.cpu_quota != 0 || hc.nano_cpus != 0,
         "CPU CFS scheduler",
-    );
-    warn(
+    ) {
+        hc.cpu_shares = 0;
+        hc.cpu_period = 0;
+        hc.cpu_quota = 0;
+        hc.nano_cpus = 0;
+    }
+    if gone(
+        "cpuset",
         !hc.cpuset_cpus.is_empty() || !hc.cpuset_mems.is_empty(),
         "cpuset",
-    );
-    warn(
+    ) {
+        hc.cpuset_cpus.clear();
+        hc.cpuset_mems.clear();
+    }
+    if gone(
+        "pids",
         hc.pids_limit.is_some_and(|p| p > 0),
         "pids limit capabilities",
-    );
-    warn(hc.blkio_weight != 0, "Block I/O weight");
-    hc.memory = 0;
-    hc.memory_reservation = 0;
-    hc.memory_swap = 0;
-    hc.cpu_shares = 0;
-    hc.cpu_period = 0;
-    hc.cpu_quota = 0;
-    hc.nano_cpus = 0;
-    hc.cpuset_cpus.clear();
-    hc.cpuset_mems.clear();
-    hc.pids_limit = None;
-    hc.blkio_weight = 0;
+    ) {
+        hc.pids_limit = None;
+    }
+    if gone("io", hc.blkio_weight != 0, "Block I/O weight") {
+        hc.blkio_weight = 0;
+    }
     w
 }
 
@@ -469,10 +482,20 @@ mod rootless_tests {
             pids_limit: Some(10),
             ..Default::default()
         };
-        let w = discard_limits(&mut hc);
+        let w = discard_limits(&mut hc.clone(), &|_| false);
         assert_eq!(w.len(), 3, "{w:?}");
         assert!(w[0].contains("memory limit"));
-        assert_eq!((hc.memory, hc.nano_cpus, hc.pids_limit), (0, 0, None));
-        assert!(discard_limits(&mut HostConfig::default()).is_empty());
+        let mut none = hc.clone();
+        discard_limits(&mut none, &|_| false);
+        assert_eq!((none.memory, none.nano_cpus, none.pids_limit), (0, 0, None));
+        assert!(discard_limits(&mut HostConfig::default(), &|_| false).is_empty());
+        // memory and pids delegated (systemd's default for user@.service): only --cpus goes.
+        let w = discard_limits(&mut hc, &|c| c == "memory" || c == "pids");
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("CPU CFS") && w[0].contains("cpu cgroup controller"));
+        assert_eq!(
+            (hc.memory, hc.nano_cpus, hc.pids_limit),
+            (64 << 20, 0, Some(10))
+        );
     }
 }

@@ -90,8 +90,15 @@ impl Engine {
             hc.restart_policy = rp.clone();
         }
         crate::container::resources::validate(&mut hc, crate::container::resources::When::Update)?;
+        // Rootless: the limits of controllers not delegated are discarded with a warning, as
+        // at create; without any delegation the container has no cgroup of its own to write.
+        let warnings = crate::container::resources::discard_rootless_limits(&mut hc);
+        let no_cgroup = self.rootless()
+            && berth_runtime::rootless::Cgroups::probe()
+                .controllers
+                .is_empty();
         let res = crate::cgroups::resources(&hc)?;
-        if rec.state.status.is_running() || rec.state.status == Status::Paused {
+        if (rec.state.status.is_running() || rec.state.status == Status::Paused) && !no_cgroup {
             let cg = self.running_cgroup(&c.id)?;
             tokio::task::spawn_blocking(move || cg.update(&res))
                 .await
@@ -102,6 +109,6 @@ impl Engine {
         }
         c.update(|r| r.host_config = hc)?;
         self.emit_container(&c.id, "update", &[]);
-        Ok(Vec::new())
+        Ok(warnings)
     }
 }

@@ -99,6 +99,39 @@ pub struct Resources {
 pub(crate) const DEFERRED_ANNOTATION: &str = "org.berth.cgroup-deferred";
 
 impl Resources {
+    /// Clears the limits of the cgroup v2 controllers `keep` refuses (rootless: the ones not
+    /// delegated to the daemon).
+    pub fn retain_controllers(&mut self, keep: impl Fn(&str) -> bool) {
+        if !keep("memory") {
+            self.memory = 0;
+            self.memory_swap = 0;
+            self.memory_reservation = 0;
+            self.memory_swappiness = None;
+            self.oom_kill_disable = false;
+        }
+        if !keep("cpu") {
+            self.nano_cpus = 0;
+            self.cpu_shares = 0;
+            self.cpu_period = 0;
+            self.cpu_quota = 0;
+        }
+        if !keep("cpuset") {
+            self.cpuset_cpus.clear();
+            self.cpuset_mems.clear();
+        }
+        if !keep("pids") {
+            self.pids_limit = None;
+        }
+        if !keep("io") {
+            self.blkio_weight = 0;
+            self.blkio_weight_device.clear();
+            self.device_read_bps.clear();
+            self.device_write_bps.clear();
+            self.device_read_iops.clear();
+            self.device_write_iops.clear();
+        }
+    }
+
     /// The deferred limits an annotation map carries (none when absent or unreadable).
     pub(crate) fn from_annotations(a: Option<&HashMap<String, String>>) -> Option<Resources> {
         a.and_then(|a| a.get(DEFERRED_ANNOTATION))

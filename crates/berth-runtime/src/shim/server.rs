@@ -725,10 +725,10 @@ fn create(opts: ShimOptions) -> Result<Shim, Failure> {
         }
     } else {
         apply_oom_score_adj(&opts.bundle)?;
-        if !crate::rootless::Mode::current().is_rootless() {
-            if let Some(cg) = crate::cgroup::ContainerCgroup::of_bundle(&opts.bundle) {
-                cg.create_parent();
-            }
+        // Rootless too: in a delegated subtree (elsewhere the create fails and libcontainer
+        // leaves the container in the daemon's cgroup).
+        if let Some(cg) = crate::cgroup::ContainerCgroup::of_bundle(&opts.bundle) {
+            cg.create_parent();
         }
         let tight_pids = match relax_pids_limit(&opts.bundle) {
             Ok(t) => t,
