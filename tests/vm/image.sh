@@ -22,8 +22,9 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 CACHE=${BERTH_VM_CACHE:-/var/cache/berth-vm}
 SUITE=bookworm
-# The packages of the root filesystem, beyond minbase. procps: `berth top` runs ps.
-PACKAGES=systemd,systemd-sysv,udev,dbus,kmod,busybox-static,nftables,iproute2,procps
+# The packages of the root filesystem, beyond minbase. procps: `berth top` runs ps; uidmap
+# (newuidmap/newgidmap), slirp4netns and passwd (useradd): rootless berth as a throwaway user.
+PACKAGES=systemd,systemd-sysv,udev,dbus,kmod,busybox-static,nftables,iproute2,procps,uidmap,slirp4netns,passwd
 # Modules the initramfs loads to mount the root disk (their dependencies are added by modprobe).
 BOOT_MODULES=(virtio_pci virtio_blk ext4 crc32c_generic)
 # Module trees left out of the root filesystem: hardware a VM never has (saves ~250 MB).
@@ -209,6 +210,11 @@ StandardError=tty
 TTYPath=/dev/ttyS0
 TimeoutStartSec=infinity
 UNIT
+# User managers (user@UID.service, rootless berth's tests): logind does not run in this boot, so
+# pam_systemd cannot give them XDG_RUNTIME_DIR (user-runtime-dir@UID.service still makes the
+# directory); the same value here.
+mkdir -p "$R/etc/systemd/system/user@.service.d"
+printf '[Service]\nEnvironment=XDG_RUNTIME_DIR=/run/user/%%i\n' >"$R/etc/systemd/system/user@.service.d/berth-vm.conf"
 # The journal stays in memory (the disk is a throwaway snapshot anyway).
 mkdir -p "$R/etc/systemd/journald.conf.d"
 printf '[Journal]\nStorage=volatile\n' >"$R/etc/systemd/journald.conf.d/volatile.conf"

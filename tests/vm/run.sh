@@ -4,7 +4,7 @@
 #   tests/vm/run.sh [--smoke] [SPEC...]
 #
 # SPEC is a test file of crates/berth/tests, optionally with cargo test filters after a colon:
-# `cgroup_v2` (the default), `cgroup_v2:memory,pids`, `exec`. --smoke runs the smoke subset CI
+# `cgroup_v2`, `cgroup_v2:memory,pids`, `exec` (the default: `cgroup_v2 rootless_cgroup_v2`). --smoke runs the smoke subset CI
 # uses; --sh='COMMAND' runs a shell command in the VM (for a look around). As root on Debian 12; it installs its apt packages (tests/vm/deps.sh), builds the tests
 # (cargo), builds or reuses the VM image (tests/vm/image.sh, cached in /var/cache/berth-vm), boots
 # it under QEMU (software emulation) with cgroup v2 only
@@ -48,7 +48,8 @@ for a in "$@"; do
     *) specs+=("$a") ;;
     esac
 done
-((${#specs[@]})) || specs=(cgroup_v2)
+# The whole suite: the cgroup v2 tests and rootless limits in a systemd user session.
+((${#specs[@]})) || specs=(cgroup_v2 rootless_cgroup_v2)
 
 [ "$(id -u)" = 0 ] || die "run as root"
 "$REPO/tests/vm/deps.sh"
