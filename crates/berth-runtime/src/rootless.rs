@@ -226,9 +226,18 @@ fn cgroup_of(pid: &str) -> Option<String> {
         .find_map(|l| l.strip_prefix("0::").map(str::to_string))
 }
 
-/// The host mounts cgroup v2 only and was booted with systemd (a user manager may delegate).
-fn host_v2_systemd() -> bool {
-    crate::cgroup::host_is_v2(Path::new(crate::cgroup::ROOT)) && crate::cgroup::systemd_booted()
+/// The host mounts cgroup v2 only and was booted with systemd, and we run under the user's
+/// systemd manager (`systemctl --user start berth`, `systemd-run --user`): a scope it makes
+/// for us is then in a subtree whose every cgroup the user owns, so the daemon can join it. A
+/// daemon started from a login shell sits in the session's scope, owned by root, from where
+/// it could not.
+fn delegation_possible() -> bool {
+    let uid = nix::unistd::getuid().as_raw();
+    crate::cgroup::host_is_v2(Path::new(crate::cgroup::ROOT))
+        && crate::cgroup::systemd_booted()
+        && cgroup_of("self").is_some_and(|c| {
+            c.starts_with(&format!("/user.slice/user-{uid}.slice/user@{uid}.service/"))
+        })
 }
 
 /// The outer process, for a new holder: asks the user's systemd manager for a delegated scope
@@ -683,7 +692,7 @@ pub fn run_outer(
     let slirp_api = plan.paths.exec_root.join("slirp4netns.sock");
     let (holder, fresh) = match live_holder(&plan.paths) {
         Some(pid) => (pid, false),
-        None => match start_holder(plan, exe) {
+        None => match start_holder(plan, exe, true) {
             Ok(pid) => (pid, true),
             Err(e) => {
                 // Nothing left behind: the directories this start made go (empty ones only).
@@ -787,9 +796,15 @@ pub fn run_outer(
             Ok(())
         });
     }
-    let child = cmd
-        .spawn()
-        .map_err(|e| RuntimeError::io(format!("start {}", exe.display()), e))?;
+    let child = cmd.spawn().map_err(|e| match &leaf {
+        // The pre-exec's move into the holder's leaf, from a cgroup outside the user manager.
+        Some(_) if e.raw_os_error() == Some(libc::EACCES) => RuntimeError::Runtime(format!(
+            "cannot join the rootless namespaces' cgroup from here ({e}): they were started \
+             by the systemd user unit; use `systemctl --user start berth`, or stop them first \
+             (`berth rootless uninstall`)"
+        )),
+        _ => RuntimeError::io(format!("start {}", exe.display()), e),
+    })?;
     drop(leaf);
     let pid = child.id();
     forward_signals(pid);
@@ -818,8 +833,10 @@ pub fn run_outer(
 
 /// Starts the namespace holder: `exe rootless holder` unshares a user namespace, which we map
 /// with newuidmap/newgidmap, then its mount, network and cgroup namespaces; it says so on a
-/// pipe and sleeps. Nothing is left behind when any step fails.
-fn start_holder(plan: &Plan, exe: &Path) -> Result<i32, RuntimeError> {
+/// pipe and sleeps. `delegate`: in a delegated scope of the user's systemd manager where the
+/// host has one (see the module's doc; not for `purge_data`'s short-lived holder). Nothing is
+/// left behind when any step fails.
+fn start_holder(plan: &Plan, exe: &Path, delegate: bool) -> Result<i32, RuntimeError> {
     let pipe = || {
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| RuntimeError::io("pipe", e.into()))
@@ -865,7 +882,7 @@ fn start_holder(plan: &Plan, exe: &Path) -> Result<i32, RuntimeError> {
     // A delegated scope first, so that the holder's cgroup namespace is rooted there. Not
     // on this host: the warning, and no limits (the daemon says so again).
     let mut delegated = false;
-    if host_v2_systemd() {
+    if delegate && delegation_possible() {
         match delegate_scope(pid) {
             Ok(_) => delegated = true,
             Err(e) => eprintln!(
@@ -1000,7 +1017,7 @@ pub fn purge_data(plan: &Plan, exe: &Path) -> Result<(), RuntimeError> {
     if !plan.paths.data_root.exists() {
         return Ok(());
     }
-    let holder = start_holder(plan, exe)?;
+    let holder = start_holder(plan, exe, false)?;
     let out = Command::new(exe)
         .args(["rootless", "purge-data"])
         .env(JOIN_ENV, holder.to_string())

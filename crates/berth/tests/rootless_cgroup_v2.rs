@@ -1,6 +1,7 @@
 //! Rootless Berth on a cgroup v2 host with systemd, as its users run it: a throwaway user with
-//! subordinate ids gets a systemd user manager (`user@UID.service`), runs `berth rootless
-//! setup` (which installs the user unit and runs `systemctl --user enable --now berth` for
+//! subordinate ids gets a systemd user manager (`user@UID.service`); a daemon it starts by
+//! hand, outside that manager, has no delegated cgroup (limits discarded with the warning);
+//! then it runs `berth rootless setup` (which installs the user unit and runs `systemctl --user enable --now berth` for
 //! real), and the daemon applies limits in the cgroup the user manager delegates: first with
 //! systemd's default delegation (systemd 252: cpu, memory and pids; `--cpuset-cpus` is
 //! discarded with a warning), then with the administrator's drop-in delegating cpuset and io
@@ -133,7 +134,7 @@ impl SessionUser {
         c.args(["-u", &self.name, "--", "env", "-i"])
             .arg(format!("HOME={}", self.home.display()))
             .arg(format!("XDG_RUNTIME_DIR=/run/user/{}", self.uid))
-            .arg("PATH=/usr/local/bin:/usr/bin:/bin")
+            .arg("PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
             .arg(program)
             .args(args)
             .current_dir("/");
@@ -398,8 +399,6 @@ fn rootless_limits_in_the_user_session() {
         "{delegated}"
     );
 
-    // Setup for real: the unit, `systemctl --user enable --now berth`, and the missing
-    // delegation named with the administrator's step.
     let tar = PathBuf::from(format!("/tmp/rc-{}.tar", std::process::id()));
     std::fs::write(
         &tar,
@@ -409,6 +408,48 @@ fn rootless_limits_in_the_user_session() {
     )
     .expect("write image");
     std::fs::set_permissions(&tar, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+
+    // cgroup v2 without delegation: a daemon started outside the user manager (here from the
+    // test's own cgroup, as from a login shell) runs, warns, and discards limits.
+    let mut manual = Command::new("/usr/sbin/runuser");
+    manual
+        .args(["-u", &u.name, "--", "env", "-i"])
+        .arg(format!("HOME={}", u.home.display()))
+        .arg(format!("XDG_RUNTIME_DIR=/run/user/{}", u.uid))
+        .arg("PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+        .args([BIN, "daemon"])
+        .current_dir("/")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null());
+    let log_path = PathBuf::from(format!("/tmp/rc-{}.log", std::process::id()));
+    let log = std::fs::File::create(&log_path).expect("daemon log");
+    manual.stderr(log);
+    let mut manual = manual.spawn().expect("start a daemon by hand");
+    assert!(
+        wait_until(Duration::from_secs(60), || u.berth(&["version"]).code == 0),
+        "the daemon started by hand did not answer: {}\n{}",
+        read(&log_path),
+        u.diag()
+    );
+    let info = u.berth(&[
+        "info",
+        "--format",
+        "{{.CgroupDriver}} {{.CgroupVersion}} {{.MemoryLimit}} {{json .Warnings}}",
+    ]);
+    assert!(
+        info.ok().stdout.starts_with("none 2 false ") && info.stdout.contains("without cgroups"),
+        "{info}"
+    );
+    u.berth(&["load", "-i", &tar.display().to_string()]).ok();
+    let r = u.berth(&["run", "--rm", "--memory", "64m", "busybox", "echo", "ok"]);
+    assert_eq!(r.ok().stdout.trim(), "ok");
+    assert!(r.stderr.contains("memory limit"), "{r}");
+    u.berth(&["rootless", "uninstall"]).ok();
+    let _ = manual.wait();
+    let _ = std::fs::remove_file(&log_path);
+
+    // Setup for real: the unit, `systemctl --user enable --now berth`, and the missing
+    // delegation named with the administrator's step.
     let setup = u.berth(&["rootless", "setup"]);
     setup.ok();
     assert!(
