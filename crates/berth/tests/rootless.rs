@@ -527,21 +527,21 @@ fn rootless_daemon_runs_containers_as_the_user() {
         "host view of {pid}"
     );
 
-    // exec, exec -it on a pseudo-terminal (`script` gives the CLI one), logs.
+    // exec, exec -it on a pseudo-terminal, logs.
     let ex = user.client(cli, &["exec", "sleeper", "id", "-u"]);
     assert_eq!(ex.ok().stdout.trim(), "0");
-    let it = user.client(
-        "/usr/bin/script",
-        &[
-            "-qec",
-            &format!("{cli} exec -it sleeper sh -c 'tty; id -u'"),
-            "/dev/null",
-        ],
-    );
-    assert!(it.ok().stdout.contains("/dev/pts/"), "{it}");
+    // On a pty of the test's own, not under `script`: script types an EOF character when its
+    // stdin ends, which the CLI forwards into the exec's terminal (echoed there as `^@`).
+    let mut on_pty = user.cmd(cli, &[("DOCKER_HOST", &user.host())]);
+    on_pty.args(["exec", "-it", "sleeper", "sh", "-c", "tty; id -u"]);
+    let mut it = berth_testkit::pty::Pty::spawn(on_pty, 24, 80);
+    let code = it.wait();
+    assert_eq!(code, Some(0), "{:?}", it.seen);
+    assert!(it.seen.contains("/dev/pts/"), "{:?}", it.seen);
     assert!(
-        it.stdout.contains("\r\n0\r\n"),
-        "a terminal's line ends: {it}"
+        it.seen.contains("\r\n0\r\n"),
+        "a terminal's line ends: {:?}",
+        it.seen
     );
     assert!(wait_until(DEADLINE, || user
         .client(cli, &["logs", "sleeper"])
