@@ -527,6 +527,35 @@ fn rootless_daemon_runs_containers_as_the_user() {
         "host view of {pid}"
     );
 
+    // Without a cgroup of its own: top lists the container's pid namespace, update changes
+    // the restart policy and discards limits with the warning, pause says why it cannot.
+    let top = user.client(cli, &["top", "sleeper"]);
+    assert!(top.ok().stdout.contains("sleep 300"), "{top}");
+    let up = user.client(
+        cli,
+        &["update", "--restart", "on-failure", "-m", "32m", "sleeper"],
+    );
+    // The docker CLI prints an update's warnings on stdout.
+    assert!(
+        up.ok()
+            .stdout
+            .contains("Your kernel does not support memory limit"),
+        "{up}"
+    );
+    let rp = user.client(
+        cli,
+        &[
+            "inspect",
+            "-f",
+            "{{.HostConfig.RestartPolicy.Name}} {{.HostConfig.Memory}}",
+            "sleeper",
+        ],
+    );
+    assert_eq!(rp.ok().stdout.trim(), "on-failure 0");
+    let pause = user.client(cli, &["pause", "sleeper"]);
+    assert_ne!(pause.code, 0, "{pause}");
+    assert!(pause.stderr.contains("needs the container's cgroup"), "{pause}");
+
     // exec, exec -it on a pseudo-terminal, logs.
     let ex = user.client(cli, &["exec", "sleeper", "id", "-u"]);
     assert_eq!(ex.ok().stdout.trim(), "0");

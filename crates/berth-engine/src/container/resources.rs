@@ -411,10 +411,16 @@ mod tests {
 /// Rootless (no cgroup of our own on a v1/hybrid host): the limits are discarded, each with
 /// dockerd's warning for a host that lacks the controller, rather than failing the create.
 pub fn discard_rootless_limits(hc: &mut HostConfig) -> Vec<String> {
-    if !berth_runtime::rootless::Mode::current().is_rootless() {
+    if !rootless_without_cgroups() {
         return Vec::new();
     }
     discard_limits(hc)
+}
+
+/// Whether containers get no cgroup of their own: rootless on a host that delegates none.
+/// Limits are discarded, and update, pause and top make do without one.
+pub fn rootless_without_cgroups() -> bool {
+    berth_runtime::rootless::Mode::current().is_rootless()
 }
 
 fn discard_limits(hc: &mut HostConfig) -> Vec<String> {

@@ -90,8 +90,13 @@ impl Engine {
             hc.restart_policy = rp.clone();
         }
         crate::container::resources::validate(&mut hc, crate::container::resources::When::Update)?;
+        // Rootless without a cgroup: the new limits are discarded with dockerd's warnings, as
+        // at create (the record's own were discarded then, so each warning names a limit of
+        // this update), and the rest (the restart policy) is updated.
+        let rootless = crate::container::resources::rootless_without_cgroups();
+        let warnings = crate::container::resources::discard_rootless_limits(&mut hc);
         let res = crate::cgroups::resources(&hc)?;
-        if rec.state.status.is_running() || rec.state.status == Status::Paused {
+        if !rootless && (rec.state.status.is_running() || rec.state.status == Status::Paused) {
             let cg = self.running_cgroup(&c.id)?;
             tokio::task::spawn_blocking(move || cg.update(&res))
                 .await
@@ -102,6 +107,6 @@ impl Engine {
         }
         c.update(|r| r.host_config = hc)?;
         self.emit_container(&c.id, "update", &[]);
-        Ok(Vec::new())
+        Ok(warnings)
     }
 }
