@@ -495,6 +495,23 @@ fn rootless_daemon_runs_containers_as_the_user() {
     let first: Vec<&str> = map.ok().stdout.split_whitespace().take(3).collect();
     assert_eq!(first, ["0", &user.uid.to_string(), "1"], "{map}");
 
+    // --pid=host: the host's processes (this test's among them) under /proc, the host's
+    // /proc bound (a new proc cannot be mounted for the host's pid namespace).
+    let me = std::process::id();
+    let hp = user.client(
+        cli,
+        &[
+            "run",
+            "--rm",
+            "--pid=host",
+            "busybox",
+            "sh",
+            "-c",
+            &format!("test -d /proc/{me} && echo seen"),
+        ],
+    );
+    assert_eq!(hp.ok().stdout, "seen\n", "{hp}");
+
     // A limit is discarded with a warning; the container still runs.
     let lim = user.client(
         cli,
