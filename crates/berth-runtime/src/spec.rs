@@ -561,7 +561,12 @@ pub(crate) fn build_spec_for(
     // namespace's owner (the initial user namespace), so /proc is the host's, bound (as
     // rootless dockerd does since moby#41893, and nerdctl).
     let proc = if host.rootless && cfg.isolation.pid == Namespace::Host {
-        mount("/proc", "bind", "/proc", &["rbind", "nosuid", "noexec", "nodev"])
+        mount(
+            "/proc",
+            "bind",
+            "/proc",
+            &["rbind", "nosuid", "noexec", "nodev"],
+        )
     } else {
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])
     };

@@ -571,7 +571,10 @@ fn rootless_daemon_runs_containers_as_the_user() {
     assert_eq!(rp.ok().stdout.trim(), "on-failure 0");
     let pause = user.client(cli, &["pause", "sleeper"]);
     assert_ne!(pause.code, 0, "{pause}");
-    assert!(pause.stderr.contains("needs the container's cgroup"), "{pause}");
+    assert!(
+        pause.stderr.contains("needs the container's cgroup"),
+        "{pause}"
+    );
 
     // exec, exec -it on a pseudo-terminal, logs.
     let ex = user.client(cli, &["exec", "sleeper", "id", "-u"]);
