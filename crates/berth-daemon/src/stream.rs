@@ -35,37 +35,43 @@ pub async fn pump<C, S, F>(
     let (mut sr, mut sw) = tokio::io::split(shim);
     let (detach_tx, mut detach_rx) = tokio::sync::oneshot::channel::<()>();
     let mut detach_tx = Some(detach_tx);
-    let input = tokio::spawn(async move {
+    // The client's side is read until the client closes it, whatever happens to the shim's
+    // stdin: a connection closed with input still unread is reset (ECONNRESET at the client,
+    // after or instead of the last output), which the docker CLI reports as an error. With
+    // `exec -it` under `script`, the CLI forwards the EOF character script types when its
+    // own stdin ends, often after the process has exited.
+    let mut input = tokio::spawn(async move {
         let mut buf = vec![0u8; 16 * 1024];
-        if !stdin {
-            // Keep reading so we notice the client closing, but discard.
-            while let Ok(n) = cr.read(&mut buf).await {
-                if n == 0 {
-                    break;
-                }
-            }
-            return;
-        }
+        let mut forward = stdin;
+        let mut detached = false;
         let mut matcher = EscapeMatcher::new(keys);
         loop {
             let n = match cr.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
-            let (fwd, detached) = matcher.feed(&buf[..n]);
-            if !fwd.is_empty() && sw.write_all(&fwd).await.is_err() {
-                return;
+            if !forward {
+                continue;
             }
-            if detached {
+            let (fwd, det) = matcher.feed(&buf[..n]);
+            if !fwd.is_empty() && sw.write_all(&fwd).await.is_err() {
+                // The process's stdin is gone (it exited): discard from now on.
+                forward = false;
+                continue;
+            }
+            if det {
                 if let Some(tx) = detach_tx.take() {
                     let _ = tx.send(());
                 }
-                // Keep the shim side open until the output side is gone: a half-close would
-                // read as the end of stdin.
-                std::future::pending::<()>().await;
+                forward = false;
+                detached = true;
             }
         }
-        let _ = sw.shutdown().await;
+        // After a detach the shim side stays open until the output side is gone: a half-close
+        // would read as the end of stdin.
+        if stdin && !detached {
+            let _ = sw.shutdown().await;
+        }
     });
     let mut buf = vec![0u8; 32 * 1024];
     let mut demux = berth_api::stdcopy::Demuxer::new();
@@ -111,5 +117,44 @@ pub async fn pump<C, S, F>(
     }
     let _ = cw.flush().await;
     let _ = cw.shutdown().await;
+    // The client sees the end of the output and closes; until then (bounded) its input is
+    // still read, so the close is not a reset.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), &mut input).await;
     input.abort();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The process exits with the client's input still unread (its stdin no longer takes it):
+    /// the client gets the whole output and then an orderly end, not a reset.
+    #[tokio::test]
+    async fn unread_input_does_not_reset_the_connection() {
+        let (ours, mut client) = tokio::net::UnixStream::pair().expect("socketpair");
+        // A shim whose stdin takes almost nothing: the client's input stays queued.
+        let (shim_side, mut shim) = tokio::io::duplex(64);
+        let keys = detach_keys(None).expect("keys");
+        let pumping = tokio::spawn(pump(ours, shim_side, false, true, keys, async {}));
+        client
+            .write_all(&vec![b'x'; 64 * 1024])
+            .await
+            .expect("client input");
+        shim.write_all(b"output").await.expect("shim output");
+        drop(shim);
+        let mut got = Vec::new();
+        let end = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            client.read_to_end(&mut got),
+        )
+        .await
+        .expect("the output ends");
+        assert_eq!(got, b"output");
+        end.expect("an orderly end, not ECONNRESET");
+        drop(client);
+        tokio::time::timeout(std::time::Duration::from_secs(10), pumping)
+            .await
+            .expect("the pump ends when the client closes")
+            .expect("pump");
+    }
 }

@@ -49,6 +49,20 @@ pub fn refuse_host_ports() {
     NO_HOST_PORTS.store(true, std::sync::atomic::Ordering::SeqCst);
 }
 
+/// The address a published port is held and DNATed at in the daemon's own network namespace.
+/// Rootless behind slirp4netns, the host side (`host_ip`) is opened on the host by the
+/// forwarder, and the traffic comes into the namespace at another address: `127.0.0.1` from
+/// `berth rootless portd` (TCP), the slirp guest address from slirp4netns (UDP). So inside it
+/// is every address, as rootlesskit's docker-proxy does for dockerd; the host address the user
+/// named only exists outside (binding it inside would fail, a DNAT on it would never match).
+pub fn namespace_ip(host_ip: Option<Ipv4Addr>) -> Option<Ipv4Addr> {
+    if crate::slirp::forwarder().is_some() {
+        None
+    } else {
+        host_ip
+    }
+}
+
 /// Binds `ip:port` (`port` 0: the kernel picks one from `ip_local_port_range`).
 pub fn hold(host_ip: Option<Ipv4Addr>, port: u16, proto: &str) -> std::io::Result<Held> {
     if NO_HOST_PORTS.load(std::sync::atomic::Ordering::SeqCst) {
@@ -70,7 +84,7 @@ pub fn hold(host_ip: Option<Ipv4Addr>, port: u16, proto: &str) -> std::io::Resul
     }
     // SAFETY: fd is a fresh, valid descriptor we own.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    let ip = host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
+    let ip = namespace_ip(host_ip).unwrap_or(Ipv4Addr::UNSPECIFIED);
     let sa = libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: port.to_be(),

@@ -579,8 +579,21 @@ pub(crate) fn build_spec_for(
     } else {
         &["ro", "nosuid", "noexec", "nodev", "relatime"]
     };
+    // Rootless in the host's pid namespace: a new proc needs CAP_SYS_ADMIN over that pid
+    // namespace's owner (the initial user namespace), so /proc is the host's, bound (as
+    // rootless dockerd does since moby#41893, and nerdctl).
+    let proc = if host.rootless && cfg.isolation.pid == Namespace::Host {
+        mount(
+            "/proc",
+            "bind",
+            "/proc",
+            &["rbind", "nosuid", "noexec", "nodev"],
+        )
+    } else {
+        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])
+    };
     let defaults = [
-        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
+        proc,
         mount(
             "/dev",
             "tmpfs",

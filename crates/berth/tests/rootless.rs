@@ -495,6 +495,23 @@ fn rootless_daemon_runs_containers_as_the_user() {
     let first: Vec<&str> = map.ok().stdout.split_whitespace().take(3).collect();
     assert_eq!(first, ["0", &user.uid.to_string(), "1"], "{map}");
 
+    // --pid=host: the host's processes (this test's among them) under /proc, the host's
+    // /proc bound (a new proc cannot be mounted for the host's pid namespace).
+    let me = std::process::id();
+    let hp = user.client(
+        cli,
+        &[
+            "run",
+            "--rm",
+            "--pid=host",
+            "busybox",
+            "sh",
+            "-c",
+            &format!("test -d /proc/{me} && echo seen"),
+        ],
+    );
+    assert_eq!(hp.ok().stdout, "seen\n", "{hp}");
+
     // A limit is discarded with a warning; the container still runs.
     let lim = user.client(
         cli,
@@ -527,21 +544,53 @@ fn rootless_daemon_runs_containers_as_the_user() {
         "host view of {pid}"
     );
 
-    // exec, exec -it on a pseudo-terminal (`script` gives the CLI one), logs.
-    let ex = user.client(cli, &["exec", "sleeper", "id", "-u"]);
-    assert_eq!(ex.ok().stdout.trim(), "0");
-    let it = user.client(
-        "/usr/bin/script",
+    // Without a cgroup of its own: top lists the container's pid namespace, update changes
+    // the restart policy and discards limits with the warning, pause says why it cannot.
+    let top = user.client(cli, &["top", "sleeper"]);
+    assert!(top.ok().stdout.contains("sleep 300"), "{top}");
+    let up = user.client(
+        cli,
+        &["update", "--restart", "on-failure", "-m", "32m", "sleeper"],
+    );
+    // The docker CLI prints an update's warnings on stdout.
+    assert!(
+        up.ok()
+            .stdout
+            .contains("Your kernel does not support memory limit"),
+        "{up}"
+    );
+    let rp = user.client(
+        cli,
         &[
-            "-qec",
-            &format!("{cli} exec -it sleeper sh -c 'tty; id -u'"),
-            "/dev/null",
+            "inspect",
+            "-f",
+            "{{.HostConfig.RestartPolicy.Name}} {{.HostConfig.Memory}}",
+            "sleeper",
         ],
     );
-    assert!(it.ok().stdout.contains("/dev/pts/"), "{it}");
+    assert_eq!(rp.ok().stdout.trim(), "on-failure 0");
+    let pause = user.client(cli, &["pause", "sleeper"]);
+    assert_ne!(pause.code, 0, "{pause}");
     assert!(
-        it.stdout.contains("\r\n0\r\n"),
-        "a terminal's line ends: {it}"
+        pause.stderr.contains("needs the container's cgroup"),
+        "{pause}"
+    );
+
+    // exec, exec -it on a pseudo-terminal, logs.
+    let ex = user.client(cli, &["exec", "sleeper", "id", "-u"]);
+    assert_eq!(ex.ok().stdout.trim(), "0");
+    // On a pty of the test's own, not under `script`: script types an EOF character when its
+    // stdin ends, which the CLI forwards into the exec's terminal (echoed there as `^@`).
+    let mut on_pty = user.cmd(cli, &[("DOCKER_HOST", &user.host())]);
+    on_pty.args(["exec", "-it", "sleeper", "sh", "-c", "tty; id -u"]);
+    let mut it = berth_testkit::pty::Pty::spawn(on_pty, 24, 80);
+    let code = it.wait();
+    assert_eq!(code, Some(0), "{:?}", it.seen);
+    assert!(it.seen.contains("/dev/pts/"), "{:?}", it.seen);
+    assert!(
+        it.seen.contains("\r\n0\r\n"),
+        "a terminal's line ends: {:?}",
+        it.seen
     );
     assert!(wait_until(DEADLINE, || user
         .client(cli, &["logs", "sleeper"])
@@ -1298,4 +1347,169 @@ fn rootless_pasta_by_flag() {
     let d3 = RootlessDaemon::start(&user, &[]);
     assert_eq!(pasta_pid(), None, "pasta stopped");
     outbound(&d3);
+}
+
+/// Whether `addr` answers "hello-published" (within the deadline).
+fn reaches_at(addr: std::net::SocketAddr) -> bool {
+    wait_until(DEADLINE, || {
+        let mut got = String::new();
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+            .and_then(|mut s| {
+                s.set_read_timeout(Some(Duration::from_secs(5)))?;
+                std::io::Read::read_to_string(&mut s, &mut got)
+            })
+            .is_ok()
+            && got == "hello-published\n"
+    })
+}
+
+/// A free port on every address of the host (for `proto`).
+fn free_port(udp: bool) -> u16 {
+    if udp {
+        std::net::UdpSocket::bind("0.0.0.0:0")
+            .and_then(|s| s.local_addr())
+            .expect("free udp port")
+            .port()
+    } else {
+        std::net::TcpListener::bind("0.0.0.0:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port()
+    }
+}
+
+/// The container's count of UDP datagrams that found no socket (`Udp: NoPorts` of its
+/// /proc/net/snmp): busybox has no UDP server, so a datagram's arrival is seen there.
+fn udp_noports(user: &TestUser, name: &str) -> u64 {
+    let snmp = user.client(DOCKER, &["exec", name, "cat", "/proc/net/snmp"]);
+    let udp: Vec<&str> = snmp
+        .ok()
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("Udp: "))
+        .collect();
+    let [names, values] = udp[..] else {
+        panic!("no Udp lines: {snmp}");
+    };
+    let at = names
+        .split_whitespace()
+        .position(|n| n == "NoPorts")
+        .expect("NoPorts");
+    values
+        .split_whitespace()
+        .nth(at)
+        .and_then(|v| v.parse().ok())
+        .expect("NoPorts value")
+}
+
+#[test]
+fn rootless_ports_published_at_one_address_and_udp() {
+    skip_unless_ready!();
+    if !Path::new(DOCKER).exists() {
+        eprintln!("SKIP rootless ports: {DOCKER} absent");
+        return;
+    }
+    let user = TestUser::new(true);
+    let Some(_tun) = TunGrant::new(user.uid) else {
+        eprintln!("SKIP rootless ports: cannot grant {TUN} to the test user");
+        return;
+    };
+    let d = RootlessDaemon::start(&user, &[]);
+    user.client(DOCKER, &["load", "-i", &busybox_tar(&user)])
+        .ok();
+    let serve = "while true; do echo hello-published | nc -l -p 80; done";
+    let lo = std::net::Ipv4Addr::LOCALHOST;
+
+    // -p 127.0.0.1:P:80 answers at 127.0.0.1 and not at the host's other address.
+    let p1 = free_port(false);
+    user.client(
+        DOCKER,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "lo-only",
+            "-p",
+            &format!("127.0.0.1:{p1}:80"),
+            "busybox",
+            "sh",
+            "-c",
+            serve,
+        ],
+    )
+    .ok();
+    assert!(reaches_at((lo, p1).into()), "127.0.0.1:{p1}\n{}", d.log());
+    let port = user.client(DOCKER, &["port", "lo-only", "80"]);
+    assert_eq!(port.ok().stdout.trim(), format!("127.0.0.1:{p1}"));
+    let other = host_address();
+    if let Some(ip) = other {
+        let c = std::net::TcpStream::connect_timeout(&(ip, p1).into(), Duration::from_secs(5));
+        assert!(c.is_err(), "{ip}:{p1} must not answer");
+
+        // -p <host address>:P:80: there, and not on the loopback.
+        let p2 = free_port(false);
+        user.client(
+            DOCKER,
+            &[
+                "run",
+                "-d",
+                "--name",
+                "addr-only",
+                "-p",
+                &format!("{ip}:{p2}:80"),
+                "busybox",
+                "sh",
+                "-c",
+                serve,
+            ],
+        )
+        .ok();
+        assert!(reaches_at((ip, p2).into()), "{ip}:{p2}\n{}", d.log());
+        let c = std::net::TcpStream::connect_timeout(&(lo, p2).into(), Duration::from_secs(5));
+        assert!(c.is_err(), "127.0.0.1:{p2} must not answer");
+        user.client(DOCKER, &["rm", "-f", "addr-only"]).ok();
+        assert!(
+            wait_until(DEADLINE, || std::net::TcpStream::connect((ip, p2)).is_err()),
+            "the forward at {ip} goes with its container"
+        );
+    } else {
+        eprintln!("SKIP rootless ports at a host address: no non-loopback host address");
+    }
+
+    // UDP (slirp4netns's forwards): -p 127.0.0.1:P:53/udp brings datagrams to the container.
+    let p3 = free_port(true);
+    user.client(
+        DOCKER,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "udp",
+            "-p",
+            &format!("127.0.0.1:{p3}:53/udp"),
+            "busybox",
+            "sleep",
+            "300",
+        ],
+    )
+    .ok();
+    let port = user.client(DOCKER, &["port", "udp", "53/udp"]);
+    assert_eq!(port.ok().stdout.trim(), format!("127.0.0.1:{p3}"));
+    let before = udp_noports(&user, "udp");
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp socket");
+    let arrived = wait_until(DEADLINE, || {
+        let _ = sock.send_to(b"hello-udp", (lo, p3));
+        std::thread::sleep(Duration::from_millis(200));
+        udp_noports(&user, "udp") > before
+    });
+    assert!(
+        arrived,
+        "a datagram to 127.0.0.1:{p3} reaches the container\n{}",
+        d.log()
+    );
+    user.client(DOCKER, &["rm", "-f", "lo-only", "udp"]).ok();
+    assert!(
+        wait_until(DEADLINE, || std::net::TcpStream::connect((lo, p1)).is_err()),
+        "the forward at 127.0.0.1 goes with its container"
+    );
 }

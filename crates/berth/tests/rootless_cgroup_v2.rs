@@ -522,6 +522,14 @@ fn rootless_limits_in_the_user_session() {
     assert_eq!(read(&cgroup_of(pid.trim()).join("memory.max")), "33554432");
     let info = u.berth(&["info", "--format", "{{.CgroupDriver}}"]);
     assert_eq!(info.ok().stdout.trim(), "cgroupfs", "{}", u.diag());
+    // With a cgroup of its own, pause uses the v2 freezer and top lists its processes.
+    let kept = cgroup_of(pid.trim());
+    u.berth(&["pause", "kept"]).ok();
+    assert_eq!(read(&kept.join("cgroup.freeze")), "1");
+    u.berth(&["unpause", "kept"]).ok();
+    assert_eq!(read(&kept.join("cgroup.freeze")), "0");
+    let top = u.berth(&["top", "kept"]);
+    assert!(top.ok().stdout.contains("sleep 600"), "{top}");
     u.berth(&["rm", "-f", "kept"]).ok();
 
     // The administrator delegates every controller: a new user manager (as at the next

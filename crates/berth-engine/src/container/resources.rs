@@ -419,6 +419,14 @@ pub fn discard_rootless_limits(hc: &mut HostConfig) -> Vec<String> {
     discard_limits(hc, &|c| cg.has(c))
 }
 
+/// Whether containers get no cgroup of their own: rootless where no controller is delegated
+/// to the daemon (a v1/hybrid host, or no delegated subtree). Update, pause and top then make
+/// do without one.
+pub fn rootless_without_cgroups() -> bool {
+    berth_runtime::rootless::Mode::current().is_rootless()
+        && berth_runtime::rootless::Cgroups::probe().controllers.is_empty()
+}
+
 fn discard_limits(hc: &mut HostConfig, delegated: &dyn Fn(&str) -> bool) -> Vec<String> {
     let mut w = Vec::new();
     let mut gone = |controller: &str, on: bool, what: &str| {

@@ -35,10 +35,12 @@ impl Engine {
         });
         let mut map = self.inner.execs.map();
         // Bound the finished execs kept for a container (Docker keeps them for its lifetime).
+        // Finished means an exit code: one being started (started, not yet running) is not,
+        // and evicting it would make its client's inspect after the output fail with 404.
         let mut finished: Vec<(u64, String)> = map
             .values()
             .map(|e| (e.id.clone(), e.get()))
-            .filter(|(_, s)| s.container_id == c.id && s.started && !s.running)
+            .filter(|(_, s)| s.container_id == c.id && s.exit_code.is_some())
             .map(|(id, s)| (s.finished_seq, id))
             .collect();
         if finished.len() >= MAX_FINISHED_PER_CONTAINER {

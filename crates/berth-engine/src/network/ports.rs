@@ -19,7 +19,7 @@ pub(crate) fn port_rules(sb: &Sandbox) -> Vec<PortRule> {
         .iter()
         .map(|p| PortRule {
             proto: p.proto.clone(),
-            host_ip: p.host_ip,
+            host_ip: ports::namespace_ip(p.host_ip),
             host_port: p.host_port,
             ip: ep.ip,
             port: p.container_port,

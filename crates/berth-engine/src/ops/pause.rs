@@ -21,6 +21,14 @@ impl Engine {
         if !st.is_running() {
             return Err(not_running(&c.id));
         }
+        if crate::container::resources::rootless_without_cgroups() {
+            return Err(EngineError::Internal(format!(
+                "Cannot pause container {}: pausing needs the container's cgroup (its freezer), \
+                 and a rootless daemon's containers have none on a host that does not delegate \
+                 cgroup v2 to the user",
+                c.id
+            )));
+        }
         let cg = self.running_cgroup(&c.id)?;
         tokio::task::spawn_blocking(move || {
             cg.freeze(true)?;

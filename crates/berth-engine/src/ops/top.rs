@@ -64,15 +64,41 @@ pub fn filter_ps(output: &str, pids: &HashSet<i32>) -> Result<TopResponse> {
     Ok(TopResponse { titles, processes })
 }
 
+/// The processes in the pid namespace of `init` (a rootless container without a cgroup of its
+/// own: its processes are those of its pid namespace). None when that namespace is the
+/// daemon's own (`--pid=host`), where it would be every process on the host.
+fn pid_ns_members(init: i64) -> Vec<i32> {
+    use std::os::unix::fs::MetadataExt;
+    let ns = |p: &str| {
+        std::fs::metadata(format!("/proc/{p}/ns/pid"))
+            .ok()
+            .map(|m| (m.dev(), m.ino()))
+    };
+    let Some(want) = ns(&init.to_string()) else {
+        return Vec::new();
+    };
+    if init <= 0 || ns("self") == Some(want) {
+        return Vec::new();
+    }
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
+        .filter(|p| ns(&p.to_string()) == Some(want))
+        .collect()
+}
+
 impl Engine {
     pub async fn top(&self, name: &str, ps_args: &str) -> Result<TopResponse> {
         let c = self.running_entry(name)?;
-        let pids: HashSet<i32> = self
-            .cgroup(&c.id)
-            .map(|cg| cg.pids())
-            .unwrap_or_default()
-            .into_iter()
-            .collect();
+        let pids: HashSet<i32> = if crate::container::resources::rootless_without_cgroups() {
+            pid_ns_members(c.snapshot().state.pid)
+        } else {
+            self.cgroup(&c.id).map(|cg| cg.pids()).unwrap_or_default()
+        }
+        .into_iter()
+        .collect();
         let args: Vec<String> = if ps_args.trim().is_empty() {
             vec!["-ef".into()]
         } else {

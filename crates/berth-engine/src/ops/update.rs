@@ -90,15 +90,14 @@ impl Engine {
             hc.restart_policy = rp.clone();
         }
         crate::container::resources::validate(&mut hc, crate::container::resources::When::Update)?;
-        // Rootless: the limits of controllers not delegated are discarded with a warning, as
-        // at create; without any delegation the container has no cgroup of its own to write.
+        // Rootless: the limits of controllers not delegated are discarded with dockerd's
+        // warnings, as at create (the record's own were discarded then, so each warning names a
+        // limit of this update), and the rest is updated; without any delegation the container
+        // has no cgroup of its own to write.
+        let no_cgroup = crate::container::resources::rootless_without_cgroups();
         let warnings = crate::container::resources::discard_rootless_limits(&mut hc);
-        let no_cgroup = self.rootless()
-            && berth_runtime::rootless::Cgroups::probe()
-                .controllers
-                .is_empty();
         let res = crate::cgroups::resources(&hc)?;
-        if (rec.state.status.is_running() || rec.state.status == Status::Paused) && !no_cgroup {
+        if !no_cgroup && (rec.state.status.is_running() || rec.state.status == Status::Paused) {
             let cg = self.running_cgroup(&c.id)?;
             tokio::task::spawn_blocking(move || cg.update(&res))
                 .await
