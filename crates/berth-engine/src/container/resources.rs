@@ -424,7 +424,9 @@ pub fn discard_rootless_limits(hc: &mut HostConfig) -> Vec<String> {
 /// do without one.
 pub fn rootless_without_cgroups() -> bool {
     berth_runtime::rootless::Mode::current().is_rootless()
-        && berth_runtime::rootless::Cgroups::probe().controllers.is_empty()
+        && berth_runtime::rootless::Cgroups::probe()
+            .controllers
+            .is_empty()
 }
 
 fn discard_limits(hc: &mut HostConfig, delegated: &dyn Fn(&str) -> bool) -> Vec<String> {
