@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Rootless Berth side by side with Debian's rootless dockerd (dockerd-rootless.sh: rootlesskit,
 # slirp4netns, its builtin port driver), both run by one throwaway user made here:
+#   - issue 17's command list through the docker CLI against each, ok or FAIL per command
+#     (results/rootless-commands.md; MEASURE=0 stops after it);
 #   - `run --rm busybox true` through each CLI (hyperfine);
 #   - iperf3 through a published port, host client at 127.0.0.1 → container server (TCP: Berth
 #     forwards with `berth rootless portd`, dockerd with rootlesskit's builtin port driver).
@@ -27,8 +29,11 @@ HOMEDIR=$ROOT/h
 RT=/tmp/rbr$(($$ % 100000))
 SUB=$((1200000000 + ($$ % 1000) * 65536))
 TUN_ACL=
+exec 3>&2 # the cleanup reports here even when it runs inside a redirected check
 
 cleanup() {
+    local rc=$?
+    [ "$rc" = 0 ] || [ ! -s "$ROOT/commands.log" ] || { echo "bench: exit $rc; the command list's log ends:"; tail -n 25 "$ROOT/commands.log"; } >&3
     set +e
     # The user's processes (daemons, rootlesskit, slirp4netns, shims, containers), by pid.
     if id -u "$U" >/dev/null 2>&1; then
@@ -89,13 +94,21 @@ BH=unix://$RT/berth/berth.sock
 DH=unix://$RT/docker.sock
 
 # Rootless berth.
-as_user "$BERTH" daemon >"$ROOT/berth.log" 2>&1 &
-for _ in $(seq 300); do as_user docker -H "$BH" version >/dev/null 2>&1 && break; sleep 0.1; done
-as_user docker -H "$BH" version >/dev/null || { tail -20 "$ROOT/berth.log"; die "rootless berth did not start"; }
+start_berth() {
+    as_user "$BERTH" daemon >>"$ROOT/berth.log" 2>&1 &
+    BR=$!
+    for _ in $(seq 300); do as_user docker -H "$BH" version >/dev/null 2>&1 && break; sleep 0.1; done
+    as_user docker -H "$BH" version >/dev/null || { tail -20 "$ROOT/berth.log"; die "rootless berth did not start"; }
+}
 # Rootless dockerd, Debian's script (rootlesskit + slirp4netns, builtin port driver).
-as_user dockerd-rootless.sh --data-root "$HOMEDIR/docker-data" >"$ROOT/dockerd.log" 2>&1 &
-for _ in $(seq 600); do as_user docker -H "$DH" version >/dev/null 2>&1 && break; sleep 0.1; done
-as_user docker -H "$DH" version >/dev/null || { tail -20 "$ROOT/dockerd.log"; die "rootless dockerd did not start"; }
+start_dockerd() {
+    as_user dockerd-rootless.sh --data-root "$HOMEDIR/docker-data" >>"$ROOT/dockerd.log" 2>&1 &
+    DR=$!
+    for _ in $(seq 600); do as_user docker -H "$DH" version >/dev/null 2>&1 && break; sleep 0.1; done
+    as_user docker -H "$DH" version >/dev/null || { tail -20 "$ROOT/dockerd.log"; die "rootless dockerd did not start"; }
+}
+start_berth
+start_dockerd
 
 # The same images in both: busybox (offline) and an iperf3 made of the host's binary.
 "$TEST_IMAGE" busybox -o "$ROOT/busybox.tar"
@@ -112,6 +125,135 @@ for h in "$BH" "$DH"; do
     as_user docker -H "$h" load -i "$ROOT/busybox.tar" >/dev/null
     as_user docker -H "$h" import "$ROOT/iperf.tar" iperf3:bench >/dev/null
 done
+
+# The issue's command list, the same docker CLI commands against each daemon: ok or FAIL.
+D() { as_user docker -H "$H" "$@"; }
+stop_daemon() { # JOB_PID ARGV0: TERM to the daemon a start_* job runs (the job is a subshell,
+    # its child runuser, runuser's child the daemon: berth, or dockerd's rootlesskit); waits for
+    # it and for the user's ARGV0 processes to end (dockerd outlives rootlesskit while it stops
+    # its containers, and a new one refuses to start beside it).
+    local ru daemon
+    ru=$(ps -o pid= --ppid "$1" | tr -d ' ')
+    daemon=$(ps -o pid= --ppid "$ru" | tr -d ' ')
+    [ -n "$daemon" ] || return 1
+    kill -TERM "$daemon"
+    for _ in $(seq 300); do
+        kill -0 "$daemon" 2>/dev/null || { [ -n "$2" ] && [ -n "$(user_pids_named "$2")" ]; } || break
+        sleep 0.1
+    done
+    ! kill -0 "$daemon" 2>/dev/null
+}
+user_pids_named() { # ARGV0: pids of the user's processes whose first argument is ARGV0
+    local p
+    for p in /proc/[0-9]*; do
+        [ "$(awk '/^Uid:/ {print $2}' "$p/status" 2>/dev/null)" = "$UID_N" ] || continue
+        [ "$(tr '\0' '\n' <"$p/cmdline" 2>/dev/null | head -1)" = "$1" ] && echo "${p#/proc/}"
+    done
+}
+user_pids_running() { # ARGV0 ARG1: pids of the user's processes whose command line is that
+    local p
+    for p in /proc/[0-9]*; do
+        [ "$(awk '/^Uid:/ {print $2}' "$p/status" 2>/dev/null)" = "$UID_N" ] || continue
+        [ "$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null)" = "$1 $2 " ] && echo "${p#/proc/}"
+    done
+}
+c_id() { # uid 0 inside; outside, the container's process is the user
+    [ "$(D run --rm busybox id -u)" = 0 ] || return 1
+    D run -d --name cid busybox sleep 4242 >/dev/null || return 1
+    local pid=
+    for _ in $(seq 50); do pid=$(user_pids_running sleep 4242 | head -1); [ -n "$pid" ] && break; sleep 0.1; done
+    D rm -f cid >/dev/null
+    [ -n "$pid" ]
+}
+c_port() { # -p PORT:80 reachable from the host at 127.0.0.1
+    D run -d --name web -p "$1:80" busybox sh -c 'mkdir -p /w && echo hello > /w/index.html && exec httpd -f -p 80 -h /w' >/dev/null || return 1
+    local got=
+    for _ in $(seq 100); do got=$(curl -s -m 2 "http://127.0.0.1:$1/") && [ "$got" = hello ] && break; sleep 0.1; done
+    D rm -f web >/dev/null
+    [ "$got" = hello ]
+}
+c_dns() { # a user network with name resolution
+    D network create rn >/dev/null || return 1
+    D run -d --name srv --network rn busybox sleep 300 >/dev/null || return 1
+    D run --rm --network rn busybox ping -c 1 -W 5 srv >/dev/null
+    local r=$?
+    D rm -f srv >/dev/null
+    D network rm rn >/dev/null
+    return $r
+}
+c_volume() { # a named volume keeps data between containers
+    D run --rm -v rv:/d busybox sh -c 'echo kept > /d/f' || return 1
+    [ "$(D run --rm -v rv:/d busybox cat /d/f)" = kept ] || return 1
+    D volume rm rv >/dev/null
+}
+c_bind() { # a file container root writes into a bind mount is the user's on the host
+    local dir=$HOMEDIR/bind-$1
+    as_user mkdir -p "$dir" || return 1
+    D run --rm -v "$dir:/b" busybox sh -c 'echo y > /b/f' || return 1
+    [ "$(stat -c %u "$dir/f")" = "$UID_N" ]
+}
+c_build() {
+    local ctx=$HOMEDIR/ctx
+    as_user mkdir -p "$ctx" && printf 'FROM busybox\nRUN echo built > /b\n' | as_user tee "$ctx/Dockerfile" >/dev/null || return 1
+    D build -q -t rbuilt "$ctx" >/dev/null || return 1
+    [ "$(D run --rm rbuilt cat /b)" = built ]
+}
+c_exec_it() { # exec -it on a terminal
+    D run -d --name ex busybox sleep 300 >/dev/null || return 1
+    local out
+    out=$(script -qec "runuser -u $U -- env -i HOME=$HOMEDIR $(command -v docker) -H $H exec -it ex sh -c 'tty && echo in-tty'" /dev/null </dev/null)
+    D rm -f ex >/dev/null
+    [[ $out == */dev/pts/*in-tty* ]]
+}
+c_logs_f() { # logs -f follows until the container ends
+    D run -d --name lg busybox sh -c 'echo one; sleep 1; echo two' >/dev/null || return 1
+    local out
+    out=$(timeout 20 runuser -u "$U" -- env -i HOME="$HOMEDIR" "$(command -v docker)" -H "$H" logs -f lg)
+    D rm -f lg >/dev/null
+    [ "$out" = "$(printf 'one\ntwo')" ]
+}
+c_restart() { # a running container survives a daemon restart (same start, still running)
+    D run -d --name keep busybox sleep 600 >/dev/null || return 1
+    local before after
+    before=$(D inspect -f '{{.State.Running}} {{.State.StartedAt}}' keep)
+    if [ "$H" = "$BH" ]; then
+        stop_daemon "$BR" "" || return 1
+        start_berth
+    else
+        stop_daemon "$DR" dockerd || return 1
+        start_dockerd
+    fi
+    after=$(D inspect -f '{{.State.Running}} {{.State.StartedAt}}' keep)
+    D rm -f keep >/dev/null
+    [ "$before" = "$after" ]
+}
+# Not in a pipeline: the restart check starts a daemon, which must be this shell's job.
+out=$RESULTS/rootless-commands.md
+{
+    echo "The issue's command list, docker CLI 28 against each rootless daemon (one user, one machine)"
+    echo
+    echo "| command | rootless berth | rootless dockerd |"
+    echo "|---|---|---|"
+} | tee "$out"
+for c in "id:run --rm busybox id (uid 0 inside, the user's uid outside)" \
+    "port:run -d -p PORT:80, then curl 127.0.0.1:PORT" \
+    "dns:network create, ping a container by name" \
+    "volume:a named volume, written then read by another container" \
+    "bind:-v HOSTDIR:/b, a file container root writes is the user's on the host" \
+    "build:build, then run the image" \
+    "exec_it:exec -it on a terminal" \
+    "logs_f:logs -f until the container ends" \
+    "restart:daemon restart, the running container survives"; do
+    f=${c%%:*}
+    row="| ${c#*:} |"
+    n=0
+    for H in "$BH" "$DH"; do
+        n=$((n + 1))
+        if "c_$f" "1528$n" >>"$ROOT/commands.log" 2>&1; then row+=" ok |"; else row+=" FAIL |"; fi
+    done
+    echo "$row" | tee -a "$out"
+done
+[ "${MEASURE:-1}" = 1 ] || exit 0
 
 load=$(cut -d' ' -f1-3 /proc/loadavg)
 DOCKER=$(command -v docker)
