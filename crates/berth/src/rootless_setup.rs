@@ -91,6 +91,46 @@ fn systemctl(args: &[&str]) -> Result<(), String> {
     }
 }
 
+/// The unit's cgroup directory as the user manager reports it (cgroup v2), while it is loaded.
+fn unit_cgroup() -> Option<PathBuf> {
+    let out = Command::new("systemctl")
+        .args([
+            "--user",
+            "show",
+            "-p",
+            "ControlGroup",
+            "--value",
+            "berth.service",
+        ])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let rel = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let dir = Path::new("/sys/fs/cgroup").join(rel.trim_start_matches('/'));
+    (!rel.is_empty() && dir.join("cgroup.procs").exists()).then_some(dir)
+}
+
+/// Removes the unit's cgroup once it is empty. systemd prunes a stopped unit's cgroup when its
+/// last process (KillMode=process leaves the namespaces' processes there) exits, but not when
+/// the unit was unloaded first: after our daemon-reload the empty directory can stay for good.
+fn remove_unit_cgroup(dir: &Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while dir.exists() && std::time::Instant::now() < deadline {
+        // Only an empty cgroup without children can be removed; anything else stays (EBUSY).
+        if std::fs::remove_dir(dir).is_ok() {
+            println!("[INFO] Removed the unit's empty cgroup {}", dir.display());
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    if dir.exists() {
+        println!(
+            "[WARNING] The unit's cgroup {} is still there (not empty)",
+            dir.display()
+        );
+    }
+}
+
 /// The docker CLI on PATH, if any.
 fn docker_cli() -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
@@ -299,7 +339,9 @@ pub fn uninstall(args: &[String]) -> i32 {
     };
     let host = format!("unix://{}", paths.socket.display());
     let unit = unit_path();
+    let mut cgroup = None;
     if systemd_user() && unit.as_ref().is_some_and(|u| u.exists()) {
+        cgroup = unit_cgroup();
         match systemctl(&["disable", "--now", "berth.service"]) {
             Ok(()) => println!("[INFO] Stopped and disabled berth.service"),
             Err(e) => println!("[WARNING] {e}"),
@@ -328,6 +370,9 @@ pub fn uninstall(args: &[String]) -> i32 {
                 let _ = systemctl(&["daemon-reload"]);
             }
         }
+    }
+    if let Some(dir) = &cgroup {
+        remove_unit_cgroup(dir);
     }
     if let Some(cli) = docker_cli() {
         if context_host(&cli).as_deref() == Some(host.as_str()) {
