@@ -91,13 +91,7 @@ fn id_of(d: &Daemon, name: &str) -> String {
 
 /// The container's cgroup, from its main process (/proc/<pid>/cgroup, as the host sees it).
 fn cgroup_dir(d: &Daemon, name: &str) -> PathBuf {
-    let pid = fmt(d, name, "{{.State.Pid}}");
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup of pid");
-    let rel = text
-        .lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .expect("a v2 cgroup line");
-    Path::new("/sys/fs/cgroup").join(rel.trim_start_matches('/'))
+    v2_cgroup_of(&fmt(d, name, "{{.State.Pid}}"))
 }
 
 /// Where the driver puts a container (no --cgroup-parent).

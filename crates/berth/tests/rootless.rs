@@ -417,14 +417,7 @@ fn rootless_daemon_runs_containers_as_the_user() {
     };
     // The image, readable by the user, loaded through the API.
     let tar = user.root.join("busybox.tar");
-    std::fs::write(
-        &tar,
-        image::busybox_image()
-            .expect("busybox image")
-            .save_tar(SaveFormat::Oci),
-    )
-    .expect("write image");
-    std::fs::set_permissions(&tar, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    write_busybox_tar(&tar);
 
     // Networking needs /dev/net/tun (mode 0600 on some hosts): grant it to this user only.
     let tun = TunGrant::new(user.uid);
@@ -1197,16 +1190,7 @@ fn rootless_setup_and_uninstall() {
 
     // The daemon as the unit starts it; the docker CLI reaches it through the context alone.
     let d = RootlessDaemon::start(&user, &[]);
-    let tar = user.root.join("busybox.tar");
-    std::fs::write(
-        &tar,
-        image::busybox_image()
-            .expect("busybox image")
-            .save_tar(SaveFormat::Oci),
-    )
-    .expect("write image");
-    std::fs::set_permissions(&tar, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-    as_user(&user, DOCKER, &["load", "-i", &tar.display().to_string()]).ok();
+    as_user(&user, DOCKER, &["load", "-i", &busybox_tar(&user)]).ok();
     as_user(
         &user,
         DOCKER,
@@ -1252,14 +1236,7 @@ fn rootless_setup_and_uninstall() {
 /// busybox saved where `user` can read it.
 fn busybox_tar(user: &TestUser) -> String {
     let tar = user.root.join("busybox.tar");
-    std::fs::write(
-        &tar,
-        image::busybox_image()
-            .expect("busybox image")
-            .save_tar(SaveFormat::Oci),
-    )
-    .expect("write image");
-    std::fs::set_permissions(&tar, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    write_busybox_tar(&tar);
     tar.display().to_string()
 }
 

@@ -16,7 +16,6 @@ mod common;
 use common::*;
 
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -225,16 +224,6 @@ impl Drop for SessionUser {
     }
 }
 
-/// The cgroup (host path) of a container's process.
-fn cgroup_of(pid: &str) -> PathBuf {
-    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup of pid");
-    let rel = cg
-        .lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .expect("a v2 cgroup");
-    Path::new("/sys/fs/cgroup").join(rel.trim_start_matches('/'))
-}
-
 /// The cgroups named berth* under `dir` (the user manager's tree).
 fn berth_cgroups(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -301,7 +290,7 @@ fn limits_apply(u: &SessionUser, name: &str, have: &str) {
         .stdout
         .trim()
         .to_string();
-    let dir = cgroup_of(&pid);
+    let dir = v2_cgroup_of(&pid);
     // In the user's delegated scope, beside the daemon's leaf.
     let scope = dir.parent().and_then(Path::parent).expect("scope");
     assert!(
@@ -400,14 +389,7 @@ fn rootless_limits_in_the_user_session() {
     );
 
     let tar = PathBuf::from(format!("/tmp/rc-{}.tar", std::process::id()));
-    std::fs::write(
-        &tar,
-        image::busybox_image()
-            .expect("busybox image")
-            .save_tar(SaveFormat::Oci),
-    )
-    .expect("write image");
-    std::fs::set_permissions(&tar, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    write_busybox_tar(&tar);
 
     // cgroup v2 without delegation: a daemon started outside the user manager (here from the
     // test's own cgroup, as from a login shell) runs, warns, and discards limits.
@@ -519,11 +501,14 @@ fn rootless_limits_in_the_user_session() {
         pid,
         "the container survived the restart"
     );
-    assert_eq!(read(&cgroup_of(pid.trim()).join("memory.max")), "33554432");
+    assert_eq!(
+        read(&v2_cgroup_of(pid.trim()).join("memory.max")),
+        "33554432"
+    );
     let info = u.berth(&["info", "--format", "{{.CgroupDriver}}"]);
     assert_eq!(info.ok().stdout.trim(), "cgroupfs", "{}", u.diag());
     // With a cgroup of its own, pause uses the v2 freezer and top lists its processes.
-    let kept = cgroup_of(pid.trim());
+    let kept = v2_cgroup_of(pid.trim());
     u.berth(&["pause", "kept"]).ok();
     assert_eq!(read(&kept.join("cgroup.freeze")), "1");
     u.berth(&["unpause", "kept"]).ok();

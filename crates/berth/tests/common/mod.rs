@@ -77,3 +77,27 @@ pub fn sh(d: &Daemon, extra: &[&str], script: &str) -> String {
     o.ok();
     o.out().to_string()
 }
+
+/// busybox saved as an OCI tar at `tar`, readable by everyone (rootless tests load it as
+/// another user).
+pub fn write_busybox_tar(tar: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(
+        tar,
+        image::busybox_image()
+            .expect("busybox image")
+            .save_tar(SaveFormat::Oci),
+    )
+    .expect("write image");
+    std::fs::set_permissions(tar, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+}
+
+/// The cgroup v2 directory (host path) of a process, from its /proc/<pid>/cgroup.
+pub fn v2_cgroup_of(pid: &str) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup of pid");
+    let rel = text
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .expect("a v2 cgroup line");
+    std::path::Path::new("/sys/fs/cgroup").join(rel.trim_start_matches('/'))
+}
